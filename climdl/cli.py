@@ -1,0 +1,122 @@
+"""The ``climdl`` command.
+
+Each subcommand parses its options and calls one library function; there is no logic here.
+Predictable mistakes surface as :class:`climdl.errors.ClimdlError` and are printed as one
+sentence with a non-zero exit code; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from climdl import __version__
+from climdl.errors import ClimdlError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+log = logging.getLogger("climdl")
+
+
+def _console(quiet: bool = False) -> Console:
+    from rich.console import Console
+
+    return Console(stderr=True, quiet=quiet)
+
+
+# ----------------------------------------------------------------------------- sample
+def _cmd_sample(args: argparse.Namespace) -> int:
+    from rich.progress import Progress
+
+    from climdl.data.sample import write_sample
+
+    console = _console(args.quiet)
+    for domain in args.domain:
+        with Progress(console=console, transient=True, disable=args.quiet) as bar:
+            task = bar.add_task(f"sample {domain}", total=None)
+            res = write_sample(
+                args.out_dir, domain=domain, years=args.years, seed=args.seed,
+                overwrite=args.overwrite,
+                progress=lambda name, d=domain: bar.update(task, description=f"{d}: {name}"),
+            )
+        console.print(f"[bold]{domain}[/]: {len(res.files)} files, {res.nbytes / 1e6:.1f} MB "
+                      f"in {res.seconds:.1f} s")
+        print(res.root)
+    return 0
+
+
+# ----------------------------------------------------------------------------- catalog
+def _cmd_catalog_list(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from climdl.catalog import load_catalog
+
+    table = Table("name", "layout", "domain", "description")
+    for entry in load_catalog().values():
+        table.add_row(entry.name, entry.layout, entry.domain or "-", entry.description)
+    _console().print(table)
+    return 0
+
+
+def _cmd_catalog_show(args: argparse.Namespace) -> int:
+    from climdl.catalog import get_entry
+
+    print(get_entry(args.name).describe())
+    return 0
+
+
+# ----------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    p = argparse.ArgumentParser(prog="climdl", description="Deep-learning climate downscaling "
+                                "and cloud segmentation.")
+    p.add_argument("--version", action="version", version=f"climdl {__version__}")
+    p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("sample", help="write the embedded sample dataset in the CORDEX ML-Bench layout")
+    s.add_argument("out_dir", type=Path, help="folder to write into (created)")
+    s.add_argument("--domain", nargs="+", default=["ALPS"], type=str.upper, choices=["ALPS", "SA"],
+                   help="domain(s) to generate (default ALPS)")
+    s.add_argument("--years", type=int, default=1, help="years per period (default 1)")
+    s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    s.add_argument("--overwrite", action="store_true", help="replace existing files")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress or summary")
+    s.set_defaults(func=_cmd_sample)
+
+    c = sub.add_parser("catalog", help="list or show data catalog entries")
+    csub = c.add_subparsers(dest="catalog_command", required=True, metavar="ACTION")
+    cl = csub.add_parser("list", help="list the catalog entries")
+    cl.set_defaults(func=_cmd_catalog_list)
+    cs = csub.add_parser("show", help="show one entry: layout, experiments, paths")
+    cs.add_argument("name")
+    cs.set_defaults(func=_cmd_catalog_show)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``climdl`` console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except ClimdlError as exc:
+        if args.debug:
+            raise
+        print(f"climdl: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("climdl: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

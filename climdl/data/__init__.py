@@ -1,0 +1,1 @@
+"""Reading climate data into canonical xarray Datasets (names, units, coordinates)."""

@@ -1,0 +1,234 @@
+"""Coordinate handling for the reader: time, pressure levels and horizontal grids.
+
+Canonical horizontal layout: regular grids have 1-D ``lat`` (ascending, south to north) and
+``lon`` dimensions. Longitudes are in -180..180, except for domains that cross the antimeridian,
+which keep 0..360 so the domain stays contiguous (a domain crossing both 0 and 180 degrees starts
+at its western edge). Curvilinear and projected grids (Lambert ``x``/``y``, rotated pole) keep their
+dimensions and projection coordinates untouched; only their 2-D latitude/longitude coordinates are
+renamed ``lat``/``lon`` and their longitudes put on the same convention.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Hashable, Sequence
+
+import numpy as np
+import xarray as xr
+
+from climdl.data.units import UREG, parse_units
+from climdl.errors import DataError
+
+log = logging.getLogger(__name__)
+
+_LAT_NAMES = {"lat", "latitude", "nav_lat", "xlat", "lat2d", "latitudes", "y_lat"}
+_LON_NAMES = {"lon", "longitude", "nav_lon", "xlong", "lon2d", "longitudes", "x_lon"}
+_LAT_UNITS = {"degrees_north", "degree_north", "degree_n", "degrees_n", "degreen", "degreesn"}
+_LON_UNITS = {"degrees_east", "degree_east", "degree_e", "degrees_e", "degreee", "degreese"}
+_VERTICAL_NAMES = {"plev", "lev", "level", "levels", "pressure", "pressure_level", "isobaricinhpa"}
+
+
+def find_time_name(ds: xr.Dataset) -> Hashable | None:
+    """Name of the time dimension: ``time`` or a coordinate with axis T / standard_name time."""
+    if "time" in ds.dims:
+        return "time"
+    for name, coord in ds.coords.items():
+        attrs = coord.attrs
+        if (
+            coord.ndim == 1
+            and coord.dims[0] == name
+            and (attrs.get("axis") == "T" or attrs.get("standard_name") == "time")
+        ):
+            return name
+    return None
+
+
+def time_step_days(time: xr.DataArray) -> float | None:
+    """Median spacing of a time coordinate in days (None for fewer than two steps)."""
+    if time.size < 2:
+        return None
+    deltas = np.diff(time.values)
+    seconds = [
+        d / np.timedelta64(1, "s") if isinstance(d, np.timedelta64) else d.total_seconds()
+        for d in deltas
+    ]
+    return float(np.median(seconds)) / 86400.0
+
+
+def vertical_coord(da: xr.DataArray) -> Hashable | None:
+    """The pressure coordinate of ``da`` (dimension or scalar), recognised by name or CF attrs."""
+    for name, coord in da.coords.items():
+        if coord.ndim > 1:
+            continue
+        attrs = coord.attrs
+        if str(name).lower() in _VERTICAL_NAMES or attrs.get("standard_name") == "air_pressure":
+            return name
+        if attrs.get("axis") == "Z" and str(attrs.get("units", "")).lower() in (
+            "pa",
+            "hpa",
+            "mbar",
+        ):
+            return name
+    return None
+
+
+def levels_hpa(coord: xr.DataArray, *, where: str) -> np.ndarray:
+    """Pressure levels of ``coord`` in hPa (units Pa/hPa/mbar; without units, guessed by size)."""
+    values = np.atleast_1d(np.asarray(coord.values, dtype=float))
+    units = str(coord.attrs.get("units", "")).strip()
+    if not units:
+        return values / 100.0 if np.nanmax(values) > 1100.0 else values
+    try:
+        factor = UREG.Quantity(1.0, parse_units(units)).to("hPa").magnitude
+    except Exception:
+        raise DataError(
+            f"the vertical coordinate {coord.name!r} in {where} has units {units!r}, which are "
+            "not a pressure; climdl needs pressure levels in Pa or hPa."
+        ) from None
+    return values * float(factor)
+
+
+def _find(ds: xr.Dataset, names: set[str], units: set[str], standard_name: str) -> Hashable | None:
+    by_name = None
+    for name, coord in ds.coords.items():
+        attrs = coord.attrs
+        if attrs.get("standard_name") == standard_name:
+            return name
+        if str(attrs.get("units", "")).lower() in units:
+            return name
+        if by_name is None and str(name).lower() in names:
+            by_name = name
+    return by_name
+
+
+def promote_latlon(ds: xr.Dataset) -> xr.Dataset:
+    """Make latitude/longitude data variables (files without a coordinates attribute) coords."""
+    extra = [
+        name
+        for name, var in ds.data_vars.items()
+        if var.attrs.get("standard_name") in ("latitude", "longitude")
+        or str(name).lower() in _LAT_NAMES | _LON_NAMES
+    ]
+    return ds.set_coords(extra) if extra else ds
+
+
+def lon_origin(lon: np.ndarray) -> float:
+    """Western edge of the longitude frame that keeps the points contiguous (see module doc)."""
+    u = np.unique(np.mod(np.asarray(lon, dtype=float)[np.isfinite(lon)], 360.0))
+    if u.size < 2:
+        return -180.0
+    gaps = np.diff(np.append(u, u[0] + 360.0))
+    i = int(np.argmax(gaps))
+    if gaps[i] < 2.0 * np.median(gaps):  # global: no gap larger than a grid step
+        return -180.0
+    west, extent = u[(i + 1) % u.size], 360.0 - gaps[i]
+    west180 = (west + 180.0) % 360.0 - 180.0
+    if west180 + extent < 180.0:
+        return -180.0
+    if west + extent < 360.0:
+        return 0.0
+    return float(west180)
+
+
+def _wrap(lon: np.ndarray, origin: float) -> np.ndarray:
+    return origin + np.mod(lon - origin, 360.0)
+
+
+def normalise_horizontal(ds: xr.Dataset) -> xr.Dataset:
+    """Rename lat/lon, sort regular grids south to north and put longitudes on one convention."""
+    lat_name = _find(ds, _LAT_NAMES, _LAT_UNITS, "latitude")
+    lon_name = _find(ds, _LON_NAMES, _LON_UNITS, "longitude")
+    if lat_name is None or lon_name is None:
+        log.debug("no latitude/longitude coordinates found; grid left as is")
+        return ds
+    lat, lon = ds[lat_name], ds[lon_name]
+    if lat.ndim == 1 and lon.ndim == 1 and lat.dims != lon.dims:
+        for name, coord in ((lat_name, lat), (lon_name, lon)):
+            if coord.dims[0] != name:
+                ds = ds.swap_dims({coord.dims[0]: name})
+        ds = (
+            ds.rename({lat_name: "lat", lon_name: "lon"})
+            if (lat_name, lon_name)
+            != (
+                "lat",
+                "lon",
+            )
+            else ds
+        )
+        values = ds["lat"].values
+        if values.size > 1 and not np.all(np.diff(values) > 0):
+            ds = ds.isel(lat=np.argsort(values, kind="stable"))
+        wrapped = _wrap(ds["lon"].values.astype(float), lon_origin(ds["lon"].values))
+        _, order = np.unique(wrapped, return_index=True)
+        if order.size < wrapped.size:
+            log.debug("dropping %d duplicate longitudes", wrapped.size - order.size)
+        ds = ds.assign_coords(lon=("lon", wrapped.astype(ds["lon"].dtype), ds["lon"].attrs))
+        if order.size < wrapped.size or np.any(np.diff(order) < 0):
+            ds = ds.isel(lon=order)
+        return ds
+    rename = {k: v for k, v in ((lat_name, "lat"), (lon_name, "lon")) if k != v}
+    ds = ds.rename(rename) if rename else ds
+    values = np.asarray(ds["lon"].values, dtype=float)
+    wrapped = _wrap(values, lon_origin(values))
+    return ds.assign_coords(lon=(ds["lon"].dims, wrapped, ds["lon"].attrs))
+
+
+def _inside(poly_x: np.ndarray, poly_y: np.ndarray, px: np.ndarray, py: np.ndarray) -> np.ndarray:
+    """Even-odd point-in-polygon test, vectorised over the points."""
+    inside = np.zeros(px.shape, dtype=bool)
+    x0, y0 = poly_x, poly_y
+    x1, y1 = np.roll(poly_x, -1), np.roll(poly_y, -1)
+    for a, b, c, d in zip(x0, y0, x1, y1, strict=True):
+        crosses = (b > py) != (d > py)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            xcross = a + (py - b) * (c - a) / (d - b)
+        inside ^= crosses & (px < xcross)
+    return inside
+
+
+def check_bbox(ds: xr.Dataset, bbox: Sequence[float], *, where: str) -> None:
+    """Raise DataError unless the grid covers ``bbox = (lon_min, lon_max, lat_min, lat_max)``.
+
+    Regular grids count cell edges (centres +- half a step); curvilinear grids count the polygon
+    through their outermost cell centres. A bbox may cross the antimeridian (lon_min > lon_max).
+    """
+    if "lat" not in ds.coords or "lon" not in ds.coords:
+        raise DataError(
+            f"{where} has no latitude/longitude coordinates to check the domain against."
+        )
+    lon_min, lon_max, lat_min, lat_max = (float(v) for v in bbox)
+    width = (lon_max - lon_min) % 360.0 or (360.0 if lon_max != lon_min else 0.0)
+    lat = np.asarray(ds["lat"].values, dtype=float)
+    lon = np.asarray(ds["lon"].values, dtype=float)
+    if lat.ndim == 1:
+        dlat = float(np.median(np.abs(np.diff(lat)))) / 2 if lat.size > 1 else 0.0
+        dlon = float(np.median(np.abs(np.diff(lon)))) / 2 if lon.size > 1 else 0.0
+        g_lat = (lat.min() - dlat, lat.max() + dlat)
+        g_lon = (lon.min() - dlon, lon.max() + dlon)
+        west = g_lon[0] - 1e-6 + np.mod(lon_min - g_lon[0] + 1e-6, 360.0)
+        ok_lon = g_lon[1] - g_lon[0] >= 360.0 - 1e-6 or west + width <= g_lon[1] + 1e-6
+        ok = ok_lon and g_lat[0] - 1e-6 <= lat_min and lat_max <= g_lat[1] + 1e-6
+    else:
+        g_lat, g_lon = (lat.min(), lat.max()), (lon.min(), lon.max())
+        ring_x = np.concatenate([lon[0, :], lon[1:, -1], lon[-1, -2::-1], lon[-2:0:-1, 0]])
+        ring_y = np.concatenate([lat[0, :], lat[1:, -1], lat[-1, -2::-1], lat[-2:0:-1, 0]])
+        t = np.linspace(0.0, 1.0, 21)
+        west = g_lon[0] + np.mod(lon_min - g_lon[0], 360.0)
+        px = np.concatenate(
+            [west + t * width, np.full(21, west + width), west + t * width, np.full(21, west)]
+        )
+        py = np.concatenate(
+            [
+                np.full(21, lat_min),
+                lat_min + t * (lat_max - lat_min),
+                np.full(21, lat_max),
+                lat_min + t * (lat_max - lat_min),
+            ]
+        )
+        ok = bool(np.all(_inside(ring_x, ring_y, px, py)))
+    if not ok:
+        raise DataError(
+            f"the grid of {where} covers lon {g_lon[0]:.2f}..{g_lon[1]:.2f}, lat "
+            f"{g_lat[0]:.2f}..{g_lat[1]:.2f} but the domain needs lon {lon_min:g}..{lon_max:g}, "
+            f"lat {lat_min:g}..{lat_max:g}; use input data that cover the domain."
+        )

@@ -1,0 +1,173 @@
+"""Input files and their time axes: finding, opening, checking and combining.
+
+Every failure a user can cause (no such file, a glob matching nothing, a truncated or corrupt file,
+overlapping or misordered times, files that do not fit together) becomes a :class:`DataError`
+that names the file(s).
+"""
+
+from __future__ import annotations
+
+import glob
+import itertools
+import os
+import re
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import xarray as xr
+
+from climdl.errors import DataError
+
+PathArg = str | os.PathLike[str]
+_DATE = re.compile(r"^\d{1,4}(-\d{1,2}(-\d{1,2})?)?$")
+
+
+def resolve_paths(paths: PathArg | Sequence[PathArg]) -> list[Path]:
+    """Expand one path, a glob, or a sequence of paths/globs into existing files (sorted, unique)."""
+    items = [paths] if isinstance(paths, str | os.PathLike) else list(paths)
+    if not items:
+        raise DataError("no input files were given; pass a file, a glob or a list of files.")
+    found: list[Path] = []
+    for item in items:
+        text = os.fspath(item)
+        if glob.has_magic(text):
+            matches = sorted(glob.glob(os.path.expanduser(text)))
+            if not matches:
+                raise DataError(f"no files match {text!r}; check the path and the pattern.")
+            found.extend(Path(m) for m in matches)
+        else:
+            path = Path(text).expanduser()
+            if not path.is_file():
+                raise DataError(f"input file {path} does not exist; check the path.")
+            found.append(path)
+    return list(dict.fromkeys(found))
+
+
+def _corrupt(path: Path) -> DataError:
+    return DataError(
+        f"{path} is not a readable NetCDF file (truncated or corrupt?); download or write it again."
+    )
+
+
+def _check_classic_size(path: Path) -> None:
+    """NetCDF-3 files cut short open without error and read zeros, so check their size here."""
+    with path.open("rb") as fh:
+        magic = fh.read(4)
+    if magic not in (b"CDF\x01", b"CDF\x02"):
+        return
+    from scipy.io import netcdf_file  # reads the header and maps (does not read) the data
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            netcdf_file(path, mode="r", mmap=True).close()
+    except (ValueError, TypeError, OSError, IndexError) as exc:
+        raise _corrupt(path) from exc
+
+
+def open_file(path: Path) -> xr.Dataset:
+    """Open one file lazily (netCDF4 engine), decoding times as cftime in any calendar."""
+    _check_classic_size(path)
+    coders = getattr(xr, "coders", None)
+    kwargs: dict[str, Any] = (
+        {"decode_times": coders.CFDatetimeCoder(use_cftime=True)}
+        if coders is not None and hasattr(coders, "CFDatetimeCoder")
+        else {"use_cftime": True}
+    )
+    try:
+        return xr.open_dataset(
+            path, engine="netcdf4", mask_and_scale=True, decode_timedelta=False, **kwargs
+        )
+    except OSError as exc:
+        raise _corrupt(path) from exc
+    except ValueError as exc:
+        if "time" in str(exc) or "calendar" in str(exc):
+            raise DataError(
+                f"the times in {path} cannot be decoded ({exc}); fix the time units/calendar."
+            ) from exc
+        raise _corrupt(path) from exc
+
+
+def _dates(values: Any) -> str:
+    return ", ".join(str(v)[:19] for v in values)
+
+
+def check_times(time: xr.DataArray, where: str) -> None:
+    """Raise DataError unless times are strictly increasing (no duplicates, no steps back)."""
+    values = time.values
+    if values.size < 2:
+        return
+    bad = [i for i in range(values.size - 1) if not values[i + 1] > values[i]]
+    if bad:
+        pairs = "; ".join(f"{_dates(values[i : i + 2])}" for i in bad[:3])
+        raise DataError(
+            f"the times in {where} are not strictly increasing (duplicate or decreasing dates: "
+            f"{pairs}); remove the duplicated or misordered files/steps."
+        )
+
+
+def describe(files: Sequence[Path]) -> str:
+    return str(files[0]) if len(files) == 1 else f"{files[0]} and {len(files) - 1} more file(s)"
+
+
+def _first_time(item: tuple[Path, xr.Dataset]) -> Any:
+    return item[1]["time"].values[0]
+
+
+def combine(parts: list[tuple[Path, xr.Dataset]]) -> xr.Dataset:
+    """Combine per-file datasets by coordinates after checking calendars and time overlaps."""
+    parts = [p for p in parts if p[1].data_vars] or parts[:1]
+    if len(parts) == 1:
+        return parts[0][1]
+    timed = [p for p in parts if "time" in p[1].dims and p[1].sizes["time"] > 0]
+    calendars = {str(getattr(p[1]["time"].values[0], "calendar", "standard")) for p in timed}
+    if len(calendars) > 1:
+        raise DataError(
+            f"the input files use different calendars ({', '.join(sorted(calendars))}); "
+            "open files of one calendar together."
+        )
+    groups: dict[frozenset[str], list[tuple[Path, xr.Dataset]]] = {}
+    for item in timed:
+        groups.setdefault(frozenset(map(str, item[1].data_vars)), []).append(item)
+    for members in groups.values():
+        members.sort(key=_first_time)
+        for (p0, d0), (p1, d1) in itertools.pairwise(members):
+            last, first = d0["time"].values[-1], d1["time"].values[0]
+            if not first > last:
+                raise DataError(
+                    f"{p0} and {p1} overlap in time ({p0.name} ends {_dates([last])}, {p1.name} "
+                    f"starts {_dates([first])}); remove the duplicated file or period."
+                )
+    try:
+        return xr.combine_by_coords(
+            [d for _, d in parts],
+            data_vars="minimal",
+            coords="minimal",
+            compat="override",
+            join="exact",
+            combine_attrs="drop_conflicts",
+        )  # type: ignore[return-value]
+    except (ValueError, xr.MergeError) as exc:
+        raise DataError(
+            f"the files {describe([p for p, _ in parts])} cannot be combined ({exc}); open "
+            "files on different grids separately."
+        ) from exc
+
+
+def select_time(ds: xr.Dataset, time_range: tuple[str, str], where: str) -> xr.Dataset:
+    """Select ``time_range`` (inclusive 'YYYY-MM-DD' strings) in any cftime calendar."""
+    start, end = (str(t).strip() for t in time_range)
+    if "time" not in ds.dims:
+        raise DataError(f"a time_range was given but {where} has no time axis.")
+    if not (_DATE.match(start) and _DATE.match(end)):
+        raise DataError(f"time_range {start!r}..{end!r} is not of the form 'YYYY-MM-DD'.")
+    try:
+        out = ds.sel(time=slice(start, end))
+    except (KeyError, ValueError, TypeError) as exc:
+        raise DataError(f"time_range {start}..{end} cannot be applied to {where} ({exc}).") from exc
+    if out.sizes["time"] == 0:
+        cover = _dates(ds["time"].values[[0, -1]]).replace(", ", " to ")
+        raise DataError(f"time_range {start}..{end} selects no time steps; {where} covers {cover}.")
+    return out

@@ -1,0 +1,328 @@
+"""``climdl sample``: the embedded default dataset in the CORDEX ML-Bench layout.
+
+Writes, deterministically, a small dataset whose directory tree, file names, variables,
+dimensions and attributes follow the benchmark (see ``data_catalog/cordex-ml-bench.yaml``)::
+
+    <out>/<DOMAIN>/<DOMAIN>_domain/
+      train/ESD_pseudo_reality/predictors/<GCM>_1961-1980.nc, Static_fields.nc
+      train/ESD_pseudo_reality/target/pr_tasmax_<GCM>_1961-1980.nc
+      train/Emulator_hist_future/predictors/<GCM>_1961-1980_2080-2099.nc, Static_fields.nc
+      train/Emulator_hist_future/target/pr_tasmax_<GCM>_1961-1980_2080-2099.nc
+      test/<historical|mid_century|end_century>/predictors/<perfect|imperfect>/<GCM>_<period>.nc
+      test/<period>/target/pr_tasmax_<GCM>_<period>.nc      <- sample only: withheld by the benchmark
+
+File names carry the benchmark's period labels; each file holds the first ``years`` years of
+its period (``--years``). The test periods exist for the training GCM and the transfer GCM,
+whose RCM run uses another calendar. Values come from :mod:`climdl.data.synthetic`: plausible
+physics, not real data, and no claim about skill on real data can rest on them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from climdl import __version__
+from climdl.data.grids import domain_spec, grid_mapping_name
+from climdl.data.synthetic import Run, SyntheticClimate
+from climdl.data.variables import ML_BENCH_PREDICTORS, canonical_attrs
+from climdl.errors import ConfigError
+from climdl.io.netcdf import write_netcdf
+
+log = logging.getLogger(__name__)
+
+TRAIN_EXPERIMENTS = {
+    "ESD_pseudo_reality": [(1961, 1980)],
+    "Emulator_hist_future": [(1961, 1980), (2080, 2099)],
+}
+TEST_PERIODS = {
+    "historical": (1981, 2000),
+    "mid_century": (2041, 2060),
+    "end_century": (2080, 2099),
+}
+PREDICTOR_TIME_UNITS = "days since 1950-01-01"
+# Decimal digits kept by lossless-after-quantisation compression (netCDF least_significant_digit):
+# far below the weather noise, and 3-4x smaller files. Targets keep 0.1 K and 0.1 mm/day.
+PREDICTOR_DIGITS = {
+    **{f"z_{lev}": 0 for lev in (500, 700, 850)},
+    **{f"{v}_{lev}": 2 for v in "tuv" for lev in (500, 700, 850)},
+    **{f"q_{lev}": 6 for lev in (500, 700, 850)},
+}
+
+
+@dataclass(frozen=True)
+class SampleResult:
+    """What ``write_sample`` produced."""
+
+    root: Path
+    files: list[Path]
+    seconds: float
+
+    @property
+    def nbytes(self) -> int:
+        return sum(f.stat().st_size for f in self.files)
+
+
+def period_label(blocks: list[tuple[int, int]]) -> str:
+    """Benchmark file label of one or more (start, end) year blocks, e.g. ``1961-1980_2080-2099``."""
+    return "_".join(f"{a}-{b}" for a, b in blocks)
+
+
+def _years(blocks: list[tuple[int, int]], n: int) -> list[int]:
+    return [y for a, b in blocks for y in range(a, min(b, a + n - 1) + 1)]
+
+
+def _time_coord(
+    dates: np.ndarray, units: str, calendar: str, bounds: bool
+) -> dict[str, xr.DataArray]:
+    attrs = {"standard_name": "time", "long_name": "time", "axis": "T"}
+    if bounds:
+        attrs["bounds"] = "time_bnds"
+    out = {"time": xr.DataArray(dates, dims="time", attrs=attrs)}
+    if bounds:
+        import datetime
+
+        lo = np.array([d - datetime.timedelta(hours=12) for d in dates], dtype=object)
+        hi = np.array([d + datetime.timedelta(hours=12) for d in dates], dtype=object)
+        out["time_bnds"] = xr.DataArray(np.stack([lo, hi], axis=1), dims=("time", "bnds"))
+    return out
+
+
+def _time_encoding(units: str, calendar: str) -> dict[str, dict[str, object]]:
+    enc: dict[str, object] = {
+        "units": units,
+        "calendar": calendar,
+        "dtype": "f8",
+        "_FillValue": None,
+    }
+    return {"time": enc, "time_bnds": dict(enc)}
+
+
+def _global_attrs(climate: SyntheticClimate, run: Run, title: str, **extra: str) -> dict[str, str]:
+    spec = climate.spec
+    return {
+        "Conventions": "CF-1.10",
+        "title": title,
+        "institution": "climdl",
+        "source": f"climdl {__version__} synthetic climate (plausible physics, not real data)",
+        "domain": spec.name,
+        "rcm_model_id": spec.rcm,
+        "driving_model_id": run.gcm,
+        "experiment_id": f"historical+{spec.scenario}",
+        "synthetic_seed": str(climate.seed),
+        "history": f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} climdl sample",
+        "comment": "Embedded sample in the CORDEX ML-Bench layout for tests, demos and benchmarks.",
+        **extra,
+    }
+
+
+class SampleWriter:
+    """Generates the files of one domain, caching fields of years shared between files."""
+
+    def __init__(self, domain: str, out_dir: Path, years: int, seed: int, overwrite: bool) -> None:
+        if years < 1:
+            raise ConfigError("--years must be at least 1.")
+        self.climate = SyntheticClimate(domain, seed)
+        self.spec = self.climate.spec
+        self.root = Path(out_dir) / self.spec.name / f"{self.spec.name}_domain"
+        self.n_years = years
+        self.overwrite = overwrite
+        self.runs = {
+            "train": Run(self.spec.gcm_train, "standard", stream=0, sensitivity=1.0),
+            "transfer": Run(
+                self.spec.gcm_transfer, self.spec.transfer_calendar, stream=1, sensitivity=1.25
+            ),
+        }
+        self.grid = self.climate.target
+        self._surface: dict[tuple[str, int], tuple[np.ndarray, dict[str, np.ndarray]]] = {}
+        self._coarse: dict[tuple[str, int], tuple[np.ndarray, dict[str, np.ndarray]]] = {}
+        self.files: list[Path] = []
+
+    # ------------------------------------------------------------- cached fields
+    def _cached(
+        self, cache: dict, fn: Callable, run: Run, years: list[int]
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        for y in years:
+            if (run.gcm, y) not in cache:
+                cache[(run.gcm, y)] = fn(run, [y])
+        dates = np.concatenate([cache[(run.gcm, y)][0] for y in years])
+        names = cache[(run.gcm, years[0])][1].keys()
+        return dates, {n: np.concatenate([cache[(run.gcm, y)][1][n] for y in years]) for n in names}
+
+    def surface(self, run: Run, years: list[int]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        return self._cached(self._surface, self.climate.surface, run, years)
+
+    def predictors(self, run: Run, years: list[int]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        return self._cached(self._coarse, self.climate.coarse_predictors, run, years)
+
+    # ------------------------------------------------------------- datasets
+    def predictor_dataset(self, run: Run, years: list[int], kind: str) -> xr.Dataset:
+        dates, fields = self.predictors(run, years)
+        if kind == "imperfect":
+            fields = self.climate.gcm_bias(run, dates, fields)
+        coarse = self.climate.coarse
+        ds = xr.Dataset(
+            coords={
+                "lat": coarse.lat,
+                "lon": coarse.lon,
+                **_time_coord(dates, "", run.calendar, False),
+            }
+        )
+        for name in ML_BENCH_PREDICTORS:
+            ds[name] = xr.DataArray(
+                fields[name], dims=("time", "lat", "lon"), attrs=canonical_attrs(name)
+            )
+        source = "upscaled RCM (perfect)" if kind == "perfect" else "driving GCM (imperfect)"
+        ds.attrs = _global_attrs(
+            self.climate, run, f"Large-scale predictors, {source}", predictor_type=kind
+        )
+        return ds
+
+    def target_dataset(self, run: Run, years: list[int]) -> xr.Dataset:
+        dates, fields = self.surface(run, years)
+        ds = self._on_target_grid()
+        ds = ds.assign_coords(_time_coord(dates, self.spec.time_units, run.calendar, True))
+        gm = grid_mapping_name(self.grid)
+        dims = ("time", *self.grid.lat.dims) if self.grid.lat.ndim == 2 else ("time", "lat", "lon")
+        for name in ("pr", "tasmax"):
+            attrs = canonical_attrs(name) | {"grid_mapping": gm, "coordinates": "lat lon"}
+            ds[name] = xr.DataArray(fields[name], dims=dims, attrs=attrs)
+        ds.attrs = _global_attrs(
+            self.climate, run, "Regional climate model daily fields (predictands)", frequency="day"
+        )
+        return ds
+
+    def static_dataset(self) -> xr.Dataset:
+        ds = self._on_target_grid()
+        dims = self.grid.lat.dims if self.grid.lat.ndim == 2 else ("lat", "lon")
+        attrs = canonical_attrs("orog") | {
+            "grid_mapping": grid_mapping_name(self.grid),
+            "coordinates": "lat lon",
+        }
+        ds["orog"] = xr.DataArray(self.climate.orography, dims=dims, attrs=attrs)
+        ds.attrs = _global_attrs(
+            self.climate, self.runs["train"], "Static fields on the target grid"
+        )
+        return ds
+
+    def _on_target_grid(self) -> xr.Dataset:
+        gm = grid_mapping_name(self.grid)
+        ds = xr.Dataset(coords=self.grid.coords)
+        ds[gm] = self.grid[gm]
+        return ds
+
+    # ------------------------------------------------------------- writing
+    def _write(self, ds: xr.Dataset, path: Path, digits: dict[str, int]) -> None:
+        digits = {**PREDICTOR_DIGITS, **digits}
+        enc: dict[str, dict[str, object]] = {}
+        if "time" in ds.coords:
+            units = self.spec.time_units if "time_bnds" in ds else PREDICTOR_TIME_UNITS
+            enc.update(_time_encoding(units, ds.time.values[0].calendar))
+            if "time_bnds" not in ds:
+                enc.pop("time_bnds")
+        for name, var in ds.data_vars.items():
+            if var.ndim >= 2:
+                e: dict[str, object] = {
+                    "zlib": True,
+                    "complevel": 4,
+                    "shuffle": True,
+                    "dtype": "f4",
+                    "_FillValue": np.float32(np.nan),
+                }
+                if "time" in var.dims:
+                    e["chunksizes"] = (min(32, var.sizes["time"]), *var.shape[1:])
+                if name in digits:
+                    e["least_significant_digit"] = digits[name]
+                enc[str(name)] = e
+        for name in ds.coords:
+            if name not in enc:
+                enc[str(name)] = {"_FillValue": None}
+        write_netcdf(ds, path, encoding=enc, overwrite=self.overwrite)
+        self.files.append(path)
+
+    def write_all(self, progress: Callable[[str], None] | None = None) -> list[Path]:
+        """Write every file of the layout; ``progress`` is called with each file name."""
+        gcm1 = self.runs["train"]
+        target_digits = {"tasmax": 1, "pr": 1}
+        for exp, blocks in TRAIN_EXPERIMENTS.items():
+            years = _years(blocks, self.n_years)
+            label = period_label(blocks)
+            base = self.root / "train" / exp
+            jobs = [
+                (
+                    base / "predictors" / f"{gcm1.gcm}_{label}.nc",
+                    lambda y=years: self.predictor_dataset(gcm1, y, "perfect"),
+                    {},
+                ),
+                (base / "predictors" / "Static_fields.nc", self.static_dataset, {}),
+                (
+                    base / "target" / f"pr_tasmax_{gcm1.gcm}_{label}.nc",
+                    lambda y=years: self.target_dataset(gcm1, y),
+                    target_digits,
+                ),
+            ]
+            self._run_jobs(jobs, progress)
+        for period, block in TEST_PERIODS.items():
+            years = _years([block], self.n_years)
+            label = period_label([block])
+            base = self.root / "test" / period
+            jobs = []
+            for run in self.runs.values():
+                for kind in ("perfect", "imperfect"):
+                    jobs.append(
+                        (
+                            base / "predictors" / kind / f"{run.gcm}_{label}.nc",
+                            lambda r=run, k=kind, y=years: self.predictor_dataset(r, y, k),
+                            {},
+                        )
+                    )
+                jobs.append(
+                    (
+                        base / "target" / f"pr_tasmax_{run.gcm}_{label}.nc",
+                        lambda r=run, y=years: self.target_dataset(r, y),
+                        target_digits,
+                    )
+                )
+            self._run_jobs(jobs, progress)
+        (self.root / "README.txt").write_text(
+            _README.format(version=__version__, years=self.n_years, seed=self.climate.seed)
+        )
+        return self.files
+
+    def _run_jobs(self, jobs: list, progress: Callable[[str], None] | None) -> None:
+        for path, make, digits in jobs:
+            if progress:
+                progress(str(path.relative_to(self.root)))
+            self._write(make(), path, digits)
+
+
+_README = """climdl embedded sample (climdl {version}), {years} year(s) per period, seed {seed}.
+
+Layout and file format follow CORDEX ML-Bench. Each file holds the first {years} year(s) of the
+period in its name. Unlike the benchmark, which withholds them, test/<period>/target/ holds the
+test-period truth, so downscaled test periods can be evaluated.
+
+Synthetic data with plausible physics (orography, lapse rate, seasonal cycle, warming trend,
+orographic precipitation, day-to-day weather): not real data.
+"""
+
+
+def write_sample(
+    out_dir: str | Path,
+    domain: str = "ALPS",
+    years: int = 1,
+    seed: int = 0,
+    overwrite: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> SampleResult:
+    """Write the embedded sample for ``domain`` under ``out_dir``; return the files written."""
+    start = time.perf_counter()
+    writer = SampleWriter(domain, Path(out_dir), years, seed, overwrite)
+    files = writer.write_all(progress)
+    return SampleResult(writer.root, files, time.perf_counter() - start)

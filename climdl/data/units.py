@@ -1,0 +1,182 @@
+"""Conversion of variables to their canonical units.
+
+Units are parsed with the CF-aware pint registry of cf_xarray (udunits spellings such as
+``kg m-2 s-1`` or ``degrees_Celsius``), and every conversion is reduced to ``value * scale +
+offset`` so it stays lazy on dask arrays. Two conversions pint cannot do on its own are explicit:
+precipitation as a mass flux or amount (kg m-2 s-1, kg m-2, mm per time step) becomes a depth of
+liquid water per day through the density of water, and geopotential height (m) becomes
+geopotential (m2 s-2) through standard gravity (and back for orography).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+from collections.abc import Mapping
+from typing import Any, cast
+
+import numpy as np
+import pint
+import xarray as xr
+
+from climdl.data.variables import G0, WATER_DENSITY, canonical_attrs, canonical_units
+from climdl.errors import DataError
+
+log = logging.getLogger(__name__)
+
+
+def _make_registry() -> pint.UnitRegistry:
+    """The cf_xarray registry if available, else a pint registry with udunits-style aliases."""
+    pint_log = logging.getLogger("pint.util")
+    level = pint_log.level
+    pint_log.setLevel(logging.ERROR)  # cf_xarray redefines units on import: expected, not news
+    try:
+        from cf_xarray.units import units as cf_units
+    except ImportError:  # pragma: no cover - cf_xarray is a dependency
+        exponent = re.compile(r"(?<=[A-Za-z)])([-+]?\d+)")
+        ureg: pint.UnitRegistry = pint.UnitRegistry(
+            preprocessors=[lambda s: exponent.sub(r"**\1", s)]
+        )
+        for line in ("@alias meter = gpm", "@alias degree_Celsius = degrees_Celsius"):
+            with contextlib.suppress(Exception):
+                ureg.define(line)
+        return ureg
+    finally:
+        pint_log.setLevel(level)
+    return cf_units
+
+
+UREG: pint.UnitRegistry = _make_registry()
+
+# Spellings seen in real files that neither udunits nor pint accept.
+_SPELLINGS: dict[str, str] = {
+    "kelvin": "K",
+    "degrees k": "K",
+    "deg k": "K",
+    "degk": "K",
+    "degrees c": "degC",
+    "deg c": "degC",
+    "fraction": "1",
+    "0-1": "1",
+    "mm/d": "mm day-1",
+    "kg/kg": "kg kg-1",
+    "": "1",
+}
+
+
+def parse_units(text: str) -> pint.Unit:
+    """Parse a units string (udunits or pint spelling); ValueError if it is not understood."""
+    clean = _SPELLINGS.get(text.strip().lower(), text.strip())
+    try:
+        return cast(pint.Unit, UREG.Quantity(1.0, clean).units)
+    except Exception as exc:  # pint raises several types (UndefinedUnitError, Syntax, ...)
+        raise ValueError(f"cannot parse units {text!r}") from exc
+
+
+def _affine(src: pint.Unit, dst: pint.Unit) -> tuple[float, float]:
+    """Scale and offset with ``dst_value = src_value * scale + offset`` (offset for degC/degF)."""
+    zero = UREG.Quantity(0.0, src).to(dst).magnitude
+    one = UREG.Quantity(1.0, src).to(dst).magnitude
+    return float(one - zero), float(zero)
+
+
+def conversion(
+    name: str, units: str, *, time_step_days: float | None = None, source: str | None = None
+) -> tuple[float, float]:
+    """Return ``(scale, offset)`` that turn values in ``units`` into the canonical units of ``name``.
+
+    ``time_step_days`` is the sampling interval, needed only when precipitation is given as an
+    amount per time step (kg m-2, mm, m); without it one day is assumed. Raises DataError naming
+    the variable, the units found and the ones expected when no conversion exists.
+    """
+    target = canonical_units(name)
+    label = source if source is not None and source != name else name
+    try:
+        src = parse_units(units)
+    except ValueError:
+        raise DataError(
+            f"variable {label!r} has units {units!r}, which climdl cannot parse; expected "
+            f"{target!r} or a convertible unit (fix the units attribute or pass assume_units)."
+        ) from None
+    dst = parse_units(target)
+    factor = 1.0
+    dims = UREG.Quantity(1.0, src).dimensionality
+    if name == "pr":
+        if (
+            dims == UREG.Quantity(1.0, "kg m-2 s-1").dimensionality
+            or dims == UREG.Quantity(1.0, "kg m-2").dimensionality
+        ):
+            factor /= WATER_DENSITY  # kg m-2 of water == 1 mm == 1e-3 m of depth
+            src = src / UREG.Unit("kg m-3")
+        if UREG.Quantity(1.0, src).check("[length]"):
+            step = time_step_days
+            if step is None:
+                log.warning(
+                    "%s is an amount (%s) with unknown time step; assuming daily", label, units
+                )
+                step = 1.0
+            factor /= step
+            src = src / UREG.Unit("day")
+    elif target in ("m2 s-2", "m") and dims != UREG.Quantity(1.0, target).dimensionality:
+        if UREG.Quantity(1.0, src).check("[length]"):  # geopotential height -> geopotential
+            factor *= G0
+            src = src * UREG.Unit("m s-2")
+        elif UREG.Quantity(1.0, src).check("[length] ** 2 / [time] ** 2"):  # geopotential -> height
+            factor /= G0
+            src = src / UREG.Unit("m s-2")
+    try:
+        scale, offset = _affine(src, dst)
+    except pint.errors.DimensionalityError:
+        raise DataError(
+            f"variable {label!r} has units {units!r}, which cannot be converted to {target!r} "
+            f"(needed for {name}); fix the units attribute or choose another input variable."
+        ) from None
+    return scale * factor, offset
+
+
+def to_canonical(
+    da: xr.DataArray,
+    name: str,
+    *,
+    source: str | None = None,
+    assumed: str | None = None,
+    time_step_days: float | None = None,
+) -> xr.DataArray:
+    """Convert ``da`` to the canonical units of ``name`` as float32, with canonical attributes.
+
+    Missing units: ``assumed`` is used if given, otherwise the canonical unit is assumed and a
+    warning is logged. Only scale/offset arithmetic is applied, so dask arrays stay lazy. The
+    original variable name goes to ``attrs["climdl_source_name"]``.
+    """
+    source = source if source is not None else str(da.name)
+    units = da.attrs.get("units")
+    if units is None or not str(units).strip():
+        if assumed is not None:
+            units = assumed
+        else:
+            units = canonical_units(name)
+            log.warning("%s has no units attribute; assuming %s", source, units)
+    scale, offset = conversion(name, str(units), time_step_days=time_step_days, source=source)
+    out = da
+    if not np.isclose(scale, 1.0, rtol=1e-12, atol=0.0):
+        out = out * np.float32(scale) if da.dtype == np.float32 else out * scale
+    if offset != 0.0:
+        out = out + offset
+    out = out.astype(np.float32)
+    attrs: dict[str, Any] = dict(canonical_attrs(name))
+    attrs["climdl_source_name"] = source
+    if str(units) != attrs["units"]:
+        attrs["climdl_source_units"] = str(units)
+    out.attrs = attrs
+    out.name = name
+    return out
+
+
+def assumed_units_for(
+    assume_units: Mapping[str, str] | None, canonical: str, source: str
+) -> str | None:
+    """Look up an assumed unit by canonical name first, then by the source variable name."""
+    if not assume_units:
+        return None
+    return assume_units.get(canonical, assume_units.get(source))

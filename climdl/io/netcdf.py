@@ -1,0 +1,72 @@
+"""Atomic NetCDF writing.
+
+A user never sees a half-written file: every write goes to a hidden temporary name in the target
+folder and is renamed over the target only once the file is complete and closed. Failures that a
+user can fix (existing output, no permission, disk full) become :class:`OutputError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import xarray as xr
+
+from climdl.errors import OutputError
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str], *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it to ``path`` when the block succeeds.
+
+    The temporary file is removed if the block raises, so no partial output is ever left under
+    the final name. ``overwrite=False`` refuses to replace an existing file.
+    """
+    final = Path(path)
+    if final.exists() and not overwrite:
+        raise OutputError(f"{final} already exists; pass --overwrite to replace it.")
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+        os.close(fd)
+    except PermissionError as exc:
+        raise OutputError(f"cannot write to {final.parent}: permission denied.") from exc
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, final)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.errno == errno.ENOSPC:
+            raise OutputError(f"no space left on the device while writing {final}.") from exc
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            raise OutputError(f"cannot write {final}: permission denied.") from exc
+        raise
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_netcdf(
+    ds: xr.Dataset,
+    path: str | os.PathLike[str],
+    *,
+    encoding: Mapping[str, Mapping[str, Any]] | None = None,
+    overwrite: bool = False,
+    unlimited_dims: tuple[str, ...] = (),
+) -> Path:
+    """Write ``ds`` to ``path`` as NetCDF4 through a temporary file; return the final path."""
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        ds.to_netcdf(
+            tmp,
+            engine="netcdf4",
+            format="NETCDF4",
+            encoding=dict(encoding or {}),
+            unlimited_dims=unlimited_dims,
+        )
+    return Path(path)
