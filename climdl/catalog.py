@@ -1,0 +1,254 @@
+"""The data catalog: named datasets described in ``data_catalog/*.yaml``.
+
+An entry knows where a dataset lives, its layout (the CORDEX ML-Bench tree, or explicit
+paths/globs for one's own archive), its experiments, periods and GCMs, and how its variables
+map to climdl's canonical names. Opening an entry returns a lazily loaded, Dask-chunked
+``xr.Dataset`` through :func:`climdl.data.reader.open_dataset`, without reading data.
+
+Catalog files are searched in ``$CLIMDL_CATALOG`` (folders or files, ``os.pathsep``-separated),
+the repository's ``data_catalog/`` and ``~/.config/climdl/catalog/``; a later entry with the same
+name does not replace an earlier one. Paths may use ``${VAR}``, ``${VAR:-default}`` and
+``{cache}`` (``$CLIMDL_CACHE`` or ``~/.cache/climdl``). YAML is read with the safe loader.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import xarray as xr
+import yaml
+
+from climdl.errors import ConfigError, DataError
+
+Part = Literal["predictors", "target", "static"]
+_ENV = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
+_ML_BENCH_EXPERIMENT_DIRS = {
+    "ESD_pseudo_reality": ("ESD_pseudo_reality", "ESD_pseudo-reality"),
+    "Emulator_hist_future": ("Emulator_hist_future", "Emulator_hist-future"),
+}
+
+
+def cache_dir() -> Path:
+    """Where generated data (the embedded sample) are cached."""
+    return Path(os.environ.get("CLIMDL_CACHE", Path.home() / ".cache" / "climdl")).expanduser()
+
+
+def expand(text: str) -> str:
+    """Expand ``${VAR}``, ``${VAR:-default}``, ``{cache}`` and ``~`` in a catalog path."""
+    def env(m: re.Match[str]) -> str:
+        value = os.environ.get(m["name"])
+        if value is None and m["default"] is None:
+            raise ConfigError(f"the catalog path {text!r} needs the environment variable {m['name']}; "
+                              f"set it to the folder where the data are.")
+        return value if value is not None else str(m["default"])
+
+    return os.path.expanduser(_ENV.sub(env, text).replace("{cache}", str(cache_dir())))
+
+
+@dataclass
+class CatalogEntry:
+    """One dataset of the catalog (see ``data_catalog/README.md`` for every key)."""
+
+    name: str
+    description: str = ""
+    layout: Literal["mlbench", "files"] = "files"
+    domain: str | None = None
+    root: str | None = None
+    rcm: str | None = None
+    gcm_train: str | None = None
+    gcm_transfer: str | None = None
+    scenario: str | None = None
+    experiments: dict[str, list[str]] = field(default_factory=dict)
+    test_periods: dict[str, str] = field(default_factory=dict)
+    #: layout "files": part -> path/glob or list of them (with {gcm}/{period}/{experiment} fields)
+    paths: dict[str, Any] = field(default_factory=dict)
+    #: canonical name -> variable name in the files, for names climdl does not recognise
+    variables: dict[str, str] = field(default_factory=dict)
+    #: units of variables whose files lack a units attribute
+    assume_units: dict[str, str] = field(default_factory=dict)
+    #: how to make the data when they are missing (the embedded sample): {years, seed}
+    generate: dict[str, int] | None = None
+    download: str | None = None
+    source_file: str = ""
+
+    # ------------------------------------------------------------------ locations
+    def root_path(self, ensure: bool = True) -> Path:
+        """Folder of the dataset; generates the embedded sample on first use."""
+        if self.root is None:
+            raise ConfigError(f"catalog entry {self.name!r} has no 'root'.")
+        root = Path(expand(self.root))
+        if self.layout == "mlbench":
+            root = _mlbench_domain_dir(root, self.domain or "")
+        if not root.exists():
+            if self.generate is not None and ensure:
+                self._generate(root)
+            else:
+                hint = f" {self.download}" if self.download else ""
+                raise DataError(f"the data of catalog entry {self.name!r} are not at {root}.{hint}")
+        return root
+
+    def _generate(self, root: Path) -> None:
+        from climdl.data.sample import write_sample
+
+        assert self.generate is not None
+        base = root.parent.parent  # write_sample adds <DOMAIN>/<DOMAIN>_domain
+        write_sample(base, domain=self.domain or "ALPS", years=int(self.generate.get("years", 1)),
+                     seed=int(self.generate.get("seed", 0)), overwrite=True)
+
+    def files(self, part: Part, *, experiment: str | None = None, period: str | None = None,
+              kind: Literal["perfect", "imperfect"] = "perfect", gcm: str | None = None) -> list[Path]:
+        """Files of one part of the dataset; ``period`` selects a test period, else training."""
+        root = self.root_path()
+        gcm = gcm or self.gcm_train or "*"
+        if self.layout == "mlbench":
+            pattern = self._mlbench_pattern(root, part, experiment, period, kind, gcm)
+        else:
+            spec = self.paths.get(part)
+            if spec is None:
+                raise ConfigError(f"catalog entry {self.name!r} lists no paths for {part!r}.")
+            fields = {"gcm": gcm, "period": period or "*", "experiment": experiment or "*", "kind": kind}
+            specs = spec if isinstance(spec, list) else [spec]
+            pattern = [str(root / expand(str(s)).format(**fields)) for s in specs]
+        found = sorted({Path(p) for pat in ([pattern] if isinstance(pattern, str) else pattern)
+                        for p in glob.glob(pat)})
+        if not found:
+            raise DataError(f"no {part} files for catalog entry {self.name!r} match {pattern}.")
+        return found
+
+    def _mlbench_pattern(self, root: Path, part: Part, experiment: str | None, period: str | None,
+                         kind: str, gcm: str) -> str:
+        if period is not None:
+            if period not in self.test_periods:
+                raise ConfigError(f"unknown test period {period!r} for {self.name!r}; choose one of "
+                                  f"{', '.join(self.test_periods)}.")
+            base = root / "test" / period
+            label = self.test_periods[period]
+            if part == "predictors":
+                return str(base / "predictors" / kind / f"{gcm}_{label}.nc")
+            if part == "target":
+                return str(base / "target" / f"pr_tasmax_{gcm}_{label}.nc")
+            experiment = experiment or next(iter(self.experiments), None)
+        exp_dir = self._experiment_dir(root, experiment)
+        if part == "static":
+            return str(exp_dir / "predictors" / "Static_fields.nc")
+        if part == "predictors":
+            return str(exp_dir / "predictors" / f"{gcm}_*.nc")
+        return str(exp_dir / "target" / f"pr_tasmax_{gcm}_*.nc")
+
+    def _experiment_dir(self, root: Path, experiment: str | None) -> Path:
+        if experiment is None:
+            raise ConfigError(f"say which experiment of {self.name!r} to use: "
+                              f"{', '.join(self.experiments)}.")
+        if experiment not in self.experiments:
+            raise ConfigError(f"unknown experiment {experiment!r} for {self.name!r}; choose one of "
+                              f"{', '.join(self.experiments)}.")
+        for spelling in _ML_BENCH_EXPERIMENT_DIRS.get(experiment, (experiment,)):
+            if (root / "train" / spelling).is_dir():
+                return root / "train" / spelling
+        return root / "train" / experiment
+
+    # ------------------------------------------------------------------ opening
+    def open(self, part: Part, *, experiment: str | None = None, period: str | None = None,
+             kind: Literal["perfect", "imperfect"] = "perfect", gcm: str | None = None,
+             variables: Sequence[str] | None = None,
+             chunks: Mapping[str, int | str] | None = None) -> xr.Dataset:
+        """Open one part lazily as a canonical, Dask-chunked ``xr.Dataset`` (no data read)."""
+        from climdl.data.reader import open_dataset
+
+        files = self.files(part, experiment=experiment, period=period, kind=kind, gcm=gcm)
+        ds = open_dataset(files, variables, chunks=chunks, assume_units=self.assume_units or None,
+                          **({"rename": self.variables} if self.variables and _reader_renames() else {}))
+        ds.attrs.setdefault("climdl_catalog_entry", self.name)
+        return ds
+
+    def describe(self) -> str:
+        """A human-readable summary: layout, experiments, periods, where the data are."""
+        lines = [f"{self.name}: {self.description}", f"  layout: {self.layout}"]
+        for key in ("domain", "rcm", "gcm_train", "gcm_transfer", "scenario", "root"):
+            if getattr(self, key):
+                lines.append(f"  {key}: {getattr(self, key)}")
+        try:
+            lines.append(f"  resolved root: {self.root_path(ensure=False)}")
+        except (ConfigError, DataError) as exc:
+            lines.append(f"  resolved root: not available ({exc})")
+        for exp, periods in self.experiments.items():
+            lines.append(f"  experiment {exp}: train {', '.join(periods)}")
+        for period, label in self.test_periods.items():
+            lines.append(f"  test period {period}: {label}")
+        for part, spec in self.paths.items():
+            lines.append(f"  {part}: {spec}")
+        if self.generate:
+            lines.append(f"  generated on first use: {self.generate}")
+        if self.download:
+            lines.append(f"  download: {self.download}")
+        lines.append(f"  defined in: {self.source_file}")
+        return "\n".join(lines)
+
+
+def _reader_renames() -> bool:
+    import inspect
+
+    from climdl.data.reader import open_dataset
+
+    return "rename" in inspect.signature(open_dataset).parameters
+
+
+def _mlbench_domain_dir(root: Path, domain: str) -> Path:
+    """Accept the benchmark root, ``<root>/<DOMAIN>`` or ``<root>/<DOMAIN>/<DOMAIN>_domain``."""
+    for cand in (root, root / f"{domain}_domain", root / domain / f"{domain}_domain"):
+        if (cand / "train").is_dir() or (cand / "test").is_dir():
+            return cand
+    return root / domain / f"{domain}_domain" if root.name != f"{domain}_domain" else root
+
+
+def catalog_paths() -> list[Path]:
+    """YAML files of the catalog, in search order."""
+    dirs: list[Path] = [Path(p) for p in os.environ.get("CLIMDL_CATALOG", "").split(os.pathsep) if p]
+    dirs.append(Path(__file__).resolve().parent.parent / "data_catalog")
+    dirs.append(Path.home() / ".config" / "climdl" / "catalog")
+    files: list[Path] = []
+    for d in dirs:
+        if d.is_file():
+            files.append(d)
+        elif d.is_dir():
+            files.extend(sorted(d.glob("*.yaml")) + sorted(d.glob("*.yml")))
+    return files
+
+
+_FIELDS = set(CatalogEntry.__dataclass_fields__) - {"name", "source_file"}
+
+
+def load_catalog(files: Sequence[Path] | None = None) -> dict[str, CatalogEntry]:
+    """All entries of the catalog files (each file maps entry names to their settings)."""
+    entries: dict[str, CatalogEntry] = {}
+    for path in files if files is not None else catalog_paths():
+        try:
+            doc = yaml.safe_load(Path(path).read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"catalog file {path} is not valid YAML: {exc}") from exc
+        if not isinstance(doc, dict):
+            raise ConfigError(f"catalog file {path} must map entry names to settings.")
+        for name, spec in doc.items():
+            if not isinstance(spec, dict):
+                raise ConfigError(f"catalog entry {name!r} in {path} must be a mapping of settings.")
+            unknown = set(spec) - _FIELDS
+            if unknown:
+                raise ConfigError(f"catalog entry {name!r} in {path} has unknown keys "
+                                  f"{', '.join(sorted(unknown))}; known: {', '.join(sorted(_FIELDS))}.")
+            if name not in entries:
+                entries[name] = CatalogEntry(name=str(name), source_file=str(path), **spec)
+    return entries
+
+
+def get_entry(name: str) -> CatalogEntry:
+    """The catalog entry called ``name``, or a clear error listing the known ones."""
+    cat = load_catalog()
+    if name not in cat:
+        raise ConfigError(f"no catalog entry {name!r}; known entries: {', '.join(sorted(cat)) or 'none'}.")
+    return cat[name]
