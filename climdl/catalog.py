@@ -163,7 +163,7 @@ class CatalogEntry:
 
         files = self.files(part, experiment=experiment, period=period, kind=kind, gcm=gcm)
         ds = open_dataset(files, variables, chunks=chunks, assume_units=self.assume_units or None,
-                          **({"rename": self.variables} if self.variables and _reader_renames() else {}))
+                          rename=self.variables or None)
         ds.attrs.setdefault("climdl_catalog_entry", self.name)
         return ds
 
@@ -189,14 +189,6 @@ class CatalogEntry:
             lines.append(f"  download: {self.download}")
         lines.append(f"  defined in: {self.source_file}")
         return "\n".join(lines)
-
-
-def _reader_renames() -> bool:
-    import inspect
-
-    from climdl.data.reader import open_dataset
-
-    return "rename" in inspect.signature(open_dataset).parameters
 
 
 def _mlbench_domain_dir(root: Path, domain: str) -> Path:

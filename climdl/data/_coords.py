@@ -55,21 +55,36 @@ def time_step_days(time: xr.DataArray) -> float | None:
     return float(np.median(seconds)) / 86400.0
 
 
-def vertical_coord(da: xr.DataArray) -> Hashable | None:
-    """The pressure coordinate of ``da`` (dimension or scalar), recognised by name or CF attrs."""
+def _is_pressure(coord: xr.DataArray) -> bool:
+    units = str(coord.attrs.get("units", "")).strip()
+    if not units:
+        return coord.attrs.get("standard_name", "air_pressure") == "air_pressure"
+    try:
+        return bool(UREG.Quantity(1.0, parse_units(units)).check("[pressure]"))
+    except ValueError:
+        return False
+
+
+def vertical_coord(da: xr.DataArray) -> tuple[Hashable | None, bool]:
+    """The vertical coordinate of ``da`` (dimension or scalar) and whether it is pressure.
+
+    Recognised by name (plev, lev, level, pressure, ...), standard_name air_pressure, or
+    ``axis: Z``/``positive``. A scalar non-pressure coordinate (``height = 2 m``) does not count.
+    """
     for name, coord in da.coords.items():
         if coord.ndim > 1:
             continue
         attrs = coord.attrs
-        if str(name).lower() in _VERTICAL_NAMES or attrs.get("standard_name") == "air_pressure":
-            return name
-        if attrs.get("axis") == "Z" and str(attrs.get("units", "")).lower() in (
-            "pa",
-            "hpa",
-            "mbar",
+        if (
+            str(name).lower() in _VERTICAL_NAMES
+            or attrs.get("standard_name") == "air_pressure"
+            or attrs.get("axis") == "Z"
+            or "positive" in attrs
         ):
-            return name
-    return None
+            pressure = _is_pressure(coord)
+            if pressure or coord.size > 1:
+                return name, pressure
+    return None, False
 
 
 def levels_hpa(coord: xr.DataArray, *, where: str) -> np.ndarray:

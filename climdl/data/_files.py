@@ -109,10 +109,12 @@ def check_times(time: xr.DataArray, where: str) -> None:
 
 
 def describe(files: Sequence[Path]) -> str:
+    """Short description of the input files for messages."""
     return str(files[0]) if len(files) == 1 else f"{files[0]} and {len(files) - 1} more file(s)"
 
 
 def _first_time(item: tuple[Path, xr.Dataset]) -> Any:
+    """Sort key: the first date of a per-file dataset."""
     return item[1]["time"].values[0]
 
 
@@ -150,24 +152,52 @@ def combine(parts: list[tuple[Path, xr.Dataset]]) -> xr.Dataset:
             combine_attrs="drop_conflicts",
         )  # type: ignore[return-value]
     except (ValueError, xr.MergeError) as exc:
+        spans = {
+            ", ".join(sorted(g)): (m[0][1]["time"].values[0], m[-1][1]["time"].values[-1])
+            for g, m in groups.items()
+        }
+        if len(set(spans.values())) > 1:
+            detail = "; ".join(
+                f"{k}: {_dates([a])} to {_dates([b])}" for k, (a, b) in spans.items()
+            )
+            raise DataError(
+                f"the variables in {describe([p for p, _ in parts])} cover different periods "
+                f"({detail}); pass a time_range that all of them cover."
+            ) from exc
         raise DataError(
             f"the files {describe([p for p, _ in parts])} cannot be combined ({exc}); open "
-            "files on different grids separately."
+            "files on different grids or time steps separately."
         ) from exc
 
 
-def select_time(ds: xr.Dataset, time_range: tuple[str, str], where: str) -> xr.Dataset:
-    """Select ``time_range`` (inclusive 'YYYY-MM-DD' strings) in any cftime calendar."""
+def select_time(
+    parts: list[tuple[Path, xr.Dataset]], time_range: tuple[str, str], where: str
+) -> list[tuple[Path, xr.Dataset]]:
+    """Select ``time_range`` (inclusive 'YYYY-MM-DD' strings, any calendar) in every file.
+
+    Files left without time steps are dropped; files without a time axis (static) are kept.
+    """
     start, end = (str(t).strip() for t in time_range)
-    if "time" not in ds.dims:
-        raise DataError(f"a time_range was given but {where} has no time axis.")
     if not (_DATE.match(start) and _DATE.match(end)):
         raise DataError(f"time_range {start!r}..{end!r} is not of the form 'YYYY-MM-DD'.")
-    try:
-        out = ds.sel(time=slice(start, end))
-    except (KeyError, ValueError, TypeError) as exc:
-        raise DataError(f"time_range {start}..{end} cannot be applied to {where} ({exc}).") from exc
-    if out.sizes["time"] == 0:
-        cover = _dates(ds["time"].values[[0, -1]]).replace(", ", " to ")
-        raise DataError(f"time_range {start}..{end} selects no time steps; {where} covers {cover}.")
+    timed = [(p, d) for p, d in parts if "time" in d.dims]
+    if not timed:
+        raise DataError(f"a time_range was given but {where} has no time axis.")
+    out = [(p, d) for p, d in parts if "time" not in d.dims]
+    for path, ds in timed:
+        try:
+            sel = ds.sel(time=slice(start, end))
+        except (KeyError, ValueError, TypeError) as exc:
+            raise DataError(
+                f"time_range {start}..{end} cannot be applied to {path} ({exc})."
+            ) from exc
+        if sel.sizes["time"]:
+            out.append((path, sel))
+    if len(out) == len(parts) - len(timed):
+        first = min((d["time"].values[0] for _, d in timed if d.sizes["time"]), default=None)
+        last = max((d["time"].values[-1] for _, d in timed if d.sizes["time"]), default=None)
+        raise DataError(
+            f"time_range {start}..{end} selects no time steps; {where} covers "
+            f"{_dates([first])} to {_dates([last])}."
+        )
     return out

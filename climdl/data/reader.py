@@ -77,7 +77,10 @@ def _candidates(
     """Map canonical names to (priority, source name, single-level DataArray) candidates."""
     out: dict[str, list[tuple[int, Hashable, xr.DataArray]]] = {}
     for name, da in ds.data_vars.items():
-        vname = _coords.vertical_coord(da)
+        vname, pressure = _coords.vertical_coord(da)
+        if vname is not None and not pressure:
+            log.debug("%s in %s is not on pressure levels (%s); ignored", name, where, vname)
+            continue
         ident = identify(str(name), da.attrs, vertical=vname is not None)
         if ident is None:
             continue
@@ -90,12 +93,15 @@ def _candidates(
                 out.setdefault(ident.name, []).append((ident.priority, name, da))
             continue
         assert vname is not None
-        have = _coords.levels_hpa(da[vname], where=where)
+        parsed = [parse_level_name(w) for w in wanted] if wanted is not None else []
         need = (
-            [lv for f, lv in map(parse_level_name, wanted) if f == ident.name]  # type: ignore[misc]
+            [p[1] for p in parsed if p is not None and p[0] == ident.name]
             if wanted is not None
             else [int(lv) for lv in levels]
         )
+        if not need:
+            continue
+        have = _coords.levels_hpa(da[vname], where=where)
         for level in need:
             hit = np.flatnonzero(np.isclose(have, level, atol=0.5))
             if hit.size == 0:
@@ -118,11 +124,15 @@ def _canonical_file(
     assume_units: Mapping[str, str] | None,
     notes: list[str],
     seen: dict[str, None],
+    rename: Mapping[str, str] | None = None,
 ) -> xr.Dataset:
     """Open one file and return its recognised variables in canonical form."""
     where = str(path)
     ds = _prepare(_files.open_file(path), chunks)
     seen.update(dict.fromkeys(map(str, ds.data_vars)))
+    mapping = {src: can for can, src in (rename or {}).items() if src in ds.data_vars and can not in ds}
+    if mapping:
+        ds = ds.rename(mapping)
     step = _coords.time_step_days(ds["time"]) if "time" in ds.coords else None
     found: dict[str, xr.DataArray] = {}
     for canonical, cands in _candidates(ds, wanted, levels, where, notes).items():
@@ -173,6 +183,7 @@ def open_dataset(
     time_range: tuple[str, str] | None = None,
     bbox: Sequence[float] | None = None,
     strict: bool = True,
+    rename: Mapping[str, str] | None = None,
 ) -> xr.Dataset:
     """Open CF NetCDF file(s) lazily as a canonical Dataset (names, units, coordinates).
 
@@ -183,7 +194,8 @@ def open_dataset(
     without a units attribute, keyed by canonical or source name. ``time_range``: inclusive
     ('YYYY-MM-DD', 'YYYY-MM-DD'). ``bbox``: (lon_min, lon_max, lat_min, lat_max) the grid must
     cover (checked only; no subsetting). ``strict=False`` warns instead of raising for missing
-    variables or levels.
+    variables or levels. ``rename``: canonical name -> variable name in the files, for names
+    climdl cannot recognise (catalog entries' ``variables``).
     """
     files = _files.resolve_paths(paths)
     where = _files.describe(files)
@@ -209,10 +221,13 @@ def open_dataset(
                 assume_units,
                 notes,
                 seen,
+                rename,
             ),
         )
         for p in files
     ]
+    if time_range is not None:
+        parts = _files.select_time(parts, time_range, where)
     ds = _files.combine(parts)
     missing = [v for v in wanted or [] if v not in ds.data_vars]
     if missing or (wanted is None and notes):
@@ -238,10 +253,6 @@ def open_dataset(
     ds = ds[names]
     if "time" in ds.dims:
         _files.check_times(ds["time"], where)
-        if time_range is not None:
-            ds = _files.select_time(ds, time_range, where)
-    elif time_range is not None:
-        ds = _files.select_time(ds, time_range, where)
     if bbox is not None:
         _coords.check_bbox(ds, bbox, where=where)
     return ds

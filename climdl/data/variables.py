@@ -68,7 +68,7 @@ SINGLE_LEVEL: dict[str, VariableSpec] = {
             "tasmax",
             "K",
             "air_temperature",
-            "Daily maximum near-surface air temperature",
+            "Daily Maximum Near-Surface Air Temperature",
             "target",
             aliases=("tasmax", "tmax", "tx", "t2max", "mx2t", "tmax2m", "mx2t24"),
             cell_methods="time: maximum",

@@ -72,9 +72,12 @@ class RegridWeights:
 
     def matrix_on(self, device: torch.device | str, dtype: torch.dtype = torch.float32) -> Tensor:
         """The matrix on ``device`` in ``dtype`` (cached after the first call)."""
-        key = (torch.device(device), dtype)
+        dev = torch.device(device)
+        if dev.type == "cuda" and dev.index is None:  # "cuda" and "cuda:0" share one copy
+            dev = torch.device("cuda", torch.cuda.current_device())
+        key = (dev, dtype)
         if key not in self._copies:
-            self._copies[key] = self.matrix.to(dtype=dtype).to(device=key[0])
+            self._copies[key] = self.matrix.to(dtype=dtype).to(device=dev)
         return self._copies[key]
 
     def to(self, device: torch.device | str, dtype: torch.dtype = torch.float32) -> RegridWeights:

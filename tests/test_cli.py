@@ -1,0 +1,39 @@
+"""The ``climdl`` command: subcommands, exit codes, messages without tracebacks."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from climdl.cli import main
+
+
+def test_sample_cli_writes_and_refuses_to_overwrite(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["sample", str(tmp_path), "--domain", "SA", "--quiet"]) == 0
+    assert (tmp_path / "SA/SA_domain/train/ESD_pseudo_reality/target/pr_tasmax_ACCESS-CM2_1961-1980.nc").exists()
+    assert main(["sample", str(tmp_path), "--domain", "SA", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "already exists" in err and "--overwrite" in err and "Traceback" not in err
+    assert not list(tmp_path.rglob(".*.tmp"))  # no half-written files left behind
+
+
+def test_catalog_cli(capsys: pytest.CaptureFixture[str], use_sample_cache: Path) -> None:
+    assert main(["catalog", "list"]) == 0
+    assert "sample-alps" in capsys.readouterr().err
+    assert main(["catalog", "show", "sample-alps"]) == 0
+    out = capsys.readouterr().out
+    assert "Emulator_hist_future" in out and "resolved root" in out
+    assert main(["catalog", "show", "nope"]) == 2
+    assert "known entries" in capsys.readouterr().err
+
+
+def test_console_script_reports_errors_without_traceback(tmp_path: Path) -> None:
+    exe = Path(sys.executable).with_name("climdl")
+    proc = subprocess.run([str(exe), "catalog", "show", "nope"], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "climdl: error:" in proc.stderr and "Traceback" not in proc.stderr
+    proc = subprocess.run([str(exe), "sample", str(tmp_path), "--years", "0"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "--years" in proc.stderr
