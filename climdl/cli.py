@@ -78,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"climdl {__version__}")
     p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("train", help="train an emulator: climdl train --config configs/emulator/sample.yaml "
+                   "(LightningCLI options; see climdl train --help)")
 
     s = sub.add_parser("sample", help="write the embedded sample dataset in the CORDEX ML-Bench layout")
     s.add_argument("out_dir", type=Path, help="folder to write into (created)")
@@ -99,23 +101,40 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``climdl`` console script; returns the exit code."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
-    func: Callable[[argparse.Namespace], int] = args.func
+def _run_guarded(func: Callable[[], int], debug: bool) -> int:
     try:
-        return func(args)
+        return func()
     except ClimdlError as exc:
-        if args.debug:
+        if debug:
             raise
         print(f"climdl: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("climdl: interrupted", file=sys.stderr)
         return 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``climdl`` console script; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    if debug:
+        argv.remove("--debug")
+    if argv and argv[0] == "train":  # LightningCLI owns the options of train
+        logging.basicConfig(level=logging.DEBUG if debug else logging.INFO,
+                            format="%(levelname)s %(name)s: %(message)s")
+        from climdl.tasks.train_cli import run_train
+
+        rest = argv[1:]
+        return _run_guarded(lambda: run_train(rest), debug)
+    if debug:
+        argv.insert(0, "--debug")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    func: Callable[[argparse.Namespace], int] = args.func
+    return _run_guarded(lambda: func(args), args.debug)
 
 
 if __name__ == "__main__":

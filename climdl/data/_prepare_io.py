@@ -1,0 +1,311 @@
+"""Writing for :mod:`climdl.data.prepare`: the coarse NetCDF, chunk by chunk, and the stats file.
+
+:class:`CoarseWriter` creates the CF-1.10 file (time, lat, lon, bounds, coverage) up front and
+then takes one block of time steps at a time, so the output never has to fit in memory. The
+caller owns the path (a temporary name from :func:`climdl.io.netcdf.atomic_path`).
+:func:`write_stats` / :func:`load_stats` store the per-variable statistics as JSON or NetCDF.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+import netCDF4
+import numpy as np
+import xarray as xr
+
+from climdl.errors import ConfigError, DataError
+from climdl.io.netcdf import atomic_path, write_netcdf
+
+Which = Literal["coarse", "fine"]
+
+_LAT_ATTRS = {
+    "standard_name": "latitude",
+    "long_name": "latitude",
+    "units": "degrees_north",
+    "axis": "Y",
+    "bounds": "lat_bnds",
+}
+_LON_ATTRS = {
+    "standard_name": "longitude",
+    "long_name": "longitude",
+    "units": "degrees_east",
+    "axis": "X",
+    "bounds": "lon_bnds",
+}
+
+
+@dataclass(frozen=True)
+class VariableStats:
+    """Mean, (population) standard deviation and number of valid values of one variable."""
+
+    mean: float
+    std: float
+    count: int
+
+
+@dataclass(frozen=True)
+class PrepareStats:
+    """Per-variable statistics of the coarse (written) and the fine (input) fields.
+
+    Computed over ``period`` (the first and last dates actually used, ``n_times`` steps),
+    ignoring NaN. ``coarse`` are the statistics of the output (after smoothing).
+    """
+
+    variables: tuple[str, ...]
+    units: dict[str, str]
+    period: tuple[str, str]
+    n_times: int
+    coarse: dict[str, VariableStats]
+    fine: dict[str, VariableStats]
+    attrs: dict[str, str] = field(default_factory=dict)
+
+    def arrays(self, which: Which, names: Sequence[str] | None = None) -> tuple[np.ndarray, ...]:
+        """``(mean, std)`` float64 arrays in the order of ``names`` (default: ``variables``)."""
+        table = self.coarse if which == "coarse" else self.fine
+        names = list(self.variables if names is None else names)
+        missing = [n for n in names if n not in table]
+        if missing:
+            raise DataError(f"no statistics for {', '.join(missing)}; they cover {self.variables}.")
+        return (
+            np.array([table[n].mean for n in names], dtype=np.float64),
+            np.array([table[n].std for n in names], dtype=np.float64),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (NaN written as null)."""
+
+        def num(v: float) -> float | None:
+            return None if math.isnan(v) else v
+
+        return {
+            "variables": list(self.variables),
+            "units": dict(self.units),
+            "period": list(self.period),
+            "n_times": self.n_times,
+            **{
+                which: {
+                    n: {"mean": num(s.mean), "std": num(s.std), "count": s.count}
+                    for n, s in table.items()
+                }
+                for which, table in (("coarse", self.coarse), ("fine", self.fine))
+            },
+            "attrs": dict(self.attrs),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> PrepareStats:
+        def num(v: float | None) -> float:
+            return math.nan if v is None else float(v)
+
+        tables = {
+            which: {
+                n: VariableStats(num(s["mean"]), num(s["std"]), int(s["count"]))
+                for n, s in d[which].items()
+            }
+            for which in ("coarse", "fine")
+        }
+        return cls(
+            tuple(d["variables"]), dict(d["units"]), (str(d["period"][0]), str(d["period"][1])),
+            int(d["n_times"]), tables["coarse"], tables["fine"], dict(d.get("attrs", {})),
+        )  # fmt: skip
+
+    def to_dataset(self) -> xr.Dataset:
+        """NetCDF form: ``{coarse,fine}_{mean,std,count}`` along a ``variable`` dimension."""
+        names = list(self.variables)
+        data: dict[str, Any] = {}
+        for which, table in (("coarse", self.coarse), ("fine", self.fine)):
+            for stat in ("mean", "std", "count"):
+                values = [getattr(table[n], stat) for n in names]
+                data[f"{which}_{stat}"] = (
+                    "variable",
+                    np.asarray(values, np.int64 if stat == "count" else np.float64),
+                    {"long_name": f"{stat} of the {which} fields over the training period"},
+                )
+        ds = xr.Dataset(data, coords={"variable": ("variable", np.array(names, dtype=object))})
+        ds["units"] = ("variable", np.array([self.units[n] for n in names], dtype=object))
+        ds.attrs = {
+            **self.attrs,
+            "period_start": self.period[0],
+            "period_end": self.period[1],
+            "n_times": self.n_times,
+        }
+        return ds
+
+    @classmethod
+    def from_dataset(cls, ds: xr.Dataset) -> PrepareStats:
+        names = tuple(str(v) for v in ds["variable"].values)
+        tables = {
+            which: {
+                n: VariableStats(
+                    float(ds[f"{which}_mean"].values[i]),
+                    float(ds[f"{which}_std"].values[i]),
+                    int(ds[f"{which}_count"].values[i]),
+                )
+                for i, n in enumerate(names)
+            }
+            for which in ("coarse", "fine")
+        }
+        skip = {"period_start", "period_end", "n_times"}
+        return cls(
+            names, {n: str(u) for n, u in zip(names, ds["units"].values, strict=True)},
+            (str(ds.attrs["period_start"]), str(ds.attrs["period_end"])), int(ds.attrs["n_times"]),
+            tables["coarse"], tables["fine"],
+            {k: str(v) for k, v in ds.attrs.items() if k not in skip},
+        )  # fmt: skip
+
+
+def stats_format(path: str | Path) -> Literal["json", "netcdf"]:
+    """File format of a stats path from its suffix (``.json``; ``.nc``/``.nc4``/``.netcdf``)."""
+    suffix = Path(path).suffix.lower()
+    if suffix == ".json":
+        return "json"
+    if suffix in (".nc", ".nc4", ".netcdf"):
+        return "netcdf"
+    raise ConfigError(f"cannot tell the format of the stats file {path}; name it *.json or *.nc.")
+
+
+def write_stats(stats: PrepareStats, path: str | Path, *, overwrite: bool = False) -> Path:
+    """Write ``stats`` as JSON or NetCDF (by suffix), atomically."""
+    if stats_format(path) == "json":
+        with atomic_path(path, overwrite=overwrite) as tmp:
+            tmp.write_text(json.dumps(stats.to_dict(), indent=2) + "\n")
+    else:
+        write_netcdf(stats.to_dataset(), path, overwrite=overwrite)
+    return Path(path)
+
+
+def load_stats(path: str | Path) -> PrepareStats:
+    """Read statistics written by :func:`write_stats` (or ``prepare(stats_out=...)``)."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"the stats file {p} does not exist; run `climdl prepare` with stats_out.")
+    try:
+        if stats_format(p) == "json":
+            return PrepareStats.from_dict(json.loads(p.read_text()))
+        with xr.open_dataset(p) as ds:
+            return PrepareStats.from_dataset(ds.load())
+    except (KeyError, ValueError, TypeError, OSError) as exc:
+        raise DataError(f"{p} is not a climdl stats file ({exc}).") from exc
+
+
+class CoarseWriter:
+    """A CF-1.10 (time, lat, lon) NetCDF4 file filled one block of time steps at a time.
+
+    Coordinates, bounds, the time axis (values encoded with ``time_units``/``calendar``) and
+    the ``climdl_coverage`` field are written on creation; :meth:`write` then stores each
+    block ``[T, C, lat, lon]`` at its time offset. Data are float32, zlib-compressed, NaN as
+    ``_FillValue`` (as elsewhere in climdl), chunked ``(chunk_t, lat, lon)``.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        names: Sequence[str],
+        var_attrs: Mapping[str, Mapping[str, Any]],
+        lat: np.ndarray,
+        lon: np.ndarray,
+        lat_bnds: np.ndarray,
+        lon_bnds: np.ndarray,
+        dates: np.ndarray,
+        time_units: str,
+        calendar: str,
+        coverage: np.ndarray,
+        global_attrs: Mapping[str, Any],
+        chunk_t: int,
+        complevel: int = 4,
+    ) -> None:
+        self.names = list(names)
+        self.nc = netCDF4.Dataset(path, "w", format="NETCDF4")
+        try:
+            self._create(
+                var_attrs, lat, lon, lat_bnds, lon_bnds, dates, time_units, calendar, coverage,
+                global_attrs, chunk_t, complevel,
+            )  # fmt: skip
+        except BaseException:
+            self.nc.close()
+            raise
+
+    def _create(
+        self,
+        var_attrs: Mapping[str, Mapping[str, Any]],
+        lat: np.ndarray,
+        lon: np.ndarray,
+        lat_bnds: np.ndarray,
+        lon_bnds: np.ndarray,
+        dates: np.ndarray,
+        time_units: str,
+        calendar: str,
+        coverage: np.ndarray,
+        global_attrs: Mapping[str, Any],
+        chunk_t: int,
+        complevel: int,
+    ) -> None:
+        nc, nt = self.nc, len(dates)
+        nc.setncatts(dict(global_attrs))
+        nc.createDimension("time", nt)
+        nc.createDimension("lat", lat.size)
+        nc.createDimension("lon", lon.size)
+        nc.createDimension("bnds", 2)
+        try:
+            values = netCDF4.date2num(list(dates), time_units, calendar=calendar)
+        except (ValueError, TypeError) as exc:
+            raise DataError(
+                f"the dates cannot be encoded as {time_units!r} in the {calendar} calendar ({exc})."
+            ) from exc
+        t = nc.createVariable("time", "f8", ("time",))
+        t.setncatts(
+            {"standard_name": "time", "long_name": "time", "axis": "T", "units": time_units,
+             "calendar": calendar}
+        )  # fmt: skip
+        t[:] = np.asarray(values, dtype=np.float64)
+        for name, centres, bnds, attrs in (
+            ("lat", lat, lat_bnds, _LAT_ATTRS),
+            ("lon", lon, lon_bnds, _LON_ATTRS),
+        ):
+            v = nc.createVariable(name, "f8", (name,))
+            v.setncatts(attrs)
+            v[:] = centres
+            b = nc.createVariable(f"{name}_bnds", "f8", (name, "bnds"))
+            b[:] = bnds
+        cov = nc.createVariable("climdl_coverage", "f4", ("lat", "lon"))
+        cov.setncatts(
+            {"long_name": "fraction of the coarse cell covered by the fine input grid",
+             "units": "1", "coordinates": "lat lon"}
+        )  # fmt: skip
+        cov[:] = coverage.astype(np.float32)
+        chunks = (max(1, min(chunk_t, nt)), lat.size, lon.size)
+        for name in self.names:
+            v = nc.createVariable(
+                name, "f4", ("time", "lat", "lon"), zlib=True, complevel=complevel, shuffle=True,
+                chunksizes=chunks, fill_value=np.float32(np.nan),
+            )  # fmt: skip
+            v.setncatts(dict(var_attrs[name]))
+
+    def write(self, start: int, block: np.ndarray) -> None:
+        """Store ``block[T, C, lat, lon]`` (C in ``names`` order) at time offset ``start``."""
+        stop = start + block.shape[0]
+        for c, name in enumerate(self.names):
+            self.nc.variables[name][start:stop] = block[:, c].astype(np.float32, copy=False)
+
+    def close(self) -> None:
+        if self.nc.isopen():
+            self.nc.close()
+
+    def __enter__(self) -> CoarseWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,335 @@
+"""Emulator training data: predictors, 1-D inputs and targets as raw float32 tensors.
+
+The :class:`EmulatorDataModule` opens a catalog entry (or explicit paths) lazily, aligns
+predictors and targets in time, splits days into training and validation sets (Doury's seeded
+random 80/20, or held-out years), computes normalisation statistics over the training days only,
+and serves batches as ``dict[str, Tensor]``:
+
+``x`` [B, C, h, w] raw predictors; ``aux`` [B, A] raw 1-D inputs (day-of-year sine/cosine and
+optional forcing series); ``y`` [B, V, H, W] raw targets (NaN where masked); ``index`` [B].
+
+Normalisation happens later on the device (the task's ``on_after_batch_transfer``) with the
+statistics that :meth:`EmulatorDataModule.spec` hands over and the checkpoint keeps. Data are
+loaded into memory when they fit ``memory_budget_gb``; otherwise each worker process opens
+its own file handles lazily and reads whole batches (sorted time indices) at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import dask
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+import xarray as xr
+from torch.utils.data import DataLoader, Dataset
+
+from climdl.data.variables import ML_BENCH_PREDICTORS
+from climdl.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+
+def day_of_year_features(time: xr.DataArray) -> np.ndarray:
+    """[T, 2] sine and cosine of the calendar-aware fraction of the year (any CF calendar)."""
+    doy = time.dt.dayofyear.values.astype(np.float64) - 1.0
+    length = np.where(time.dt.is_leap_year.values, 366.0, 365.0) if hasattr(time.dt, "is_leap_year") else 365.0
+    cal = str(time.dt.calendar) if hasattr(time.dt, "calendar") else "standard"
+    if cal == "360_day":
+        length = 360.0
+    frac = 2 * np.pi * doy / length
+    return np.stack([np.sin(frac), np.cos(frac)], axis=1).astype(np.float32)
+
+
+def forcing_features(time: xr.DataArray, csv: str | Path) -> tuple[np.ndarray, list[str]]:
+    """External forcing series (e.g. CO2-equivalent) from a CSV with a ``year`` column.
+
+    Every other column is one series, linearly interpolated to each day's fractional year.
+    """
+    table = pd.read_csv(csv)
+    if "year" not in table.columns or len(table.columns) < 2:
+        raise DataError(f"{csv} must have a 'year' column and at least one forcing column.")
+    frac_year = time.dt.year.values + (time.dt.dayofyear.values - 1) / 366.0
+    cols = [c for c in table.columns if c != "year"]
+    years = table["year"].to_numpy(float)
+    if frac_year.min() < years.min() - 1 or frac_year.max() > years.max() + 1:
+        raise DataError(f"{csv} covers {years.min():.0f}-{years.max():.0f}, not all data years.")
+    out = np.stack([np.interp(frac_year, years, table[c].to_numpy(float)) for c in cols], axis=1)
+    return out.astype(np.float32), cols
+
+
+class _Source:
+    """Where the arrays come from: in memory, or lazily from files opened per process."""
+
+    def __init__(self, x: xr.DataArray, y: xr.DataArray, in_memory: bool) -> None:
+        self.in_memory = in_memory
+        if in_memory:
+            with dask.config.set(scheduler="threads"):
+                self.x_np: np.ndarray | None = np.ascontiguousarray(x.values, dtype=np.float32)
+                self.y_np: np.ndarray | None = np.ascontiguousarray(y.values, dtype=np.float32)
+            self.x_da = self.y_da = None
+        else:
+            self.x_np = self.y_np = None
+            self.x_da, self.y_da = x, y
+
+    def read(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self.x_np is not None and self.y_np is not None:
+            return self.x_np[idx], self.y_np[idx]
+        assert self.x_da is not None and self.y_da is not None
+        order = np.argsort(idx)
+        inverse = np.empty_like(order)
+        inverse[order] = np.arange(order.size)
+        with dask.config.set(scheduler="synchronous"):  # no thread pools inside forked workers
+            x = self.x_da.isel(time=idx[order]).values[inverse]
+            y = self.y_da.isel(time=idx[order]).values[inverse]
+        return x.astype(np.float32, copy=False), y.astype(np.float32, copy=False)
+
+
+class EmulatorDataset(Dataset[dict[str, torch.Tensor]]):
+    """Days of (predictors, 1-D inputs, targets); ``__getitems__`` reads a whole batch at once."""
+
+    def __init__(self, source: _Source, aux: np.ndarray, indices: np.ndarray) -> None:
+        self.source, self.aux, self.indices = source, aux, np.asarray(indices)
+
+    def __len__(self) -> int:
+        return int(self.indices.size)
+
+    def __getitems__(self, items: Sequence[int]) -> dict[str, torch.Tensor]:
+        idx = self.indices[np.asarray(items)]
+        x, y = self.source.read(idx)
+        return {"x": torch.from_numpy(x), "y": torch.from_numpy(y),
+                "aux": torch.from_numpy(self.aux[idx]), "index": torch.from_numpy(idx)}
+
+    def __getitem__(self, item: int) -> dict[str, torch.Tensor]:
+        batch = self.__getitems__([item])
+        return {k: v[0] for k, v in batch.items()}
+
+
+def _identity(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return batch
+
+
+class EmulatorDataModule(L.LightningDataModule):
+    """Predictors -> targets for one training experiment, split by time.
+
+    Args:
+        catalog: catalog entry name (``climdl catalog list``); ignored when paths are given.
+        experiment: training experiment of the entry (``ESD_pseudo_reality``, ``Emulator_hist_future``).
+        predictors: explicit predictor files/globs (instead of a catalog entry).
+        target: explicit target files/globs.
+        static: explicit static-fields file (orography).
+        variables: predictor names (default: the 15 ML-Bench predictors).
+        targets: target names, e.g. ``[tasmax]``, ``[pr]`` or both (trained jointly).
+        orography: hand the fine orography to the model as a static covariate.
+        forcing_csv: optional CSV of yearly forcing series (``year`` column + series).
+        time_range: optional inclusive (start, end) dates restricting the training data.
+        split: ``random`` (Doury: seeded random days) or ``years`` (held-out ``val_years``).
+        val_fraction: fraction of days for validation with ``split=random``.
+        val_years: years held out for validation with ``split=years``.
+        split_seed: seed of the random split (Doury used 123).
+        batch_size: samples per batch (per process under DDP).
+        num_workers: loader worker processes (spawned; each opens its own file handles).
+        memory_budget_gb: load everything into memory when it fits this budget.
+    """
+
+    def __init__(
+        self,
+        catalog: str | None = "sample-alps",
+        experiment: str = "ESD_pseudo_reality",
+        predictors: list[str] | None = None,
+        target: list[str] | None = None,
+        static: str | None = None,
+        variables: list[str] | None = None,
+        targets: list[str] | None = None,
+        orography: bool = True,
+        forcing_csv: str | None = None,
+        time_range: tuple[str, str] | None = None,
+        split: Literal["random", "years"] = "random",
+        val_fraction: float = 0.2,
+        val_years: list[int] | None = None,
+        split_seed: int = 123,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        memory_budget_gb: float = 4.0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.catalog, self.experiment = catalog, experiment
+        self.predictor_paths, self.target_paths, self.static_path = predictors, target, static
+        self.variables = list(variables or ML_BENCH_PREDICTORS)
+        self.targets = list(targets or ["tasmax"])
+        self.use_orography, self.forcing_csv, self.time_range = orography, forcing_csv, time_range
+        if split not in ("random", "years"):
+            raise ConfigError(f"split must be 'random' or 'years', not {split!r}.")
+        if split == "years" and not val_years:
+            raise ConfigError("split: years needs val_years (the years held out for validation).")
+        if not 0.0 < val_fraction < 1.0:
+            raise ConfigError("val_fraction must be between 0 and 1.")
+        self.split, self.val_fraction, self.val_years, self.split_seed = split, val_fraction, val_years, split_seed
+        self.batch_size, self.num_workers, self.memory_budget_gb = batch_size, num_workers, memory_budget_gb
+        self._spec: dict[str, Any] | None = None
+
+    # ------------------------------------------------------------------ opening
+    def _open(self) -> tuple[xr.Dataset, xr.Dataset, xr.Dataset | None]:
+        from climdl.data.reader import open_dataset
+
+        want_static = self.use_orography
+        if self.predictor_paths or self.target_paths:
+            if not (self.predictor_paths and self.target_paths):
+                raise ConfigError("give both predictors and target paths, or a catalog entry.")
+            x = open_dataset(self.predictor_paths, self.variables, time_range=self.time_range)
+            y = open_dataset(self.target_paths, self.targets, time_range=self.time_range)
+            s = open_dataset(self.static_path, ["orog"]) if (want_static and self.static_path) else None
+            if want_static and s is None:
+                raise ConfigError("orography: true needs a static file (static: path) with orog.")
+        else:
+            from climdl.catalog import get_entry
+
+            if not self.catalog:
+                raise ConfigError("give a catalog entry (catalog: NAME) or predictors and target paths.")
+            entry = get_entry(self.catalog)
+            x = entry.open("predictors", experiment=self.experiment, variables=self.variables)
+            y = entry.open("target", experiment=self.experiment, variables=self.targets)
+            s = entry.open("static", experiment=self.experiment, variables=["orog"]) if want_static else None
+            if self.time_range:
+                x = x.sel(time=slice(*self.time_range))
+                y = y.sel(time=slice(*self.time_range))
+        # match days, not time stamps (predictors may be stamped 00:00 and targets 12:00)
+        x = x.assign_coords(time=x.time.dt.floor("D"))
+        y = y.assign_coords(time=y.time.dt.floor("D"))
+        x, y = xr.align(x, y, join="inner", exclude=set(x.dims) - {"time"} | (set(y.dims) - {"time"}))
+        if x.sizes.get("time", 0) == 0:
+            raise DataError("the predictors and targets share no day; check their periods and calendars.")
+        return x, y, s
+
+    def setup(self, stage: str | None = None) -> None:
+        if self._spec is not None:
+            return
+        x_ds, y_ds, s_ds = self._open()
+        x = x_ds[self.variables].to_array("channel").transpose("time", "channel", ...)
+        y = y_ds[self.targets].to_array("channel").transpose("time", "channel", ...)
+        n_time = x.sizes["time"]
+        nbytes = 4 * n_time * (math.prod(x.shape[1:]) + math.prod(y.shape[1:]))
+        in_memory = nbytes <= self.memory_budget_gb * 1e9
+        log.info("emulator data: %d days, %.2f GB, %s", n_time, nbytes / 1e9, "in memory" if in_memory else "lazy")
+        self.source = _Source(x, y, in_memory)
+        aux = day_of_year_features(x_ds.time)
+        aux_names = ["doy_sin", "doy_cos"]
+        if self.forcing_csv:
+            f, names = forcing_features(x_ds.time, self.forcing_csv)
+            aux, aux_names = np.concatenate([aux, f], axis=1), aux_names + names
+        self.aux = aux
+        self.train_idx, self.val_idx = self._split(x_ds.time)
+        self._spec = self._make_spec(x_ds, y_ds, s_ds, aux_names)
+
+    def _split(self, time: xr.DataArray) -> tuple[np.ndarray, np.ndarray]:
+        n = time.size
+        if self.split == "years":
+            is_val = np.isin(time.dt.year.values, np.asarray(self.val_years))
+            if not is_val.any() or is_val.all():
+                raise DataError(f"val_years {self.val_years} leave no training or no validation day.")
+            return np.flatnonzero(~is_val), np.flatnonzero(is_val)
+        perm = np.random.default_rng(self.split_seed).permutation(n)
+        n_val = max(1, int(round(self.val_fraction * n)))
+        return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+    # ------------------------------------------------------------------ statistics and spec
+    def _train_batches(self, size: int = 256) -> Any:
+        for start in range(0, self.train_idx.size, size):
+            yield self.source.read(self.train_idx[start : start + size])
+
+    def _make_spec(self, x_ds: xr.Dataset, y_ds: xr.Dataset, s_ds: xr.Dataset | None,
+                   aux_names: list[str]) -> dict[str, Any]:
+        from climdl.preprocess import StreamingStats, daily_spatial_moments
+
+        xs, ms, ys, ls = (StreamingStats("standard"), StreamingStats("standard"),
+                          StreamingStats("standard"), StreamingStats("log1p_standard"))
+        pr_days: list[np.ndarray] = []
+        for xb, yb in self._train_batches():
+            xt, yt = torch.from_numpy(xb).double(), torch.from_numpy(yb).double()
+            xs.update(xt)
+            mean, std = daily_spatial_moments(xt)
+            ms.update(torch.cat([mean, std], dim=1))
+            ys.update(yt)
+            ls.update(yt.clamp_min(0))
+            if "pr" in self.targets and sum(len(p) for p in pr_days) < 2000:
+                pr_days.append(yb[:, self.targets.index("pr")])
+        aux_train = self.aux[self.train_idx]
+        stats = {
+            "x_mean": xs.result().mean.float(), "x_std": xs.result().std.float(),
+            "moments_mean": ms.result().mean.float(), "moments_std": ms.result().std.float(),
+            "aux_mean": torch.from_numpy(aux_train.mean(0)), "aux_std": torch.from_numpy(aux_train.std(0)),
+            "y_mean": ys.result().mean.float(), "y_std": ys.result().std.float(),
+            "y_log_mean": ls.result().mean.float(), "y_log_std": ls.result().std.float(),
+        }
+        if pr_days:
+            from climdl.tasks.losses import fit_gamma
+
+            shape, scale = fit_gamma(torch.from_numpy(np.concatenate(pr_days)))
+            stats["pr_gamma_shape"], stats["pr_gamma_scale"] = shape.float(), scale.float()
+        orog = None
+        if s_ds is not None:
+            orog = torch.from_numpy(np.asarray(s_ds.orog.values, dtype=np.float32))
+            if tuple(orog.shape) != tuple(y_ds[self.targets[0]].shape[-2:]):
+                raise DataError(f"the orography grid {tuple(orog.shape)} differs from the target grid "
+                                f"{tuple(y_ds[self.targets[0]].shape[-2:])}.")
+        return {
+            "variables": self.variables,
+            "targets": self.targets,
+            "aux_names": aux_names,
+            "units": {n: str(x_ds[n].attrs.get("units", "")) for n in self.variables}
+            | {n: str(y_ds[n].attrs.get("units", "")) for n in self.targets},
+            "target_attrs": {n: {k: str(v) for k, v in y_ds[n].attrs.items() if isinstance(v, str)}
+                             for n in self.targets},
+            "in_size": [int(s) for s in x_ds[self.variables[0]].shape[-2:]],
+            "out_size": [int(s) for s in y_ds[self.targets[0]].shape[-2:]],
+            "coarse_grid": _grid_dict(x_ds),
+            "target_grid": _grid_dict(y_ds),
+            "orography": orog,
+            "stats": stats,
+            "calendar": str(x_ds.time.dt.calendar),
+        }
+
+    def spec(self) -> dict[str, Any]:
+        """Everything a model needs to be built and used for inference (plain types and tensors)."""
+        if self._spec is None:
+            self.setup("fit")
+        assert self._spec is not None
+        return self._spec
+
+    # ------------------------------------------------------------------ loaders
+    def _loader(self, idx: np.ndarray, shuffle: bool) -> DataLoader[dict[str, torch.Tensor]]:
+        self.setup("fit")
+        ds = EmulatorDataset(self.source, self.aux, idx)
+        return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
+                          collate_fn=_identity, drop_last=False,
+                          multiprocessing_context="spawn" if self.num_workers > 0 else None,
+                          persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader[dict[str, torch.Tensor]]:
+        return self._loader(self.train_idx, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader[dict[str, torch.Tensor]]:
+        return self._loader(self.val_idx, shuffle=False)
+
+
+def _grid_dict(ds: xr.Dataset) -> dict[str, Any]:
+    """Coordinates and grid mapping of a dataset as plain lists/tensors (checkpoint-safe)."""
+    out: dict[str, Any] = {}
+    for name in ("lat", "lon", "x", "y"):
+        if name in ds.coords:
+            c = ds.coords[name]
+            out[name] = {"dims": list(map(str, c.dims)), "values": torch.from_numpy(np.asarray(c.values, dtype=np.float64)),
+                         "attrs": {k: (v.item() if hasattr(v, "item") else v) for k, v in c.attrs.items()
+                                   if isinstance(v, (str, int, float))}}
+    for name, var in ds.variables.items():
+        if "grid_mapping_name" in var.attrs:
+            out["grid_mapping"] = {"name": str(name), "attrs": {k: (v.tolist() if hasattr(v, "tolist") else v)
+                                                                 for k, v in var.attrs.items()}}
+    return out

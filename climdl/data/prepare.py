@@ -1,0 +1,508 @@
+"""``climdl prepare``: the perfect-model pipeline — upscale fine RCM fields to a coarse grid.
+
+Doury et al. (2023) train the emulator on the RCM's own fields conservatively upscaled to the
+GCM grid and smoothed by a moving average; :func:`prepare` makes those predictors from any
+CF NetCDF the reader accepts. The conservative weights (fine lat/lon or projected grid to a
+coarse lat/lon grid, :func:`climdl.preprocess.conservative_weights`) are built once and applied
+as sparse matmuls on the chosen device, one block of ``chunk_days`` time steps at a time; each
+block is written to the output as soon as it is done, so memory stays bounded by one block
+whatever the length of the series, and the output only appears, complete, at the end.
+
+Coverage: a coarse cell must be covered by the fine domain at least ``min_coverage`` (default
+0.999), else :class:`DataError`. The ALPS Lambert domain does not cover its 16 x 16 two-degree
+predictor box, so either use :func:`covered_coarse_grid` (``coarse_grid="covered"``: the largest
+regular grid whose cells lie wholly inside the fine domain) or lower ``min_coverage``: a partly
+covered cell then holds the mean over its covered part and a cell with no fine data is NaN.
+The covered fraction of every cell is written as ``climdl_coverage``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pyproj
+import torch
+import torch.nn.functional as F
+import xarray as xr
+from torch import Tensor
+
+from climdl import __version__
+from climdl.data import _files
+from climdl.data._coords import lon_origin
+from climdl.data._files import PathArg
+from climdl.data._prepare_io import (
+    CoarseWriter,
+    PrepareStats,
+    VariableStats,
+    load_stats,
+    stats_format,
+    write_stats,
+)
+from climdl.data.grids import DOMAINS
+from climdl.data.grids import coarse_grid as domain_coarse_grid
+from climdl.data.reader import open_dataset
+from climdl.data.variables import canonical_attrs
+from climdl.errors import ConfigError, DataError, OutputError
+from climdl.io.netcdf import atomic_path
+from climdl.preprocess import (
+    LatLonGrid,
+    ProjectedGrid,
+    StreamingStats,
+    apply_regrid,
+    bounds_from_centres,
+    conservative_weights,
+)
+
+__all__ = [
+    "PrepareResult",
+    "PrepareStats",
+    "VariableStats",
+    "covered_coarse_grid",
+    "fine_grid",
+    "load_stats",
+    "prepare",
+    "smooth",
+]
+
+log = logging.getLogger(__name__)
+
+Device = Literal["auto", "cpu", "cuda"]
+_DATE = re.compile(r"^(\d{1,4})(?:-(\d{1,2})(?:-(\d{1,2}))?)?$")
+
+
+@dataclass(frozen=True)
+class PrepareResult:
+    """What :func:`prepare` wrote and computed."""
+
+    path: Path
+    variables: list[str]
+    n_times: int
+    shape: tuple[int, int]
+    """Coarse grid (lat, lon) size."""
+    coverage: np.ndarray
+    """Covered fraction of each coarse cell, ``[lat, lon]``."""
+    stats: PrepareStats
+    stats_path: Path | None
+    device: str
+    seconds: float
+
+
+# ----------------------------------------------------------------------------- grids
+def fine_grid(ds: xr.Dataset) -> tuple[LatLonGrid | ProjectedGrid, tuple[str, str]]:
+    """The fine grid of a reader dataset and its (y, x) dimension names.
+
+    Projected grids (1-D ``projection_x/y_coordinate`` axes and a CF grid-mapping variable,
+    e.g. Lambert) and regular lat/lon grids (1-D ``lat``/``lon``) are supported.
+    """
+    axes = {ds[c].attrs.get("standard_name"): c for c in ds.coords if ds[c].ndim == 1}
+    if "projection_x_coordinate" in axes and "projection_y_coordinate" in axes:
+        ydim = str(ds[axes["projection_y_coordinate"]].dims[0])
+        xdim = str(ds[axes["projection_x_coordinate"]].dims[0])
+        return ProjectedGrid.from_dataset(ds), (ydim, xdim)
+    if "lat" in ds.dims and "lon" in ds.dims:
+        return LatLonGrid.from_centres(ds["lat"].values, ds["lon"].values), ("lat", "lon")
+    raise DataError(
+        "the fine fields are neither on a regular lat/lon grid nor on a projected x/y grid with "
+        "a CF grid mapping (rotated-pole and curvilinear grids are not supported by prepare); "
+        "remap them to one of those first."
+    )
+
+
+@dataclass(frozen=True)
+class _Coarse:
+    grid: LatLonGrid
+    lat: np.ndarray
+    lon: np.ndarray
+    lat_bnds: np.ndarray
+    lon_bnds: np.ndarray
+
+
+def _edges(bnds: np.ndarray, centres: np.ndarray, name: str) -> np.ndarray:
+    """Contiguous 1-D cell edges from CF bounds ``[n, 2]`` (or from the centres)."""
+    if bnds.size == 0:
+        return bounds_from_centres(centres)
+    b = np.sort(bnds, axis=1) if centres[-1] > centres[0] else np.sort(bnds, axis=1)[:, ::-1]
+    if not np.allclose(b[1:, 0], b[:-1, 1]):
+        raise DataError(f"the coarse grid's {name} cells are not contiguous (gaps or overlaps).")
+    return np.append(b[:, 0], b[-1, 1])
+
+
+def _coarse_from_dataset(grid: xr.Dataset, where: str) -> _Coarse:
+    found: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for axis, names in (("lat", ("lat", "latitude")), ("lon", ("lon", "longitude"))):
+        std = "latitude" if axis == "lat" else "longitude"
+        cands = [
+            n
+            for n, v in grid.variables.items()
+            if v.ndim == 1 and (str(n).lower() in names or v.attrs.get("standard_name") == std)
+        ]
+        if not cands:
+            raise DataError(f"{where} has no 1-D {std} coordinate to define a coarse lat/lon grid.")
+        v = grid[cands[0]]
+        bname = v.attrs.get("bounds")
+        bnds = np.asarray(grid[bname].values, np.float64) if bname in grid.variables else None
+        centres = np.asarray(v.values, np.float64)
+        edges = _edges(np.empty(0) if bnds is None else bnds, centres, std)
+        if centres.size > 1 and centres[0] > centres[-1]:  # written south to north, like the reader
+            centres, edges = centres[::-1], edges[::-1]
+        found[axis] = (centres, edges)
+    (lat, lat_e), (lon, lon_e) = found["lat"], found["lon"]
+    grid_ll = LatLonGrid(lat_e, lon_e)
+    return _Coarse(grid_ll, lat, lon, np.stack([lat_e[:-1], lat_e[1:]], 1),
+                   np.stack([lon_e[:-1], lon_e[1:]], 1))  # fmt: skip
+
+
+def _resolve_coarse(spec: xr.Dataset | str | os.PathLike[str], fine: xr.Dataset) -> _Coarse:
+    if isinstance(spec, xr.Dataset):
+        return _coarse_from_dataset(spec, "the coarse grid dataset")
+    text = os.fspath(spec)
+    m = re.fullmatch(r"covered(?::([0-9.]+))?", text.strip(), re.IGNORECASE)
+    if m:
+        return _coarse_from_dataset(covered_coarse_grid(fine, float(m[1] or 2.0)), text)
+    if text.upper() in DOMAINS:
+        return _coarse_from_dataset(domain_coarse_grid(text), f"the {text.upper()} coarse grid")
+    path = Path(text).expanduser()
+    if not path.is_file():
+        raise ConfigError(
+            f"coarse grid {text!r} is neither a domain ({', '.join(DOMAINS)}), 'covered[:STEP]' "
+            "nor an existing NetCDF file."
+        )
+    try:
+        with xr.open_dataset(path, decode_times=False) as ds:
+            return _coarse_from_dataset(ds.load(), str(path))
+    except (OSError, ValueError) as exc:
+        raise DataError(f"the coarse grid file {path} cannot be read ({exc}).") from exc
+
+
+def _latlon_dataset(lat_e: np.ndarray, lon_e: np.ndarray) -> xr.Dataset:
+    lat, lon = 0.5 * (lat_e[1:] + lat_e[:-1]), 0.5 * (lon_e[1:] + lon_e[:-1])
+    ref = domain_coarse_grid(next(iter(DOMAINS)))  # for the CF attributes only
+    return xr.Dataset(
+        {"lat_bnds": (("lat", "bnds"), np.stack([lat_e[:-1], lat_e[1:]], 1)),
+         "lon_bnds": (("lon", "bnds"), np.stack([lon_e[:-1], lon_e[1:]], 1))},
+        coords={"lat": ("lat", lat, ref["lat"].attrs), "lon": ("lon", lon, ref["lon"].attrs)},
+    )  # fmt: skip
+
+
+def _max_rectangle(ok: np.ndarray) -> tuple[int, int, int, int, int]:
+    """Largest all-True rectangle of a 2-D mask: (area, row0, row1, col0, col1), ends exclusive."""
+    best = (0, 0, 0, 0, 0)
+    heights = np.zeros(ok.shape[1], dtype=int)
+    for r in range(ok.shape[0]):
+        heights = np.where(ok[r], heights + 1, 0)
+        stack: list[int] = []
+        for c in range(ok.shape[1] + 1):
+            h = heights[c] if c < ok.shape[1] else 0
+            while stack and heights[stack[-1]] >= h:
+                top = stack.pop()
+                left = stack[-1] + 1 if stack else 0
+                area = int(heights[top]) * (c - left)
+                if area > best[0]:
+                    best = (area, r + 1 - int(heights[top]), r + 1, left, c)
+            stack.append(c)
+    return best
+
+
+def covered_coarse_grid(fine: xr.Dataset, step: float = 2.0, samples: int = 16) -> xr.Dataset:
+    """The largest regular ``step``-degree lat/lon grid whose cells lie wholly in the fine domain.
+
+    Candidate grids aligned at quarter-steps are tested on ``samples`` points per cell side
+    (edges included) against the fine grid's outer cell edges (x/y for projected grids,
+    lat/lon for regular ones); the one with most cells wins. Returns coordinates with CF
+    bounds, like :func:`climdl.data.grids.coarse_grid`.
+    """
+    grid, _ = fine_grid(fine)
+    if step <= 0:
+        raise ConfigError(f"the coarse grid step must be positive, got {step}.")
+    if isinstance(grid, ProjectedGrid):
+        (x0, x1), (y0, y1) = np.sort(grid.x_bounds[[0, -1]]), np.sort(grid.y_bounds[[0, -1]])
+        t = np.linspace(0.0, 1.0, 257)
+        ring_x = np.concatenate([x0 + t * (x1 - x0), np.full_like(t, x1), x1 - t * (x1 - x0), np.full_like(t, x0)])  # fmt: skip
+        ring_y = np.concatenate([np.full_like(t, y0), y0 + t * (y1 - y0), np.full_like(t, y1), y1 - t * (y1 - y0)])  # fmt: skip
+        to_geo = pyproj.Transformer.from_crs(grid.crs, grid.crs.geodetic_crs, always_xy=True)
+        to_xy = pyproj.Transformer.from_crs(grid.crs.geodetic_crs, grid.crs, always_xy=True)
+        ring_lon, ring_lat = (np.asarray(a) for a in to_geo.transform(ring_x, ring_y))
+        origin = lon_origin(ring_lon)
+        ring_lon = origin + np.mod(ring_lon - origin, 360.0)
+        lat_rng, lon_rng = (ring_lat.min(), ring_lat.max()), (ring_lon.min(), ring_lon.max())
+
+        def inside(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
+            x, y = (np.asarray(a) for a in to_xy.transform(lon, lat))
+            return (x >= x0) & (x <= x1) & (y >= y0) & (y <= y1)
+    else:
+        lat_b, lon_b = np.sort(grid.lat_bounds[[0, -1]]), grid.lon_bounds[[0, -1]]
+        lat_rng, lon_rng = (lat_b[0], lat_b[1]), (lon_b[0], lon_b[1])
+
+        def inside(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
+            tol = 1e-9
+            return (lat >= lat_b[0] - tol) & (lat <= lat_b[1] + tol) & (lon >= lon_b[0] - tol) & (lon <= lon_b[1] + tol)  # fmt: skip
+
+    best: tuple[int, np.ndarray, np.ndarray] | None = None
+    for oy in np.arange(4) * step / 4:
+        for ox in np.arange(4) * step / 4:
+            lat_e = oy + step * np.arange(np.floor((lat_rng[0] - oy) / step), np.ceil((lat_rng[1] - oy) / step) + 1)  # fmt: skip
+            lon_e = ox + step * np.arange(np.floor((lon_rng[0] - ox) / step), np.ceil((lon_rng[1] - ox) / step) + 1)  # fmt: skip
+            lat_e = lat_e[(lat_e >= -90) & (lat_e <= 90)]
+            if lat_e.size < 2 or lon_e.size < 2:
+                continue
+            ny, nx = lat_e.size - 1, lon_e.size - 1
+            lat_s = lat_e[0] + step / samples * np.arange(ny * samples + 1)
+            lon_s = lon_e[0] + step / samples * np.arange(nx * samples + 1)
+            lon_g, lat_g = np.meshgrid(lon_s, lat_s)
+            out = (~inside(lon_g, lat_g)).astype(np.int64)
+            c = np.pad(out.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+            r0, r1 = np.arange(ny) * samples, np.arange(ny) * samples + samples + 1
+            k0, k1 = np.arange(nx) * samples, np.arange(nx) * samples + samples + 1
+            bad = c[r1][:, k1] - c[r0][:, k1] - c[r1][:, k0] + c[r0][:, k0]
+            area, j0, j1, i0, i1 = _max_rectangle(bad == 0)
+            if area and (best is None or area > best[0]):
+                best = (area, lat_e[j0 : j1 + 1], lon_e[i0 : i1 + 1])
+    if best is None:
+        raise DataError(
+            f"the fine domain is too small to hold a single {step:g}-degree cell; use a smaller step."
+        )
+    return _latlon_dataset(best[1], best[2])
+
+
+# ----------------------------------------------------------------------------- on the device
+def smooth(x: Tensor, window: int, area: Tensor | None = None) -> Tensor:
+    """Moving average of ``x[..., H, W]`` over ``window`` x ``window`` cells (odd window).
+
+    Area-weighted (``area[H, W]``, e.g. cos-lat cell areas; default equal) and NaN-aware. At the
+    grid's edges the window is truncated to the cells that exist (no padding values enter the
+    mean); cells that are NaN stay NaN. ``window`` 0 or 1 returns ``x`` unchanged.
+    """
+    if window <= 1:
+        return x
+    if window % 2 == 0:
+        raise ConfigError(f"the smoothing window must be odd (centred), got {window}.")
+    h, w = x.shape[-2:]
+    flat = x.reshape(-1, 1, h, w)
+    wts = torch.ones((h, w), dtype=x.dtype, device=x.device) if area is None else area.to(x)
+    valid = ~torch.isnan(flat)
+    wv = torch.where(valid, wts, 0.0)
+    kernel = torch.ones((1, 1, window, window), dtype=x.dtype, device=x.device)
+    pad = window // 2
+    num = F.conv2d(torch.where(valid, flat, 0.0) * wv, kernel, padding=pad)
+    den = F.conv2d(wv, kernel, padding=pad)
+    out = torch.where(valid & (den > 0), num / den, torch.nan)
+    return out.reshape(x.shape)
+
+
+def _device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' was asked for but no CUDA device is available; use cpu.")
+    try:
+        return torch.device(device)
+    except RuntimeError as exc:
+        raise ConfigError(f"unknown device {device!r}; use auto, cpu or cuda.") from exc
+
+
+# ----------------------------------------------------------------------------- time
+def _day(d: object) -> str:
+    """'YYYY-MM-DD' of a cftime/datetime/np.datetime64 date."""
+    if isinstance(d, np.datetime64):
+        return str(d.astype("datetime64[D]"))
+    return f"{d.year:04d}-{d.month:02d}-{d.day:02d}"  # type: ignore[attr-defined]
+
+
+def _norm_date(text: str) -> str:
+    m = _DATE.match(str(text).strip())
+    if not m:
+        raise ConfigError(f"train period bound {text!r} is not of the form YYYY[-MM[-DD]].")
+    return "-".join(f"{int(g):0{4 if i == 0 else 2}d}" for i, g in enumerate(m.groups()) if g)
+
+
+def _train_slice(days: Sequence[str], period: tuple[str, str] | None, where: str) -> slice:
+    """Time positions inside ``period`` (inclusive bounds, partial dates allowed)."""
+    if period is None:
+        return slice(0, len(days))
+    start, end = (_norm_date(p) for p in period)
+    if start > end:
+        raise ConfigError(f"the train period starts ({start}) after it ends ({end}).")
+    hit = [i for i, d in enumerate(days) if d[: len(start)] >= start and d[: len(end)] <= end]
+    if not hit:
+        raise DataError(
+            f"the train period {start}..{end} lies outside the data ({where} covers {days[0]} to "
+            f"{days[-1]}); choose a period within it."
+        )
+    if days[0][: len(start)] > start or days[-1][: len(end)] < end:
+        log.warning(
+            "the train period %s..%s is only partly covered by the data; statistics use %s..%s",
+            start, end, days[hit[0]], days[hit[-1]],
+        )  # fmt: skip
+    return slice(hit[0], hit[-1] + 1)
+
+
+# ----------------------------------------------------------------------------- pipeline
+def _as_stats(acc: StreamingStats, names: list[str]) -> dict[str, VariableStats]:
+    r = acc.result()
+    return {
+        n: VariableStats(float(r.mean[i]), float(r.std[i]), int(r.count[i]))
+        for i, n in enumerate(names)
+    }
+
+
+def _var_attrs(name: str, smoothing: int) -> dict[str, str]:
+    attrs = canonical_attrs(name)
+    methods = attrs.get("cell_methods", "")
+    attrs["cell_methods"] = f"{methods} area: mean".strip()
+    comment = "conservatively upscaled from the fine grid"
+    if smoothing > 1:
+        comment += f", then smoothed by a {smoothing} x {smoothing}-cell area-weighted moving average"
+    attrs["comment"] = comment
+    attrs["coordinates"] = "lat lon"
+    return attrs
+
+
+def prepare(
+    fine: PathArg | Sequence[PathArg],
+    out: PathArg,
+    *,
+    coarse_grid: xr.Dataset | str | os.PathLike[str],
+    variables: Sequence[str] | None = None,
+    smoothing: int = 0,
+    train_period: tuple[str, str] | None = None,
+    stats_out: PathArg | None = None,
+    device: Device | str = "auto",
+    chunk_days: int = 365,
+    overwrite: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+    min_coverage: float = 0.999,
+    subcells: int = 8,
+) -> PrepareResult:
+    """Upscale fine fields conservatively to ``coarse_grid`` and write CF NetCDF to ``out``.
+
+    ``fine``: files/globs the reader accepts (regular lat/lon or projected x/y grid).
+    ``coarse_grid``: a domain name (its 16 x 16 predictor grid), ``"covered[:STEP]"``
+    (:func:`covered_coarse_grid`), a NetCDF path or a Dataset with 1-D lat/lon (and bounds).
+    ``variables``: canonical names (default: all recognised). ``smoothing``: odd moving-average
+    window in coarse cells, 0 = none (see :func:`smooth` for the edges). ``train_period``:
+    inclusive (start, end) dates, 'YYYY[-MM[-DD]]'; statistics of the coarse and the fine fields
+    over it (the whole series if None) are returned and written to ``stats_out`` (.json/.nc).
+    ``device``: auto = cuda if available. ``chunk_days``: time steps per block (memory bound).
+    ``progress(done, total)``: called after each block. ``min_coverage``: least covered
+    fraction allowed for any coarse cell (see the module doc). ``subcells``: k x k sub-cells
+    per projected fine cell for the weights.
+    """
+    t0 = time.perf_counter()
+    out = Path(out)
+    if chunk_days < 1:
+        raise ConfigError(f"chunk_days must be at least 1, got {chunk_days}.")
+    if smoothing < 0 or (smoothing > 1 and smoothing % 2 == 0):
+        raise ConfigError(f"smoothing must be 0 or an odd window size, got {smoothing}.")
+    if not 0.0 <= min_coverage <= 1.0:
+        raise ConfigError(f"min_coverage must lie between 0 and 1, got {min_coverage}.")
+    for target in (out, None if stats_out is None else Path(stats_out)):
+        if target is not None and target.exists() and not overwrite:
+            raise OutputError(f"{target} already exists; pass --overwrite to replace it.")
+    if stats_out is not None:
+        stats_format(stats_out)
+    dev = _device(str(device))
+    files = _files.resolve_paths(fine)
+    if any(out.resolve() == f.resolve() for f in files):
+        raise ConfigError(f"the output {out} is one of the input files; write somewhere else.")
+    ds = open_dataset(files, variables, chunks={"time": chunk_days})
+    where = _files.describe(files)
+    if "time" not in ds.dims:
+        raise DataError(f"{where} has no time axis; prepare upscales time series.")
+    src, (ydim, xdim) = fine_grid(ds)
+    names = [str(n) for n in ds.data_vars]
+    for n in names:
+        if set(ds[n].dims) != {"time", ydim, xdim}:
+            raise DataError(
+                f"{n} in {where} has dimensions {ds[n].dims}, not (time, {ydim}, {xdim}); "
+                "prepare only the time-varying fields of one grid."
+            )
+    coarse = _resolve_coarse(coarse_grid, ds)
+    weights = conservative_weights(src, coarse.grid, k=subcells, min_coverage=None)
+    cov = weights.coverage.numpy()
+    if (cov < min_coverage).any():
+        raise DataError(
+            f"the fine domain covers {int((cov < min_coverage).sum())} of {cov.size} coarse cells "
+            f"less than {min_coverage:.1%} (lowest {cov.min():.1%}); use coarse_grid='covered' "
+            "(cells wholly inside the fine domain) or lower min_coverage (partly covered cells "
+            "then hold the mean of their covered part, uncovered cells NaN)."
+        )
+    dates = ds["time"].values
+    days = [_day(d) for d in dates]
+    train = _train_slice(days, train_period, where)
+    enc = ds["time"].encoding
+    calendar = str(enc.get("calendar") or getattr(dates[0], "calendar", None) or "standard")
+    time_units = str(enc.get("units") or f"days since {days[0][:4]}-01-01")
+    area = torch.as_tensor(coarse.grid.cell_areas(), dtype=torch.float64, device=dev)
+    acc_coarse, acc_fine = StreamingStats(channel_dim=1), StreamingStats(channel_dim=1)
+    listed = [str(f) for f in files]
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    summary = (
+        f"{now}: climdl {__version__} prepare {where} -> {out.name} (conservative, "
+        f"{coarse.lat.size} x {coarse.lon.size} cells, smoothing {smoothing})"
+    )
+    gattrs = {
+        **{k: v for k, v in ds.attrs.items() if k not in ("history", "source", "title")},
+        "Conventions": "CF-1.10",
+        "title": "Fine fields conservatively upscaled to a coarse grid (perfect-model predictors)",
+        "source": f"climdl {__version__} prepare from {', '.join(listed[:20])}"
+        + (f" and {len(listed) - 20} more" if len(listed) > 20 else ""),
+        "history": summary + (f"\n{ds.attrs['history']}" if ds.attrs.get("history") else ""),
+        "climdl_version": __version__,
+        "climdl_input_files": "\n".join(listed),
+        "climdl_regrid_method": f"conservative ({subcells} x {subcells} sub-cells per fine cell)"
+        if isinstance(src, ProjectedGrid) else "conservative (exact spherical overlaps)",
+        "climdl_smoothing": np.int32(smoothing),
+        "climdl_min_coverage": np.float64(min_coverage),
+        "climdl_coverage": f"lowest {cov.min():.4f}; {int((cov < 1 - 1e-9).sum())} of {cov.size} "
+        f"cells partly covered, {int((cov == 0).sum())} uncovered; see variable climdl_coverage",
+    }  # fmt: skip
+    n = len(dates)
+    with (
+        atomic_path(out, overwrite=overwrite) as tmp,
+        CoarseWriter(
+            tmp, names=names, var_attrs={v: _var_attrs(v, smoothing) for v in names},
+            lat=coarse.lat, lon=coarse.lon, lat_bnds=coarse.lat_bnds, lon_bnds=coarse.lon_bnds,
+            dates=dates, time_units=time_units, calendar=calendar, coverage=cov,
+            global_attrs=gattrs, chunk_t=min(chunk_days, 365),
+        ) as writer,
+    ):  # fmt: skip
+        for a in range(0, n, chunk_days):
+            b = min(n, a + chunk_days)
+            block = np.stack(
+                [ds[v].transpose("time", ydim, xdim).isel(time=slice(a, b)).values for v in names],
+                axis=1,
+            )
+            x = torch.from_numpy(block).to(dev, torch.float64)
+            y = smooth(apply_regrid(weights, x), smoothing, area)
+            lo, hi = max(a, train.start) - a, min(b, train.stop) - a
+            if hi > lo:
+                acc_fine.update(x[lo:hi])
+                acc_coarse.update(y[lo:hi])
+            writer.write(a, y.to(torch.float32).cpu().numpy())
+            if progress is not None:
+                progress(b, n)
+        stats = PrepareStats(
+            variables=tuple(names),
+            units={v: str(ds[v].attrs.get("units", canonical_attrs(v)["units"])) for v in names},
+            period=(days[train.start], days[train.stop - 1]),
+            n_times=train.stop - train.start,
+            coarse=_as_stats(acc_coarse, names),
+            fine=_as_stats(acc_fine, names),
+            attrs={"source": summary, "population_std": "ddof=0, NaN ignored"},
+        )
+        stats_path = None
+        if stats_out is not None:
+            stats_path = write_stats(stats, stats_out, overwrite=overwrite)
+    log.info("prepare: %d steps of %s -> %s", n, ", ".join(names), out)
+    return PrepareResult(
+        out, names, n, (coarse.lat.size, coarse.lon.size), cov, stats, stats_path, str(dev),
+        time.perf_counter() - t0,
+    )  # fmt: skip

@@ -1,0 +1,1 @@
+"""Lightning tasks: training objectives (losses) and modules for downscaling."""

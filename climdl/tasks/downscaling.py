@@ -1,0 +1,264 @@
+"""The downscaling LightningModule: losses, metrics, optimisers, device-side normalisation.
+
+The task picks a plain network by name (``unet`` = Doury's asymmetric UNet, ``deepesd`` = the
+CORDEX ML-Bench reference) and builds it in :meth:`setup` from the data module's spec (input
+channels, grid sizes, statistics), so the YAML config never repeats what the data already say.
+The spec is stored in every checkpoint (``checkpoint["climdl"]``): statistics, variable names and
+units, both grids and the orography; :func:`climdl.tasks.checkpoint.load_emulator` rebuilds the
+model from it with ``torch.load(weights_only=True)``.
+
+Batches arrive raw (see :mod:`climdl.data.emulator_data`); :meth:`on_after_batch_transfer`
+normalises them on the device. With ``input_norm="daily_map"`` each daily map is standardised
+by its own spatial mean and std, which enter the 1-D inputs with the day of year (Doury et al.).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+from torchmetrics import SumMetric
+
+from climdl.errors import ConfigError
+from climdl.models import DeepESD, DouryUNet
+from climdl.models.heads import FineCovariateHead
+from climdl.preprocess import Kind, Normaliser, spatial_standardise
+from climdl.tasks import losses as L_
+
+Network = Literal["unet", "deepesd"]
+Optimizer = Literal["adam", "adamw", "sgd", "rmsprop"]
+
+
+class DownscalingTask(L.LightningModule):
+    """Learn coarse predictors -> fine targets.
+
+    Args:
+        network: ``unet`` (Doury et al. 2023) or ``deepesd`` (ML-Bench reference).
+        base_filters: UNet entry-convolution filters (Doury: 32).
+        max_filters: cap on UNet filters (Doury: 512).
+        block: UNet conv blocks, ``plain`` or ``residual``.
+        extra_filters: filters of the UNet decoder stages beyond the input size (Doury: 64).
+        deepesd_filters: DeepESD conv filters.
+        use_scalars: feed the 1-D inputs (daily moments, day of year, forcing) to the UNet bottleneck.
+        use_orography: fuse the fine orography with the network output (needs it in the data).
+        head_features: output features of the network before fusion with the orography.
+        input_norm: ``daily_map`` (Doury) or ``channel`` (global per-channel standardisation).
+        loss_tasmax: ``mse`` (Doury) or ``mae``.
+        loss_pr: ``doury_asymmetric`` (Doury et al. 2024), ``bernoulli_gamma`` or ``mse`` (on log1p).
+        optimizer: ``adam``, ``adamw``, ``sgd`` (with momentum) or ``rmsprop``.
+        lr: learning rate (Doury: 5e-3 for tasmax in 2023, 5e-4 in 2024).
+        weight_decay: L2 / decoupled weight decay.
+        momentum: SGD/RMSprop momentum.
+        lr_factor: ReduceLROnPlateau factor (Doury: 0.7).
+        lr_patience: ReduceLROnPlateau patience in epochs (Doury: 4).
+    """
+
+    def __init__(
+        self,
+        network: Network = "unet",
+        base_filters: int = 32,
+        max_filters: int = 512,
+        block: Literal["plain", "residual"] = "plain",
+        extra_filters: int = 64,
+        deepesd_filters: tuple[int, int, int] = (50, 25, 10),
+        use_scalars: bool = True,
+        use_orography: bool = True,
+        head_features: int = 16,
+        input_norm: Literal["daily_map", "channel"] = "daily_map",
+        loss_tasmax: Literal["mse", "mae"] = "mse",
+        loss_pr: Literal["doury_asymmetric", "bernoulli_gamma", "mse"] = "doury_asymmetric",
+        optimizer: Optimizer = "adam",
+        lr: float = 5e-4,
+        weight_decay: float = 0.0,
+        momentum: float = 0.9,
+        lr_factor: float = 0.7,
+        lr_patience: int = 4,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.spec: dict[str, Any] | None = None
+        self.net: nn.Module | None = None
+
+    # ------------------------------------------------------------------ building
+    def setup(self, stage: str) -> None:
+        if self.net is not None:
+            return
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if dm is None or not hasattr(dm, "spec"):
+            raise ConfigError("the downscaling task needs an EmulatorDataModule (data:) to build its network.")
+        self.build(dm.spec())
+
+    def build(self, spec: dict[str, Any]) -> None:
+        """Create network and normalisers from a data spec (training) or a checkpoint (inference)."""
+        hp = self.hparams
+        self.spec = spec
+        stats = spec["stats"]
+        targets: list[str] = list(spec["targets"])
+        n_in = len(spec["variables"])
+        in_size, out_size = tuple(spec["in_size"]), tuple(spec["out_size"])
+        self.channels = [self._channels(t) for t in targets]
+        n_out = sum(self.channels)
+        orog = spec.get("orography")
+        fuse = bool(hp.use_orography and orog is not None)
+        features = hp.head_features if fuse else n_out
+        n_scalars = 0
+        if hp.use_scalars and hp.network == "unet":
+            n_scalars = (2 * n_in if hp.input_norm == "daily_map" else 0) + len(spec["aux_names"])
+        self.n_scalars = n_scalars
+        net: nn.Module
+        if hp.network == "unet":
+            net = DouryUNet(n_in, features, in_size=in_size, out_size=out_size, n_scalars=n_scalars,
+                            base_filters=hp.base_filters, max_filters=hp.max_filters, block=hp.block,
+                            extra_filters=hp.extra_filters)
+        elif hp.network == "deepesd":
+            net = DeepESD(n_in, features, in_size=in_size, out_size=out_size, filters=tuple(hp.deepesd_filters))
+        else:
+            raise ConfigError(f"unknown network {hp.network!r}; choose unet or deepesd.")
+        if fuse:
+            o = orog.float()
+            net = FineCovariateHead(net, features, ((o - o.mean()) / (o.std() + 1e-6))[None], n_out)
+        self.net = net
+        self.x_norm = Normaliser(spec["variables"], stats["x_mean"], stats["x_std"])
+        aux_mean, aux_std = stats["aux_mean"], stats["aux_std"]
+        names = list(spec["aux_names"])
+        if hp.input_norm == "daily_map":
+            aux_mean = torch.cat([stats["moments_mean"], aux_mean])
+            aux_std = torch.cat([stats["moments_std"], aux_std])
+            names = [f"{v}_{m}" for m in ("mean", "std") for v in spec["variables"]] + names
+        self.aux_norm = Normaliser(names, aux_mean, aux_std.clamp_min(1e-3))
+        kinds: list[Kind] = []
+        for t in targets:
+            kinds.append("standard" if t != "pr" else ("log1p_standard" if hp.loss_pr == "mse" else "none"))
+        y_mean = torch.where(torch.tensor([k == "log1p_standard" for k in kinds]), stats["y_log_mean"], stats["y_mean"])
+        y_std = torch.where(torch.tensor([k == "log1p_standard" for k in kinds]), stats["y_log_std"], stats["y_std"])
+        self.y_norm = Normaliser(targets, y_mean, y_std, kinds)
+        if "pr" in targets and hp.loss_pr == "doury_asymmetric":
+            self.pr_loss = L_.DouryAsymmetricLoss(stats["pr_gamma_shape"], stats["pr_gamma_scale"])
+        self.sq_err = nn.ModuleDict({t: SumMetric() for t in targets})
+        self.err = nn.ModuleDict({t: SumMetric() for t in targets})
+        self.count = nn.ModuleDict({t: SumMetric() for t in targets})
+
+    def _channels(self, target: str) -> int:
+        return 3 if (target == "pr" and self.hparams.loss_pr == "bernoulli_gamma") else 1
+
+    # ------------------------------------------------------------------ checkpoint
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        from climdl import __version__
+
+        checkpoint["climdl"] = {"spec": self.spec, "version": __version__}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.net is None and "climdl" in checkpoint:
+            self.build(checkpoint["climdl"]["spec"])
+
+    # ------------------------------------------------------------------ forward
+    def on_after_batch_transfer(self, batch: dict[str, Tensor], dataloader_idx: int) -> dict[str, Tensor]:
+        """Normalise on the device: inputs, 1-D inputs (and keep raw targets for the losses)."""
+        x = batch["x"]
+        aux = batch["aux"]
+        if self.hparams.input_norm == "daily_map":
+            x, mean, std = spatial_standardise(x)
+            aux = torch.cat([mean, std, aux], dim=1)
+        else:
+            x = self.x_norm.normalise(x)
+        out = dict(batch)
+        out["x_n"] = torch.nan_to_num(x)
+        out["aux_n"] = torch.nan_to_num(self.aux_norm.normalise(aux, dim=1))
+        return out
+
+    def forward(self, x_n: Tensor, aux_n: Tensor | None = None) -> Tensor:
+        assert self.net is not None, "call build() or fit first"
+        return self.net(x_n, aux_n if self.n_scalars else None)
+
+    def predict_physical(self, batch: dict[str, Tensor]) -> Tensor:
+        """Predictions in physical units [B, V, H, W] (expected value for Bernoulli-gamma pr)."""
+        raw = self(batch["x_n"], batch["aux_n"])
+        outs, c = [], 0
+        for t, k in zip(self.y_norm.names, self.channels, strict=True):
+            part = raw[:, c : c + k]
+            c += k
+            if k == 3:
+                outs.append(L_.bernoulli_gamma_mean(part))
+            else:
+                outs.append(part[:, 0])
+        pred_n = torch.stack(outs, dim=1)
+        if any(k == 3 for k in self.channels):  # Bernoulli-gamma means are physical already
+            phys = self.y_norm.denormalise(pred_n)
+            mask = torch.tensor([k == 3 for k in self.channels], device=pred_n.device).view(1, -1, 1, 1)
+            phys = torch.where(mask, pred_n, phys)
+        else:
+            phys = self.y_norm.denormalise(pred_n)
+        if "pr" in self.y_norm.names:
+            i = self.y_norm.names.index("pr")
+            phys[:, i] = phys[:, i].clamp_min(0)
+        return phys
+
+    # ------------------------------------------------------------------ losses
+    def _loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        raw = self(batch["x_n"], batch["aux_n"]).float()
+        y = batch["y"].float()
+        y_n = self.y_norm.normalise(y)
+        parts: dict[str, Tensor] = {}
+        c = 0
+        for i, (t, k) in enumerate(zip(self.y_norm.names, self.channels, strict=True)):
+            pred = raw[:, c : c + k]
+            c += k
+            if t == "pr" and self.hparams.loss_pr == "bernoulli_gamma":
+                parts[t] = L_.bernoulli_gamma_nll(pred, y[:, i])
+            elif t == "pr" and self.hparams.loss_pr == "doury_asymmetric":
+                parts[t] = self.pr_loss(pred[:, 0], y[:, i])
+            elif t != "pr" and self.hparams.loss_tasmax == "mae":
+                parts[t] = L_.masked_mae(pred[:, 0], y_n[:, i])
+            else:
+                parts[t] = L_.masked_mse(pred[:, 0], y_n[:, i])
+        return torch.stack(list(parts.values())).sum(), parts
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        loss, parts = self._loss(batch)
+        bs = batch["x"].shape[0]
+        self.log("train_loss", loss, prog_bar=True, batch_size=bs, sync_dist=True)
+        for t, v in parts.items():
+            self.log(f"train_loss_{t}", v, batch_size=bs, sync_dist=True)
+        masked = 1.0 - L_.valid_fraction(batch["y"])
+        self.log("train_masked_fraction", masked, batch_size=bs, sync_dist=True)
+        return loss
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        loss, _ = self._loss(batch)
+        self.log("val_loss", loss, prog_bar=True, batch_size=batch["x"].shape[0], sync_dist=True)
+        pred = self.predict_physical(batch).float()
+        y = batch["y"].float()
+        for i, t in enumerate(self.y_norm.names):
+            valid = torch.isfinite(y[:, i])
+            diff = torch.where(valid, pred[:, i] - torch.nan_to_num(y[:, i]), 0.0)
+            self.sq_err[t].update(diff.square().sum())
+            self.err[t].update(diff.sum())
+            self.count[t].update(valid.sum().float())
+
+    def on_validation_epoch_end(self) -> None:
+        for t in self.y_norm.names:
+            n = self.count[t].compute().clamp_min(1)
+            self.log(f"val_rmse_{t}", (self.sq_err[t].compute() / n).sqrt(), prog_bar=True)
+            self.log(f"val_bias_{t}", self.err[t].compute() / n)
+            for m in (self.sq_err[t], self.err[t], self.count[t]):
+                m.reset()
+
+    # ------------------------------------------------------------------ optimisation
+    def configure_optimizers(self) -> Any:
+        hp = self.hparams
+        params = self.parameters()
+        opt: torch.optim.Optimizer
+        if hp.optimizer == "adam":
+            opt = torch.optim.Adam(params, lr=hp.lr, weight_decay=hp.weight_decay)
+        elif hp.optimizer == "adamw":
+            opt = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
+        elif hp.optimizer == "sgd":
+            opt = torch.optim.SGD(params, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
+        elif hp.optimizer == "rmsprop":
+            opt = torch.optim.RMSprop(params, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
+        else:
+            raise ConfigError(f"unknown optimizer {hp.optimizer!r}; choose adam, adamw, sgd or rmsprop.")
+        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=hp.lr_factor, patience=hp.lr_patience)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val_loss"}}
