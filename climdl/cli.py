@@ -42,7 +42,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
             res = write_sample(
                 args.out_dir, domain=domain, years=args.years, seed=args.seed,
                 overwrite=args.overwrite,
-                progress=lambda name, d=domain: bar.update(task, description=f"{d}: {name}"),
+                progress=lambda name, d=domain, t=task: bar.update(t, description=f"{d}: {name}"),
             )
         console.print(f"[bold]{domain}[/]: {len(res.files)} files, {res.nbytes / 1e6:.1f} MB "
                       f"in {res.seconds:.1f} s")

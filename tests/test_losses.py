@@ -237,3 +237,22 @@ def test_loss_names() -> None:
     assert [channels_per_target(n) for n in ("mse", "mae", "doury_asymmetric")] == [1, 1, 1]
     with pytest.raises(ConfigError, match="choose one of"):
         channels_per_target("huber")
+
+
+@pytest.mark.gpu
+def test_losses_on_cuda() -> None:
+    dev = torch.device("cuda")
+    pred, target = (t.to(dev) for t in _with_nans())
+    target = target.abs() * 10
+    shape, scale = fit_gamma(target.repeat(50, 1, 1) + 1.0)
+    assert shape.device.type == "cuda"
+    doury = DouryAsymmetricLoss(shape, scale).to(dev)
+    pb = pred.bfloat16().requires_grad_(True)
+    for loss in (masked_mse, masked_mae, doury):
+        out = loss(pb, target)
+        assert out.device.type == "cuda" and torch.isfinite(out)
+        out.backward()
+    params = torch.randn(4, 3, 8, 8, device=dev, requires_grad=True)
+    bernoulli_gamma_nll(params, target.clamp_min(0)).backward()
+    g = torch.Generator(device=dev).manual_seed(0)
+    assert torch.isfinite(bernoulli_gamma_sample(params, generator=g)).all()

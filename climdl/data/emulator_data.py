@@ -236,7 +236,7 @@ class EmulatorDataModule(L.LightningDataModule):
                 raise DataError(f"val_years {self.val_years} leave no training or no validation day.")
             return np.flatnonzero(~is_val), np.flatnonzero(is_val)
         perm = np.random.default_rng(self.split_seed).permutation(n)
-        n_val = max(1, int(round(self.val_fraction * n)))
+        n_val = max(1, round(self.val_fraction * n))
         return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
     # ------------------------------------------------------------------ statistics and spec

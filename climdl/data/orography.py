@@ -9,6 +9,8 @@ of the sample seed: a domain has one orography.
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 # (height m, half-width km, [(lat, lon), ...])
@@ -82,7 +84,7 @@ def _distance_to_polyline_km(
     px = _EARTH_RADIUS_KM * np.cos(lat0) * np.deg2rad(lon)
     py = _EARTH_RADIUS_KM * np.deg2rad(lat)
     best = np.full(lat.shape, np.inf)
-    for (la0, lo0), (la1, lo1) in zip(line[:-1], line[1:], strict=True):
+    for (la0, lo0), (la1, lo1) in itertools.pairwise(line):
         ax, ay = (
             _EARTH_RADIUS_KM * np.cos(lat0) * np.deg2rad(lo0),
             _EARTH_RADIUS_KM * np.deg2rad(la0),

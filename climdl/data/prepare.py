@@ -359,7 +359,9 @@ def _var_attrs(name: str, smoothing: int) -> dict[str, str]:
     attrs["cell_methods"] = f"{methods} area: mean".strip()
     comment = "conservatively upscaled from the fine grid"
     if smoothing > 1:
-        comment += f", then smoothed by a {smoothing} x {smoothing}-cell area-weighted moving average"
+        comment += (
+            f", then smoothed by a {smoothing} x {smoothing}-cell area-weighted moving average"
+        )
     attrs["comment"] = comment
     attrs["coordinates"] = "lat lon"
     return attrs

@@ -29,7 +29,7 @@ import numpy as np
 import xarray as xr
 
 from climdl import __version__
-from climdl.data.grids import domain_spec, grid_mapping_name
+from climdl.data.grids import grid_mapping_name
 from climdl.data.synthetic import Run, SyntheticClimate
 from climdl.data.variables import ML_BENCH_PREDICTORS, canonical_attrs
 from climdl.errors import ConfigError

@@ -76,21 +76,12 @@ def qsat(t: np.ndarray, p_hpa: float) -> np.ndarray:
 
 def noon_dates(calendar: str, years: list[int]) -> np.ndarray:
     """Daily noon dates of whole calendar years in ``calendar`` (cftime objects)."""
-    out = []
+    out: list[cftime.datetime] = []
     for y in years:
         start = cftime.datetime(y, 1, 1, 12, calendar=calendar)
-        end = cftime.datetime(y + 1, 1, 1, 12, calendar=calendar)
-        n = int(round((end - start).days))
-        out.extend(
-            start + cftime.timedelta(days=d) if False else _add_days(start, d) for d in range(n)
-        )
+        n = (cftime.datetime(y + 1, 1, 1, 12, calendar=calendar) - start).days
+        out.extend(start + datetime.timedelta(days=d) for d in range(n))
     return np.array(out, dtype=object)
-
-
-def _add_days(d: cftime.datetime, n: int) -> cftime.datetime:
-    import datetime as _dt
-
-    return d + _dt.timedelta(days=n)
 
 
 class SyntheticClimate:

@@ -176,7 +176,7 @@ class DownscalingTask(L.LightningModule):
         """Predictions in physical units [B, V, H, W] (expected value for Bernoulli-gamma pr)."""
         raw = self(batch["x_n"], batch["aux_n"])
         outs, c = [], 0
-        for t, k in zip(self.y_norm.names, self.channels, strict=True):
+        for k in self.channels:
             part = raw[:, c : c + k]
             c += k
             if k == 3:

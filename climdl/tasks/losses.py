@@ -113,20 +113,24 @@ def fit_gamma(
 
     ``samples`` is [N, *grid] in mm/day (N days; NaN allowed, ignored). The fit is maximum
     likelihood on the excess over ``threshold``, so that ``gammainc(shape, (y - threshold) / scale)``
-    in :class:`DouryAsymmetricLoss` is the wet-day CDF starting at the threshold (Doury et al.'s
-    gamma with location 1 mm/day). Grid points with fewer than ``min_wet`` wet days, or whose
+    in :class:`DouryAsymmetricLoss` is the wet-day CDF starting at the threshold (the paper
+    evaluates the CDF at ``y - 1``; fitting the excess makes that a consistent law). Grid points with fewer than ``min_wet`` wet days, or whose
     wet values are all equal, get the domain-wide fit, so dry or masked points stay usable.
     Statistics accumulate in float64 over chunks of ``chunk`` days. Returns float32 (shape, scale),
     each of shape ``grid``, on the samples' device.
     """
-    x = torch.as_tensor(samples)
-    if x.ndim < 1 or x.shape[0] == 0:
+    if len(samples.shape) < 1 or samples.shape[0] == 0:
         raise DataError("fit_gamma needs at least one day of precipitation samples [N, H, W].")
-    acc = torch.device("cpu") if x.device.type == "mps" else x.device  # MPS has no float64
-    count = torch.zeros(x.shape[1:], dtype=torch.float64, device=acc)
+    out = samples.device if isinstance(samples, Tensor) else torch.device("cpu")
+    acc = torch.device("cpu") if out.type == "mps" else out  # MPS has no float64
+    count = torch.zeros(tuple(samples.shape[1:]), dtype=torch.float64, device=acc)
     total, total_log = torch.zeros_like(count), torch.zeros_like(count)
-    for start in range(0, x.shape[0], chunk):
-        excess = x[start : start + chunk].to(acc, torch.float64) - threshold
+    for start in range(0, samples.shape[0], chunk):
+        part = samples[start : start + chunk]  # numpy chunks are copied one at a time
+        if isinstance(part, Tensor):
+            excess = part.to(acc, torch.float64) - threshold
+        else:
+            excess = torch.from_numpy(np.array(part, dtype=np.float64)) - threshold
         wet = excess > 0  # False for NaN
         safe = torch.where(wet, excess, 1.0)
         count += wet.sum(0)
@@ -141,7 +145,7 @@ def fit_gamma(
     shape, scale = _gamma_mle(total, total_log, count.clamp_min(1))
     ok = (count >= max(min_wet, 2)) & torch.isfinite(shape) & torch.isfinite(scale) & (scale > 0)
     shape, scale = torch.where(ok, shape, dom_shape), torch.where(ok, scale, dom_scale)
-    return shape.to(x.device, torch.float32), scale.to(x.device, torch.float32)
+    return shape.to(out, torch.float32), scale.to(out, torch.float32)
 
 
 class DouryAsymmetricLoss(nn.Module):
@@ -167,7 +171,7 @@ class DouryAsymmetricLoss(nn.Module):
         scale = torch.as_tensor(gamma_scale, dtype=torch.float32).detach().clone()
         if shape.shape != scale.shape:
             raise ConfigError(f"gamma shape {tuple(shape.shape)} and scale {tuple(scale.shape)} differ.")
-        if not bool(((shape > 0) & (scale > 0)).all()):
+        if not bool((torch.isfinite(shape * scale) & (shape > 0) & (scale > 0)).all()):
             raise ConfigError("gamma shape and scale must be finite and > 0; refit with fit_gamma.")
         if asym_weight < 0 or cdf_power < 0:
             raise ConfigError("asym_weight and cdf_power must be >= 0.")

@@ -1,0 +1,180 @@
+"""Emulator training through the real CLI, checkpoints, determinism, statistics."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from climdl.cli import main
+from climdl.data.emulator_data import EmulatorDataModule
+from climdl.errors import DataError
+from climdl.tasks.checkpoint import load_emulator, read_checkpoint
+
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "emulator" / "sample.yaml"
+SMALL = ["--model.base_filters", "4", "--model.max_filters", "8", "--model.extra_filters", "4",
+         "--model.head_features", "4", "--data.batch_size", "8"]
+
+
+def _train(tmp_path: Path, *extra: str) -> int:
+    return main(["train", "--config", str(CONFIG), "--trainer.default_root_dir", str(tmp_path),
+                 "--trainer.logger", "false", "--quiet", *SMALL, *extra])
+
+
+@pytest.mark.parametrize(
+    ("network", "targets", "loss_pr"),
+    [("unet", "[tasmax]", "doury_asymmetric"), ("deepesd", "[tasmax]", "doury_asymmetric"),
+     ("unet", "[pr]", "doury_asymmetric"), ("unet", "[pr]", "bernoulli_gamma"),
+     ("unet", "[tasmax, pr]", "mse")],
+)
+def test_fast_dev_run_through_the_cli(tmp_path: Path, use_sample_cache: Path, network: str,
+                                      targets: str, loss_pr: str) -> None:
+    rc = _train(tmp_path, "--trainer.fast_dev_run", "2", "--model.network", network,
+                "--data.targets", targets, "--model.loss_pr", loss_pr,
+                "--model.deepesd_filters", "[4, 4, 2]")
+    assert rc == 0
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory, sample_cache: Path) -> Path:
+    """Two short epochs with checkpoints: the run directory."""
+    import os
+
+    out = tmp_path_factory.mktemp("run")
+    old = os.environ.get("CLIMDL_CACHE")
+    os.environ["CLIMDL_CACHE"] = str(sample_cache)
+    try:
+        rc = main(["train", "--config", str(CONFIG), "--trainer.default_root_dir", str(out),
+                   "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "4",
+                   "--trainer.limit_val_batches", "2", "--quiet",
+                   "--trainer.logger", "false", *SMALL,
+                   "--data.targets", "[tasmax, pr]"])
+    finally:
+        if old is None:
+            os.environ.pop("CLIMDL_CACHE")
+        else:
+            os.environ["CLIMDL_CACHE"] = old
+    assert rc == 0
+    return out
+
+
+def _ckpts(run: Path) -> list[Path]:
+    return sorted(run.rglob("*.ckpt"))
+
+
+def test_best_and_last_checkpoints_and_summary(trained: Path) -> None:
+    names = {p.name for p in _ckpts(trained)}
+    assert "last.ckpt" in names and any(n.startswith("best-") for n in names)
+    summary = json.loads(next(trained.rglob("summary.json")).read_text())
+    assert set(summary["val_rmse"]) == {"tasmax", "pr"}
+    assert summary["baseline_val_rmse"]["tasmax"] > 0
+
+
+def test_checkpoint_is_self_contained_and_reload_is_identical(trained: Path, use_sample_cache: Path) -> None:
+    ckpt = next(p for p in _ckpts(trained) if p.name == "last.ckpt")
+    raw = torch.load(ckpt, map_location="cpu", weights_only=True)  # safe loading works
+    spec = raw["climdl"]["spec"]
+    assert spec["variables"][0] == "z_500" and spec["targets"] == ["tasmax", "pr"]
+    assert spec["units"]["tasmax"] == "K" and spec["units"]["pr"] == "mm day-1"
+    assert spec["target_grid"]["grid_mapping"]["attrs"]["grid_mapping_name"] == "lambert_conformal_conic"
+    assert tuple(spec["orography"].shape) == (128, 128)
+    a, b = load_emulator(ckpt), load_emulator(ckpt)
+    dm = EmulatorDataModule(catalog="sample-alps", experiment="Emulator_hist_future", targets=["tasmax", "pr"])
+    dm.setup()
+    batch = next(iter(dm.val_dataloader()))
+    with torch.no_grad():
+        pa = a.predict_physical(a.on_after_batch_transfer(batch, 0))
+        pb = b.predict_physical(b.on_after_batch_transfer(batch, 0))
+    torch.testing.assert_close(pa, pb, rtol=0, atol=0)
+    assert pa.shape == (batch["x"].shape[0], 2, 128, 128)
+    assert float(pa[:, 1].min()) >= 0.0  # precipitation is never negative
+
+
+def test_resume_from_last(trained: Path, use_sample_cache: Path) -> None:
+    rc = main(["train", "--config", str(CONFIG), "--trainer.default_root_dir", str(trained),
+               "--trainer.max_epochs", "3", "--trainer.limit_train_batches", "4",
+               "--trainer.limit_val_batches", "2", "--quiet", "--trainer.logger", "false", *SMALL,
+               "--data.targets", "[tasmax, pr]", "--ckpt_path",
+               str(next(p for p in _ckpts(trained) if p.name == "last.ckpt"))])
+    assert rc == 0
+    last = read_checkpoint(next(p for p in _ckpts(trained) if p.name == "last.ckpt"))
+    assert last["epoch"] == 2
+
+
+def test_bad_checkpoints_are_refused(tmp_path: Path) -> None:
+    bad = tmp_path / "x.ckpt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(DataError, match="not a readable"):
+        load_emulator(bad)
+    torch.save({"state_dict": {}}, bad)
+    with pytest.raises(DataError, match="not a climdl"):
+        load_emulator(bad)
+    with pytest.raises(DataError, match="does not exist"):
+        load_emulator(tmp_path / "missing.ckpt")
+
+
+def test_same_seed_same_weights(tmp_path: Path, use_sample_cache: Path) -> None:
+    weights = []
+    for run in ("a", "b"):
+        rc = _train(tmp_path / run, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2",
+                    "--trainer.limit_val_batches", "1", "--seed", "7")
+        assert rc == 0
+        ckpt = next(p for p in (tmp_path / run).rglob("last.ckpt"))
+        weights.append(torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"])
+    assert weights[0].keys() == weights[1].keys()
+    for k in weights[0]:
+        torch.testing.assert_close(weights[0][k], weights[1][k], rtol=0, atol=0)
+
+
+def test_statistics_use_training_days_only(use_sample_cache: Path) -> None:
+    dm = EmulatorDataModule(catalog="sample-alps", experiment="ESD_pseudo_reality", split="years",
+                            val_years=[1961], targets=["tasmax"], orography=False)
+    with pytest.raises(DataError, match="leave no training"):
+        dm.setup()
+    dm = EmulatorDataModule(catalog="sample-alps", experiment="Emulator_hist_future", split="years",
+                            val_years=[2080], targets=["tasmax"], orography=False)
+    dm.setup()
+    stats = dm.spec()["stats"]
+    x, y = dm.source.read(dm.train_idx)
+    np.testing.assert_allclose(stats["y_mean"].numpy(), [y.mean()], rtol=1e-5)
+    np.testing.assert_allclose(stats["x_mean"].numpy(), x.mean(axis=(0, 2, 3)), rtol=1e-4)
+    _, y_all = dm.source.read(np.arange(dm.train_idx.size + dm.val_idx.size))
+    assert abs(float(y_all.mean()) - float(stats["y_mean"][0])) > 0.5  # the warm 2080 is excluded
+
+
+def test_random_split_is_seeded_and_disjoint(use_sample_cache: Path) -> None:
+    a = EmulatorDataModule(catalog="sample-alps", split_seed=1, orography=False)
+    b = EmulatorDataModule(catalog="sample-alps", split_seed=1, orography=False)
+    a.setup(), b.setup()
+    np.testing.assert_array_equal(a.val_idx, b.val_idx)
+    assert not set(a.train_idx) & set(a.val_idx)
+    assert abs(a.val_idx.size / (a.val_idx.size + a.train_idx.size) - 0.2) < 0.01
+
+
+def test_masked_targets_are_excluded_and_reported(use_sample_cache: Path) -> None:
+    from climdl.tasks.downscaling import DownscalingTask
+
+    dm = EmulatorDataModule(catalog="sample-alps", targets=["tasmax"], orography=False)
+    dm.setup()
+    task = DownscalingTask(base_filters=4, max_filters=8, extra_filters=4, use_orography=False)
+    task.build(dm.spec())
+    batch = next(iter(dm.train_dataloader()))
+    batch["y"][:, :, :10, :] = float("nan")
+    b = task.on_after_batch_transfer(batch, 0)
+    loss, _ = task._loss(b)
+    assert torch.isfinite(loss)
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in task.parameters() if p.grad is not None)
+
+
+def test_lazy_reading_matches_in_memory(use_sample_cache: Path) -> None:
+    eager = EmulatorDataModule(catalog="sample-alps", orography=False)
+    lazy = EmulatorDataModule(catalog="sample-alps", orography=False, memory_budget_gb=0.0)
+    eager.setup(), lazy.setup()
+    assert eager.source.in_memory and not lazy.source.in_memory
+    idx = np.array([5, 1, 300])
+    for a, b in zip(eager.source.read(idx), lazy.source.read(idx), strict=True):
+        np.testing.assert_array_equal(a, b)
