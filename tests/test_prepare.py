@@ -15,8 +15,9 @@ import xarray as xr
 
 from climdl import __version__
 from climdl.data.grids import target_grid
-from climdl.data.prepare import covered_coarse_grid, load_stats, prepare, smooth
+from climdl.data.prepare import PrepareResult, covered_coarse_grid, load_stats, prepare, smooth
 from climdl.data.reader import open_dataset
+from climdl.data.sample import SampleWriter
 from climdl.errors import ConfigError, DataError, OutputError
 
 TIME_CODER = xr.coders.CFDatetimeCoder(use_cftime=True)
@@ -116,16 +117,28 @@ def _subcell_truth(fine: xr.Dataset, out: xr.Dataset, k: int = 12) -> tuple[np.n
 
 
 @pytest.fixture(scope="module")
-def sample_prepared(sample_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple:
-    target = sorted((sample_root / "train" / "ESD_pseudo_reality" / "target").glob("*.nc"))
-    out = tmp_path_factory.mktemp("prep") / "coarse.nc"
+def sample_prepared(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Path], PrepareResult]:
+    """The sample's ESD pseudo-reality target file (1 year, seed 0), prepared on the covered grid.
+
+    Only that one file is generated, on the sample writer's own code path (the whole sample
+    takes ~15 s).
+    """
+    root = tmp_path_factory.mktemp("sample")
+    writer = SampleWriter("ALPS", root, years=1, seed=0, overwrite=False)
+    target = [root / "pr_tasmax_CNRM-CM5_1961-1980.nc"]
+    writer._write(
+        writer.target_dataset(writer.runs["train"], [1961]), target[0], {"tasmax": 1, "pr": 1}
+    )
+    out = root / "coarse.nc"
     res = prepare(
         target, out, coarse_grid="covered", device="cpu", stats_out=out.with_suffix(".json")
     )
     return target, res
 
 
-def test_sample_tasmax_conserves_area_means(sample_prepared: tuple) -> None:
+def test_sample_tasmax_conserves_area_means(
+    sample_prepared: tuple[list[Path], PrepareResult],
+) -> None:
     target, res = sample_prepared
     fine = open_dataset(target, "tasmax").isel(time=slice(0, 5)).load()
     out = _open(res.path)
@@ -169,6 +182,23 @@ def test_latlon_block_nesting_gives_cos_lat_block_means(tmp_path: Path) -> None:
         np.testing.assert_allclose(out[name].values, expected, rtol=2e-6, atol=1e-5)
         unweighted = v.mean((2, 4))
         assert np.abs(unweighted - expected).max() > 10 * np.abs(out[name].values - expected).max()
+
+
+def test_nan_sources_are_left_out(tmp_path: Path) -> None:
+    ds = xr.open_dataset(latlon_fine(tmp_path / "fine.nc", n=3), decode_times=TIME_CODER).load()
+    grid = covered_coarse_grid(open_dataset(tmp_path / "fine.nc"))
+    ref = _open(prepare(tmp_path / "fine.nc", tmp_path / "ref.nc", coarse_grid=grid).path)
+    ds["tasmax"][0, 0:4, 0:8] = np.nan  # the southern half of cell (0, 0) on day 0
+    ds["tasmax"][1, 0:8, 0:8] = np.nan  # all of it on day 1
+    src = _write(ds, tmp_path / "holes.nc", "noleap")
+    out = _open(prepare(src, tmp_path / "out.nc", coarse_grid=grid).path)["tasmax"].values
+    v = ds["tasmax"].values[0, 4:8, 0:8].astype(np.float64)
+    w = np.cos(np.deg2rad(ds["lat"].values[4:8]))[:, None]
+    assert out[0, 0, 0] == pytest.approx((v * w).sum() / (w.sum() * 8), rel=1e-6)
+    assert np.isnan(out[1, 0, 0]) and np.isnan(out).sum() == 1
+    keep = np.ones(out.shape, bool)
+    keep[:2, 0, 0] = False
+    np.testing.assert_array_equal(out[keep], ref["tasmax"].values[keep])
 
 
 # ----------------------------------------------------------------------------- streaming
@@ -261,7 +291,7 @@ def test_calendar_and_time_encoding_preserved(tmp_path: Path, calendar: str) -> 
     np.testing.assert_array_equal(out["time"].values, _dates(70, calendar, 2001))
 
 
-def test_output_is_cf(sample_prepared: tuple) -> None:
+def test_output_is_cf(sample_prepared: tuple[list[Path], PrepareResult]) -> None:
     target, res = sample_prepared
     out = xr.open_dataset(res.path, decode_times=TIME_CODER)
     assert out.attrs["Conventions"] == "CF-1.10"
@@ -269,10 +299,8 @@ def test_output_is_cf(sample_prepared: tuple) -> None:
     assert all(str(t) in out.attrs["source"] for t in target)
     assert "climdl_coverage" in out.attrs and "climdl_coverage" in out
     assert out.cf["latitude"].name == "lat" and out.cf["longitude"].name == "lon"
-    assert out.cf["T"].name == "time" and out.cf.bounds == {
-        "lat": ["lat_bnds"],
-        "lon": ["lon_bnds"],
-    }
+    assert out.cf["T"].name == "time"
+    assert out.cf.bounds["lat"] == ["lat_bnds"] and out.cf.bounds["lon"] == ["lon_bnds"]
     lat_b = out["lat_bnds"].values
     assert np.all(np.diff(out["lat"].values) > 0)
     np.testing.assert_allclose(lat_b.mean(1), out["lat"].values)

@@ -1,5 +1,6 @@
-"""Writing for :mod:`climdl.data.prepare`: the coarse NetCDF, chunk by chunk, and the stats file.
+"""Files for :mod:`climdl.data.prepare`: coarse grids in, the coarse NetCDF and the stats out.
 
+:func:`coarse_from_dataset` reads a coarse lat/lon grid (centres, CF bounds) from a Dataset.
 :class:`CoarseWriter` creates the CF-1.10 file (time, lat, lon, bounds, coverage) up front and
 then takes one block of time steps at a time, so the output never has to fit in memory. The
 caller owns the path (a temporary name from :func:`climdl.io.netcdf.atomic_path`).
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +24,7 @@ import xarray as xr
 
 from climdl.errors import ConfigError, DataError
 from climdl.io.netcdf import atomic_path, write_netcdf
+from climdl.preprocess import LatLonGrid, bounds_from_centres
 
 Which = Literal["coarse", "fine"]
 
@@ -39,6 +42,65 @@ _LON_ATTRS = {
     "axis": "X",
     "bounds": "lon_bnds",
 }
+
+
+# ----------------------------------------------------------------------------- coarse grids
+@dataclass(frozen=True)
+class CoarseGrid:
+    """A coarse lat/lon grid: weights grid, centres (lat ascending) and CF bounds ``[n, 2]``."""
+
+    grid: LatLonGrid
+    lat: np.ndarray
+    lon: np.ndarray
+    lat_bnds: np.ndarray
+    lon_bnds: np.ndarray
+
+
+def _edges(bnds: np.ndarray | None, centres: np.ndarray, name: str) -> np.ndarray:
+    """Contiguous 1-D cell edges from CF bounds ``[n, 2]`` (or from the centres)."""
+    if bnds is None:
+        return bounds_from_centres(centres)
+    b = np.sort(bnds, axis=1) if centres[-1] > centres[0] else np.sort(bnds, axis=1)[:, ::-1]
+    if b.shape != (centres.size, 2) or not np.allclose(b[1:, 0], b[:-1, 1]):
+        raise DataError(f"the coarse grid's {name} cells are not contiguous (gaps or overlaps).")
+    return np.append(b[:, 0], b[-1, 1])
+
+
+def coarse_from_dataset(grid: xr.Dataset, where: str) -> CoarseGrid:
+    """The coarse grid of a dataset with 1-D lat/lon (by name or standard_name), bounds if any."""
+    found: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for axis, std in (("lat", "latitude"), ("lon", "longitude")):
+        cands = [
+            n
+            for n, v in grid.variables.items()
+            if v.ndim == 1
+            and (str(n).lower() in (axis, std) or v.attrs.get("standard_name") == std)
+        ]
+        if not cands:
+            raise DataError(f"{where} has no 1-D {std} coordinate to define a coarse lat/lon grid.")
+        v = grid[cands[0]]
+        bname = v.attrs.get("bounds")
+        bnds = np.asarray(grid[bname].values, np.float64) if bname in grid.variables else None
+        centres = np.asarray(v.values, np.float64)
+        edges = _edges(bnds, centres, std)
+        if centres.size > 1 and centres[0] > centres[-1]:  # south to north, like the reader
+            centres, edges = centres[::-1], edges[::-1]
+        found[axis] = (centres, edges)
+    (lat, lat_e), (lon, lon_e) = found["lat"], found["lon"]
+    return CoarseGrid(
+        LatLonGrid(lat_e, lon_e), lat, lon,
+        np.stack([lat_e[:-1], lat_e[1:]], 1), np.stack([lon_e[:-1], lon_e[1:]], 1),
+    )  # fmt: skip
+
+
+def latlon_grid_dataset(lat_e: np.ndarray, lon_e: np.ndarray) -> xr.Dataset:
+    """A regular lat/lon grid (coordinates and CF bounds) from its 1-D cell edges."""
+    lat, lon = 0.5 * (lat_e[1:] + lat_e[:-1]), 0.5 * (lon_e[1:] + lon_e[:-1])
+    return xr.Dataset(
+        {"lat_bnds": (("lat", "bnds"), np.stack([lat_e[:-1], lat_e[1:]], 1)),
+         "lon_bnds": (("lon", "bnds"), np.stack([lon_e[:-1], lon_e[1:]], 1))},
+        coords={"lat": ("lat", lat, dict(_LAT_ATTRS)), "lon": ("lon", lon, dict(_LON_ATTRS))},
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -161,7 +223,7 @@ class PrepareStats:
         )  # fmt: skip
 
 
-def stats_format(path: str | Path) -> Literal["json", "netcdf"]:
+def stats_format(path: str | os.PathLike[str]) -> Literal["json", "netcdf"]:
     """File format of a stats path from its suffix (``.json``; ``.nc``/``.nc4``/``.netcdf``)."""
     suffix = Path(path).suffix.lower()
     if suffix == ".json":
@@ -171,7 +233,9 @@ def stats_format(path: str | Path) -> Literal["json", "netcdf"]:
     raise ConfigError(f"cannot tell the format of the stats file {path}; name it *.json or *.nc.")
 
 
-def write_stats(stats: PrepareStats, path: str | Path, *, overwrite: bool = False) -> Path:
+def write_stats(
+    stats: PrepareStats, path: str | os.PathLike[str], *, overwrite: bool = False
+) -> Path:
     """Write ``stats`` as JSON or NetCDF (by suffix), atomically."""
     if stats_format(path) == "json":
         with atomic_path(path, overwrite=overwrite) as tmp:
@@ -181,7 +245,7 @@ def write_stats(stats: PrepareStats, path: str | Path, *, overwrite: bool = Fals
     return Path(path)
 
 
-def load_stats(path: str | Path) -> PrepareStats:
+def load_stats(path: str | os.PathLike[str]) -> PrepareStats:
     """Read statistics written by :func:`write_stats` (or ``prepare(stats_out=...)``)."""
     p = Path(path)
     if not p.is_file():
@@ -220,14 +284,13 @@ class CoarseWriter:
         coverage: np.ndarray,
         global_attrs: Mapping[str, Any],
         chunk_t: int,
-        complevel: int = 4,
     ) -> None:
         self.names = list(names)
         self.nc = netCDF4.Dataset(path, "w", format="NETCDF4")
         try:
             self._create(
                 var_attrs, lat, lon, lat_bnds, lon_bnds, dates, time_units, calendar, coverage,
-                global_attrs, chunk_t, complevel,
+                global_attrs, chunk_t,
             )  # fmt: skip
         except BaseException:
             self.nc.close()
@@ -246,7 +309,6 @@ class CoarseWriter:
         coverage: np.ndarray,
         global_attrs: Mapping[str, Any],
         chunk_t: int,
-        complevel: int,
     ) -> None:
         nc, nt = self.nc, len(dates)
         nc.setncatts(dict(global_attrs))
@@ -284,7 +346,7 @@ class CoarseWriter:
         chunks = (max(1, min(chunk_t, nt)), lat.size, lon.size)
         for name in self.names:
             v = nc.createVariable(
-                name, "f4", ("time", "lat", "lon"), zlib=True, complevel=complevel, shuffle=True,
+                name, "f4", ("time", "lat", "lon"), zlib=True, complevel=4, shuffle=True,
                 chunksizes=chunks, fill_value=np.float32(np.nan),
             )  # fmt: skip
             v.setncatts(dict(var_attrs[name]))

@@ -223,6 +223,9 @@ class DownscalingTask(L.LightningModule):
             self.log(f"train_loss_{t}", v, batch_size=bs, sync_dist=True)
         masked = 1.0 - L_.valid_fraction(batch["y"])
         self.log("train_masked_fraction", masked, batch_size=bs, sync_dist=True)
+        if self._trainer is not None and self.trainer.optimizers:  # the learning rate, per epoch
+            self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=False, on_epoch=True,
+                     batch_size=bs)
         return loss
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# One prepared device check (run on a lent GPU machine, well under 10 minutes):
+# the GPU tests, CUDA training with bf16 through the real CLI, and GPU preprocessing throughput.
+# Usage on the device: bash bench/gpu_check.sh   (expects .venv or torch+deps importable)
+set -uo pipefail
+export PYTHONUNBUFFERED=1
+PY=${PY:-python3}
+if [ -d .whl ]; then $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD; fi
+export PYTHONPATH=${PYTHONPATH:-$PWD}
+WORK=${WORK:-/tmp/gpu_check}
+mkdir -p "$WORK"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+$PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0))"
+
+echo "== GPU tests (pytest -m gpu) =="
+$PY -m pytest -q -m gpu -p no:cacheprovider tests 2>&1 | tail -5
+
+echo "== CUDA training, bf16-mixed, through climdl train =="
+export CLIMDL_CACHE="$WORK/cache"
+start=$(date +%s)
+$PY -m climdl.cli train --config configs/emulator/sample.yaml --trainer.accelerator gpu --trainer.precision bf16-mixed \
+  --trainer.max_epochs 8 --trainer.default_root_dir "$WORK/run" --trainer.logger false --quiet \
+  --model.base_filters 32 --model.max_filters 512 --model.extra_filters 64 2>&1 | tail -3
+echo "train wall: $(( $(date +%s) - start )) s (sample generation included)"
+cat "$WORK"/run/summary.json 2>/dev/null || find "$WORK/run" -name summary.json -exec cat {} \;
+
+echo "== throughput: full-size Doury UNet forward/backward, bf16 vs fp32 =="
+$PY - <<'PYEOF'
+import time, torch
+from climdl.models import DouryUNet
+dev = "cuda"
+net = DouryUNet(15, 1, n_scalars=32).to(dev)
+x = torch.randn(64, 15, 16, 16, device=dev); s = torch.randn(64, 32, device=dev)
+opt = torch.optim.Adam(net.parameters(), 1e-4)
+for dtype in (torch.float32, torch.bfloat16):
+    for i in range(13):
+        if i == 3:
+            torch.cuda.synchronize(); t0 = time.perf_counter()
+        with torch.autocast("cuda", dtype=dtype, enabled=dtype != torch.float32):
+            loss = net(x, s).float().square().mean()
+        opt.zero_grad(); loss.backward(); opt.step()
+    torch.cuda.synchronize()
+    print(f"train step {dtype}: {64 * 10 / (time.perf_counter() - t0):.0f} samples/s")
+net.eval()
+with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+    xb = torch.randn(512, 15, 16, 16, device=dev); sb = torch.randn(512, 32, device=dev)
+    for i in range(13):
+        if i == 3:
+            torch.cuda.synchronize(); t0 = time.perf_counter()
+        net(xb, sb)
+    torch.cuda.synchronize()
+    print(f"inference bf16: {512 * 10 / (time.perf_counter() - t0):.0f} days/s at 128x128")
+print("peak GPU memory", torch.cuda.max_memory_allocated() / 1e9, "GB")
+PYEOF
