@@ -50,6 +50,29 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- prepare
+def _cmd_prepare(args: argparse.Namespace) -> int:
+    from rich.progress import Progress
+
+    from climdl.data.prepare import prepare
+
+    console = _console(args.quiet)
+    period = tuple(args.train_period) if args.train_period else None
+    with Progress(console=console, transient=True, disable=args.quiet) as bar:
+        task = bar.add_task("upscaling", total=None)
+        res = prepare(args.fine, args.out, coarse_grid=args.coarse_grid, variables=args.variables,
+                      smoothing=args.smoothing, train_period=period, stats_out=args.stats,
+                      device=args.device, chunk_days=args.chunk_days, overwrite=args.overwrite,
+                      min_coverage=args.min_coverage,
+                      progress=lambda d, t: bar.update(task, completed=d, total=t))
+    console.print(f"{len(res.variables)} variable(s), {res.n_times} steps on {res.device} "
+                  f"in {res.seconds:.1f} s")
+    print(res.path)
+    if res.stats_path:
+        print(res.stats_path)
+    return 0
+
+
 # ----------------------------------------------------------------------------- catalog
 def _cmd_catalog_list(args: argparse.Namespace) -> int:
     from rich.table import Table
@@ -90,6 +113,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true", help="replace existing files")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress or summary")
     s.set_defaults(func=_cmd_sample)
+
+    pp = sub.add_parser("prepare", help="perfect-model predictors: conservative upscaling of RCM "
+                        "fields to a coarse grid, and training-period statistics")
+    pp.add_argument("fine", nargs="+", help="RCM NetCDF files or globs (any CF layout the reader accepts)")
+    pp.add_argument("--out", type=Path, required=True, help="output NetCDF")
+    pp.add_argument("--coarse-grid", default="covered", help="ALPS | SA (climdl's 16x16 2-degree "
+                    "grids), covered[:STEP] (largest grid inside the fine domain), or a NetCDF file")
+    pp.add_argument("--variables", nargs="+", default=None, help="canonical names (default: all found)")
+    pp.add_argument("--smoothing", type=int, default=0, help="moving-average window in coarse cells (odd)")
+    pp.add_argument("--train-period", nargs=2, metavar=("START", "END"), help="statistics over this period")
+    pp.add_argument("--stats", type=Path, default=None, help="write statistics (.json or .nc)")
+    pp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    pp.add_argument("--chunk-days", type=int, default=365, help="time steps per block")
+    pp.add_argument("--min-coverage", type=float, default=0.999, help="coarse cells less covered are errors")
+    pp.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    pp.add_argument("-q", "--quiet", action="store_true")
+    pp.set_defaults(func=_cmd_prepare)
 
     c = sub.add_parser("catalog", help="list or show data catalog entries")
     csub = c.add_subparsers(dest="catalog_command", required=True, metavar="ACTION")

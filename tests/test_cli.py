@@ -37,3 +37,18 @@ def test_console_script_reports_errors_without_traceback(tmp_path: Path) -> None
     assert "climdl: error:" in proc.stderr and "Traceback" not in proc.stderr
     proc = subprocess.run([str(exe), "sample", str(tmp_path), "--years", "0"], capture_output=True, text=True)
     assert proc.returncode == 2 and "--years" in proc.stderr
+
+
+def test_prepare_cli(tmp_path: Path, sample_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import xarray as xr
+
+    src = sample_root / "train/ESD_pseudo_reality/target/pr_tasmax_CNRM-CM5_1961-1980.nc"
+    out = tmp_path / "coarse.nc"
+    rc = main(["prepare", str(src), "--out", str(out), "--variables", "tasmax", "--smoothing", "3",
+               "--train-period", "1961-01-01", "1961-06-30", "--stats", str(tmp_path / "s.json"), "-q"])
+    assert rc == 0
+    with xr.open_dataset(out) as ds:
+        assert ds.tasmax.attrs["units"] == "K" and "area: mean" in ds.tasmax.attrs["cell_methods"]
+        assert ds.sizes["time"] == 365
+    assert main(["prepare", str(src), "--out", str(out), "-q"]) == 2
+    assert "--overwrite" in capsys.readouterr().err

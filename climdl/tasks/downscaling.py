@@ -81,6 +81,11 @@ class DownscalingTask(L.LightningModule):
         self.spec: dict[str, Any] | None = None
         self.net: nn.Module | None = None
 
+    @property
+    def hp(self) -> Any:
+        """The hyper-parameters (attribute access, typed loosely for mypy)."""
+        return self.hparams
+
     # ------------------------------------------------------------------ building
     def setup(self, stage: str) -> None:
         if self.net is not None:
@@ -92,7 +97,7 @@ class DownscalingTask(L.LightningModule):
 
     def build(self, spec: dict[str, Any]) -> None:
         """Create network and normalisers from a data spec (training) or a checkpoint (inference)."""
-        hp = self.hparams
+        hp = self.hp
         self.spec = spec
         stats = spec["stats"]
         targets: list[str] = list(spec["targets"])
@@ -141,7 +146,7 @@ class DownscalingTask(L.LightningModule):
         self.count = nn.ModuleDict({t: SumMetric() for t in targets})
 
     def _channels(self, target: str) -> int:
-        return 3 if (target == "pr" and self.hparams.loss_pr == "bernoulli_gamma") else 1
+        return 3 if (target == "pr" and self.hp.loss_pr == "bernoulli_gamma") else 1
 
     # ------------------------------------------------------------------ checkpoint
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -158,7 +163,7 @@ class DownscalingTask(L.LightningModule):
         """Normalise on the device: inputs, 1-D inputs (and keep raw targets for the losses)."""
         x = batch["x"]
         aux = batch["aux"]
-        if self.hparams.input_norm == "daily_map":
+        if self.hp.input_norm == "daily_map":
             x, mean, std = spatial_standardise(x)
             aux = torch.cat([mean, std, aux], dim=1)
         else:
@@ -205,11 +210,11 @@ class DownscalingTask(L.LightningModule):
         for i, (t, k) in enumerate(zip(self.y_norm.names, self.channels, strict=True)):
             pred = raw[:, c : c + k]
             c += k
-            if t == "pr" and self.hparams.loss_pr == "bernoulli_gamma":
+            if t == "pr" and self.hp.loss_pr == "bernoulli_gamma":
                 parts[t] = L_.bernoulli_gamma_nll(pred, y[:, i])
-            elif t == "pr" and self.hparams.loss_pr == "doury_asymmetric":
+            elif t == "pr" and self.hp.loss_pr == "doury_asymmetric":
                 parts[t] = self.pr_loss(pred[:, 0], y[:, i])
-            elif t != "pr" and self.hparams.loss_tasmax == "mae":
+            elif t != "pr" and self.hp.loss_tasmax == "mae":
                 parts[t] = L_.masked_mae(pred[:, 0], y_n[:, i])
             else:
                 parts[t] = L_.masked_mse(pred[:, 0], y_n[:, i])
@@ -250,7 +255,7 @@ class DownscalingTask(L.LightningModule):
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> Any:
-        hp = self.hparams
+        hp = self.hp
         params = self.parameters()
         opt: torch.optim.Optimizer
         if hp.optimizer == "adam":

@@ -12,6 +12,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from lightning.pytorch.cli import LightningCLI
 
@@ -50,12 +51,13 @@ def run_train(argv: Sequence[str]) -> int:
     trainer.fit(model, datamodule=dm, ckpt_path=cli.config.get("ckpt_path"))
     if not trainer.is_global_zero:
         return 0
-    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    ckpt_cb: Any = trainer.checkpoint_callback
+    best = str(ckpt_cb.best_model_path) if ckpt_cb is not None else ""
     metrics = trainer.validate(model, datamodule=dm, ckpt_path=best or None, verbose=False)[0]
     from climdl.tasks.baseline import baseline_rmse
 
     base = baseline_rmse(dm)
-    summary = {
+    summary: dict[str, Any] = {
         "best_checkpoint": best,
         "last_checkpoint": str(Path(best).with_name("last.ckpt")) if best else "",
         "val_rmse": {t: metrics.get(f"val_rmse_{t}") for t in model.y_norm.names},
