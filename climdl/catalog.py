@@ -107,7 +107,7 @@ class CatalogEntry:
         root = self.root_path()
         gcm = gcm or self.gcm_train or "*"
         if self.layout == "mlbench":
-            pattern = self._mlbench_pattern(root, part, experiment, period, kind, gcm)
+            pattern: str | list[str] = self._mlbench_pattern(root, part, experiment, period, kind, gcm)
         else:
             spec = self.paths.get(part)
             if spec is None:

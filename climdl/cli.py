@@ -12,7 +12,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from climdl import __version__
 from climdl.errors import ClimdlError
@@ -30,6 +30,10 @@ def _console(quiet: bool = False) -> Console:
 
 
 # ----------------------------------------------------------------------------- sample
+def _describe(bar: Any, task: Any, domain: str) -> Callable[[str], None]:
+    return lambda name: bar.update(task, description=f"{domain}: {name}")
+
+
 def _cmd_sample(args: argparse.Namespace) -> int:
     from rich.progress import Progress
 
@@ -42,7 +46,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
             res = write_sample(
                 args.out_dir, domain=domain, years=args.years, seed=args.seed,
                 overwrite=args.overwrite,
-                progress=lambda name, d=domain, t=task: bar.update(t, description=f"{d}: {name}"),
+                progress=_describe(bar, task, domain),
             )
         console.print(f"[bold]{domain}[/]: {len(res.files)} files, {res.nbytes / 1e6:.1f} MB "
                       f"in {res.seconds:.1f} s")

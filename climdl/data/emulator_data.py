@@ -328,8 +328,8 @@ def _grid_dict(ds: xr.Dataset) -> dict[str, Any]:
             out[name] = {"dims": list(map(str, c.dims)), "values": torch.from_numpy(np.asarray(c.values, dtype=np.float64)),
                          "attrs": {k: (v.item() if hasattr(v, "item") else v) for k, v in c.attrs.items()
                                    if isinstance(v, (str, int, float))}}
-    for name, var in ds.variables.items():
+    for vname, var in ds.variables.items():
         if "grid_mapping_name" in var.attrs:
-            out["grid_mapping"] = {"name": str(name), "attrs": {k: (v.tolist() if hasattr(v, "tolist") else v)
+            out["grid_mapping"] = {"name": str(vname), "attrs": {k: (v.tolist() if hasattr(v, "tolist") else v)
                                                                  for k, v in var.attrs.items()}}
     return out

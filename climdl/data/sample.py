@@ -19,6 +19,7 @@ physics, not real data, and no claim about skill on real data can rest on them.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -257,13 +258,13 @@ class SampleWriter:
             jobs = [
                 (
                     base / "predictors" / f"{gcm1.gcm}_{label}.nc",
-                    lambda y=years: self.predictor_dataset(gcm1, y, "perfect"),
+                    functools.partial(self.predictor_dataset, gcm1, years, "perfect"),
                     {},
                 ),
                 (base / "predictors" / "Static_fields.nc", self.static_dataset, {}),
                 (
                     base / "target" / f"pr_tasmax_{gcm1.gcm}_{label}.nc",
-                    lambda y=years: self.target_dataset(gcm1, y),
+                    functools.partial(self.target_dataset, gcm1, years),
                     target_digits,
                 ),
             ]
@@ -278,14 +279,14 @@ class SampleWriter:
                     jobs.append(
                         (
                             base / "predictors" / kind / f"{run.gcm}_{label}.nc",
-                            lambda r=run, k=kind, y=years: self.predictor_dataset(r, y, k),
+                            functools.partial(self.predictor_dataset, run, years, kind),
                             {},
                         )
                     )
                 jobs.append(
                     (
                         base / "target" / f"pr_tasmax_{run.gcm}_{label}.nc",
-                        lambda r=run, y=years: self.target_dataset(r, y),
+                        functools.partial(self.target_dataset, run, years),
                         target_digits,
                     )
                 )

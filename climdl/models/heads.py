@@ -8,6 +8,8 @@ targets with two small convolutions.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
@@ -29,7 +31,8 @@ class FineCovariateHead(nn.Module):
         )
 
     def stages(self) -> list[nn.Module]:
-        inner = self.net.stages() if hasattr(self.net, "stages") else [self.net]
+        net: Any = self.net
+        inner: list[nn.Module] = net.stages() if hasattr(net, "stages") else [net]
         return [*inner, self.fuse]
 
     def forward(self, x: Tensor, scalars: Tensor | None = None) -> Tensor:

@@ -122,6 +122,7 @@ class DownscalingTask(L.LightningModule):
         else:
             raise ConfigError(f"unknown network {hp.network!r}; choose unet or deepesd.")
         if fuse:
+            assert orog is not None
             o = orog.float()
             net = FineCovariateHead(net, features, ((o - o.mean()) / (o.std() + 1e-6))[None], n_out)
         self.net = net
@@ -241,16 +242,22 @@ class DownscalingTask(L.LightningModule):
         for i, t in enumerate(self.y_norm.names):
             valid = torch.isfinite(y[:, i])
             diff = torch.where(valid, pred[:, i] - torch.nan_to_num(y[:, i]), 0.0)
-            self.sq_err[t].update(diff.square().sum())
-            self.err[t].update(diff.sum())
-            self.count[t].update(valid.sum().float())
+            self._metric(self.sq_err, t).update(diff.square().sum())
+            self._metric(self.err, t).update(diff.sum())
+            self._metric(self.count, t).update(valid.sum().float())
+
+    @staticmethod
+    def _metric(metrics: nn.ModuleDict, name: str) -> SumMetric:
+        metric = metrics[name]
+        assert isinstance(metric, SumMetric)
+        return metric
 
     def on_validation_epoch_end(self) -> None:
         for t in self.y_norm.names:
-            n = self.count[t].compute().clamp_min(1)
-            self.log(f"val_rmse_{t}", (self.sq_err[t].compute() / n).sqrt(), prog_bar=True)
-            self.log(f"val_bias_{t}", self.err[t].compute() / n)
-            for m in (self.sq_err[t], self.err[t], self.count[t]):
+            n = self._metric(self.count, t).compute().clamp_min(1)
+            self.log(f"val_rmse_{t}", (self._metric(self.sq_err, t).compute() / n).sqrt(), prog_bar=True)
+            self.log(f"val_bias_{t}", self._metric(self.err, t).compute() / n)
+            for m in (self._metric(self.sq_err, t), self._metric(self.err, t), self._metric(self.count, t)):
                 m.reset()
 
     # ------------------------------------------------------------------ optimisation
