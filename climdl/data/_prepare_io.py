@@ -288,68 +288,49 @@ class CoarseWriter:
         self.names = list(names)
         self.nc = netCDF4.Dataset(path, "w", format="NETCDF4")
         try:
-            self._create(
-                var_attrs, lat, lon, lat_bnds, lon_bnds, dates, time_units, calendar, coverage,
-                global_attrs, chunk_t,
+            nc, nt = self.nc, len(dates)
+            nc.setncatts(dict(global_attrs))
+            nc.createDimension("time", nt)
+            nc.createDimension("lat", lat.size)
+            nc.createDimension("lon", lon.size)
+            nc.createDimension("bnds", 2)
+            try:
+                values = netCDF4.date2num(list(dates), time_units, calendar=calendar)
+            except (ValueError, TypeError) as exc:
+                raise DataError(
+                    f"the dates cannot be encoded as {time_units!r} in the {calendar} calendar ({exc})."
+                ) from exc
+            t = nc.createVariable("time", "f8", ("time",))
+            t.setncatts(
+                {"standard_name": "time", "long_name": "time", "axis": "T", "units": time_units,
+                 "calendar": calendar}
             )  # fmt: skip
+            t[:] = np.asarray(values, dtype=np.float64)
+            for name, centres, bnds, attrs in (
+                ("lat", lat, lat_bnds, _LAT_ATTRS),
+                ("lon", lon, lon_bnds, _LON_ATTRS),
+            ):
+                v = nc.createVariable(name, "f8", (name,))
+                v.setncatts(attrs)
+                v[:] = centres
+                b = nc.createVariable(f"{name}_bnds", "f8", (name, "bnds"))
+                b[:] = bnds
+            cov = nc.createVariable("climdl_coverage", "f4", ("lat", "lon"))
+            cov.setncatts(
+                {"long_name": "fraction of the coarse cell covered by the fine input grid",
+                 "units": "1", "coordinates": "lat lon"}
+            )  # fmt: skip
+            cov[:] = coverage.astype(np.float32)
+            chunks = (max(1, min(chunk_t, nt)), lat.size, lon.size)
+            for name in self.names:
+                v = nc.createVariable(
+                    name, "f4", ("time", "lat", "lon"), zlib=True, complevel=4, shuffle=True,
+                    chunksizes=chunks, fill_value=np.float32(np.nan),
+                )  # fmt: skip
+                v.setncatts(dict(var_attrs[name]))
         except BaseException:
             self.nc.close()
             raise
-
-    def _create(
-        self,
-        var_attrs: Mapping[str, Mapping[str, Any]],
-        lat: np.ndarray,
-        lon: np.ndarray,
-        lat_bnds: np.ndarray,
-        lon_bnds: np.ndarray,
-        dates: np.ndarray,
-        time_units: str,
-        calendar: str,
-        coverage: np.ndarray,
-        global_attrs: Mapping[str, Any],
-        chunk_t: int,
-    ) -> None:
-        nc, nt = self.nc, len(dates)
-        nc.setncatts(dict(global_attrs))
-        nc.createDimension("time", nt)
-        nc.createDimension("lat", lat.size)
-        nc.createDimension("lon", lon.size)
-        nc.createDimension("bnds", 2)
-        try:
-            values = netCDF4.date2num(list(dates), time_units, calendar=calendar)
-        except (ValueError, TypeError) as exc:
-            raise DataError(
-                f"the dates cannot be encoded as {time_units!r} in the {calendar} calendar ({exc})."
-            ) from exc
-        t = nc.createVariable("time", "f8", ("time",))
-        t.setncatts(
-            {"standard_name": "time", "long_name": "time", "axis": "T", "units": time_units,
-             "calendar": calendar}
-        )  # fmt: skip
-        t[:] = np.asarray(values, dtype=np.float64)
-        for name, centres, bnds, attrs in (
-            ("lat", lat, lat_bnds, _LAT_ATTRS),
-            ("lon", lon, lon_bnds, _LON_ATTRS),
-        ):
-            v = nc.createVariable(name, "f8", (name,))
-            v.setncatts(attrs)
-            v[:] = centres
-            b = nc.createVariable(f"{name}_bnds", "f8", (name, "bnds"))
-            b[:] = bnds
-        cov = nc.createVariable("climdl_coverage", "f4", ("lat", "lon"))
-        cov.setncatts(
-            {"long_name": "fraction of the coarse cell covered by the fine input grid",
-             "units": "1", "coordinates": "lat lon"}
-        )  # fmt: skip
-        cov[:] = coverage.astype(np.float32)
-        chunks = (max(1, min(chunk_t, nt)), lat.size, lon.size)
-        for name in self.names:
-            v = nc.createVariable(
-                name, "f4", ("time", "lat", "lon"), zlib=True, complevel=4, shuffle=True,
-                chunksizes=chunks, fill_value=np.float32(np.nan),
-            )  # fmt: skip
-            v.setncatts(dict(var_attrs[name]))
 
     def write(self, start: int, block: np.ndarray) -> None:
         """Store ``block[T, C, lat, lon]`` (C in ``names`` order) at time offset ``start``."""

@@ -261,13 +261,10 @@ class EmulatorDataModule(L.LightningDataModule):
             if "pr" in self.targets and sum(len(p) for p in pr_days) < 2000:
                 pr_days.append(yb[:, self.targets.index("pr")])
         aux_train = self.aux[self.train_idx]
-        stats = {
-            "x_mean": xs.result().mean.float(), "x_std": xs.result().std.float(),
-            "moments_mean": ms.result().mean.float(), "moments_std": ms.result().std.float(),
-            "aux_mean": torch.from_numpy(aux_train.mean(0)), "aux_std": torch.from_numpy(aux_train.std(0)),
-            "y_mean": ys.result().mean.float(), "y_std": ys.result().std.float(),
-            "y_log_mean": ls.result().mean.float(), "y_log_std": ls.result().std.float(),
-        }
+        stats = {"aux_mean": torch.from_numpy(aux_train.mean(0)), "aux_std": torch.from_numpy(aux_train.std(0))}
+        for key, acc in (("x", xs), ("moments", ms), ("y", ys), ("y_log", ls)):
+            res = acc.result()
+            stats[f"{key}_mean"], stats[f"{key}_std"] = res.mean.float(), res.std.float()
         if pr_days:
             from climdl.tasks.losses import fit_gamma
 
