@@ -136,6 +136,12 @@ class EmulatorDataModule(L.LightningDataModule):
         batch_size: samples per batch (per process under DDP).
         num_workers: loader worker processes (spawned; each opens its own file handles).
         memory_budget_gb: load everything into memory when it fits this budget.
+        test_period: catalog test period (``historical``, ``mid_century``, ``end_century``) for
+            ``trainer.test``: held-out years with their truth (the embedded sample has it).
+        test_kind: ``perfect`` (upscaled RCM) or ``imperfect`` (GCM) test predictors.
+        test_gcm: GCM of the test period (default: the entry's training GCM).
+        test_predictors: explicit test predictor files/globs (instead of ``test_period``).
+        test_target: explicit test target files/globs.
     """
 
     def __init__(
@@ -157,6 +163,11 @@ class EmulatorDataModule(L.LightningDataModule):
         batch_size: int = 32,
         num_workers: int = 0,
         memory_budget_gb: float = 4.0,
+        test_period: str | None = None,
+        test_kind: Literal["perfect", "imperfect"] = "perfect",
+        test_gcm: str | None = None,
+        test_predictors: list[str] | None = None,
+        test_target: list[str] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -173,7 +184,10 @@ class EmulatorDataModule(L.LightningDataModule):
             raise ConfigError("val_fraction must be between 0 and 1.")
         self.split, self.val_fraction, self.val_years, self.split_seed = split, val_fraction, val_years, split_seed
         self.batch_size, self.num_workers, self.memory_budget_gb = batch_size, num_workers, memory_budget_gb
+        self.test_period, self.test_kind, self.test_gcm = test_period, test_kind, test_gcm
+        self.test_predictors, self.test_target = test_predictors, test_target
         self._spec: dict[str, Any] | None = None
+        self._test: tuple[_Source, np.ndarray] | None = None
 
     # ------------------------------------------------------------------ opening
     def _open(self) -> tuple[xr.Dataset, xr.Dataset, xr.Dataset | None]:
@@ -200,13 +214,28 @@ class EmulatorDataModule(L.LightningDataModule):
             if self.time_range:
                 x = x.sel(time=slice(*self.time_range))
                 y = y.sel(time=slice(*self.time_range))
-        # match days, not time stamps (predictors may be stamped 00:00 and targets 12:00)
-        x = x.assign_coords(time=x.time.dt.floor("D"))
-        y = y.assign_coords(time=y.time.dt.floor("D"))
-        x, y = xr.align(x, y, join="inner", exclude=set(x.dims) - {"time"} | (set(y.dims) - {"time"}))
-        if x.sizes.get("time", 0) == 0:
-            raise DataError("the predictors and targets share no day; check their periods and calendars.")
+        x, y = _pair(x, y)
         return x, y, s
+
+    def _open_test(self) -> tuple[xr.Dataset, xr.Dataset]:
+        from climdl.data.reader import open_dataset
+
+        if self.test_predictors or self.test_target:
+            if not (self.test_predictors and self.test_target):
+                raise ConfigError("give both test_predictors and test_target, or a test_period.")
+            x = open_dataset(self.test_predictors, self.variables)
+            y = open_dataset(self.test_target, self.targets)
+        elif self.test_period and self.catalog:
+            from climdl.catalog import get_entry
+
+            entry = get_entry(self.catalog)
+            x = entry.open("predictors", period=self.test_period, kind=self.test_kind, gcm=self.test_gcm,
+                           variables=self.variables)
+            y = entry.open("target", period=self.test_period, gcm=self.test_gcm, variables=self.targets)
+        else:
+            raise ConfigError("testing needs test_period (with a catalog entry) or test_predictors "
+                              "and test_target.")
+        return _pair(x, y)
 
     def setup(self, stage: str | None = None) -> None:
         if self._spec is not None:
@@ -276,7 +305,7 @@ class EmulatorDataModule(L.LightningDataModule):
             if tuple(orog.shape) != tuple(y_ds[self.targets[0]].shape[-2:]):
                 raise DataError(f"the orography grid {tuple(orog.shape)} differs from the target grid "
                                 f"{tuple(y_ds[self.targets[0]].shape[-2:])}.")
-        return {
+        spec: dict[str, Any] = {
             "variables": self.variables,
             "targets": self.targets,
             "aux_names": aux_names,
@@ -292,6 +321,15 @@ class EmulatorDataModule(L.LightningDataModule):
             "stats": stats,
             "calendar": str(x_ds.time.dt.calendar),
         }
+        if "tasmax" in self.targets:
+            from climdl.tasks.baseline import TasmaxBaseline, has_tasmax_baseline
+
+            if has_tasmax_baseline(spec):
+                days = np.random.default_rng(0).permutation(self.train_idx)[:2000]
+                x_b, y_b = self.source.read(np.sort(days))
+                base = TasmaxBaseline.fit(spec, x_b, y_b[:, self.targets.index("tasmax")])
+                spec["tasmax_baseline"] = base.coefficients()
+        return spec
 
     def spec(self) -> dict[str, Any]:
         """Everything a model needs to be built and used for inference (plain types and tensors)."""
@@ -314,6 +352,34 @@ class EmulatorDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader[dict[str, torch.Tensor]]:
         return self._loader(self.val_idx, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader[dict[str, torch.Tensor]]:
+        """Held-out test days (``test_period``), normalised with the training statistics."""
+        self.setup("fit")
+        if self._test is None:
+            x_ds, y_ds = self._open_test()
+            x = x_ds[self.variables].to_array("channel").transpose("time", "channel", ...)
+            y = y_ds[self.targets].to_array("channel").transpose("time", "channel", ...)
+            nbytes = 4 * x.sizes["time"] * (math.prod(x.shape[1:]) + math.prod(y.shape[1:]))
+            source = _Source(x, y, nbytes <= self.memory_budget_gb * 1e9)
+            aux = day_of_year_features(x_ds.time)
+            if self.forcing_csv:
+                aux = np.concatenate([aux, forcing_features(x_ds.time, self.forcing_csv)[0]], axis=1)
+            self._test = (source, aux)
+        source, aux = self._test
+        ds = EmulatorDataset(source, aux, np.arange(aux.shape[0]))
+        return DataLoader(ds, batch_size=self.batch_size, shuffle=False, collate_fn=_identity)
+
+
+def _pair(x: xr.Dataset, y: xr.Dataset) -> tuple[xr.Dataset, xr.Dataset]:
+    """Predictors and targets on their common days (matched by day, not time stamp: predictors
+    may be stamped 00:00 and targets 12:00)."""
+    x = x.assign_coords(time=x.time.dt.floor("D"))
+    y = y.assign_coords(time=y.time.dt.floor("D"))
+    x, y = xr.align(x, y, join="inner", exclude=(set(x.dims) - {"time"}) | (set(y.dims) - {"time"}))
+    if x.sizes.get("time", 0) == 0:
+        raise DataError("the predictors and targets share no day; check their periods and calendars.")
+    return x, y
 
 
 def _grid_dict(ds: xr.Dataset) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from climdl.models import DeepESD, DouryUNet
 from climdl.models.heads import FineCovariateHead
 from climdl.preprocess import Kind, Normaliser, spatial_standardise
 from climdl.tasks import losses as L_
+from climdl.tasks.baseline import TasmaxBaseline
 
 Network = Literal["unet", "deepesd"]
 Optimizer = Literal["adam", "adamw", "sgd", "rmsprop"]
@@ -44,6 +45,9 @@ class DownscalingTask(L.LightningModule):
         use_scalars: feed the 1-D inputs (daily moments, day of year, forcing) to the UNet bottleneck.
         use_orography: fuse the fine orography with the network output (needs it in the data).
         head_features: output features of the network before fusion with the orography.
+        residual_to_baseline: for tasmax, the network learns the correction to the fitted
+            interpolation + lapse-rate baseline (a climdl option, not Doury's setup); other
+            targets are predicted directly.
         input_norm: ``daily_map`` (Doury) or ``channel`` (global per-channel standardisation).
         loss_tasmax: ``mse`` (Doury) or ``mae``.
         loss_pr: ``doury_asymmetric`` (Doury et al. 2024), ``bernoulli_gamma`` or ``mse`` (on log1p).
@@ -66,6 +70,7 @@ class DownscalingTask(L.LightningModule):
         use_scalars: bool = True,
         use_orography: bool = True,
         head_features: int = 16,
+        residual_to_baseline: bool = False,
         input_norm: Literal["daily_map", "channel"] = "daily_map",
         loss_tasmax: Literal["mse", "mae"] = "mse",
         loss_pr: Literal["doury_asymmetric", "bernoulli_gamma", "mse"] = "doury_asymmetric",
@@ -142,6 +147,11 @@ class DownscalingTask(L.LightningModule):
         self.y_norm = Normaliser(targets, y_mean, y_std, kinds)
         if "pr" in targets and hp.loss_pr == "doury_asymmetric":
             self.pr_loss = L_.DouryAsymmetricLoss(stats["pr_gamma_shape"], stats["pr_gamma_scale"])
+        self.baseline: TasmaxBaseline | None = None
+        if hp.residual_to_baseline and "tasmax" in targets:  # other targets are unaffected
+            if "tasmax_baseline" not in spec:
+                raise ConfigError("residual_to_baseline needs t_850, z_850 and the orography in the data.")
+            self.baseline = TasmaxBaseline(spec, **spec["tasmax_baseline"])
         self.sq_err = nn.ModuleDict({t: SumMetric() for t in targets})
         self.err = nn.ModuleDict({t: SumMetric() for t in targets})
         self.count = nn.ModuleDict({t: SumMetric() for t in targets})
@@ -178,9 +188,20 @@ class DownscalingTask(L.LightningModule):
         assert self.net is not None, "call build() or fit first"
         return self.net(x_n, aux_n if self.n_scalars else None)
 
+    def outputs(self, batch: dict[str, Tensor]) -> Tensor:
+        """Network outputs in normalised units, plus the baseline for a residual tasmax."""
+        raw = self(batch["x_n"], batch["aux_n"])
+        if self.baseline is None:
+            return raw
+        i = self.y_norm.names.index("tasmax")
+        c = sum(self.channels[:i])
+        base = self.baseline(batch["x"].float())
+        base_n = (base - self.y_norm.mean[i]) / (self.y_norm.std[i] + self.y_norm.eps)
+        return torch.cat([raw[:, :c], raw[:, c : c + 1] + base_n[:, None].to(raw.dtype), raw[:, c + 1 :]], dim=1)
+
     def predict_physical(self, batch: dict[str, Tensor]) -> Tensor:
         """Predictions in physical units [B, V, H, W] (expected value for Bernoulli-gamma pr)."""
-        raw = self(batch["x_n"], batch["aux_n"])
+        raw = self.outputs(batch)
         outs, c = [], 0
         for k in self.channels:
             part = raw[:, c : c + k]
@@ -203,7 +224,7 @@ class DownscalingTask(L.LightningModule):
 
     # ------------------------------------------------------------------ losses
     def _loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
-        raw = self(batch["x_n"], batch["aux_n"]).float()
+        raw = self.outputs(batch).float()
         y = batch["y"].float()
         y_n = self.y_norm.normalise(y)
         parts: dict[str, Tensor] = {}
@@ -237,6 +258,15 @@ class DownscalingTask(L.LightningModule):
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         loss, _ = self._loss(batch)
         self.log("val_loss", loss, prog_bar=True, batch_size=batch["x"].shape[0], sync_dist=True)
+        self._accumulate(batch)
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        loss, _ = self._loss(batch)
+        self.log("test_loss", loss, batch_size=batch["x"].shape[0], sync_dist=True)
+        self._accumulate(batch)
+
+    def _accumulate(self, batch: dict[str, Tensor]) -> None:
+        """Sum squared errors, errors and valid counts per target (physical units)."""
         pred = self.predict_physical(batch).float()
         y = batch["y"].float()
         for i, t in enumerate(self.y_norm.names):
@@ -253,10 +283,16 @@ class DownscalingTask(L.LightningModule):
         return metric
 
     def on_validation_epoch_end(self) -> None:
+        self._log_scores("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_scores("test")
+
+    def _log_scores(self, prefix: str) -> None:
         for t in self.y_norm.names:
             n = self._metric(self.count, t).compute().clamp_min(1)
-            self.log(f"val_rmse_{t}", (self._metric(self.sq_err, t).compute() / n).sqrt(), prog_bar=True)
-            self.log(f"val_bias_{t}", self._metric(self.err, t).compute() / n)
+            self.log(f"{prefix}_rmse_{t}", (self._metric(self.sq_err, t).compute() / n).sqrt(), prog_bar=True)
+            self.log(f"{prefix}_bias_{t}", self._metric(self.err, t).compute() / n)
             for m in (self._metric(self.sq_err, t), self._metric(self.err, t), self._metric(self.count, t)):
                 m.reset()
 

@@ -3,14 +3,15 @@
 ``climdl train --config configs/emulator/sample.yaml [--trainer.max_epochs 5] [--seed 1]
 [--ckpt_path last]``. After fitting, the best checkpoint is re-validated and its validation RMSE
 is printed beside the non-learned baselines' on the same days, and written to
-``<log_dir>/summary.json``.
+``<log_dir>/summary.json``; with ``--data.test_period`` the best checkpoint is also scored on the
+held-out test period (and the baselines with it).
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,12 +58,22 @@ def run_train(argv: Sequence[str]) -> int:
     from climdl.tasks.baseline import baseline_rmse
 
     base = baseline_rmse(dm)
+    tested = bool(dm.test_period or dm.test_predictors)
+    test_metrics: Mapping[str, float] = {}
+    test_base: dict[str, float] = {}
+    if tested:
+        test_metrics = trainer.test(model, datamodule=dm, ckpt_path=best or None, verbose=False)[0]
+        test_base = baseline_rmse(dm, "test")
     summary: dict[str, Any] = {
         "best_checkpoint": best,
         "last_checkpoint": str(Path(best).with_name("last.ckpt")) if best else "",
         "val_rmse": {t: metrics.get(f"val_rmse_{t}") for t in model.y_norm.names},
         "val_bias": {t: metrics.get(f"val_bias_{t}") for t in model.y_norm.names},
         "baseline_val_rmse": base,
+        "test": ({"period": dm.test_period, "kind": dm.test_kind,
+                  "rmse": {t: test_metrics.get(f"test_rmse_{t}") for t in model.y_norm.names},
+                  "bias": {t: test_metrics.get(f"test_bias_{t}") for t in model.y_norm.names},
+                  "baseline_rmse": test_base} if tested else None),
         "epochs": trainer.current_epoch,
         "val_days": int(dm.val_idx.size),
         "train_days": int(dm.train_idx.size),
@@ -80,5 +91,12 @@ def run_train(argv: Sequence[str]) -> int:
             table.add_row(t, f"{summary['val_rmse'][t]:.3f}", f"{base.get(t, float('nan')):.3f}",
                           str(dm.spec()["units"].get(t, "")))
         Console(stderr=True).print(table)
+        if tested:
+            table = Table("target", f"{model.hparams.network} test RMSE", "baseline test RMSE", "units",
+                          title=f"test period {dm.test_period or 'files'} ({dm.test_kind} predictors)")
+            for t in model.y_norm.names:
+                table.add_row(t, f"{summary['test']['rmse'][t]:.3f}", f"{test_base.get(t, float('nan')):.3f}",
+                              str(dm.spec()["units"].get(t, "")))
+            Console(stderr=True).print(table)
         print(f"best checkpoint: {best}\nsummary: {log_dir / 'summary.json'}", file=sys.stderr)
     return 0
