@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One prepared device check (run on a lent GPU machine, well under 10 minutes):
-# the GPU tests, CUDA training with bf16 through the real CLI, and GPU preprocessing throughput.
+# the GPU tests, CUDA training with bf16 through the real CLI, training/loader throughput
+# (bench/train_throughput.py) and full-size UNet train/inference throughput.
 # Usage on the device: bash bench/gpu_check.sh   (expects .venv or torch+deps importable)
 set -uo pipefail
 export PYTHONUNBUFFERED=1
@@ -23,6 +24,9 @@ $PY -m climdl.cli train --config configs/emulator/sample.yaml --trainer.accelera
   --model.base_filters 32 --model.max_filters 512 --model.extra_filters 64 2>&1 | tail -3
 echo "train wall: $(( $(date +%s) - start )) s (sample generation included)"
 cat "$WORK"/run/summary.json 2>/dev/null || find "$WORK/run" -name summary.json -exec cat {} \;
+
+echo "== bench/train_throughput.py on CUDA (Lightning vs hand-written loop; loader vs NumPy) =="
+$PY bench/train_throughput.py --device cuda --steps 40 2>&1 | grep -v -E "Warning|warn|INFO|^ *$"
 
 echo "== throughput: full-size Doury UNet forward/backward, bf16 vs fp32 =="
 $PY - <<'PYEOF'

@@ -312,4 +312,5 @@ class DownscalingTask(L.LightningModule):
         else:
             raise ConfigError(f"unknown optimizer {hp.optimizer!r}; choose adam, adamw, sgd or rmsprop.")
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=hp.lr_factor, patience=hp.lr_patience)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val_loss"}}
+        # strict=False: training without validation (limit_val_batches=0) keeps the constant lr
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val_loss", "strict": False}}
