@@ -165,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if debug:
         argv.remove("--debug")
     if argv and argv[0] == "train":  # LightningCLI owns the options of train
-        logging.basicConfig(level=logging.DEBUG if debug else logging.INFO,
+        logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,  # Lightning logs its own INFO
                             format="%(levelname)s %(name)s: %(message)s")
         from climdl.tasks.train_cli import run_train
 
