@@ -8,6 +8,7 @@ sentence with a non-zero exit code; ``--debug`` shows the traceback instead.
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -21,6 +22,10 @@ if TYPE_CHECKING:
     from rich.console import Console
 
 log = logging.getLogger("climdl")
+
+# Subcommands defined beside the library they drive: each module has ``register(subparsers)``
+# that adds its parser(s) with ``set_defaults(func=...)`` and imports heavy modules lazily.
+_SUBCOMMAND_MODULES = ("climdl.inference.cli", "climdl.evaluation.cli", "climdl.plot.cli", "climdl.clouds.cli")
 
 
 def _console(quiet: bool = False) -> Console:
@@ -142,6 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
     cs = csub.add_parser("show", help="show one entry: layout, experiments, paths")
     cs.add_argument("name")
     cs.set_defaults(func=_cmd_catalog_show)
+    for module in _SUBCOMMAND_MODULES:
+        try:
+            importlib.import_module(module).register(sub)
+        except ModuleNotFoundError as exc:  # a subcommand not in this build
+            if exc.name is None or not module.startswith(exc.name):
+                raise
     return p
 
 
