@@ -186,6 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv.insert(0, "--debug")
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = [a for a in argv if a != "--debug"]  # for the history attribute of outputs
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     func: Callable[[argparse.Namespace], int] = args.func

@@ -40,3 +40,40 @@ def sample_cache(sample_root: Path, tmp_path_factory: pytest.TempPathFactory) ->
 def use_sample_cache(sample_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("CLIMDL_CACHE", str(sample_cache))
     return sample_cache
+
+
+def _train_tiny(out: Path, cache: Path, targets: str) -> Path:
+    """A tiny emulator (two training batches) on the sample: the path of its last checkpoint."""
+    import os
+
+    from climdl.cli import main
+
+    config = Path(__file__).resolve().parents[1] / "configs" / "emulator" / "sample.yaml"
+    old = os.environ.get("CLIMDL_CACHE")
+    os.environ["CLIMDL_CACHE"] = str(cache)
+    try:
+        rc = main(["train", "--config", str(config), "--trainer.default_root_dir", str(out),
+                   "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2",
+                   "--trainer.limit_val_batches", "1", "--quiet", "--trainer.logger", "false",
+                   "--model.base_filters", "4", "--model.max_filters", "8",
+                   "--model.extra_filters", "4", "--model.head_features", "4",
+                   "--data.batch_size", "8", "--data.targets", targets])
+    finally:
+        if old is None:
+            os.environ.pop("CLIMDL_CACHE", None)
+        else:
+            os.environ["CLIMDL_CACHE"] = old
+    assert rc == 0
+    return next(out.rglob("last.ckpt"))
+
+
+@pytest.fixture(scope="session")
+def tasmax_ckpt(sample_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny tasmax emulator trained on the sample (Emulator_hist_future, residual to baseline)."""
+    return _train_tiny(tmp_path_factory.mktemp("tasmax-run"), sample_cache, "[tasmax]")
+
+
+@pytest.fixture(scope="session")
+def pr_ckpt(sample_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny pr emulator trained on the sample."""
+    return _train_tiny(tmp_path_factory.mktemp("pr-run"), sample_cache, "[pr]")

@@ -47,21 +47,34 @@ def day_of_year_features(time: xr.DataArray) -> np.ndarray:
     return np.stack([np.sin(frac), np.cos(frac)], axis=1).astype(np.float32)
 
 
-def forcing_features(time: xr.DataArray, csv: str | Path) -> tuple[np.ndarray, list[str]]:
-    """External forcing series (e.g. CO2-equivalent) from a CSV with a ``year`` column.
+def read_forcing_table(csv: str | Path) -> dict[str, list[float]]:
+    """Yearly forcing series (e.g. CO2-equivalent) from a CSV with a ``year`` column.
 
-    Every other column is one series, linearly interpolated to each day's fractional year.
+    Returned as plain lists (``{"year": [...], name: [...]}``) so that the table can live in the
+    checkpoint and the emulator can be applied to any period the table covers.
     """
     table = pd.read_csv(csv)
     if "year" not in table.columns or len(table.columns) < 2:
         raise DataError(f"{csv} must have a 'year' column and at least one forcing column.")
+    return {str(c): [float(v) for v in table[c].to_numpy(float)] for c in table.columns}
+
+
+def forcing_from_table(time: xr.DataArray, table: dict[str, list[float]],
+                       where: str = "the forcing table") -> tuple[np.ndarray, list[str]]:
+    """[T, F] forcing series linearly interpolated to each day's fractional year."""
     frac_year = time.dt.year.values + (time.dt.dayofyear.values - 1) / 366.0
-    cols = [c for c in table.columns if c != "year"]
-    years = table["year"].to_numpy(float)
+    years = np.asarray(table["year"], float)
+    cols = [c for c in table if c != "year"]
     if frac_year.min() < years.min() - 1 or frac_year.max() > years.max() + 1:
-        raise DataError(f"{csv} covers {years.min():.0f}-{years.max():.0f}, not all data years.")
-    out = np.stack([np.interp(frac_year, years, table[c].to_numpy(float)) for c in cols], axis=1)
+        raise DataError(f"{where} covers {years.min():.0f}-{years.max():.0f}, not all the years "
+                        f"{int(frac_year.min())}-{int(frac_year.max())} of the data.")
+    out = np.stack([np.interp(frac_year, years, np.asarray(table[c], float)) for c in cols], axis=1)
     return out.astype(np.float32), cols
+
+
+def forcing_features(time: xr.DataArray, csv: str | Path) -> tuple[np.ndarray, list[str]]:
+    """External forcing series from a CSV (see :func:`read_forcing_table`) at each day."""
+    return forcing_from_table(time, read_forcing_table(csv), where=str(csv))
 
 
 class _Source:
@@ -321,6 +334,8 @@ class EmulatorDataModule(L.LightningDataModule):
             "stats": stats,
             "calendar": str(x_ds.time.dt.calendar),
         }
+        if self.forcing_csv:  # inference must rebuild the same 1-D inputs for any period
+            spec["forcing_table"] = read_forcing_table(self.forcing_csv)
         if "tasmax" in self.targets:
             from climdl.tasks.baseline import TasmaxBaseline, has_tasmax_baseline
 

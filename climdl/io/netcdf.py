@@ -60,13 +60,22 @@ def write_netcdf(
     overwrite: bool = False,
     unlimited_dims: tuple[str, ...] = (),
 ) -> Path:
-    """Write ``ds`` to ``path`` as NetCDF4 through a temporary file; return the final path."""
+    """Write ``ds`` to ``path`` as NetCDF4 through a temporary file; return the final path.
+
+    ``encoding`` may also give a variable's ``coordinates`` attribute (which xarray otherwise
+    derives, listing grid-mapping variables among the auxiliary coordinates)."""
+    enc: dict[str, dict[str, Any]] = {}
+    for name, e in (encoding or {}).items():
+        e = dict(e)
+        if "coordinates" in e and name in ds.variables:
+            ds[name].encoding["coordinates"] = e.pop("coordinates")
+        enc[name] = e
     with atomic_path(path, overwrite=overwrite) as tmp:
         ds.to_netcdf(
             tmp,
             engine="netcdf4",
             format="NETCDF4",
-            encoding=dict(encoding or {}),
+            encoding=enc,
             unlimited_dims=unlimited_dims,
         )
     return Path(path)

@@ -1,0 +1,93 @@
+"""``climdl downscale``: the command-line face of :func:`climdl.inference.downscale`."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from pathlib import Path
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    """Add the ``downscale`` subcommand."""
+    d = sub.add_parser(
+        "downscale",
+        help="apply trained emulator(s) to GCM or RCM predictors and write CF NetCDF",
+        description="Stream a predictor series through trained emulator(s), chunk by chunk, to a "
+                    "CF-1.10 NetCDF file (or the CORDEX ML-Bench submission layout). Runs under "
+                    "torchrun/srun split the chunks across ranks.")
+    d.add_argument("--checkpoint", "-c", action="append", required=True, type=Path,
+                   help="emulator checkpoint (repeat for one emulator per target, e.g. tasmax and pr)")
+    src = d.add_argument_group("predictors (files or a catalog entry)")
+    src.add_argument("--input", "-i", nargs="+", default=None, help="predictor NetCDF files or globs")
+    src.add_argument("--catalog", default=None, help="catalog entry (climdl catalog list)")
+    src.add_argument("--period", default=None, help="catalog test period: historical | mid_century | end_century")
+    src.add_argument("--kind", default="imperfect", choices=["perfect", "imperfect"],
+                     help="catalog predictors: perfect (upscaled RCM) or imperfect (GCM); default imperfect")
+    src.add_argument("--gcm", default=None, help="catalog GCM (default: the entry's training GCM)")
+    src.add_argument("--start", default=None, help="first day (YYYY[-MM[-DD]])")
+    src.add_argument("--end", default=None, help="last day (inclusive)")
+    src.add_argument("--regrid", default="conservative", choices=["conservative", "bilinear"],
+                     help="remapping of predictors on another grid (default conservative)")
+    src.add_argument("--min-coverage", type=float, default=0.999,
+                     help="training cells covered less than this by the input are an error")
+    src.add_argument("--forcing", type=Path, default=None,
+                     help="CSV of yearly forcing series (if the emulator uses one)")
+    out = d.add_argument_group("output")
+    out.add_argument("--output", "-o", required=True, type=Path,
+                     help="output .nc file, or an existing folder (name derived; ML-Bench tree with --format mlbench)")
+    out.add_argument("--format", dest="fmt", default="cf", choices=["cf", "mlbench"],
+                     help="cf (compressed CF-1.10, default) or mlbench (benchmark submission layout)")
+    out.add_argument("--baseline", action="store_true",
+                     help="write the checkpoint's fitted interpolation baseline instead of the emulator")
+    out.add_argument("--resume", action="store_true", help="continue an interrupted run of this output")
+    out.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    run = d.add_argument_group("execution")
+    run.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default auto)")
+    run.add_argument("--precision", default="32", choices=["32", "bf16", "16"],
+                     help="32, bf16 (autocast; for GPUs) or 16 (CUDA)")
+    run.add_argument("--batch-size", type=int, default=64, help="days per forward pass (default 64)")
+    run.add_argument("--chunk-days", type=int, default=365,
+                     help="days read, computed and stored together; the resume unit (default 365)")
+    d.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+    d.set_defaults(func=_cmd_downscale)
+
+
+def _cmd_downscale(args: argparse.Namespace) -> int:
+    import time
+
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from climdl.inference import downscale
+
+    console = Console(stderr=True, quiet=args.quiet)
+    start = time.perf_counter()
+    columns = (TextColumn("[progress.description]{task.description}"), BarColumn(),
+               TextColumn("{task.completed}/{task.total} days"), TextColumn("{task.fields[rate]}"),
+               TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True, disable=args.quiet) as bar:
+        task = bar.add_task("downscaling", total=None, rate="")
+
+        def report(done: int, total: int) -> None:
+            rate = done / 365.25 / max(time.perf_counter() - start, 1e-9)
+            bar.update(task, completed=done, total=total, rate=f"{rate:.2f} sim. years/s")
+
+        res = downscale(
+            args.checkpoint, args.input, args.output, catalog=args.catalog, period=args.period,
+            kind=args.kind, gcm=args.gcm, start=args.start, end=args.end, regrid=args.regrid,
+            min_coverage=args.min_coverage, device=args.device, precision=args.precision,
+            batch_size=args.batch_size, chunk_days=args.chunk_days, fmt=args.fmt,
+            emulator_output="baseline" if args.baseline else "emulator", forcing=args.forcing,
+            resume=args.resume, overwrite=args.overwrite,
+            history="climdl " + shlex.join(getattr(args, "argv", ["downscale"])),
+            progress=report)
+    if res.rank != 0:
+        return 0
+    res.dataset.close()
+    resumed = f", {res.chunks_resumed} chunk(s) resumed" if res.chunks_resumed else ""
+    console.print(f"{res.n_days} days ({res.n_days / 365.25:.1f} simulated years) on {res.device} in "
+                  f"{res.seconds:.1f} s: {res.years_per_second * 60:.1f} simulated years/min; "
+                  f"{res.grid}{resumed}")
+    print(res.path)
+    return 0

@@ -1,0 +1,180 @@
+"""One or several trained emulators applied together to the same predictors.
+
+Doury et al. train one emulator per variable; a CORDEX ML-Bench submission needs both ``tasmax``
+and ``pr`` in one file. :class:`EmulatorSet` loads any number of checkpoints, checks that they
+share the target grid, and runs each on the predictors it was trained with, so that
+``climdl downscale --checkpoint tasmax.ckpt --checkpoint pr.ckpt`` writes one file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from climdl.errors import ConfigError, DataError
+from climdl.tasks.downscaling import DownscalingTask
+
+Output = Literal["emulator", "baseline"]
+
+
+def sha256(path: str | Path, block: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file (the checkpoint's identity in the output's provenance)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(block):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass
+class Emulator:
+    """A loaded emulator with where it came from."""
+
+    task: DownscalingTask
+    path: Path
+    sha256: str
+    experiment: str | None
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        assert self.task.spec is not None
+        return self.task.spec
+
+    @property
+    def targets(self) -> list[str]:
+        return list(self.spec["targets"])
+
+    @property
+    def variables(self) -> list[str]:
+        return list(self.spec["variables"])
+
+
+def _same_grid(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    names = sorted(k for k in a if k != "grid_mapping")
+    if names != sorted(k for k in b if k != "grid_mapping"):
+        return False
+    return all(
+        a[k]["values"].shape == b[k]["values"].shape
+        and torch.allclose(a[k]["values"], b[k]["values"], atol=1e-6)
+        for k in names
+    )
+
+
+class EmulatorSet:
+    """Emulators that together predict the requested targets on one target grid.
+
+    Args:
+        checkpoints: checkpoint files (each from ``climdl train``).
+        output: ``emulator`` (the networks) or ``baseline`` (the fitted interpolation +
+            lapse-rate baseline stored in the checkpoints, for comparison; tasmax only).
+        device: torch device the networks run on.
+    """
+
+    def __init__(self, checkpoints: Sequence[str | Path], output: Output = "emulator",
+                 device: torch.device | str = "cpu") -> None:
+        from climdl.tasks.checkpoint import load_emulator, read_checkpoint
+
+        if not checkpoints:
+            raise ConfigError("give at least one --checkpoint.")
+        self.device = torch.device(device)
+        self.output = output
+        self.members: list[Emulator] = []
+        for p in checkpoints:
+            path = Path(p)
+            ckpt = read_checkpoint(path)
+            experiment = (ckpt.get("datamodule_hyper_parameters") or {}).get("experiment")
+            task = load_emulator(path).to(self.device)
+            self.members.append(Emulator(task, path, sha256(path), experiment))
+        seen: dict[str, Path] = {}
+        for m in self.members:
+            for t in m.targets:
+                if t in seen:
+                    raise ConfigError(f"both {seen[t]} and {m.path} predict {t}; give one checkpoint "
+                                      "per target.")
+                seen[t] = m.path
+        first = self.members[0]
+        for m in self.members[1:]:
+            if not _same_grid(first.spec["target_grid"], m.spec["target_grid"]):
+                raise ConfigError(f"{m.path} predicts on another target grid than {first.path}; "
+                                  "downscale them separately.")
+            if not _same_grid(first.spec["coarse_grid"], m.spec["coarse_grid"]):
+                raise ConfigError(f"{m.path} was trained on another coarse grid than {first.path}; "
+                                  "downscale them separately.")
+        self._baselines: list[torch.nn.Module] = []
+        if output == "baseline":
+            from climdl.tasks.baseline import TasmaxBaseline
+
+            for m in self.members:
+                if "tasmax_baseline" not in m.spec or m.targets != ["tasmax"]:
+                    raise ConfigError(f"{m.path} holds no fitted tasmax baseline (it needs a tasmax "
+                                      "emulator trained with t_850, z_850 and orography).")
+                self._baselines.append(TasmaxBaseline(m.spec, **m.spec["tasmax_baseline"]).to(self.device))
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        """The first emulator's spec (grids are shared by all)."""
+        return self.members[0].spec
+
+    @property
+    def targets(self) -> list[str]:
+        return [t for m in self.members for t in m.targets]
+
+    @property
+    def variables(self) -> list[str]:
+        """Every predictor any member needs, in first-seen order."""
+        return list(dict.fromkeys(v for m in self.members for v in m.variables))
+
+    @property
+    def aux_names(self) -> list[str]:
+        names = list(dict.fromkeys(n for m in self.members for n in m.spec["aux_names"]))
+        return names
+
+    def forcing_table(self) -> dict[str, list[float]] | None:
+        for m in self.members:
+            if "forcing_table" in m.spec:
+                return dict(m.spec["forcing_table"])
+        return None
+
+    def check_units(self, units: dict[str, str]) -> None:
+        """The inputs' canonical units must be those the emulators were trained on."""
+        for m in self.members:
+            for v in m.variables:
+                want = str(m.spec["units"].get(v, ""))
+                if want and units.get(v) and units[v] != want:
+                    raise DataError(f"{v} is in {units[v]} but {m.path.name} was trained on {want}.")
+
+    @torch.inference_mode()
+    def predict(self, x: Tensor, aux: dict[str, Tensor], autocast: torch.dtype | None = None) -> Tensor:
+        """Predictions [B, V, H, W] in physical units (float32) for predictors ``x``
+        [B, C, h, w] ordered as :attr:`variables` and 1-D inputs by name ([B] each)."""
+        outs = []
+        order = self.variables
+        for k, m in enumerate(self.members):
+            idx = [order.index(v) for v in m.variables]
+            xb = x[:, idx] if idx != list(range(len(order))) else x
+            if self._baselines:
+                outs.append(self._baselines[k](xb.float())[:, None])
+                continue
+            ab = torch.stack([aux[n] for n in m.spec["aux_names"]], dim=1)
+            batch = m.task.on_after_batch_transfer({"x": xb, "aux": ab}, 0)
+            with torch.autocast(xb.device.type, dtype=autocast, enabled=autocast is not None):
+                outs.append(m.task.predict_physical(batch).float())
+        return torch.cat(outs, dim=1)
+
+    def describe(self) -> list[dict[str, str]]:
+        """Provenance of each member (file, SHA-256, targets, network, experiment)."""
+        return [{"checkpoint": str(m.path.resolve()), "sha256": m.sha256,
+                 "targets": " ".join(m.targets), "network": str(m.task.hp.network),
+                 "experiment": str(m.experiment or "unknown")} for m in self.members]
+
+
+def as_numpy(t: Tensor) -> np.ndarray:
+    """A CPU float32 copy of a prediction batch."""
+    return t.detach().to("cpu", torch.float32).numpy()

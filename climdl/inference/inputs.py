@@ -1,0 +1,211 @@
+"""Predictors for inference: opened lazily, checked, and brought onto the emulator's grid.
+
+Inputs are paths/globs or a catalog entry's test predictors, "perfect" (upscaled RCM) or
+"imperfect" (GCM). The reader already gives canonical names and units, ascending latitude,
+one longitude convention and any CF calendar. What remains is the grid: when the input's points
+contain the training grid's points (the same grid, or a larger one on the same lattice) they are
+selected as they are; otherwise the predictors are remapped onto the training grid,
+conservatively (default) or bilinearly, with weights computed once and applied on the device as
+one sparse matrix product per chunk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import xarray as xr
+from torch import Tensor
+
+from climdl.errors import ConfigError, DataError
+from climdl.preprocess import LatLonGrid, ProjectedGrid, RegridWeights, apply_regrid
+from climdl.preprocess.regrid import bilinear_weights, conservative_weights
+
+Regrid = Literal["conservative", "bilinear"]
+
+_TOL_DEG = 1e-3
+
+
+@dataclass
+class InputSource:
+    """Where the predictors come from (for provenance and the ML-Bench file name)."""
+
+    files: list[Path]
+    kind: str | None = None          # perfect | imperfect, when known
+    gcm: str | None = None
+    period: str | None = None        # test period name, when from a catalog
+    domain: str | None = None
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+
+def open_inputs(
+    inputs: Sequence[str] | None,
+    variables: Sequence[str],
+    *,
+    catalog: str | None = None,
+    period: str | None = None,
+    kind: Literal["perfect", "imperfect"] = "imperfect",
+    gcm: str | None = None,
+    experiment: str | None = None,
+    start: str | None = None,
+    end: str | None = None,
+) -> tuple[xr.Dataset, InputSource]:
+    """The predictors ``variables`` as a lazy canonical Dataset, and where they came from."""
+    from climdl.data.reader import open_dataset
+
+    if inputs and catalog:
+        raise ConfigError("give --input files or --catalog, not both.")
+    if inputs:
+        ds = open_dataset(list(inputs), list(variables))
+        from climdl.data._files import resolve_paths
+
+        files = resolve_paths(list(inputs))
+        source = InputSource(files, kind=ds.attrs.get("predictor_type"))
+    elif catalog:
+        from climdl.catalog import get_entry
+
+        entry = get_entry(catalog)
+        if period:
+            ds = entry.open("predictors", period=period, kind=kind, gcm=gcm, variables=list(variables))
+            files = entry.files("predictors", period=period, kind=kind, gcm=gcm)
+        else:
+            ds = entry.open("predictors", experiment=experiment, variables=list(variables))
+            files = entry.files("predictors", experiment=experiment)
+        source = InputSource(list(files), kind=kind if period else "perfect", period=period,
+                             gcm=gcm or getattr(entry, "gcm_train", None), domain=entry.domain)
+    else:
+        raise ConfigError("give the predictors: --input FILE_OR_GLOB ... or --catalog ENTRY --period P.")
+    if "time" not in ds.dims:
+        raise DataError("the predictors have no time axis.")
+    if start or end:
+        ds = ds.sel(time=slice(start, end))
+        if ds.sizes["time"] == 0:
+            raise DataError(f"no predictor day between {start or 'the start'} and {end or 'the end'}.")
+    source.attrs = {k: v for k, v in ds.attrs.items() if isinstance(v, (str, int, float))}
+    source.gcm = source.gcm or _guess_gcm(source)
+    source.kind = source.kind or ds.attrs.get("predictor_type")
+    return ds, source
+
+
+def _guess_gcm(source: InputSource) -> str | None:
+    for key in ("driving_model_id", "driving_source_id", "source_id", "model_id", "gcm"):
+        if key in source.attrs:
+            return str(source.attrs[key])
+    stem = source.files[0].stem if source.files else ""
+    return stem.split("_")[0] or None
+
+
+def _spec_axes(grid: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        lat = grid["lat"]["values"].numpy()
+        lon = grid["lon"]["values"].numpy()
+    except KeyError as exc:
+        raise DataError("the checkpoint's coarse grid has no latitude/longitude axes.") from exc
+    if lat.ndim != 1 or lon.ndim != 1:
+        raise DataError("the checkpoint's coarse grid is not a regular latitude/longitude grid.")
+    return lat, lon
+
+
+def _match_lon_frame(src_lon: np.ndarray, dst_lon: np.ndarray) -> np.ndarray:
+    """Source longitudes shifted by whole turns to the frame of the destination's centre."""
+    centre = 0.5 * (dst_lon.min() + dst_lon.max())
+    return centre - 180.0 + np.mod(src_lon - (centre - 180.0), 360.0)
+
+
+class GridAdapter:
+    """Brings predictor maps [..., h_in, w_in] onto the training grid [..., h, w] on the device.
+
+    ``mode`` is ``select`` (the training points are input points: index selection, no
+    interpolation) or the regridding method.
+    """
+
+    def __init__(self, ds: xr.Dataset, coarse_grid: dict[str, Any], method: Regrid = "conservative",
+                 min_coverage: float = 0.999) -> None:
+        self.dst_lat, self.dst_lon = _spec_axes(coarse_grid)
+        self.weights: RegridWeights | None = None
+        self.rows: np.ndarray | None = None
+        self.cols: np.ndarray | None = None
+        self.space_dims: tuple[str, str]
+        if "lat" in ds.dims and "lon" in ds.dims:
+            self.space_dims = ("lat", "lon")
+            src_lat = np.asarray(ds["lat"].values, np.float64)
+            src_lon = _match_lon_frame(np.asarray(ds["lon"].values, np.float64), self.dst_lon)
+            order = np.argsort(src_lon, kind="stable")
+            self.lon_order = order if np.any(np.diff(order) != 1) else None
+            src_lon = src_lon[order]
+            rows, cols = _nearest(src_lat, self.dst_lat), _nearest(src_lon, self.dst_lon)
+            if rows is not None and cols is not None:
+                self.mode: str = "select"
+                self.rows, self.cols = rows, cols
+                return
+            self.mode = method
+            if method == "conservative":
+                src = LatLonGrid.from_centres(src_lat, src_lon)
+                dst = LatLonGrid.from_centres(self.dst_lat, self.dst_lon)
+                self.weights = conservative_weights(src, dst, min_coverage=min_coverage)
+            elif method == "bilinear":
+                self.weights = bilinear_weights(src_lat, src_lon, self.dst_lat[:, None], self.dst_lon[None, :])
+                if not bool(self.weights.coverage.bool().all()):
+                    bad = int((~self.weights.coverage.bool()).sum())
+                    raise DataError(f"The input grid does not cover the training domain: {bad} of "
+                                    f"{self.weights.coverage.numel()} training grid points lie outside it.")
+            else:
+                raise ConfigError(f"unknown regridding method {method!r}; choose conservative or bilinear.")
+        elif "x" in ds.dims and "y" in ds.dims:
+            self.space_dims = ("y", "x")
+            self.lon_order = None
+            if method != "conservative":
+                raise ConfigError("predictors on a projected grid can only be regridded conservatively.")
+            self.mode = "conservative"
+            src_p = ProjectedGrid.from_dataset(ds)
+            self.weights = conservative_weights(src_p, LatLonGrid.from_centres(self.dst_lat, self.dst_lon),
+                                                min_coverage=min_coverage)
+        else:
+            raise DataError("the predictors have neither lat/lon axes nor projection x/y axes with a "
+                            "grid mapping; regrid them to a regular grid first.")
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.dst_lat.size, self.dst_lon.size)
+
+    def describe(self) -> str:
+        if self.mode == "select":
+            return "input grid holds the training grid's points (selected, not interpolated)"
+        assert self.weights is not None
+        return f"{self.mode} regridding {self.weights.src_shape} -> {self.weights.dst_shape}"
+
+    def __call__(self, x: Tensor) -> Tensor:
+        if self.lon_order is not None:
+            x = x[..., torch.as_tensor(self.lon_order, device=x.device)]
+        if self.mode == "select":
+            assert self.rows is not None and self.cols is not None
+            r = torch.as_tensor(self.rows, device=x.device)
+            c = torch.as_tensor(self.cols, device=x.device)
+            return x.index_select(-2, r).index_select(-1, c)
+        assert self.weights is not None
+        return apply_regrid(self.weights, x)
+
+
+def _nearest(src: np.ndarray, dst: np.ndarray) -> np.ndarray | None:
+    """Indices of ``dst`` values among ``src`` values, or None when some are not there."""
+    if src.size == 0:
+        return None
+    idx = np.abs(src[None, :] - dst[:, None]).argmin(axis=1)
+    return idx if np.all(np.abs(src[idx] - dst) < _TOL_DEG) else None
+
+
+def check_finite(x: Tensor, names: Sequence[str], times: Sequence[Any]) -> None:
+    """A clear error when predictors hold NaN or infinity after regridding."""
+    bad = ~torch.isfinite(x)
+    if not bool(bad.any()):
+        return
+    per_var = bad.flatten(2).any(-1)  # [T, C]
+    t, c = (int(i) for i in torch.nonzero(per_var)[0])
+    n = int(bad[:, c].sum())
+    raise DataError(f"the predictors hold {n} missing or non-finite value(s) in {names[c]} "
+                    f"(first on {times[t]}); the emulator cannot take missing values. Fill them "
+                    "(e.g. cdo fillmiss) or choose a period without them.")

@@ -1,0 +1,209 @@
+"""CF encoding of downscaled fields, and the CORDEX ML-Bench submission layout.
+
+Every chunk of predictions becomes an ``xr.Dataset`` on the emulator's target grid, exactly as
+the RCM's files describe it: projection x/y with 2-D lat/lon and the grid-mapping variable for
+Lambert grids, or 1-D lat/lon; CF attributes per variable (units, standard_name, long_name,
+cell_methods, a 2 m height for near-surface temperature); daily time bounds in the input's own
+calendar. :func:`encoding` gives the on-disk layout of the joined file: zlib-compressed float32,
+chunked by a year of days and 16 x 16 points so that both a point's time series and a map are
+cheap to read.
+
+``fmt="mlbench"`` follows the benchmark's templates instead (``format_predictions/templates``):
+the same coordinates, the templates' variable attributes (``pr`` in ``mm/day``), no extra
+variables, and file names ``Predictions_pr_tasmax_<GCM>_<period>.nc`` in the submission tree
+``<DOMAIN>_Domain/<experiment>/<period>/<perfect|imperfect>/``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import xarray as xr
+
+from climdl import __version__
+from climdl.data.variables import canonical_attrs
+
+Format = Literal["cf", "mlbench"]
+
+TIME_UNITS = "days since 1949-12-01"
+"""Time units of every output (CORDEX's reference date); the calendar is the input's."""
+
+_MLBENCH_ATTRS: dict[str, dict[str, str]] = {
+    "tasmax": {"standard_name": "air_temperature",
+               "long_name": "Daily Maximum Near-Surface Air Temperature",
+               "units": "K", "cell_methods": "time: maximum"},
+    "pr": {"long_name": "Precipitation", "units": "mm/day"},
+}
+_SPACE_CHUNK = 16
+_TIME_CHUNK = 365
+
+
+def space_dims(grid: dict[str, Any]) -> tuple[str, str]:
+    """(y, x) or (lat, lon): the target grid's dimensions, from the checkpoint's grid."""
+    if "x" in grid and "y" in grid and grid["x"]["values"].ndim == 1:
+        return ("y", "x")
+    return ("lat", "lon")
+
+
+def grid_coords(grid: dict[str, Any]) -> dict[str, xr.Variable]:
+    """Coordinates of the target grid as stored in the checkpoint's spec."""
+    coords: dict[str, xr.Variable] = {}
+    for name in ("y", "x", "lat", "lon"):
+        if name in grid:
+            c = grid[name]
+            attrs = {k: v for k, v in c["attrs"].items() if k not in ("bounds", "_FillValue")}
+            coords[name] = xr.Variable(tuple(c["dims"]), np.asarray(c["values"].numpy()), attrs)
+    return coords
+
+
+def _grid_mapping(grid: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    gm = grid.get("grid_mapping")
+    if not gm:
+        return None
+    return str(gm["name"]), dict(gm["attrs"])
+
+
+def variable_attrs(name: str, spec_attrs: dict[str, str], fmt: Format,
+                   grid_mapping: str | None) -> dict[str, str]:
+    """CF attributes of one output variable."""
+    if fmt == "mlbench":
+        attrs = dict(_MLBENCH_ATTRS.get(name, {"units": spec_attrs.get("units", "")}))
+    else:
+        try:
+            attrs = canonical_attrs(name)
+        except KeyError:
+            attrs = {}
+        attrs |= {k: v for k, v in spec_attrs.items()
+                  if k in ("standard_name", "long_name", "units", "cell_methods")}
+        if name in ("tasmax", "tasmin", "tas"):
+            attrs["coordinates"] = "height"
+    if grid_mapping:
+        attrs["grid_mapping"] = grid_mapping
+    return attrs
+
+
+def time_bounds(time: xr.DataArray) -> np.ndarray:
+    """[T, 2] day bounds (start of the day, start of the next) in the time's own calendar.
+
+    xarray encodes them with the time's units and calendar (CF 7.1: they must agree)."""
+    lower = time.dt.floor("D").values
+    upper = np.array([t + dt.timedelta(days=1) for t in lower]) if lower.dtype == object \
+        else lower + np.timedelta64(1, "D")
+    return np.stack([lower, upper], axis=1)
+
+
+def chunk_dataset(values: np.ndarray, time: xr.DataArray, spec: dict[str, Any],
+                  targets: Sequence[str], fmt: Format) -> xr.Dataset:
+    """Predictions ``values`` [T, V, H, W] (float32, physical units) as a CF Dataset."""
+    grid = spec["target_grid"]
+    dims = ("time", *space_dims(grid))
+    coords: dict[str, Any] = dict(grid_coords(grid))
+    coords["time"] = xr.Variable(("time",), time.values,
+                                 {"standard_name": "time", "long_name": "time", "axis": "T"})
+    gm = _grid_mapping(grid)
+    data: dict[str, Any] = {}
+    for i, name in enumerate(targets):
+        attrs = variable_attrs(name, spec.get("target_attrs", {}).get(name, {}), fmt,
+                               gm[0] if gm else None)
+        data[name] = xr.Variable(dims, values[:, i], attrs)
+    if gm:  # coordinates (as xarray's decode_coords="all" reads them), not data variables
+        gm_attrs = {"long_name": f"coordinate reference system ({gm[1].get('grid_mapping_name', '')})"}
+        coords[gm[0]] = xr.Variable((), np.int32(0), gm_attrs | gm[1])
+    if fmt == "cf":
+        coords["time"].attrs["bounds"] = "time_bnds"
+        coords["time_bnds"] = xr.Variable(("time", "bnds"), time_bounds(time))
+        if any("coordinates" in data[t].attrs for t in targets):
+            coords["height"] = xr.Variable((), np.float64(2.0), {
+                "standard_name": "height", "long_name": "height", "units": "m",
+                "positive": "up", "axis": "Z"})
+            for t in targets:
+                data[t].attrs.pop("coordinates", None)
+    ds = xr.Dataset(data, coords=coords)
+    for v in ("lat", "lon"):
+        if v in ds.coords:
+            ds[v].attrs.setdefault("standard_name", "latitude" if v == "lat" else "longitude")
+            ds[v].attrs.setdefault("units", "degrees_north" if v == "lat" else "degrees_east")
+    return ds
+
+
+def encoding(ds: xr.Dataset, targets: Sequence[str], calendar: str, fmt: Format,
+             compress: bool = True) -> dict[str, dict[str, Any]]:
+    """On-disk encoding: time units and calendar, no fill values on coordinates, compressed
+    float32 data chunked for time-series reads."""
+    enc: dict[str, dict[str, Any]] = {
+        "time": {"units": TIME_UNITS, "calendar": calendar, "dtype": "float64", "_FillValue": None}}
+    if "time_bnds" in ds.variables:  # units and calendar come from time (CF 7.1)
+        enc["time_bnds"] = {"dtype": "float64", "_FillValue": None}
+    for name in ds.coords:
+        if name not in enc:
+            enc[str(name)] = {"_FillValue": None}
+    n_time = ds.sizes["time"]
+    for name in targets:
+        shape = ds[name].shape
+        aux = [str(c) for c in ("height", "lat", "lon") if c in ds.coords and c not in ds.dims]
+        e: dict[str, Any] = {"dtype": "float32", "_FillValue": np.float32(1e20)}
+        if aux:  # auxiliary coordinates only (not the grid mapping or the bounds)
+            e["coordinates"] = " ".join(aux)
+        if compress:
+            e |= {"zlib": True, "complevel": 4, "shuffle": True,
+                  "chunksizes": (min(n_time, _TIME_CHUNK), min(shape[1], _SPACE_CHUNK),
+                                 min(shape[2], _SPACE_CHUNK))}
+        enc[name] = e
+    return enc
+
+
+def global_attrs(*, emulators: list[dict[str, str]], source_files: Sequence[Path], kind: str | None,
+                 gcm: str | None, domain: str | None, regrid: str, history: str,
+                 previous_history: str | None, fmt: Format, output: str) -> dict[str, str]:
+    """Provenance: what made the file, from what, how."""
+    now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    names = ", ".join(sorted({e["network"] for e in emulators}))
+    attrs = {
+        "Conventions": "CF-1.10",
+        "title": "Downscaled daily fields emulated by climdl",
+        "source": f"climdl {__version__} {names} emulator applied to "
+                  f"{kind or 'unspecified'} large-scale predictors",
+        "institution": "unspecified (set by the user)",
+        "references": "Doury et al. 2023, Clim Dyn 60:1751, doi:10.1007/s00382-022-06343-9; "
+                      "CORDEX ML-Bench",
+        "frequency": "day",
+        "product": "emulator-output" if output == "emulator" else "baseline-output",
+        "climdl_version": __version__,
+        "climdl_format": fmt,
+        "predictor_type": kind or "unknown",
+        "driving_model_id": gcm or "unknown",
+        "input_files": " ".join(str(p.resolve()) for p in source_files),
+        "input_regridding": regrid,
+        "history": f"{now} {history}" + (f"\n{previous_history}" if previous_history else ""),
+    }
+    if domain:
+        attrs["domain"] = domain
+    for i, e in enumerate(emulators):
+        prefix = "checkpoint" if len(emulators) == 1 else f"checkpoint_{i + 1}"
+        attrs[prefix] = e["checkpoint"]
+        attrs[f"{prefix}_sha256"] = e["sha256"]
+        attrs[f"{prefix}_targets"] = e["targets"]
+        attrs[f"{prefix}_experiment"] = e["experiment"]
+    return attrs
+
+
+def mlbench_name(targets: Sequence[str], stem: str) -> str:
+    """``Predictions_pr_tasmax_<GCM>_<period>.nc`` (variables in the benchmark's order)."""
+    order = [t for t in ("pr", "tasmax") if t in targets] + [t for t in targets if t not in ("pr", "tasmax")]
+    return f"Predictions_{'_'.join(order)}_{stem}.nc"
+
+
+def default_output(out_dir: Path, *, targets: Sequence[str], stem: str, fmt: Format,
+                   domain: str | None, experiment: str | None, period: str | None,
+                   kind: str | None) -> Path:
+    """Output file inside a folder: the ML-Bench submission tree when everything is known."""
+    if fmt == "mlbench":
+        name = mlbench_name(targets, stem)
+        if domain and experiment and period and kind:
+            return out_dir / f"{domain}_Domain" / experiment / period / kind / name
+        return out_dir / name
+    return out_dir / f"{'_'.join(targets)}_{stem}_climdl.nc"
