@@ -6,11 +6,11 @@ OUT="${1:-demo_out}"
 mkdir -p "$OUT"
 start=$(date +%s)
 
-echo "== 1/2 embedded sample (CORDEX ML-Bench layout, ALPS Lambert grid) =="
+echo "== 1/3 embedded sample (CORDEX ML-Bench layout, ALPS Lambert grid) =="
 climdl sample "$OUT/sample" --domain ALPS --overwrite
 
 echo
-echo "== 2/2 train a small Doury UNet on the sample (CPU minutes), compare with the interpolation baseline =="
+echo "== 2/3 train a small Doury UNet on the sample (CPU minutes), compare with the interpolation baseline =="
 # the catalog entry sample-alps finds the sample just written through CLIMDL_CACHE
 mkdir -p "$OUT/cache/sample/years1-seed0"
 ln -sfn "$(cd "$OUT/sample/ALPS" && pwd)" "$OUT/cache/sample/years1-seed0/ALPS"
@@ -18,7 +18,26 @@ ln -sfn "$(cd "$OUT/sample/ALPS" && pwd)" "$OUT/cache/sample/years1-seed0/ALPS"
 CLIMDL_CACHE="$OUT/cache" PYTHONWARNINGS=ignore climdl train --config configs/emulator/sample.yaml \
   --trainer.max_epochs "${DEMO_EPOCHS:-4}" --trainer.enable_progress_bar false
 
+RUN=$(ls -d runs/sample-alps/csv/version_* | sort -V | tail -1)
+CKPT=$(ls "$RUN"/checkpoints/best-*.ckpt | sort | tail -1)
+
+echo
+echo "== 3/3 downscale the held-out year 1981: perfect (upscaled RCM) and imperfect (GCM) predictors =="
+DS="$OUT/downscaled"
+run_downscale() {  # name, extra arguments
+  local name=$1; shift
+  CLIMDL_CACHE="$OUT/cache" PYTHONWARNINGS=ignore climdl downscale -c "$CKPT" --catalog sample-alps \
+    --period historical -o "$DS/$name.nc" --overwrite "$@"
+}
+run_downscale tasmax_historical_perfect_CNRM-CM5 --kind perfect
+run_downscale tasmax_historical_imperfect_CNRM-CM5 --kind imperfect
+run_downscale tasmax_historical_imperfect_MPI-ESM-LR --kind imperfect --gcm MPI-ESM-LR  # 360_day calendar
+# the checkpoint's fitted interpolation + lapse-rate baseline on the same days, for comparison
+run_downscale tasmax_historical_perfect_CNRM-CM5_baseline --kind perfect --baseline
+
 echo
 echo "Demo finished in $(( $(date +%s) - start )) s. Outputs:"
 echo "  sample data:  $OUT/sample/ALPS/ALPS_domain  (see its README.txt)"
-echo "  training run: $(ls -d runs/sample-alps/csv/version_* | sort -V | tail -1) (checkpoints, metrics.csv, summary.json)"
+echo "  training run: $RUN (checkpoints, metrics.csv, summary.json)"
+echo "  downscaled:   $DS/*.nc (CF-1.10 NetCDF on the 12.5 km ALPS Lambert grid)"
+ls -1 "$DS"/*.nc | sed 's/^/                /'
