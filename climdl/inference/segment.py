@@ -1,0 +1,480 @@
+"""``climdl segment``: tiled cloud segmentation of scenes of any size, in bounded memory.
+
+The scene is cut into overlapping tiles (:class:`TileGrid`); each tile's class probabilities are
+weighted by a smooth window that falls towards the tile's edges (:func:`blend_window`) and
+summed, and the sum is divided by the summed weights, so overlapping predictions blend without
+seams and a pixel covered by one tile keeps exactly that tile's prediction. Tiles go to the
+device in batches. The work proceeds one row of tiles at a time (:func:`run_tiled`): the input is
+read a strip of ``tile`` rows at a time through xarray's lazy indexing, and the rows that no
+later tile touches are written at once to the output, which is built under a temporary name and
+renamed when complete. Memory is therefore proportional to ``tile x width``, never to the scene.
+
+The output is CF NetCDF: ``cloud_mask`` (uint8 flag variable: ``flag_values``,
+``flag_meanings``, ``_FillValue`` 255 where the input has no data) and, with
+``probabilities=True``, ``probability`` (``class, y, x``); the input's spatial coordinates,
+auxiliary coordinates (e.g. 2-D lat/lon, copied a strip at a time) and grid mapping; provenance
+(climdl version, checkpoint path and SHA-256, input file, tiling) in the global attributes.
+Before any computation the scene's bands are matched to the checkpoint's by name (reordered if
+needed) and checked against its wavelengths, units and value ranges.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from climdl import __version__
+from climdl.clouds.scene import (
+    BAND_DIM,
+    NODATA,
+    Band,
+    bands_of,
+    label_attrs,
+    open_scene,
+    spatial_dims,
+    validate_scene,
+)
+from climdl.errors import ConfigError, DataError, OutputError
+from climdl.io.netcdf import atomic_path
+
+log = logging.getLogger(__name__)
+
+Predict = Callable[[np.ndarray], np.ndarray]
+"""``[B, C, h, w]`` float32 tiles -> ``[B, K, h, w]`` class probabilities."""
+
+
+# ---------------------------------------------------------------------------- tiling
+def tile_starts(n: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets of tiles of length ``tile`` covering ``0..n`` with at least ``overlap``
+    shared pixels between neighbours; the last tile ends at ``n`` (one tile if ``n <= tile``)."""
+    if n <= tile:
+        return [0]
+    stride = tile - overlap
+    starts = list(range(0, n - tile, stride))
+    starts.append(n - tile)
+    return sorted(set(starts))
+
+
+@dataclass(frozen=True)
+class TileGrid:
+    """Where the tiles of a ``height x width`` scene lie.
+
+    ``tile_h``/``tile_w`` are the network's input size: the requested tile, or the scene side
+    rounded up to ``multiple`` when the scene is smaller (the tile is then padded by reflection).
+    """
+
+    height: int
+    width: int
+    tile_h: int
+    tile_w: int
+    overlap: int
+    rows: tuple[int, ...] = field(init=False)
+    cols: tuple[int, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "rows", tuple(tile_starts(self.height, self.tile_h, self.overlap)))
+        object.__setattr__(self, "cols", tuple(tile_starts(self.width, self.tile_w, self.overlap)))
+
+    @property
+    def n_tiles(self) -> int:
+        """Number of tiles."""
+        return len(self.rows) * len(self.cols)
+
+    def windows(self) -> Iterator[tuple[int, int]]:
+        """``(row, col)`` starts of every tile, row by row."""
+        for r in self.rows:
+            for c in self.cols:
+                yield r, c
+
+
+def plan_tiles(height: int, width: int, tile: int, overlap: int, multiple: int) -> TileGrid:
+    """Check the tiling options against the network and lay out the tiles."""
+    if tile < multiple or tile % multiple:
+        raise ConfigError(f"--tile must be a positive multiple of {multiple} (the network's "
+                          f"2**depth), got {tile}; try {max(multiple, tile // multiple * multiple)}.")
+    if overlap < 0 or 2 * overlap > tile:
+        raise ConfigError(f"--overlap must be between 0 and half the tile ({tile // 2}), "
+                          f"got {overlap}.")
+    tile_h = min(tile, -(-height // multiple) * multiple)
+    tile_w = min(tile, -(-width // multiple) * multiple)
+    return TileGrid(height, width, tile_h, tile_w, min(overlap, tile_h // 2, tile_w // 2))
+
+
+def _ramp(n: int, overlap: int) -> np.ndarray:
+    if overlap <= 0:
+        return np.ones(n, dtype=np.float32)
+    i = np.arange(n, dtype=np.float64)
+    edge = np.minimum(i + 0.5, n - i - 0.5) / overlap
+    w: np.ndarray = np.sin(0.5 * np.pi * np.clip(edge, 0.0, 1.0)) ** 2
+    return w.astype(np.float32)
+
+
+def blend_window(tile_h: int, tile_w: int, overlap: int) -> np.ndarray:
+    """``[tile_h, tile_w]`` blending weights: 1 inside, a sine-squared ramp over ``overlap``
+    pixels at each edge, never zero (so every pixel has weight)."""
+    return np.outer(_ramp(tile_h, overlap), _ramp(tile_w, overlap))
+
+
+def _pad_to(a: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Pad the last two axes to ``h x w`` by reflection (edge values for tiny inputs)."""
+    ph, pw = h - a.shape[-2], w - a.shape[-1]
+    if ph <= 0 and pw <= 0:
+        return a
+    pad = [(0, 0)] * (a.ndim - 2) + [(0, max(ph, 0)), (0, max(pw, 0))]
+    mode = "reflect" if ph < a.shape[-2] and pw < a.shape[-1] else "edge"
+    return np.pad(a, pad, mode=mode)
+
+
+def run_tiled(
+    read_rows: Callable[[int, int], np.ndarray],
+    predict: Predict,
+    grid: TileGrid,
+    n_classes: int,
+    write_rows: Callable[[int, np.ndarray], None],
+    batch_size: int = 8,
+    progress: Callable[[int, int], None] | None = None,
+) -> None:
+    """Blend tile predictions into full rows and hand them on as soon as they are final.
+
+    ``read_rows(y0, y1)`` gives the input ``[C, y1 - y0, width]``; ``write_rows(y0, probs)``
+    receives ``[K, rows, width]`` blended probabilities for rows ``y0..y0 + rows``, in order and
+    each row once. Memory: one strip of input and ``K x tile_h x width`` accumulators.
+    """
+    th, tw, w = grid.tile_h, grid.tile_w, grid.width
+    weights = blend_window(th, tw, grid.overlap)
+    acc = np.zeros((n_classes, th, w), dtype=np.float64)
+    wsum = np.zeros((th, w), dtype=np.float64)
+    buf0 = 0  # scene row of the accumulators' first row
+    done = 0
+    for ri, y0 in enumerate(grid.rows):
+        y1 = min(y0 + th, grid.height)
+        strip = read_rows(y0, y1)
+        tiles: list[np.ndarray] = []
+        places: list[int] = []
+        for x0 in grid.cols:
+            tiles.append(_pad_to(strip[:, :, x0: x0 + tw], th, tw))
+            places.append(x0)
+        for b in range(0, len(tiles), batch_size):
+            probs = predict(np.stack(tiles[b: b + batch_size]))
+            for p, x0 in zip(probs, places[b: b + batch_size], strict=True):
+                hh, ww = y1 - y0, min(tw, w - x0)
+                wt = weights[:hh, :ww]
+                acc[:, y0 - buf0: y0 - buf0 + hh, x0: x0 + ww] += p[:, :hh, :ww] * wt
+                wsum[y0 - buf0: y0 - buf0 + hh, x0: x0 + ww] += wt
+            done += len(probs)
+            if progress is not None:
+                progress(done, grid.n_tiles)
+        nxt = grid.rows[ri + 1] if ri + 1 < len(grid.rows) else grid.height
+        n_final = nxt - buf0
+        write_rows(buf0, (acc[:, :n_final] / wsum[None, :n_final]).astype(np.float32))
+        acc = np.roll(acc, -n_final, axis=1)
+        wsum = np.roll(wsum, -n_final, axis=0)
+        acc[:, th - n_final:] = 0.0
+        wsum[th - n_final:] = 0.0
+        buf0 = nxt
+
+
+# ---------------------------------------------------------------------------- bands
+def match_bands(scene: Sequence[Band], model: Sequence[Band], source: object) -> list[int]:
+    """Indices of the model's bands in the scene; :class:`DataError` for missing bands and for
+    bands whose wavelength or units contradict the checkpoint (mislabelled or misordered)."""
+    names = [b.name for b in scene]
+    missing = [b.name for b in model if b.name not in names]
+    if missing:
+        raise DataError(f"{source} lacks the band(s) {', '.join(missing)} that the model was "
+                        f"trained on; it has {', '.join(names)} and the model needs "
+                        f"{', '.join(b.name for b in model)} (band coordinate names).")
+    order = [names.index(b.name) for b in model]
+    for b, i in zip(model, order, strict=True):
+        s = scene[i]
+        if np.isfinite(s.wavelength) and np.isfinite(b.wavelength) and abs(
+                s.wavelength - b.wavelength) > 0.05 * b.wavelength:
+            raise DataError(f"{source}: band {b.name!r} has central wavelength {s.wavelength:g} um "
+                            f"but the model's {b.name!r} is at {b.wavelength:g} um; the bands are "
+                            "mislabelled or in the wrong order.")
+        if s.units != b.units:
+            raise DataError(f"{source}: band {b.name!r} is in units {s.units!r} but the model "
+                            f"was trained on {b.units!r}; convert it first.")
+    if order != list(range(len(scene)))[: len(order)] or len(scene) != len(model):
+        log.info("bands taken in the model's order %s", [b.name for b in model])
+    return order
+
+
+def check_values(strip: np.ndarray, model: Sequence[Band], mean: np.ndarray, std: np.ndarray,
+                 source: object) -> None:
+    """Refuse bands whose values lie far outside the training distribution: a band in the
+    wrong place (reflectance where brightness temperature belongs) or in other units."""
+    for i, b in enumerate(model):
+        v = strip[i]
+        v = v[np.isfinite(v)]
+        if v.size == 0:
+            continue
+        med = float(np.median(v))
+        z = abs(med - float(mean[i])) / max(float(std[i]), 1e-6)
+        if z > 8.0:
+            raise DataError(f"{source}: band {b.name!r} has values around {med:.4g} but the model "
+                            f"was trained on {float(mean[i]):.4g} +- {float(std[i]):.3g} "
+                            f"({b.units}); the bands are in the wrong order or other units.")
+
+
+# ---------------------------------------------------------------------------- output
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _copy_var(src: Any, dst: Any, name: str, dims: tuple[str, ...], ydim: str) -> None:
+    """Copy a variable raw (packed values, attributes); 2-D ones a strip at a time."""
+    v = src.variables[name]
+    v.set_auto_maskandscale(False)
+    attrs = {k: v.getncattr(k) for k in v.ncattrs()}
+    fill = attrs.pop("_FillValue", None)
+    out = dst.createVariable(name, v.datatype, dims, fill_value=fill,
+                             zlib=v.ndim >= 2, complevel=4)
+    out.set_auto_maskandscale(False)
+    out.setncatts(attrs)
+    if v.ndim == 0:
+        out.assignValue(v.getValue())
+    elif ydim in dims and v.ndim >= 2:
+        axis = dims.index(ydim)
+        n = v.shape[axis]
+        for r0 in range(0, n, 512):
+            idx = tuple(slice(r0, r0 + 512) if d == ydim else slice(None) for d in dims)
+            out[idx] = v[idx]
+    else:
+        out[:] = v[:]
+
+
+@dataclass
+class SegmentResult:
+    """What :func:`segment` wrote, and how fast."""
+
+    path: Path
+    shape: tuple[int, int]
+    n_tiles: int
+    seconds: float
+    device: str
+    class_fractions: dict[str, float]
+
+    @property
+    def megapixels_per_second(self) -> float:
+        """Scene megapixels segmented per second (reading and writing included)."""
+        return self.shape[0] * self.shape[1] / 1e6 / max(self.seconds, 1e-9)
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` (CUDA when there is one), ``cpu`` or ``cuda[:N]``."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for but no CUDA device is available; "
+                          "use --device cpu.")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise ConfigError(f"unknown device {device!r}; choose auto, cpu or cuda.")
+    return torch.device(device)
+
+
+def segment(
+    checkpoint: str | Path,
+    scene: str | Path,
+    output: str | Path,
+    *,
+    probabilities: bool = False,
+    tile: int = 512,
+    overlap: int = 64,
+    batch_size: int = 8,
+    device: str = "auto",
+    overwrite: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> SegmentResult:
+    """Segment the scene file ``scene`` with the checkpoint, writing CF NetCDF to ``output``."""
+    import netCDF4
+
+    from climdl.tasks.segmentation import load_segmenter
+
+    t0 = time.perf_counter()
+    ckpt, scene_p, out_p = Path(checkpoint), Path(scene), Path(output)
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1, got {batch_size}.")
+    if out_p.exists() and not overwrite:
+        raise OutputError(f"{out_p} already exists; pass --overwrite to replace it.")
+    if out_p.resolve() == scene_p.resolve():
+        raise OutputError(f"the output {out_p} would replace the input scene; choose another name.")
+    dev = resolve_device(device)
+    task = load_segmenter(ckpt).to(dev)
+    spec = task.spec
+    assert spec is not None
+    model_bands = [Band(n, w, u) for n, w, u in zip(spec["bands"], spec["wavelengths"],
+                                                    spec["band_units"], strict=True)]
+    classes = list(spec["classes"])
+    mean = spec["stats"]["mean"].numpy()
+    std = spec["stats"]["std"].numpy()
+    ds = open_scene(scene_p)
+    try:
+        validate_scene(ds, scene_p)
+        ydim, xdim = spatial_dims(ds, scene_p)
+        order = match_bands(bands_of(ds, scene_p), model_bands, scene_p)
+        from climdl.clouds.scene import image_name
+
+        iname = image_name(ds, scene_p)
+        image = ds[iname].transpose(BAND_DIM, ydim, xdim).isel({BAND_DIM: order})
+        height, width = int(ds.sizes[ydim]), int(ds.sizes[xdim])
+        grid = plan_tiles(height, width, tile, overlap, task.size_multiple)
+        checked = False
+
+        def read_rows(y0: int, y1: int) -> np.ndarray:
+            nonlocal checked
+            a = np.asarray(image.isel({ydim: slice(y0, y1)}).values, dtype=np.float32)
+            if not checked:
+                check_values(a, model_bands, mean, std, scene_p)
+                checked = True
+            return a
+
+        def predict(tiles: np.ndarray) -> np.ndarray:
+            x = torch.from_numpy(tiles).to(dev, non_blocking=True)
+            out: np.ndarray = task.predict_proba(x).cpu().numpy()
+            return out
+
+        counts = np.zeros(len(classes) + 1, dtype=np.int64)
+        img_attrs = dict(ds[iname].attrs)
+        with atomic_path(out_p, overwrite=overwrite) as tmp:
+            src = netCDF4.Dataset(scene_p)
+            dst = netCDF4.Dataset(tmp, "w", format="NETCDF4")
+            try:
+                _write_header(src, dst, ds, iname, ydim, xdim, height, width, classes,
+                                    probabilities, img_attrs)
+                dst.setncatts(_global_attrs(ds, scene_p, ckpt, classes, grid, tile, overlap))
+                mask_var = dst.variables["cloud_mask"]
+                prob_var = dst.variables.get("probability")
+                mask_var.set_auto_maskandscale(False)
+
+                def write_rows(y0: int, probs: np.ndarray) -> None:
+                    rows = probs.shape[1]
+                    valid = valid_rows(y0, rows)
+                    labels = probs.argmax(0).astype(np.uint8)
+                    labels[~valid] = NODATA
+                    counts[:] += np.bincount(np.where(valid, labels, len(classes)).ravel(),
+                                             minlength=len(classes) + 1)
+                    mask_var[y0: y0 + rows, :] = labels
+                    if prob_var is not None:
+                        p = np.where(valid[None], probs, np.nan).astype(np.float32)
+                        prob_var[:, y0: y0 + rows, :] = p
+
+                valid_cache: dict[int, np.ndarray] = {}
+
+                def read_and_remember(y0: int, y1: int) -> np.ndarray:
+                    a = read_rows(y0, y1)
+                    ok = np.isfinite(a).all(axis=0)
+                    for r in range(y0, y1):
+                        valid_cache.setdefault(r, ok[r - y0])
+                    return a
+
+                def valid_rows(y0: int, rows: int) -> np.ndarray:
+                    out = np.stack([valid_cache.pop(r) for r in range(y0, y0 + rows)])
+                    for r in [r for r in valid_cache if r < y0]:
+                        valid_cache.pop(r)
+                    return out
+
+                with torch.inference_mode():
+                    run_tiled(read_and_remember, predict, grid, len(classes), write_rows,
+                              batch_size=batch_size, progress=progress)
+            finally:
+                dst.close()
+                src.close()
+    finally:
+        ds.close()
+    n_valid = max(int(counts[:-1].sum()), 1)
+    fractions = {c: float(counts[i]) / n_valid for i, c in enumerate(classes)}
+    return SegmentResult(path=out_p, shape=(height, width), n_tiles=grid.n_tiles,
+                         seconds=time.perf_counter() - t0, device=str(dev),
+                         class_fractions=fractions)
+
+
+def _write_header(src: Any, dst: Any, ds: Any, iname: str, ydim: str, xdim: str, height: int,
+                  width: int, classes: list[str], probabilities: bool,
+                  img_attrs: dict[str, Any]) -> list[str]:
+    """Dimensions, copied coordinates and grid mapping, and the (empty) output variables."""
+    dst.createDimension(ydim, height)
+    dst.createDimension(xdim, width)
+    for d in (ydim, xdim):
+        if d in src.variables and src.variables[d].dimensions == (d,):
+            _copy_var(src, dst, d, (d,), ydim)
+    aux: list[str] = []
+    wanted = str(src.variables[iname].__dict__.get("coordinates", "")).split()
+    wanted += [str(n) for n, c in ds.coords.items() if set(c.dims) <= {ydim, xdim} and c.ndim]
+    for name in dict.fromkeys(wanted):
+        if name in (ydim, xdim) or name not in src.variables:
+            continue
+        v = src.variables[name]
+        if v.ndim >= 1 and set(v.dimensions) <= {ydim, xdim}:
+            _copy_var(src, dst, name, tuple(v.dimensions), ydim)
+            aux.append(name)
+    gm = img_attrs.get("grid_mapping")
+    gm_name = str(gm).split(":")[0].strip() if gm else None
+    if gm_name and gm_name in src.variables and src.variables[gm_name].ndim == 0:
+        _copy_var(src, dst, gm_name, (), ydim)
+    chunks = (min(height, 512), min(width, 512))
+    fl = label_attrs(classes)
+    mask = dst.createVariable("cloud_mask", "u1", (ydim, xdim), fill_value=np.uint8(NODATA),
+                              zlib=True, complevel=4, chunksizes=chunks)
+    mask.setncatts({"long_name": "cloud mask (most probable class)",
+                    "flag_values": fl["flag_values"], "flag_meanings": fl["flag_meanings"],
+                    "comment": fl["comment"]})
+    if aux:
+        mask.setncattr("coordinates", " ".join(aux))
+    if gm_name and gm_name in dst.variables:
+        mask.setncattr("grid_mapping", str(gm))
+    if probabilities:
+        dst.createDimension("class", len(classes))
+        cls = dst.createVariable("class", str, ("class",))
+        for i, c in enumerate(classes):
+            cls[i] = c
+        cls.setncattr("long_name", "class name")
+        prob = dst.createVariable("probability", "f4", ("class", ydim, xdim),
+                                  fill_value=np.float32(np.nan), zlib=True, complevel=4,
+                                  least_significant_digit=3, chunksizes=(1, *chunks))
+        prob.setncatts({"long_name": "class probability", "units": "1",
+                        "valid_min": np.float32(0.0), "valid_max": np.float32(1.0)})
+        if aux:
+            prob.setncattr("coordinates", " ".join(aux))
+        if gm_name and gm_name in dst.variables:
+            prob.setncattr("grid_mapping", str(gm))
+    return aux
+
+
+def _global_attrs(ds: Any, scene: Path, ckpt: Path, classes: list[str], grid: TileGrid,
+                  tile: int, overlap: int) -> dict[str, Any]:
+    now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    keep = {k: v for k, v in ds.attrs.items()
+            if k not in ("Conventions", "title", "history", "source", "comment")
+            and isinstance(v, str | int | float | np.number)}
+    line = (f"{now} climdl segment --checkpoint {ckpt} --input {scene} (tile {tile}, "
+            f"overlap {overlap}; climdl {__version__})")
+    history = f"{line}\n{ds.attrs['history']}" if ds.attrs.get("history") else line
+    return {
+        **{f"input_{k}": v for k, v in keep.items()},
+        "Conventions": "CF-1.10",
+        "title": "cloud mask",
+        "source": f"climdl {__version__} cloud segmentation (CloudUNet, tiled inference)",
+        "history": history,
+        "input_file": str(scene.resolve()),
+        "input_title": str(ds.attrs.get("title", "")),
+        "climdl_version": __version__,
+        "climdl_checkpoint": str(ckpt.resolve()),
+        "climdl_checkpoint_sha256": _sha256(ckpt),
+        "classes": " ".join(classes),
+        "tiling": f"{grid.tile_h}x{grid.tile_w} tiles, overlap {grid.overlap}, "
+                  f"{grid.n_tiles} tiles, sine-squared blending",
+    }

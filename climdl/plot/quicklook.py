@@ -1,0 +1,280 @@
+"""A map of one variable of a NetCDF file, or of two files and their difference (``climdl plot``).
+
+The library side of the CLI: open a CF file (grid mapping as a coordinate, cftime dates of any
+calendar), pick one time step by date or index or average over time, draw it with
+:func:`climdl.plot.plot_field` (or three panels FILE / OTHER / FILE - OTHER with
+:func:`climdl.plot.panel_figure`), and save the figure atomically. Every predictable mistake is
+a :class:`climdl.errors.ClimdlError` with one sentence that says what to do.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from climdl.errors import ConfigError, DataError, OutputError
+from climdl.plot.figures import figure_format, save_figure
+
+if TYPE_CHECKING:
+    import xarray as xr
+
+    from climdl.plot.colours import Kind
+
+PathLike = str | os.PathLike[str]
+_DATE = re.compile(r"^\s*(-?\d{1,4})-(\d{1,2})-(\d{1,2})(?:[T ](\d{1,2})(?::(\d{1,2}))?(?::\d+)?)?"
+                   r"\s*$")
+_INDEX = re.compile(r"^\s*[+-]?\d+\s*$")
+
+
+@dataclass(frozen=True)
+class TimeChoice:
+    """How to reduce the time dimension: one step (``when``: date string or index) or a mean."""
+
+    when: str | int | None = None
+    mean: bool = False
+
+    @staticmethod
+    def parse(text: str | None, mean: bool = False) -> TimeChoice:
+        """``--time`` text: an integer is an index (negative counts from the end), else a date."""
+        if text is not None and mean:
+            raise ConfigError("choose either --time or --mean, not both.")
+        if text is None:
+            return TimeChoice(None, mean)
+        if _INDEX.match(text):
+            return TimeChoice(int(text), False)
+        if not _DATE.match(text):
+            raise ConfigError(f"--time {text!r} is neither a date (YYYY-MM-DD[ HH:MM]) nor a "
+                              "time index.")
+        return TimeChoice(text.strip(), False)
+
+
+def open_field(path: PathLike, var: str | None = None) -> xr.DataArray:
+    """One variable of a NetCDF file, lazily, with its grid mapping as a coordinate.
+
+    Without ``var`` the file must hold exactly one data variable.
+    """
+    import xarray as xr
+
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{p} does not exist or is not a file; check the path.")
+    try:
+        ds = xr.open_dataset(p, decode_coords="all",
+                             decode_times=xr.coders.CFDatetimeCoder(use_cftime=True))
+    except Exception as exc:  # netCDF4/h5py/xarray raise many types for unreadable files
+        raise DataError(f"cannot read {p} as NetCDF ({type(exc).__name__}: {exc}); check that "
+                        "the file is complete.") from None
+    names = [str(n) for n, v in ds.data_vars.items()
+             if "grid_mapping_name" not in v.attrs and v.ndim >= 2]
+    if var is None:
+        if len(names) != 1:
+            listed = ", ".join(names) or "none"
+            raise ConfigError(f"{p} has {len(names)} plottable variables ({listed}); choose one "
+                              "with --var.")
+        var = names[0]
+    if var not in ds.data_vars:
+        raise DataError(f"variable {var!r} is not in {p}; variables there: "
+                        f"{', '.join(names) or 'none'}.")
+    da = ds[var]
+    da.encoding["source"] = str(p)
+    return da
+
+
+def _time_dim(da: xr.DataArray) -> str | None:
+    if "time" in da.dims:
+        return "time"
+    for d in da.dims:
+        c = da.coords.get(d)
+        if c is not None and (c.attrs.get("axis") == "T" or c.attrs.get("standard_name") == "time"
+                              or np.issubdtype(c.dtype, np.datetime64)):
+            return str(d)
+    return None
+
+
+def _date_of(times: Any, text: str) -> Any:
+    """``text`` as a date of the calendar of ``times`` (cftime objects or datetime64)."""
+    import cftime
+
+    m = _DATE.match(text)
+    assert m is not None
+    y, mo, d = int(m[1]), int(m[2]), int(m[3])
+    h, mi = int(m[4] or 0), int(m[5] or 0)
+    first = times[0]
+    calendar = getattr(first, "calendar", None) or "standard"
+    try:
+        return cftime.datetime(y, mo, d, h, mi, calendar=calendar,
+                               has_year_zero=getattr(first, "has_year_zero", None))
+    except ValueError:
+        raise ConfigError(f"--time {text!r} is not a date of the {calendar!r} calendar of the "
+                          "file.") from None
+
+
+def _as_days(times: Any, calendar: str) -> np.ndarray:
+    """Days since 1970-01-01 of datetime64 values or cftime dates of ``calendar``."""
+    import cftime
+
+    if np.issubdtype(np.asarray(times).dtype, np.datetime64):
+        t = np.asarray(times, dtype="datetime64[s]").astype(np.int64)
+        return t / 86400.0
+    return np.asarray(cftime.date2num(list(times), "days since 1970-01-01", calendar=calendar),
+                      dtype=float)
+
+
+def _fmt(t: Any) -> str:
+    try:
+        return str(t.strftime("%Y-%m-%d"))
+    except AttributeError:
+        return str(np.datetime_as_string(np.datetime64(t, "D")))
+
+
+def select_time(da: xr.DataArray, choice: TimeChoice) -> tuple[xr.DataArray, str]:
+    """Reduce the time dimension as chosen; return the field and a label for the title.
+
+    A date picks the nearest step (refused more than a day outside the file's period); an index
+    counts from 0 (negative from the end). Without a choice a series of more than one step is
+    refused, so that nobody plots the first day by accident.
+    """
+    where = da.encoding.get("source", "the file")
+    tdim = _time_dim(da)
+    name = da.name
+    if tdim is None:
+        if choice.when is not None or choice.mean:
+            flag = "--mean" if choice.mean else "--time"
+            raise DataError(f"{name} in {where} has no time dimension; drop {flag}.")
+        return da, ""
+    n = da.sizes[tdim]
+    times = da[tdim].values if tdim in da.coords else None
+    if choice.mean:
+        out = da.mean(tdim, keep_attrs=True)
+        methods = str(out.attrs.get("cell_methods", "")).strip()
+        out.attrs["cell_methods"] = f"{methods} {tdim}: mean".strip()
+        label = f"mean {_fmt(times[0])} to {_fmt(times[-1])}" if times is not None else "mean"
+        return out, label
+    if choice.when is None:
+        if n == 1:
+            return da.isel({tdim: 0}), _fmt(times[0]) if times is not None else ""
+        raise DataError(f"{name} in {where} has {n} time steps; choose one with --time DATE|INDEX "
+                        "or average them with --mean.")
+    if isinstance(choice.when, int):
+        i = choice.when
+        if not -n <= i < n:
+            raise ConfigError(f"--time {i} is out of range: {where} has {n} time steps "
+                              f"(0 to {n - 1}, or negative from the end).")
+    else:
+        if times is None:
+            raise DataError(f"the time dimension of {name} in {where} has no dates; give --time "
+                            "as an index.")
+        target = _date_of(times, choice.when)
+        calendar = getattr(times[0], "calendar", None) or "standard"
+        days = _as_days(times, calendar)
+        t0 = float(np.asarray(_as_days([target], calendar))[0])
+        if t0 < days.min() - 1.0 or t0 > days.max() + 1.0:
+            raise ConfigError(f"--time {choice.when} is outside the period of {where} "
+                              f"({_fmt(times[0])} to {_fmt(times[-1])}).")
+        i = int(np.argmin(np.abs(days - t0)))
+    out = da.isel({tdim: i})
+    return out, _fmt(times[i]) if times is not None else f"step {i}"
+
+
+def _label(path: Path, other: Path) -> str:
+    """A short panel label: the file name without suffix, with its folder if both are alike."""
+    return path.stem if path.stem != other.stem else f"{path.parent.name}/{path.stem}"
+
+
+def _to_units(da: xr.DataArray, units: str) -> xr.DataArray:
+    """``da`` converted to ``units`` (pint, udunits spellings); DataError when impossible."""
+    have = str(da.attrs.get("units", "")).strip()
+    if have == units.strip():
+        return da
+    from climdl.data.units import UREG, parse_units
+
+    try:
+        values = UREG.Quantity(np.asarray(da.values, float), parse_units(have)).to(
+            parse_units(units)).magnitude
+    except Exception:  # pint raises DimensionalityError, UndefinedUnitError, ValueError...
+        raise DataError(f"cannot compare {da.name} in {have!r} with {units!r}; --vs needs "
+                        "convertible units.") from None
+    return da.copy(data=values).assign_attrs(units=units)
+
+
+def _same_grid(a: xr.DataArray, b: xr.DataArray, pa: Path, pb: Path) -> xr.DataArray:
+    """``b`` on the coordinates of ``a``, after checking that both grids are the same."""
+    if set(a.dims) != set(b.dims) or any(a.sizes[d] != b.sizes[d] for d in a.dims):
+        raise DataError(f"{pa} {dict(a.sizes)} and {pb} {dict(b.sizes)} are not on the same grid;"
+                        " --vs needs both files on one grid.")
+    b = b.transpose(*a.dims)
+    for d in a.dims:
+        if d in a.coords and d in b.coords and not np.allclose(
+            np.asarray(a[d].values, float), np.asarray(b[d].values, float), rtol=1e-6,
+            atol=1e-6,
+        ):
+            raise DataError(f"{pa} and {pb} have different {d} coordinates; --vs needs both "
+                            "files on one grid.")
+    return a.copy(data=np.asarray(b.values))
+
+
+def plot_file(
+    path: PathLike,
+    out: PathLike,
+    *,
+    var: str | None = None,
+    time: str | None = None,
+    mean: bool = False,
+    vs: PathLike | None = None,
+    kind: Kind = "auto",
+    vmin: float | None = None,
+    vmax: float | None = None,
+    title: str | None = None,
+    dpi: float | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Map ``var`` of ``path`` (one step or the time mean) to the figure ``out``; return its path.
+
+    With ``vs``, three panels: ``path``, ``vs`` (same variable, time choice and grid; units
+    converted) and their difference on a diverging scale. ``out`` ends in .png, .pdf or .svg and
+    is not replaced unless ``overwrite``.
+    """
+    from climdl.plot.colours import KINDS
+    from climdl.plot.maps import as_2d, default_title, panel_figure, plot_field
+
+    figure_format(out)
+    if Path(out).exists() and not overwrite:
+        raise OutputError(f"{out} already exists; pass --overwrite to replace it.")
+    if kind not in KINDS:
+        raise ConfigError(f"unknown --kind {kind!r}; choose one of {', '.join(KINDS)}.")
+    choice = TimeChoice.parse(time, mean)
+    p = Path(path)
+    a = open_field(p, var)
+    a, when = select_time(a, choice)
+    a = as_2d(a.load())
+    if vs is None:
+        heading = title or ", ".join(s for s in (default_title(a.drop_vars("time", errors="ignore")),
+                                                  when) if s)
+        ax = plot_field(a, kind=kind, vmin=vmin, vmax=vmax, title=heading)
+        fig = ax.get_figure()
+    else:
+        q = Path(vs)
+        b = open_field(q, str(a.name))
+        b, when_b = select_time(b, choice)
+        b = as_2d(_to_units(b.load(), str(a.attrs.get("units", ""))))
+        b_on_a = _same_grid(a, b, p, q)
+        diff = (a - b_on_a).assign_attrs(
+            long_name=f"{a.name}: difference", units=a.attrs.get("units", ""),
+            climdl_kind="diverging",
+        )
+        diff.name = f"{a.name}_difference"
+        name = a.attrs.get("long_name") or a.name
+        fields = [(f"{_label(p, q)}{chr(10) + when if when else ''}", a),
+                  (f"{_label(q, p)}{chr(10) + when_b if when_b else ''}", b),
+                  ("difference\n(left minus middle)", diff)]
+        fig = panel_figure(fields, kinds=[kind, kind, "diverging"], ncols=3,
+                           shared=["field", "field", "difference"], suptitle=title or str(name),
+                           limits=[(vmin, vmax), (vmin, vmax), None])
+    assert fig is not None
+    return save_figure(fig, out, dpi=dpi, overwrite=overwrite)  # type: ignore[arg-type]
+
