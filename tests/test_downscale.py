@@ -312,3 +312,15 @@ def test_two_ranks_split_the_chunks_into_one_identical_file(tasmax_ckpt: Path, p
     assert proc.returncode == 0, proc.stderr[-2000:]
     with _open(out) as ds:
         np.testing.assert_array_equal(ds.tasmax.values, single.tasmax.values)
+
+
+@pytest.mark.distributed
+def test_dask_local_cluster_gives_the_in_process_output(tasmax_ckpt: Path, perfect: Path,
+                                                         tmp_path: Path) -> None:
+    out = tmp_path / "dask.nc"
+    single = downscale(tasmax_ckpt, [str(perfect)], chunk_days=60).dataset
+    assert main(["downscale", "-c", str(tasmax_ckpt), "-i", str(perfect), "-o", str(out),
+                 "--chunk-days", "60", "--workers", "2", "-q"]) == 0
+    with _open(out) as ds:
+        np.testing.assert_array_equal(ds.tasmax.values, single.tasmax.values)
+        assert ds.sizes["time"] == 365 and not parts_dir(out).exists()

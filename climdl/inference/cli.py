@@ -49,6 +49,12 @@ def register(sub: Any) -> None:
     run.add_argument("--batch-size", type=int, default=64, help="days per forward pass (default 64)")
     run.add_argument("--chunk-days", type=int, default=365,
                      help="days read, computed and stored together; the resume unit (default 365)")
+    dask = run.add_mutually_exclusive_group()
+    dask.add_argument("--dask-scheduler", default=None, metavar="ADDRESS",
+                      help="run the chunks on an existing Dask cluster (tcp://host:8786); the output "
+                           "folder must be shared with the workers")
+    dask.add_argument("--workers", type=int, default=None,
+                      help="run the chunks on N local Dask worker processes")
     d.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     d.set_defaults(func=_cmd_downscale)
 
@@ -80,6 +86,7 @@ def _cmd_downscale(args: argparse.Namespace) -> int:
             batch_size=args.batch_size, chunk_days=args.chunk_days, fmt=args.fmt,
             emulator_output="baseline" if args.baseline else "emulator", forcing=args.forcing,
             resume=args.resume, overwrite=args.overwrite,
+            dask_scheduler=args.dask_scheduler if args.dask_scheduler else args.workers,
             history="climdl " + shlex.join(getattr(args, "argv", ["downscale"])),
             progress=report)
     if res.rank != 0:

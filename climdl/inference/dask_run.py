@@ -1,0 +1,99 @@
+"""Downscaling chunks as tasks on a Dask cluster (an existing one, or local worker processes).
+
+Each task rebuilds the run's :class:`~climdl.inference.job.Job` from its JSON config once per
+worker process (cached), reads its chunk of predictors, predicts and stores the chunk file in the
+run's parts folder, which must therefore be on a file system the workers share (as on an HPC
+cluster). The client only schedules, shows progress and joins the parts at the end. On SLURM,
+start the workers with dask-jobqueue (``SLURMCluster(...).scale(jobs=N)``) and pass the
+scheduler's address; for GPUs, one worker per GPU (dask-cuda's ``LocalCUDACluster``), or use
+``torchrun`` instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from climdl.errors import ConfigError, DataError
+from climdl.inference.job import Job, JobConfig
+from climdl.inference.parts import PartStore
+
+log = logging.getLogger(__name__)
+
+_JOBS: dict[str, Job] = {}
+
+
+def _job(config_json: str) -> Job:
+    """The job of this config in this worker process (built on first use)."""
+    if config_json not in _JOBS:
+        _JOBS.clear()  # one run at a time per worker: free the previous emulators
+        _JOBS[config_json] = Job(JobConfig.from_json(config_json))
+    return _JOBS[config_json]
+
+
+def run_chunk(config_json: str, index: int, output: str, manifest: dict[str, Any],
+              torch_threads: int) -> int:
+    """Worker task: compute chunk ``index`` and store it in the output's parts folder."""
+    import torch
+
+    torch.set_num_threads(torch_threads)
+    job = _job(config_json)
+    x, times = job.read(index)
+    chunk = job.compute(x, times)
+    PartStore(Path(output), manifest, create=False).write(index, chunk, job.part_encoding(chunk))
+    return int(times.size)
+
+
+@contextlib.contextmanager
+def client_for(scheduler: str | int) -> Iterator[Any]:
+    """A Dask client: connected to ``scheduler`` (an address) or to N new local worker processes."""
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError as exc:  # pragma: no cover - distributed is a dependency
+        raise ConfigError("running on Dask needs the 'distributed' package.") from exc
+    if isinstance(scheduler, int) or str(scheduler).isdigit():
+        n = int(scheduler)
+        if n < 1:
+            raise ConfigError("--workers must be at least 1.")
+        with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+                Client(cluster) as client:
+            yield client
+        return
+    try:
+        client = Client(str(scheduler), timeout=30)
+    except OSError as exc:
+        raise ConfigError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from exc
+    with client:
+        yield client
+
+
+def run_on_dask(job: Job, todo: Sequence[int], store: PartStore, scheduler: str | int, *,
+                progress: Callable[[int, int], None] | None = None, done_days: int = 0) -> None:
+    """Compute the chunks ``todo`` on the cluster, storing each in ``store``."""
+    import torch
+    from distributed import as_completed
+
+    if not todo:
+        return
+    config = job.config.to_json()
+    threads = torch.get_num_threads()
+    with client_for(scheduler) as client:
+        log.info("Dask: %d chunk(s) on %s", len(todo), client)
+        futures = [client.submit(run_chunk, config, i, str(store.output), store.manifest, threads,
+                                 key=f"climdl-downscale-{store.output.name}-{i}", pure=False)
+                   for i in todo]
+        for future in as_completed(futures):
+            try:
+                done_days += int(future.result())
+            except Exception as exc:
+                for f in futures:
+                    f.cancel()
+                if isinstance(exc, (ConfigError, DataError)):
+                    raise
+                raise DataError(f"a Dask worker failed on a chunk: {exc}; the finished chunks are kept, "
+                                "rerun with --resume.") from exc
+            if progress:
+                progress(done_days, job.n_days)

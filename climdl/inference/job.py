@@ -1,0 +1,184 @@
+"""One downscaling run's fixed context, and the work of one chunk of time.
+
+:class:`JobConfig` holds everything that defines a run (plain, JSON-serialisable values), so the
+same :class:`Job` can be rebuilt in another process: a Dask worker or another rank. A job loads the
+emulators, opens the predictors lazily, checks them against the checkpoints and prepares the grid
+adapter once; then :meth:`Job.read` and :meth:`Job.compute` turn chunk ``i`` of the time axis
+into a CF ``xr.Dataset``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import dask
+import numpy as np
+import torch
+import xarray as xr
+
+from climdl.errors import ConfigError
+from climdl.inference.emulators import EmulatorSet, Output, as_numpy
+from climdl.inference.inputs import GridAdapter, Regrid, check_finite, open_inputs
+from climdl.inference.output import Format, chunk_dataset, encoding
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    """What defines a downscaling run (see :func:`climdl.inference.downscale` for each field)."""
+
+    checkpoints: tuple[str, ...]
+    inputs: tuple[str, ...] | None = None
+    catalog: str | None = None
+    period: str | None = None
+    kind: Literal["perfect", "imperfect"] = "imperfect"
+    gcm: str | None = None
+    start: str | None = None
+    end: str | None = None
+    regrid: Regrid = "conservative"
+    min_coverage: float = 0.999
+    device: str = "auto"
+    precision: str = "32"
+    batch_size: int = 64
+    chunk_days: int = 365
+    fmt: Format = "cf"
+    emulator_output: Output = "emulator"
+    forcing: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> JobConfig:
+        d = json.loads(text)
+        for key in ("checkpoints", "inputs"):
+            if d.get(key) is not None:
+                d[key] = tuple(d[key])
+        return cls(**d)
+
+
+def _device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for but no CUDA device is available; use --device cpu.")
+    if device not in ("cpu",) and not device.startswith("cuda"):
+        raise ConfigError(f"unknown device {device!r}; choose auto, cpu or cuda.")
+    return torch.device(device)
+
+
+def _autocast(precision: str, device: torch.device) -> torch.dtype | None:
+    if precision in ("32", "32-true", "fp32"):
+        return None
+    if precision in ("bf16", "bf16-mixed"):
+        return torch.bfloat16
+    if precision in ("16", "16-mixed", "fp16"):
+        if device.type != "cuda":
+            raise ConfigError("--precision 16 needs a CUDA device; use bf16 or 32 on the CPU.")
+        return torch.float16
+    raise ConfigError(f"unknown precision {precision!r}; choose 32, bf16 or 16.")
+
+
+def _aux(emulators: EmulatorSet, time: xr.DataArray, forcing: dict[str, list[float]] | None,
+         device: torch.device) -> dict[str, torch.Tensor]:
+    from climdl.data.emulator_data import day_of_year_features, forcing_from_table
+
+    doy = day_of_year_features(time)
+    out = {"doy_sin": doy[:, 0], "doy_cos": doy[:, 1]}
+    rest = [n for n in emulators.aux_names if n not in out]
+    if rest:
+        if forcing is None:
+            raise ConfigError(f"the emulator needs the forcing series {', '.join(rest)}; give --forcing CSV.")
+        values, names = forcing_from_table(time, forcing)
+        out |= {n: values[:, i] for i, n in enumerate(names)}
+        lacking = [n for n in rest if n not in out]
+        if lacking:
+            raise ConfigError(f"the forcing table lacks {', '.join(lacking)}.")
+    return {k: torch.from_numpy(np.ascontiguousarray(v, np.float32)).to(device) for k, v in out.items()}
+
+
+
+
+class Job:
+    """The loaded emulators, the opened predictors and the grid adapter of one run."""
+
+    def __init__(self, config: JobConfig) -> None:
+        if config.chunk_days < 1 or config.batch_size < 1:
+            raise ConfigError("--chunk-days and --batch-size must be positive.")
+        self.config = config
+        self.device = _device(config.device)
+        self.amp = _autocast(config.precision, self.device)
+        self.emulators = EmulatorSet(list(config.checkpoints), output=config.emulator_output,
+                                     device=self.device)
+        self.ds, self.source = open_inputs(
+            list(config.inputs) if config.inputs else None, self.emulators.variables,
+            catalog=config.catalog, period=config.period, kind=config.kind, gcm=config.gcm,
+            start=config.start, end=config.end)
+        self.variables = self.emulators.variables
+        self.emulators.check_units({v: str(self.ds[v].attrs.get("units", "")) for v in self.variables})
+        self.adapter = GridAdapter(self.ds, self.emulators.spec["coarse_grid"], config.regrid,
+                                   config.min_coverage)
+        self.forcing: dict[str, list[float]] | None = None
+        if config.forcing is not None:
+            from climdl.data.emulator_data import read_forcing_table
+
+            self.forcing = read_forcing_table(config.forcing)
+        else:
+            self.forcing = self.emulators.forcing_table()
+        t = self.ds.time
+        self.calendar = str(t.dt.calendar) if hasattr(t.dt, "calendar") else "standard"
+        self.targets = self.emulators.targets
+        self.n_days = int(self.ds.sizes["time"])
+        self.starts = list(range(0, self.n_days, config.chunk_days))
+        self.space = self.ds[self.variables[0]].dims[-2:]
+
+    def chunk_length(self, i: int) -> int:
+        return min(self.config.chunk_days, self.n_days - self.starts[i])
+
+    def manifest(self) -> dict[str, Any]:
+        """What a resumed run must share with the interrupted one."""
+        c = self.config
+        return {
+            "checkpoints": [e["sha256"] for e in self.emulators.describe()],
+            "inputs": [str(p.resolve()) for p in self.source.files],
+            "first_day": str(self.ds.time.values[0]), "last_day": str(self.ds.time.values[-1]),
+            "n_days": self.n_days, "chunk_days": c.chunk_days, "regrid": self.adapter.describe(),
+            "format": c.fmt, "output": c.emulator_output, "precision": c.precision,
+            "batch_size": c.batch_size,
+        }
+
+    def read(self, i: int) -> tuple[np.ndarray, xr.DataArray]:
+        """Chunk ``i``'s predictors [T, C, h, w] (float32) and times, read from the files."""
+        part = self.ds[self.variables].isel(time=slice(self.starts[i], self.starts[i] + self.config.chunk_days))
+        with dask.config.set(scheduler="threads"):
+            arr = part.to_array("channel").transpose("time", "channel", *self.space).values
+        return np.ascontiguousarray(arr, dtype=np.float32), part.time.load()
+
+    def compute(self, x_np: np.ndarray, times: xr.DataArray) -> xr.Dataset:
+        """Regrid on the device, check, predict in batches: the chunk as a CF Dataset."""
+        bs = self.config.batch_size
+        x = self.adapter(torch.from_numpy(x_np).to(self.device))
+        check_finite(x, self.variables, [str(t) for t in times.values])
+        aux = _aux(self.emulators, times, self.forcing, self.device)
+        preds = [as_numpy(self.emulators.predict(x[a : a + bs], {n: v[a : a + bs] for n, v in aux.items()},
+                                                 self.amp))
+                 for a in range(0, x.shape[0], bs)]
+        return chunk_dataset(np.concatenate(preds), times, self.emulators.spec, self.targets,
+                             self.config.fmt)
+
+    def part_encoding(self, chunk: xr.Dataset) -> dict[str, dict[str, Any]]:
+        """Encoding of a stored chunk (uncompressed: the join compresses)."""
+        return encoding(chunk, self.targets, self.calendar, self.config.fmt, compress=False)
+
+    def final_encoding(self) -> dict[str, dict[str, Any]]:
+        """Encoding of the joined output (compressed, chunked for the whole series)."""
+        sample = chunk_dataset(np.zeros((1, len(self.targets), *self.emulators.spec["out_size"]), np.float32),
+                               self.ds.time[:1], self.emulators.spec, self.targets, self.config.fmt)
+        enc = encoding(sample, self.targets, self.calendar, self.config.fmt)
+        for t in self.targets:
+            cs = enc[t].get("chunksizes")
+            if cs:
+                enc[t]["chunksizes"] = (min(self.n_days, 365), *cs[1:])
+        return enc
