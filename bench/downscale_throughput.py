@@ -133,7 +133,7 @@ def main() -> None:
     p.add_argument("--years", type=int, nargs="+", default=[1, 10])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--precision", default="32", choices=["32", "bf16"])
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--folder", default=None)
     p.add_argument("--child", action="store_true")
     p.add_argument("--bare", action="store_true")

@@ -46,7 +46,8 @@ def register(sub: Any) -> None:
     run.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default auto)")
     run.add_argument("--precision", default="32", choices=["32", "bf16", "16"],
                      help="32, bf16 (autocast; for GPUs) or 16 (CUDA)")
-    run.add_argument("--batch-size", type=int, default=64, help="days per forward pass (default 64)")
+    run.add_argument("--batch-size", type=int, default=None,
+                     help="days per forward pass (default 16 on the CPU, 256 on a GPU)")
     run.add_argument("--chunk-days", type=int, default=365,
                      help="days read, computed and stored together; the resume unit (default 365)")
     dask = run.add_mutually_exclusive_group()

@@ -101,7 +101,7 @@ def downscale(
     min_coverage: float = 0.999,
     device: str = "auto",
     precision: Precision | str = "32",
-    batch_size: int = 64,
+    batch_size: int | None = None,
     chunk_days: int = 365,
     fmt: Format = "cf",
     emulator_output: Output = "emulator",
@@ -126,7 +126,7 @@ def downscale(
         min_coverage: conservative remapping refuses training cells covered less than this.
         device: ``auto``, ``cpu`` or ``cuda[:N]``.
         precision: ``32``, ``bf16`` (autocast, GPUs) or ``16`` (CUDA only).
-        batch_size: days per forward pass.
+        batch_size: days per forward pass (default: 16 on the CPU, 256 on a GPU).
         chunk_days: days per chunk (read, computed and stored together; the resume unit).
         fmt: ``cf`` (compressed CF-1.10) or ``mlbench`` (the benchmark's submission layout).
         emulator_output: ``emulator`` or ``baseline`` (the fitted interpolation baseline).

@@ -41,7 +41,7 @@ class JobConfig:
     min_coverage: float = 0.999
     device: str = "auto"
     precision: str = "32"
-    batch_size: int = 64
+    batch_size: int | None = None
     chunk_days: int = 365
     fmt: Format = "cf"
     emulator_output: Output = "emulator"
@@ -105,10 +105,12 @@ class Job:
     """The loaded emulators, the opened predictors and the grid adapter of one run."""
 
     def __init__(self, config: JobConfig) -> None:
-        if config.chunk_days < 1 or config.batch_size < 1:
+        if config.chunk_days < 1 or (config.batch_size is not None and config.batch_size < 1):
             raise ConfigError("--chunk-days and --batch-size must be positive.")
         self.config = config
         self.device = _device(config.device)
+        # CPU: small batches cost no speed and keep the activations' memory low; GPU: fill it
+        self.batch_size = config.batch_size or (256 if self.device.type == "cuda" else 16)
         self.amp = _autocast(config.precision, self.device)
         self.emulators = EmulatorSet(list(config.checkpoints), output=config.emulator_output,
                                      device=self.device)
@@ -146,7 +148,7 @@ class Job:
             "first_day": str(self.ds.time.values[0]), "last_day": str(self.ds.time.values[-1]),
             "n_days": self.n_days, "chunk_days": c.chunk_days, "regrid": self.adapter.describe(),
             "format": c.fmt, "output": c.emulator_output, "precision": c.precision,
-            "batch_size": c.batch_size,
+            "batch_size": self.batch_size,
         }
 
     def read(self, i: int) -> tuple[np.ndarray, xr.DataArray]:
@@ -158,7 +160,7 @@ class Job:
 
     def compute(self, x_np: np.ndarray, times: xr.DataArray) -> xr.Dataset:
         """Regrid on the device, check, predict in batches: the chunk as a CF Dataset."""
-        bs = self.config.batch_size
+        bs = self.batch_size
         x = self.adapter(torch.from_numpy(x_np).to(self.device))
         check_finite(x, self.variables, [str(t) for t in times.values])
         aux = _aux(self.emulators, times, self.forcing, self.device)

@@ -99,11 +99,14 @@ class TileGrid:
 def plan_tiles(height: int, width: int, tile: int, overlap: int, multiple: int) -> TileGrid:
     """Check the tiling options against the network and lay out the tiles."""
     if tile < multiple or tile % multiple:
-        raise ConfigError(f"--tile must be a positive multiple of {multiple} (the network's "
-                          f"2**depth), got {tile}; try {max(multiple, tile // multiple * multiple)}.")
+        raise ConfigError(
+            f"--tile must be a positive multiple of {multiple} (the network's "
+            f"2**depth), got {tile}; try {max(multiple, tile // multiple * multiple)}."
+        )
     if overlap < 0 or 2 * overlap > tile:
-        raise ConfigError(f"--overlap must be between 0 and half the tile ({tile // 2}), "
-                          f"got {overlap}.")
+        raise ConfigError(
+            f"--overlap must be between 0 and half the tile ({tile // 2}), got {overlap}."
+        )
     tile_h = min(tile, -(-height // multiple) * multiple)
     tile_w = min(tile, -(-width // multiple) * multiple)
     return TileGrid(height, width, tile_h, tile_w, min(overlap, tile_h // 2, tile_w // 2))
@@ -130,8 +133,9 @@ def _pad_to(a: np.ndarray, h: int, w: int) -> np.ndarray:
     if ph <= 0 and pw <= 0:
         return a
     pad = [(0, 0)] * (a.ndim - 2) + [(0, max(ph, 0)), (0, max(pw, 0))]
-    mode = "reflect" if ph < a.shape[-2] and pw < a.shape[-1] else "edge"
-    return np.pad(a, pad, mode=mode)
+    if ph < a.shape[-2] and pw < a.shape[-1]:
+        return np.pad(a, pad, mode="reflect")
+    return np.pad(a, pad, mode="edge")
 
 
 def run_tiled(
@@ -151,8 +155,8 @@ def run_tiled(
     """
     th, tw, w = grid.tile_h, grid.tile_w, grid.width
     weights = blend_window(th, tw, grid.overlap)
-    acc = np.zeros((n_classes, th, w), dtype=np.float64)
-    wsum = np.zeros((th, w), dtype=np.float64)
+    acc = np.zeros((n_classes, th, w), dtype=np.float32)
+    wsum = np.zeros((th, w), dtype=np.float32)
     buf0 = 0  # scene row of the accumulators' first row
     done = 0
     for ri, y0 in enumerate(grid.rows):
@@ -161,15 +165,15 @@ def run_tiled(
         tiles: list[np.ndarray] = []
         places: list[int] = []
         for x0 in grid.cols:
-            tiles.append(_pad_to(strip[:, :, x0: x0 + tw], th, tw))
+            tiles.append(_pad_to(strip[:, :, x0 : x0 + tw], th, tw))
             places.append(x0)
         for b in range(0, len(tiles), batch_size):
-            probs = predict(np.stack(tiles[b: b + batch_size]))
-            for p, x0 in zip(probs, places[b: b + batch_size], strict=True):
+            probs = predict(np.stack(tiles[b : b + batch_size]))
+            for p, x0 in zip(probs, places[b : b + batch_size], strict=True):
                 hh, ww = y1 - y0, min(tw, w - x0)
                 wt = weights[:hh, :ww]
-                acc[:, y0 - buf0: y0 - buf0 + hh, x0: x0 + ww] += p[:, :hh, :ww] * wt
-                wsum[y0 - buf0: y0 - buf0 + hh, x0: x0 + ww] += wt
+                acc[:, y0 - buf0 : y0 - buf0 + hh, x0 : x0 + ww] += p[:, :hh, :ww] * wt
+                wsum[y0 - buf0 : y0 - buf0 + hh, x0 : x0 + ww] += wt
             done += len(probs)
             if progress is not None:
                 progress(done, grid.n_tiles)
@@ -178,8 +182,8 @@ def run_tiled(
         write_rows(buf0, (acc[:, :n_final] / wsum[None, :n_final]).astype(np.float32))
         acc = np.roll(acc, -n_final, axis=1)
         wsum = np.roll(wsum, -n_final, axis=0)
-        acc[:, th - n_final:] = 0.0
-        wsum[th - n_final:] = 0.0
+        acc[:, th - n_final :] = 0.0
+        wsum[th - n_final :] = 0.0
         buf0 = nxt
 
 
@@ -190,27 +194,37 @@ def match_bands(scene: Sequence[Band], model: Sequence[Band], source: object) ->
     names = [b.name for b in scene]
     missing = [b.name for b in model if b.name not in names]
     if missing:
-        raise DataError(f"{source} lacks the band(s) {', '.join(missing)} that the model was "
-                        f"trained on; it has {', '.join(names)} and the model needs "
-                        f"{', '.join(b.name for b in model)} (band coordinate names).")
+        raise DataError(
+            f"{source} lacks the band(s) {', '.join(missing)} that the model was "
+            f"trained on; it has {', '.join(names)} and the model needs "
+            f"{', '.join(b.name for b in model)} (band coordinate names)."
+        )
     order = [names.index(b.name) for b in model]
     for b, i in zip(model, order, strict=True):
         s = scene[i]
-        if np.isfinite(s.wavelength) and np.isfinite(b.wavelength) and abs(
-                s.wavelength - b.wavelength) > 0.05 * b.wavelength:
-            raise DataError(f"{source}: band {b.name!r} has central wavelength {s.wavelength:g} um "
-                            f"but the model's {b.name!r} is at {b.wavelength:g} um; the bands are "
-                            "mislabelled or in the wrong order.")
+        if (
+            np.isfinite(s.wavelength)
+            and np.isfinite(b.wavelength)
+            and abs(s.wavelength - b.wavelength) > 0.05 * b.wavelength
+        ):
+            raise DataError(
+                f"{source}: band {b.name!r} has central wavelength {s.wavelength:g} um "
+                f"but the model's {b.name!r} is at {b.wavelength:g} um; the bands are "
+                "mislabelled or in the wrong order."
+            )
         if s.units != b.units:
-            raise DataError(f"{source}: band {b.name!r} is in units {s.units!r} but the model "
-                            f"was trained on {b.units!r}; convert it first.")
+            raise DataError(
+                f"{source}: band {b.name!r} is in units {s.units!r} but the model "
+                f"was trained on {b.units!r}; convert it first."
+            )
     if order != list(range(len(scene)))[: len(order)] or len(scene) != len(model):
         log.info("bands taken in the model's order %s", [b.name for b in model])
     return order
 
 
-def check_values(strip: np.ndarray, model: Sequence[Band], mean: np.ndarray, std: np.ndarray,
-                 source: object) -> None:
+def check_values(
+    strip: np.ndarray, model: Sequence[Band], mean: np.ndarray, std: np.ndarray, source: object
+) -> None:
     """Refuse bands whose values lie far outside the training distribution: a band in the
     wrong place (reflectance where brightness temperature belongs) or in other units."""
     for i, b in enumerate(model):
@@ -221,9 +235,11 @@ def check_values(strip: np.ndarray, model: Sequence[Band], mean: np.ndarray, std
         med = float(np.median(v))
         z = abs(med - float(mean[i])) / max(float(std[i]), 1e-6)
         if z > 8.0:
-            raise DataError(f"{source}: band {b.name!r} has values around {med:.4g} but the model "
-                            f"was trained on {float(mean[i]):.4g} +- {float(std[i]):.3g} "
-                            f"({b.units}); the bands are in the wrong order or other units.")
+            raise DataError(
+                f"{source}: band {b.name!r} has values around {med:.4g} but the model "
+                f"was trained on {float(mean[i]):.4g} +- {float(std[i]):.3g} "
+                f"({b.units}); the bands are in the wrong order or other units."
+            )
 
 
 # ---------------------------------------------------------------------------- output
@@ -241,8 +257,7 @@ def _copy_var(src: Any, dst: Any, name: str, dims: tuple[str, ...], ydim: str) -
     v.set_auto_maskandscale(False)
     attrs = {k: v.getncattr(k) for k in v.ncattrs()}
     fill = attrs.pop("_FillValue", None)
-    out = dst.createVariable(name, v.datatype, dims, fill_value=fill,
-                             zlib=v.ndim >= 2, complevel=4)
+    out = dst.createVariable(name, v.datatype, dims, fill_value=fill, zlib=v.ndim >= 2, complevel=4)
     out.set_auto_maskandscale(False)
     out.setncatts(attrs)
     if v.ndim == 0:
@@ -279,8 +294,9 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was asked for but no CUDA device is available; "
-                          "use --device cpu.")
+        raise ConfigError(
+            "--device cuda was asked for but no CUDA device is available; use --device cpu."
+        )
     if device != "cpu" and not device.startswith("cuda"):
         raise ConfigError(f"unknown device {device!r}; choose auto, cpu or cuda.")
     return torch.device(device)
@@ -316,8 +332,10 @@ def segment(
     task = load_segmenter(ckpt).to(dev)
     spec = task.spec
     assert spec is not None
-    model_bands = [Band(n, w, u) for n, w, u in zip(spec["bands"], spec["wavelengths"],
-                                                    spec["band_units"], strict=True)]
+    model_bands = [
+        Band(n, w, u)
+        for n, w, u in zip(spec["bands"], spec["wavelengths"], spec["band_units"], strict=True)
+    ]
     classes = list(spec["classes"])
     mean = spec["stats"]["mean"].numpy()
     std = spec["stats"]["std"].numpy()
@@ -353,8 +371,19 @@ def segment(
             src = netCDF4.Dataset(scene_p)
             dst = netCDF4.Dataset(tmp, "w", format="NETCDF4")
             try:
-                _write_header(src, dst, ds, iname, ydim, xdim, height, width, classes,
-                                    probabilities, img_attrs)
+                _write_header(
+                    src,
+                    dst,
+                    ds,
+                    iname,
+                    ydim,
+                    xdim,
+                    height,
+                    width,
+                    classes,
+                    probabilities,
+                    img_attrs,
+                )
                 dst.setncatts(_global_attrs(ds, scene_p, ckpt, classes, grid, tile, overlap))
                 mask_var = dst.variables["cloud_mask"]
                 prob_var = dst.variables.get("probability")
@@ -365,12 +394,13 @@ def segment(
                     valid = valid_rows(y0, rows)
                     labels = probs.argmax(0).astype(np.uint8)
                     labels[~valid] = NODATA
-                    counts[:] += np.bincount(np.where(valid, labels, len(classes)).ravel(),
-                                             minlength=len(classes) + 1)
-                    mask_var[y0: y0 + rows, :] = labels
+                    counts[:] += np.bincount(
+                        np.where(valid, labels, len(classes)).ravel(), minlength=len(classes) + 1
+                    )
+                    mask_var[y0 : y0 + rows, :] = labels
                     if prob_var is not None:
                         p = np.where(valid[None], probs, np.nan).astype(np.float32)
-                        prob_var[:, y0: y0 + rows, :] = p
+                        prob_var[:, y0 : y0 + rows, :] = p
 
                 valid_cache: dict[int, np.ndarray] = {}
 
@@ -388,8 +418,15 @@ def segment(
                     return out
 
                 with torch.inference_mode():
-                    run_tiled(read_and_remember, predict, grid, len(classes), write_rows,
-                              batch_size=batch_size, progress=progress)
+                    run_tiled(
+                        read_and_remember,
+                        predict,
+                        grid,
+                        len(classes),
+                        write_rows,
+                        batch_size=batch_size,
+                        progress=progress,
+                    )
             finally:
                 dst.close()
                 src.close()
@@ -397,14 +434,29 @@ def segment(
         ds.close()
     n_valid = max(int(counts[:-1].sum()), 1)
     fractions = {c: float(counts[i]) / n_valid for i, c in enumerate(classes)}
-    return SegmentResult(path=out_p, shape=(height, width), n_tiles=grid.n_tiles,
-                         seconds=time.perf_counter() - t0, device=str(dev),
-                         class_fractions=fractions)
+    return SegmentResult(
+        path=out_p,
+        shape=(height, width),
+        n_tiles=grid.n_tiles,
+        seconds=time.perf_counter() - t0,
+        device=str(dev),
+        class_fractions=fractions,
+    )
 
 
-def _write_header(src: Any, dst: Any, ds: Any, iname: str, ydim: str, xdim: str, height: int,
-                  width: int, classes: list[str], probabilities: bool,
-                  img_attrs: dict[str, Any]) -> list[str]:
+def _write_header(
+    src: Any,
+    dst: Any,
+    ds: Any,
+    iname: str,
+    ydim: str,
+    xdim: str,
+    height: int,
+    width: int,
+    classes: list[str],
+    probabilities: bool,
+    img_attrs: dict[str, Any],
+) -> list[str]:
     """Dimensions, copied coordinates and grid mapping, and the (empty) output variables."""
     dst.createDimension(ydim, height)
     dst.createDimension(xdim, width)
@@ -427,11 +479,23 @@ def _write_header(src: Any, dst: Any, ds: Any, iname: str, ydim: str, xdim: str,
         _copy_var(src, dst, gm_name, (), ydim)
     chunks = (min(height, 512), min(width, 512))
     fl = label_attrs(classes)
-    mask = dst.createVariable("cloud_mask", "u1", (ydim, xdim), fill_value=np.uint8(NODATA),
-                              zlib=True, complevel=4, chunksizes=chunks)
-    mask.setncatts({"long_name": "cloud mask (most probable class)",
-                    "flag_values": fl["flag_values"], "flag_meanings": fl["flag_meanings"],
-                    "comment": fl["comment"]})
+    mask = dst.createVariable(
+        "cloud_mask",
+        "u1",
+        (ydim, xdim),
+        fill_value=np.uint8(NODATA),
+        zlib=True,
+        complevel=4,
+        chunksizes=chunks,
+    )
+    mask.setncatts(
+        {
+            "long_name": "cloud mask (most probable class)",
+            "flag_values": fl["flag_values"],
+            "flag_meanings": fl["flag_meanings"],
+            "comment": fl["comment"],
+        }
+    )
     if aux:
         mask.setncattr("coordinates", " ".join(aux))
     if gm_name and gm_name in dst.variables:
@@ -442,11 +506,24 @@ def _write_header(src: Any, dst: Any, ds: Any, iname: str, ydim: str, xdim: str,
         for i, c in enumerate(classes):
             cls[i] = c
         cls.setncattr("long_name", "class name")
-        prob = dst.createVariable("probability", "f4", ("class", ydim, xdim),
-                                  fill_value=np.float32(np.nan), zlib=True, complevel=4,
-                                  least_significant_digit=3, chunksizes=(1, *chunks))
-        prob.setncatts({"long_name": "class probability", "units": "1",
-                        "valid_min": np.float32(0.0), "valid_max": np.float32(1.0)})
+        prob = dst.createVariable(
+            "probability",
+            "f4",
+            ("class", ydim, xdim),
+            fill_value=np.float32(np.nan),
+            zlib=True,
+            complevel=4,
+            least_significant_digit=3,
+            chunksizes=(1, *chunks),
+        )
+        prob.setncatts(
+            {
+                "long_name": "class probability",
+                "units": "1",
+                "valid_min": np.float32(0.0),
+                "valid_max": np.float32(1.0),
+            }
+        )
         if aux:
             prob.setncattr("coordinates", " ".join(aux))
         if gm_name and gm_name in dst.variables:
@@ -454,14 +531,20 @@ def _write_header(src: Any, dst: Any, ds: Any, iname: str, ydim: str, xdim: str,
     return aux
 
 
-def _global_attrs(ds: Any, scene: Path, ckpt: Path, classes: list[str], grid: TileGrid,
-                  tile: int, overlap: int) -> dict[str, Any]:
+def _global_attrs(
+    ds: Any, scene: Path, ckpt: Path, classes: list[str], grid: TileGrid, tile: int, overlap: int
+) -> dict[str, Any]:
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    keep = {k: v for k, v in ds.attrs.items()
-            if k not in ("Conventions", "title", "history", "source", "comment")
-            and isinstance(v, str | int | float | np.number)}
-    line = (f"{now} climdl segment --checkpoint {ckpt} --input {scene} (tile {tile}, "
-            f"overlap {overlap}; climdl {__version__})")
+    keep = {
+        k: v
+        for k, v in ds.attrs.items()
+        if k not in ("Conventions", "title", "history", "source", "comment")
+        and isinstance(v, str | int | float | np.number)
+    }
+    line = (
+        f"{now} climdl segment --checkpoint {ckpt} --input {scene} (tile {tile}, "
+        f"overlap {overlap}; climdl {__version__})"
+    )
     history = f"{line}\n{ds.attrs['history']}" if ds.attrs.get("history") else line
     return {
         **{f"input_{k}": v for k, v in keep.items()},
@@ -476,5 +559,5 @@ def _global_attrs(ds: Any, scene: Path, ckpt: Path, classes: list[str], grid: Ti
         "climdl_checkpoint_sha256": _sha256(ckpt),
         "classes": " ".join(classes),
         "tiling": f"{grid.tile_h}x{grid.tile_w} tiles, overlap {grid.overlap}, "
-                  f"{grid.n_tiles} tiles, sine-squared blending",
+        f"{grid.n_tiles} tiles, sine-squared blending",
     }
