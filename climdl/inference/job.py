@@ -164,15 +164,19 @@ class Job:
         x = self.adapter(torch.from_numpy(x_np).to(self.device))
         check_finite(x, self.variables, [str(t) for t in times.values])
         aux = _aux(self.emulators, times, self.forcing, self.device)
-        preds = [as_numpy(self.emulators.predict(x[a : a + bs], {n: v[a : a + bs] for n, v in aux.items()},
-                                                 self.amp))
-                 for a in range(0, x.shape[0], bs)]
-        return chunk_dataset(np.concatenate(preds), times, self.emulators.spec, self.targets,
-                             self.config.fmt)
+        out = np.empty((x.shape[0], len(self.targets), *self.emulators.spec["out_size"]), np.float32)
+        for a in range(0, x.shape[0], bs):  # filled in place: no list of batches, no concatenation
+            out[a : a + bs] = as_numpy(self.emulators.predict(
+                x[a : a + bs], {n: v[a : a + bs] for n, v in aux.items()}, self.amp))
+        return chunk_dataset(out, times, self.emulators.spec, self.targets, self.config.fmt)
 
     def part_encoding(self, chunk: xr.Dataset) -> dict[str, dict[str, Any]]:
-        """Encoding of a stored chunk (uncompressed: the join compresses)."""
-        return encoding(chunk, self.targets, self.calendar, self.config.fmt, compress=False)
+        """Encoding of a stored chunk: uncompressed (the join compresses) and without a fill
+        value (NaN stays NaN, and xarray need not copy the data to substitute it)."""
+        enc = encoding(chunk, self.targets, self.calendar, self.config.fmt, compress=False)
+        for t in self.targets:
+            enc[t]["_FillValue"] = None
+        return enc
 
     def final_encoding(self) -> dict[str, dict[str, Any]]:
         """Encoding of the joined output (compressed, chunked for the whole series)."""

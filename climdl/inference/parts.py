@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import dask
 import xarray as xr
 
 from climdl.errors import OutputError
@@ -109,7 +110,10 @@ class PartStore:
             ds = xr.concat(parts, dim="time", data_vars="minimal", coords="minimal",
                            compat="override", join="override", combine_attrs="override")
             ds.attrs = dict(attrs)
-            write_netcdf(ds, self.output, encoding=encoding, overwrite=True)
+            # one part in memory at a time (a threaded scheduler would load parts ahead of the
+            # writer, and the join's memory would grow with the length of the series)
+            with dask.config.set(scheduler="synchronous"):
+                write_netcdf(ds, self.output, encoding=encoding, overwrite=True)
         finally:
             for p in parts:
                 p.close()
