@@ -34,6 +34,9 @@ def atomic_path(path: str | os.PathLike[str], *, overwrite: bool = False) -> Ite
         final.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
         os.close(fd)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_name, 0o666 & ~umask)  # mkstemp makes 0600; outputs get the usual permissions
     except PermissionError as exc:
         raise OutputError(f"cannot write to {final.parent}: permission denied.") from exc
     tmp = Path(tmp_name)

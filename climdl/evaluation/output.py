@@ -1,0 +1,131 @@
+"""Writing an evaluation to a folder: fields as NetCDF, summary numbers as JSON/CSV, the report.
+
+Layout of ``out/``::
+
+    summary.json  summary.csv  summary.md      one number per diagnostic and model
+    fields_<variable>.nc, fields_tasmax-pr.nc   maps, spectra, histograms (CF NetCDF)
+    report.html (self-contained)  report.md  figures/*.png
+
+Every file is written through a temporary name and renamed when complete. A folder that already
+holds an evaluation is not touched unless ``overwrite`` is given.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from climdl.errors import OutputError
+from climdl.evaluation import summary
+from climdl.evaluation.engine import EvaluationResult
+from climdl.io.netcdf import atomic_path, write_netcdf
+
+REPORT_TITLE = "climdl evaluation"
+
+
+def check_out_dir(out: Path, overwrite: bool) -> None:
+    """Refuse a non-empty folder without ``overwrite`` (OutputError), or a file in its place."""
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{out} exists and is not a folder; choose another --out.")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise OutputError(
+            f"{out} is not empty (it may hold an earlier report); pass --overwrite to replace "
+            "its files or choose another --out."
+        )
+
+
+def _readable(path: Path) -> None:
+    """Give a finished file the usual permissions (the temporary file was private, 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
+def write_text(path: Path, text: str) -> Path:
+    """Write ``text`` atomically (replacing an existing file)."""
+    with atomic_path(path, overwrite=True) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return path
+
+
+def _cf_dataset(ds: xr.Dataset, meta: dict[str, Any]) -> xr.Dataset:
+    """Attributes NetCDF accepts, grid_mapping on spatial fields, CF global attributes."""
+    ds = ds.copy()
+    gm = [str(n) for n, c in ds.coords.items() if "grid_mapping_name" in c.attrs]
+    grid = tuple(ds["lat"].dims) if "lat" in ds.coords and ds["lat"].ndim == 2 else ("y", "x")
+    for name, var in ds.data_vars.items():
+        attrs = {k: v for k, v in var.attrs.items() if v is not None}
+        if gm and tuple(var.dims[-2:]) == grid:
+            attrs["grid_mapping"] = gm[0]
+        ds[name].attrs = attrs
+    ds.attrs = {
+        "Conventions": "CF-1.10",
+        "title": f"climdl evaluation of {ds.attrs.get('variable', '')}",
+        "variable": str(ds.attrs.get("variable", "")),
+        "models": ", ".join(map(str, meta.get("models", []))),
+        "period": " to ".join(map(str, meta.get("period", []))),
+        "source": f"climdl {meta.get('climdl_version', '')}",
+        "history": f"{_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')} "
+        "climdl evaluate",
+    }
+    return ds
+
+
+def _encoding(ds: xr.Dataset) -> dict[str, dict[str, Any]]:
+    enc: dict[str, dict[str, Any]] = {}
+    for name, var in ds.data_vars.items():
+        if np.issubdtype(var.dtype, np.floating):
+            enc[str(name)] = {
+                "zlib": True,
+                "complevel": 4,
+                "dtype": "f4",
+                "_FillValue": np.float32(np.nan),
+            }
+        elif np.issubdtype(var.dtype, np.integer):
+            enc[str(name)] = {"zlib": True, "complevel": 4}
+    return enc
+
+
+def write_outputs(
+    result: EvaluationResult,
+    out: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+    report: bool = True,
+    title: str = REPORT_TITLE,
+) -> dict[str, Path]:
+    """Write every output of ``result`` to ``out``; returns the paths by kind."""
+    out = Path(out)
+    check_out_dir(out, overwrite)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except PermissionError as exc:
+        raise OutputError(f"cannot create {out}: permission denied.") from exc
+    paths: dict[str, Path] = {}
+    meta = dict(result.meta)
+    paths["summary_json"] = write_text(out / "summary.json", summary.to_json(result.rows, meta))
+    paths["summary_csv"] = write_text(out / "summary.csv", summary.to_csv(result.rows))
+    paths["summary_md"] = write_text(out / "summary.md", summary.to_markdown(result.rows))
+    for variable, ds in result.fields.items():
+        cf = _cf_dataset(ds, meta)
+        paths[f"fields_{variable}"] = write_netcdf(
+            cf, out / f"fields_{variable}.nc", encoding=_encoding(cf), overwrite=True
+        )
+    if report:
+        from climdl.evaluation.report import make_figures, render_html, render_markdown
+
+        figs = make_figures(result, out)
+        paths["report_html"] = write_text(out / "report.html", render_html(result, figs, title))
+        paths["report_md"] = write_text(
+            out / "report.md", render_markdown(result, figs, title, out)
+        )
+        for fig in figs:
+            _readable(fig.path)
+    for path in paths.values():
+        _readable(path)
+    return paths
