@@ -149,7 +149,7 @@ def encoding(ds: xr.Dataset, targets: Sequence[str], calendar: str, fmt: Format,
         if aux:  # auxiliary coordinates only (not the grid mapping or the bounds)
             e["coordinates"] = " ".join(aux)
         if compress:
-            e |= {"zlib": True, "complevel": 4, "shuffle": True,
+            e |= {"zlib": True, "complevel": 1, "shuffle": True,  # as CMOR writes CMIP data
                   "chunksizes": (min(n_time, _TIME_CHUNK), min(shape[1], _SPACE_CHUNK),
                                  min(shape[2], _SPACE_CHUNK))}
         enc[name] = e
