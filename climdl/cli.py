@@ -110,8 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"climdl {__version__}")
     p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sub.add_parser("train", help="train an emulator: climdl train --config configs/emulator/sample.yaml "
-                   "(LightningCLI options; see climdl train --help)")
+    sub.add_parser("train", help="train an emulator or a cloud segmenter: climdl train --config "
+                   "configs/emulator/sample.yaml | configs/clouds/sample.yaml (LightningCLI options)")
 
     s = sub.add_parser("sample", help="write the embedded sample dataset in the CORDEX ML-Bench layout")
     s.add_argument("out_dir", type=Path, help="folder to write into (created)")

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
+import torch
 from torch import Tensor, nn
 
 from climdl.errors import ConfigError
 
-BlockKind = Literal["plain", "residual"]
-"""Which convolution block a network uses: ``"plain"`` (:class:`ConvBlock`) or ``"residual"``."""
+BlockKind = Literal["plain", "residual", "inception"]
+"""Which convolution block a network uses: ``"plain"`` (:class:`ConvBlock`), ``"residual"``
+(:class:`ResidualConvBlock`) or ``"inception"`` (:class:`InceptionConvBlock`)."""
 
 
 class ConvBlock(nn.Module):
@@ -72,6 +74,42 @@ class ResidualConvBlock(nn.Module):
         return self.act(h + self.proj(x))
 
 
+class InceptionConvBlock(nn.Module):
+    """Inception block (Szegedy et al. 2015, with the 5x5 branch factorised into two 3x3 as in
+    Inception-v2): parallel 1x1, 3x3, 5x5-equivalent and pooled branches, concatenated.
+
+    Each branch is conv + BatchNorm + ReLU and gets about a quarter of ``out_channels`` (the first
+    branch takes the remainder), so the block sees several receptive fields at once at the cost of
+    a plain block; spatial size is kept. Useful where objects come in many sizes (clouds).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        _check_positive(in_channels=in_channels, out_channels=out_channels)
+        if out_channels < 4:
+            raise ConfigError(f"an inception block needs out_channels >= 4, got {out_channels}.")
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        quarter = out_channels // 4
+        widths = (out_channels - 3 * quarter, quarter, quarter, quarter)
+
+        def unit(cin: int, cout: int, k: int) -> list[nn.Module]:
+            return [nn.Conv2d(cin, cout, k, padding=k // 2, bias=False), nn.BatchNorm2d(cout),
+                    nn.ReLU(inplace=True)]
+
+        self.branch1 = nn.Sequential(*unit(in_channels, widths[0], 1))
+        self.branch3 = nn.Sequential(*unit(in_channels, widths[1], 1), *unit(widths[1], widths[1], 3))
+        self.branch5 = nn.Sequential(*unit(in_channels, widths[2], 1), *unit(widths[2], widths[2], 3),
+                                     *unit(widths[2], widths[2], 3))
+        self.branch_pool = nn.Sequential(nn.MaxPool2d(3, stride=1, padding=1),
+                                         *unit(in_channels, widths[3], 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Map ``[B, in_channels, H, W]`` to ``[B, out_channels, H, W]``."""
+        return torch.cat([self.branch1(x), self.branch3(x), self.branch5(x), self.branch_pool(x)],
+                         dim=1)
+
+
 def make_block(kind: BlockKind, in_channels: int, out_channels: int) -> nn.Module:
     """Build the block named by ``kind``; a network picks its block type with one argument."""
     match kind:
@@ -79,6 +117,8 @@ def make_block(kind: BlockKind, in_channels: int, out_channels: int) -> nn.Modul
             return ConvBlock(in_channels, out_channels)
         case "residual":
             return ResidualConvBlock(in_channels, out_channels)
+        case "inception":
+            return InceptionConvBlock(in_channels, out_channels)
         case _:
             raise ConfigError(
                 f"Unknown block kind {kind!r}: use one of {', '.join(get_args(BlockKind))}."

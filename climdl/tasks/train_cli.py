@@ -1,10 +1,18 @@
-"""``climdl train``: LightningCLI over :class:`DownscalingTask` and :class:`EmulatorDataModule`.
+"""``climdl train``: LightningCLI over the task and data module named in the config.
 
 ``climdl train --config configs/emulator/sample.yaml [--trainer.max_epochs 5] [--seed 1]
-[--ckpt_path last]``. After fitting, the best checkpoint is re-validated and its validation RMSE
-is printed beside the non-learned baselines' on the same days, and written to
-``<log_dir>/summary.json``; with ``--data.test_period`` the best checkpoint is also scored on the
-held-out test period (and the baselines with it).
+[--ckpt_path last]``; ``configs/clouds/sample.yaml`` trains the cloud segmenter the same way.
+The config's ``model:`` and ``data:`` carry ``class_path`` and ``init_args`` (any
+LightningModule / LightningDataModule; options such as ``--model.base_filters 8`` reach the
+init_args). After fitting, the best checkpoint is re-validated and compared with the task's
+non-learned baseline, printed and written to ``<log_dir>/summary.json``:
+
+* emulator (:class:`~climdl.tasks.downscaling.DownscalingTask`): validation RMSE beside the
+  interpolation baselines' on the same days; with ``--data.test_period`` the best checkpoint is
+  also scored on the held-out test period (and the baselines with it);
+* cloud segmentation (:class:`~climdl.tasks.segmentation.SegmentationTask`): per-class IoU and
+  F1 of the network and of the Fmask-like threshold test on the validation scenes (and on the
+  test scenes when the data module has some).
 """
 
 from __future__ import annotations
@@ -15,10 +23,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 from lightning.pytorch.cli import LightningCLI
 
-from climdl.data.emulator_data import EmulatorDataModule
-from climdl.tasks.downscaling import DownscalingTask
+from climdl.errors import ConfigError
 
 
 class _CLI(LightningCLI):
@@ -45,15 +53,37 @@ def run_train(argv: Sequence[str]) -> int:
     args = _translate(argv)
     if "--quiet" in args:
         args[args.index("--quiet")] = "--quiet=true"
-    cli = _CLI(DownscalingTask, EmulatorDataModule, args=args, run=False,
+    cli = _CLI(L.LightningModule, L.LightningDataModule, subclass_mode_model=True,
+               subclass_mode_data=True, args=args, run=False,
                save_config_kwargs={"overwrite": True}, seed_everything_default=123,
                trainer_defaults={"enable_progress_bar": "--quiet=true" not in args})
     trainer, model, dm = cli.trainer, cli.model, cli.datamodule
+    from climdl.tasks.downscaling import DownscalingTask
+    from climdl.tasks.segmentation import SegmentationTask
+
+    if not isinstance(model, DownscalingTask | SegmentationTask):
+        raise ConfigError(f"model.class_path must be climdl.tasks.downscaling.DownscalingTask or "
+                          f"climdl.tasks.segmentation.SegmentationTask, got {type(model).__name__}.")
     trainer.fit(model, datamodule=dm, ckpt_path=cli.config.get("ckpt_path"))
     if not trainer.is_global_zero:
         return 0
     ckpt_cb: Any = trainer.checkpoint_callback
     best = str(ckpt_cb.best_model_path) if ckpt_cb is not None else ""
+    quiet = bool(cli.config.get("quiet"))
+    if isinstance(model, SegmentationTask):
+        summary = _segmentation_summary(trainer, model, dm, best, quiet)
+    else:
+        summary = _emulator_summary(trainer, model, dm, best, quiet)
+    log_dir = Path(trainer.log_dir or trainer.default_root_dir)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    (log_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    if not quiet:
+        print(f"best checkpoint: {best}\nsummary: {log_dir / 'summary.json'}", file=sys.stderr)
+    return 0
+
+
+def _emulator_summary(trainer: L.Trainer, model: Any, dm: Any, best: str, quiet: bool) -> dict[str, Any]:
+    """Validation (and test) RMSE of the emulator beside the interpolation baselines'."""
     metrics = trainer.validate(model, datamodule=dm, ckpt_path=best or None, verbose=False)[0]
     from climdl.tasks.baseline import baseline_rmse
 
@@ -65,6 +95,7 @@ def run_train(argv: Sequence[str]) -> int:
         test_metrics = trainer.test(model, datamodule=dm, ckpt_path=best or None, verbose=False)[0]
         test_base = baseline_rmse(dm, "test")
     summary: dict[str, Any] = {
+        "task": "downscaling",
         "best_checkpoint": best,
         "last_checkpoint": str(Path(best).with_name("last.ckpt")) if best else "",
         "val_rmse": {t: metrics.get(f"val_rmse_{t}") for t in model.y_norm.names},
@@ -78,10 +109,7 @@ def run_train(argv: Sequence[str]) -> int:
         "val_days": int(dm.val_idx.size),
         "train_days": int(dm.train_idx.size),
     }
-    log_dir = Path(trainer.log_dir or trainer.default_root_dir)
-    log_dir.mkdir(parents=True, exist_ok=True)
-    (log_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    if not cli.config.get("quiet"):
+    if not quiet:
         from rich.console import Console
         from rich.table import Table
 
@@ -98,5 +126,47 @@ def run_train(argv: Sequence[str]) -> int:
                 table.add_row(t, f"{summary['test']['rmse'][t]:.3f}", f"{test_base.get(t, float('nan')):.3f}",
                               str(dm.spec()["units"].get(t, "")))
             Console(stderr=True).print(table)
-        print(f"best checkpoint: {best}\nsummary: {log_dir / 'summary.json'}", file=sys.stderr)
-    return 0
+    return summary
+
+
+def _segmentation_summary(trainer: L.Trainer, model: Any, dm: Any, best: str, quiet: bool) -> dict[str, Any]:
+    """Per-class IoU/F1 of the segmenter and of the threshold baseline on held-out scenes."""
+    from climdl.clouds.evaluate import baseline_confusion, comparison_rows
+    from climdl.clouds.metrics import jsonable, scores
+
+    classes = list(model.classes)
+    trainer.validate(model, datamodule=dm, ckpt_path=best or None, verbose=False)
+    parts: dict[str, dict[str, Any]] = {}
+    splits = [("val", dm.val_sources)]
+    if dm.test_sources:
+        trainer.test(model, datamodule=dm, ckpt_path=best or None, verbose=False)
+        splits.append(("test", dm.test_sources))
+    for name, sources in splits:
+        parts[name] = {
+            "scenes": [s.name for s in sources],
+            "model": jsonable(scores(model.last_confusion[name], classes)),
+            "baseline": jsonable(scores(baseline_confusion(sources), classes)),
+            "confusion_model": model.last_confusion[name].tolist(),
+        }
+    summary: dict[str, Any] = {
+        "task": "cloud_segmentation",
+        "best_checkpoint": best,
+        "last_checkpoint": str(Path(best).with_name("last.ckpt")) if best else "",
+        "classes": classes,
+        "baseline": "Fmask-like spectral threshold test (climdl.clouds.threshold)",
+        "val": parts["val"],
+        "test": parts.get("test"),
+        "epochs": trainer.current_epoch,
+        "train_scenes": len(dm.train_sources),
+    }
+    if not quiet:
+        from rich.console import Console
+        from rich.table import Table
+
+        for name, part in parts.items():
+            table = Table("class", "CNN IoU", "threshold IoU", "CNN F1", "threshold F1",
+                          title=f"{name}: {len(part['scenes'])} held-out scenes (best checkpoint)")
+            for row in comparison_rows(part["model"], part["baseline"], classes):
+                table.add_row(*row)
+            Console(stderr=True).print(table)
+    return summary

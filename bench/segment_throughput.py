@@ -1,0 +1,246 @@
+"""Throughput and peak memory of ``climdl segment`` (tiled cloud segmentation).
+
+Measured side by side in one run, each in a fresh subprocess (so that peak RSS is its own):
+
+* ``segment`` on a 2000^2 and an 8000^2 scene (reading strips of the NetCDF, tiling, batched
+  forward passes, blending, writing the CF mask): scene megapixels per second and peak RSS;
+* the bare network forward pass over the same number of tiles of the same size, already in
+  memory: megapixels per second. The ratio ``segment / bare`` is the price of the streaming,
+  blending and I/O around the network.
+
+The 8000^2 scene is 1 GB of float32 on disk; bounded-memory tiling keeps ``segment``'s peak
+near that of the 2000^2 scene (memory grows with tile x width, not with the scene). The
+network has random weights (speed does not depend on training) and the architecture of
+``configs/clouds/sample.yaml`` on 4 bands::
+
+    .venv/bin/python bench/segment_throughput.py [--sizes 2000 8000] [--tile 512] [--overlap 64]
+        [--batch-size 8] [--device cpu] [--base-filters 8] [--block plain] [--folder DIR] [--keep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+BANDS = [("blue", 0.482), ("green", 0.561), ("red", 0.655), ("nir", 0.865)]
+MODEL: dict[str, object] = {"depth": 3, "base_filters": 8, "max_filters": 64, "block": "plain"}
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def make_checkpoint(path: Path) -> None:
+    """A segmentation checkpoint with random weights for 4 bands and 5 classes."""
+    import lightning as L
+    import torch
+
+    from climdl.clouds.scene import CLASSES
+    from climdl.tasks.segmentation import SegmentationTask
+
+    torch.manual_seed(0)
+    spec = {
+        "bands": [b for b, _ in BANDS],
+        "wavelengths": [w for _, w in BANDS],
+        "band_units": ["1"] * 4,
+        "classes": list(CLASSES),
+        "ignore_index": 255,
+        "stats": {"mean": torch.full((4,), 0.2), "std": torch.full((4,), 0.2)},
+        "class_counts": torch.ones(len(CLASSES)),
+    }
+    task = SegmentationTask(**MODEL)
+    task.build(spec)
+    trainer = L.Trainer(
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        max_epochs=0,
+        accelerator="cpu",
+    )
+    trainer.strategy.connect(task)
+    trainer.save_checkpoint(path)
+
+
+def make_scene(path: Path, size: int) -> None:
+    """A ``size`` x ``size`` 4-band scene, written 512 rows at a time (bounded memory)."""
+    import netCDF4
+
+    rng = np.random.default_rng(0)
+    block = (0.15 + 0.1 * rng.standard_normal((4, 512, 512))).astype(np.float32)
+    with netCDF4.Dataset(path, "w") as ds:
+        ds.createDimension("band", 4)
+        ds.createDimension("y", size)
+        ds.createDimension("x", size)
+        band = ds.createVariable("band", str, ("band",))
+        for i, (name, _) in enumerate(BANDS):
+            band[i] = name
+        wl = ds.createVariable("wavelength", "f4", ("band",))
+        wl[:] = [w for _, w in BANDS]
+        wl.units = "um"
+        bu = ds.createVariable("band_units", str, ("band",))
+        for i in range(4):
+            bu[i] = "1"
+        for name in ("y", "x"):
+            v = ds.createVariable(name, "f8", (name,))
+            v[:] = np.arange(size) * 30.0
+            v.units = "m"
+        img = ds.createVariable(
+            "image", "f4", ("band", "y", "x"), chunksizes=(1, min(size, 512), min(size, 512))
+        )
+        img.coordinates = "wavelength band_units"
+        for r0 in range(0, size, 512):
+            rows = min(512, size - r0)
+            reps = -(-size // 512)
+            strip = np.tile(block[:, :rows], (1, 1, reps))[:, :, :size]
+            img[:, r0 : r0 + rows, :] = strip
+
+
+def child_segment(args: argparse.Namespace) -> dict[str, float]:
+    import netCDF4  # noqa: F401  (imports are not what is measured)
+
+    import climdl.tasks.checkpoint  # noqa: F401
+    from climdl.inference.segment import segment
+
+    t0 = time.perf_counter()
+    res = segment(
+        args.ckpt,
+        args.scene,
+        args.out,
+        tile=args.tile,
+        overlap=args.overlap,
+        batch_size=args.batch_size,
+        device=args.device,
+        overwrite=True,
+    )
+    return {
+        "seconds": time.perf_counter() - t0,
+        "mpx": res.shape[0] * res.shape[1] / 1e6,
+        "tiles": res.n_tiles,
+        "peak_rss_mb": _rss_mb(),
+    }
+
+
+def child_forward(args: argparse.Namespace) -> dict[str, float]:
+    import torch
+
+    from climdl.inference.segment import plan_tiles, resolve_device
+    from climdl.tasks.segmentation import load_segmenter
+
+    dev = resolve_device(args.device)
+    task = load_segmenter(args.ckpt).to(dev)
+    grid = plan_tiles(args.size, args.size, args.tile, args.overlap, task.size_multiple)
+    x = torch.rand(args.batch_size, 4, grid.tile_h, grid.tile_w, device=dev)
+    with torch.inference_mode():
+        task.predict_proba(x[:1])  # warm-up
+        t0 = time.perf_counter()
+        left = grid.n_tiles
+        while left > 0:
+            task.predict_proba(x[: min(left, args.batch_size)])
+            left -= args.batch_size
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+    return {
+        "seconds": time.perf_counter() - t0,
+        "mpx": args.size**2 / 1e6,
+        "tiles": grid.n_tiles,
+        "peak_rss_mb": _rss_mb(),
+    }
+
+
+def _run_child(kind: str, **kw: object) -> dict[str, float]:
+    cmd = [sys.executable, __file__, "--child", kind]
+    for k, v in kw.items():
+        cmd += [f"--{k.replace('_', '-')}", str(v)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--sizes", type=int, nargs="+", default=[2000, 8000])
+    p.add_argument("--tile", type=int, default=512)
+    p.add_argument("--overlap", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--base-filters", type=int, default=8)
+    p.add_argument("--block", default="plain", choices=["plain", "residual", "inception"])
+    p.add_argument("--folder", type=Path, default=None)
+    p.add_argument("--keep", action="store_true", help="keep the scenes and outputs")
+    p.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--ckpt", type=Path, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--scene", type=Path, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--out", type=Path, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--size", type=int, default=0, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    MODEL.update(
+        base_filters=args.base_filters, block=args.block, max_filters=8 * args.base_filters
+    )
+    if args.child:
+        res = child_segment(args) if args.child == "segment" else child_forward(args)
+        print(json.dumps(res))
+        return
+
+    folder = args.folder or Path(tempfile.mkdtemp(prefix="segbench-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    ckpt = folder / "random.ckpt"
+    make_checkpoint(ckpt)
+    common = {
+        "tile": args.tile,
+        "overlap": args.overlap,
+        "batch_size": args.batch_size,
+        "device": args.device,
+        "ckpt": ckpt,
+    }
+    rows = []
+    try:
+        for size in args.sizes:
+            scene = folder / f"scene_{size}.nc"
+            if not scene.exists():
+                make_scene(scene, size)
+            seg = _run_child(
+                "segment", scene=scene, out=folder / f"mask_{size}.nc", size=size, **common
+            )
+            fwd = _run_child("forward", size=size, scene=scene, out=folder / "unused.nc", **common)
+            rows.append((size, seg, fwd))
+            if not args.keep:
+                scene.unlink()
+                (folder / f"mask_{size}.nc").unlink(missing_ok=True)
+    finally:
+        if not args.keep and args.folder is None:
+            shutil.rmtree(folder, ignore_errors=True)
+    import torch
+
+    print(
+        f"# segment throughput - {platform.node()} ({os.cpu_count()} CPUs, torch "
+        f"{torch.__version__}, {args.device}, {torch.get_num_threads()} threads); tile "
+        f"{args.tile}, overlap {args.overlap}, batch {args.batch_size}; model {MODEL}"
+    )
+    print(
+        "| scene | tiles | segment Mpx/s | bare forward Mpx/s | ratio | segment s | "
+        "segment peak RSS MB | forward peak RSS MB | scene on disk MB |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for size, seg, fwd in rows:
+        s_rate = seg["mpx"] / seg["seconds"]
+        f_rate = fwd["mpx"] / fwd["seconds"]
+        print(
+            f"| {size}^2 | {int(seg['tiles'])} | {s_rate:.2f} | {f_rate:.2f} | "
+            f"{s_rate / f_rate:.2f} | {seg['seconds']:.1f} | {seg['peak_rss_mb']:.0f} | "
+            f"{fwd['peak_rss_mb']:.0f} | {size * size * 16 / 1e6:.0f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()

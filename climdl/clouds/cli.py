@@ -1,0 +1,150 @@
+"""``climdl sample-clouds`` and ``climdl segment``: command-line faces of the cloud library.
+
+Each command parses its options and calls one library function
+(:func:`climdl.clouds.sample.write_cloud_sample`, :func:`climdl.inference.segment.segment`);
+heavy modules are imported when the command runs, not when ``climdl --help`` is built.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    """Add the ``sample-clouds`` and ``segment`` subcommands."""
+    s = sub.add_parser(
+        "sample-clouds",
+        help="write labelled synthetic multispectral scenes (clouds, shadows, snow) as NetCDF",
+        description="Write deterministic labelled scenes: Landsat-like bands (blue .. swir22, "
+        "thermal 10.9 um) over real Blue Marble surfaces with procedural convective, "
+        "stratiform and cirrus clouds, their shadows, and snow/desert confusers.",
+    )
+    s.add_argument("out_dir", type=Path, help="folder to write scene_000.nc ... into (created)")
+    s.add_argument("--n-scenes", type=int, default=16, help="number of scenes (default 16)")
+    s.add_argument(
+        "--size",
+        type=int,
+        nargs=2,
+        default=(256, 256),
+        metavar=("H", "W"),
+        help="scene size in pixels (default 256 256)",
+    )
+    s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    s.add_argument("--overwrite", action="store_true", help="replace existing files")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress or summary")
+    s.set_defaults(func=_cmd_sample_clouds)
+
+    g = sub.add_parser(
+        "segment",
+        help="cloud mask of a multispectral scene with a trained checkpoint (tiled, any size)",
+        description="Tiled inference with overlapping, smoothly blended tiles, in memory bounded "
+        "by tile x width; writes a CF NetCDF flag variable (and class probabilities).",
+    )
+    g.add_argument(
+        "--checkpoint",
+        "-c",
+        required=True,
+        type=Path,
+        help="cloud-segmentation checkpoint (climdl train --config configs/clouds/...)",
+    )
+    g.add_argument(
+        "--input",
+        "-i",
+        required=True,
+        type=Path,
+        help="scene NetCDF: an image (band, y, x) with band names and wavelengths",
+    )
+    g.add_argument("--output", "-o", required=True, type=Path, help="output mask NetCDF")
+    g.add_argument(
+        "--probabilities",
+        action="store_true",
+        help="also write the class probabilities (class, y, x)",
+    )
+    g.add_argument(
+        "--tile",
+        type=int,
+        default=512,
+        help="tile side in pixels, a multiple of the network's 2**depth (default 512)",
+    )
+    g.add_argument(
+        "--overlap",
+        type=int,
+        default=64,
+        help="pixels shared by neighbouring tiles, blended (default 64)",
+    )
+    g.add_argument("--batch-size", type=int, default=8, help="tiles per forward pass (default 8)")
+    g.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default auto)")
+    g.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    g.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+    g.set_defaults(func=_cmd_segment)
+
+
+def _cmd_sample_clouds(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from climdl.clouds.sample import write_cloud_sample
+
+    console = Console(stderr=True, quiet=args.quiet)
+    with Progress(console=console, transient=True, disable=args.quiet) as bar:
+        task = bar.add_task("scenes", total=args.n_scenes)
+        res = write_cloud_sample(
+            args.out_dir,
+            args.n_scenes,
+            tuple(args.size),
+            args.seed,
+            overwrite=args.overwrite,
+            progress=lambda d, t: bar.update(task, completed=d, total=t),
+        )
+    console.print(
+        f"{len(res.files)} scenes of {args.size[0]} x {args.size[1]}, "
+        f"{res.nbytes / 1e6:.1f} MB in {res.seconds:.1f} s"
+    )
+    print(res.root)
+    return 0
+
+
+def _cmd_segment(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    from climdl.inference.segment import segment
+
+    console = Console(stderr=True, quiet=args.quiet)
+    with Progress(
+        TextColumn("tiles"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+        disable=args.quiet,
+    ) as bar:
+        task = bar.add_task("tiles", total=None)
+        res = segment(
+            args.checkpoint,
+            args.input,
+            args.output,
+            probabilities=args.probabilities,
+            tile=args.tile,
+            overlap=args.overlap,
+            batch_size=args.batch_size,
+            device=args.device,
+            overwrite=args.overwrite,
+            progress=lambda d, t: bar.update(task, completed=d, total=t),
+        )
+    shares = ", ".join(f"{c} {100 * f:.1f}%" for c, f in res.class_fractions.items())
+    console.print(
+        f"{res.shape[0]} x {res.shape[1]} px, {res.n_tiles} tiles on {res.device} in "
+        f"{res.seconds:.1f} s ({res.megapixels_per_second:.2f} Mpx/s): {shares}"
+    )
+    print(res.path)
+    return 0

@@ -1,0 +1,323 @@
+"""The cloud-segmentation LightningModule: losses, per-class metrics, on-device preprocessing.
+
+The task builds its :class:`~climdl.models.CloudUNet` in :meth:`setup` from the data module's
+spec (bands, classes, per-band statistics, class frequencies), so the YAML never repeats what
+the data say, and stores that spec in every checkpoint (``checkpoint["climdl"]``, with
+``kind: cloud_segmentation``): :func:`load_segmenter` rebuilds the network from the checkpoint
+alone, read with ``torch.load(weights_only=True)``.
+
+Batches arrive raw (:mod:`climdl.clouds.data`); :meth:`on_after_batch_transfer` marks pixels
+without data as ignored, standardises each band with the training statistics (module buffers)
+and, in training, flips and rotates every sample by multiples of 90 degrees on the device.
+Losses: cross-entropy (optionally class-weighted) or one-vs-rest BCE, each optionally plus
+soft Dice; the no-data label is ignored throughout. Metrics: a torchmetrics confusion matrix
+per epoch, from which IoU, F1, precision, recall and accuracy per class, mean IoU and the
+"any cloud" scores are logged (:func:`climdl.clouds.metrics.scores`).
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from climdl.clouds.metrics import new_confusion, scores
+from climdl.clouds.scene import NODATA
+from climdl.errors import ConfigError, DataError
+from climdl.models.blocks import BlockKind
+from climdl.models.cloud_unet import CloudUNet
+
+Loss = Literal["ce", "ce_dice", "bce", "bce_dice"]
+Optimizer = Literal["adam", "adamw", "sgd"]
+KIND = "cloud_segmentation"
+
+
+class SegmentationTask(L.LightningModule):
+    """Learn per-pixel classes (clear, cloud, thin cloud, shadow, snow) from multispectral bands.
+
+    Args:
+        network: ``unet`` (:class:`~climdl.models.CloudUNet`), the only one for now.
+        depth: UNet pooling levels (crops and tiles must be multiples of ``2**depth``).
+        base_filters: filters of the first level, doubled per level.
+        max_filters: cap on the filters.
+        block: ``plain``, ``residual`` or ``inception`` conv blocks.
+        dropout: bottleneck channel dropout.
+        loss: ``ce``, ``ce_dice``, ``bce`` (one-vs-rest) or ``bce_dice``.
+        dice_weight: weight of the Dice term.
+        class_weights: ``balanced`` (inverse square root of the training frequencies,
+            normalised to mean 1), explicit weights per class, or None (all 1).
+        augment: random flips and 90-degree rotations of the training batches (on the device).
+        optimizer: ``adam``, ``adamw`` or ``sgd`` (with momentum 0.9).
+        lr: learning rate.
+        weight_decay: L2 / decoupled weight decay.
+        lr_schedule: ``cosine`` annealing over the run, or ``constant``.
+    """
+
+    band_mean: Tensor
+    band_std: Tensor
+    class_weight: Tensor
+
+    def __init__(
+        self,
+        network: Literal["unet"] = "unet",
+        depth: int = 4,
+        base_filters: int = 32,
+        max_filters: int = 256,
+        block: BlockKind = "plain",
+        dropout: float = 0.0,
+        loss: Loss = "ce_dice",
+        dice_weight: float = 1.0,
+        class_weights: Literal["balanced"] | list[float] | None = "balanced",
+        augment: bool = True,
+        optimizer: Optimizer = "adamw",
+        lr: float = 2e-3,
+        weight_decay: float = 1e-4,
+        lr_schedule: Literal["cosine", "constant"] = "cosine",
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.spec: dict[str, Any] | None = None
+        self.net: CloudUNet | None = None
+        self.classes: list[str] = []
+        self.last_confusion: dict[str, Tensor] = {}
+
+    @property
+    def hp(self) -> Any:
+        """The hyper-parameters (attribute access, typed loosely for mypy)."""
+        return self.hparams
+
+    # ------------------------------------------------------------------ building
+    def setup(self, stage: str) -> None:
+        if self.net is not None:
+            return
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if dm is None or not hasattr(dm, "spec"):
+            raise ConfigError(
+                "the segmentation task needs a CloudDataModule (data:) to build its network."
+            )
+        self.build(dm.spec())
+
+    def build(self, spec: dict[str, Any]) -> None:
+        """Create the network, normalisation buffers and metrics from a data spec."""
+        hp = self.hp
+        if hp.network != "unet":
+            raise ConfigError(f"unknown network {hp.network!r}; choose unet.")
+        self.spec = spec
+        self.classes = list(spec["classes"])
+        k = len(self.classes)
+        self.net = CloudUNet(
+            len(spec["bands"]),
+            k,
+            depth=hp.depth,
+            base_filters=hp.base_filters,
+            max_filters=hp.max_filters,
+            block=hp.block,
+            dropout=hp.dropout,
+        )
+        stats = spec["stats"]
+        self.register_buffer("band_mean", stats["mean"].float().view(1, -1, 1, 1))
+        self.register_buffer("band_std", stats["std"].float().view(1, -1, 1, 1))
+        self.register_buffer("class_weight", self._class_weights(spec, k))
+        self.val_conf = new_confusion(k)
+        self.test_conf = new_confusion(k)
+
+    def _class_weights(self, spec: dict[str, Any], k: int) -> Tensor:
+        cw = self.hp.class_weights
+        if cw is None:
+            return torch.ones(k)
+        if cw == "balanced":
+            counts = torch.as_tensor(spec.get("class_counts", torch.ones(k)), dtype=torch.float64)
+            freq = counts / counts.sum().clamp_min(1)
+            w = torch.where(counts > 0, freq.clamp_min(1e-4).rsqrt(), torch.zeros_like(freq))
+            w = w / w[counts > 0].mean().clamp_min(1e-12)
+            return w.clamp(max=10.0).float()
+        if isinstance(cw, str) or len(cw) != k:
+            raise ConfigError(
+                f"class_weights needs {k} values (classes {self.classes}), "
+                f"'balanced' or null; got {cw!r}."
+            )
+        return torch.tensor([float(v) for v in cw])
+
+    @property
+    def size_multiple(self) -> int:
+        """Inputs must be multiples of this in height and width."""
+        return int(2**self.hp.depth)
+
+    # ------------------------------------------------------------------ checkpoint
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        from climdl import __version__
+
+        checkpoint["climdl"] = {"kind": KIND, "spec": self.spec, "version": __version__}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.net is None and "climdl" in checkpoint:
+            self.build(checkpoint["climdl"]["spec"])
+
+    # ------------------------------------------------------------------ preprocessing
+    def normalise(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Standardised, NaN-free input and the ``[B, H, W]`` mask of pixels with all bands."""
+        valid = torch.isfinite(x).all(dim=1)
+        xn = (x.float() - self.band_mean) / self.band_std
+        return torch.nan_to_num(xn, nan=0.0, posinf=0.0, neginf=0.0), valid
+
+    def on_after_batch_transfer(
+        self, batch: dict[str, Tensor], dataloader_idx: int
+    ) -> dict[str, Tensor]:
+        """Normalise on the device, ignore pixels without data, augment training batches."""
+        x, valid = self.normalise(batch["x"])
+        out = dict(batch)
+        if "y" in batch:
+            y = torch.where(valid, batch["y"], torch.full_like(batch["y"], NODATA))
+            if self.hp.augment and self._trainer is not None and self.trainer.training:
+                x, y = augment(x, y)
+            out["y"] = y
+        out["x_n"] = x
+        return out
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, x_n: Tensor) -> Tensor:
+        """Logits ``[B, K, H, W]`` of a normalised input."""
+        assert self.net is not None, "call build() or fit first"
+        out: Tensor = self.net(x_n)
+        return out
+
+    @torch.no_grad()
+    def predict_proba(self, x: Tensor) -> Tensor:
+        """Class probabilities ``[B, K, H, W]`` of a raw input ``[B, C, H, W]`` (NaN allowed)."""
+        x_n, _ = self.normalise(x)
+        return torch.softmax(self(x_n).float(), dim=1)
+
+    # ------------------------------------------------------------------ losses
+    def _loss(self, logits: Tensor, y: Tensor) -> Tensor:
+        logits = logits.float()
+        k = logits.shape[1]
+        valid = y != NODATA
+        if not bool(valid.any()):
+            return logits.sum() * 0.0
+        y0 = torch.where(valid, y, torch.zeros_like(y))
+        onehot = F.one_hot(y0, k).permute(0, 3, 1, 2).float()
+        w = self.class_weight
+        loss_name = self.hp.loss
+        if loss_name.startswith("ce"):
+            loss = F.cross_entropy(logits, y, weight=w, ignore_index=NODATA)
+        else:
+            bce = F.binary_cross_entropy_with_logits(logits, onehot, reduction="none")
+            bce = (bce * w.view(1, -1, 1, 1)).sum(1)
+            loss = bce[valid].mean()
+        if loss_name.endswith("dice"):
+            prob = torch.softmax(logits, 1) if loss_name.startswith("ce") else torch.sigmoid(logits)
+            m = valid[:, None].float()
+            inter = (prob * onehot * m).sum((0, 2, 3))
+            denom = ((prob + onehot) * m).sum((0, 2, 3))
+            present = onehot.mul(m).sum((0, 2, 3)) > 0
+            dice = 1.0 - (2.0 * inter + 1.0) / (denom + 1.0)
+            loss = loss + self.hp.dice_weight * dice[present].mean()
+        return loss
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        loss = self._loss(self(batch["x_n"]), batch["y"])
+        bs = batch["x"].shape[0]
+        self.log("train_loss", loss, prog_bar=True, batch_size=bs, sync_dist=True)
+        return loss
+
+    def _eval_step(self, batch: dict[str, Tensor], prefix: str) -> None:
+        logits = self(batch["x_n"])
+        self.log(
+            f"{prefix}_loss",
+            self._loss(logits, batch["y"]),
+            prog_bar=True,
+            batch_size=batch["x"].shape[0],
+            sync_dist=True,
+        )
+        conf = self.val_conf if prefix == "val" else self.test_conf
+        conf.update(logits.argmax(1), batch["y"])
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_scores("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_scores("test")
+
+    def _log_scores(self, prefix: str) -> None:
+        conf = self.val_conf if prefix == "val" else self.test_conf
+        matrix = conf.compute()
+        values = scores(matrix.cpu(), self.classes)
+        self.last_confusion[prefix] = matrix.cpu()
+        for name, v in values.items():
+            if v == v:  # not NaN: classes absent from truth and prediction are not logged
+                self.log(f"{prefix}_{name}", float(v), prog_bar=name in ("miou", "cloud_iou"))
+        conf.reset()
+
+    # ------------------------------------------------------------------ optimisation
+    def configure_optimizers(self) -> Any:
+        hp = self.hp
+        params = self.parameters()
+        opt: torch.optim.Optimizer
+        if hp.optimizer == "adam":
+            opt = torch.optim.Adam(params, lr=hp.lr, weight_decay=hp.weight_decay)
+        elif hp.optimizer == "adamw":
+            opt = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
+        elif hp.optimizer == "sgd":
+            opt = torch.optim.SGD(params, lr=hp.lr, momentum=0.9, weight_decay=hp.weight_decay)
+        else:
+            raise ConfigError(f"unknown optimizer {hp.optimizer!r}; choose adam, adamw or sgd.")
+        if hp.lr_schedule == "constant":
+            return opt
+        steps = max(int(self.trainer.estimated_stepping_batches), 1) if self._trainer else 1000
+        sched = torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=hp.lr, total_steps=steps, pct_start=0.1, anneal_strategy="cos"
+        )
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def augment(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """Random horizontal flip and rotation by ``k * 90`` degrees of each sample, on its device.
+
+    Non-square samples are rotated by 0 or 180 degrees only, so that shapes stay the same.
+    """
+    b = x.shape[0]
+    square = x.shape[-1] == x.shape[-2]
+    ks = torch.randint(0, 4 if square else 2, (b,), device="cpu").tolist()
+    flips = torch.randint(0, 2, (b,), device="cpu").tolist()
+    xs, ys = [], []
+    for i in range(b):
+        xi, yi = x[i], y[i]
+        if flips[i]:
+            xi, yi = xi.flip(-1), yi.flip(-1)
+        k = ks[i] if square else 2 * ks[i]
+        if k:
+            xi, yi = torch.rot90(xi, k, (-2, -1)), torch.rot90(yi, k, (-2, -1))
+        xs.append(xi)
+        ys.append(yi)
+    return torch.stack(xs), torch.stack(ys)
+
+
+def load_segmenter(path: str | Path, map_location: str | torch.device = "cpu") -> SegmentationTask:
+    """Rebuild a trained cloud segmenter (in eval mode) from its checkpoint alone."""
+    from climdl.tasks.checkpoint import read_checkpoint
+
+    ckpt = read_checkpoint(path, map_location)
+    kind = ckpt["climdl"].get("kind")
+    if kind != KIND:
+        raise DataError(
+            f"{path} is not a cloud-segmentation checkpoint (it is "
+            f"{'an emulator' if kind is None else repr(kind)} checkpoint); train one "
+            "with climdl train --config configs/clouds/sample.yaml."
+        )
+    accepted = set(inspect.signature(SegmentationTask.__init__).parameters) - {"self"}
+    hparams = {k: v for k, v in ckpt.get("hyper_parameters", {}).items() if k in accepted}
+    task = SegmentationTask(**hparams)
+    task.build(ckpt["climdl"]["spec"])
+    task.load_state_dict(ckpt["state_dict"])
+    return task.eval()

@@ -1,0 +1,48 @@
+"""Convergence: a briefly trained CNN beats the Fmask-like threshold test on held-out scenes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from climdl.cli import main
+
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "clouds" / "sample.yaml"
+
+
+@pytest.mark.slow
+def test_cnn_beats_the_threshold_baseline_on_held_out_scenes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Train the sample config for 6 short epochs (about 2 CPU minutes) on 24 sample scenes and
+    score the best checkpoint on 8 scenes of another seed: the CNN has the higher mean IoU and
+    the higher IoU on each class that the threshold test also predicts (cloud, shadow, snow).
+
+    The threshold test, which thresholds the thermal band against the scene's own clear-sky
+    percentiles, is still ahead on "any cloud" (thin cirrus) after so short a training; see
+    summary["test"] for both.
+    """
+    monkeypatch.setenv("CLIMDL_CACHE", str(tmp_path / "cache"))
+    rc = main(
+        [
+            "train",
+            "--config",
+            str(CONFIG),
+            "--trainer.default_root_dir",
+            str(tmp_path),
+            "--trainer.max_epochs",
+            "6",
+            "--trainer.logger",
+            "false",
+            "--quiet",
+        ]
+    )
+    assert rc == 0
+    summary = json.loads(next(tmp_path.rglob("summary.json")).read_text())
+    cnn, base = summary["test"]["model"], summary["test"]["baseline"]
+    assert len(summary["test"]["scenes"]) == 8
+    assert cnn["miou"] > base["miou"], (cnn["miou"], base["miou"])
+    for cls in ("cloud", "cloud_shadow", "snow"):
+        assert cnn[f"iou_{cls}"] > base[f"iou_{cls}"], (cls, cnn[f"iou_{cls}"], base[f"iou_{cls}"])
