@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One prepared device check (run on a lent GPU machine, well under 10 minutes):
 # the GPU tests, CUDA training with bf16 through the real CLI, training/loader throughput
-# (bench/train_throughput.py) and full-size UNet train/inference throughput.
+# (bench/train_throughput.py), downscale end to end vs the bare forward
+# (bench/downscale_throughput.py) and full-size UNet train/inference throughput.
 # Usage on the device: bash bench/gpu_check.sh   (expects .venv or torch+deps importable)
 set -uo pipefail
 export PYTHONUNBUFFERED=1
@@ -27,6 +28,24 @@ cat "$WORK"/run/summary.json 2>/dev/null || find "$WORK/run" -name summary.json 
 
 echo "== bench/train_throughput.py on CUDA (Lightning vs hand-written loop; loader vs NumPy) =="
 $PY bench/train_throughput.py --device cuda --steps 40 2>&1 | grep -v -E "Warning|warn|INFO|^ *$"
+
+echo "== bench/downscale_throughput.py on CUDA: downscale end to end vs bare forward, fp32 and bf16 =="
+$PY bench/downscale_throughput.py --device cuda --years 1 10 --batch-size 256 --folder "$WORK/ds" 2>&1 | grep -v -E "Warning|warn|INFO|^ *$"
+$PY bench/downscale_throughput.py --device cuda --precision bf16 --years 10 --batch-size 256 --folder "$WORK/ds" 2>&1 | grep -v -E "Warning|warn|INFO|^ *$"
+
+echo "== climdl.parallel on one GPU: fp32/bf16/channels-last, torch.compile off/on, DDP and FSDP2 with NCCL =="
+$PY bench/scaling.py --device cuda --batch-size 64 --steps 20 --warmup 5 2>&1 | grep -E "^(device|train|peak)"
+
+echo "== climdl train with the ddp / fsdp / pipeline presets on one GPU (NCCL, bf16-mixed) =="
+for S in ddp fsdp pipeline; do
+  start=$(date +%s)
+  $PY -m climdl.cli train --config configs/emulator/sample.yaml --config configs/strategy/$S.yaml \
+    --trainer.accelerator gpu --trainer.devices 1 --trainer.precision bf16-mixed --trainer.max_epochs 2 \
+    --trainer.default_root_dir "$WORK/strategy-$S" --trainer.logger false --quiet --data.test_period null \
+    > "$WORK/strategy-$S.log" 2>&1
+  rc=$?
+  echo "climdl train $S (1 GPU, nccl, bf16-mixed): exit $rc, $(( $(date +%s) - start )) s, val_rmse $($PY -c "import json,sys; print(json.load(open(sys.argv[1]))['val_rmse'])" "$WORK/strategy-$S/summary.json" 2>/dev/null || tail -1 "$WORK/strategy-$S.log")"
+done
 
 echo "== throughput: full-size Doury UNet forward/backward, bf16 vs fp32 =="
 $PY - <<'PYEOF'

@@ -25,7 +25,8 @@ log = logging.getLogger("climdl")
 
 # Subcommands defined beside the library they drive: each module has ``register(subparsers)``
 # that adds its parser(s) with ``set_defaults(func=...)`` and imports heavy modules lazily.
-_SUBCOMMAND_MODULES = ("climdl.inference.cli", "climdl.evaluation.cli", "climdl.plot.cli", "climdl.clouds.cli")
+_SUBCOMMAND_MODULES = ("climdl.inference.cli", "climdl.evaluation.cli", "climdl.plot.cli", "climdl.clouds.cli",
+                       "climdl.parallel.cli")
 
 
 def _console(quiet: bool = False) -> Console:

@@ -156,6 +156,20 @@ class DownscalingTask(L.LightningModule):
         self.err = nn.ModuleDict({t: SumMetric() for t in targets})
         self.count = nn.ModuleDict({t: SumMetric() for t in targets})
 
+    def configure_model(self) -> None:
+        """Shard the network when the strategy is Lightning's ``ModelParallelStrategy``: FSDP2
+        ``fully_shard`` per network block and tensor parallelism on the dense layers (see
+        :func:`climdl.parallel.strategies.parallelize_task`); nothing happens otherwise."""
+        if self._trainer is None or self.net is None:
+            return
+        from lightning.pytorch.strategies import ModelParallelStrategy
+
+        strategy = self.trainer.strategy
+        if isinstance(strategy, ModelParallelStrategy):
+            from climdl.parallel.strategies import parallelize_task
+
+            parallelize_task(self, strategy)
+
     def _channels(self, target: str) -> int:
         return 3 if (target == "pr" and self.hp.loss_pr == "bernoulli_gamma") else 1
 
@@ -189,8 +203,14 @@ class DownscalingTask(L.LightningModule):
         return self.net(x_n, aux_n if self.n_scalars else None)
 
     def outputs(self, batch: dict[str, Tensor]) -> Tensor:
-        """Network outputs in normalised units, plus the baseline for a residual tasmax."""
-        raw = self(batch["x_n"], batch["aux_n"])
+        """Network outputs in normalised units, plus the baseline for a residual tasmax.
+
+        A batch may carry the network's output as ``net_out`` when it was computed elsewhere:
+        the pipeline-parallel strategy (:mod:`climdl.parallel.pipeline`) runs the network's
+        stages on several ranks and hands the last stage's output back to the same losses and
+        metrics.
+        """
+        raw = batch["net_out"] if "net_out" in batch else self(batch["x_n"], batch["aux_n"])
         if self.baseline is None:
             return raw
         i = self.y_norm.names.index("tasmax")
@@ -244,6 +264,12 @@ class DownscalingTask(L.LightningModule):
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         loss, parts = self._loss(batch)
+        self.log_training(loss, parts, batch)
+        return loss
+
+    def log_training(self, loss: Tensor, parts: dict[str, Tensor], batch: dict[str, Tensor]) -> None:
+        """Log the training loss, its per-target parts, the masked fraction and the learning rate
+        (also called by the pipeline-parallel strategy, which computes the loss itself)."""
         bs = batch["x"].shape[0]
         self.log("train_loss", loss, prog_bar=True, batch_size=bs, sync_dist=True)
         for t, v in parts.items():
@@ -252,8 +278,7 @@ class DownscalingTask(L.LightningModule):
         self.log("train_masked_fraction", masked, batch_size=bs, sync_dist=True)
         if self._trainer is not None and self.trainer.optimizers:  # the learning rate, per epoch
             self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=False, on_epoch=True,
-                     batch_size=bs)
-        return loss
+                     batch_size=bs, sync_dist=True)
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         loss, _ = self._loss(batch)
@@ -291,8 +316,10 @@ class DownscalingTask(L.LightningModule):
     def _log_scores(self, prefix: str) -> None:
         for t in self.y_norm.names:
             n = self._metric(self.count, t).compute().clamp_min(1)
-            self.log(f"{prefix}_rmse_{t}", (self._metric(self.sq_err, t).compute() / n).sqrt(), prog_bar=True)
-            self.log(f"{prefix}_bias_{t}", self._metric(self.err, t).compute() / n)
+            # the metrics are summed over ranks already: sync_dist averages equal values
+            self.log(f"{prefix}_rmse_{t}", (self._metric(self.sq_err, t).compute() / n).sqrt(), prog_bar=True,
+                     sync_dist=True)
+            self.log(f"{prefix}_bias_{t}", self._metric(self.err, t).compute() / n, sync_dist=True)
             for m in (self._metric(self.sq_err, t), self._metric(self.err, t), self._metric(self.count, t)):
                 m.reset()
 

@@ -65,16 +65,17 @@ def run_train(argv: Sequence[str]) -> int:
         raise ConfigError(f"model.class_path must be climdl.tasks.downscaling.DownscalingTask or "
                           f"climdl.tasks.segmentation.SegmentationTask, got {type(model).__name__}.")
     trainer.fit(model, datamodule=dm, ckpt_path=cli.config.get("ckpt_path"))
-    if not trainer.is_global_zero:
-        return 0
     ckpt_cb: Any = trainer.checkpoint_callback
     best = str(ckpt_cb.best_model_path) if ckpt_cb is not None else ""
-    quiet = bool(cli.config.get("quiet"))
+    # every rank re-validates (a distributed strategy's collectives need all ranks); rank 0 reports
+    quiet = bool(cli.config.get("quiet")) or not trainer.is_global_zero
     if isinstance(model, SegmentationTask):
         summary = _segmentation_summary(trainer, model, dm, best, quiet)
     else:
         summary = _emulator_summary(trainer, model, dm, best, quiet)
-    log_dir = Path(trainer.log_dir or trainer.default_root_dir)
+    log_dir = Path(trainer.log_dir or trainer.default_root_dir)  # a collective under DDP
+    if not trainer.is_global_zero:
+        return 0
     log_dir.mkdir(parents=True, exist_ok=True)
     (log_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     if not quiet:

@@ -1,0 +1,190 @@
+"""Batch normalisation over the global batch of all data-parallel ranks, on any device.
+
+Under data parallelism each rank normalises with the statistics of its own slice of the batch,
+so the same global batch trains differently on 1, 2 or 8 ranks, and with Doury's batch of 32
+split over 8 GPUs every BatchNorm sees 4 samples. :class:`GlobalBatchNorm` computes the mean
+and variance over the whole global batch (one small differentiable all-reduce per layer in the
+forward pass, one in the backward pass), which makes a data-parallel run reproduce the
+single-process run with the same global batch. ``torch.nn.SyncBatchNorm`` does the same on
+GPUs only; this module also runs on CPU with gloo, which is how the tests check it.
+
+:class:`GlobalSyncBatchNorm` is the Lightning ``LayerSync`` plugin that swaps every BatchNorm of
+the model for a :class:`GlobalBatchNorm` (``trainer: {plugins: [...]}`` in
+``configs/strategy/ddp.yaml``); the FSDP2 set-up in :mod:`climdl.parallel.strategies` applies
+it before sharding. The swap keeps parameter and buffer names, so checkpoints are identical to
+those of plain BatchNorm and load anywhere.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from lightning.pytorch.plugins.layer_sync import LayerSync
+from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+_PLAIN: dict[int, type[_BatchNorm]] = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
+
+
+def _all_reduce_sum(t: Tensor, group: Any) -> Tensor:
+    """Differentiable all-reduce (sum): the backward pass sums the gradients of all ranks."""
+    from torch.distributed.nn.functional import all_reduce
+
+    out: Tensor = all_reduce(t, op=dist.ReduceOp.SUM, group=group)
+    return out
+
+
+class GlobalBatchNorm(_BatchNorm):
+    """BatchNorm whose training statistics span the global batch of a process group.
+
+    Each rank reduces its slice to ``(count, mean, M2)`` per channel (two local passes, so no
+    cancellation), the ranks exchange these ``2C + 1`` numbers with one all-reduce, and Chan's
+    formula combines them. Outside training, or in a single process, it is plain BatchNorm.
+    The running variance uses the unbiased global variance, as ``F.batch_norm`` does.
+    """
+
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+        process_group: Any = None,
+        plain_dims: int = 2,
+    ) -> None:
+        super().__init__(num_features, eps, momentum, affine, track_running_stats)
+        self.process_group = process_group
+        self.plain_dims = plain_dims
+
+    def _check_input_dim(self, input: Tensor) -> None:
+        if input.dim() < 2:
+            raise ValueError(f"GlobalBatchNorm expects at least 2-D input, got {input.dim()}-D.")
+
+    def _world(self) -> int:
+        if not (self.training and dist.is_available() and dist.is_initialized()):
+            return 1
+        return int(dist.get_world_size(self.process_group))
+
+    def forward(self, input: Tensor) -> Tensor:
+        """Normalise ``[B, C, ...]`` with global batch statistics while training."""
+        self._check_input_dim(input)
+        world = self._world()
+        if world == 1:
+            return super().forward(input)
+        dims = [0, *range(2, input.dim())]
+        x = input.float()
+        count = torch.tensor(float(x.numel() // x.shape[1]), device=x.device)
+        mean = x.mean(dim=dims)
+        m2 = (x - mean.view(1, -1, *[1] * (x.dim() - 2))).square().sum(dim=dims)
+        rank = dist.get_rank(self.process_group)
+        row = torch.cat([count.view(1), mean, m2])
+        table = torch.zeros(world, row.numel(), device=x.device, dtype=row.dtype)
+        table = table.index_copy(0, torch.tensor([rank], device=x.device), row.view(1, -1))
+        table = _all_reduce_sum(table, self.process_group)  # an all-gather that autograd follows
+        counts, means, m2s = table[:, :1], table[:, 1 : 1 + x.shape[1]], table[:, 1 + x.shape[1] :]
+        total = counts.sum()
+        g_mean = (counts * means).sum(0) / total
+        g_m2 = (m2s + counts * (means - g_mean).square()).sum(0)
+        g_var = g_m2 / total
+        if (
+            self.track_running_stats
+            and self.running_mean is not None
+            and self.running_var is not None
+        ):
+            with torch.no_grad():
+                assert self.num_batches_tracked is not None
+                self.num_batches_tracked.add_(1)
+                factor = (
+                    1.0 / float(self.num_batches_tracked)
+                    if self.momentum is None
+                    else self.momentum
+                )
+                unbiased = g_m2 / (total - 1).clamp_min(1)
+                self.running_mean.mul_(1 - factor).add_(
+                    g_mean.detach().to(self.running_mean.dtype), alpha=factor
+                )
+                self.running_var.mul_(1 - factor).add_(
+                    unbiased.detach().to(self.running_var.dtype), alpha=factor
+                )
+        shape = (1, -1, *[1] * (x.dim() - 2))
+        y = (x - g_mean.view(shape)) * torch.rsqrt(g_var.view(shape) + self.eps)
+        if self.affine:
+            y = y * self.weight.float().view(shape) + self.bias.float().view(shape)
+        return y.to(input.dtype)
+
+    def to_plain(self) -> _BatchNorm:
+        """The equivalent plain ``BatchNorm{1,2,3}d`` sharing this layer's tensors."""
+        plain = _PLAIN.get(self.plain_dims, nn.BatchNorm2d)(
+            self.num_features, self.eps, self.momentum, self.affine, self.track_running_stats
+        )
+        _share_state(self, plain)
+        return plain
+
+
+def _share_state(src: _BatchNorm, dst: _BatchNorm) -> None:
+    """Make ``dst`` use ``src``'s parameters and buffers (same objects: optimizer refs hold)."""
+    if src.affine:
+        dst.weight = src.weight
+        dst.bias = src.bias
+    dst.running_mean = src.running_mean
+    dst.running_var = src.running_var
+    dst.num_batches_tracked = src.num_batches_tracked
+    dst.train(src.training)
+
+
+def convert_batchnorm(module: nn.Module, process_group: Any = None) -> nn.Module:
+    """Swap every plain BatchNorm in ``module`` for a :class:`GlobalBatchNorm` (in place for
+    children; the returned module replaces ``module`` itself when it is a BatchNorm)."""
+    if isinstance(module, _BatchNorm) and not isinstance(
+        module, GlobalBatchNorm | nn.SyncBatchNorm
+    ):
+        dims = next((d for d, cls in _PLAIN.items() if isinstance(module, cls)), 2)
+        new = GlobalBatchNorm(
+            module.num_features,
+            module.eps,
+            module.momentum,
+            module.affine,
+            module.track_running_stats,
+            process_group,
+            dims,
+        )
+        _share_state(module, new)
+        return new
+    for name, child in module.named_children():
+        new_child = convert_batchnorm(child, process_group)
+        if new_child is not child:
+            setattr(module, name, new_child)
+    return module
+
+
+def revert_batchnorm(module: nn.Module) -> nn.Module:
+    """Undo :func:`convert_batchnorm`: plain BatchNorm layers sharing the same tensors."""
+    if isinstance(module, GlobalBatchNorm):
+        return module.to_plain()
+    for name, child in module.named_children():
+        new_child = revert_batchnorm(child)
+        if new_child is not child:
+            setattr(module, name, new_child)
+    return module
+
+
+class GlobalSyncBatchNorm(LayerSync):
+    """Lightning plugin: global-batch BatchNorm under DDP (and FSDP2 via climdl's set-up).
+
+    Use ``trainer: {plugins: [climdl.parallel.syncbn.GlobalSyncBatchNorm]}`` instead of
+    ``sync_batchnorm: true``, which needs CUDA. It has no effect in a single process.
+    """
+
+    def __init__(self, process_group: Any = None) -> None:
+        self.process_group = process_group
+
+    def apply(self, model: nn.Module) -> nn.Module:
+        """Swap the model's BatchNorm layers for :class:`GlobalBatchNorm`."""
+        return convert_batchnorm(model, self.process_group)
+
+    def revert(self, model: nn.Module) -> nn.Module:
+        """Swap them back (same tensors), e.g. for inference after training."""
+        return revert_batchnorm(model)
