@@ -194,9 +194,71 @@ def evaluation() -> list:
     ]
 
 
+def scaling_out() -> list:
+    return [
+        new_markdown_cell(
+            "# 04 Scaling out: strategies, nodes, restarts, inference at scale\n\n"
+            "The commands here are shown, not run (they need several processes, GPUs or a cluster); "
+            "each is exercised on CPU with gloo by the test suite (`pytest -m distributed`). The cells "
+            "that do run only read the presets and this process's launch environment."),
+        new_code_cell(SETUP),
+        new_markdown_cell(
+            "## Strategy presets\n\n"
+            "A preset from `configs/strategy/` is stacked after any training config: the model, data "
+            "and optimiser stay the same, only the `trainer:` part changes."),
+        new_code_cell(
+            "for path in sorted((REPO / \"configs\" / \"strategy\").glob(\"*.yaml\")):\n"
+            "    first = next(line for line in path.read_text().splitlines() if line.startswith(\"#\"))\n"
+            "    print(f\"{path.name:<18} {first.lstrip('# ')}\")"),
+        new_code_cell("print((REPO / \"configs\" / \"strategy\" / \"fsdp.yaml\").read_text())"),
+        new_markdown_cell(
+            "```bash\n"
+            "# data parallel on 2 processes (CPU: gloo; GPUs: add --trainer.accelerator gpu --trainer.devices 4)\n"
+            "climdl train --config configs/emulator/sample.yaml --config configs/strategy/ddp.yaml\n"
+            "# FSDP2, sharded checkpoints that resume on another number of processes\n"
+            "climdl train --config configs/emulator/sample.yaml --config configs/strategy/fsdp.yaml\n"
+            "climdl consolidate runs/sample-alps/.../last.ckpt     # one file for climdl downscale\n"
+            "# tensor parallel on the dense layers; pipeline parallel over UNet stages\n"
+            "climdl train --config configs/emulator/sample.yaml --config configs/strategy/tensor.yaml\n"
+            "climdl train --config configs/emulator/sample.yaml --config configs/strategy/pipeline.yaml \\\n"
+            "    --trainer.strategy.init_args.schedule 1f1b --trainer.strategy.init_args.n_microbatches 4\n"
+            "```"),
+        new_markdown_cell(
+            "## Several nodes, restarts\n\n"
+            "```bash\n"
+            "# on every node; HOST = the first node\n"
+            "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 torchrun --nnodes 2 --nproc-per-node 4 \\\n"
+            "  --rdzv-backend c10d --rdzv-endpoint HOST:29500 --rdzv-id climdl --max-restarts 3 \\\n"
+            "  -m climdl.cli train --config configs/emulator/sample.yaml --config configs/strategy/ddp.yaml \\\n"
+            "  --config configs/strategy/multinode.yaml --config configs/strategy/restartable.yaml \\\n"
+            "  --trainer.devices 4 --ckpt_path last\n"
+            "# SLURM, with automatic requeue before the time limit\n"
+            "sbatch scripts/slurm/train.sbatch\n"
+            "```\n\n"
+            "`climdl launch-info` shows how a process sees its launch (rank, node, rendezvous):"),
+        new_code_cell(
+            "import subprocess, sys\n\n"
+            "print(subprocess.run([sys.executable, \"-m\", \"climdl.cli\", \"launch-info\"], capture_output=True,\n"
+            "                     text=True).stdout)"),
+        new_markdown_cell(
+            "## Inference at scale\n\n"
+            "```bash\n"
+            "# ranks split the chunks of time; rank 0 joins them into one file\n"
+            "torchrun --nproc-per-node 4 -m climdl.cli downscale -c best.ckpt -i gcm/*.nc -o out.nc --device cuda\n"
+            "# Dask: local worker processes, or an existing cluster (dask-jobqueue on SLURM)\n"
+            "climdl downscale -c best.ckpt -i gcm/*.nc -o out.nc --workers 8\n"
+            "climdl downscale -c best.ckpt -i gcm/*.nc -o out.nc --dask-scheduler tcp://HOST:8786\n"
+            "```\n\n"
+            "Every variant writes the same file as one process, and `--resume` continues any of them "
+            "from the chunks already finished."),
+    ]
+
+
 def main() -> None:
     ROOT.mkdir(exist_ok=True)
-    for name, cells in {"01_quickstart": quickstart(), "02_evaluation": evaluation()}.items():
+    notebooks = {"01_quickstart": quickstart(), "02_evaluation": evaluation(),
+                 "04_scaling_out": scaling_out()}
+    for name, cells in notebooks.items():
         nb = new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
                                                                 "language": "python"}})
         nbformat.write(nb, ROOT / f"{name}.ipynb")

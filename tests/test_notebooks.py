@@ -33,6 +33,7 @@ def test_notebook_runs(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPat
     client.execute()  # raises CellExecutionError on the first failing cell
     images = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
               if "image/png" in o.get("data", {})]
-    assert images, "the notebook draws no figure"
+    if path.stem != "04_scaling_out":  # the scaling notebook shows commands, not figures
+        assert images, "the notebook draws no figure"
     nbformat.write(nb, tmp_path / path.name)  # kept for inspection on failure
     assert os.environ["CLIMDL_NOTEBOOK_WORK"] == str(tmp_path)
