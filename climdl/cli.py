@@ -74,6 +74,7 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
                       smoothing=args.smoothing, train_period=period, stats_out=args.stats,
                       device=args.device, chunk_days=args.chunk_days, overwrite=args.overwrite,
                       min_coverage=args.min_coverage,
+                      scheduler=args.dask_scheduler if args.dask_scheduler else args.workers,
                       progress=lambda d, t: bar.update(task, completed=d, total=t))
     console.print(f"{len(res.variables)} variable(s), {res.n_times} steps on {res.device} "
                   f"in {res.seconds:.1f} s")
@@ -138,6 +139,12 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--chunk-days", type=int, default=365, help="time steps per block")
     pp.add_argument("--min-coverage", type=float, default=0.999, help="coarse cells less covered are errors")
     pp.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    dask = pp.add_mutually_exclusive_group()
+    dask.add_argument("--dask-scheduler", default=None, metavar="ADDRESS",
+                      help="run the blocks on an existing Dask cluster (tcp://host:8786); the input "
+                           "files must be readable by the workers at the same paths")
+    dask.add_argument("--workers", type=int, default=None,
+                      help="run the blocks on N local Dask worker processes")
     pp.add_argument("-q", "--quiet", action="store_true")
     pp.set_defaults(func=_cmd_prepare)
 

@@ -15,10 +15,12 @@ import xarray as xr
 from climdl.data.grids import coarse_grid, target_grid
 from climdl.errors import ConfigError, DataError, OutputError
 from climdl.plot import (
+    mask_panels,
     panel_figure,
     plot_field,
     plot_mask_over_rgb,
     plot_psd,
+    rgb_composite,
     save_figure,
     select_lines,
 )
@@ -370,6 +372,51 @@ def test_mask_over_rgb_colours_classes_and_leaves_no_data_transparent() -> None:
     with pytest.raises(DataError):
         plot_mask_over_rgb(rgb, mask[:10], flag_meanings=["clear"])
 
+
+
+def _scene(names: list[str], wavelengths: list[float]) -> xr.Dataset:
+    """A 3-band (+ thermal) scene: a grey ramp, a pure red block, a white cloud, a NaN row."""
+    h, w = 12, 16
+    img = np.zeros((len(names), h, w), "f4")
+    ramp = np.linspace(0.05, 0.3, w, dtype="f4")
+    for i, n in enumerate(names):
+        img[i] = 240.0 if n == "tir" else ramp
+    red = int(np.argmin([abs(x - 0.655) for x in wavelengths]))
+    img[red, :4, :4] = 0.6  # a red patch
+    img[[i for i, n in enumerate(names) if n != "tir"], 6:9, 6:9] = 0.9  # white cloud
+    img[:, -1] = np.nan  # no data
+    units = ["K" if n == "tir" else "1" for n in names]
+    return xr.Dataset({"image": (("band", "y", "x"), img)},
+                      coords={"band": names, "wavelength": ("band", wavelengths),
+                              "band_units": ("band", units)})
+
+
+def test_rgb_composite_by_name_or_wavelength_keeps_white_white_and_nan() -> None:
+    by_name = rgb_composite(_scene(["blue", "green", "red", "tir"], [0.48, 0.56, 0.66, 10.9]))
+    assert by_name.shape == (12, 16, 3)
+    assert np.isnan(by_name[-1]).all() and np.isfinite(by_name[:-1]).all()
+    cloud = by_name[7, 7]
+    np.testing.assert_allclose(cloud, cloud[0])  # one stretch for all bands: white stays white
+    assert cloud[0] > 0.95
+    patch = by_name[1, 1]
+    assert patch[0] > patch[1] and patch[0] > patch[2]  # red is red
+    # other names: the bands nearest to red/green/blue wavelengths (B4 is red)
+    other = rgb_composite(_scene(["B2", "B3", "B4", "B8"], [0.49, 0.56, 0.665, 0.842]))
+    np.testing.assert_allclose(other[:-1], by_name[:-1], atol=1e-6)
+    with pytest.raises(DataError, match="RGB composite"):
+        rgb_composite(_scene(["nir", "swir16", "swir22", "tir"], [0.86, 1.61, 2.2, 10.9]))
+
+
+def test_mask_panels_put_the_rgb_beside_each_mask_with_one_legend() -> None:
+    rgb = np.random.default_rng(1).random((10, 20, 3))
+    a, b = np.zeros((10, 20), int), np.ones((10, 20), int)
+    fig = mask_panels(rgb, [("truth", a), ("prediction", b)], flag_meanings=["clear", "cloud"],
+                      suptitle="scene 1")
+    assert [ax.get_title() for ax in fig.axes] == ["RGB composite", "truth", "prediction"]
+    assert [ax.get_legend() is not None for ax in fig.axes] == [False, False, True]
+    overlay = next(im for im in fig.axes[2].get_images() if im.get_gid() == "mask").get_array()
+    assert np.all(overlay[..., 3] > 0)  # every pixel is "cloud" in the prediction
+    assert fig.get_suptitle() == "scene 1"
 
 # ----------------------------------------------------------------------------- shapes, saving
 def test_select_lines_scales_detail_clips_and_wraps_the_antimeridian() -> None:

@@ -239,3 +239,73 @@ def test_select_time_handles_numpy_dates_and_size_one_series() -> None:
     assert when == "mean 2000-01-01 to 2000-01-03" and "time: mean" in mean.attrs["cell_methods"]
     single, when = select_time(da.isel(time=[1]), TimeChoice.parse(None))
     assert single.ndim == 2 and when == "2000-01-02"
+
+
+
+# ----------------------------------------------------------------------------- scenes and masks
+@pytest.fixture()
+def scene_and_mask(tmp_path: Path) -> tuple[Path, Path]:
+    """A small labelled sample scene and a "prediction" file laid out like climdl segment's."""
+    import xarray as xr
+
+    from climdl.clouds.sample import write_cloud_sample
+
+    scene = write_cloud_sample(tmp_path / "scenes", n_scenes=1, size=(32, 48), seed=3).files[0]
+    with xr.open_dataset(scene) as ds:
+        pred = xr.Dataset({"cloud_mask": ds["mask"].load().copy()})
+    pred["cloud_mask"].values[:] = 1  # "cloud" everywhere
+    pred.to_netcdf(tmp_path / "pred_mask.nc")
+    return scene, tmp_path / "pred_mask.nc"
+
+
+def test_plot_scene_with_its_label_and_a_mask_file(
+    scene_and_mask: tuple[Path, Path], tmp_path: Path, figures: list[Any],
+) -> None:
+    scene, mask = scene_and_mask
+    out = tmp_path / "scene.png"
+    assert main(["plot", str(scene), "--mask", str(mask), "--title", "scene 0", "--out", str(out),
+                 "-q"]) == 0
+    assert out.stat().st_size > 0
+    fig = figures[-1]
+    assert [ax.get_title() for ax in fig.axes] == ["RGB composite", "label", "pred_mask"]
+    assert fig.get_suptitle() == "scene 0"
+    overlay = next(im for im in fig.axes[2].get_images() if im.get_gid() == "mask").get_array()
+    rgb = fig.axes[0].get_images()[0].get_array()
+    assert overlay.shape[:2] == rgb.shape[:2] == (32, 48)
+    legend = [t.get_text() for t in fig.axes[-1].get_legend().get_texts()]
+    assert legend == ["clear", "cloud", "thin_cloud", "cloud_shadow", "snow"]
+    # the scene alone: RGB and label
+    assert main(["plot", str(scene), "--out", str(tmp_path / "alone.png"), "-q"]) == 0
+    assert [ax.get_title() for ax in figures[-1].axes] == ["RGB composite", "label"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["{pred}", "--mask", "{mask}"], "is not a scene"),
+        (["{scene}", "--time", "0"], "multispectral scene"),
+        (["{scene}", "--vs", "{pred}"], "multispectral scene"),
+        (["{scene}", "--mask", "{small}"], "needs the mask of this scene"),
+        (["{scene}", "--mask", "{missing}"], "check the --mask path"),
+        (["{scene}", "--mask", "{nomask}"], "flag variables"),
+    ],
+)
+def test_scene_mistakes_are_one_line_errors(
+    args: list[str], message: str, scene_and_mask: tuple[Path, Path], pair: tuple[Path, Path],
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    import xarray as xr
+
+    scene, mask = scene_and_mask
+    with xr.open_dataset(mask) as ds:
+        ds.isel(x=slice(0, 10)).to_netcdf(tmp_path / "small.nc")
+        xr.Dataset({"v": ds["cloud_mask"].astype("f4").assign_attrs(flag_meanings=None)}).drop_attrs(
+        ).to_netcdf(tmp_path / "nomask.nc")
+    names = {"scene": str(scene), "mask": str(mask), "pred": str(pair[0]),
+             "small": str(tmp_path / "small.nc"), "missing": str(tmp_path / "missing.nc"),
+             "nomask": str(tmp_path / "nomask.nc")}
+    argv = ["plot", *(a.format(**names) for a in args), "--out", str(tmp_path / "err.png")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and err.count("\n") == 1
+    assert not (tmp_path / "err.png").exists()

@@ -176,6 +176,18 @@ def open_scene(path: str | os.PathLike[str]) -> xr.Dataset:
     return ds
 
 
+
+def load_scene(path: str | os.PathLike[str]) -> xr.Dataset:
+    """Read a whole scene into memory and close the file.
+
+    For scenes that fit in memory (notebooks, plots). Closing matters: with the netCDF-C
+    library a file that stays open while it is opened and closed again elsewhere (by
+    ``climdl segment``, say) can fail to reopen later in the same process with "NetCDF: HDF
+    error". Use :func:`open_scene` for lazy, windowed reads of large scenes.
+    """
+    with open_scene(path) as ds:
+        return ds.load()
+
 def image_name(ds: xr.Dataset, source: object = "the scene") -> str:
     """Name of the image variable: ``image``, else the one variable with a ``band`` dimension."""
     if IMAGE_VAR in ds.data_vars and BAND_DIM in ds[IMAGE_VAR].dims:

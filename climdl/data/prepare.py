@@ -18,15 +18,18 @@ The covered fraction of every cell is written as ``climdl_coverage``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import dask
 import numpy as np
 import pyproj
 import torch
@@ -58,6 +61,7 @@ from climdl.io.netcdf import atomic_path
 from climdl.preprocess import (
     LatLonGrid,
     ProjectedGrid,
+    RegridWeights,
     StreamingStats,
     apply_regrid,
     conservative_weights,
@@ -312,7 +316,7 @@ def _train_slice(days: Sequence[str], period: tuple[str, str] | None, where: str
     return slice(hit[0], hit[-1] + 1)
 
 
-# ----------------------------------------------------------------------------- pipeline
+# ----------------------------------------------------------------------------- metadata
 def _as_stats(acc: StreamingStats, names: list[str]) -> dict[str, VariableStats]:
     r = acc.result()
     return {
@@ -378,6 +382,120 @@ def _global_attrs(
     }
 
 
+# ----------------------------------------------------------------------------- blocks
+def open_fine(
+    files: Sequence[PathArg], variables: Sequence[str] | None, chunk_days: int
+) -> tuple[xr.Dataset, LatLonGrid | ProjectedGrid, tuple[str, str], list[str]]:
+    """The fine dataset, its grid, its (y, x) dimensions and variable names, checked for prepare.
+
+    Used by :func:`prepare` and, on a Dask cluster, by every worker, so that both read the same
+    fields the same way.
+    """
+    ds = open_dataset(files, variables, chunks={"time": chunk_days})
+    where = _files.describe([Path(f) for f in files])
+    if "time" not in ds.dims:
+        raise DataError(f"{where} has no time axis; prepare upscales time series.")
+    src, (ydim, xdim) = fine_grid(ds)
+    names = [str(n) for n in ds.data_vars]
+    for name in names:
+        if set(ds[name].dims) != {"time", ydim, xdim}:
+            raise DataError(
+                f"{name} in {where} has dimensions {ds[name].dims}, not (time, {ydim}, {xdim}); "
+                "prepare only the time-varying fields of one grid."
+            )
+    return ds, src, (ydim, xdim), names
+
+
+@dataclass(frozen=True)
+class UpscaledBlock:
+    """One block of time steps upscaled: what is written, and its share of the statistics.
+
+    ``coarse`` and ``fine`` hold the statistics of the block's training-period steps only
+    (nothing accumulated when it has none), on the CPU, to be merged in time order.
+    """
+
+    start: int
+    values: np.ndarray
+    """Coarse fields ``[T, C, lat, lon]``, float32, C in the order of the variable names."""
+    coarse: StreamingStats
+    fine: StreamingStats
+
+    @property
+    def stop(self) -> int:
+        return self.start + int(self.values.shape[0])
+
+
+@dataclass(frozen=True)
+class Upscaler:
+    """Everything a block needs but its time steps; built once per process (client or worker).
+
+    :meth:`block` is the one computation of a block, whether :func:`prepare` runs it in process
+    or as a Dask task, so both give the same output bit for bit.
+    """
+
+    ds: xr.Dataset
+    names: list[str]
+    dims: tuple[str, str]
+    weights: RegridWeights
+    area: Tensor
+    """Coarse cell areas on the device, the smoothing's weights."""
+    smoothing: int
+    device: torch.device
+
+    @classmethod
+    def build(
+        cls,
+        ds: xr.Dataset,
+        src: LatLonGrid | ProjectedGrid,
+        dims: tuple[str, str],
+        names: list[str],
+        coarse: CoarseGrid,
+        *,
+        subcells: int,
+        smoothing: int,
+        device: torch.device,
+    ) -> Upscaler:
+        """Conservative weights from ``src`` to ``coarse`` (cached per process) and cell areas."""
+        weights = conservative_weights(src, coarse.grid, k=subcells, min_coverage=None)
+        area = torch.as_tensor(coarse.grid.cell_areas(), dtype=torch.float64, device=device)
+        return cls(ds, names, dims, weights, area, smoothing, device)
+
+    def block(self, start: int, stop: int, train: slice) -> UpscaledBlock:
+        """Read time steps ``start:stop``, remap (and smooth) them; statistics over ``train``."""
+        ydim, xdim = self.dims
+        # the threaded scheduler, also inside a Dask worker: the read must not become tasks
+        # queued behind this one on the cluster
+        with dask.config.set(scheduler="threads"):
+            block = np.stack(
+                [self.ds[v].transpose("time", ydim, xdim).isel(time=slice(start, stop)).values
+                 for v in self.names],
+                axis=1,
+            )  # fmt: skip
+        x = torch.from_numpy(block).to(self.device, torch.float64)
+        # NaN-aware remapping (renormalised over valid sources) only where needed: 4x cheaper
+        y = apply_regrid(self.weights, x, nan_aware=bool(torch.isnan(x).any()))
+        y = smooth(y, self.smoothing, self.area)
+        coarse, fine = StreamingStats(channel_dim=1), StreamingStats(channel_dim=1)
+        lo, hi = max(start, train.start) - start, min(stop, train.stop) - start
+        if hi > lo:
+            fine.update(x[lo:hi])
+            coarse.update(y[lo:hi])
+        values = y.to(torch.float32).cpu().numpy()
+        return UpscaledBlock(start, values, coarse.to("cpu"), fine.to("cpu"))
+
+
+def _dask_device(device: str) -> str:
+    """The device Dask workers use: ``auto`` means cpu; cuda is checked on the workers."""
+    if device == "auto":
+        return "cpu"
+    try:
+        torch.device(device)
+    except RuntimeError as exc:
+        raise ConfigError(f"unknown device {device!r}; use auto, cpu or cuda.") from exc
+    return device
+
+
+# ----------------------------------------------------------------------------- pipeline
 def prepare(
     fine: PathArg | Sequence[PathArg],
     out: PathArg,
@@ -393,6 +511,7 @@ def prepare(
     progress: Callable[[int, int], None] | None = None,
     min_coverage: float = 0.999,
     subcells: int = 8,
+    scheduler: str | int | None = None,
 ) -> PrepareResult:
     """Upscale fine fields conservatively to ``coarse_grid`` and write CF NetCDF to ``out``.
 
@@ -407,6 +526,15 @@ def prepare(
     ``progress(done, total)``: called after each block. ``min_coverage``: least covered
     fraction allowed for any coarse cell (see the module doc). ``subcells``: k x k sub-cells
     per projected fine cell for the weights.
+
+    ``scheduler``: None computes the blocks in this process; N (an int or a digit string)
+    starts N local Dask worker processes (one thread each); an address (``tcp://host:8786``)
+    uses an existing Dask cluster, e.g. one started on SLURM with dask-jobqueue. Each block is
+    then a task (:mod:`climdl.data.prepare_dask`); the workers read the input files
+    themselves, so these must be on a file system they share, and the client writes the blocks
+    in time order and merges their statistics: the output is the in-process one and the
+    statistics agree to rounding. On Dask, ``device="auto"`` means cpu; for GPUs pass cuda and
+    run one worker per GPU (e.g. dask-cuda's ``LocalCUDACluster``).
     """
     t0 = time.perf_counter()
     out = Path(out)
@@ -421,25 +549,19 @@ def prepare(
             raise OutputError(f"{target} already exists; pass --overwrite to replace it.")
     if stats_out is not None:
         stats_format(stats_out)
-    dev = _device(str(device))
+    on_dask = scheduler is not None
+    worker_device = _dask_device(str(device)) if on_dask else ""
+    dev = torch.device("cpu") if on_dask else _device(str(device))
     files = _files.resolve_paths(fine)
     if any(out.resolve() == f.resolve() for f in files):
         raise ConfigError(f"the output {out} is one of the input files; write somewhere else.")
-    ds = open_dataset(files, variables, chunks={"time": chunk_days})
+    ds, src, dims, names = open_fine(files, variables, chunk_days)
     where = _files.describe(files)
-    if "time" not in ds.dims:
-        raise DataError(f"{where} has no time axis; prepare upscales time series.")
-    src, (ydim, xdim) = fine_grid(ds)
-    names = [str(n) for n in ds.data_vars]
-    for name in names:
-        if set(ds[name].dims) != {"time", ydim, xdim}:
-            raise DataError(
-                f"{name} in {where} has dimensions {ds[name].dims}, not (time, {ydim}, {xdim}); "
-                "prepare only the time-varying fields of one grid."
-            )
     coarse = _resolve_coarse(coarse_grid, ds)
-    weights = conservative_weights(src, coarse.grid, k=subcells, min_coverage=None)
-    cov = weights.coverage.numpy()
+    upscaler = Upscaler.build(
+        ds, src, dims, names, coarse, subcells=subcells, smoothing=smoothing, device=dev
+    )
+    cov = upscaler.weights.coverage.numpy()
     if (cov < min_coverage).any():
         raise DataError(
             f"the fine domain covers {int((cov < min_coverage).sum())} of {cov.size} coarse cells "
@@ -453,38 +575,48 @@ def prepare(
     enc = ds["time"].encoding
     calendar = str(enc.get("calendar") or getattr(dates[0], "calendar", None) or "standard")
     time_units = str(enc.get("units") or f"days since {days[0][:4]}-01-01")
-    area = torch.as_tensor(coarse.grid.cell_areas(), dtype=torch.float64, device=dev)
     acc_coarse, acc_fine = StreamingStats(channel_dim=1), StreamingStats(channel_dim=1)
     summary, gattrs = _global_attrs(
         ds.attrs, files, out, src, coarse, cov, smoothing, min_coverage, subcells
     )
     n = len(dates)
-    with (
-        atomic_path(out, overwrite=overwrite) as tmp,
-        CoarseWriter(
+    bounds = [(a, min(n, a + chunk_days)) for a in range(0, n, chunk_days)]
+    with contextlib.ExitStack() as stack:
+        client = None
+        if scheduler is not None:  # reach or start the cluster before any output exists
+            from climdl.dask_cluster import client_for
+
+            client = stack.enter_context(client_for(scheduler))
+        tmp = stack.enter_context(atomic_path(out, overwrite=overwrite))
+        writer = stack.enter_context(CoarseWriter(
             tmp, names=names, var_attrs={v: _var_attrs(v, smoothing) for v in names},
             lat=coarse.lat, lon=coarse.lon, lat_bnds=coarse.lat_bnds, lon_bnds=coarse.lon_bnds,
             dates=dates, time_units=time_units, calendar=calendar, coverage=cov,
             global_attrs=gattrs, chunk_t=min(chunk_days, 365),
-        ) as writer,
-    ):  # fmt: skip
-        for a in range(0, n, chunk_days):
-            b = min(n, a + chunk_days)
-            block = np.stack(
-                [ds[v].transpose("time", ydim, xdim).isel(time=slice(a, b)).values for v in names],
-                axis=1,
-            )
-            x = torch.from_numpy(block).to(dev, torch.float64)
-            # NaN-aware remapping (renormalised over valid sources) only where needed: 4x cheaper
-            y = apply_regrid(weights, x, nan_aware=bool(torch.isnan(x).any()))
-            y = smooth(y, smoothing, area)
-            lo, hi = max(a, train.start) - a, min(b, train.stop) - a
-            if hi > lo:
-                acc_fine.update(x[lo:hi])
-                acc_coarse.update(y[lo:hi])
-            writer.write(a, y.to(torch.float32).cpu().numpy())
-            if progress is not None:
-                progress(b, n)
+        ))  # fmt: skip
+
+        def take(block: UpscaledBlock) -> None:
+            """Write one block and merge its statistics: blocks must come in time order."""
+            writer.write(block.start, block.values)
+            acc_fine.merge(block.fine)
+            acc_coarse.merge(block.coarse)
+
+        if client is None:
+            for a, b in bounds:
+                take(upscaler.block(a, b, train))
+                if progress is not None:
+                    progress(b, n)
+        else:
+            from climdl.data.prepare_dask import BlockSource, run_blocks
+
+            source = BlockSource(
+                run=uuid.uuid4().hex, files=tuple(str(f.resolve()) for f in files),
+                names=tuple(names), n_times=n, coarse=coarse, subcells=subcells,
+                smoothing=smoothing, device=worker_device, chunk_days=chunk_days,
+                torch_threads=torch.get_num_threads(),
+            )  # fmt: skip
+            run_blocks(client, source, bounds, train, take, progress=progress)
+            dev = torch.device(worker_device)
         stats = PrepareStats(
             variables=tuple(names),
             units={v: str(ds[v].attrs.get("units", canonical_attrs(v)["units"])) for v in names},

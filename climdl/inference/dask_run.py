@@ -11,15 +11,17 @@ scheduler's address; for GPUs, one worker per GPU (dask-cuda's ``LocalCUDACluste
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from climdl.dask_cluster import client_for
 from climdl.errors import ConfigError, DataError
 from climdl.inference.job import Job, JobConfig
 from climdl.inference.parts import PartStore
+
+__all__ = ["client_for", "run_chunk", "run_on_dask"]
 
 log = logging.getLogger(__name__)
 
@@ -45,29 +47,6 @@ def run_chunk(config_json: str, index: int, output: str, manifest: dict[str, Any
     chunk = job.compute(x, times)
     PartStore(Path(output), manifest, create=False).write(index, chunk, job.part_encoding(chunk))
     return int(times.size)
-
-
-@contextlib.contextmanager
-def client_for(scheduler: str | int) -> Iterator[Any]:
-    """A Dask client: connected to ``scheduler`` (an address) or to N new local worker processes."""
-    try:
-        from distributed import Client, LocalCluster
-    except ImportError as exc:  # pragma: no cover - distributed is a dependency
-        raise ConfigError("running on Dask needs the 'distributed' package.") from exc
-    if isinstance(scheduler, int) or str(scheduler).isdigit():
-        n = int(scheduler)
-        if n < 1:
-            raise ConfigError("--workers must be at least 1.")
-        with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
-                Client(cluster) as client:
-            yield client
-        return
-    try:
-        client = Client(str(scheduler), timeout=30)
-    except OSError as exc:
-        raise ConfigError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from exc
-    with client:
-        yield client
 
 
 def run_on_dask(job: Job, todo: Sequence[int], store: PartStore, scheduler: str | int, *,

@@ -12,7 +12,7 @@ from climdl.plot.coastlines import add_coastlines, select_lines
 from climdl.plot.colours import colour_spec, infer_kind
 from climdl.plot.figures import new_figure, save_figure
 from climdl.plot.maps import panel_figure, plot_field
-from climdl.plot.masks import plot_mask_over_rgb
+from climdl.plot.masks import mask_panels, plot_mask_over_rgb, rgb_composite
 from climdl.plot.projection import MapFrame, crs_from_cf, grid_of, map_frame
 from climdl.plot.spectra import plot_psd
 
@@ -24,11 +24,13 @@ __all__ = [
     "grid_of",
     "infer_kind",
     "map_frame",
+    "mask_panels",
     "new_figure",
     "panel_figure",
     "plot_field",
     "plot_mask_over_rgb",
     "plot_psd",
+    "rgb_composite",
     "save_figure",
     "select_lines",
 ]

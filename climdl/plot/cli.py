@@ -17,7 +17,9 @@ def register(sub: Any) -> None:
         description="Draw one variable of a CF NetCDF file on its native grid (Lambert, rotated "
                     "pole or lat/lon) with coastlines, lakes and borders shipped with climdl (no "
                     "download), a colour map suited to the variable and a colour bar with units. "
-                    "With --vs, three panels: FILE, OTHER and FILE minus OTHER.",
+                    "With --vs, three panels: FILE, OTHER and FILE minus OTHER. A multispectral "
+                    "scene (climdl sample-clouds) is drawn as an RGB composite with its label "
+                    "and, with --mask, a cloud mask (climdl segment output) over it.",
     )
     p.add_argument("file", type=Path, metavar="FILE", help="NetCDF file")
     p.add_argument("--var", "-v", default=None,
@@ -29,6 +31,9 @@ def register(sub: Any) -> None:
     when.add_argument("--mean", action="store_true", help="average over time")
     p.add_argument("--vs", type=Path, default=None, metavar="OTHER",
                    help="second file on the same grid: panels FILE, OTHER and FILE - OTHER")
+    p.add_argument("--mask", type=Path, default=None, metavar="MASK",
+                   help="FILE is a scene: draw this cloud mask file (climdl segment output) "
+                        "over its RGB composite, beside the scene's own label")
     p.add_argument("--out", "-o", type=Path, required=True, metavar="FIG",
                    help="figure to write: .png, .pdf or .svg")
     p.add_argument("--kind", default="auto", choices=_KINDS,
@@ -48,7 +53,7 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     path = plot_file(
         args.file, args.out, var=args.var, time=args.time, mean=args.mean, vs=args.vs,
         kind=args.kind, vmin=args.vmin, vmax=args.vmax, title=args.title, dpi=args.dpi,
-        overwrite=args.overwrite,
+        overwrite=args.overwrite, mask=args.mask,
     )
     if not args.quiet:
         print(path)

@@ -3,6 +3,8 @@
 Each class gets a fixed, recognisable colour (clouds magenta, shadows blue, snow cyan...) blended
 over the scene with ``alpha``, "clear" is left see-through so the scene itself shows, and pixels
 without a valid class (no data, fill values) stay fully transparent. A legend names the classes.
+:func:`rgb_composite` makes the true-colour image of a scene and :func:`mask_panels` puts it
+beside one or more masks (truth, prediction, errors).
 """
 
 from __future__ import annotations
@@ -16,7 +18,11 @@ from climdl.errors import DataError
 from climdl.plot.figures import new_figure
 
 if TYPE_CHECKING:
+    import xarray as xr
     from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+    from climdl.clouds.scene import Band
 
 #: colours of well-known class names (CF flag_meanings spellings); None: not drawn
 CLASS_COLOURS: dict[str, str | None] = {
@@ -108,3 +114,84 @@ def plot_mask_over_rgb(
     if title:
         ax.set_title(title, fontsize="medium")
     return ax
+
+
+#: central wavelengths (um) of red, green and blue, for scenes whose bands have other names
+_RGB_WAVELENGTHS = (0.655, 0.561, 0.482)
+
+
+def _rgb_indices(bands: Sequence[Band], names: Sequence[str]) -> list[int]:
+    """Indices of the red, green and blue bands: by name, else by the nearest wavelength."""
+    by_name = {b.name.lower(): i for i, b in enumerate(bands)}
+    if all(n.lower() in by_name for n in names):
+        return [by_name[n.lower()] for n in names]
+    reflective = [(i, b.wavelength) for i, b in enumerate(bands)
+                  if not b.thermal and np.isfinite(b.wavelength)]
+    out = []
+    for target in _RGB_WAVELENGTHS:
+        near = [(abs(w - target), i) for i, w in reflective if abs(w - target) <= 0.05]
+        if not near:
+            have = ", ".join(f"{b.name} ({b.wavelength:g} um)" for b in bands)
+            raise DataError(f"the scene has no bands named {'/'.join(names)} and none within "
+                            f"0.05 um of {target} um for an RGB composite; bands: {have}.")
+        out.append(min(near)[1])
+    return out
+
+
+def rgb_composite(
+    scene: xr.Dataset,
+    bands: Sequence[str] = ("red", "green", "blue"),
+    *,
+    percentiles: tuple[float, float] = (1.0, 99.0),
+    gamma: float = 1.0 / 1.4,
+) -> np.ndarray:
+    """True-colour ``[H, W, 3]`` image (0..1, NaN where there are no data) of a scene.
+
+    The bands are found by name (``bands``), else by the nearest central wavelength to red,
+    green and blue. One linear stretch between the ``percentiles`` of all three bands together
+    (so that the colour balance is kept: clouds stay white, snow stays white, deserts stay
+    ochre), then ``gamma`` brightens the dark surfaces as the eye expects.
+    """
+    from climdl.clouds.scene import bands_of, read_image
+
+    idx = _rgb_indices(bands_of(scene), bands)
+    rgb = np.moveaxis(read_image(scene, order=idx), 0, -1).astype(np.float64)
+    finite = rgb[np.isfinite(rgb)]
+    if finite.size == 0:
+        raise DataError("the scene's red, green and blue bands hold no data.")
+    lo, hi = np.percentile(finite, percentiles)
+    scaled = np.clip((rgb - lo) / max(hi - lo, 1e-12), 0.0, 1.0)
+    out: np.ndarray = scaled ** gamma
+    return out
+
+
+def mask_panels(
+    rgb: np.ndarray,
+    masks: Sequence[tuple[str, np.ndarray]],
+    *,
+    flag_meanings: Sequence[str],
+    ncols: int | None = None,
+    panel_size: float = 3.6,
+    suptitle: str | None = None,
+    alpha: float = 0.45,
+    colours: Mapping[str, str | None] | None = None,
+) -> Figure:
+    """One figure: the RGB composite alone, then each ``(title, mask)`` drawn over it.
+
+    All masks share ``flag_meanings``; one legend (on the last panel) names the classes.
+    """
+    n = 1 + len(masks)
+    ncols = ncols or n
+    nrows = -(-n // ncols)
+    h, w = rgb.shape[:2]
+    fig = new_figure((panel_size * ncols, panel_size * nrows * h / max(w, 1) + 0.4))
+    axes = [fig.add_subplot(nrows, ncols, i + 1) for i in range(n)]
+    axes[0].imshow(np.clip(np.nan_to_num(rgb), 0.0, 1.0), interpolation="nearest")
+    axes[0].set_axis_off()
+    axes[0].set_title("RGB composite", fontsize="medium")
+    for k, (ax, (title, mask)) in enumerate(zip(axes[1:], masks, strict=True)):
+        plot_mask_over_rgb(rgb, mask, flag_meanings=flag_meanings, ax=ax, alpha=alpha,
+                           title=title, colours=colours, legend=k == len(masks) - 1)
+    if suptitle:
+        fig.suptitle(suptitle)
+    return fig

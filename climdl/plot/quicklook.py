@@ -232,12 +232,14 @@ def plot_file(
     title: str | None = None,
     dpi: float | None = None,
     overwrite: bool = False,
+    mask: PathLike | None = None,
 ) -> Path:
     """Map ``var`` of ``path`` (one step or the time mean) to the figure ``out``; return its path.
 
     With ``vs``, three panels: ``path``, ``vs`` (same variable, time choice and grid; units
     converted) and their difference on a diverging scale. ``out`` ends in .png, .pdf or .svg and
-    is not replaced unless ``overwrite``.
+    is not replaced unless ``overwrite``. A multispectral scene (an image with a ``band``
+    dimension) is drawn by :func:`plot_scene_file` instead, with the cloud mask file ``mask``.
     """
     from climdl.plot.colours import KINDS
     from climdl.plot.maps import as_2d, default_title, panel_figure, plot_field
@@ -245,6 +247,14 @@ def plot_file(
     figure_format(out)
     if Path(out).exists() and not overwrite:
         raise OutputError(f"{out} already exists; pass --overwrite to replace it.")
+    if _is_scene(path) and var is None:
+        if time is not None or mean or vs is not None:
+            raise ConfigError(f"{path} is a multispectral scene (no time axis, no --vs): "
+                              "draw it alone or with --mask MASK.nc.")
+        return plot_scene_file(path, out, mask=mask, title=title, dpi=dpi, overwrite=overwrite)
+    if mask is not None:
+        raise ConfigError(f"--mask draws a cloud mask over a scene's RGB composite, but {path} "
+                          "is not a scene (an image with a 'band' dimension).")
     if kind not in KINDS:
         raise ConfigError(f"unknown --kind {kind!r}; choose one of {', '.join(KINDS)}.")
     choice = TimeChoice.parse(time, mean)
@@ -278,3 +288,88 @@ def plot_file(
     assert fig is not None
     return save_figure(fig, out, dpi=dpi, overwrite=overwrite)  # type: ignore[arg-type]
 
+
+
+# ----------------------------------------------------------------------------- scenes
+def _is_scene(path: PathLike) -> bool:
+    """True if ``path`` is a readable NetCDF file with an image variable (a ``band`` dimension)."""
+    import xarray as xr
+
+    from climdl.clouds.scene import BAND_DIM
+
+    p = Path(path)
+    if not p.is_file():
+        return False
+    try:
+        with xr.open_dataset(p, decode_times=False) as ds:
+            return any(BAND_DIM in v.dims and v.ndim == 3 for v in ds.data_vars.values())
+    except Exception:  # unreadable files get their error from open_field
+        return False
+
+
+def _flag_variable(ds: xr.Dataset, p: Path) -> str:
+    """The mask variable of a file: ``cloud_mask`` (climdl segment), ``mask``, or the one flag
+    variable (one with ``flag_meanings``)."""
+    for name in ("cloud_mask", "mask"):
+        if name in ds.data_vars and "flag_meanings" in ds[name].attrs:
+            return name
+    flags = [str(n) for n, v in ds.data_vars.items() if "flag_meanings" in v.attrs]
+    if len(flags) != 1:
+        raise DataError(f"{p} has {len(flags)} flag variables with flag_meanings "
+                        f"({', '.join(flags) or 'none'}); a mask file needs exactly one.")
+    return flags[0]
+
+
+def _mask_of(ds: xr.Dataset, name: str, p: Path, shape: tuple[int, ...]) -> tuple[np.ndarray,
+                                                                                   list[str]]:
+    from climdl.clouds.scene import NODATA
+
+    da = ds[name]
+    values = np.asarray(da.values)
+    if values.shape != shape:
+        raise DataError(f"the mask in {p} is {values.shape}, the scene {shape}; --mask needs "
+                        "the mask of this scene (climdl segment -i SCENE).")
+    if values.dtype.kind == "f":
+        values = np.where(np.isfinite(values), values, NODATA)
+    return values.astype(np.int64), str(da.attrs["flag_meanings"]).split()
+
+
+def plot_scene_file(path: PathLike, out: PathLike, *, mask: PathLike | None = None,
+                    title: str | None = None, dpi: float | None = None,
+                    overwrite: bool = False) -> Path:
+    """The RGB composite of a scene, its own label (if it has one) and the mask file ``mask``
+    (e.g. ``climdl segment`` output) over it, side by side with one legend."""
+    import xarray as xr
+
+    from climdl.clouds.scene import load_scene, spatial_dims
+    from climdl.plot.masks import mask_panels, rgb_composite
+
+    p = Path(path)
+    scene = load_scene(p)
+    rgb = rgb_composite(scene)
+    ydim, xdim = spatial_dims(scene, p)
+    shape = (scene.sizes[ydim], scene.sizes[xdim])
+    panels: list[tuple[str, np.ndarray]] = []
+    meanings: list[str] | None = None
+    if "mask" in scene.data_vars and "flag_meanings" in scene["mask"].attrs:
+        label, meanings = _mask_of(scene, "mask", p, shape)
+        panels.append(("label", label))
+    if mask is not None:
+        q = Path(mask)
+        if not q.is_file():
+            raise DataError(f"{q} does not exist or is not a file; check the --mask path.")
+        try:
+            other = xr.load_dataset(q, decode_times=False)
+        except Exception as exc:
+            raise DataError(f"cannot read {q} as NetCDF ({type(exc).__name__}); check that "
+                            "the file is complete.") from None
+        pred, names = _mask_of(other, _flag_variable(other, q), q, shape)
+        if meanings is not None and names != meanings:
+            raise DataError(f"{q} has the classes {' '.join(names)}, the scene's label "
+                            f"{' '.join(meanings)}; they cannot share one legend.")
+        meanings = names
+        panels.append((q.stem, pred))
+    if meanings is None:
+        meanings = []
+    fig = mask_panels(rgb, panels, flag_meanings=meanings, suptitle=title or p.name)
+    return save_figure(fig, out, dpi=dpi, overwrite=overwrite)

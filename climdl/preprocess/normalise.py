@@ -215,6 +215,48 @@ class StreamingStats:
         mean = filled.sum(0) / n.clamp_min(1)
         m2 = torch.where(valid, (x - mean) ** 2, 0.0).sum(0)
         nan = (~valid).sum(0)
+        self._combine(n, mean, m2, nan)
+
+    def merge(self, other: StreamingStats) -> None:
+        """Add the statistics ``other`` accumulated (e.g. on another process) to these.
+
+        Chan et al.'s pairwise combination of count, mean and sum of squared deviations, in
+        float64 and NaN-aware (counts are of valid values; NaN counts add up). Merging the
+        per-chunk accumulators in chunk order gives bitwise the result of updating one
+        accumulator with the chunks in that order; any other grouping agrees to rounding.
+        ``other`` may live on another device: its tensors are moved to this one's.
+        """
+        if other._n is None or other._mean is None or other._m2 is None or other._nan is None:
+            return  # nothing accumulated there
+        if (other.channel_dim, other.per_pixel) != (self.channel_dim, self.per_pixel):
+            raise DataError(
+                "Statistics accumulated with another channel_dim or per_pixel cannot be merged."
+            )
+        if not self.kinds:
+            self.kinds = list(other.kinds)
+        elif other.kinds != self.kinds:
+            raise DataError(
+                f"Statistics of kinds {other.kinds} cannot be merged into ones of kinds {self.kinds}."
+            )
+        dev = other._n.device if self._n is None else self._n.device
+        self._combine(other._n.to(dev), other._mean.to(dev), other._m2.to(dev), other._nan.to(dev))
+
+    def to(self, device: torch.device | str) -> StreamingStats:
+        """These statistics with their running totals moved to ``device`` (a new object)."""
+        out = StreamingStats(self.kind, self.channel_dim, self.per_pixel)
+        out.kinds = list(self.kinds)
+        if (
+            self._n is not None
+            and self._mean is not None
+            and self._m2 is not None
+            and self._nan is not None
+        ):
+            out._n, out._mean = self._n.to(device), self._mean.to(device)
+            out._m2, out._nan = self._m2.to(device), self._nan.to(device)
+        return out
+
+    def _combine(self, n: Tensor, mean: Tensor, m2: Tensor, nan: Tensor) -> None:
+        """Fold one group's (count, mean, M2, NaN count) into the running totals."""
         if self._n is None or self._mean is None or self._m2 is None or self._nan is None:
             self._n, self._mean, self._m2, self._nan = n, mean, m2, nan
             return
