@@ -2,7 +2,8 @@
 # One prepared device check (run on a lent GPU machine, well under 10 minutes):
 # the GPU tests, CUDA training with bf16 through the real CLI, training/loader throughput
 # (bench/train_throughput.py), downscale end to end vs the bare forward
-# (bench/downscale_throughput.py) and full-size UNet train/inference throughput.
+# (bench/downscale_throughput.py), DDP/FSDP2/pipeline presets with NCCL, GPU preprocessing
+# (climdl prepare --device cuda), tiled cloud segmentation and full-size UNet throughput.
 # Usage on the device: bash bench/gpu_check.sh   (expects .venv or torch+deps importable)
 set -uo pipefail
 export PYTHONUNBUFFERED=1
@@ -46,6 +47,18 @@ for S in ddp fsdp pipeline; do
   rc=$?
   echo "climdl train $S (1 GPU, nccl, bf16-mixed): exit $rc, $(( $(date +%s) - start )) s, val_rmse $($PY -c "import json,sys; print(json.load(open(sys.argv[1]))['val_rmse'])" "$WORK/strategy-$S/summary.json" 2>/dev/null || tail -1 "$WORK/strategy-$S.log")"
 done
+
+echo "== GPU preprocessing: climdl prepare (conservative upscaling, sparse matmul) on cuda vs cpu =="
+FINE=$(find "$CLIMDL_CACHE" -path "*train*target*" -name "*.nc" | head -1)
+for D in cpu cuda; do
+  start=$($PY -c "import time; print(time.time())")
+  $PY -m climdl.cli prepare "$FINE" --out "$WORK/prep_$D.nc" --coarse-grid ALPS --device $D --overwrite -q 2>&1 | tail -1
+  echo "prepare --device $D: exit $?, $($PY -c "import time,sys; print(f'{time.time()-float(sys.argv[1]):.1f}')" "$start") s for $FINE"
+done
+$PY -c "import xarray as xr, numpy as np; a=xr.open_dataset('$WORK/prep_cpu.nc'); b=xr.open_dataset('$WORK/prep_cuda.nc'); print('prepare cuda vs cpu max |diff|:', {v: float(np.nanmax(np.abs(a[v]-b[v]))) for v in a.data_vars if a[v].ndim == 3})"
+
+echo "== cloud segmentation on CUDA: climdl segment end to end vs the bare forward, 2000^2 and 8000^2 =="
+$PY bench/segment_throughput.py --device cuda --sizes 2000 8000 --batch-size 32 --folder "$WORK/seg" 2>&1 | grep -v -E "Warning|warn|INFO|^ *$" | tail -8
 
 echo "== throughput: full-size Doury UNet forward/backward, bf16 vs fp32 =="
 $PY - <<'PYEOF'

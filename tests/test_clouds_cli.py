@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import xarray as xr
+from cfcheck import cf_errors
 
 from climdl.cli import main
 from climdl.clouds.scene import NODATA, open_scene
@@ -182,14 +183,16 @@ def test_segment_output_is_cf_with_the_inputs_coordinates(run: dict[str, Path]) 
         assert out.attrs["Conventions"] == "CF-1.10"
         assert len(out.attrs["climdl_checkpoint_sha256"]) == 64
         assert "climdl segment" in out.attrs["history"]
-        probs = xr.open_dataset(run["out"])["probability"]
+        probs = out["probability"]
         assert list(probs["class"].values) == mask.attrs["flag_meanings"].split()
         ok = ~nodata
-        np.testing.assert_allclose(probs.values.sum(0)[ok], 1.0, atol=2e-3)
-        np.testing.assert_array_equal(probs.values.argmax(0)[ok], mask.values[ok])
+        p = np.where(probs.values == probs.attrs.get("_FillValue", np.nan), np.nan, probs.values)
+        np.testing.assert_allclose(p.sum(0)[ok], 1.0, atol=2e-3)
+        np.testing.assert_array_equal(p.argmax(0)[ok], mask.values[ok])
     finally:
         out.close()
         scene.close()
+    assert cf_errors(run["out"]) == []
 
 
 def test_segment_equals_the_model_on_the_whole_scene(run: dict[str, Path], tmp_path: Path) -> None:

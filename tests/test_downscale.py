@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -13,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xarray as xr
+from cfcheck import cf_errors
 
 from climdl.cli import main
 from climdl.inference import downscale
@@ -42,18 +42,6 @@ def reference(tasmax_ckpt: Path, perfect: Path) -> xr.Dataset:
     return downscale(tasmax_ckpt, [str(perfect)]).dataset.load()
 
 
-def _cf_errors(path: Path) -> list[str]:
-    """Errors (not warnings) of the IOOS compliance checker's CF-1.10 suite."""
-    from compliance_checker.runner import CheckSuite, ComplianceChecker
-
-    CheckSuite.load_all_available_checkers()
-    out = path.with_suffix(".cf.json")
-    ComplianceChecker.run_checker(str(path), ["cf:1.10"], 0, "normal", output_filename=str(out),
-                                  output_format="json")
-    report = json.loads(out.read_text())["cf:1.10"]
-    return [m for item in report.get("high_priorities", []) for m in item["msgs"]]
-
-
 # ----------------------------------------------------------------------------- end to end
 def test_cli_end_to_end_is_cf_and_reopens(tasmax_ckpt: Path, imperfect_360: Path, tmp_path: Path,
                                           sample_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -62,7 +50,7 @@ def test_cli_end_to_end_is_cf_and_reopens(tasmax_ckpt: Path, imperfect_360: Path
                "--chunk-days", "100", "--batch-size", "16"])
     assert rc == 0
     assert capsys.readouterr().out.strip() == str(out)
-    assert _cf_errors(out) == []
+    assert cf_errors(out) == []
     ds = _open(out)
     target = xr.open_dataset(next((sample_root / "test" / "historical" / "target").glob("*CNRM*")),
                              decode_coords="all")

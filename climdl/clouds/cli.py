@@ -54,7 +54,9 @@ def register(sub: Any) -> None:
         "-i",
         required=True,
         type=Path,
-        help="scene NetCDF: an image (band, y, x) with band names and wavelengths",
+        help="scene NetCDF (an image (band, y, x) with band names and wavelengths), a Landsat "
+        "8/9 Collection 2 Level-1 *_MTL.txt/json file (or its folder), or a multi-band GeoTIFF "
+        "whose band descriptions name the bands",
     )
     g.add_argument("--output", "-o", required=True, type=Path, help="output mask NetCDF")
     g.add_argument(

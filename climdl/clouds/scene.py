@@ -149,6 +149,9 @@ def scene_encoding(ds: xr.Dataset, digits: int | None = 4) -> dict[str, dict[str
             enc[IMAGE_VAR]["least_significant_digit"] = digits
     if MASK_VAR in ds:
         enc[MASK_VAR] = {"zlib": True, "complevel": 4, "dtype": "uint8", "_FillValue": NODATA}
+    for name in ds.coords:  # CF: coordinate variables carry no _FillValue (xarray adds NaN)
+        if ds[name].dtype.kind == "f" and name not in enc:
+            enc[str(name)] = {"_FillValue": None}
     return enc
 
 
@@ -160,8 +163,26 @@ def write_scene(
 
 
 def open_scene(path: str | os.PathLike[str]) -> xr.Dataset:
-    """Open a scene lazily (nothing is read yet); clear errors for missing or foreign files."""
+    """Open a scene lazily (nothing is read yet); clear errors for missing or foreign files.
+
+    By name: a Landsat 8/9 Collection 2 Level-1 ``*_MTL.txt``/``*_MTL.json`` file or a folder
+    holding one (:func:`climdl.clouds.landsat.open_landsat`), a ``.tif``/``.tiff`` multi-band
+    GeoTIFF with named bands (:func:`climdl.clouds.landsat.open_geotiff`), else a scene NetCDF.
+    """
     p = Path(path)
+    if p.is_dir() or p.name.upper().endswith(("_MTL.TXT", "_MTL.JSON")):
+        from climdl.clouds.landsat import is_landsat_path, open_landsat
+
+        if p.is_dir() and not is_landsat_path(p):
+            raise DataError(
+                f"{p} is a folder without a Landsat *_MTL.txt or *_MTL.json file; give a scene "
+                "NetCDF, a Landsat MTL file (or its folder) or a GeoTIFF."
+            )
+        return open_landsat(p)
+    if p.suffix.lower() in (".tif", ".tiff"):
+        from climdl.clouds.landsat import open_geotiff
+
+        return open_geotiff(p)
     if not p.is_file():
         raise DataError(f"scene {p} does not exist.")
     try:

@@ -12,8 +12,11 @@ renamed when complete. Memory is therefore proportional to ``tile x width``, nev
 The output is CF NetCDF: ``cloud_mask`` (uint8 flag variable: ``flag_values``,
 ``flag_meanings``, ``_FillValue`` 255 where the input has no data) and, with
 ``probabilities=True``, ``probability`` (``class, y, x``); the input's spatial coordinates,
-auxiliary coordinates (e.g. 2-D lat/lon, copied a strip at a time) and grid mapping; provenance
-(climdl version, checkpoint path and SHA-256, input file, tiling) in the global attributes.
+auxiliary coordinates (e.g. 2-D lat/lon, copied a strip at a time) and grid mapping, written from
+the opened scene Dataset (so any input :func:`~climdl.clouds.scene.open_scene` reads works:
+scene NetCDF, Landsat product, GeoTIFF) in the input's stored form (dtype, packing, fill value);
+provenance (climdl version, checkpoint path and SHA-256, input file, tiling) in the global
+attributes.
 Before any computation the scene's bands are matched to the checkpoint's by name (reordered if
 needed) and checked against its wavelengths, units and value ranges.
 """
@@ -31,6 +34,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import xarray as xr
 
 from climdl import __version__
 from climdl.clouds.scene import (
@@ -38,6 +42,7 @@ from climdl.clouds.scene import (
     NODATA,
     Band,
     bands_of,
+    image_name,
     label_attrs,
     open_scene,
     spatial_dims,
@@ -251,25 +256,46 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _copy_var(src: Any, dst: Any, name: str, dims: tuple[str, ...], ydim: str) -> None:
-    """Copy a variable raw (packed values, attributes); 2-D ones a strip at a time."""
-    v = src.variables[name]
-    v.set_auto_maskandscale(False)
-    attrs = {k: v.getncattr(k) for k in v.ncattrs()}
-    fill = attrs.pop("_FillValue", None)
-    out = dst.createVariable(name, v.datatype, dims, fill_value=fill, zlib=v.ndim >= 2, complevel=4)
-    out.set_auto_maskandscale(False)
-    out.setncatts(attrs)
-    if v.ndim == 0:
-        out.assignValue(v.getValue())
-    elif ydim in dims and v.ndim >= 2:
-        axis = dims.index(ydim)
-        n = v.shape[axis]
+def _stored(var: xr.Variable, name: str) -> xr.Variable:
+    """``var`` CF-encoded as the input stores it (dtype, scale/offset packing, ``_FillValue``);
+    a fill value only where the input has one (xarray would add NaN to any float)."""
+    v = var.to_base_variable()
+    v.encoding = {**var.encoding}
+    v.encoding.setdefault("_FillValue", None)
+    return xr.conventions.encode_cf_variable(v, name=name)
+
+
+def _copy_var(var: xr.Variable, dst: Any, name: str, ydim: str) -> None:
+    """Write a header variable of the input scene to ``dst`` as stored (packed values,
+    attributes); ones with the row dimension and two or more dimensions a strip at a time, so
+    that 2-D lat/lon of a large scene never sit in memory whole."""
+    dims = tuple(str(d) for d in var.dims)
+    out: Any = None
+
+    def create(enc: xr.Variable) -> Any:
+        attrs = dict(enc.attrs)
+        fill = attrs.pop("_FillValue", None)
+        dtype = str if enc.dtype.kind in "OUS" else enc.dtype
+        v = dst.createVariable(name, dtype, dims, fill_value=fill, zlib=var.ndim >= 2, complevel=4)
+        v.set_auto_maskandscale(False)
+        v.setncatts(attrs)
+        return v
+
+    if ydim in dims and var.ndim >= 2:
+        n = var.sizes[ydim]
         for r0 in range(0, n, 512):
+            enc = _stored(var.isel({ydim: slice(r0, r0 + 512)}), name)
+            if out is None:
+                out = create(enc)
             idx = tuple(slice(r0, r0 + 512) if d == ydim else slice(None) for d in dims)
-            out[idx] = v[idx]
+            out[idx] = np.asarray(enc.values)
     else:
-        out[:] = v[:]
+        enc = _stored(var, name)
+        out = create(enc)
+        if var.ndim == 0:
+            out.assignValue(np.asarray(enc.values))
+        else:
+            out[:] = np.asarray(enc.values)
 
 
 @dataclass
@@ -315,7 +341,10 @@ def segment(
     overwrite: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> SegmentResult:
-    """Segment the scene file ``scene`` with the checkpoint, writing CF NetCDF to ``output``."""
+    """Segment the scene ``scene`` with the checkpoint, writing CF NetCDF to ``output``.
+
+    ``scene``: anything :func:`~climdl.clouds.scene.open_scene` reads (a scene NetCDF, a Landsat
+    C2 L1 MTL file or its folder, a multi-band GeoTIFF with named bands)."""
     import netCDF4
 
     from climdl.tasks.segmentation import load_segmenter
@@ -344,8 +373,6 @@ def segment(
         validate_scene(ds, scene_p)
         ydim, xdim = spatial_dims(ds, scene_p)
         order = match_bands(bands_of(ds, scene_p), model_bands, scene_p)
-        from climdl.clouds.scene import image_name
-
         iname = image_name(ds, scene_p)
         image = ds[iname].transpose(BAND_DIM, ydim, xdim).isel({BAND_DIM: order})
         height, width = int(ds.sizes[ydim]), int(ds.sizes[xdim])
@@ -366,24 +393,10 @@ def segment(
             return out
 
         counts = np.zeros(len(classes) + 1, dtype=np.int64)
-        img_attrs = dict(ds[iname].attrs)
         with atomic_path(out_p, overwrite=overwrite) as tmp:
-            src = netCDF4.Dataset(scene_p)
             dst = netCDF4.Dataset(tmp, "w", format="NETCDF4")
             try:
-                _write_header(
-                    src,
-                    dst,
-                    ds,
-                    iname,
-                    ydim,
-                    xdim,
-                    height,
-                    width,
-                    classes,
-                    probabilities,
-                    img_attrs,
-                )
+                _write_header(dst, ds, iname, ydim, xdim, height, width, classes, probabilities)
                 dst.setncatts(_global_attrs(ds, scene_p, ckpt, classes, grid, tile, overlap))
                 mask_var = dst.variables["cloud_mask"]
                 prob_var = dst.variables.get("probability")
@@ -429,7 +442,6 @@ def segment(
                     )
             finally:
                 dst.close()
-                src.close()
     finally:
         ds.close()
     n_valid = max(int(counts[:-1].sum()), 1)
@@ -445,9 +457,8 @@ def segment(
 
 
 def _write_header(
-    src: Any,
     dst: Any,
-    ds: Any,
+    ds: xr.Dataset,
     iname: str,
     ydim: str,
     xdim: str,
@@ -455,28 +466,29 @@ def _write_header(
     width: int,
     classes: list[str],
     probabilities: bool,
-    img_attrs: dict[str, Any],
 ) -> list[str]:
-    """Dimensions, copied coordinates and grid mapping, and the (empty) output variables."""
+    """Dimensions, the scene's spatial and auxiliary coordinates and grid mapping (from the
+    Dataset, so every input format works), and the (empty) output variables."""
     dst.createDimension(ydim, height)
     dst.createDimension(xdim, width)
     for d in (ydim, xdim):
-        if d in src.variables and src.variables[d].dimensions == (d,):
-            _copy_var(src, dst, d, (d,), ydim)
+        if d in ds.variables and ds.variables[d].dims == (d,):
+            _copy_var(ds.variables[d], dst, d, ydim)
     aux: list[str] = []
-    wanted = str(src.variables[iname].__dict__.get("coordinates", "")).split()
+    img = ds[iname]
+    wanted = str(img.encoding.get("coordinates", img.attrs.get("coordinates", ""))).split()
     wanted += [str(n) for n, c in ds.coords.items() if set(c.dims) <= {ydim, xdim} and c.ndim]
     for name in dict.fromkeys(wanted):
-        if name in (ydim, xdim) or name not in src.variables:
+        if name in (ydim, xdim) or name not in ds.variables:
             continue
-        v = src.variables[name]
-        if v.ndim >= 1 and set(v.dimensions) <= {ydim, xdim}:
-            _copy_var(src, dst, name, tuple(v.dimensions), ydim)
+        v = ds.variables[name]
+        if v.ndim >= 1 and set(v.dims) <= {ydim, xdim}:
+            _copy_var(v, dst, name, ydim)
             aux.append(name)
-    gm = img_attrs.get("grid_mapping")
+    gm = img.attrs.get("grid_mapping", img.encoding.get("grid_mapping"))
     gm_name = str(gm).split(":")[0].strip() if gm else None
-    if gm_name and gm_name in src.variables and src.variables[gm_name].ndim == 0:
-        _copy_var(src, dst, gm_name, (), ydim)
+    if gm_name and gm_name in ds.variables and ds.variables[gm_name].ndim == 0:
+        _copy_var(ds.variables[gm_name], dst, gm_name, ydim)
     chunks = (min(height, 512), min(width, 512))
     fl = label_attrs(classes)
     mask = dst.createVariable(

@@ -1,0 +1,414 @@
+"""Landsat 8/9 Collection 2 Level-1 products and multi-band GeoTIFFs as scenes: the handbook's
+conversions, lazy windowed reads, the grid, clear errors, and ``climdl segment`` end to end.
+
+The products are synthetic but laid out like the real ones: uint16 DN band files
+``<product>_B2.TIF`` ... ``_B10.TIF`` on a 30 m UTM 32N grid with a DN-0 no-data margin, and the
+``_MTL.txt`` (ODL) / ``_MTL.json`` metadata with the keys of a real C2 L1 MTL."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import rasterio
+import xarray as xr
+from cfcheck import cf_errors
+from rasterio.transform import Affine
+
+from climdl.cli import main
+from climdl.clouds.landsat import LANDSAT_BAND_NUMBERS, open_geotiff, open_landsat, read_mtl
+from climdl.clouds.scene import LANDSAT_BANDS, NODATA, open_scene, validate_scene
+from climdl.clouds.synthetic import make_scene
+from climdl.errors import DataError
+
+H, W = 96, 80
+X0, Y0 = 499_980.0, 5_300_040.0  # upper-left corner, EPSG:32632 (UTM 32N)
+PRODUCT = "LC08_L1TP_195027_20230715_20230725_02_T1"
+SUN_ELEVATION, SUN_AZIMUTH = 55.0, 140.25
+REFL_MULT, REFL_ADD = 2.0e-05, -0.1
+RAD_MULT, RAD_ADD = 3.342e-04, 0.1
+K1, K2 = 774.8853, 1321.0789
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "clouds" / "sample.yaml"
+SMALL = [  # the tiny network and run of test_clouds_cli
+    "--model.depth",
+    "2",
+    "--model.base_filters",
+    "4",
+    "--model.max_filters",
+    "8",
+    "--data.crop_size",
+    "32",
+    "--data.batch_size",
+    "4",
+    "--data.samples_per_epoch",
+    "8",
+    "--trainer.logger",
+    "false",
+    "--quiet",
+]
+
+
+def _mtl_groups(drop: str | None = None) -> dict[str, dict[str, Any]]:
+    """The groups and keys of a real C2 L1 MTL that climdl uses (and a few it does not)."""
+    files = {f"FILE_NAME_BAND_{n}": f"{PRODUCT}_B{n}.TIF" for n in (1, 2, 3, 4, 5, 6, 7, 10)}
+    rescale: dict[str, Any] = {}
+    for n in (2, 3, 4, 5, 6, 7):
+        rescale[f"RADIANCE_MULT_BAND_{n}"] = 1.2e-02
+        rescale[f"RADIANCE_ADD_BAND_{n}"] = -60.0
+    rescale["RADIANCE_MULT_BAND_10"] = RAD_MULT
+    rescale["RADIANCE_ADD_BAND_10"] = RAD_ADD
+    for n in (2, 3, 4, 5, 6, 7):
+        rescale[f"REFLECTANCE_MULT_BAND_{n}"] = REFL_MULT
+        rescale[f"REFLECTANCE_ADD_BAND_{n}"] = REFL_ADD
+    groups = {
+        "PRODUCT_CONTENTS": {
+            "ORIGIN": "Image courtesy of the U.S. Geological Survey",
+            "LANDSAT_PRODUCT_ID": PRODUCT,
+            "PROCESSING_LEVEL": "L1TP",
+            "COLLECTION_NUMBER": "02",
+            **files,
+            "FILE_NAME_METADATA_ODL": f"{PRODUCT}_MTL.txt",
+        },
+        "IMAGE_ATTRIBUTES": {
+            "SPACECRAFT_ID": "LANDSAT_8",
+            "SENSOR_ID": "OLI_TIRS",
+            "WRS_PATH": 195,
+            "WRS_ROW": 27,
+            "DATE_ACQUIRED": "2023-07-15",
+            "SCENE_CENTER_TIME": "10:14:58.1234560Z",
+            "CLOUD_COVER": 12.34,
+            "SUN_AZIMUTH": SUN_AZIMUTH,
+            "SUN_ELEVATION": SUN_ELEVATION,
+            "EARTH_SUN_DISTANCE": 1.0162345,
+        },
+        "PROJECTION_ATTRIBUTES": {
+            "MAP_PROJECTION": "UTM",
+            "DATUM": "WGS84",
+            "UTM_ZONE": 32,
+            "GRID_CELL_SIZE_REFLECTIVE": 30.0,
+            "GRID_CELL_SIZE_THERMAL": 30.0,
+            "REFLECTIVE_LINES": H,
+            "REFLECTIVE_SAMPLES": W,
+        },
+        "LEVEL1_RADIOMETRIC_RESCALING": rescale,
+        "LEVEL1_THERMAL_CONSTANTS": {
+            "K1_CONSTANT_BAND_10": K1,
+            "K2_CONSTANT_BAND_10": K2,
+            "K1_CONSTANT_BAND_11": 480.8883,
+            "K2_CONSTANT_BAND_11": 1201.1442,
+        },
+    }
+    for g in groups.values():
+        g.pop(drop or "", None)
+    return groups
+
+
+def _odl(groups: dict[str, dict[str, Any]]) -> str:
+    """The MTL text (ODL) form: quoted strings, bare numbers, two-space indents."""
+    lines = ["GROUP = LANDSAT_METADATA_FILE"]
+    for name, keys in groups.items():
+        lines.append(f"  GROUP = {name}")
+        for k, v in keys.items():
+            bare = isinstance(v, int | float) or k in ("COLLECTION_NUMBER", "DATE_ACQUIRED")
+            lines.append(f"    {k} = {v if bare else json.dumps(v)}")
+        lines.append(f"  END_GROUP = {name}")
+    lines += ["END_GROUP = LANDSAT_METADATA_FILE", "END"]
+    return "\n".join(lines) + "\n"
+
+
+def _to_dn(image: np.ndarray) -> np.ndarray:
+    """Invert the handbook's conversions: scene values (7, H, W) -> uint16 DN, NaN -> 0."""
+    sin_e = math.sin(math.radians(SUN_ELEVATION))
+    dn = np.zeros(image.shape, dtype=np.float64)
+    dn[:6] = (image[:6] * sin_e - REFL_ADD) / REFL_MULT
+    radiance = K1 / (np.exp(K2 / image[6].astype(np.float64)) - 1.0)
+    dn[6] = (radiance - RAD_ADD) / RAD_MULT
+    out = np.clip(np.round(np.nan_to_num(dn, nan=0.0)), 1, 65535).astype(np.uint16)
+    out[:, np.isnan(image).any(0)] = 0
+    out[:, :, :6] = 0  # the no-data margin of a Landsat scene's edge
+    out[:, -4:, :] = 0
+    return out
+
+
+def _expected(dn: np.ndarray) -> np.ndarray:
+    """The handbook's TOA reflectance and brightness temperature of the DNs (float64)."""
+    sin_e = math.sin(math.radians(SUN_ELEVATION))
+    out = np.empty(dn.shape, dtype=np.float64)
+    out[:6] = (REFL_MULT * dn[:6] + REFL_ADD) / sin_e
+    out[6] = K2 / np.log(K1 / (RAD_MULT * dn[6] + RAD_ADD) + 1.0)
+    out[:, (dn == 0).any(0)] = np.nan
+    return out
+
+
+def _profile(count: int, dtype: str) -> dict[str, Any]:
+    return {
+        "driver": "GTiff",
+        "height": H,
+        "width": W,
+        "count": count,
+        "dtype": dtype,
+        "crs": "EPSG:32632",
+        "transform": Affine(30.0, 0.0, X0, 0.0, -30.0, Y0),
+        "tiled": True,
+        "blockxsize": 32,
+        "blockysize": 32,
+        "compress": "deflate",
+    }
+
+
+def write_product(
+    folder: Path, seed: int = 5, drop_key: str | None = None
+) -> tuple[Path, np.ndarray]:
+    """A synthetic C2 L1 product in ``folder``: the MTL path and the DNs (7, H, W)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    scene = make_scene(np.random.SeedSequence([seed]), (H, W), pixel_size=30.0)
+    dn = _to_dn(scene.image)
+    for i, band in enumerate(LANDSAT_BANDS):
+        n = LANDSAT_BAND_NUMBERS[band.name]
+        with rasterio.open(folder / f"{PRODUCT}_B{n}.TIF", "w", **_profile(1, "uint16")) as f:
+            f.write(dn[i], 1)
+    mtl = folder / f"{PRODUCT}_MTL.txt"
+    mtl.write_text(_odl(_mtl_groups(drop_key)))
+    return mtl, dn
+
+
+@pytest.fixture(scope="module")
+def product(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray]:
+    return write_product(tmp_path_factory.mktemp("landsat") / PRODUCT)
+
+
+# ----------------------------------------------------------------------------- reading
+def test_landsat_values_follow_the_handbook(product: tuple[Path, np.ndarray]) -> None:
+    mtl, dn = product
+    with open_scene(mtl) as ds:
+        validate_scene(ds, mtl)
+        assert ds["image"].dims == ("band", "y", "x") and ds["image"].shape == (7, H, W)
+        assert ds["image"].dtype == np.float32
+        assert list(ds["band"].values) == [b.name for b in LANDSAT_BANDS]
+        np.testing.assert_allclose(ds["wavelength"].values, [b.wavelength for b in LANDSAT_BANDS])
+        assert list(ds["band_units"].values) == ["1"] * 6 + ["K"]
+        img = ds["image"].values
+    expect = _expected(dn.astype(np.float64))
+    np.testing.assert_array_equal(np.isnan(img), np.isnan(expect))
+    np.testing.assert_allclose(img, expect, rtol=1e-6)
+    # a few pixels by hand: DN -> reflectance / brightness temperature
+    r, c = 40, 33
+    sin_e = math.sin(math.radians(SUN_ELEVATION))
+    assert img[2, r, c] == pytest.approx((REFL_MULT * dn[2, r, c] + REFL_ADD) / sin_e, rel=1e-6)
+    bt = K2 / math.log(K1 / (RAD_MULT * float(dn[6, r, c]) + RAD_ADD) + 1.0)
+    assert img[6, r, c] == pytest.approx(bt, rel=1e-6) and 180 < bt < 340
+    assert np.isnan(img[:, :, :6]).all() and np.isnan(img[:, -4:]).all()  # DN 0 -> NaN
+    valid = ~np.isnan(img).any(0)
+    assert valid.sum() > 0.5 * H * W
+    assert 0.0 < np.nanmedian(img[:6]) < 1.0
+
+
+def test_landsat_grid_attrs_and_grid_mapping(product: tuple[Path, np.ndarray]) -> None:
+    from pyproj import CRS, Transformer
+
+    mtl, _ = product
+    with open_scene(mtl.parent) as ds:  # the folder works as well as the MTL file
+        np.testing.assert_array_equal(ds["x"].values, X0 + 15.0 + 30.0 * np.arange(W))
+        np.testing.assert_array_equal(ds["y"].values, Y0 - 15.0 - 30.0 * np.arange(H))
+        assert ds["x"].attrs["units"] == "m"
+        assert ds["x"].attrs["standard_name"] == "projection_x_coordinate"
+        assert ds["image"].attrs["grid_mapping"] == "crs"
+        gm = ds["crs"].attrs
+        assert CRS.from_wkt(gm["crs_wkt"]).to_epsg() == 32632
+        assert gm["grid_mapping_name"] == "transverse_mercator"
+        assert gm["longitude_of_central_meridian"] == pytest.approx(9.0)
+        assert ds.attrs["sun_zenith_angle"] == pytest.approx(90.0 - SUN_ELEVATION)
+        assert ds.attrs["sun_azimuth_angle"] == pytest.approx(SUN_AZIMUTH)
+        assert ds.attrs["pixel_size_m"] == pytest.approx(30.0)
+        assert ds.attrs["scene_id"] == PRODUCT and ds.attrs["spacecraft_id"] == "LANDSAT_8"
+        lon, lat = Transformer.from_crs(32632, 4326, always_xy=True).transform(
+            float(ds["x"][7]), float(ds["y"][50])
+        )
+        assert float(ds["lat"][50, 7]) == pytest.approx(lat, abs=1e-5)
+        assert float(ds["lon"][50, 7]) == pytest.approx(lon, abs=1e-5)
+        assert 47.0 < lat < 48.0 and 8.9 < lon < 9.1
+
+
+def test_landsat_reads_only_the_window_asked_for(
+    product: tuple[Path, np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing is read on opening; a strip of rows reads that strip's window of each band."""
+    mtl, dn = product
+    windows: list[Any] = []
+    real_read = rasterio.io.DatasetReader.read
+
+    def spy(self: Any, *args: Any, **kwargs: Any) -> Any:
+        windows.append(kwargs.get("window"))
+        return real_read(self, *args, **kwargs)
+
+    monkeypatch.setattr(rasterio.io.DatasetReader, "read", spy)
+    ds = open_landsat(mtl)
+    assert windows == []
+    strip = ds["image"].isel(band=[6, 0], y=slice(20, 36)).values
+    assert strip.shape == (2, 16, W)
+    assert len(windows) == 2
+    assert all((w.row_off, w.height, w.col_off, w.width) == (20, 16, 0, W) for w in windows)
+    expect = _expected(dn.astype(np.float64))[[6, 0], 20:36]
+    np.testing.assert_allclose(strip, expect, rtol=1e-6)
+    np.testing.assert_allclose(
+        ds["image"].isel(band=3, y=41, x=slice(70, 10, -7)).values,
+        _expected(dn.astype(np.float64))[3, 41, 70:10:-7],
+        rtol=1e-6,
+    )
+
+
+def test_mtl_json_form_gives_the_same_scene(
+    product: tuple[Path, np.ndarray], tmp_path: Path
+) -> None:
+    """The JSON MTL (every value a string, as USGS writes it) reads like the text one."""
+    mtl, _ = product
+    folder = tmp_path / PRODUCT
+    folder.mkdir()
+    for f in mtl.parent.glob("*.TIF"):
+        (folder / f.name).symlink_to(f)
+    groups = {g: {k: str(v) for k, v in keys.items()} for g, keys in _mtl_groups().items()}
+    jmtl = folder / f"{PRODUCT}_MTL.json"
+    jmtl.write_text(json.dumps({"LANDSAT_METADATA_FILE": groups}, indent=2))
+    assert read_mtl(jmtl)["SUN_ELEVATION"] == str(SUN_ELEVATION)
+    assert read_mtl(mtl)["SUN_ELEVATION"] == SUN_ELEVATION
+    with open_scene(jmtl) as a, open_scene(mtl) as b:
+        xr.testing.assert_identical(a["image"], b["image"])
+        assert a.attrs["sun_zenith_angle"] == b.attrs["sun_zenith_angle"]
+    with open_scene(folder) as c:  # a folder with only the JSON form
+        assert c.attrs["scene_id"] == PRODUCT
+
+
+def test_missing_band_file_or_mtl_key_is_one_clear_sentence(tmp_path: Path) -> None:
+    mtl, _ = write_product(tmp_path / "a")
+    (mtl.parent / f"{PRODUCT}_B6.TIF").unlink()
+    with pytest.raises(DataError, match=r"swir16 band file .*_B6\.TIF \(Landsat band 6\)"):
+        open_scene(mtl)
+    mtl, _ = write_product(tmp_path / "b", drop_key="K1_CONSTANT_BAND_10")
+    with pytest.raises(DataError, match="lacks K1_CONSTANT_BAND_10"):
+        open_scene(mtl)
+    mtl, _ = write_product(tmp_path / "c", drop_key="SUN_ELEVATION")
+    with pytest.raises(DataError, match="lacks SUN_ELEVATION"):
+        open_scene(mtl)
+    with pytest.raises(DataError, match="without a Landsat"):
+        open_scene(tmp_path)
+
+
+def _write_geotiff(path: Path, image: np.ndarray, names: list[str] | None, **tags: Any) -> Path:
+    with rasterio.open(path, "w", **_profile(image.shape[0], "float32"), nodata=float("nan")) as f:
+        f.write(image.astype(np.float32))
+        for i in range(image.shape[0]):
+            if names is not None:
+                f.set_band_description(i + 1, names[i])
+            if "wavelengths" in tags:
+                f.update_tags(i + 1, wavelength=str(tags["wavelengths"][i]))
+        f.update_tags(sun_zenith_angle="35.0", sun_azimuth_angle="140.25")
+    return path
+
+
+def test_geotiff_bands_are_named_by_description_or_wavelength(
+    product: tuple[Path, np.ndarray], tmp_path: Path
+) -> None:
+    _, dn = product
+    image = _expected(dn.astype(np.float64))
+    names = [b.name for b in LANDSAT_BANDS]
+    named = _write_geotiff(tmp_path / "scene.tif", image, names)
+    with open_scene(named) as ds:
+        validate_scene(ds, named)
+        assert list(ds["band"].values) == names
+        assert list(ds["band_units"].values) == ["1"] * 6 + ["K"]
+        np.testing.assert_allclose(ds["image"].values, image.astype(np.float32))
+        assert ds.attrs["sun_zenith_angle"] == 35.0 and ds.attrs["pixel_size_m"] == 30.0
+        np.testing.assert_array_equal(ds["x"].values, X0 + 15.0 + 30.0 * np.arange(W))
+    wl = [b.wavelength for b in LANDSAT_BANDS]
+    by_wl = _write_geotiff(tmp_path / "wl.tif", image[::-1], None, wavelengths=wl[::-1])
+    with open_geotiff(by_wl) as ds:
+        assert list(ds["band"].values) == names[::-1]
+        assert list(ds["band_units"].values) == ["K"] + ["1"] * 6
+    unnamed = _write_geotiff(tmp_path / "anon.tif", image, None)
+    with pytest.raises(DataError, match=r"band\(s\) 1, 2, 3, 4, 5, 6, 7 of 7 have no name"):
+        open_scene(unnamed)
+
+
+# ----------------------------------------------------------------------------- segment
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A checkpoint trained for one short epoch on sample scenes, as in test_clouds_cli."""
+    root = tmp_path_factory.mktemp("clouds-ckpt")
+    for sub, n, size, seed in (
+        ("scenes", "5", ("48", "40"), "3"),
+        ("test", "2", ("40", "40"), "4"),
+    ):
+        argv = ["sample-clouds", str(root / sub), "--n-scenes", n, "--size", *size]
+        assert main([*argv, "--seed", seed, "--quiet"]) == 0
+    argv = ["train", "--config", str(CONFIG), "--data.root", str(root / "scenes")]
+    argv += [
+        "--data.test_root",
+        str(root / "test"),
+        "--trainer.default_root_dir",
+        str(root / "run"),
+    ]
+    assert main([*argv, "--trainer.max_epochs", "1", *SMALL]) == 0
+    return next((root / "run").rglob("best-*.ckpt"))
+
+
+def _segment(ckpt: Path, scene: Path, out: Path) -> int:
+    argv = ["segment", "-c", str(ckpt), "-i", str(scene), "-o", str(out)]
+    return main([*argv, "--tile", "64", "--overlap", "16", "--device", "cpu", "--quiet"])
+
+
+def _check_mask(out: Path, scene: xr.Dataset) -> np.ndarray:
+    with xr.open_dataset(out, mask_and_scale=False) as m:
+        mask = m["cloud_mask"]
+        assert mask.dims == ("y", "x") and mask.shape == (H, W) and mask.dtype == np.uint8
+        np.testing.assert_array_equal(m["x"].values, scene["x"].values)
+        np.testing.assert_array_equal(m["y"].values, scene["y"].values)
+        assert m["x"].attrs["units"] == "m" and "_FillValue" not in m["x"].attrs
+        assert mask.attrs["grid_mapping"] == "crs" and "crs_wkt" in m["crs"].attrs
+        assert m["crs"].attrs["grid_mapping_name"] == "transverse_mercator"
+        assert mask.attrs["flag_meanings"] == "clear cloud thin_cloud cloud_shadow snow"
+        assert list(mask.attrs["flag_values"]) == [0, 1, 2, 3, 4]
+        assert mask.attrs["_FillValue"] == NODATA
+        nodata = np.isnan(scene["image"].values).any(0)
+        np.testing.assert_array_equal(mask.values == NODATA, nodata)
+        assert m.attrs["Conventions"] == "CF-1.10" and "climdl segment" in m.attrs["history"]
+        values: np.ndarray = mask.values
+    with xr.open_dataset(out, decode_coords="all") as d:  # CF decoding: grid mapping, lat/lon
+        assert "crs" in d.coords and {"lat", "lon"} <= set(d.coords)
+        np.testing.assert_allclose(d["lat"].values, scene["lat"].values)
+        assert d["cloud_mask"].encoding["grid_mapping"] == "crs"
+    assert cf_errors(out) == []
+    return values
+
+
+def test_segment_a_landsat_product_and_a_geotiff(
+    ckpt: Path,
+    product: tuple[Path, np.ndarray],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    mtl, _ = product
+    out = tmp_path / "mask.nc"
+    assert _segment(ckpt, mtl, out) == 0
+    with open_scene(mtl) as scene:
+        from_landsat = _check_mask(out, scene)
+        assert (from_landsat != NODATA).sum() > 0.5 * H * W
+        with xr.open_dataset(out) as m:
+            assert m.attrs["input_scene_id"] == PRODUCT
+            assert m.attrs["input_file"] == str(mtl.resolve())
+        tif = _write_geotiff(
+            tmp_path / "scene.tif", scene["image"].values, [str(b) for b in scene["band"].values]
+        )
+    out_tif = tmp_path / "mask_tif.nc"
+    assert _segment(ckpt, tif, out_tif) == 0
+    with open_scene(tif) as scene:
+        np.testing.assert_array_equal(_check_mask(out_tif, scene), from_landsat)
+    capsys.readouterr()
+    anon = _write_geotiff(tmp_path / "anon.tif", np.ones((7, H, W)), None)
+    assert _segment(ckpt, anon, tmp_path / "anon.nc") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no name" in err and "--description" in err
+    assert "Traceback" not in err and not (tmp_path / "anon.nc").exists()
