@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _memory import peak_rss_bytes
 
 MODEL = {"base_filters": 16, "max_filters": 128, "extra_filters": 16, "head_features": 16,
          "residual_to_baseline": True}
@@ -111,7 +111,7 @@ def child(args: argparse.Namespace) -> None:
         out["days"] = res.n_days
         out["file_mb"] = target.stat().st_size / 1e6
         res.dataset.close()
-    out["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+    out["peak_rss_gb"] = peak_rss_bytes() / 1e9
     if dev.type == "cuda":
         out["peak_gpu_gb"] = torch.cuda.max_memory_allocated() / 1e9
     print(json.dumps(out))

@@ -6,7 +6,7 @@ with a warm bias, noise and smoothed precipitation, written like ``climdl downsc
 (chunks of 365 days x 16 x 16 points). The evaluation runs in a fresh process through the real
 CLI (every diagnostic, NetCDF fields, JSON/CSV and the HTML report); that process reports its
 own wall time, CPU time (user + system, steadier than wall time on a shared machine) and peak
-resident memory (``ru_maxrss``), so data generation does not count.
+resident memory (``VmHWM``: its own, see ``_memory.py``), so data generation does not count.
 
     .venv/bin/python bench/evaluate_time.py [--years 10] [--baseline] [--no-report] [--data DIR]
 
@@ -25,6 +25,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _memory import peak_rss_bytes
 
 FIRST_YEAR = 1981
 
@@ -94,7 +96,7 @@ def run_evaluation(root: Path, baseline: bool, report: bool) -> None:
     rc = main(args)
     seconds = time.perf_counter() - start
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    peak = usage.ru_maxrss / 1024.0  # kB on Linux
+    peak = peak_rss_bytes() / 2**20  # its own peak, not the parent's (see _memory)
     cpu = usage.ru_utime + usage.ru_stime  # steadier than wall time on a shared machine
     print(json.dumps({"rc": rc, "seconds": seconds, "cpu_seconds": cpu, "peak_rss_mb": peak}))
 

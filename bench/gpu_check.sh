@@ -52,7 +52,7 @@ echo "== GPU preprocessing: climdl prepare (conservative upscaling, sparse matmu
 FINE=$(find "$CLIMDL_CACHE" -path "*train*target*" -name "*.nc" | head -1)
 for D in cpu cuda; do
   start=$($PY -c "import time; print(time.time())")
-  $PY -m climdl.cli prepare "$FINE" --out "$WORK/prep_$D.nc" --coarse-grid ALPS --device $D --overwrite -q 2>&1 | tail -1
+  $PY -m climdl.cli prepare "$FINE" --out "$WORK/prep_$D.nc" --device $D --overwrite -q 2>&1 | tail -1
   echo "prepare --device $D: exit $?, $($PY -c "import time,sys; print(f'{time.time()-float(sys.argv[1]):.1f}')" "$start") s for $FINE"
 done
 $PY -c "import xarray as xr, numpy as np; a=xr.open_dataset('$WORK/prep_cpu.nc'); b=xr.open_dataset('$WORK/prep_cuda.nc'); print('prepare cuda vs cpu max |diff|:', {v: float(np.nanmax(np.abs(a[v]-b[v]))) for v in a.data_vars if a[v].ndim == 3})"

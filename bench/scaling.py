@@ -30,7 +30,6 @@ import argparse
 import contextlib
 import os
 import platform
-import resource
 import time
 from typing import Any
 
@@ -38,6 +37,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from _memory import peak_rss_bytes
 
 MODEL = {"base_filters": 16, "max_filters": 128, "extra_filters": 16, "head_features": 16}
 
@@ -127,7 +127,7 @@ def _worker(rank: int, world: int, port: int, cfg: dict[str, Any], out: Any) -> 
     if world > 1:
         dist.barrier()
     elapsed = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = peak_rss_bytes() / 2**20
     if rank == 0:
         out.put(
             {

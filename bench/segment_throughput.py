@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shutil
 import subprocess
 import sys
@@ -32,13 +31,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _memory import peak_rss_bytes
 
 BANDS = [("blue", 0.482), ("green", 0.561), ("red", 0.655), ("nir", 0.865)]
 MODEL: dict[str, object] = {"depth": 3, "base_filters": 8, "max_filters": 64, "block": "plain"}
 
 
 def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    return peak_rss_bytes() / 2**20
 
 
 def make_checkpoint(path: Path) -> None:

@@ -12,12 +12,12 @@ machinery around them differs. Prints samples/s, the ratios and peak memory.
 from __future__ import annotations
 
 import argparse
-import resource
 import time
 
 import lightning as L
 import numpy as np
 import torch
+from _memory import peak_rss_bytes
 
 from climdl.data.emulator_data import EmulatorDataModule
 from climdl.tasks.downscaling import DownscalingTask
@@ -136,7 +136,7 @@ def main() -> None:
     print(f"climdl loader alone:     {load_climdl:10.1f} samples/s")
     print(f"plain NumPy batches:     {load_plain:10.1f} samples/s   ratio loader/plain = {load_climdl / load_plain:.2f}")
     print(f"loader headroom over the training step: {load_climdl / lit:.1f}x")
-    print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6:.2f} GB")
+    print(f"peak RSS: {peak_rss_bytes() / 1e9:.2f} GB")
     if a.device == "cuda":
         print(f"peak GPU memory: {torch.cuda.max_memory_allocated() / 1e9:.2f} GB")
 
