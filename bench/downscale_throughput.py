@@ -30,8 +30,13 @@ import numpy as np
 import torch
 from _memory import peak_rss_bytes
 
-MODEL = {"base_filters": 16, "max_filters": 128, "extra_filters": 16, "head_features": 16,
-         "residual_to_baseline": True}
+MODEL = {
+    "base_filters": 16,
+    "max_filters": 128,
+    "extra_filters": 16,
+    "head_features": 16,
+    "residual_to_baseline": True,
+}
 
 
 def make_checkpoint(folder: Path) -> Path:
@@ -45,8 +50,15 @@ def make_checkpoint(folder: Path) -> Path:
         return path
     torch.manual_seed(0)
     dm = EmulatorDataModule(catalog="sample-alps", experiment="Emulator_hist_future", batch_size=32)
-    trainer = L.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+    trainer = L.Trainer(
+        max_steps=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+    )
     trainer.fit(DownscalingTask(**MODEL), datamodule=dm)
     trainer.save_checkpoint(path)
     return path
@@ -65,8 +77,9 @@ def make_inputs(folder: Path, years: int) -> Path:
     one = one.isel(time=slice(0, 365))
     parts = []
     for k in range(years):
-        times = xr.date_range(f"{1981 + 4 * k}-01-01", periods=365, freq="D", calendar="noleap",
-                              use_cftime=True)
+        times = xr.date_range(
+            f"{1981 + 4 * k}-01-01", periods=365, freq="D", calendar="noleap", use_cftime=True
+        )
         parts.append(one.assign_coords(time=times))
     xr.concat(parts, "time").to_netcdf(path)
     return path
@@ -88,15 +101,22 @@ def child(args: argparse.Namespace) -> None:
 
         task = load_emulator(ckpt).to(dev)
         ds = xr.open_dataset(inputs, use_cftime=True)
-        x = torch.from_numpy(ds[task.spec["variables"]].to_array("c").transpose("time", "c", ...)
-                             .values.astype(np.float32)).to(dev)
+        x = torch.from_numpy(
+            ds[task.spec["variables"]]
+            .to_array("c")
+            .transpose("time", "c", ...)
+            .values.astype(np.float32)
+        ).to(dev)
         aux = torch.from_numpy(day_of_year_features(ds.time)).to(dev)
         t0 = time.perf_counter()
-        with torch.inference_mode(), torch.autocast(dev.type, dtype=amp or torch.float32,
-                                                    enabled=amp is not None):
+        with (
+            torch.inference_mode(),
+            torch.autocast(dev.type, dtype=amp or torch.float32, enabled=amp is not None),
+        ):
             for a in range(0, x.shape[0], args.batch_size):
-                b = task.on_after_batch_transfer({"x": x[a:a + args.batch_size],
-                                                  "aux": aux[a:a + args.batch_size]}, 0)
+                b = task.on_after_batch_transfer(
+                    {"x": x[a : a + args.batch_size], "aux": aux[a : a + args.batch_size]}, 0
+                )
                 task.predict_physical(b).float().cpu()
         if dev.type == "cuda":
             torch.cuda.synchronize()
@@ -105,8 +125,15 @@ def child(args: argparse.Namespace) -> None:
     else:
         target = folder / f"out_{years}y.nc"
         t0 = time.perf_counter()
-        res = downscale(ckpt, [str(inputs)], target, device=args.device, precision=args.precision,
-                        batch_size=args.batch_size, overwrite=True)
+        res = downscale(
+            ckpt,
+            [str(inputs)],
+            target,
+            device=args.device,
+            precision=args.precision,
+            batch_size=args.batch_size,
+            overwrite=True,
+        )
         out["pipeline_s"] = time.perf_counter() - t0
         out["days"] = res.n_days
         out["file_mb"] = target.stat().st_size / 1e6
@@ -118,8 +145,21 @@ def child(args: argparse.Namespace) -> None:
 
 
 def run_child(folder: Path, years: int, bare: bool, args: argparse.Namespace) -> dict[str, float]:
-    cmd = [sys.executable, __file__, "--child", "--folder", str(folder), "--years", str(years),
-           "--device", args.device, "--precision", args.precision, "--batch-size", str(args.batch_size)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        "--folder",
+        str(folder),
+        "--years",
+        str(years),
+        "--device",
+        args.device,
+        "--precision",
+        args.precision,
+        "--batch-size",
+        str(args.batch_size),
+    ]
     if bare:
         cmd.append("--bare")
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -145,8 +185,10 @@ def main() -> None:
     folder = Path(args.folder or tempfile.mkdtemp(prefix="climdl-bench-"))
     os.environ.setdefault("CLIMDL_CACHE", str(folder / "cache"))
     make_checkpoint(folder)
-    print(f"device {args.device}, precision {args.precision}, batch {args.batch_size}, "
-          f"torch threads {torch.get_num_threads()}, scratch {folder}")
+    print(
+        f"device {args.device}, precision {args.precision}, batch {args.batch_size}, "
+        f"torch threads {torch.get_num_threads()}, scratch {folder}"
+    )
     for years in args.years:
         make_inputs(folder, years)
         # alternate the two, best of N each: robust to other load on the machine
@@ -158,12 +200,14 @@ def main() -> None:
         pipe_s = min(p["pipeline_s"] for p in pipes)
         pipe = pipes[0]
         days = pipe["days"]
-        print(f"{years:>3} years ({days} days, best of {len(pipes)}): bare forward {days / bare_s:.1f} days/s, "
-              f"downscale {days / pipe_s:.1f} days/s, ratio {bare_s / pipe_s:.2f}x; "
-              f"{days / 365.25 / pipe_s * 60:.1f} simulated years/min; "
-              f"peak RSS downscale {max(p['peak_rss_gb'] for p in pipes):.2f} GB "
-              f"(bare {max(b['peak_rss_gb'] for b in bares):.2f} GB); output {pipe['file_mb']:.0f} MB"
-              + (f"; peak GPU {pipe['peak_gpu_gb']:.2f} GB" if "peak_gpu_gb" in pipe else ""))
+        print(
+            f"{years:>3} years ({days} days, best of {len(pipes)}): bare forward {days / bare_s:.1f} days/s, "
+            f"downscale {days / pipe_s:.1f} days/s, ratio {bare_s / pipe_s:.2f}x; "
+            f"{days / 365.25 / pipe_s * 60:.1f} simulated years/min; "
+            f"peak RSS downscale {max(p['peak_rss_gb'] for p in pipes):.2f} GB "
+            f"(bare {max(b['peak_rss_gb'] for b in bares):.2f} GB); output {pipe['file_mb']:.0f} MB"
+            + (f"; peak GPU {pipe['peak_gpu_gb']:.2f} GB" if "peak_gpu_gb" in pipe else "")
+        )
 
 
 if __name__ == "__main__":

@@ -45,8 +45,11 @@ def make_input(folder: Path, years: int) -> Path:
         parts.append(part)
     full = xr.concat(parts, "time")
     full.to_netcdf(path)
-    print(f"input: {path.name}, {years * n} days of {', '.join(map(str, one.data_vars))} on "
-          f"{one.sizes.get('y')} x {one.sizes.get('x')}", flush=True)
+    print(
+        f"input: {path.name}, {years * n} days of {', '.join(map(str, one.data_vars))} on "
+        f"{one.sizes.get('y')} x {one.sizes.get('x')}",
+        flush=True,
+    )
     return path
 
 
@@ -57,17 +60,35 @@ def child(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(1 if args.workers_n else torch.get_num_threads())
     t0 = time.perf_counter()
-    res = prepare(args.fine, args.out, coarse_grid="covered", stats_out=Path(args.out).with_suffix(".json"),
-                  chunk_days=args.chunk_days, overwrite=True,
-                  scheduler=args.workers_n if args.workers_n else None, device="cpu")
+    res = prepare(
+        args.fine,
+        args.out,
+        coarse_grid="covered",
+        stats_out=Path(args.out).with_suffix(".json"),
+        chunk_days=args.chunk_days,
+        overwrite=True,
+        scheduler=args.workers_n if args.workers_n else None,
+        device="cpu",
+    )
     wall = time.perf_counter() - t0
     rss = peak_rss_bytes() / 1e9
     print(json.dumps({"wall": wall, "rss_gb": rss, "n": res.n_times}))
 
 
 def run(fine: Path, out: Path, workers: int, chunk_days: int) -> dict[str, float]:
-    cmd = [sys.executable, __file__, "--child", "--fine", str(fine), "--out", str(out),
-           "--workers-n", str(workers), "--chunk-days", str(chunk_days)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        "--fine",
+        str(fine),
+        "--out",
+        str(out),
+        "--workers-n",
+        str(workers),
+        "--chunk-days",
+        str(chunk_days),
+    ]
     res = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(res.stdout.strip().splitlines()[-1])
 
@@ -100,13 +121,19 @@ def main() -> None:
     fine = make_input(folder, args.years)
     print(f"machine: {os.cpu_count()} CPUs; chunk {args.chunk_days} days", flush=True)
     base = run(fine, folder / "in_process.nc", 0, args.chunk_days)
-    print(f"in process            : {base['wall']:6.1f} s  client peak RSS {base['rss_gb']:.2f} GB "
-          f"({base['n']} days)", flush=True)
+    print(
+        f"in process            : {base['wall']:6.1f} s  client peak RSS {base['rss_gb']:.2f} GB "
+        f"({base['n']} days)",
+        flush=True,
+    )
     for n in args.workers:
         r = run(fine, folder / f"dask_{n}.nc", n, args.chunk_days)
-        print(f"Dask, {n} local worker(s): {r['wall']:6.1f} s  speed-up {base['wall'] / r['wall']:.2f}x  "
-              f"client peak RSS {r['rss_gb']:.2f} GB  identical output: "
-              f"{same(folder / 'in_process.nc', folder / f'dask_{n}.nc')}", flush=True)
+        print(
+            f"Dask, {n} local worker(s): {r['wall']:6.1f} s  speed-up {base['wall'] / r['wall']:.2f}x  "
+            f"client peak RSS {r['rss_gb']:.2f} GB  identical output: "
+            f"{same(folder / 'in_process.nc', folder / f'dask_{n}.nc')}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -22,7 +22,13 @@ from _memory import peak_rss_bytes
 from climdl.data.emulator_data import EmulatorDataModule
 from climdl.tasks.downscaling import DownscalingTask
 
-MODEL = {"base_filters": 16, "max_filters": 128, "extra_filters": 16, "head_features": 16, "lr": 1e-3}
+MODEL = {
+    "base_filters": 16,
+    "max_filters": 128,
+    "extra_filters": 16,
+    "head_features": 16,
+    "lr": 1e-3,
+}
 
 
 class _Timer(L.Callback):
@@ -52,9 +58,17 @@ def lightning_rate(dm: EmulatorDataModule, steps: int, warmup: int, device: str)
     torch.manual_seed(0)
     task = DownscalingTask(**MODEL)
     timer = _Timer(warmup)
-    trainer = L.Trainer(max_steps=steps + warmup, accelerator=device, devices=1, logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, limit_val_batches=0, callbacks=[timer])
+    trainer = L.Trainer(
+        max_steps=steps + warmup,
+        accelerator=device,
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        callbacks=[timer],
+    )
     trainer.fit(task, datamodule=dm)
     return timer.rate()
 
@@ -79,7 +93,11 @@ def plain_rate(dm: EmulatorDataModule, steps: int, warmup: int, device: str) -> 
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
         idx = torch.from_numpy(rng.choice(n, size=bs, replace=False))
-        batch = {"x": x_all[idx].to(device), "y": y_all[idx].to(device), "aux": aux_all[idx].to(device)}
+        batch = {
+            "x": x_all[idx].to(device),
+            "y": y_all[idx].to(device),
+            "aux": aux_all[idx].to(device),
+        }
         batch = task.on_after_batch_transfer(batch, 0)
         loss, _ = task._loss(batch)
         opt.zero_grad(set_to_none=True)
@@ -122,7 +140,9 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     a = p.parse_args()
-    dm = EmulatorDataModule(catalog="sample-alps", experiment="Emulator_hist_future", batch_size=a.batch_size)
+    dm = EmulatorDataModule(
+        catalog="sample-alps", experiment="Emulator_hist_future", batch_size=a.batch_size
+    )
     dm.setup("fit")
     accel = "gpu" if a.device == "cuda" else "cpu"
     plain = plain_rate(dm, a.steps, a.warmup, a.device)
@@ -130,11 +150,19 @@ def main() -> None:
     plain2 = plain_rate(dm, a.steps, a.warmup, a.device)  # again: the order must not decide
     load_climdl, load_plain = loader_rates(dm, 100)
     plain_mean = (plain + plain2) / 2
-    print(f"device: {a.device}, torch {torch.__version__}, threads {torch.get_num_threads()}, batch {a.batch_size}")
-    print(f"hand-written loop:       {plain_mean:10.1f} samples/s (runs: {plain:.1f}, {plain2:.1f})")
-    print(f"climdl Lightning:        {lit:10.1f} samples/s   ratio climdl/plain = {lit / plain_mean:.2f}")
+    print(
+        f"device: {a.device}, torch {torch.__version__}, threads {torch.get_num_threads()}, batch {a.batch_size}"
+    )
+    print(
+        f"hand-written loop:       {plain_mean:10.1f} samples/s (runs: {plain:.1f}, {plain2:.1f})"
+    )
+    print(
+        f"climdl Lightning:        {lit:10.1f} samples/s   ratio climdl/plain = {lit / plain_mean:.2f}"
+    )
     print(f"climdl loader alone:     {load_climdl:10.1f} samples/s")
-    print(f"plain NumPy batches:     {load_plain:10.1f} samples/s   ratio loader/plain = {load_climdl / load_plain:.2f}")
+    print(
+        f"plain NumPy batches:     {load_plain:10.1f} samples/s   ratio loader/plain = {load_climdl / load_plain:.2f}"
+    )
     print(f"loader headroom over the training step: {load_climdl / lit:.1f}x")
     print(f"peak RSS: {peak_rss_bytes() / 1e9:.2f} GB")
     if a.device == "cuda":

@@ -41,11 +41,14 @@ def cache_dir() -> Path:
 
 def expand(text: str) -> str:
     """Expand ``${VAR}``, ``${VAR:-default}``, ``{cache}`` and ``~`` in a catalog path."""
+
     def env(m: re.Match[str]) -> str:
         value = os.environ.get(m["name"])
         if value is None and m["default"] is None:
-            raise ConfigError(f"the catalog path {text!r} needs the environment variable {m['name']}; "
-                              f"set it to the folder where the data are.")
+            raise ConfigError(
+                f"the catalog path {text!r} needs the environment variable {m['name']}; "
+                f"set it to the folder where the data are."
+            )
         return value if value is not None else str(m["default"])
 
     return os.path.expanduser(_ENV.sub(env, text).replace("{cache}", str(cache_dir())))
@@ -98,35 +101,68 @@ class CatalogEntry:
 
         assert self.generate is not None
         base = root.parent.parent  # write_sample adds <DOMAIN>/<DOMAIN>_domain
-        write_sample(base, domain=self.domain or "ALPS", years=int(self.generate.get("years", 1)),
-                     seed=int(self.generate.get("seed", 0)), overwrite=True)
+        write_sample(
+            base,
+            domain=self.domain or "ALPS",
+            years=int(self.generate.get("years", 1)),
+            seed=int(self.generate.get("seed", 0)),
+            overwrite=True,
+        )
 
-    def files(self, part: Part, *, experiment: str | None = None, period: str | None = None,
-              kind: Literal["perfect", "imperfect"] = "perfect", gcm: str | None = None) -> list[Path]:
+    def files(
+        self,
+        part: Part,
+        *,
+        experiment: str | None = None,
+        period: str | None = None,
+        kind: Literal["perfect", "imperfect"] = "perfect",
+        gcm: str | None = None,
+    ) -> list[Path]:
         """Files of one part of the dataset; ``period`` selects a test period, else training."""
         root = self.root_path()
         gcm = gcm or self.gcm_train or "*"
         if self.layout == "mlbench":
-            pattern: str | list[str] = self._mlbench_pattern(root, part, experiment, period, kind, gcm)
+            pattern: str | list[str] = self._mlbench_pattern(
+                root, part, experiment, period, kind, gcm
+            )
         else:
             spec = self.paths.get(part)
             if spec is None:
                 raise ConfigError(f"catalog entry {self.name!r} lists no paths for {part!r}.")
-            fields = {"gcm": gcm, "period": period or "*", "experiment": experiment or "*", "kind": kind}
+            fields = {
+                "gcm": gcm,
+                "period": period or "*",
+                "experiment": experiment or "*",
+                "kind": kind,
+            }
             specs = spec if isinstance(spec, list) else [spec]
             pattern = [str(root / expand(str(s)).format(**fields)) for s in specs]
-        found = sorted({Path(p) for pat in ([pattern] if isinstance(pattern, str) else pattern)
-                        for p in glob.glob(pat)})
+        found = sorted(
+            {
+                Path(p)
+                for pat in ([pattern] if isinstance(pattern, str) else pattern)
+                for p in glob.glob(pat)
+            }
+        )
         if not found:
             raise DataError(f"no {part} files for catalog entry {self.name!r} match {pattern}.")
         return found
 
-    def _mlbench_pattern(self, root: Path, part: Part, experiment: str | None, period: str | None,
-                         kind: str, gcm: str) -> str:
+    def _mlbench_pattern(
+        self,
+        root: Path,
+        part: Part,
+        experiment: str | None,
+        period: str | None,
+        kind: str,
+        gcm: str,
+    ) -> str:
         if period is not None:
             if period not in self.test_periods:
-                raise ConfigError(f"unknown test period {period!r} for {self.name!r}; choose one of "
-                                  f"{', '.join(self.test_periods)}.")
+                raise ConfigError(
+                    f"unknown test period {period!r} for {self.name!r}; choose one of "
+                    f"{', '.join(self.test_periods)}."
+                )
             base = root / "test" / period
             label = self.test_periods[period]
             if part == "predictors":
@@ -143,27 +179,42 @@ class CatalogEntry:
 
     def _experiment_dir(self, root: Path, experiment: str | None) -> Path:
         if experiment is None:
-            raise ConfigError(f"say which experiment of {self.name!r} to use: "
-                              f"{', '.join(self.experiments)}.")
+            raise ConfigError(
+                f"say which experiment of {self.name!r} to use: {', '.join(self.experiments)}."
+            )
         if experiment not in self.experiments:
-            raise ConfigError(f"unknown experiment {experiment!r} for {self.name!r}; choose one of "
-                              f"{', '.join(self.experiments)}.")
+            raise ConfigError(
+                f"unknown experiment {experiment!r} for {self.name!r}; choose one of "
+                f"{', '.join(self.experiments)}."
+            )
         for spelling in _ML_BENCH_EXPERIMENT_DIRS.get(experiment, (experiment,)):
             if (root / "train" / spelling).is_dir():
                 return root / "train" / spelling
         return root / "train" / experiment
 
     # ------------------------------------------------------------------ opening
-    def open(self, part: Part, *, experiment: str | None = None, period: str | None = None,
-             kind: Literal["perfect", "imperfect"] = "perfect", gcm: str | None = None,
-             variables: Sequence[str] | None = None,
-             chunks: Mapping[str, int | str] | None = None) -> xr.Dataset:
+    def open(
+        self,
+        part: Part,
+        *,
+        experiment: str | None = None,
+        period: str | None = None,
+        kind: Literal["perfect", "imperfect"] = "perfect",
+        gcm: str | None = None,
+        variables: Sequence[str] | None = None,
+        chunks: Mapping[str, int | str] | None = None,
+    ) -> xr.Dataset:
         """Open one part lazily as a canonical, Dask-chunked ``xr.Dataset`` (no data read)."""
         from climdl.data.reader import open_dataset
 
         files = self.files(part, experiment=experiment, period=period, kind=kind, gcm=gcm)
-        ds = open_dataset(files, variables, chunks=chunks, assume_units=self.assume_units or None,
-                          rename=self.variables or None)
+        ds = open_dataset(
+            files,
+            variables,
+            chunks=chunks,
+            assume_units=self.assume_units or None,
+            rename=self.variables or None,
+        )
         ds.attrs.setdefault("climdl_catalog_entry", self.name)
         return ds
 
@@ -201,7 +252,9 @@ def _mlbench_domain_dir(root: Path, domain: str) -> Path:
 
 def catalog_paths() -> list[Path]:
     """YAML files of the catalog, in search order."""
-    dirs: list[Path] = [Path(p) for p in os.environ.get("CLIMDL_CATALOG", "").split(os.pathsep) if p]
+    dirs: list[Path] = [
+        Path(p) for p in os.environ.get("CLIMDL_CATALOG", "").split(os.pathsep) if p
+    ]
     dirs.append(Path(__file__).resolve().parent.parent / "data_catalog")
     dirs.append(Path.home() / ".config" / "climdl" / "catalog")
     files: list[Path] = []
@@ -228,11 +281,15 @@ def load_catalog(files: Sequence[Path] | None = None) -> dict[str, CatalogEntry]
             raise ConfigError(f"catalog file {path} must map entry names to settings.")
         for name, spec in doc.items():
             if not isinstance(spec, dict):
-                raise ConfigError(f"catalog entry {name!r} in {path} must be a mapping of settings.")
+                raise ConfigError(
+                    f"catalog entry {name!r} in {path} must be a mapping of settings."
+                )
             unknown = set(spec) - _FIELDS
             if unknown:
-                raise ConfigError(f"catalog entry {name!r} in {path} has unknown keys "
-                                  f"{', '.join(sorted(unknown))}; known: {', '.join(sorted(_FIELDS))}.")
+                raise ConfigError(
+                    f"catalog entry {name!r} in {path} has unknown keys "
+                    f"{', '.join(sorted(unknown))}; known: {', '.join(sorted(_FIELDS))}."
+                )
             if name not in entries:
                 entries[name] = CatalogEntry(name=str(name), source_file=str(path), **spec)
     return entries
@@ -242,5 +299,7 @@ def get_entry(name: str) -> CatalogEntry:
     """The catalog entry called ``name``, or a clear error listing the known ones."""
     cat = load_catalog()
     if name not in cat:
-        raise ConfigError(f"no catalog entry {name!r}; known entries: {', '.join(sorted(cat)) or 'none'}.")
+        raise ConfigError(
+            f"no catalog entry {name!r}; known entries: {', '.join(sorted(cat)) or 'none'}."
+        )
     return cat[name]

@@ -25,8 +25,13 @@ log = logging.getLogger("climdl")
 
 # Subcommands defined beside the library they drive: each module has ``register(subparsers)``
 # that adds its parser(s) with ``set_defaults(func=...)`` and imports heavy modules lazily.
-_SUBCOMMAND_MODULES = ("climdl.inference.cli", "climdl.evaluation.cli", "climdl.plot.cli", "climdl.clouds.cli",
-                       "climdl.parallel.cli")
+_SUBCOMMAND_MODULES = (
+    "climdl.inference.cli",
+    "climdl.evaluation.cli",
+    "climdl.plot.cli",
+    "climdl.clouds.cli",
+    "climdl.parallel.cli",
+)
 
 
 def _console(quiet: bool = False) -> Console:
@@ -50,12 +55,17 @@ def _cmd_sample(args: argparse.Namespace) -> int:
         with Progress(console=console, transient=True, disable=args.quiet) as bar:
             task = bar.add_task(f"sample {domain}", total=None)
             res = write_sample(
-                args.out_dir, domain=domain, years=args.years, seed=args.seed,
+                args.out_dir,
+                domain=domain,
+                years=args.years,
+                seed=args.seed,
                 overwrite=args.overwrite,
                 progress=_describe(bar, task, domain),
             )
-        console.print(f"[bold]{domain}[/]: {len(res.files)} files, {res.nbytes / 1e6:.1f} MB "
-                      f"in {res.seconds:.1f} s")
+        console.print(
+            f"[bold]{domain}[/]: {len(res.files)} files, {res.nbytes / 1e6:.1f} MB "
+            f"in {res.seconds:.1f} s"
+        )
         print(res.root)
     return 0
 
@@ -70,14 +80,25 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     period = tuple(args.train_period) if args.train_period else None
     with Progress(console=console, transient=True, disable=args.quiet) as bar:
         task = bar.add_task("upscaling", total=None)
-        res = prepare(args.fine, args.out, coarse_grid=args.coarse_grid, variables=args.variables,
-                      smoothing=args.smoothing, train_period=period, stats_out=args.stats,
-                      device=args.device, chunk_days=args.chunk_days, overwrite=args.overwrite,
-                      min_coverage=args.min_coverage,
-                      scheduler=args.dask_scheduler if args.dask_scheduler else args.workers,
-                      progress=lambda d, t: bar.update(task, completed=d, total=t))
-    console.print(f"{len(res.variables)} variable(s), {res.n_times} steps on {res.device} "
-                  f"in {res.seconds:.1f} s")
+        res = prepare(
+            args.fine,
+            args.out,
+            coarse_grid=args.coarse_grid,
+            variables=args.variables,
+            smoothing=args.smoothing,
+            train_period=period,
+            stats_out=args.stats,
+            device=args.device,
+            chunk_days=args.chunk_days,
+            overwrite=args.overwrite,
+            min_coverage=args.min_coverage,
+            scheduler=args.dask_scheduler if args.dask_scheduler else args.workers,
+            progress=lambda d, t: bar.update(task, completed=d, total=t),
+        )
+    console.print(
+        f"{len(res.variables)} variable(s), {res.n_times} steps on {res.device} "
+        f"in {res.seconds:.1f} s"
+    )
     print(res.path)
     if res.stats_path:
         print(res.stats_path)
@@ -107,44 +128,78 @@ def _cmd_catalog_show(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
-    p = argparse.ArgumentParser(prog="climdl", description="Deep-learning climate downscaling "
-                                "and cloud segmentation.")
+    p = argparse.ArgumentParser(
+        prog="climdl", description="Deep-learning climate downscaling and cloud segmentation."
+    )
     p.add_argument("--version", action="version", version=f"climdl {__version__}")
     p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sub.add_parser("train", help="train an emulator or a cloud segmenter: climdl train --config "
-                   "configs/emulator/sample.yaml | configs/clouds/sample.yaml (LightningCLI options)")
+    sub.add_parser(
+        "train",
+        help="train an emulator or a cloud segmenter: climdl train --config "
+        "configs/emulator/sample.yaml | configs/clouds/sample.yaml (LightningCLI options)",
+    )
 
-    s = sub.add_parser("sample", help="write the embedded sample dataset in the CORDEX ML-Bench layout")
+    s = sub.add_parser(
+        "sample", help="write the embedded sample dataset in the CORDEX ML-Bench layout"
+    )
     s.add_argument("out_dir", type=Path, help="folder to write into (created)")
-    s.add_argument("--domain", nargs="+", default=["ALPS"], type=str.upper, choices=["ALPS", "SA"],
-                   help="domain(s) to generate (default ALPS)")
+    s.add_argument(
+        "--domain",
+        nargs="+",
+        default=["ALPS"],
+        type=str.upper,
+        choices=["ALPS", "SA"],
+        help="domain(s) to generate (default ALPS)",
+    )
     s.add_argument("--years", type=int, default=1, help="years per period (default 1)")
     s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     s.add_argument("--overwrite", action="store_true", help="replace existing files")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress or summary")
     s.set_defaults(func=_cmd_sample)
 
-    pp = sub.add_parser("prepare", help="perfect-model predictors: conservative upscaling of RCM "
-                        "fields to a coarse grid, and training-period statistics")
-    pp.add_argument("fine", nargs="+", help="RCM NetCDF files or globs (any CF layout the reader accepts)")
+    pp = sub.add_parser(
+        "prepare",
+        help="perfect-model predictors: conservative upscaling of RCM "
+        "fields to a coarse grid, and training-period statistics",
+    )
+    pp.add_argument(
+        "fine", nargs="+", help="RCM NetCDF files or globs (any CF layout the reader accepts)"
+    )
     pp.add_argument("--out", type=Path, required=True, help="output NetCDF")
-    pp.add_argument("--coarse-grid", default="covered", help="ALPS | SA (climdl's 16x16 2-degree "
-                    "grids), covered[:STEP] (largest grid inside the fine domain), or a NetCDF file")
-    pp.add_argument("--variables", nargs="+", default=None, help="canonical names (default: all found)")
-    pp.add_argument("--smoothing", type=int, default=0, help="moving-average window in coarse cells (odd)")
-    pp.add_argument("--train-period", nargs=2, metavar=("START", "END"), help="statistics over this period")
+    pp.add_argument(
+        "--coarse-grid",
+        default="covered",
+        help="ALPS | SA (climdl's 16x16 2-degree "
+        "grids), covered[:STEP] (largest grid inside the fine domain), or a NetCDF file",
+    )
+    pp.add_argument(
+        "--variables", nargs="+", default=None, help="canonical names (default: all found)"
+    )
+    pp.add_argument(
+        "--smoothing", type=int, default=0, help="moving-average window in coarse cells (odd)"
+    )
+    pp.add_argument(
+        "--train-period", nargs=2, metavar=("START", "END"), help="statistics over this period"
+    )
     pp.add_argument("--stats", type=Path, default=None, help="write statistics (.json or .nc)")
     pp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     pp.add_argument("--chunk-days", type=int, default=365, help="time steps per block")
-    pp.add_argument("--min-coverage", type=float, default=0.999, help="coarse cells less covered are errors")
+    pp.add_argument(
+        "--min-coverage", type=float, default=0.999, help="coarse cells less covered are errors"
+    )
     pp.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     dask = pp.add_mutually_exclusive_group()
-    dask.add_argument("--dask-scheduler", default=None, metavar="ADDRESS",
-                      help="run the blocks on an existing Dask cluster (tcp://host:8786); the input "
-                           "files must be readable by the workers at the same paths")
-    dask.add_argument("--workers", type=int, default=None,
-                      help="run the blocks on N local Dask worker processes")
+    dask.add_argument(
+        "--dask-scheduler",
+        default=None,
+        metavar="ADDRESS",
+        help="run the blocks on an existing Dask cluster (tcp://host:8786); the input "
+        "files must be readable by the workers at the same paths",
+    )
+    dask.add_argument(
+        "--workers", type=int, default=None, help="run the blocks on N local Dask worker processes"
+    )
     pp.add_argument("-q", "--quiet", action="store_true")
     pp.set_defaults(func=_cmd_prepare)
 
@@ -184,8 +239,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if debug:
         argv.remove("--debug")
     if argv and argv[0] == "train":  # LightningCLI owns the options of train
-        logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,  # Lightning logs its own INFO
-                            format="%(levelname)s %(name)s: %(message)s")
+        logging.basicConfig(
+            level=logging.DEBUG if debug else logging.WARNING,  # Lightning logs its own INFO
+            format="%(levelname)s %(name)s: %(message)s",
+        )
         from climdl.tasks.train_cli import run_train
 
         rest = argv[1:]
@@ -195,8 +252,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = [a for a in argv if a != "--debug"]  # for the history attribute of outputs
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     func: Callable[[argparse.Namespace], int] = args.func
     return _run_guarded(lambda: func(args), args.debug)
 

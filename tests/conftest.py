@@ -52,12 +52,36 @@ def _train_tiny(out: Path, cache: Path, targets: str) -> Path:
     old = os.environ.get("CLIMDL_CACHE")
     os.environ["CLIMDL_CACHE"] = str(cache)
     try:
-        rc = main(["train", "--config", str(config), "--trainer.default_root_dir", str(out),
-                   "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2",
-                   "--trainer.limit_val_batches", "1", "--quiet", "--trainer.logger", "false",
-                   "--model.base_filters", "4", "--model.max_filters", "8",
-                   "--model.extra_filters", "4", "--model.head_features", "4",
-                   "--data.batch_size", "8", "--data.targets", targets])
+        rc = main(
+            [
+                "train",
+                "--config",
+                str(config),
+                "--trainer.default_root_dir",
+                str(out),
+                "--trainer.max_epochs",
+                "1",
+                "--trainer.limit_train_batches",
+                "2",
+                "--trainer.limit_val_batches",
+                "1",
+                "--quiet",
+                "--trainer.logger",
+                "false",
+                "--model.base_filters",
+                "4",
+                "--model.max_filters",
+                "8",
+                "--model.extra_filters",
+                "4",
+                "--model.head_features",
+                "4",
+                "--data.batch_size",
+                "8",
+                "--data.targets",
+                targets,
+            ]
+        )
     finally:
         if old is None:
             os.environ.pop("CLIMDL_CACHE", None)

@@ -38,17 +38,27 @@ def test_sample_entry_opens_lazily(use_sample_cache: Path) -> None:
     assert float(static.orog.max()) > 2000
 
 
-def test_sample_entry_generates_when_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sample_entry_generates_when_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("CLIMDL_CACHE", str(tmp_path))
-    entry = CatalogEntry(name="s", layout="mlbench", domain="SA", root="{cache}/x",
-                         gcm_train="ACCESS-CM2", experiments={"ESD_pseudo_reality": ["1961-1980"]},
-                         generate={"years": 1, "seed": 3})
+    entry = CatalogEntry(
+        name="s",
+        layout="mlbench",
+        domain="SA",
+        root="{cache}/x",
+        gcm_train="ACCESS-CM2",
+        experiments={"ESD_pseudo_reality": ["1961-1980"]},
+        generate={"years": 1, "seed": 3},
+    )
     ds = entry.open("static", experiment="ESD_pseudo_reality")
     assert (tmp_path / "x" / "SA" / "SA_domain" / "train").is_dir()
     assert ds.orog.dims == ("lat", "lon")
 
 
-def test_real_benchmark_entry_explains_missing_data(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_real_benchmark_entry_explains_missing_data(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.delenv("CLIMDL_MLBENCH_ROOT", raising=False)
     with pytest.raises(ConfigError, match="CLIMDL_MLBENCH_ROOT"):
         get_entry("mlbench-alps").open("target", experiment="ESD_pseudo_reality")
@@ -57,8 +67,9 @@ def test_real_benchmark_entry_explains_missing_data(monkeypatch: pytest.MonkeyPa
         get_entry("mlbench-alps").open("target", experiment="ESD_pseudo_reality")
 
 
-def test_benchmark_tree_with_hyphenated_experiment(tmp_path: Path, sample_root: Path,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_benchmark_tree_with_hyphenated_experiment(
+    tmp_path: Path, sample_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The benchmark's README spells ESD_pseudo-reality; both spellings and root levels work."""
     root = tmp_path / "ALPS_domain"
     src = sample_root / "train" / "ESD_pseudo_reality"
@@ -74,10 +85,15 @@ def test_own_dataset_with_variable_mapping(tmp_path: Path, monkeypatch: pytest.M
     for year in (2000, 2001):
         ds = xr.Dataset(
             {"TMAX_2M": (("time", "lat", "lon"), np.full((4, 3, 3), 20.0), {"units": "degC"})},
-            coords={"time": ("time", t + 365 * (year - 2000),
-                             {"units": "days since 2000-01-01", "calendar": "noleap"}),
-                    "lat": ("lat", [50.0, 49.0, 48.0], {"units": "degrees_north"}),
-                    "lon": ("lon", [1.0, 2.0, 3.0], {"units": "degrees_east"})},
+            coords={
+                "time": (
+                    "time",
+                    t + 365 * (year - 2000),
+                    {"units": "days since 2000-01-01", "calendar": "noleap"},
+                ),
+                "lat": ("lat", [50.0, 49.0, 48.0], {"units": "degrees_north"}),
+                "lon": ("lon", [1.0, 2.0, 3.0], {"units": "degrees_east"}),
+            },
         )
         (tmp_path / "rcm").mkdir(exist_ok=True)
         ds.to_netcdf(tmp_path / "rcm" / f"tx_{year}.nc")
@@ -99,7 +115,9 @@ my-rcm:
     assert out.time.dt.calendar == "noleap"
 
 
-def test_bad_catalog_files_give_clear_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bad_catalog_files_give_clear_errors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("x:\n  layout: files\n  colour: blue\n")
     with pytest.raises(ConfigError, match="unknown keys colour"):

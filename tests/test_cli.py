@@ -11,9 +11,13 @@ import pytest
 from climdl.cli import main
 
 
-def test_sample_cli_writes_and_refuses_to_overwrite(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_sample_cli_writes_and_refuses_to_overwrite(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["sample", str(tmp_path), "--domain", "SA", "--quiet"]) == 0
-    assert (tmp_path / "SA/SA_domain/train/ESD_pseudo_reality/target/pr_tasmax_ACCESS-CM2_1961-1980.nc").exists()
+    assert (
+        tmp_path / "SA/SA_domain/train/ESD_pseudo_reality/target/pr_tasmax_ACCESS-CM2_1961-1980.nc"
+    ).exists()
     assert main(["sample", str(tmp_path), "--domain", "SA", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "already exists" in err and "--overwrite" in err and "Traceback" not in err
@@ -35,7 +39,9 @@ def test_console_script_reports_errors_without_traceback(tmp_path: Path) -> None
     proc = subprocess.run([str(exe), "catalog", "show", "nope"], capture_output=True, text=True)
     assert proc.returncode == 2
     assert "climdl: error:" in proc.stderr and "Traceback" not in proc.stderr
-    proc = subprocess.run([str(exe), "sample", str(tmp_path), "--years", "0"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [str(exe), "sample", str(tmp_path), "--years", "0"], capture_output=True, text=True
+    )
     assert proc.returncode == 2 and "--years" in proc.stderr
 
 
@@ -44,8 +50,24 @@ def test_prepare_cli(tmp_path: Path, sample_root: Path, capsys: pytest.CaptureFi
 
     src = sample_root / "train/ESD_pseudo_reality/target/pr_tasmax_CNRM-CM5_1961-1980.nc"
     out = tmp_path / "coarse.nc"
-    rc = main(["prepare", str(src), "--out", str(out), "--variables", "tasmax", "--smoothing", "3",
-               "--train-period", "1961-01-01", "1961-06-30", "--stats", str(tmp_path / "s.json"), "-q"])
+    rc = main(
+        [
+            "prepare",
+            str(src),
+            "--out",
+            str(out),
+            "--variables",
+            "tasmax",
+            "--smoothing",
+            "3",
+            "--train-period",
+            "1961-01-01",
+            "1961-06-30",
+            "--stats",
+            str(tmp_path / "s.json"),
+            "-q",
+        ]
+    )
     assert rc == 0
     with xr.open_dataset(out) as ds:
         assert ds.tasmax.attrs["units"] == "K" and "area: mean" in ds.tasmax.attrs["cell_methods"]

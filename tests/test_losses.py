@@ -26,7 +26,9 @@ from climdl.tasks.losses import (
 )
 
 
-def _with_nans(seed: int = 0, shape: tuple[int, ...] = (4, 8, 8)) -> tuple[torch.Tensor, torch.Tensor]:
+def _with_nans(
+    seed: int = 0, shape: tuple[int, ...] = (4, 8, 8)
+) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     target = torch.randn(shape, generator=g)
     target[torch.rand(shape, generator=g) < 0.3] = float("nan")
@@ -34,14 +36,17 @@ def _with_nans(seed: int = 0, shape: tuple[int, ...] = (4, 8, 8)) -> tuple[torch
     return torch.randn(shape, generator=g), target
 
 
-@pytest.mark.parametrize(("loss", "plain"), [(masked_mse, torch.nn.functional.mse_loss),
-                                             (masked_mae, torch.nn.functional.l1_loss)])
+@pytest.mark.parametrize(
+    ("loss", "plain"),
+    [(masked_mse, torch.nn.functional.mse_loss), (masked_mae, torch.nn.functional.l1_loss)],
+)
 def test_masked_losses_equal_plain_losses_on_valid_points(loss, plain) -> None:
     pred, target = _with_nans()
     mask = torch.isfinite(target)
     assert torch.allclose(loss(pred, target), plain(pred[mask], target[mask]))
-    assert torch.allclose(loss(pred, target.nan_to_num(0.0).where(mask, torch.nan)),
-                          loss(pred, target))
+    assert torch.allclose(
+        loss(pred, target.nan_to_num(0.0).where(mask, torch.nan)), loss(pred, target)
+    )
 
 
 @given(st.integers(0, 10_000), st.floats(0.0, 0.95))
@@ -56,8 +61,10 @@ def test_masked_mse_property(seed: int, frac: float) -> None:
     assert math.isclose(float(valid_fraction(target)), float(keep.float().mean()), rel_tol=1e-6)
 
 
-@pytest.mark.parametrize("loss", [masked_mse, masked_mae,
-                                  DouryAsymmetricLoss(torch.full((8, 8), 0.8), torch.full((8, 8), 6.0))])
+@pytest.mark.parametrize(
+    "loss",
+    [masked_mse, masked_mae, DouryAsymmetricLoss(torch.full((8, 8), 0.8), torch.full((8, 8), 6.0))],
+)
 def test_gradient_flows_and_is_zero_at_masked_points(loss) -> None:
     pred, target = _with_nans()
     target = target.abs() * 10
@@ -79,8 +86,9 @@ def test_all_nan_batch_gives_zero_with_grad(loss) -> None:
     assert out.item() == 0.0 and out.grad_fn is not None
     out.backward()
     assert pred.grad is not None and (pred.grad == 0).all()
-    out = bernoulli_gamma_nll(torch.randn(2, 3, 4, 4, requires_grad=True),
-                              torch.full((2, 4, 4), float("nan")))
+    out = bernoulli_gamma_nll(
+        torch.randn(2, 3, 4, 4, requires_grad=True), torch.full((2, 4, 4), float("nan"))
+    )
     assert out.item() == 0.0 and out.grad_fn is not None
 
 
@@ -101,7 +109,9 @@ def test_doury_penalises_under_estimation_of_heavy_rain() -> None:
 
 def test_doury_equals_mae_for_light_rain() -> None:
     g = torch.Generator().manual_seed(1)
-    loss = DouryAsymmetricLoss(torch.rand(6, 6, generator=g) + 0.5, torch.rand(6, 6, generator=g) * 9 + 1)
+    loss = DouryAsymmetricLoss(
+        torch.rand(6, 6, generator=g) + 0.5, torch.rand(6, 6, generator=g) * 9 + 1
+    )
     y = torch.rand(3, 6, 6, generator=g)  # all <= 1 mm/day: w = cdf(0)^2 = 0
     pred = torch.randn(3, 6, 6, generator=g) * 5
     assert (loss.weight(y) == 0).all()
@@ -136,7 +146,9 @@ def test_fit_gamma_recovers_parameters(k: float, theta: float, threshold: float)
     assert torch.allclose(scale, torch.tensor(theta), rtol=0.1)
     x = samples[:, 1, 0]
     mle_shape, _, mle_scale = scipy.stats.gamma.fit(x[x > threshold] - threshold, floc=0)
-    assert math.isclose(float(shape[1, 0]), mle_shape, rel_tol=1e-4)  # exact MLE, not an approximation
+    assert math.isclose(
+        float(shape[1, 0]), mle_shape, rel_tol=1e-4
+    )  # exact MLE, not an approximation
     assert math.isclose(float(scale[1, 0]), mle_scale, rel_tol=1e-4)
 
 
@@ -169,15 +181,23 @@ def test_bernoulli_gamma_nll_is_minimal_at_truth_and_mean_matches() -> None:
     y[:, 0, 0] = np.nan
     target = torch.from_numpy(y).float()
     truth = bernoulli_gamma_nll(_bg_params(p, a, b, n), target, wet_threshold=t)
-    for dp, da, db in [(1.2, 1, 1), (0.8, 1, 1), (1, 1.2, 1), (1, 0.8, 1), (1, 1, 1.2), (1, 1, 0.8)]:
+    for dp, da, db in [
+        (1.2, 1, 1),
+        (0.8, 1, 1),
+        (1, 1.2, 1),
+        (1, 0.8, 1),
+        (1, 1, 1.2),
+        (1, 1, 0.8),
+    ]:
         other = bernoulli_gamma_nll(_bg_params(p * dp, a * da, b * db, n), target, wet_threshold=t)
         assert other > truth
     assert torch.isfinite(truth)
     mean = bernoulli_gamma_mean(_bg_params(p, a, b, (1, 2, 2)), wet_threshold=t)
     assert math.isclose(float(mean[0, 0, 0]), p * (t + a * b), rel_tol=1e-5)
     assert math.isclose(float(mean[0, 0, 0]), float(np.nanmean(y)), rel_tol=0.05)
-    assert torch.allclose(bernoulli_gamma_mean(_bg_params(p, a, b, (1, 2, 2)), 0.0),
-                          torch.tensor(p * a * b))
+    assert torch.allclose(
+        bernoulli_gamma_mean(_bg_params(p, a, b, (1, 2, 2)), 0.0), torch.tensor(p * a * b)
+    )
 
 
 def test_bernoulli_gamma_sample_statistics_and_generator() -> None:

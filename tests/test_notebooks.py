@@ -28,11 +28,17 @@ def test_notebook_runs(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("CLIMDL_NOTEBOOK_WORK", str(tmp_path))
     monkeypatch.setenv("PYTHONWARNINGS", "ignore")
     nb = nbformat.read(path, as_version=4)
-    client = nbclient.NotebookClient(nb, timeout=900, kernel_name="python3",
-                                     resources={"metadata": {"path": str(path.parent)}})
+    client = nbclient.NotebookClient(
+        nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+    )
     client.execute()  # raises CellExecutionError on the first failing cell
-    images = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
-              if "image/png" in o.get("data", {})]
+    images = [
+        o
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+        if "image/png" in o.get("data", {})
+    ]
     if path.stem != "04_scaling_out":  # the scaling notebook shows commands, not figures
         assert images, "the notebook draws no figure"
     nbformat.write(nb, tmp_path / path.name)  # kept for inspection on failure

@@ -31,8 +31,9 @@ ALPS_GM = dict(target_grid("ALPS")["Lambert_Conformal"].attrs)
 
 
 @pytest.fixture(autouse=True)
-def no_network(monkeypatch: pytest.MonkeyPatch,
-               tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def no_network(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Path]:
     """Every test runs offline: sockets refuse to connect, cartopy's downloaders raise, and
     cartopy's data folders point to an empty directory that must stay empty."""
     import cartopy
@@ -55,16 +56,31 @@ def no_network(monkeypatch: pytest.MonkeyPatch,
     assert not any(empty.iterdir()), "cartopy wrote to its data folder"
 
 
-def alps_field(name: str = "tasmax", values: np.ndarray | None = None, **attrs: Any) -> xr.DataArray:
+def alps_field(
+    name: str = "tasmax", values: np.ndarray | None = None, **attrs: Any
+) -> xr.DataArray:
     """A field on the real ALPS Lambert grid, grid mapping as a coordinate (decode_coords='all')."""
     g = target_grid("ALPS")
     yy, xx = np.meshgrid(np.linspace(0, 1, 128), np.linspace(0, 1, 128), indexing="ij")
     data = 280 + 20 * yy + 5 * xx if values is None else values
-    base = {"units": "K", "standard_name": "air_temperature",
-            "long_name": "Daily Maximum Near-Surface Air Temperature"}
-    da = xr.DataArray(data.astype("f4"), dims=("y", "x"), name=name, attrs={**base, **attrs},
-                      coords={"x": g.x, "y": g.y, "lat": g.lat, "lon": g.lon,
-                              "Lambert_Conformal": g.Lambert_Conformal})
+    base = {
+        "units": "K",
+        "standard_name": "air_temperature",
+        "long_name": "Daily Maximum Near-Surface Air Temperature",
+    }
+    da = xr.DataArray(
+        data.astype("f4"),
+        dims=("y", "x"),
+        name=name,
+        attrs={**base, **attrs},
+        coords={
+            "x": g.x,
+            "y": g.y,
+            "lat": g.lat,
+            "lon": g.lon,
+            "Lambert_Conformal": g.Lambert_Conformal,
+        },
+    )
     da.encoding["grid_mapping"] = "Lambert_Conformal"
     return da
 
@@ -92,8 +108,12 @@ def test_alps_map_has_lambert_projection_and_grid_extent() -> None:
     assert p["x_0"] == 2825000.0 and p["y_0"] == 2825000.0 and p["a"] == p["b"] == 6371229.0
     g = target_grid("ALPS")
     dx = float(g.x[1] - g.x[0])
-    want = [(g.x[0] - dx / 2) * 1e3, (g.x[-1] + dx / 2) * 1e3, (g.y[0] - dx / 2) * 1e3,
-            (g.y[-1] + dx / 2) * 1e3]
+    want = [
+        (g.x[0] - dx / 2) * 1e3,
+        (g.x[-1] + dx / 2) * 1e3,
+        (g.y[0] - dx / 2) * 1e3,
+        (g.y[-1] + dx / 2) * 1e3,
+    ]
     np.testing.assert_allclose(ax.get_extent(), want, rtol=1e-9)
     # the field's cell centres are where the grid's own 2-D lat/lon say they are
     mesh = next(c for c in ax.collections if c.get_gid() == "field")
@@ -123,10 +143,19 @@ def test_alps_map_draws_shipped_coastlines_lakes_and_borders() -> None:
 def test_alps_coastlines_are_in_the_pixels_where_they_belong() -> None:
     """Rendered figure: the coast at Genoa changes pixels, the Po plain does not."""
     flat = alps_field(values=np.full((128, 128), 290.0))
-    with_lines = plot_field(flat, kind="sequential", vmin=280, vmax=300, gridlines=False,
-                            cbar=False)
-    bare = plot_field(flat, kind="sequential", vmin=280, vmax=300, gridlines=False, cbar=False,
-                      coastlines=False, borders=False)
+    with_lines = plot_field(
+        flat, kind="sequential", vmin=280, vmax=300, gridlines=False, cbar=False
+    )
+    bare = plot_field(
+        flat,
+        kind="sequential",
+        vmin=280,
+        vmax=300,
+        gridlines=False,
+        cbar=False,
+        coastlines=False,
+        borders=False,
+    )
     a, b = draw(with_lines), draw(bare)
     assert a.shape == b.shape
     height = a.shape[0]
@@ -147,8 +176,14 @@ def test_alps_coastlines_are_in_the_pixels_where_they_belong() -> None:
 
 
 def test_nothing_downloads_when_saving(tmp_path: Path) -> None:
-    ax = plot_field(alps_field("pr", np.random.default_rng(0).gamma(0.5, 4, (128, 128)),
-                               units="mm day-1", standard_name="lwe_precipitation_rate"))
+    ax = plot_field(
+        alps_field(
+            "pr",
+            np.random.default_rng(0).gamma(0.5, 4, (128, 128)),
+            units="mm day-1",
+            standard_name="lwe_precipitation_rate",
+        )
+    )
     for suffix in ("png", "pdf"):
         out = save_figure(ax.get_figure(), tmp_path / f"map.{suffix}")
         assert out.stat().st_size > 5000
@@ -167,7 +202,8 @@ def test_grid_mapping_from_file_km_or_metres_and_explicit_crs(tmp_path: Path) ->
     assert isinstance(ax.projection, ccrs.LambertConformal)
     ref = ax.get_extent()
     metres = da.drop_vars("Lambert_Conformal").assign_coords(
-        x=("x", da.x.values * 1e3, {"units": "m"}), y=("y", da.y.values * 1e3, {"units": "m"}))
+        x=("x", da.x.values * 1e3, {"units": "m"}), y=("y", da.y.values * 1e3, {"units": "m"})
+    )
     metres.encoding.clear()
     for crs in (ALPS_GM, crs_from_cf(ALPS_GM)):
         ax = plot_field(metres, crs=crs, cbar=False, coastlines=False, borders=False)
@@ -189,23 +225,33 @@ def test_colour_bar_has_long_name_and_units() -> None:
 # ----------------------------------------------------------------------------- other grids
 def test_regular_latlon_grid_uses_plate_carree_centred_on_domain() -> None:
     g = target_grid("SA")
-    da = xr.DataArray(np.random.default_rng(0).normal(300, 3, (128, 128)), dims=("lat", "lon"),
-                      coords={"lat": g.lat, "lon": g.lon}, name="tasmax", attrs={"units": "K"})
+    da = xr.DataArray(
+        np.random.default_rng(0).normal(300, 3, (128, 128)),
+        dims=("lat", "lon"),
+        coords={"lat": g.lat, "lon": g.lon},
+        name="tasmax",
+        attrs={"units": "K"},
+    )
     ax = plot_field(da)
     assert isinstance(ax.projection, ccrs.PlateCarree)
     centre = ax.projection.proj4_params["pm"]
     assert 26 < centre < 27.5
     x0, x1, y0, y1 = ax.get_extent()
-    np.testing.assert_allclose([x0 + centre, x1 + centre, y0, y1], [20.45, 33.25, -34.75, -21.95],
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        [x0 + centre, x1 + centre, y0, y1], [20.45, 33.25, -34.75, -21.95], atol=1e-6
+    )
     assert len(geoms(ax, "coastlines")) > 0 and len(geoms(ax, "borders")) > 0
 
 
 def test_global_grid_uses_robinson() -> None:
     lat = np.arange(-89.0, 90.0, 2.0)
     lon = np.arange(0.0, 360.0, 2.0)
-    da = xr.DataArray(np.cos(np.deg2rad(lat))[:, None] * np.ones(lon.size), name="x",
-                      dims=("lat", "lon"), coords={"lat": lat, "lon": lon})
+    da = xr.DataArray(
+        np.cos(np.deg2rad(lat))[:, None] * np.ones(lon.size),
+        name="x",
+        dims=("lat", "lon"),
+        coords={"lat": lat, "lon": lon},
+    )
     ax = plot_field(da, coastlines=False, borders=False)
     assert isinstance(ax.projection, ccrs.Robinson)
 
@@ -213,25 +259,46 @@ def test_global_grid_uses_robinson() -> None:
 def test_rotated_pole_grid_is_drawn_in_rotated_coordinates() -> None:
     rlon = np.linspace(-10, 10, 21)
     rlat = np.linspace(-8, 8, 17)
-    gm = xr.DataArray(0, attrs={"grid_mapping_name": "rotated_latitude_longitude",
-                                "grid_north_pole_latitude": 39.25,
-                                "grid_north_pole_longitude": -162.0})
-    da = xr.DataArray(np.zeros((17, 21)) + 1.0, dims=("rlat", "rlon"), name="orog",
-                      coords={"rlat": ("rlat", rlat, {"standard_name": "grid_latitude"}),
-                              "rlon": ("rlon", rlon, {"standard_name": "grid_longitude"}),
-                              "rotated_pole": gm}, attrs={"units": "m"})
+    gm = xr.DataArray(
+        0,
+        attrs={
+            "grid_mapping_name": "rotated_latitude_longitude",
+            "grid_north_pole_latitude": 39.25,
+            "grid_north_pole_longitude": -162.0,
+        },
+    )
+    da = xr.DataArray(
+        np.zeros((17, 21)) + 1.0,
+        dims=("rlat", "rlon"),
+        name="orog",
+        coords={
+            "rlat": ("rlat", rlat, {"standard_name": "grid_latitude"}),
+            "rlon": ("rlon", rlon, {"standard_name": "grid_longitude"}),
+            "rotated_pole": gm,
+        },
+        attrs={"units": "m"},
+    )
     ax = plot_field(da, coastlines=False)
     assert isinstance(ax.projection, ccrs.RotatedPole)
     np.testing.assert_allclose(ax.get_extent(), [-10.5, 10.5, -8.5, 8.5], atol=1e-6)
 
 
 def test_other_grid_mappings_go_through_pyproj() -> None:
-    gm = {"grid_mapping_name": "polar_stereographic", "straight_vertical_longitude_from_pole": -45.0,
-          "latitude_of_projection_origin": 90.0, "standard_parallel": 70.0,
-          "false_easting": 0.0, "false_northing": 0.0}
+    gm = {
+        "grid_mapping_name": "polar_stereographic",
+        "straight_vertical_longitude_from_pole": -45.0,
+        "latitude_of_projection_origin": 90.0,
+        "standard_parallel": 70.0,
+        "false_easting": 0.0,
+        "false_northing": 0.0,
+    }
     x = np.linspace(-500, 500, 11)
-    da = xr.DataArray(np.ones((11, 11)), dims=("y", "x"), name="sic",
-                      coords={"x": ("x", x, {"units": "km"}), "y": ("y", x, {"units": "km"})})
+    da = xr.DataArray(
+        np.ones((11, 11)),
+        dims=("y", "x"),
+        name="sic",
+        coords={"x": ("x", x, {"units": "km"}), "y": ("y", x, {"units": "km"})},
+    )
     frame = map_frame(grid_of(da, gm))
     assert frame.extent is not None
     np.testing.assert_allclose(frame.extent, [-550e3, 550e3, -550e3, 550e3])
@@ -286,13 +353,17 @@ def test_bias_is_diverging_and_symmetric_precip_has_dry_colour() -> None:
     bias = alps_field("bias", rng.normal(0.5, 1, (128, 128)), long_name="tasmax bias")
     mesh = _mesh(plot_field(bias, cbar=False, coastlines=False))
     assert mesh.norm.vmin == -mesh.norm.vmax and mesh.cmap.name.startswith("RdBu_r")
-    pr_attrs = {"units": "mm day-1", "standard_name": "lwe_precipitation_rate",
-                "long_name": "Precipitation"}
+    pr_attrs = {
+        "units": "mm day-1",
+        "standard_name": "lwe_precipitation_rate",
+        "long_name": "Precipitation",
+    }
     daily = alps_field("pr", rng.gamma(0.4, 8, (128, 128)), **pr_attrs)
     mesh = _mesh(plot_field(daily, cbar=False, coastlines=False))
     assert mesh.norm.vmin == 1.0 and mesh.cmap.name.startswith("YlGnBu")
-    np.testing.assert_allclose(mesh.cmap.get_under()[:3],
-                               [int(DRY_COLOUR[i : i + 2], 16) / 255 for i in (1, 3, 5)])
+    np.testing.assert_allclose(
+        mesh.cmap.get_under()[:3], [int(DRY_COLOUR[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+    )
     clim = alps_field("pr", rng.gamma(4, 1, (128, 128)), cell_methods="time: mean", **pr_attrs)
     assert _mesh(plot_field(clim, cbar=False, coastlines=False)).norm.vmin == 0.0
     diff = alps_field("pr", rng.normal(0, 1, (128, 128)), **pr_attrs)
@@ -304,15 +375,20 @@ def test_bias_is_diverging_and_symmetric_precip_has_dry_colour() -> None:
 # ----------------------------------------------------------------------------- panels
 def test_panel_figure_draws_coarse_input_in_the_target_frame_with_shared_scales() -> None:
     cg = coarse_grid("ALPS")
-    coarse = xr.DataArray(np.full((16, 16), 285.0), dims=("lat", "lon"), name="tasmax",
-                          coords={"lat": cg.lat, "lon": cg.lon},
-                          attrs={"units": "K", "standard_name": "air_temperature"})
+    coarse = xr.DataArray(
+        np.full((16, 16), 285.0),
+        dims=("lat", "lon"),
+        name="tasmax",
+        coords={"lat": cg.lat, "lon": cg.lon},
+        attrs={"units": "K", "standard_name": "air_temperature"},
+    )
     truth = alps_field()
     emul = truth + 3.0
     emul.attrs = dict(truth.attrs)
     bias = (emul - truth).rename("bias").assign_attrs(units="K", long_name="bias")
-    fig = panel_figure([("coarse", coarse), ("truth", truth), ("emulator", emul), ("bias", bias)],
-                       suptitle="ALPS")
+    fig = panel_figure(
+        [("coarse", coarse), ("truth", truth), ("emulator", emul), ("bias", bias)], suptitle="ALPS"
+    )
     maps = [a for a in fig.axes if hasattr(a, "projection")]
     assert [a.get_title() for a in maps] == ["coarse", "truth", "emulator", "bias"]
     assert all(isinstance(a.projection, ccrs.LambertConformal) for a in maps)
@@ -328,8 +404,12 @@ def test_panel_figure_draws_coarse_input_in_the_target_frame_with_shared_scales(
     fig = panel_figure({"a": truth, "b": emul}, shared=False, ncols=1)
     n_a, n_b = (_mesh(a).norm for a in fig.axes if hasattr(a, "projection"))
     assert n_a.vmax < n_b.vmax
-    fig = panel_figure([("a", truth), ("b", emul)], shared=["g", "g"], kinds=["sequential"] * 2,
-                       limits=[(200.0, None), None])
+    fig = panel_figure(
+        [("a", truth), ("b", emul)],
+        shared=["g", "g"],
+        kinds=["sequential"] * 2,
+        limits=[(200.0, None), None],
+    )
     n_a, n_b = (_mesh(a).norm for a in fig.axes if hasattr(a, "projection"))
     assert n_a.vmin == 200.0 and n_a.vmax == n_b.vmax and _mesh(fig.axes[0]).cmap.name == "viridis"
     with pytest.raises(ConfigError):
@@ -341,8 +421,11 @@ def test_panel_figure_draws_coarse_input_in_the_target_frame_with_shared_scales(
 # ----------------------------------------------------------------------------- spectra, masks
 def test_plot_psd_log_axes_wavelength_and_units() -> None:
     k = np.linspace(0, 0.04, 41)
-    ax = plot_psd({"truth": (k, 1e3 * (k + 1e-9) ** -2.0), "emulator": (k, 1e3 * (k + 1e-9) ** -3)},
-                  units="K", title="PSD")
+    ax = plot_psd(
+        {"truth": (k, 1e3 * (k + 1e-9) ** -2.0), "emulator": (k, 1e3 * (k + 1e-9) ** -3)},
+        units="K",
+        title="PSD",
+    )
     assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
     lines = ax.get_lines()
     assert len(lines) == 2 and all(len(line.get_xdata()) == 40 for line in lines)  # k=0 dropped
@@ -361,8 +444,9 @@ def test_mask_over_rgb_colours_classes_and_leaves_no_data_transparent() -> None:
     mask[:5] = 1
     mask[5:8] = 2
     mask[-2:] = 255  # no data
-    ax = plot_mask_over_rgb(rgb, mask, flag_meanings=["clear", "cloud", "cloud_shadow"],
-                            title="scene")
+    ax = plot_mask_over_rgb(
+        rgb, mask, flag_meanings=["clear", "cloud", "cloud_shadow"], title="scene"
+    )
     overlay = next(im for im in ax.get_images() if im.get_gid() == "mask").get_array()
     assert np.all(overlay[-2:, :, 3] == 0) and np.all(overlay[mask == 0][:, 3] == 0)
     np.testing.assert_allclose(overlay[mask == 1][:, 3], 0.45)
@@ -371,7 +455,6 @@ def test_mask_over_rgb_colours_classes_and_leaves_no_data_transparent() -> None:
     assert ax.get_title() == "scene"
     with pytest.raises(DataError):
         plot_mask_over_rgb(rgb, mask[:10], flag_meanings=["clear"])
-
 
 
 def _scene(names: list[str], wavelengths: list[float]) -> xr.Dataset:
@@ -386,9 +469,10 @@ def _scene(names: list[str], wavelengths: list[float]) -> xr.Dataset:
     img[[i for i, n in enumerate(names) if n != "tir"], 6:9, 6:9] = 0.9  # white cloud
     img[:, -1] = np.nan  # no data
     units = ["K" if n == "tir" else "1" for n in names]
-    return xr.Dataset({"image": (("band", "y", "x"), img)},
-                      coords={"band": names, "wavelength": ("band", wavelengths),
-                              "band_units": ("band", units)})
+    return xr.Dataset(
+        {"image": (("band", "y", "x"), img)},
+        coords={"band": names, "wavelength": ("band", wavelengths), "band_units": ("band", units)},
+    )
 
 
 def test_rgb_composite_by_name_or_wavelength_keeps_white_white_and_nan() -> None:
@@ -410,13 +494,15 @@ def test_rgb_composite_by_name_or_wavelength_keeps_white_white_and_nan() -> None
 def test_mask_panels_put_the_rgb_beside_each_mask_with_one_legend() -> None:
     rgb = np.random.default_rng(1).random((10, 20, 3))
     a, b = np.zeros((10, 20), int), np.ones((10, 20), int)
-    fig = mask_panels(rgb, [("truth", a), ("prediction", b)], flag_meanings=["clear", "cloud"],
-                      suptitle="scene 1")
+    fig = mask_panels(
+        rgb, [("truth", a), ("prediction", b)], flag_meanings=["clear", "cloud"], suptitle="scene 1"
+    )
     assert [ax.get_title() for ax in fig.axes] == ["RGB composite", "truth", "prediction"]
     assert [ax.get_legend() is not None for ax in fig.axes] == [False, False, True]
     overlay = next(im for im in fig.axes[2].get_images() if im.get_gid() == "mask").get_array()
     assert np.all(overlay[..., 3] > 0)  # every pixel is "cloud" in the prediction
     assert fig.get_suptitle() == "scene 1"
+
 
 # ----------------------------------------------------------------------------- shapes, saving
 def test_select_lines_scales_detail_clips_and_wraps_the_antimeridian() -> None:

@@ -43,8 +43,15 @@ def figures(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     return saved
 
 
-def _write(path: Path, *, offset: float = 0.0, units: str = "K", calendar: str = "360_day",
-           start: str = "2001-02-25", n: int = 8) -> Path:
+def _write(
+    path: Path,
+    *,
+    offset: float = 0.0,
+    units: str = "K",
+    calendar: str = "360_day",
+    start: str = "2001-02-25",
+    n: int = 8,
+) -> Path:
     """A small CF file on the ALPS Lambert grid: tasmax and pr over n days."""
     g = target_grid("ALPS")
     rng = np.random.default_rng(int(offset * 10) % 7)
@@ -53,15 +60,32 @@ def _write(path: Path, *, offset: float = 0.0, units: str = "K", calendar: str =
     if units == "degC":
         tas = tas - 273.15
     ds = g.copy()
-    ds["tasmax"] = (("time", "y", "x"), tas.astype("f4"),
-                    {"units": units, "standard_name": "air_temperature",
-                     "long_name": "Daily Maximum Near-Surface Air Temperature",
-                     "grid_mapping": "Lambert_Conformal"})
-    ds["pr"] = (("time", "y", "x"), rng.gamma(0.5, 6, (n, 128, 128)).astype("f4"),
-                {"units": "mm day-1", "standard_name": "lwe_precipitation_rate",
-                 "grid_mapping": "Lambert_Conformal"})
-    ds = ds.assign_coords(time=("time", np.arange(n, dtype=float),
-                                {"units": f"days since {start}", "calendar": calendar}))
+    ds["tasmax"] = (
+        ("time", "y", "x"),
+        tas.astype("f4"),
+        {
+            "units": units,
+            "standard_name": "air_temperature",
+            "long_name": "Daily Maximum Near-Surface Air Temperature",
+            "grid_mapping": "Lambert_Conformal",
+        },
+    )
+    ds["pr"] = (
+        ("time", "y", "x"),
+        rng.gamma(0.5, 6, (n, 128, 128)).astype("f4"),
+        {
+            "units": "mm day-1",
+            "standard_name": "lwe_precipitation_rate",
+            "grid_mapping": "Lambert_Conformal",
+        },
+    )
+    ds = ds.assign_coords(
+        time=(
+            "time",
+            np.arange(n, dtype=float),
+            {"units": f"days since {start}", "calendar": calendar},
+        )
+    )
     ds.to_netcdf(path)
     return path
 
@@ -81,9 +105,9 @@ def _mesh(ax: Any) -> Any:
     return next(c for c in ax.collections if c.get_gid() == "field")
 
 
-def test_plot_one_day_by_date_in_a_360_day_calendar(pair: tuple[Path, Path], tmp_path: Path,
-                                                    figures: list[Any],
-                                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_plot_one_day_by_date_in_a_360_day_calendar(
+    pair: tuple[Path, Path], tmp_path: Path, figures: list[Any], capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "day.png"
     rc = main(["plot", str(pair[0]), "--var", "tasmax", "--time", "2001-02-30", "--out", str(out)])
     assert rc == 0 and out.stat().st_size > 5000
@@ -97,38 +121,103 @@ def test_plot_one_day_by_date_in_a_360_day_calendar(pair: tuple[Path, Path], tmp
 
 
 def test_plot_by_index_mean_kind_limits_title_dpi_quiet_overwrite(
-    pair: tuple[Path, Path], tmp_path: Path, figures: list[Any],
+    pair: tuple[Path, Path],
+    tmp_path: Path,
+    figures: list[Any],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     import matplotlib.image as mpimg
 
     out = tmp_path / "fig.png"
-    assert main(["plot", str(pair[0]), "-v", "tasmax", "-t", "-1", "-o", str(out), "--quiet",
-                 "--dpi", "40"]) == 0
+    assert (
+        main(
+            [
+                "plot",
+                str(pair[0]),
+                "-v",
+                "tasmax",
+                "-t",
+                "-1",
+                "-o",
+                str(out),
+                "--quiet",
+                "--dpi",
+                "40",
+            ]
+        )
+        == 0
+    )
     assert capsys.readouterr().out == ""
     small = mpimg.imread(out).shape
     assert _maps(figures[-1])[0].get_title().endswith("2001-03-02")  # last of 8 days from 02-25
     assert main(["plot", str(pair[0]), "-v", "tasmax", "-t", "0", "-o", str(out), "-q"]) == 2
     assert "--overwrite" in capsys.readouterr().err
-    assert main(["plot", str(pair[0]), "--var", "pr", "--mean", "--out", str(out), "--overwrite",
-                 "--kind", "sequential", "--vmin", "0.5", "--vmax", "4", "--title", "Mean pr",
-                 "--dpi", "80", "-q"]) == 0
+    assert (
+        main(
+            [
+                "plot",
+                str(pair[0]),
+                "--var",
+                "pr",
+                "--mean",
+                "--out",
+                str(out),
+                "--overwrite",
+                "--kind",
+                "sequential",
+                "--vmin",
+                "0.5",
+                "--vmax",
+                "4",
+                "--title",
+                "Mean pr",
+                "--dpi",
+                "80",
+                "-q",
+            ]
+        )
+        == 0
+    )
     (ax,) = _maps(figures[-1])
     assert ax.get_title() == "Mean pr"
     mesh = _mesh(ax)
     assert (mesh.norm.vmin, mesh.norm.vmax) == (0.5, 4.0) and mesh.cmap.name.startswith("viridis")
     assert mpimg.imread(out).shape[1] > 1.5 * small[1]  # --dpi 80 vs 40
-    assert main(["plot", str(pair[0]), "--var", "pr", "--mean", "--out", str(out), "--overwrite",
-                 "-q"]) == 0
+    assert (
+        main(
+            ["plot", str(pair[0]), "--var", "pr", "--mean", "--out", str(out), "--overwrite", "-q"]
+        )
+        == 0
+    )
     assert "mean 2001-02-25 to 2001-03-02" in _maps(figures[-1])[0].get_title()
 
 
 def test_plot_vs_other_file_draws_both_and_their_difference(
-    pair: tuple[Path, Path], tmp_path: Path, figures: list[Any],
+    pair: tuple[Path, Path],
+    tmp_path: Path,
+    figures: list[Any],
 ) -> None:
     out = tmp_path / "vs.pdf"
-    assert main(["plot", str(pair[0]), "--var", "tasmax", "--time", "2001-02-26", "--vs",
-                 str(pair[1]), "--out", str(out), "-q", "--vmin", "270"]) == 0
+    assert (
+        main(
+            [
+                "plot",
+                str(pair[0]),
+                "--var",
+                "tasmax",
+                "--time",
+                "2001-02-26",
+                "--vs",
+                str(pair[1]),
+                "--out",
+                str(out),
+                "-q",
+                "--vmin",
+                "270",
+            ]
+        )
+        == 0
+    )
     assert out.read_bytes().startswith(b"%PDF")
     maps = _maps(figures[-1])
     assert len(maps) == 3
@@ -142,18 +231,36 @@ def test_plot_vs_other_file_draws_both_and_their_difference(
     assert n0.vmin == n1.vmin == 270 and n0.vmax == n1.vmax
     assert figures[-1].get_suptitle() == "Daily Maximum Near-Surface Air Temperature"
     svg = tmp_path / "vs.svg"
-    assert main(["plot", str(pair[0]), "--var", "pr", "--mean", "--vs", str(pair[1]),
-                 "--out", str(svg), "-q"]) == 0
+    assert (
+        main(
+            [
+                "plot",
+                str(pair[0]),
+                "--var",
+                "pr",
+                "--mean",
+                "--vs",
+                str(pair[1]),
+                "--out",
+                str(svg),
+                "-q",
+            ]
+        )
+        == 0
+    )
     assert b"<svg" in svg.read_bytes()[:500]
     assert _mesh(_maps(figures[-1])[2]).cmap.name.startswith("BrBG")
 
 
-def test_plot_real_sample_target_file(sample_root: Path, tmp_path: Path,
-                                      figures: list[Any]) -> None:
+def test_plot_real_sample_target_file(
+    sample_root: Path, tmp_path: Path, figures: list[Any]
+) -> None:
     src = next((sample_root / "train/ESD_pseudo_reality/target").glob("*.nc"))
     out = tmp_path / "sample.png"
-    assert main(["plot", str(src), "--var", "pr", "--time", "1961-07-01", "--out", str(out),
-                 "-q"]) == 0
+    assert (
+        main(["plot", str(src), "--var", "pr", "--time", "1961-07-01", "--out", str(out), "-q"])
+        == 0
+    )
     (ax,) = _maps(figures[-1])
     assert isinstance(ax.projection, ccrs.LambertConformal)
     assert _mesh(ax).norm.vmin == 1.0  # daily precipitation: dry days get the dry colour
@@ -179,7 +286,10 @@ def test_plot_real_sample_target_file(sample_root: Path, tmp_path: Path,
     ],
 )
 def test_predictable_mistakes_are_one_line_errors(
-    args: list[str], message: str, pair: tuple[Path, Path], tmp_path: Path,
+    args: list[str],
+    message: str,
+    pair: tuple[Path, Path],
+    tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     g = target_grid("ALPS")
@@ -188,17 +298,28 @@ def test_predictable_mistakes_are_one_line_errors(
     sa.to_netcdf(tmp_path / "sa.nc")
     (tmp_path / "broken.nc").write_bytes(b"CDF\x01 truncated")
     lev = g.copy()
-    lev["ta"] = (("time", "plev", "y", "x"), np.zeros((1, 2, 128, 128), "f4"),
-                 {"units": "K", "grid_mapping": "Lambert_Conformal"})
+    lev["ta"] = (
+        ("time", "plev", "y", "x"),
+        np.zeros((1, 2, 128, 128), "f4"),
+        {"units": "K", "grid_mapping": "Lambert_Conformal"},
+    )
     lev.to_netcdf(tmp_path / "levels.nc")
     st = g.copy()
-    st["orog"] = (("y", "x"), np.zeros((128, 128), "f4"), {"units": "m",
-                                                          "grid_mapping": "Lambert_Conformal"})
+    st["orog"] = (
+        ("y", "x"),
+        np.zeros((128, 128), "f4"),
+        {"units": "m", "grid_mapping": "Lambert_Conformal"},
+    )
     st.to_netcdf(tmp_path / "static.nc")
-    names = {"a": str(pair[0]), "missing": str(tmp_path / "missing.nc"),
-             "sa": str(tmp_path / "sa.nc"), "broken": str(tmp_path / "broken.nc"),
-             "levels": str(tmp_path / "levels.nc"), "static": str(tmp_path / "static.nc"),
-             "tmp": str(tmp_path)}
+    names = {
+        "a": str(pair[0]),
+        "missing": str(tmp_path / "missing.nc"),
+        "sa": str(tmp_path / "sa.nc"),
+        "broken": str(tmp_path / "broken.nc"),
+        "levels": str(tmp_path / "levels.nc"),
+        "static": str(tmp_path / "static.nc"),
+        "tmp": str(tmp_path),
+    }
     argv = ["plot", *(a.format(**names) for a in args)]
     if "--out" not in argv:
         argv += ["--out", str(tmp_path / "err.png")]
@@ -210,7 +331,9 @@ def test_predictable_mistakes_are_one_line_errors(
 
 
 def test_time_and_mean_are_exclusive_and_static_fields_plot(
-    pair: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    pair: tuple[Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
     figures: list[Any],
 ) -> None:
     with pytest.raises(SystemExit) as exc:
@@ -218,8 +341,11 @@ def test_time_and_mean_are_exclusive_and_static_fields_plot(
     assert exc.value.code == 2
     assert "not allowed with argument" in capsys.readouterr().err
     g = target_grid("ALPS")
-    g["orog"] = (("y", "x"), np.linspace(0, 3000, 128 * 128).reshape(128, 128).astype("f4"),
-                 {"units": "m", "grid_mapping": "Lambert_Conformal"})
+    g["orog"] = (
+        ("y", "x"),
+        np.linspace(0, 3000, 128 * 128).reshape(128, 128).astype("f4"),
+        {"units": "m", "grid_mapping": "Lambert_Conformal"},
+    )
     g.to_netcdf(tmp_path / "static.nc")
     assert main(["plot", str(tmp_path / "static.nc"), "--out", str(tmp_path / "o.png"), "-q"]) == 0
     assert _mesh(_maps(figures[-1])[0]).cmap.name.startswith("viridis")
@@ -231,15 +357,18 @@ def test_select_time_handles_numpy_dates_and_size_one_series() -> None:
 
     from climdl.plot.quicklook import TimeChoice, select_time
 
-    da = xr.DataArray(np.arange(3.0)[:, None, None] * np.ones((3, 2, 2)), dims=("time", "y", "x"),
-                      coords={"time": pd.date_range("2000-01-01", periods=3)}, name="tas")
+    da = xr.DataArray(
+        np.arange(3.0)[:, None, None] * np.ones((3, 2, 2)),
+        dims=("time", "y", "x"),
+        coords={"time": pd.date_range("2000-01-01", periods=3)},
+        name="tas",
+    )
     one, when = select_time(da, TimeChoice.parse("2000-01-02T20:00"))
     assert when == "2000-01-03" and float(one.mean()) == 2.0
     mean, when = select_time(da, TimeChoice.parse(None, mean=True))
     assert when == "mean 2000-01-01 to 2000-01-03" and "time: mean" in mean.attrs["cell_methods"]
     single, when = select_time(da.isel(time=[1]), TimeChoice.parse(None))
     assert single.ndim == 2 and when == "2000-01-02"
-
 
 
 # ----------------------------------------------------------------------------- scenes and masks
@@ -259,12 +388,18 @@ def scene_and_mask(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def test_plot_scene_with_its_label_and_a_mask_file(
-    scene_and_mask: tuple[Path, Path], tmp_path: Path, figures: list[Any],
+    scene_and_mask: tuple[Path, Path],
+    tmp_path: Path,
+    figures: list[Any],
 ) -> None:
     scene, mask = scene_and_mask
     out = tmp_path / "scene.png"
-    assert main(["plot", str(scene), "--mask", str(mask), "--title", "scene 0", "--out", str(out),
-                 "-q"]) == 0
+    assert (
+        main(
+            ["plot", str(scene), "--mask", str(mask), "--title", "scene 0", "--out", str(out), "-q"]
+        )
+        == 0
+    )
     assert out.stat().st_size > 0
     fig = figures[-1]
     assert [ax.get_title() for ax in fig.axes] == ["RGB composite", "label", "pred_mask"]
@@ -291,19 +426,29 @@ def test_plot_scene_with_its_label_and_a_mask_file(
     ],
 )
 def test_scene_mistakes_are_one_line_errors(
-    args: list[str], message: str, scene_and_mask: tuple[Path, Path], pair: tuple[Path, Path],
-    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    args: list[str],
+    message: str,
+    scene_and_mask: tuple[Path, Path],
+    pair: tuple[Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     import xarray as xr
 
     scene, mask = scene_and_mask
     with xr.open_dataset(mask) as ds:
         ds.isel(x=slice(0, 10)).to_netcdf(tmp_path / "small.nc")
-        xr.Dataset({"v": ds["cloud_mask"].astype("f4").assign_attrs(flag_meanings=None)}).drop_attrs(
-        ).to_netcdf(tmp_path / "nomask.nc")
-    names = {"scene": str(scene), "mask": str(mask), "pred": str(pair[0]),
-             "small": str(tmp_path / "small.nc"), "missing": str(tmp_path / "missing.nc"),
-             "nomask": str(tmp_path / "nomask.nc")}
+        xr.Dataset(
+            {"v": ds["cloud_mask"].astype("f4").assign_attrs(flag_meanings=None)}
+        ).drop_attrs().to_netcdf(tmp_path / "nomask.nc")
+    names = {
+        "scene": str(scene),
+        "mask": str(mask),
+        "pred": str(pair[0]),
+        "small": str(tmp_path / "small.nc"),
+        "missing": str(tmp_path / "missing.nc"),
+        "nomask": str(tmp_path / "nomask.nc"),
+    }
     argv = ["plot", *(a.format(**names) for a in args), "--out", str(tmp_path / "err.png")]
     assert main(argv) == 2
     err = capsys.readouterr().err

@@ -17,23 +17,35 @@ from climdl.data.variables import ML_BENCH_PREDICTORS
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "shared" / "data" / "cordex-ml-bench-templates"
 
-EXPECTED = [
-    "train/ESD_pseudo_reality/predictors/CNRM-CM5_1961-1980.nc",
-    "train/ESD_pseudo_reality/predictors/Static_fields.nc",
-    "train/ESD_pseudo_reality/target/pr_tasmax_CNRM-CM5_1961-1980.nc",
-    "train/Emulator_hist_future/predictors/CNRM-CM5_1961-1980_2080-2099.nc",
-    "train/Emulator_hist_future/predictors/Static_fields.nc",
-    "train/Emulator_hist_future/target/pr_tasmax_CNRM-CM5_1961-1980_2080-2099.nc",
-] + [
-    f"test/{p}/predictors/{k}/{g}_{lab}.nc"
-    for p, lab in [("historical", "1981-2000"), ("mid_century", "2041-2060"), ("end_century", "2080-2099")]
-    for k in ("perfect", "imperfect")
-    for g in ("CNRM-CM5", "MPI-ESM-LR")
-] + [
-    f"test/{p}/target/pr_tasmax_{g}_{lab}.nc"
-    for p, lab in [("historical", "1981-2000"), ("mid_century", "2041-2060"), ("end_century", "2080-2099")]
-    for g in ("CNRM-CM5", "MPI-ESM-LR")
-]
+EXPECTED = (
+    [
+        "train/ESD_pseudo_reality/predictors/CNRM-CM5_1961-1980.nc",
+        "train/ESD_pseudo_reality/predictors/Static_fields.nc",
+        "train/ESD_pseudo_reality/target/pr_tasmax_CNRM-CM5_1961-1980.nc",
+        "train/Emulator_hist_future/predictors/CNRM-CM5_1961-1980_2080-2099.nc",
+        "train/Emulator_hist_future/predictors/Static_fields.nc",
+        "train/Emulator_hist_future/target/pr_tasmax_CNRM-CM5_1961-1980_2080-2099.nc",
+    ]
+    + [
+        f"test/{p}/predictors/{k}/{g}_{lab}.nc"
+        for p, lab in [
+            ("historical", "1981-2000"),
+            ("mid_century", "2041-2060"),
+            ("end_century", "2080-2099"),
+        ]
+        for k in ("perfect", "imperfect")
+        for g in ("CNRM-CM5", "MPI-ESM-LR")
+    ]
+    + [
+        f"test/{p}/target/pr_tasmax_{g}_{lab}.nc"
+        for p, lab in [
+            ("historical", "1981-2000"),
+            ("mid_century", "2041-2060"),
+            ("end_century", "2080-2099"),
+        ]
+        for g in ("CNRM-CM5", "MPI-ESM-LR")
+    ]
+)
 
 
 def _digest(path: Path) -> str:
@@ -112,12 +124,20 @@ def test_same_seed_same_values_other_seed_differs(tmp_path: Path, sample_root: P
 
 def test_overlapping_files_hold_identical_days(sample_root: Path) -> None:
     """One RCM run: ESD 1961 == hist+future 1961; end-century test 2080 == hist+future 2080."""
-    with xr.open_dataset(sample_root / "train/Emulator_hist_future/target/pr_tasmax_CNRM-CM5_1961-1980_2080-2099.nc",
-                         use_cftime=True) as ehf, \
-         xr.open_dataset(sample_root / "train/ESD_pseudo_reality/target/pr_tasmax_CNRM-CM5_1961-1980.nc",
-                         use_cftime=True) as esd, \
-         xr.open_dataset(sample_root / "test/end_century/target/pr_tasmax_CNRM-CM5_2080-2099.nc",
-                         use_cftime=True) as end:
+    with (
+        xr.open_dataset(
+            sample_root
+            / "train/Emulator_hist_future/target/pr_tasmax_CNRM-CM5_1961-1980_2080-2099.nc",
+            use_cftime=True,
+        ) as ehf,
+        xr.open_dataset(
+            sample_root / "train/ESD_pseudo_reality/target/pr_tasmax_CNRM-CM5_1961-1980.nc",
+            use_cftime=True,
+        ) as esd,
+        xr.open_dataset(
+            sample_root / "test/end_century/target/pr_tasmax_CNRM-CM5_2080-2099.nc", use_cftime=True
+        ) as end,
+    ):
         np.testing.assert_array_equal(ehf.tasmax.sel(time=esd.time).values, esd.tasmax.values)
         np.testing.assert_array_equal(ehf.pr.sel(time=end.time).values, end.pr.values)
 
@@ -130,7 +150,9 @@ def climate() -> SyntheticClimate:
 RUN = Run("CNRM-CM5", "standard", stream=0)
 
 
-def test_coarse_predictors_are_conservative_means_of_the_fine_state(climate: SyntheticClimate) -> None:
+def test_coarse_predictors_are_conservative_means_of_the_fine_state(
+    climate: SyntheticClimate,
+) -> None:
     _, fine = climate.fine_state(RUN, [1961])
     _, coarse = climate.coarse_predictors(RUN, [1961])
     grid = coarse_grid("ALPS")
@@ -157,7 +179,9 @@ def test_windward_slopes_are_wetter(climate: SyntheticClimate) -> None:
     """Under westerlies, slopes rising eastward (windward) get more rain than lee slopes."""
     _, surf = climate.surface(RUN, [1961])
     pr = surf["pr"].mean(axis=0)
-    _, dh_de = climate._terrain_gradient(climate._tlat, climate._tlon, climate.orography.astype(float))
+    _, dh_de = climate._terrain_gradient(
+        climate._tlat, climate._tlon, climate.orography.astype(float)
+    )
     h = climate.orography
     band = (h > 500) & (h < 2000)
     windward = pr[band & (dh_de > 10)].mean()
@@ -194,8 +218,10 @@ def test_weather_evolves_day_to_day(climate: SyntheticClimate) -> None:
 
 def test_imperfect_predictors_are_biased_but_close(sample_root: Path) -> None:
     base = sample_root / "test/historical/predictors"
-    with xr.open_dataset(base / "perfect/CNRM-CM5_1981-2000.nc") as p, \
-         xr.open_dataset(base / "imperfect/CNRM-CM5_1981-2000.nc") as i:
+    with (
+        xr.open_dataset(base / "perfect/CNRM-CM5_1981-2000.nc") as p,
+        xr.open_dataset(base / "imperfect/CNRM-CM5_1981-2000.nc") as i,
+    ):
         bias = float((i.t_850 - p.t_850).mean())
         corr = float(xr.corr(i.t_850, p.t_850))
     assert bias != 0.0 and abs(bias) < 3.0

@@ -15,26 +15,63 @@ from climdl.errors import ConfigError, DataError
 from climdl.tasks.checkpoint import load_emulator, read_checkpoint
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "emulator" / "sample.yaml"
-SMALL = ["--model.base_filters", "4", "--model.max_filters", "8", "--model.extra_filters", "4",
-         "--model.head_features", "4", "--data.batch_size", "8"]
+SMALL = [
+    "--model.base_filters",
+    "4",
+    "--model.max_filters",
+    "8",
+    "--model.extra_filters",
+    "4",
+    "--model.head_features",
+    "4",
+    "--data.batch_size",
+    "8",
+]
 
 
 def _train(tmp_path: Path, *extra: str) -> int:
-    return main(["train", "--config", str(CONFIG), "--trainer.default_root_dir", str(tmp_path),
-                 "--trainer.logger", "false", "--quiet", *SMALL, *extra])
+    return main(
+        [
+            "train",
+            "--config",
+            str(CONFIG),
+            "--trainer.default_root_dir",
+            str(tmp_path),
+            "--trainer.logger",
+            "false",
+            "--quiet",
+            *SMALL,
+            *extra,
+        ]
+    )
 
 
 @pytest.mark.parametrize(
     ("network", "targets", "loss_pr"),
-    [("unet", "[tasmax]", "doury_asymmetric"), ("deepesd", "[tasmax]", "doury_asymmetric"),
-     ("unet", "[pr]", "doury_asymmetric"), ("unet", "[pr]", "bernoulli_gamma"),
-     ("unet", "[tasmax, pr]", "mse")],
+    [
+        ("unet", "[tasmax]", "doury_asymmetric"),
+        ("deepesd", "[tasmax]", "doury_asymmetric"),
+        ("unet", "[pr]", "doury_asymmetric"),
+        ("unet", "[pr]", "bernoulli_gamma"),
+        ("unet", "[tasmax, pr]", "mse"),
+    ],
 )
-def test_fast_dev_run_through_the_cli(tmp_path: Path, use_sample_cache: Path, network: str,
-                                      targets: str, loss_pr: str) -> None:
-    rc = _train(tmp_path, "--trainer.fast_dev_run", "2", "--model.network", network,
-                "--data.targets", targets, "--model.loss_pr", loss_pr,
-                "--model.deepesd_filters", "[4, 4, 2]")
+def test_fast_dev_run_through_the_cli(
+    tmp_path: Path, use_sample_cache: Path, network: str, targets: str, loss_pr: str
+) -> None:
+    rc = _train(
+        tmp_path,
+        "--trainer.fast_dev_run",
+        "2",
+        "--model.network",
+        network,
+        "--data.targets",
+        targets,
+        "--model.loss_pr",
+        loss_pr,
+        "--model.deepesd_filters",
+        "[4, 4, 2]",
+    )
     assert rc == 0
 
 
@@ -47,11 +84,27 @@ def trained(tmp_path_factory: pytest.TempPathFactory, sample_cache: Path) -> Pat
     old = os.environ.get("CLIMDL_CACHE")
     os.environ["CLIMDL_CACHE"] = str(sample_cache)
     try:
-        rc = main(["train", "--config", str(CONFIG), "--trainer.default_root_dir", str(out),
-                   "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "4",
-                   "--trainer.limit_val_batches", "2", "--quiet",
-                   "--trainer.logger", "false", *SMALL,
-                   "--data.targets", "[tasmax, pr]"])
+        rc = main(
+            [
+                "train",
+                "--config",
+                str(CONFIG),
+                "--trainer.default_root_dir",
+                str(out),
+                "--trainer.max_epochs",
+                "2",
+                "--trainer.limit_train_batches",
+                "4",
+                "--trainer.limit_val_batches",
+                "2",
+                "--quiet",
+                "--trainer.logger",
+                "false",
+                *SMALL,
+                "--data.targets",
+                "[tasmax, pr]",
+            ]
+        )
     finally:
         if old is None:
             os.environ.pop("CLIMDL_CACHE")
@@ -76,16 +129,23 @@ def test_best_and_last_checkpoints_and_summary(trained: Path) -> None:
     assert summary["test"]["rmse"]["tasmax"] > 0 and summary["test"]["baseline_rmse"]["pr"] > 0
 
 
-def test_checkpoint_is_self_contained_and_reload_is_identical(trained: Path, use_sample_cache: Path) -> None:
+def test_checkpoint_is_self_contained_and_reload_is_identical(
+    trained: Path, use_sample_cache: Path
+) -> None:
     ckpt = next(p for p in _ckpts(trained) if p.name == "last.ckpt")
     raw = torch.load(ckpt, map_location="cpu", weights_only=True)  # safe loading works
     spec = raw["climdl"]["spec"]
     assert spec["variables"][0] == "z_500" and spec["targets"] == ["tasmax", "pr"]
     assert spec["units"]["tasmax"] == "K" and spec["units"]["pr"] == "mm day-1"
-    assert spec["target_grid"]["grid_mapping"]["attrs"]["grid_mapping_name"] == "lambert_conformal_conic"
+    assert (
+        spec["target_grid"]["grid_mapping"]["attrs"]["grid_mapping_name"]
+        == "lambert_conformal_conic"
+    )
     assert tuple(spec["orography"].shape) == (128, 128)
     a, b = load_emulator(ckpt), load_emulator(ckpt)
-    dm = EmulatorDataModule(catalog="sample-alps", experiment="Emulator_hist_future", targets=["tasmax", "pr"])
+    dm = EmulatorDataModule(
+        catalog="sample-alps", experiment="Emulator_hist_future", targets=["tasmax", "pr"]
+    )
     dm.setup()
     batch = next(iter(dm.val_dataloader()))
     with torch.no_grad():
@@ -97,11 +157,29 @@ def test_checkpoint_is_self_contained_and_reload_is_identical(trained: Path, use
 
 
 def test_resume_from_last(trained: Path, use_sample_cache: Path) -> None:
-    rc = main(["train", "--config", str(CONFIG), "--trainer.default_root_dir", str(trained),
-               "--trainer.max_epochs", "3", "--trainer.limit_train_batches", "4",
-               "--trainer.limit_val_batches", "2", "--quiet", "--trainer.logger", "false", *SMALL,
-               "--data.targets", "[tasmax, pr]", "--ckpt_path",
-               str(next(p for p in _ckpts(trained) if p.name == "last.ckpt"))])
+    rc = main(
+        [
+            "train",
+            "--config",
+            str(CONFIG),
+            "--trainer.default_root_dir",
+            str(trained),
+            "--trainer.max_epochs",
+            "3",
+            "--trainer.limit_train_batches",
+            "4",
+            "--trainer.limit_val_batches",
+            "2",
+            "--quiet",
+            "--trainer.logger",
+            "false",
+            *SMALL,
+            "--data.targets",
+            "[tasmax, pr]",
+            "--ckpt_path",
+            str(next(p for p in _ckpts(trained) if p.name == "last.ckpt")),
+        ]
+    )
     assert rc == 0
     last = read_checkpoint(next(p for p in _ckpts(trained) if p.name == "last.ckpt"))
     assert last["epoch"] == 2
@@ -122,8 +200,17 @@ def test_bad_checkpoints_are_refused(tmp_path: Path) -> None:
 def test_same_seed_same_weights(tmp_path: Path, use_sample_cache: Path) -> None:
     weights = []
     for run in ("a", "b"):
-        rc = _train(tmp_path / run, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2",
-                    "--trainer.limit_val_batches", "1", "--seed", "7")
+        rc = _train(
+            tmp_path / run,
+            "--trainer.max_epochs",
+            "1",
+            "--trainer.limit_train_batches",
+            "2",
+            "--trainer.limit_val_batches",
+            "1",
+            "--seed",
+            "7",
+        )
         assert rc == 0
         ckpt = next(p for p in (tmp_path / run).rglob("last.ckpt"))
         weights.append(torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"])
@@ -136,12 +223,24 @@ def test_same_seed_same_weights(tmp_path: Path, use_sample_cache: Path) -> None:
 
 
 def test_statistics_use_training_days_only(use_sample_cache: Path) -> None:
-    dm = EmulatorDataModule(catalog="sample-alps", experiment="ESD_pseudo_reality", split="years",
-                            val_years=[1961], targets=["tasmax"], orography=False)
+    dm = EmulatorDataModule(
+        catalog="sample-alps",
+        experiment="ESD_pseudo_reality",
+        split="years",
+        val_years=[1961],
+        targets=["tasmax"],
+        orography=False,
+    )
     with pytest.raises(DataError, match="leave no training"):
         dm.setup()
-    dm = EmulatorDataModule(catalog="sample-alps", experiment="Emulator_hist_future", split="years",
-                            val_years=[2080], targets=["tasmax"], orography=False)
+    dm = EmulatorDataModule(
+        catalog="sample-alps",
+        experiment="Emulator_hist_future",
+        split="years",
+        val_years=[2080],
+        targets=["tasmax"],
+        orography=False,
+    )
     dm.setup()
     stats = dm.spec()["stats"]
     x, y = dm.source.read(dm.train_idx)
@@ -194,8 +293,9 @@ def test_residual_to_baseline_starts_from_the_baseline(use_sample_cache: Path) -
     dm = EmulatorDataModule(catalog="sample-alps", targets=["tasmax"])
     dm.setup()
     spec = dm.spec()
-    task = DownscalingTask(base_filters=4, max_filters=8, extra_filters=4, head_features=4,
-                           residual_to_baseline=True)
+    task = DownscalingTask(
+        base_filters=4, max_filters=8, extra_filters=4, head_features=4, residual_to_baseline=True
+    )
     task.build(spec)
     last = task.net.fuse[-1]
     torch.nn.init.zeros_(last.weight)
@@ -219,8 +319,20 @@ def test_test_period_loader_reads_held_out_years(use_sample_cache: Path) -> None
 @pytest.mark.slow
 def test_unet_beats_interpolation_on_held_out_year(tmp_path: Path, use_sample_cache: Path) -> None:
     """Train the sample config briefly; on the held-out 1981 the UNet beats the baseline."""
-    rc = main(["train", "--config", str(CONFIG), "--trainer.default_root_dir", str(tmp_path),
-               "--trainer.max_epochs", "5", "--trainer.logger", "false", "--quiet"])
+    rc = main(
+        [
+            "train",
+            "--config",
+            str(CONFIG),
+            "--trainer.default_root_dir",
+            str(tmp_path),
+            "--trainer.max_epochs",
+            "5",
+            "--trainer.logger",
+            "false",
+            "--quiet",
+        ]
+    )
     assert rc == 0
     summary = json.loads(next(tmp_path.rglob("summary.json")).read_text())
     unet, base = summary["test"]["rmse"]["tasmax"], summary["test"]["baseline_rmse"]["tasmax"]

@@ -197,7 +197,6 @@ def open_scene(path: str | os.PathLike[str]) -> xr.Dataset:
     return ds
 
 
-
 def load_scene(path: str | os.PathLike[str]) -> xr.Dataset:
     """Read a whole scene into memory and close the file.
 
@@ -208,6 +207,7 @@ def load_scene(path: str | os.PathLike[str]) -> xr.Dataset:
     """
     with open_scene(path) as ds:
         return ds.load()
+
 
 def image_name(ds: xr.Dataset, source: object = "the scene") -> str:
     """Name of the image variable: ``image``, else the one variable with a ``band`` dimension."""

@@ -39,7 +39,11 @@ log = logging.getLogger(__name__)
 def day_of_year_features(time: xr.DataArray) -> np.ndarray:
     """[T, 2] sine and cosine of the calendar-aware fraction of the year (any CF calendar)."""
     doy = time.dt.dayofyear.values.astype(np.float64) - 1.0
-    length = np.where(time.dt.is_leap_year.values, 366.0, 365.0) if hasattr(time.dt, "is_leap_year") else 365.0
+    length = (
+        np.where(time.dt.is_leap_year.values, 366.0, 365.0)
+        if hasattr(time.dt, "is_leap_year")
+        else 365.0
+    )
     cal = str(time.dt.calendar) if hasattr(time.dt, "calendar") else "standard"
     if cal == "360_day":
         length = 360.0
@@ -59,15 +63,18 @@ def read_forcing_table(csv: str | Path) -> dict[str, list[float]]:
     return {str(c): [float(v) for v in table[c].to_numpy(float)] for c in table.columns}
 
 
-def forcing_from_table(time: xr.DataArray, table: dict[str, list[float]],
-                       where: str = "the forcing table") -> tuple[np.ndarray, list[str]]:
+def forcing_from_table(
+    time: xr.DataArray, table: dict[str, list[float]], where: str = "the forcing table"
+) -> tuple[np.ndarray, list[str]]:
     """[T, F] forcing series linearly interpolated to each day's fractional year."""
     frac_year = time.dt.year.values + (time.dt.dayofyear.values - 1) / 366.0
     years = np.asarray(table["year"], float)
     cols = [c for c in table if c != "year"]
     if frac_year.min() < years.min() - 1 or frac_year.max() > years.max() + 1:
-        raise DataError(f"{where} covers {years.min():.0f}-{years.max():.0f}, not all the years "
-                        f"{int(frac_year.min())}-{int(frac_year.max())} of the data.")
+        raise DataError(
+            f"{where} covers {years.min():.0f}-{years.max():.0f}, not all the years "
+            f"{int(frac_year.min())}-{int(frac_year.max())} of the data."
+        )
     out = np.stack([np.interp(frac_year, years, np.asarray(table[c], float)) for c in cols], axis=1)
     return out.astype(np.float32), cols
 
@@ -116,8 +123,12 @@ class EmulatorDataset(Dataset[dict[str, torch.Tensor]]):
     def __getitems__(self, items: Sequence[int]) -> dict[str, torch.Tensor]:
         idx = self.indices[np.asarray(items)]
         x, y = self.source.read(idx)
-        return {"x": torch.from_numpy(x), "y": torch.from_numpy(y),
-                "aux": torch.from_numpy(self.aux[idx]), "index": torch.from_numpy(idx)}
+        return {
+            "x": torch.from_numpy(x),
+            "y": torch.from_numpy(y),
+            "aux": torch.from_numpy(self.aux[idx]),
+            "index": torch.from_numpy(idx),
+        }
 
     def __getitem__(self, item: int) -> dict[str, torch.Tensor]:
         batch = self.__getitems__([item])
@@ -195,8 +206,17 @@ class EmulatorDataModule(L.LightningDataModule):
             raise ConfigError("split: years needs val_years (the years held out for validation).")
         if not 0.0 < val_fraction < 1.0:
             raise ConfigError("val_fraction must be between 0 and 1.")
-        self.split, self.val_fraction, self.val_years, self.split_seed = split, val_fraction, val_years, split_seed
-        self.batch_size, self.num_workers, self.memory_budget_gb = batch_size, num_workers, memory_budget_gb
+        self.split, self.val_fraction, self.val_years, self.split_seed = (
+            split,
+            val_fraction,
+            val_years,
+            split_seed,
+        )
+        self.batch_size, self.num_workers, self.memory_budget_gb = (
+            batch_size,
+            num_workers,
+            memory_budget_gb,
+        )
         self.test_period, self.test_kind, self.test_gcm = test_period, test_kind, test_gcm
         self.test_predictors, self.test_target = test_predictors, test_target
         self._spec: dict[str, Any] | None = None
@@ -212,18 +232,28 @@ class EmulatorDataModule(L.LightningDataModule):
                 raise ConfigError("give both predictors and target paths, or a catalog entry.")
             x = open_dataset(self.predictor_paths, self.variables, time_range=self.time_range)
             y = open_dataset(self.target_paths, self.targets, time_range=self.time_range)
-            s = open_dataset(self.static_path, ["orog"]) if (want_static and self.static_path) else None
+            s = (
+                open_dataset(self.static_path, ["orog"])
+                if (want_static and self.static_path)
+                else None
+            )
             if want_static and s is None:
                 raise ConfigError("orography: true needs a static file (static: path) with orog.")
         else:
             from climdl.catalog import get_entry
 
             if not self.catalog:
-                raise ConfigError("give a catalog entry (catalog: NAME) or predictors and target paths.")
+                raise ConfigError(
+                    "give a catalog entry (catalog: NAME) or predictors and target paths."
+                )
             entry = get_entry(self.catalog)
             x = entry.open("predictors", experiment=self.experiment, variables=self.variables)
             y = entry.open("target", experiment=self.experiment, variables=self.targets)
-            s = entry.open("static", experiment=self.experiment, variables=["orog"]) if want_static else None
+            s = (
+                entry.open("static", experiment=self.experiment, variables=["orog"])
+                if want_static
+                else None
+            )
             if self.time_range:
                 x = x.sel(time=slice(*self.time_range))
                 y = y.sel(time=slice(*self.time_range))
@@ -242,12 +272,21 @@ class EmulatorDataModule(L.LightningDataModule):
             from climdl.catalog import get_entry
 
             entry = get_entry(self.catalog)
-            x = entry.open("predictors", period=self.test_period, kind=self.test_kind, gcm=self.test_gcm,
-                           variables=self.variables)
-            y = entry.open("target", period=self.test_period, gcm=self.test_gcm, variables=self.targets)
+            x = entry.open(
+                "predictors",
+                period=self.test_period,
+                kind=self.test_kind,
+                gcm=self.test_gcm,
+                variables=self.variables,
+            )
+            y = entry.open(
+                "target", period=self.test_period, gcm=self.test_gcm, variables=self.targets
+            )
         else:
-            raise ConfigError("testing needs test_period (with a catalog entry) or test_predictors "
-                              "and test_target.")
+            raise ConfigError(
+                "testing needs test_period (with a catalog entry) or test_predictors "
+                "and test_target."
+            )
         return _pair(x, y)
 
     def setup(self, stage: str | None = None) -> None:
@@ -259,7 +298,12 @@ class EmulatorDataModule(L.LightningDataModule):
         n_time = x.sizes["time"]
         nbytes = 4 * n_time * (math.prod(x.shape[1:]) + math.prod(y.shape[1:]))
         in_memory = nbytes <= self.memory_budget_gb * 1e9
-        log.info("emulator data: %d days, %.2f GB, %s", n_time, nbytes / 1e9, "in memory" if in_memory else "lazy")
+        log.info(
+            "emulator data: %d days, %.2f GB, %s",
+            n_time,
+            nbytes / 1e9,
+            "in memory" if in_memory else "lazy",
+        )
         self.source = _Source(x, y, in_memory)
         aux = day_of_year_features(x_ds.time)
         aux_names = ["doy_sin", "doy_cos"]
@@ -275,7 +319,9 @@ class EmulatorDataModule(L.LightningDataModule):
         if self.split == "years":
             is_val = np.isin(time.dt.year.values, np.asarray(self.val_years))
             if not is_val.any() or is_val.all():
-                raise DataError(f"val_years {self.val_years} leave no training or no validation day.")
+                raise DataError(
+                    f"val_years {self.val_years} leave no training or no validation day."
+                )
             return np.flatnonzero(~is_val), np.flatnonzero(is_val)
         perm = np.random.default_rng(self.split_seed).permutation(n)
         n_val = max(1, round(self.val_fraction * n))
@@ -286,12 +332,17 @@ class EmulatorDataModule(L.LightningDataModule):
         for start in range(0, self.train_idx.size, size):
             yield self.source.read(self.train_idx[start : start + size])
 
-    def _make_spec(self, x_ds: xr.Dataset, y_ds: xr.Dataset, s_ds: xr.Dataset | None,
-                   aux_names: list[str]) -> dict[str, Any]:
+    def _make_spec(
+        self, x_ds: xr.Dataset, y_ds: xr.Dataset, s_ds: xr.Dataset | None, aux_names: list[str]
+    ) -> dict[str, Any]:
         from climdl.preprocess import StreamingStats, daily_spatial_moments
 
-        xs, ms, ys, ls = (StreamingStats("standard"), StreamingStats("standard"),
-                          StreamingStats("standard"), StreamingStats("log1p_standard"))
+        xs, ms, ys, ls = (
+            StreamingStats("standard"),
+            StreamingStats("standard"),
+            StreamingStats("standard"),
+            StreamingStats("log1p_standard"),
+        )
         pr_days: list[np.ndarray] = []
         for xb, yb in self._train_batches():
             xt, yt = torch.from_numpy(xb).double(), torch.from_numpy(yb).double()
@@ -303,7 +354,10 @@ class EmulatorDataModule(L.LightningDataModule):
             if "pr" in self.targets and sum(len(p) for p in pr_days) < 2000:
                 pr_days.append(yb[:, self.targets.index("pr")])
         aux_train = self.aux[self.train_idx]
-        stats = {"aux_mean": torch.from_numpy(aux_train.mean(0)), "aux_std": torch.from_numpy(aux_train.std(0))}
+        stats = {
+            "aux_mean": torch.from_numpy(aux_train.mean(0)),
+            "aux_std": torch.from_numpy(aux_train.std(0)),
+        }
         for key, acc in (("x", xs), ("moments", ms), ("y", ys), ("y_log", ls)):
             res = acc.result()
             stats[f"{key}_mean"], stats[f"{key}_std"] = res.mean.float(), res.std.float()
@@ -316,16 +370,20 @@ class EmulatorDataModule(L.LightningDataModule):
         if s_ds is not None:
             orog = torch.from_numpy(np.asarray(s_ds.orog.values, dtype=np.float32))
             if tuple(orog.shape) != tuple(y_ds[self.targets[0]].shape[-2:]):
-                raise DataError(f"the orography grid {tuple(orog.shape)} differs from the target grid "
-                                f"{tuple(y_ds[self.targets[0]].shape[-2:])}.")
+                raise DataError(
+                    f"the orography grid {tuple(orog.shape)} differs from the target grid "
+                    f"{tuple(y_ds[self.targets[0]].shape[-2:])}."
+                )
         spec: dict[str, Any] = {
             "variables": self.variables,
             "targets": self.targets,
             "aux_names": aux_names,
             "units": {n: str(x_ds[n].attrs.get("units", "")) for n in self.variables}
             | {n: str(y_ds[n].attrs.get("units", "")) for n in self.targets},
-            "target_attrs": {n: {k: str(v) for k, v in y_ds[n].attrs.items() if isinstance(v, str)}
-                             for n in self.targets},
+            "target_attrs": {
+                n: {k: str(v) for k, v in y_ds[n].attrs.items() if isinstance(v, str)}
+                for n in self.targets
+            },
             "in_size": [int(s) for s in x_ds[self.variables[0]].shape[-2:]],
             "out_size": [int(s) for s in y_ds[self.targets[0]].shape[-2:]],
             "coarse_grid": _grid_dict(x_ds),
@@ -357,10 +415,16 @@ class EmulatorDataModule(L.LightningDataModule):
     def _loader(self, idx: np.ndarray, shuffle: bool) -> DataLoader[dict[str, torch.Tensor]]:
         self.setup("fit")
         ds = EmulatorDataset(self.source, self.aux, idx)
-        return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
-                          collate_fn=_identity, drop_last=False,
-                          multiprocessing_context="spawn" if self.num_workers > 0 else None,
-                          persistent_workers=self.num_workers > 0)
+        return DataLoader(
+            ds,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            collate_fn=_identity,
+            drop_last=False,
+            multiprocessing_context="spawn" if self.num_workers > 0 else None,
+            persistent_workers=self.num_workers > 0,
+        )
 
     def train_dataloader(self) -> DataLoader[dict[str, torch.Tensor]]:
         return self._loader(self.train_idx, shuffle=True)
@@ -379,7 +443,9 @@ class EmulatorDataModule(L.LightningDataModule):
             source = _Source(x, y, nbytes <= self.memory_budget_gb * 1e9)
             aux = day_of_year_features(x_ds.time)
             if self.forcing_csv:
-                aux = np.concatenate([aux, forcing_features(x_ds.time, self.forcing_csv)[0]], axis=1)
+                aux = np.concatenate(
+                    [aux, forcing_features(x_ds.time, self.forcing_csv)[0]], axis=1
+                )
             self._test = (source, aux)
         source, aux = self._test
         ds = EmulatorDataset(source, aux, np.arange(aux.shape[0]))
@@ -393,7 +459,9 @@ def _pair(x: xr.Dataset, y: xr.Dataset) -> tuple[xr.Dataset, xr.Dataset]:
     y = y.assign_coords(time=y.time.dt.floor("D"))
     x, y = xr.align(x, y, join="inner", exclude=(set(x.dims) - {"time"}) | (set(y.dims) - {"time"}))
     if x.sizes.get("time", 0) == 0:
-        raise DataError("the predictors and targets share no day; check their periods and calendars.")
+        raise DataError(
+            "the predictors and targets share no day; check their periods and calendars."
+        )
     return x, y
 
 
@@ -403,11 +471,21 @@ def _grid_dict(ds: xr.Dataset) -> dict[str, Any]:
     for name in ("lat", "lon", "x", "y"):
         if name in ds.coords:
             c = ds.coords[name]
-            out[name] = {"dims": list(map(str, c.dims)), "values": torch.from_numpy(np.asarray(c.values, dtype=np.float64)),
-                         "attrs": {k: (v.item() if hasattr(v, "item") else v) for k, v in c.attrs.items()
-                                   if isinstance(v, (str, int, float))}}
+            out[name] = {
+                "dims": list(map(str, c.dims)),
+                "values": torch.from_numpy(np.asarray(c.values, dtype=np.float64)),
+                "attrs": {
+                    k: (v.item() if hasattr(v, "item") else v)
+                    for k, v in c.attrs.items()
+                    if isinstance(v, (str, int, float))
+                },
+            }
     for vname, var in ds.variables.items():
         if "grid_mapping_name" in var.attrs:
-            out["grid_mapping"] = {"name": str(vname), "attrs": {k: (v.tolist() if hasattr(v, "tolist") else v)
-                                                                 for k, v in var.attrs.items()}}
+            out["grid_mapping"] = {
+                "name": str(vname),
+                "attrs": {
+                    k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in var.attrs.items()
+                },
+            }
     return out

@@ -130,7 +130,9 @@ def _canonical_file(
     where = str(path)
     ds = _prepare(_files.open_file(path), chunks)
     seen.update(dict.fromkeys(map(str, ds.data_vars)))
-    mapping = {src: can for can, src in (rename or {}).items() if src in ds.data_vars and can not in ds}
+    mapping = {
+        src: can for can, src in (rename or {}).items() if src in ds.data_vars and can not in ds
+    }
     if mapping:
         ds = ds.rename(mapping)
     step = _coords.time_step_days(ds["time"]) if "time" in ds.coords else None

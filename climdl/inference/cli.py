@@ -14,48 +14,107 @@ def register(sub: Any) -> None:
         "downscale",
         help="apply trained emulator(s) to GCM or RCM predictors and write CF NetCDF",
         description="Stream a predictor series through trained emulator(s), chunk by chunk, to a "
-                    "CF-1.10 NetCDF file (or the CORDEX ML-Bench submission layout). Runs under "
-                    "torchrun/srun split the chunks across ranks.")
-    d.add_argument("--checkpoint", "-c", action="append", required=True, type=Path,
-                   help="emulator checkpoint (repeat for one emulator per target, e.g. tasmax and pr)")
+        "CF-1.10 NetCDF file (or the CORDEX ML-Bench submission layout). Runs under "
+        "torchrun/srun split the chunks across ranks.",
+    )
+    d.add_argument(
+        "--checkpoint",
+        "-c",
+        action="append",
+        required=True,
+        type=Path,
+        help="emulator checkpoint (repeat for one emulator per target, e.g. tasmax and pr)",
+    )
     src = d.add_argument_group("predictors (files or a catalog entry)")
-    src.add_argument("--input", "-i", nargs="+", default=None, help="predictor NetCDF files or globs")
+    src.add_argument(
+        "--input", "-i", nargs="+", default=None, help="predictor NetCDF files or globs"
+    )
     src.add_argument("--catalog", default=None, help="catalog entry (climdl catalog list)")
-    src.add_argument("--period", default=None, help="catalog test period: historical | mid_century | end_century")
-    src.add_argument("--kind", default="imperfect", choices=["perfect", "imperfect"],
-                     help="catalog predictors: perfect (upscaled RCM) or imperfect (GCM); default imperfect")
+    src.add_argument(
+        "--period", default=None, help="catalog test period: historical | mid_century | end_century"
+    )
+    src.add_argument(
+        "--kind",
+        default="imperfect",
+        choices=["perfect", "imperfect"],
+        help="catalog predictors: perfect (upscaled RCM) or imperfect (GCM); default imperfect",
+    )
     src.add_argument("--gcm", default=None, help="catalog GCM (default: the entry's training GCM)")
     src.add_argument("--start", default=None, help="first day (YYYY[-MM[-DD]])")
     src.add_argument("--end", default=None, help="last day (inclusive)")
-    src.add_argument("--regrid", default="conservative", choices=["conservative", "bilinear"],
-                     help="remapping of predictors on another grid (default conservative)")
-    src.add_argument("--min-coverage", type=float, default=0.999,
-                     help="training cells covered less than this by the input are an error")
-    src.add_argument("--forcing", type=Path, default=None,
-                     help="CSV of yearly forcing series (if the emulator uses one)")
+    src.add_argument(
+        "--regrid",
+        default="conservative",
+        choices=["conservative", "bilinear"],
+        help="remapping of predictors on another grid (default conservative)",
+    )
+    src.add_argument(
+        "--min-coverage",
+        type=float,
+        default=0.999,
+        help="training cells covered less than this by the input are an error",
+    )
+    src.add_argument(
+        "--forcing",
+        type=Path,
+        default=None,
+        help="CSV of yearly forcing series (if the emulator uses one)",
+    )
     out = d.add_argument_group("output")
-    out.add_argument("--output", "-o", required=True, type=Path,
-                     help="output .nc file, or an existing folder (name derived; ML-Bench tree with --format mlbench)")
-    out.add_argument("--format", dest="fmt", default="cf", choices=["cf", "mlbench"],
-                     help="cf (compressed CF-1.10, default) or mlbench (benchmark submission layout)")
-    out.add_argument("--baseline", action="store_true",
-                     help="write the checkpoint's fitted interpolation baseline instead of the emulator")
-    out.add_argument("--resume", action="store_true", help="continue an interrupted run of this output")
+    out.add_argument(
+        "--output",
+        "-o",
+        required=True,
+        type=Path,
+        help="output .nc file, or an existing folder (name derived; ML-Bench tree with --format mlbench)",
+    )
+    out.add_argument(
+        "--format",
+        dest="fmt",
+        default="cf",
+        choices=["cf", "mlbench"],
+        help="cf (compressed CF-1.10, default) or mlbench (benchmark submission layout)",
+    )
+    out.add_argument(
+        "--baseline",
+        action="store_true",
+        help="write the checkpoint's fitted interpolation baseline instead of the emulator",
+    )
+    out.add_argument(
+        "--resume", action="store_true", help="continue an interrupted run of this output"
+    )
     out.add_argument("--overwrite", action="store_true", help="replace an existing output")
     run = d.add_argument_group("execution")
     run.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default auto)")
-    run.add_argument("--precision", default="32", choices=["32", "bf16", "16"],
-                     help="32, bf16 (autocast; for GPUs) or 16 (CUDA)")
-    run.add_argument("--batch-size", type=int, default=None,
-                     help="days per forward pass (default 16 on the CPU, 256 on a GPU)")
-    run.add_argument("--chunk-days", type=int, default=365,
-                     help="days read, computed and stored together; the resume unit (default 365)")
+    run.add_argument(
+        "--precision",
+        default="32",
+        choices=["32", "bf16", "16"],
+        help="32, bf16 (autocast; for GPUs) or 16 (CUDA)",
+    )
+    run.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="days per forward pass (default 16 on the CPU, 256 on a GPU)",
+    )
+    run.add_argument(
+        "--chunk-days",
+        type=int,
+        default=365,
+        help="days read, computed and stored together; the resume unit (default 365)",
+    )
     dask = run.add_mutually_exclusive_group()
-    dask.add_argument("--dask-scheduler", default=None, metavar="ADDRESS",
-                      help="run the chunks on an existing Dask cluster (tcp://host:8786); the output "
-                           "folder must be shared with the workers")
-    dask.add_argument("--workers", type=int, default=None,
-                      help="run the chunks on N local Dask worker processes")
+    dask.add_argument(
+        "--dask-scheduler",
+        default=None,
+        metavar="ADDRESS",
+        help="run the chunks on an existing Dask cluster (tcp://host:8786); the output "
+        "folder must be shared with the workers",
+    )
+    dask.add_argument(
+        "--workers", type=int, default=None, help="run the chunks on N local Dask worker processes"
+    )
     d.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     d.set_defaults(func=_cmd_downscale)
 
@@ -70,9 +129,13 @@ def _cmd_downscale(args: argparse.Namespace) -> int:
 
     console = Console(stderr=True, quiet=args.quiet)
     start = time.perf_counter()
-    columns = (TextColumn("[progress.description]{task.description}"), BarColumn(),
-               TextColumn("{task.completed}/{task.total} days"), TextColumn("{task.fields[rate]}"),
-               TimeRemainingColumn())
+    columns = (
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} days"),
+        TextColumn("{task.fields[rate]}"),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, console=console, transient=True, disable=args.quiet) as bar:
         task = bar.add_task("downscaling", total=None, rate="")
 
@@ -81,21 +144,38 @@ def _cmd_downscale(args: argparse.Namespace) -> int:
             bar.update(task, completed=done, total=total, rate=f"{rate:.2f} sim. years/s")
 
         res = downscale(
-            args.checkpoint, args.input, args.output, catalog=args.catalog, period=args.period,
-            kind=args.kind, gcm=args.gcm, start=args.start, end=args.end, regrid=args.regrid,
-            min_coverage=args.min_coverage, device=args.device, precision=args.precision,
-            batch_size=args.batch_size, chunk_days=args.chunk_days, fmt=args.fmt,
-            emulator_output="baseline" if args.baseline else "emulator", forcing=args.forcing,
-            resume=args.resume, overwrite=args.overwrite,
+            args.checkpoint,
+            args.input,
+            args.output,
+            catalog=args.catalog,
+            period=args.period,
+            kind=args.kind,
+            gcm=args.gcm,
+            start=args.start,
+            end=args.end,
+            regrid=args.regrid,
+            min_coverage=args.min_coverage,
+            device=args.device,
+            precision=args.precision,
+            batch_size=args.batch_size,
+            chunk_days=args.chunk_days,
+            fmt=args.fmt,
+            emulator_output="baseline" if args.baseline else "emulator",
+            forcing=args.forcing,
+            resume=args.resume,
+            overwrite=args.overwrite,
             dask_scheduler=args.dask_scheduler if args.dask_scheduler else args.workers,
             history="climdl " + shlex.join(getattr(args, "argv", ["downscale"])),
-            progress=report)
+            progress=report,
+        )
     if res.rank != 0:
         return 0
     res.dataset.close()
     resumed = f", {res.chunks_resumed} chunk(s) resumed" if res.chunks_resumed else ""
-    console.print(f"{res.n_days} days ({res.n_days / 365.25:.1f} simulated years) on {res.device} in "
-                  f"{res.seconds:.1f} s: {res.years_per_second * 60:.1f} simulated years/min; "
-                  f"{res.grid}{resumed}")
+    console.print(
+        f"{res.n_days} days ({res.n_days / 365.25:.1f} simulated years) on {res.device} in "
+        f"{res.seconds:.1f} s: {res.years_per_second * 60:.1f} simulated years/min; "
+        f"{res.grid}{resumed}"
+    )
     print(res.path)
     return 0

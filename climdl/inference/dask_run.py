@@ -36,8 +36,9 @@ def _job(config_json: str) -> Job:
     return _JOBS[config_json]
 
 
-def run_chunk(config_json: str, index: int, output: str, manifest: dict[str, Any],
-              torch_threads: int) -> int:
+def run_chunk(
+    config_json: str, index: int, output: str, manifest: dict[str, Any], torch_threads: int
+) -> int:
     """Worker task: compute chunk ``index`` and store it in the output's parts folder."""
     import torch
 
@@ -49,8 +50,15 @@ def run_chunk(config_json: str, index: int, output: str, manifest: dict[str, Any
     return int(times.size)
 
 
-def run_on_dask(job: Job, todo: Sequence[int], store: PartStore, scheduler: str | int, *,
-                progress: Callable[[int, int], None] | None = None, done_days: int = 0) -> None:
+def run_on_dask(
+    job: Job,
+    todo: Sequence[int],
+    store: PartStore,
+    scheduler: str | int,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    done_days: int = 0,
+) -> None:
     """Compute the chunks ``todo`` on the cluster, storing each in ``store``."""
     import torch
     from distributed import as_completed
@@ -61,9 +69,19 @@ def run_on_dask(job: Job, todo: Sequence[int], store: PartStore, scheduler: str 
     threads = torch.get_num_threads()
     with client_for(scheduler) as client:
         log.info("Dask: %d chunk(s) on %s", len(todo), client)
-        futures = [client.submit(run_chunk, config, i, str(store.output), store.manifest, threads,
-                                 key=f"climdl-downscale-{store.output.name}-{i}", pure=False)
-                   for i in todo]
+        futures = [
+            client.submit(
+                run_chunk,
+                config,
+                i,
+                str(store.output),
+                store.manifest,
+                threads,
+                key=f"climdl-downscale-{store.output.name}-{i}",
+                pure=False,
+            )
+            for i in todo
+        ]
         for future in as_completed(futures):
             try:
                 done_days += int(future.result())
@@ -72,7 +90,9 @@ def run_on_dask(job: Job, todo: Sequence[int], store: PartStore, scheduler: str 
                     f.cancel()
                 if isinstance(exc, (ConfigError, DataError)):
                     raise
-                raise DataError(f"a Dask worker failed on a chunk: {exc}; the finished chunks are kept, "
-                                "rerun with --resume.") from exc
+                raise DataError(
+                    f"a Dask worker failed on a chunk: {exc}; the finished chunks are kept, "
+                    "rerun with --resume."
+                ) from exc
             if progress:
                 progress(done_days, job.n_days)

@@ -144,14 +144,29 @@ def downscale(
     ckpts = [checkpoints] if isinstance(checkpoints, (str, Path)) else list(checkpoints)
     inputs_list = [inputs] if isinstance(inputs, str) else (list(inputs) if inputs else None)
     config = JobConfig(
-        checkpoints=tuple(str(c) for c in ckpts), inputs=tuple(inputs_list) if inputs_list else None,
-        catalog=catalog, period=period, kind=kind, gcm=gcm, start=start, end=end, regrid=regrid,
-        min_coverage=min_coverage, device=device, precision=str(precision), batch_size=batch_size,
-        chunk_days=chunk_days, fmt=fmt, emulator_output=emulator_output,
-        forcing=str(forcing) if forcing is not None else None)
+        checkpoints=tuple(str(c) for c in ckpts),
+        inputs=tuple(inputs_list) if inputs_list else None,
+        catalog=catalog,
+        period=period,
+        kind=kind,
+        gcm=gcm,
+        start=start,
+        end=end,
+        regrid=regrid,
+        min_coverage=min_coverage,
+        device=device,
+        precision=str(precision),
+        batch_size=batch_size,
+        chunk_days=chunk_days,
+        fmt=fmt,
+        emulator_output=emulator_output,
+        forcing=str(forcing) if forcing is not None else None,
+    )
     job = Job(config)
     ds, targets, n_days, starts = job.ds, job.targets, job.n_days, job.starts
-    out_path = _resolve_output(output, job.source, targets, fmt, job.emulators.members[0].experiment)
+    out_path = _resolve_output(
+        output, job.source, targets, fmt, job.emulators.members[0].experiment
+    )
     if dask_scheduler is not None and out_path is None:
         raise ConfigError("running on a Dask cluster needs an output file (--output).")
 
@@ -166,12 +181,18 @@ def downscale(
         if rank != 0:
             store = PartStore(out_path, manifest, create=False)
         assert store is not None
-        attrs = global_attrs(emulators=job.emulators.describe(), source_files=job.source.files,
-                             kind=job.source.kind, gcm=job.source.gcm,
-                             domain=job.source.domain or ds.attrs.get("domain"),
-                             regrid=job.adapter.describe(), history=history or "climdl.inference.downscale()",
-                             previous_history=str(ds.attrs["history"]) if "history" in ds.attrs else None,
-                             fmt=fmt, output=emulator_output)
+        attrs = global_attrs(
+            emulators=job.emulators.describe(),
+            source_files=job.source.files,
+            kind=job.source.kind,
+            gcm=job.source.gcm,
+            domain=job.source.domain or ds.attrs.get("domain"),
+            regrid=job.adapter.describe(),
+            history=history or "climdl.inference.downscale()",
+            previous_history=str(ds.attrs["history"]) if "history" in ds.attrs else None,
+            fmt=fmt,
+            output=emulator_output,
+        )
     finished = store.done() if store is not None else set()
     todo = [i for i in range(len(starts)) if i % world == rank and i not in finished]
     if max_chunks is not None:
@@ -190,7 +211,8 @@ def downscale(
         # but never each other (HDF5 is not thread-safe)
         with ThreadPoolExecutor(max_workers=1) as pool:
             pending_read: Future[tuple[np.ndarray, xr.DataArray]] | None = (
-                pool.submit(job.read, todo[0]) if todo else None)
+                pool.submit(job.read, todo[0]) if todo else None
+            )
             pending_write: Future[None] | None = None
             for k, i in enumerate(todo):
                 assert pending_read is not None
@@ -212,37 +234,86 @@ def downscale(
     resumed = len([i for i in finished if i % world == rank])
     dev, grid = str(job.device), job.adapter.describe()
     if store is None:
-        out = xr.concat(results, dim="time", data_vars="minimal", coords="minimal", compat="override",
-                        join="override") if results else xr.Dataset()
-        return DownscaleResult(out, None, n_days, _time.perf_counter() - t0, dev, grid, len(todo),
-                               rank=rank, world_size=world)
+        out = (
+            xr.concat(
+                results,
+                dim="time",
+                data_vars="minimal",
+                coords="minimal",
+                compat="override",
+                join="override",
+            )
+            if results
+            else xr.Dataset()
+        )
+        return DownscaleResult(
+            out,
+            None,
+            n_days,
+            _time.perf_counter() - t0,
+            dev,
+            grid,
+            len(todo),
+            rank=rank,
+            world_size=world,
+        )
     _barrier(world)
     assert attrs is not None
     if max_chunks is not None and len(store.done()) < len(starts):
-        return DownscaleResult(xr.Dataset(), None, n_days, _time.perf_counter() - t0, dev, grid,
-                               len(todo), resumed, rank, world)
+        return DownscaleResult(
+            xr.Dataset(),
+            None,
+            n_days,
+            _time.perf_counter() - t0,
+            dev,
+            grid,
+            len(todo),
+            resumed,
+            rank,
+            world,
+        )
     if rank == 0:
         store.join(len(starts), job.final_encoding(), attrs)
     _barrier(world)
     seconds = _time.perf_counter() - t0
     assert out_path is not None
-    reopened = xr.open_dataset(out_path, decode_times=xr.coders.CFDatetimeCoder(use_cftime=True),
-                               decode_coords="all", chunks={})
-    return DownscaleResult(reopened, out_path, n_days, seconds, dev, grid, len(todo), resumed, rank,
-                           world)
+    reopened = xr.open_dataset(
+        out_path,
+        decode_times=xr.coders.CFDatetimeCoder(use_cftime=True),
+        decode_coords="all",
+        chunks={},
+    )
+    return DownscaleResult(
+        reopened, out_path, n_days, seconds, dev, grid, len(todo), resumed, rank, world
+    )
 
 
-def _resolve_output(output: str | Path | None, source: InputSource, targets: Sequence[str],
-                    fmt: Format, experiment: str | None) -> Path | None:
+def _resolve_output(
+    output: str | Path | None,
+    source: InputSource,
+    targets: Sequence[str],
+    fmt: Format,
+    experiment: str | None,
+) -> Path | None:
     if output is None:
         return None
     out = Path(output)
     if out.is_dir() or str(output).endswith(os.sep):
-        stem = source.files[0].stem if len(source.files) == 1 else (
-            f"{source.gcm or 'input'}_{source.period or 'series'}")
-        return default_output(out, targets=targets, stem=stem, fmt=fmt, domain=source.domain,
-                              experiment=experiment, period=source.period, kind=source.kind)
+        stem = (
+            source.files[0].stem
+            if len(source.files) == 1
+            else (f"{source.gcm or 'input'}_{source.period or 'series'}")
+        )
+        return default_output(
+            out,
+            targets=targets,
+            stem=stem,
+            fmt=fmt,
+            domain=source.domain,
+            experiment=experiment,
+            period=source.period,
+            kind=source.kind,
+        )
     if out.suffix.lower() not in (".nc", ".nc4"):
         raise ConfigError(f"--output {out} should be a .nc file or an existing folder.")
     return out
-

@@ -77,8 +77,12 @@ class EmulatorSet:
         device: torch device the networks run on.
     """
 
-    def __init__(self, checkpoints: Sequence[str | Path], output: Output = "emulator",
-                 device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self,
+        checkpoints: Sequence[str | Path],
+        output: Output = "emulator",
+        device: torch.device | str = "cpu",
+    ) -> None:
         from climdl.tasks.checkpoint import load_emulator, read_checkpoint
 
         if not checkpoints:
@@ -96,26 +100,35 @@ class EmulatorSet:
         for m in self.members:
             for t in m.targets:
                 if t in seen:
-                    raise ConfigError(f"both {seen[t]} and {m.path} predict {t}; give one checkpoint "
-                                      "per target.")
+                    raise ConfigError(
+                        f"both {seen[t]} and {m.path} predict {t}; give one checkpoint per target."
+                    )
                 seen[t] = m.path
         first = self.members[0]
         for m in self.members[1:]:
             if not _same_grid(first.spec["target_grid"], m.spec["target_grid"]):
-                raise ConfigError(f"{m.path} predicts on another target grid than {first.path}; "
-                                  "downscale them separately.")
+                raise ConfigError(
+                    f"{m.path} predicts on another target grid than {first.path}; "
+                    "downscale them separately."
+                )
             if not _same_grid(first.spec["coarse_grid"], m.spec["coarse_grid"]):
-                raise ConfigError(f"{m.path} was trained on another coarse grid than {first.path}; "
-                                  "downscale them separately.")
+                raise ConfigError(
+                    f"{m.path} was trained on another coarse grid than {first.path}; "
+                    "downscale them separately."
+                )
         self._baselines: list[torch.nn.Module] = []
         if output == "baseline":
             from climdl.tasks.baseline import TasmaxBaseline
 
             for m in self.members:
                 if "tasmax_baseline" not in m.spec or m.targets != ["tasmax"]:
-                    raise ConfigError(f"{m.path} holds no fitted tasmax baseline (it needs a tasmax "
-                                      "emulator trained with t_850, z_850 and orography).")
-                self._baselines.append(TasmaxBaseline(m.spec, **m.spec["tasmax_baseline"]).to(self.device))
+                    raise ConfigError(
+                        f"{m.path} holds no fitted tasmax baseline (it needs a tasmax "
+                        "emulator trained with t_850, z_850 and orography)."
+                    )
+                self._baselines.append(
+                    TasmaxBaseline(m.spec, **m.spec["tasmax_baseline"]).to(self.device)
+                )
 
     @property
     def spec(self) -> dict[str, Any]:
@@ -148,10 +161,14 @@ class EmulatorSet:
             for v in m.variables:
                 want = str(m.spec["units"].get(v, ""))
                 if want and units.get(v) and units[v] != want:
-                    raise DataError(f"{v} is in {units[v]} but {m.path.name} was trained on {want}.")
+                    raise DataError(
+                        f"{v} is in {units[v]} but {m.path.name} was trained on {want}."
+                    )
 
     @torch.inference_mode()
-    def predict(self, x: Tensor, aux: dict[str, Tensor], autocast: torch.dtype | None = None) -> Tensor:
+    def predict(
+        self, x: Tensor, aux: dict[str, Tensor], autocast: torch.dtype | None = None
+    ) -> Tensor:
         """Predictions [B, V, H, W] in physical units (float32) for predictors ``x``
         [B, C, h, w] ordered as :attr:`variables` and 1-D inputs by name ([B] each)."""
         outs = []
@@ -170,9 +187,16 @@ class EmulatorSet:
 
     def describe(self) -> list[dict[str, str]]:
         """Provenance of each member (file, SHA-256, targets, network, experiment)."""
-        return [{"checkpoint": str(m.path.resolve()), "sha256": m.sha256,
-                 "targets": " ".join(m.targets), "network": str(m.task.hp.network),
-                 "experiment": str(m.experiment or "unknown")} for m in self.members]
+        return [
+            {
+                "checkpoint": str(m.path.resolve()),
+                "sha256": m.sha256,
+                "targets": " ".join(m.targets),
+                "network": str(m.task.hp.network),
+                "experiment": str(m.experiment or "unknown"),
+            }
+            for m in self.members
+        ]
 
 
 def as_numpy(t: Tensor) -> np.ndarray:

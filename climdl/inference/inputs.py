@@ -35,9 +35,9 @@ class InputSource:
     """Where the predictors come from (for provenance and the ML-Bench file name)."""
 
     files: list[Path]
-    kind: str | None = None          # perfect | imperfect, when known
+    kind: str | None = None  # perfect | imperfect, when known
     gcm: str | None = None
-    period: str | None = None        # test period name, when from a catalog
+    period: str | None = None  # test period name, when from a catalog
     domain: str | None = None
     attrs: dict[str, Any] = field(default_factory=dict)
 
@@ -70,21 +70,32 @@ def open_inputs(
 
         entry = get_entry(catalog)
         if period:
-            ds = entry.open("predictors", period=period, kind=kind, gcm=gcm, variables=list(variables))
+            ds = entry.open(
+                "predictors", period=period, kind=kind, gcm=gcm, variables=list(variables)
+            )
             files = entry.files("predictors", period=period, kind=kind, gcm=gcm)
         else:
             ds = entry.open("predictors", experiment=experiment, variables=list(variables))
             files = entry.files("predictors", experiment=experiment)
-        source = InputSource(list(files), kind=kind if period else "perfect", period=period,
-                             gcm=gcm or getattr(entry, "gcm_train", None), domain=entry.domain)
+        source = InputSource(
+            list(files),
+            kind=kind if period else "perfect",
+            period=period,
+            gcm=gcm or getattr(entry, "gcm_train", None),
+            domain=entry.domain,
+        )
     else:
-        raise ConfigError("give the predictors: --input FILE_OR_GLOB ... or --catalog ENTRY --period P.")
+        raise ConfigError(
+            "give the predictors: --input FILE_OR_GLOB ... or --catalog ENTRY --period P."
+        )
     if "time" not in ds.dims:
         raise DataError("the predictors have no time axis.")
     if start or end:
         ds = ds.sel(time=slice(start, end))
         if ds.sizes["time"] == 0:
-            raise DataError(f"no predictor day between {start or 'the start'} and {end or 'the end'}.")
+            raise DataError(
+                f"no predictor day between {start or 'the start'} and {end or 'the end'}."
+            )
     source.attrs = {k: v for k, v in ds.attrs.items() if isinstance(v, (str, int, float))}
     source.gcm = source.gcm or _guess_gcm(source)
     source.kind = source.kind or ds.attrs.get("predictor_type")
@@ -123,8 +134,13 @@ class GridAdapter:
     interpolation) or the regridding method.
     """
 
-    def __init__(self, ds: xr.Dataset, coarse_grid: dict[str, Any], method: Regrid = "conservative",
-                 min_coverage: float = 0.999) -> None:
+    def __init__(
+        self,
+        ds: xr.Dataset,
+        coarse_grid: dict[str, Any],
+        method: Regrid = "conservative",
+        min_coverage: float = 0.999,
+    ) -> None:
         self.dst_lat, self.dst_lon = _spec_axes(coarse_grid)
         self.weights: RegridWeights | None = None
         self.rows: np.ndarray | None = None
@@ -148,25 +164,38 @@ class GridAdapter:
                 dst = LatLonGrid.from_centres(self.dst_lat, self.dst_lon)
                 self.weights = conservative_weights(src, dst, min_coverage=min_coverage)
             elif method == "bilinear":
-                self.weights = bilinear_weights(src_lat, src_lon, self.dst_lat[:, None], self.dst_lon[None, :])
+                self.weights = bilinear_weights(
+                    src_lat, src_lon, self.dst_lat[:, None], self.dst_lon[None, :]
+                )
                 if not bool(self.weights.coverage.bool().all()):
                     bad = int((~self.weights.coverage.bool()).sum())
-                    raise DataError(f"The input grid does not cover the training domain: {bad} of "
-                                    f"{self.weights.coverage.numel()} training grid points lie outside it.")
+                    raise DataError(
+                        f"The input grid does not cover the training domain: {bad} of "
+                        f"{self.weights.coverage.numel()} training grid points lie outside it."
+                    )
             else:
-                raise ConfigError(f"unknown regridding method {method!r}; choose conservative or bilinear.")
+                raise ConfigError(
+                    f"unknown regridding method {method!r}; choose conservative or bilinear."
+                )
         elif "x" in ds.dims and "y" in ds.dims:
             self.space_dims = ("y", "x")
             self.lon_order = None
             if method != "conservative":
-                raise ConfigError("predictors on a projected grid can only be regridded conservatively.")
+                raise ConfigError(
+                    "predictors on a projected grid can only be regridded conservatively."
+                )
             self.mode = "conservative"
             src_p = ProjectedGrid.from_dataset(ds)
-            self.weights = conservative_weights(src_p, LatLonGrid.from_centres(self.dst_lat, self.dst_lon),
-                                                min_coverage=min_coverage)
+            self.weights = conservative_weights(
+                src_p,
+                LatLonGrid.from_centres(self.dst_lat, self.dst_lon),
+                min_coverage=min_coverage,
+            )
         else:
-            raise DataError("the predictors have neither lat/lon axes nor projection x/y axes with a "
-                            "grid mapping; regrid them to a regular grid first.")
+            raise DataError(
+                "the predictors have neither lat/lon axes nor projection x/y axes with a "
+                "grid mapping; regrid them to a regular grid first."
+            )
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -206,6 +235,8 @@ def check_finite(x: Tensor, names: Sequence[str], times: Sequence[Any]) -> None:
     per_var = bad.flatten(2).any(-1)  # [T, C]
     t, c = (int(i) for i in torch.nonzero(per_var)[0])
     n = int(bad[:, c].sum())
-    raise DataError(f"the predictors hold {n} missing or non-finite value(s) in {names[c]} "
-                    f"(first on {times[t]}); the emulator cannot take missing values. Fill them "
-                    "(e.g. cdo fillmiss) or choose a period without them.")
+    raise DataError(
+        f"the predictors hold {n} missing or non-finite value(s) in {names[c]} "
+        f"(first on {times[t]}); the emulator cannot take missing values. Fill them "
+        "(e.g. cdo fillmiss) or choose a period without them."
+    )

@@ -63,7 +63,9 @@ def _device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was asked for but no CUDA device is available; use --device cpu.")
+        raise ConfigError(
+            "--device cuda was asked for but no CUDA device is available; use --device cpu."
+        )
     if device not in ("cpu",) and not device.startswith("cuda"):
         raise ConfigError(f"unknown device {device!r}; choose auto, cpu or cuda.")
     return torch.device(device)
@@ -81,8 +83,12 @@ def _autocast(precision: str, device: torch.device) -> torch.dtype | None:
     raise ConfigError(f"unknown precision {precision!r}; choose 32, bf16 or 16.")
 
 
-def _aux(emulators: EmulatorSet, time: xr.DataArray, forcing: dict[str, list[float]] | None,
-         device: torch.device) -> dict[str, torch.Tensor]:
+def _aux(
+    emulators: EmulatorSet,
+    time: xr.DataArray,
+    forcing: dict[str, list[float]] | None,
+    device: torch.device,
+) -> dict[str, torch.Tensor]:
     from climdl.data.emulator_data import day_of_year_features, forcing_from_table
 
     doy = day_of_year_features(time)
@@ -90,15 +96,17 @@ def _aux(emulators: EmulatorSet, time: xr.DataArray, forcing: dict[str, list[flo
     rest = [n for n in emulators.aux_names if n not in out]
     if rest:
         if forcing is None:
-            raise ConfigError(f"the emulator needs the forcing series {', '.join(rest)}; give --forcing CSV.")
+            raise ConfigError(
+                f"the emulator needs the forcing series {', '.join(rest)}; give --forcing CSV."
+            )
         values, names = forcing_from_table(time, forcing)
         out |= {n: values[:, i] for i, n in enumerate(names)}
         lacking = [n for n in rest if n not in out]
         if lacking:
             raise ConfigError(f"the forcing table lacks {', '.join(lacking)}.")
-    return {k: torch.from_numpy(np.ascontiguousarray(v, np.float32)).to(device) for k, v in out.items()}
-
-
+    return {
+        k: torch.from_numpy(np.ascontiguousarray(v, np.float32)).to(device) for k, v in out.items()
+    }
 
 
 class Job:
@@ -112,16 +120,26 @@ class Job:
         # CPU: small batches cost no speed and keep the activations' memory low; GPU: fill it
         self.batch_size = config.batch_size or (256 if self.device.type == "cuda" else 16)
         self.amp = _autocast(config.precision, self.device)
-        self.emulators = EmulatorSet(list(config.checkpoints), output=config.emulator_output,
-                                     device=self.device)
+        self.emulators = EmulatorSet(
+            list(config.checkpoints), output=config.emulator_output, device=self.device
+        )
         self.ds, self.source = open_inputs(
-            list(config.inputs) if config.inputs else None, self.emulators.variables,
-            catalog=config.catalog, period=config.period, kind=config.kind, gcm=config.gcm,
-            start=config.start, end=config.end)
+            list(config.inputs) if config.inputs else None,
+            self.emulators.variables,
+            catalog=config.catalog,
+            period=config.period,
+            kind=config.kind,
+            gcm=config.gcm,
+            start=config.start,
+            end=config.end,
+        )
         self.variables = self.emulators.variables
-        self.emulators.check_units({v: str(self.ds[v].attrs.get("units", "")) for v in self.variables})
-        self.adapter = GridAdapter(self.ds, self.emulators.spec["coarse_grid"], config.regrid,
-                                   config.min_coverage)
+        self.emulators.check_units(
+            {v: str(self.ds[v].attrs.get("units", "")) for v in self.variables}
+        )
+        self.adapter = GridAdapter(
+            self.ds, self.emulators.spec["coarse_grid"], config.regrid, config.min_coverage
+        )
         self.forcing: dict[str, list[float]] | None = None
         if config.forcing is not None:
             from climdl.data.emulator_data import read_forcing_table
@@ -145,15 +163,22 @@ class Job:
         return {
             "checkpoints": [e["sha256"] for e in self.emulators.describe()],
             "inputs": [str(p.resolve()) for p in self.source.files],
-            "first_day": str(self.ds.time.values[0]), "last_day": str(self.ds.time.values[-1]),
-            "n_days": self.n_days, "chunk_days": c.chunk_days, "regrid": self.adapter.describe(),
-            "format": c.fmt, "output": c.emulator_output, "precision": c.precision,
+            "first_day": str(self.ds.time.values[0]),
+            "last_day": str(self.ds.time.values[-1]),
+            "n_days": self.n_days,
+            "chunk_days": c.chunk_days,
+            "regrid": self.adapter.describe(),
+            "format": c.fmt,
+            "output": c.emulator_output,
+            "precision": c.precision,
             "batch_size": self.batch_size,
         }
 
     def read(self, i: int) -> tuple[np.ndarray, xr.DataArray]:
         """Chunk ``i``'s predictors [T, C, h, w] (float32) and times, read from the files."""
-        part = self.ds[self.variables].isel(time=slice(self.starts[i], self.starts[i] + self.config.chunk_days))
+        part = self.ds[self.variables].isel(
+            time=slice(self.starts[i], self.starts[i] + self.config.chunk_days)
+        )
         with dask.config.set(scheduler="threads"):
             arr = part.to_array("channel").transpose("time", "channel", *self.space).values
         return np.ascontiguousarray(arr, dtype=np.float32), part.time.load()
@@ -164,10 +189,15 @@ class Job:
         x = self.adapter(torch.from_numpy(x_np).to(self.device))
         check_finite(x, self.variables, [str(t) for t in times.values])
         aux = _aux(self.emulators, times, self.forcing, self.device)
-        out = np.empty((x.shape[0], len(self.targets), *self.emulators.spec["out_size"]), np.float32)
+        out = np.empty(
+            (x.shape[0], len(self.targets), *self.emulators.spec["out_size"]), np.float32
+        )
         for a in range(0, x.shape[0], bs):  # filled in place: no list of batches, no concatenation
-            out[a : a + bs] = as_numpy(self.emulators.predict(
-                x[a : a + bs], {n: v[a : a + bs] for n, v in aux.items()}, self.amp))
+            out[a : a + bs] = as_numpy(
+                self.emulators.predict(
+                    x[a : a + bs], {n: v[a : a + bs] for n, v in aux.items()}, self.amp
+                )
+            )
         return chunk_dataset(out, times, self.emulators.spec, self.targets, self.config.fmt)
 
     def part_encoding(self, chunk: xr.Dataset) -> dict[str, dict[str, Any]]:
@@ -180,8 +210,13 @@ class Job:
 
     def final_encoding(self) -> dict[str, dict[str, Any]]:
         """Encoding of the joined output (compressed, chunked for the whole series)."""
-        sample = chunk_dataset(np.zeros((1, len(self.targets), *self.emulators.spec["out_size"]), np.float32),
-                               self.ds.time[:1], self.emulators.spec, self.targets, self.config.fmt)
+        sample = chunk_dataset(
+            np.zeros((1, len(self.targets), *self.emulators.spec["out_size"]), np.float32),
+            self.ds.time[:1],
+            self.emulators.spec,
+            self.targets,
+            self.config.fmt,
+        )
         enc = encoding(sample, self.targets, self.calendar, self.config.fmt)
         for t in self.targets:
             cs = enc[t].get("chunksizes")

@@ -33,9 +33,12 @@ TIME_UNITS = "days since 1949-12-01"
 """Time units of every output (CORDEX's reference date); the calendar is the input's."""
 
 _MLBENCH_ATTRS: dict[str, dict[str, str]] = {
-    "tasmax": {"standard_name": "air_temperature",
-               "long_name": "Daily Maximum Near-Surface Air Temperature",
-               "units": "K", "cell_methods": "time: maximum"},
+    "tasmax": {
+        "standard_name": "air_temperature",
+        "long_name": "Daily Maximum Near-Surface Air Temperature",
+        "units": "K",
+        "cell_methods": "time: maximum",
+    },
     "pr": {"long_name": "Precipitation", "units": "mm/day"},
 }
 _SPACE_CHUNK = 16
@@ -67,8 +70,9 @@ def _grid_mapping(grid: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
     return str(gm["name"]), dict(gm["attrs"])
 
 
-def variable_attrs(name: str, spec_attrs: dict[str, str], fmt: Format,
-                   grid_mapping: str | None) -> dict[str, str]:
+def variable_attrs(
+    name: str, spec_attrs: dict[str, str], fmt: Format, grid_mapping: str | None
+) -> dict[str, str]:
     """CF attributes of one output variable."""
     if fmt == "mlbench":
         attrs = dict(_MLBENCH_ATTRS.get(name, {"units": spec_attrs.get("units", "")}))
@@ -77,8 +81,11 @@ def variable_attrs(name: str, spec_attrs: dict[str, str], fmt: Format,
             attrs = canonical_attrs(name)
         except KeyError:
             attrs = {}
-        attrs |= {k: v for k, v in spec_attrs.items()
-                  if k in ("standard_name", "long_name", "units", "cell_methods")}
+        attrs |= {
+            k: v
+            for k, v in spec_attrs.items()
+            if k in ("standard_name", "long_name", "units", "cell_methods")
+        }
         if name in ("tasmax", "tasmin", "tas"):
             attrs["coordinates"] = "height"
     if grid_mapping:
@@ -91,35 +98,55 @@ def time_bounds(time: xr.DataArray) -> np.ndarray:
 
     xarray encodes them with the time's units and calendar (CF 7.1: they must agree)."""
     lower = time.dt.floor("D").values
-    upper = np.array([t + dt.timedelta(days=1) for t in lower]) if lower.dtype == object \
+    upper = (
+        np.array([t + dt.timedelta(days=1) for t in lower])
+        if lower.dtype == object
         else lower + np.timedelta64(1, "D")
+    )
     return np.stack([lower, upper], axis=1)
 
 
-def chunk_dataset(values: np.ndarray, time: xr.DataArray, spec: dict[str, Any],
-                  targets: Sequence[str], fmt: Format) -> xr.Dataset:
+def chunk_dataset(
+    values: np.ndarray,
+    time: xr.DataArray,
+    spec: dict[str, Any],
+    targets: Sequence[str],
+    fmt: Format,
+) -> xr.Dataset:
     """Predictions ``values`` [T, V, H, W] (float32, physical units) as a CF Dataset."""
     grid = spec["target_grid"]
     dims = ("time", *space_dims(grid))
     coords: dict[str, Any] = dict(grid_coords(grid))
-    coords["time"] = xr.Variable(("time",), time.values,
-                                 {"standard_name": "time", "long_name": "time", "axis": "T"})
+    coords["time"] = xr.Variable(
+        ("time",), time.values, {"standard_name": "time", "long_name": "time", "axis": "T"}
+    )
     gm = _grid_mapping(grid)
     data: dict[str, Any] = {}
     for i, name in enumerate(targets):
-        attrs = variable_attrs(name, spec.get("target_attrs", {}).get(name, {}), fmt,
-                               gm[0] if gm else None)
+        attrs = variable_attrs(
+            name, spec.get("target_attrs", {}).get(name, {}), fmt, gm[0] if gm else None
+        )
         data[name] = xr.Variable(dims, values[:, i], attrs)
     if gm:  # coordinates (as xarray's decode_coords="all" reads them), not data variables
-        gm_attrs = {"long_name": f"coordinate reference system ({gm[1].get('grid_mapping_name', '')})"}
+        gm_attrs = {
+            "long_name": f"coordinate reference system ({gm[1].get('grid_mapping_name', '')})"
+        }
         coords[gm[0]] = xr.Variable((), np.int32(0), gm_attrs | gm[1])
     if fmt == "cf":
         coords["time"].attrs["bounds"] = "time_bnds"
         coords["time_bnds"] = xr.Variable(("time", "bnds"), time_bounds(time))
         if any("coordinates" in data[t].attrs for t in targets):
-            coords["height"] = xr.Variable((), np.float64(2.0), {
-                "standard_name": "height", "long_name": "height", "units": "m",
-                "positive": "up", "axis": "Z"})
+            coords["height"] = xr.Variable(
+                (),
+                np.float64(2.0),
+                {
+                    "standard_name": "height",
+                    "long_name": "height",
+                    "units": "m",
+                    "positive": "up",
+                    "axis": "Z",
+                },
+            )
             for t in targets:
                 data[t].attrs.pop("coordinates", None)
     ds = xr.Dataset(data, coords=coords)
@@ -130,12 +157,14 @@ def chunk_dataset(values: np.ndarray, time: xr.DataArray, spec: dict[str, Any],
     return ds
 
 
-def encoding(ds: xr.Dataset, targets: Sequence[str], calendar: str, fmt: Format,
-             compress: bool = True) -> dict[str, dict[str, Any]]:
+def encoding(
+    ds: xr.Dataset, targets: Sequence[str], calendar: str, fmt: Format, compress: bool = True
+) -> dict[str, dict[str, Any]]:
     """On-disk encoding: time units and calendar, no fill values on coordinates, compressed
     float32 data chunked for time-series reads."""
     enc: dict[str, dict[str, Any]] = {
-        "time": {"units": TIME_UNITS, "calendar": calendar, "dtype": "float64", "_FillValue": None}}
+        "time": {"units": TIME_UNITS, "calendar": calendar, "dtype": "float64", "_FillValue": None}
+    }
     if "time_bnds" in ds.variables:  # units and calendar come from time (CF 7.1)
         enc["time_bnds"] = {"dtype": "float64", "_FillValue": None}
     for name in ds.coords:
@@ -149,16 +178,33 @@ def encoding(ds: xr.Dataset, targets: Sequence[str], calendar: str, fmt: Format,
         if aux:  # auxiliary coordinates only (not the grid mapping or the bounds)
             e["coordinates"] = " ".join(aux)
         if compress:
-            e |= {"zlib": True, "complevel": 1, "shuffle": True,  # as CMOR writes CMIP data
-                  "chunksizes": (min(n_time, _TIME_CHUNK), min(shape[1], _SPACE_CHUNK),
-                                 min(shape[2], _SPACE_CHUNK))}
+            e |= {
+                "zlib": True,
+                "complevel": 1,
+                "shuffle": True,  # as CMOR writes CMIP data
+                "chunksizes": (
+                    min(n_time, _TIME_CHUNK),
+                    min(shape[1], _SPACE_CHUNK),
+                    min(shape[2], _SPACE_CHUNK),
+                ),
+            }
         enc[name] = e
     return enc
 
 
-def global_attrs(*, emulators: list[dict[str, str]], source_files: Sequence[Path], kind: str | None,
-                 gcm: str | None, domain: str | None, regrid: str, history: str,
-                 previous_history: str | None, fmt: Format, output: str) -> dict[str, str]:
+def global_attrs(
+    *,
+    emulators: list[dict[str, str]],
+    source_files: Sequence[Path],
+    kind: str | None,
+    gcm: str | None,
+    domain: str | None,
+    regrid: str,
+    history: str,
+    previous_history: str | None,
+    fmt: Format,
+    output: str,
+) -> dict[str, str]:
     """Provenance: what made the file, from what, how."""
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     names = ", ".join(sorted({e["network"] for e in emulators}))
@@ -166,10 +212,10 @@ def global_attrs(*, emulators: list[dict[str, str]], source_files: Sequence[Path
         "Conventions": "CF-1.10",
         "title": "Downscaled daily fields emulated by climdl",
         "source": f"climdl {__version__} {names} emulator applied to "
-                  f"{kind or 'unspecified'} large-scale predictors",
+        f"{kind or 'unspecified'} large-scale predictors",
         "institution": "unspecified (set by the user)",
         "references": "Doury et al. 2023, Clim Dyn 60:1751, doi:10.1007/s00382-022-06343-9; "
-                      "CORDEX ML-Bench",
+        "CORDEX ML-Bench",
         "frequency": "day",
         "product": "emulator-output" if output == "emulator" else "baseline-output",
         "climdl_version": __version__,
@@ -193,13 +239,23 @@ def global_attrs(*, emulators: list[dict[str, str]], source_files: Sequence[Path
 
 def mlbench_name(targets: Sequence[str], stem: str) -> str:
     """``Predictions_pr_tasmax_<GCM>_<period>.nc`` (variables in the benchmark's order)."""
-    order = [t for t in ("pr", "tasmax") if t in targets] + [t for t in targets if t not in ("pr", "tasmax")]
+    order = [t for t in ("pr", "tasmax") if t in targets] + [
+        t for t in targets if t not in ("pr", "tasmax")
+    ]
     return f"Predictions_{'_'.join(order)}_{stem}.nc"
 
 
-def default_output(out_dir: Path, *, targets: Sequence[str], stem: str, fmt: Format,
-                   domain: str | None, experiment: str | None, period: str | None,
-                   kind: str | None) -> Path:
+def default_output(
+    out_dir: Path,
+    *,
+    targets: Sequence[str],
+    stem: str,
+    fmt: Format,
+    domain: str | None,
+    experiment: str | None,
+    period: str | None,
+    kind: str | None,
+) -> Path:
     """Output file inside a folder: the ML-Bench submission tree when everything is known."""
     if fmt == "mlbench":
         name = mlbench_name(targets, stem)

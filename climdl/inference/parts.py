@@ -45,8 +45,15 @@ class PartStore:
         create: set the folder up (one rank only); other ranks attach to it.
     """
 
-    def __init__(self, output: Path, manifest: Mapping[str, Any], *, resume: bool = False,
-                 overwrite: bool = False, create: bool = True) -> None:
+    def __init__(
+        self,
+        output: Path,
+        manifest: Mapping[str, Any],
+        *,
+        resume: bool = False,
+        overwrite: bool = False,
+        create: bool = True,
+    ) -> None:
         self.output = Path(output)
         self.dir = parts_dir(self.output)
         self.manifest = json.loads(json.dumps(manifest))  # normalised (tuples -> lists)
@@ -60,9 +67,11 @@ class PartStore:
             elif overwrite:
                 shutil.rmtree(self.dir)
             else:
-                raise OutputError(f"an interrupted run of {self.output} left {len(self.done())} finished "
-                                  f"chunk(s) in {self.dir}; pass --resume to continue it or --overwrite "
-                                  "to start again.")
+                raise OutputError(
+                    f"an interrupted run of {self.output} left {len(self.done())} finished "
+                    f"chunk(s) in {self.dir}; pass --resume to continue it or --overwrite "
+                    "to start again."
+                )
         elif resume:
             log.info("nothing to resume for %s; starting from the first chunk", self.output)
         try:
@@ -77,11 +86,17 @@ class PartStore:
         try:
             old = json.loads(path.read_text())
         except (OSError, ValueError) as exc:
-            raise OutputError(f"{self.dir} has no readable manifest; pass --overwrite to start again.") from exc
-        differ = sorted(k for k in set(old) | set(self.manifest) if old.get(k) != self.manifest.get(k))
+            raise OutputError(
+                f"{self.dir} has no readable manifest; pass --overwrite to start again."
+            ) from exc
+        differ = sorted(
+            k for k in set(old) | set(self.manifest) if old.get(k) != self.manifest.get(k)
+        )
         if differ:
-            raise OutputError(f"the interrupted run in {self.dir} was made with other settings "
-                              f"({', '.join(differ)} differ); pass --overwrite to start again.")
+            raise OutputError(
+                f"the interrupted run in {self.dir} was made with other settings "
+                f"({', '.join(differ)} differ); pass --overwrite to start again."
+            )
 
     def path(self, index: int) -> Path:
         return self.dir / f"part-{index:06d}.nc"
@@ -96,19 +111,31 @@ class PartStore:
         """Store one finished chunk (atomically; uncompressed for speed, the join compresses)."""
         write_netcdf(ds, self.path(index), encoding=encoding, overwrite=True)
 
-    def join(self, n_chunks: int, encoding: Mapping[str, Mapping[str, Any]],
-             attrs: Mapping[str, Any]) -> Path:
+    def join(
+        self, n_chunks: int, encoding: Mapping[str, Mapping[str, Any]], attrs: Mapping[str, Any]
+    ) -> Path:
         """Concatenate chunks 0..n-1 into the output (atomically) and remove the folder."""
         missing = sorted(set(range(n_chunks)) - self.done())
         if missing:
-            raise OutputError(f"chunks {missing[:5]} of {self.output} are missing from {self.dir}; "
-                              "run again with --resume.")
+            raise OutputError(
+                f"chunks {missing[:5]} of {self.output} are missing from {self.dir}; "
+                "run again with --resume."
+            )
         paths: Sequence[Path] = [self.path(i) for i in range(n_chunks)]
-        parts = [xr.open_dataset(p, decode_times=xr.coders.CFDatetimeCoder(use_cftime=True),
-                                 chunks={}) for p in paths]
+        parts = [
+            xr.open_dataset(p, decode_times=xr.coders.CFDatetimeCoder(use_cftime=True), chunks={})
+            for p in paths
+        ]
         try:
-            ds = xr.concat(parts, dim="time", data_vars="minimal", coords="minimal",
-                           compat="override", join="override", combine_attrs="override")
+            ds = xr.concat(
+                parts,
+                dim="time",
+                data_vars="minimal",
+                coords="minimal",
+                compat="override",
+                join="override",
+                combine_attrs="override",
+            )
             ds.attrs = dict(attrs)
             # one part in memory at a time (a threaded scheduler would load parts ahead of the
             # writer, and the join's memory would grow with the length of the series)

@@ -94,20 +94,30 @@ class InceptionConvBlock(nn.Module):
         widths = (out_channels - 3 * quarter, quarter, quarter, quarter)
 
         def unit(cin: int, cout: int, k: int) -> list[nn.Module]:
-            return [nn.Conv2d(cin, cout, k, padding=k // 2, bias=False), nn.BatchNorm2d(cout),
-                    nn.ReLU(inplace=True)]
+            return [
+                nn.Conv2d(cin, cout, k, padding=k // 2, bias=False),
+                nn.BatchNorm2d(cout),
+                nn.ReLU(inplace=True),
+            ]
 
         self.branch1 = nn.Sequential(*unit(in_channels, widths[0], 1))
-        self.branch3 = nn.Sequential(*unit(in_channels, widths[1], 1), *unit(widths[1], widths[1], 3))
-        self.branch5 = nn.Sequential(*unit(in_channels, widths[2], 1), *unit(widths[2], widths[2], 3),
-                                     *unit(widths[2], widths[2], 3))
-        self.branch_pool = nn.Sequential(nn.MaxPool2d(3, stride=1, padding=1),
-                                         *unit(in_channels, widths[3], 1))
+        self.branch3 = nn.Sequential(
+            *unit(in_channels, widths[1], 1), *unit(widths[1], widths[1], 3)
+        )
+        self.branch5 = nn.Sequential(
+            *unit(in_channels, widths[2], 1),
+            *unit(widths[2], widths[2], 3),
+            *unit(widths[2], widths[2], 3),
+        )
+        self.branch_pool = nn.Sequential(
+            nn.MaxPool2d(3, stride=1, padding=1), *unit(in_channels, widths[3], 1)
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         """Map ``[B, in_channels, H, W]`` to ``[B, out_channels, H, W]``."""
-        return torch.cat([self.branch1(x), self.branch3(x), self.branch5(x), self.branch_pool(x)],
-                         dim=1)
+        return torch.cat(
+            [self.branch1(x), self.branch3(x), self.branch5(x), self.branch_pool(x)], dim=1
+        )
 
 
 def make_block(kind: BlockKind, in_channels: int, out_channels: int) -> nn.Module:

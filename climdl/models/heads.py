@@ -19,14 +19,16 @@ class FineCovariateHead(nn.Module):
 
     covariates: Tensor
 
-    def __init__(self, net: nn.Module, features: int, covariates: Tensor, out_channels: int,
-                 hidden: int = 32) -> None:
+    def __init__(
+        self, net: nn.Module, features: int, covariates: Tensor, out_channels: int, hidden: int = 32
+    ) -> None:
         super().__init__()
         self.net = net
         self.register_buffer("covariates", covariates.float().clone())
         k = covariates.shape[0]
         self.fuse = nn.Sequential(
-            nn.Conv2d(features + k, hidden, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(features + k, hidden, 3, padding=1),
+            nn.ReLU(inplace=True),
             nn.Conv2d(hidden, out_channels, 1),
         )
 

@@ -15,29 +15,55 @@ def register(sub: Any) -> None:
         "plot",
         help="map a variable of a NetCDF file on its native grid (PNG/PDF/SVG)",
         description="Draw one variable of a CF NetCDF file on its native grid (Lambert, rotated "
-                    "pole or lat/lon) with coastlines, lakes and borders shipped with climdl (no "
-                    "download), a colour map suited to the variable and a colour bar with units. "
-                    "With --vs, three panels: FILE, OTHER and FILE minus OTHER. A multispectral "
-                    "scene (climdl sample-clouds) is drawn as an RGB composite with its label "
-                    "and, with --mask, a cloud mask (climdl segment output) over it.",
+        "pole or lat/lon) with coastlines, lakes and borders shipped with climdl (no "
+        "download), a colour map suited to the variable and a colour bar with units. "
+        "With --vs, three panels: FILE, OTHER and FILE minus OTHER. A multispectral "
+        "scene (climdl sample-clouds) is drawn as an RGB composite with its label "
+        "and, with --mask, a cloud mask (climdl segment output) over it.",
     )
     p.add_argument("file", type=Path, metavar="FILE", help="NetCDF file")
-    p.add_argument("--var", "-v", default=None,
-                   help="variable to draw (default: the file's only variable)")
+    p.add_argument(
+        "--var", "-v", default=None, help="variable to draw (default: the file's only variable)"
+    )
     when = p.add_mutually_exclusive_group()
-    when.add_argument("--time", "-t", default=None, metavar="DATE|INDEX",
-                      help="time step: a date YYYY-MM-DD (nearest step, any calendar) or an "
-                           "index (0 first, -1 last)")
+    when.add_argument(
+        "--time",
+        "-t",
+        default=None,
+        metavar="DATE|INDEX",
+        help="time step: a date YYYY-MM-DD (nearest step, any calendar) or an "
+        "index (0 first, -1 last)",
+    )
     when.add_argument("--mean", action="store_true", help="average over time")
-    p.add_argument("--vs", type=Path, default=None, metavar="OTHER",
-                   help="second file on the same grid: panels FILE, OTHER and FILE - OTHER")
-    p.add_argument("--mask", type=Path, default=None, metavar="MASK",
-                   help="FILE is a scene: draw this cloud mask file (climdl segment output) "
-                        "over its RGB composite, beside the scene's own label")
-    p.add_argument("--out", "-o", type=Path, required=True, metavar="FIG",
-                   help="figure to write: .png, .pdf or .svg")
-    p.add_argument("--kind", default="auto", choices=_KINDS,
-                   help="colour map family (default auto: from the variable and its values)")
+    p.add_argument(
+        "--vs",
+        type=Path,
+        default=None,
+        metavar="OTHER",
+        help="second file on the same grid: panels FILE, OTHER and FILE - OTHER",
+    )
+    p.add_argument(
+        "--mask",
+        type=Path,
+        default=None,
+        metavar="MASK",
+        help="FILE is a scene: draw this cloud mask file (climdl segment output) "
+        "over its RGB composite, beside the scene's own label",
+    )
+    p.add_argument(
+        "--out",
+        "-o",
+        type=Path,
+        required=True,
+        metavar="FIG",
+        help="figure to write: .png, .pdf or .svg",
+    )
+    p.add_argument(
+        "--kind",
+        default="auto",
+        choices=_KINDS,
+        help="colour map family (default auto: from the variable and its values)",
+    )
     p.add_argument("--vmin", type=float, default=None, help="lower colour limit")
     p.add_argument("--vmax", type=float, default=None, help="upper colour limit")
     p.add_argument("--title", default=None, help="figure title (default: variable and date)")
@@ -51,9 +77,19 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     from climdl.plot.quicklook import plot_file
 
     path = plot_file(
-        args.file, args.out, var=args.var, time=args.time, mean=args.mean, vs=args.vs,
-        kind=args.kind, vmin=args.vmin, vmax=args.vmax, title=args.title, dpi=args.dpi,
-        overwrite=args.overwrite, mask=args.mask,
+        args.file,
+        args.out,
+        var=args.var,
+        time=args.time,
+        mean=args.mean,
+        vs=args.vs,
+        kind=args.kind,
+        vmin=args.vmin,
+        vmax=args.vmax,
+        title=args.title,
+        dpi=args.dpi,
+        overwrite=args.overwrite,
+        mask=args.mask,
     )
     if not args.quiet:
         print(path)

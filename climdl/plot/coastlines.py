@@ -65,8 +65,12 @@ def load_shapes() -> Shapes:
     lon, lat = pts[:, 0].copy(), pts[:, 1].copy()
     starts = offsets[:-1]
     bbox = np.stack(
-        [np.minimum.reduceat(lon, starts), np.maximum.reduceat(lon, starts),
-         np.minimum.reduceat(lat, starts), np.maximum.reduceat(lat, starts)],
+        [
+            np.minimum.reduceat(lon, starts),
+            np.maximum.reduceat(lon, starts),
+            np.minimum.reduceat(lat, starts),
+            np.maximum.reduceat(lat, starts),
+        ],
         axis=1,
     )
     return Shapes(lon=lon, lat=lat, offsets=offsets, level=level, area=area, bbox=bbox)
@@ -114,8 +118,9 @@ def select_lines(
 
 
 @functools.lru_cache(maxsize=64)
-def _select(extent: tuple[float, ...], layer: str, min_area: float, tol: float
-            ) -> tuple[BaseGeometry, ...]:
+def _select(
+    extent: tuple[float, ...], layer: str, min_area: float, tol: float
+) -> tuple[BaseGeometry, ...]:
     import shapely
 
     lon0, lon1, lat0, lat1 = extent
@@ -131,7 +136,8 @@ def _select(extent: tuple[float, ...], layer: str, min_area: float, tol: float
         starts, stops = s.offsets[idx], s.offsets[idx + 1]
         counts = stops - starts
         take = np.repeat(starts - np.cumsum(np.r_[0, counts[:-1]]), counts) + np.arange(
-            counts.sum())
+            counts.sum()
+        )
         coords = np.column_stack([s.lon[take] + shift, s.lat[take]])
         lines = shapely.linestrings(coords, indices=np.repeat(np.arange(idx.size), counts))
         if tol > 0:
@@ -164,8 +170,11 @@ def add_coastlines(
     import cartopy.crs as ccrs
     from cartopy.feature import ShapelyFeature
 
-    wanted: tuple[tuple[Layer, bool], ...] = (("coast", coast), ("lakes", lakes),
-                                              ("borders", borders))
+    wanted: tuple[tuple[Layer, bool], ...] = (
+        ("coast", coast),
+        ("lakes", lakes),
+        ("borders", borders),
+    )
     layers = [name for name, on in wanted if on]
     if not layers:
         return []

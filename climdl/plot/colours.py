@@ -33,11 +33,20 @@ _CMAPS: dict[str, str] = {
     "precip_diverging": "BrBG",  # brown = drier, green = wetter
 }
 _PRECIP_NAMES = re.compile(r"^(pr|prc|prl|prsn|precip\w*|tp|rain\w*|lwe_\w+|wet\w*)$", re.I)
-_TEMP_NAMES = re.compile(r"^(tas|tasmax|tasmin|ta|t|t2m|tos|ts|t_\d+|temp\w*|air_temperature)$",
-                         re.I)
+_TEMP_NAMES = re.compile(
+    r"^(tas|tasmax|tasmin|ta|t|t2m|tos|ts|t_\d+|temp\w*|air_temperature)$", re.I
+)
 _DIFF_NAMES = re.compile(r"(bias|diff|delta|anom|error|change|increment|residual)", re.I)
-_PRECIP_UNITS = {"mm day-1", "mm/day", "mm d-1", "mm/d", "kg m-2 s-1", "kg m-2 d-1", "mm h-1",
-                 "mm/h"}
+_PRECIP_UNITS = {
+    "mm day-1",
+    "mm/day",
+    "mm d-1",
+    "mm/d",
+    "kg m-2 s-1",
+    "kg m-2 d-1",
+    "mm h-1",
+    "mm/h",
+}
 _TEMP_UNITS = {"k", "degc", "degree_celsius", "celsius", "°c", "degrees_celsius", "deg_c"}
 
 
@@ -50,7 +59,8 @@ def is_precipitation(da: xr.DataArray) -> bool:
     """Whether ``da`` is a precipitation field, judged by name, standard_name and units."""
     name, std, units = _text(da)
     return bool(
-        _PRECIP_NAMES.match(name) or "precipitation" in std
+        _PRECIP_NAMES.match(name)
+        or "precipitation" in std
         or (not std and units.lower() in _PRECIP_UNITS and not _TEMP_NAMES.match(name))
     )
 
@@ -112,8 +122,11 @@ def robust_limits(
 ) -> tuple[float, float]:
     """Colour limits: 2-98 percentiles, symmetric max |x| (98th) for diverging, 0..99th for precip."""
     arrays = [values] if isinstance(values, np.ndarray) else list(values)
-    flat = np.concatenate([np.asarray(a, dtype=float).ravel() for a in arrays]) if arrays else \
-        np.zeros(0)
+    flat = (
+        np.concatenate([np.asarray(a, dtype=float).ravel() for a in arrays])
+        if arrays
+        else np.zeros(0)
+    )
     finite = flat[np.isfinite(flat)]
     if finite.size == 0:
         return (-1.0, 1.0) if kind == "diverging" else (0.0, 1.0)
@@ -133,9 +146,20 @@ def robust_limits(
 def dry_threshold(units: str) -> float:
     """Wet-day threshold (1 mm/day, as in ETCCDI) expressed in ``units``; 0 if unknown."""
     u = units.strip().lower().replace("/", " ").replace("  ", " ")
-    table = {"mm day-1": 1.0, "mm day": 1.0, "mm d-1": 1.0, "mm d": 1.0, "mm": 1.0,
-             "kg m-2 s-1": 1.0 / 86400.0, "kg m-2 d-1": 1.0, "kg m-2": 1.0,
-             "mm h-1": 1.0 / 24.0, "mm h": 1.0 / 24.0, "m": 1e-3, "m s-1": 1e-3 / 86400.0}
+    table = {
+        "mm day-1": 1.0,
+        "mm day": 1.0,
+        "mm d-1": 1.0,
+        "mm d": 1.0,
+        "mm": 1.0,
+        "kg m-2 s-1": 1.0 / 86400.0,
+        "kg m-2 d-1": 1.0,
+        "kg m-2": 1.0,
+        "mm h-1": 1.0 / 24.0,
+        "mm h": 1.0 / 24.0,
+        "m": 1e-3,
+        "m s-1": 1e-3 / 86400.0,
+    }
     return table.get(u, 0.0)
 
 
@@ -174,8 +198,9 @@ def colour_spec(
     # NaN (sea in a land-only field, fill values) stays transparent
     cm = (cm if cm is not None else mpl.colormaps[name]).with_extremes(bad=(0.0, 0.0, 0.0, 0.0))
     arrays = [values] if isinstance(values, np.ndarray) else list(values)
-    finite = np.concatenate([np.asarray(a, float).ravel() for a in arrays]) if arrays else \
-        np.zeros(0)
+    finite = (
+        np.concatenate([np.asarray(a, float).ravel() for a in arrays]) if arrays else np.zeros(0)
+    )
     finite = finite[np.isfinite(finite)]
     below = bool(finite.size and finite.min() < lo)
     above = bool(finite.size and finite.max() > hi)

@@ -47,8 +47,9 @@ def figure_format(path: str | os.PathLike[str]) -> str:
     return fmt
 
 
-def save_figure(fig: Figure, path: str | os.PathLike[str], *, dpi: float | None = None,
-                overwrite: bool = True) -> Path:
+def save_figure(
+    fig: Figure, path: str | os.PathLike[str], *, dpi: float | None = None, overwrite: bool = True
+) -> Path:
     """Write ``fig`` to ``path`` through a temporary file renamed when complete.
 
     The format follows the suffix (png, pdf or svg); raster output uses ``dpi`` (150 by default,
@@ -59,8 +60,9 @@ def save_figure(fig: Figure, path: str | os.PathLike[str], *, dpi: float | None 
 
     fmt = figure_format(path)
     with atomic_path(path, overwrite=overwrite) as tmp:
-        fig.savefig(tmp, format=fmt, dpi=dpi or DEFAULT_DPI, bbox_inches="tight",
-                    metadata=_metadata(fmt))
+        fig.savefig(
+            tmp, format=fmt, dpi=dpi or DEFAULT_DPI, bbox_inches="tight", metadata=_metadata(fmt)
+        )
     return Path(path)
 
 

@@ -139,8 +139,13 @@ def plot_field(
     grid = grid_of(field, crs)
     resolved = _resolve(field, kind, grid.values)
     spec = colour_spec(
-        grid.values, resolved, units=str(field.attrs.get("units", "")), vmin=vmin, vmax=vmax,
-        cmap=cmap, precip_difference=resolved == "diverging" and is_precipitation(field),
+        grid.values,
+        resolved,
+        units=str(field.attrs.get("units", "")),
+        vmin=vmin,
+        vmax=vmax,
+        cmap=cmap,
+        precip_difference=resolved == "diverging" and is_precipitation(field),
         dry=0.0 if _is_time_mean(field) else None,
     )
     if ax is None:
@@ -150,20 +155,40 @@ def plot_field(
         frame = fr
     if isinstance(ax, GeoAxes):
         fr = _frame_for(grid, ax, frame)
-        mesh = ax.pcolormesh(grid.x, grid.y, grid.values, transform=grid.crs, cmap=spec.cmap,
-                             norm=spec.norm, shading="auto", rasterized=True)
+        mesh = ax.pcolormesh(
+            grid.x,
+            grid.y,
+            grid.values,
+            transform=grid.crs,
+            cmap=spec.cmap,
+            norm=spec.norm,
+            shading="auto",
+            rasterized=True,
+        )
         if fr.extent is None:
             ax.set_global()
         else:
             ax.set_extent(fr.extent, crs=fr.projection)
-        add_coastlines(ax, fr.lonlat_extent, coast=coastlines,
-                       lakes=coastlines if lakes is None else lakes, borders=borders)
+        add_coastlines(
+            ax,
+            fr.lonlat_extent,
+            coast=coastlines,
+            lakes=coastlines if lakes is None else lakes,
+            borders=borders,
+        )
         if gridlines:
             ax.gridlines(linewidth=0.3, color="0.4", alpha=0.6, linestyle=":")
     else:
         scale = 1.0 if grid.geographic else 1e-3
-        mesh = ax.pcolormesh(grid.x * scale, grid.y * scale, grid.values, cmap=spec.cmap,
-                             norm=spec.norm, shading="auto", rasterized=True)
+        mesh = ax.pcolormesh(
+            grid.x * scale,
+            grid.y * scale,
+            grid.values,
+            cmap=spec.cmap,
+            norm=spec.norm,
+            shading="auto",
+            rasterized=True,
+        )
         unit = "degrees" if grid.geographic else "km"
         ax.set_xlabel(f"x [{unit}]")
         ax.set_ylabel(f"y [{unit}]")
@@ -172,9 +197,15 @@ def plot_field(
     if cbar:
         fig = ax.get_figure()
         assert fig is not None
-        fig.colorbar(mesh, ax=ax, orientation=cbar_orientation, extend=spec.extend,
-                     label=colourbar_label(field), shrink=0.9,
-                     pad=0.03 if cbar_orientation == "vertical" else 0.05)
+        fig.colorbar(
+            mesh,
+            ax=ax,
+            orientation=cbar_orientation,
+            extend=spec.extend,
+            label=colourbar_label(field),
+            shrink=0.9,
+            pad=0.03 if cbar_orientation == "vertical" else 0.05,
+        )
     ax.set_title(default_title(field) if title is None else title, fontsize="medium")
     return ax
 
@@ -246,8 +277,9 @@ def panel_figure(
     else:
         groups_given = list(shared)
         if len(groups_given) != len(items):
-            raise ConfigError(f"panel_figure got {len(groups_given)} groups for {len(items)} "
-                              "fields.")
+            raise ConfigError(
+                f"panel_figure got {len(groups_given)} groups for {len(items)} fields."
+            )
         keys = [(k, str(g)) for k, g in zip(resolved, groups_given, strict=True)]
     if limits is not None and len(limits) != len(items):
         raise ConfigError(f"panel_figure got {len(limits)} limits for {len(items)} fields.")
@@ -269,9 +301,19 @@ def panel_figure(
             assert given is not None
             lo = given[0] if given[0] is not None else lo
             hi = given[1] if given[1] is not None else hi
-        plot_field(da, ax=ax, kind=k, title=label, vmin=lo, vmax=hi, frame=fr,
-                   coastlines=coastlines, borders=borders, gridlines=gridlines,
-                   cbar_orientation="horizontal")
+        plot_field(
+            da,
+            ax=ax,
+            kind=k,
+            title=label,
+            vmin=lo,
+            vmax=hi,
+            frame=fr,
+            coastlines=coastlines,
+            borders=borders,
+            gridlines=gridlines,
+            cbar_orientation="horizontal",
+        )
     if suptitle:
         fig.suptitle(suptitle)
     return fig

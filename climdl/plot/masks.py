@@ -99,8 +99,9 @@ def plot_mask_over_rgb(
     ax.imshow(np.clip(np.nan_to_num(rgb), 0.0, 1.0), interpolation="nearest")
     overlay = np.zeros((*mask.shape, 4))
     handles = []
-    for value, name, colour in zip(values, flag_meanings, class_colours(flag_meanings, colours),
-                                   strict=True):
+    for value, name, colour in zip(
+        values, flag_meanings, class_colours(flag_meanings, colours), strict=True
+    ):
         if colour is None:
             handles.append(Patch(facecolor="none", edgecolor="0.3", label=name))
             continue
@@ -125,15 +126,20 @@ def _rgb_indices(bands: Sequence[Band], names: Sequence[str]) -> list[int]:
     by_name = {b.name.lower(): i for i, b in enumerate(bands)}
     if all(n.lower() in by_name for n in names):
         return [by_name[n.lower()] for n in names]
-    reflective = [(i, b.wavelength) for i, b in enumerate(bands)
-                  if not b.thermal and np.isfinite(b.wavelength)]
+    reflective = [
+        (i, b.wavelength)
+        for i, b in enumerate(bands)
+        if not b.thermal and np.isfinite(b.wavelength)
+    ]
     out = []
     for target in _RGB_WAVELENGTHS:
         near = [(abs(w - target), i) for i, w in reflective if abs(w - target) <= 0.05]
         if not near:
             have = ", ".join(f"{b.name} ({b.wavelength:g} um)" for b in bands)
-            raise DataError(f"the scene has no bands named {'/'.join(names)} and none within "
-                            f"0.05 um of {target} um for an RGB composite; bands: {have}.")
+            raise DataError(
+                f"the scene has no bands named {'/'.join(names)} and none within "
+                f"0.05 um of {target} um for an RGB composite; bands: {have}."
+            )
         out.append(min(near)[1])
     return out
 
@@ -161,7 +167,7 @@ def rgb_composite(
         raise DataError("the scene's red, green and blue bands hold no data.")
     lo, hi = np.percentile(finite, percentiles)
     scaled = np.clip((rgb - lo) / max(hi - lo, 1e-12), 0.0, 1.0)
-    out: np.ndarray = scaled ** gamma
+    out: np.ndarray = scaled**gamma
     return out
 
 
@@ -190,8 +196,16 @@ def mask_panels(
     axes[0].set_axis_off()
     axes[0].set_title("RGB composite", fontsize="medium")
     for k, (ax, (title, mask)) in enumerate(zip(axes[1:], masks, strict=True)):
-        plot_mask_over_rgb(rgb, mask, flag_meanings=flag_meanings, ax=ax, alpha=alpha,
-                           title=title, colours=colours, legend=k == len(masks) - 1)
+        plot_mask_over_rgb(
+            rgb,
+            mask,
+            flag_meanings=flag_meanings,
+            ax=ax,
+            alpha=alpha,
+            title=title,
+            colours=colours,
+            legend=k == len(masks) - 1,
+        )
     if suptitle:
         fig.suptitle(suptitle)
     return fig

@@ -25,9 +25,18 @@ _X_NAMES = ("x", "rlon", "lon", "longitude", "nav_lon", "xc", "west_east", "i", 
 _Y_NAMES = ("y", "rlat", "lat", "latitude", "nav_lat", "yc", "south_north", "j", "row")
 _X_STD = ("projection_x_coordinate", "grid_longitude", "longitude")
 _Y_STD = ("projection_y_coordinate", "grid_latitude", "latitude")
-_LENGTH_UNITS = {"m": 1.0, "meter": 1.0, "meters": 1.0, "metre": 1.0, "metres": 1.0,
-                 "km": 1000.0, "kilometer": 1000.0, "kilometers": 1000.0, "kilometre": 1000.0,
-                 "kilometres": 1000.0}
+_LENGTH_UNITS = {
+    "m": 1.0,
+    "meter": 1.0,
+    "meters": 1.0,
+    "metre": 1.0,
+    "metres": 1.0,
+    "km": 1000.0,
+    "kilometer": 1000.0,
+    "kilometers": 1000.0,
+    "kilometre": 1000.0,
+    "kilometres": 1000.0,
+}
 
 
 # ----------------------------------------------------------------------------- CF -> cartopy
@@ -40,11 +49,15 @@ def _globe(attrs: Mapping[str, Any]) -> ccrs.Globe:
     if "semi_major_axis" in attrs:
         a = float(attrs["semi_major_axis"])
         if "semi_minor_axis" in attrs:
-            return ccrs.Globe(ellipse=None, semimajor_axis=a,
-                              semiminor_axis=float(attrs["semi_minor_axis"]))
+            return ccrs.Globe(
+                ellipse=None, semimajor_axis=a, semiminor_axis=float(attrs["semi_minor_axis"])
+            )
         if "inverse_flattening" in attrs and float(attrs["inverse_flattening"]) != 0:
-            return ccrs.Globe(ellipse=None, semimajor_axis=a,
-                              inverse_flattening=float(attrs["inverse_flattening"]))
+            return ccrs.Globe(
+                ellipse=None,
+                semimajor_axis=a,
+                inverse_flattening=float(attrs["inverse_flattening"]),
+            )
         return ccrs.Globe(ellipse=None, semimajor_axis=a, semiminor_axis=a)
     return ccrs.Globe()
 
@@ -64,8 +77,9 @@ def crs_from_cf(attrs: Mapping[str, Any]) -> ccrs.CRS:
 
     gm = str(attrs.get("grid_mapping_name", "")).strip()
     if gm == "lambert_conformal_conic":
-        parallels = _floats(attrs.get("standard_parallel", attrs.get(
-            "latitude_of_projection_origin", 40.0)))
+        parallels = _floats(
+            attrs.get("standard_parallel", attrs.get("latitude_of_projection_origin", 40.0))
+        )
         if len(parallels) == 1:
             parallels = (parallels[0], parallels[0])
         south = np.mean(parallels) < 0
@@ -162,8 +176,11 @@ def _latlon_2d(da: xr.DataArray) -> tuple[np.ndarray, np.ndarray] | None:
             lon = c.transpose(*da.dims).values
         elif std == "latitude" or n in ("lat", "latitude", "nav_lat"):
             lat = c.transpose(*da.dims).values
-    return (np.asarray(lon, float), np.asarray(lat, float)) if lon is not None and \
-        lat is not None else None
+    return (
+        (np.asarray(lon, float), np.asarray(lat, float))
+        if lon is not None and lat is not None
+        else None
+    )
 
 
 def grid_of(da: xr.DataArray, crs: ccrs.CRS | Mapping[str, Any] | None = None) -> Grid:
@@ -175,8 +192,10 @@ def grid_of(da: xr.DataArray, crs: ccrs.CRS | Mapping[str, Any] | None = None) -
     import cartopy.crs as ccrs
 
     if da.ndim != 2:
-        raise DataError(f"{da.name or 'the field'} has dimensions {tuple(da.dims)}; a map needs a "
-                        "2-D field (select one time step or average over time first).")
+        raise DataError(
+            f"{da.name or 'the field'} has dimensions {tuple(da.dims)}; a map needs a "
+            "2-D field (select one time step or average over time first)."
+        )
     axes = {_axis_of(da, d): d for d in da.dims}
     if "x" in axes and "y" in axes:
         da = da.transpose(axes["y"], axes["x"])
@@ -193,15 +212,30 @@ def grid_of(da: xr.DataArray, crs: ccrs.CRS | Mapping[str, Any] | None = None) -
         geographic = isinstance(crs, ccrs.RotatedPole)
         fx = 1.0 if geographic else _length_factor(xc)
         fy = 1.0 if geographic else _length_factor(yc)
-        return Grid(crs, np.asarray(xc.values, float) * fx, np.asarray(yc.values, float) * fy,
-                    values, geographic)
+        return Grid(
+            crs,
+            np.asarray(xc.values, float) * fx,
+            np.asarray(yc.values, float) * fy,
+            values,
+            geographic,
+        )
     plate = ccrs.PlateCarree()
     if has_dims and "x" in axes and "y" in axes and str(xdim).lower().startswith("lon"):
-        return Grid(plate, np.asarray(da[xdim].values, float), np.asarray(da[ydim].values, float),
-                    values, True)
+        return Grid(
+            plate,
+            np.asarray(da[xdim].values, float),
+            np.asarray(da[ydim].values, float),
+            values,
+            True,
+        )
     if has_dims and {_std(da, xdim), _std(da, ydim)} == {"longitude", "latitude"}:
-        return Grid(plate, np.asarray(da[xdim].values, float), np.asarray(da[ydim].values, float),
-                    values, True)
+        return Grid(
+            plate,
+            np.asarray(da[xdim].values, float),
+            np.asarray(da[ydim].values, float),
+            values,
+            True,
+        )
     ll = _latlon_2d(da)
     if ll is not None:
         return Grid(plate, ll[0], ll[1], values, True)
@@ -254,8 +288,9 @@ def _unwrap_lon(lon: np.ndarray, centre: float) -> np.ndarray:
     return centre + (lon - centre + 180.0) % 360.0 - 180.0
 
 
-def _lonlat_box(lon: np.ndarray, lat: np.ndarray, margin: float) -> tuple[float, float, float,
-                                                                         float]:
+def _lonlat_box(
+    lon: np.ndarray, lat: np.ndarray, margin: float
+) -> tuple[float, float, float, float]:
     ok = np.isfinite(lon) & np.isfinite(lat)
     lon, lat = lon[ok], lat[ok]
     # centre on the circular mean so that domains across the antimeridian stay contiguous
@@ -265,8 +300,12 @@ def _lonlat_box(lon: np.ndarray, lat: np.ndarray, margin: float) -> tuple[float,
     lo, hi = float(lon.min()), float(lon.max())
     if hi - lo > 300:
         lo, hi = -180.0, 180.0
-    return (lo - margin, hi + margin, max(float(lat.min()) - margin, -90.0),
-            min(float(lat.max()) + margin, 90.0))
+    return (
+        lo - margin,
+        hi + margin,
+        max(float(lat.min()) - margin, -90.0),
+        min(float(lat.max()) + margin, 90.0),
+    )
 
 
 def map_frame(grid: Grid, projection: ccrs.Projection | None = None) -> MapFrame:
@@ -283,8 +322,10 @@ def map_frame(grid: Grid, projection: ccrs.Projection | None = None) -> MapFrame
         pts = plate.transform_points(grid.crs, xs, ys)
         lon, lat = pts[:, 0], pts[:, 1]
     box = _lonlat_box(lon, lat, margin=0.0)
-    if projection is None and isinstance(grid.crs, ccrs.Projection) and not isinstance(
-        grid.crs, ccrs.PlateCarree
+    if (
+        projection is None
+        and isinstance(grid.crs, ccrs.Projection)
+        and not isinstance(grid.crs, ccrs.PlateCarree)
     ):
         projection = grid.crs
         if projection.bounds is None:  # generic pyproj projection: bound it by the data
@@ -307,8 +348,11 @@ def map_frame(grid: Grid, projection: ccrs.Projection | None = None) -> MapFrame
     lo0, lo1, la0, la1 = _lonlat_box(lon, lat, margin=1.0)
     for pole in (90.0, -90.0):  # a frame around a pole: all longitudes up to the pole
         pp = projection.transform_point(0.0, pole, plate)
-        if np.all(np.isfinite(pp)) and extent[0] <= pp[0] <= extent[1] and \
-                extent[2] <= pp[1] <= extent[3]:
+        if (
+            np.all(np.isfinite(pp))
+            and extent[0] <= pp[0] <= extent[1]
+            and extent[2] <= pp[1] <= extent[3]
+        ):
             lo0, lo1 = -180.0, 180.0
             la0, la1 = min(la0, pole), max(la1, pole)
     return MapFrame(projection, extent, (lo0, lo1, la0, la1))

@@ -26,8 +26,10 @@ if TYPE_CHECKING:
     from climdl.plot.colours import Kind
 
 PathLike = str | os.PathLike[str]
-_DATE = re.compile(r"^\s*(-?\d{1,4})-(\d{1,2})-(\d{1,2})(?:[T ](\d{1,2})(?::(\d{1,2}))?(?::\d+)?)?"
-                   r"\s*$")
+_DATE = re.compile(
+    r"^\s*(-?\d{1,4})-(\d{1,2})-(\d{1,2})(?:[T ](\d{1,2})(?::(\d{1,2}))?(?::\d+)?)?"
+    r"\s*$"
+)
 _INDEX = re.compile(r"^\s*[+-]?\d+\s*$")
 
 
@@ -48,8 +50,9 @@ class TimeChoice:
         if _INDEX.match(text):
             return TimeChoice(int(text), False)
         if not _DATE.match(text):
-            raise ConfigError(f"--time {text!r} is neither a date (YYYY-MM-DD[ HH:MM]) nor a "
-                              "time index.")
+            raise ConfigError(
+                f"--time {text!r} is neither a date (YYYY-MM-DD[ HH:MM]) nor a time index."
+            )
         return TimeChoice(text.strip(), False)
 
 
@@ -64,22 +67,30 @@ def open_field(path: PathLike, var: str | None = None) -> xr.DataArray:
     if not p.is_file():
         raise DataError(f"{p} does not exist or is not a file; check the path.")
     try:
-        ds = xr.open_dataset(p, decode_coords="all",
-                             decode_times=xr.coders.CFDatetimeCoder(use_cftime=True))
+        ds = xr.open_dataset(
+            p, decode_coords="all", decode_times=xr.coders.CFDatetimeCoder(use_cftime=True)
+        )
     except Exception as exc:  # netCDF4/h5py/xarray raise many types for unreadable files
-        raise DataError(f"cannot read {p} as NetCDF ({type(exc).__name__}: {exc}); check that "
-                        "the file is complete.") from None
-    names = [str(n) for n, v in ds.data_vars.items()
-             if "grid_mapping_name" not in v.attrs and v.ndim >= 2]
+        raise DataError(
+            f"cannot read {p} as NetCDF ({type(exc).__name__}: {exc}); check that "
+            "the file is complete."
+        ) from None
+    names = [
+        str(n)
+        for n, v in ds.data_vars.items()
+        if "grid_mapping_name" not in v.attrs and v.ndim >= 2
+    ]
     if var is None:
         if len(names) != 1:
             listed = ", ".join(names) or "none"
-            raise ConfigError(f"{p} has {len(names)} plottable variables ({listed}); choose one "
-                              "with --var.")
+            raise ConfigError(
+                f"{p} has {len(names)} plottable variables ({listed}); choose one with --var."
+            )
         var = names[0]
     if var not in ds.data_vars:
-        raise DataError(f"variable {var!r} is not in {p}; variables there: "
-                        f"{', '.join(names) or 'none'}.")
+        raise DataError(
+            f"variable {var!r} is not in {p}; variables there: {', '.join(names) or 'none'}."
+        )
     da = ds[var]
     da.encoding["source"] = str(p)
     return da
@@ -90,8 +101,11 @@ def _time_dim(da: xr.DataArray) -> str | None:
         return "time"
     for d in da.dims:
         c = da.coords.get(d)
-        if c is not None and (c.attrs.get("axis") == "T" or c.attrs.get("standard_name") == "time"
-                              or np.issubdtype(c.dtype, np.datetime64)):
+        if c is not None and (
+            c.attrs.get("axis") == "T"
+            or c.attrs.get("standard_name") == "time"
+            or np.issubdtype(c.dtype, np.datetime64)
+        ):
             return str(d)
     return None
 
@@ -107,11 +121,13 @@ def _date_of(times: Any, text: str) -> Any:
     first = times[0]
     calendar = getattr(first, "calendar", None) or "standard"
     try:
-        return cftime.datetime(y, mo, d, h, mi, calendar=calendar,
-                               has_year_zero=getattr(first, "has_year_zero", None))
+        return cftime.datetime(
+            y, mo, d, h, mi, calendar=calendar, has_year_zero=getattr(first, "has_year_zero", None)
+        )
     except ValueError:
-        raise ConfigError(f"--time {text!r} is not a date of the {calendar!r} calendar of the "
-                          "file.") from None
+        raise ConfigError(
+            f"--time {text!r} is not a date of the {calendar!r} calendar of the file."
+        ) from None
 
 
 def _as_days(times: Any, calendar: str) -> np.ndarray:
@@ -121,8 +137,9 @@ def _as_days(times: Any, calendar: str) -> np.ndarray:
     if np.issubdtype(np.asarray(times).dtype, np.datetime64):
         t = np.asarray(times, dtype="datetime64[s]").astype(np.int64)
         return t / 86400.0
-    return np.asarray(cftime.date2num(list(times), "days since 1970-01-01", calendar=calendar),
-                      dtype=float)
+    return np.asarray(
+        cftime.date2num(list(times), "days since 1970-01-01", calendar=calendar), dtype=float
+    )
 
 
 def _fmt(t: Any) -> str:
@@ -158,24 +175,31 @@ def select_time(da: xr.DataArray, choice: TimeChoice) -> tuple[xr.DataArray, str
     if choice.when is None:
         if n == 1:
             return da.isel({tdim: 0}), _fmt(times[0]) if times is not None else ""
-        raise DataError(f"{name} in {where} has {n} time steps; choose one with --time DATE|INDEX "
-                        "or average them with --mean.")
+        raise DataError(
+            f"{name} in {where} has {n} time steps; choose one with --time DATE|INDEX "
+            "or average them with --mean."
+        )
     if isinstance(choice.when, int):
         i = choice.when
         if not -n <= i < n:
-            raise ConfigError(f"--time {i} is out of range: {where} has {n} time steps "
-                              f"(0 to {n - 1}, or negative from the end).")
+            raise ConfigError(
+                f"--time {i} is out of range: {where} has {n} time steps "
+                f"(0 to {n - 1}, or negative from the end)."
+            )
     else:
         if times is None:
-            raise DataError(f"the time dimension of {name} in {where} has no dates; give --time "
-                            "as an index.")
+            raise DataError(
+                f"the time dimension of {name} in {where} has no dates; give --time as an index."
+            )
         target = _date_of(times, choice.when)
         calendar = getattr(times[0], "calendar", None) or "standard"
         days = _as_days(times, calendar)
         t0 = float(np.asarray(_as_days([target], calendar))[0])
         if t0 < days.min() - 1.0 or t0 > days.max() + 1.0:
-            raise ConfigError(f"--time {choice.when} is outside the period of {where} "
-                              f"({_fmt(times[0])} to {_fmt(times[-1])}).")
+            raise ConfigError(
+                f"--time {choice.when} is outside the period of {where} "
+                f"({_fmt(times[0])} to {_fmt(times[-1])})."
+            )
         i = int(np.argmin(np.abs(days - t0)))
     out = da.isel({tdim: i})
     return out, _fmt(times[i]) if times is not None else f"step {i}"
@@ -194,27 +218,40 @@ def _to_units(da: xr.DataArray, units: str) -> xr.DataArray:
     from climdl.data.units import UREG, parse_units
 
     try:
-        values = UREG.Quantity(np.asarray(da.values, float), parse_units(have)).to(
-            parse_units(units)).magnitude
+        values = (
+            UREG.Quantity(np.asarray(da.values, float), parse_units(have))
+            .to(parse_units(units))
+            .magnitude
+        )
     except Exception:  # pint raises DimensionalityError, UndefinedUnitError, ValueError...
-        raise DataError(f"cannot compare {da.name} in {have!r} with {units!r}; --vs needs "
-                        "convertible units.") from None
+        raise DataError(
+            f"cannot compare {da.name} in {have!r} with {units!r}; --vs needs convertible units."
+        ) from None
     return da.copy(data=values).assign_attrs(units=units)
 
 
 def _same_grid(a: xr.DataArray, b: xr.DataArray, pa: Path, pb: Path) -> xr.DataArray:
     """``b`` on the coordinates of ``a``, after checking that both grids are the same."""
     if set(a.dims) != set(b.dims) or any(a.sizes[d] != b.sizes[d] for d in a.dims):
-        raise DataError(f"{pa} {dict(a.sizes)} and {pb} {dict(b.sizes)} are not on the same grid;"
-                        " --vs needs both files on one grid.")
+        raise DataError(
+            f"{pa} {dict(a.sizes)} and {pb} {dict(b.sizes)} are not on the same grid;"
+            " --vs needs both files on one grid."
+        )
     b = b.transpose(*a.dims)
     for d in a.dims:
-        if d in a.coords and d in b.coords and not np.allclose(
-            np.asarray(a[d].values, float), np.asarray(b[d].values, float), rtol=1e-6,
-            atol=1e-6,
+        if (
+            d in a.coords
+            and d in b.coords
+            and not np.allclose(
+                np.asarray(a[d].values, float),
+                np.asarray(b[d].values, float),
+                rtol=1e-6,
+                atol=1e-6,
+            )
         ):
-            raise DataError(f"{pa} and {pb} have different {d} coordinates; --vs needs both "
-                            "files on one grid.")
+            raise DataError(
+                f"{pa} and {pb} have different {d} coordinates; --vs needs both files on one grid."
+            )
     return a.copy(data=np.asarray(b.values))
 
 
@@ -249,12 +286,16 @@ def plot_file(
         raise OutputError(f"{out} already exists; pass --overwrite to replace it.")
     if _is_scene(path) and var is None:
         if time is not None or mean or vs is not None:
-            raise ConfigError(f"{path} is a multispectral scene (no time axis, no --vs): "
-                              "draw it alone or with --mask MASK.nc.")
+            raise ConfigError(
+                f"{path} is a multispectral scene (no time axis, no --vs): "
+                "draw it alone or with --mask MASK.nc."
+            )
         return plot_scene_file(path, out, mask=mask, title=title, dpi=dpi, overwrite=overwrite)
     if mask is not None:
-        raise ConfigError(f"--mask draws a cloud mask over a scene's RGB composite, but {path} "
-                          "is not a scene (an image with a 'band' dimension).")
+        raise ConfigError(
+            f"--mask draws a cloud mask over a scene's RGB composite, but {path} "
+            "is not a scene (an image with a 'band' dimension)."
+        )
     if kind not in KINDS:
         raise ConfigError(f"unknown --kind {kind!r}; choose one of {', '.join(KINDS)}.")
     choice = TimeChoice.parse(time, mean)
@@ -263,8 +304,9 @@ def plot_file(
     a, when = select_time(a, choice)
     a = as_2d(a.load())
     if vs is None:
-        heading = title or ", ".join(s for s in (default_title(a.drop_vars("time", errors="ignore")),
-                                                  when) if s)
+        heading = title or ", ".join(
+            s for s in (default_title(a.drop_vars("time", errors="ignore")), when) if s
+        )
         ax = plot_field(a, kind=kind, vmin=vmin, vmax=vmax, title=heading)
         fig = ax.get_figure()
     else:
@@ -274,20 +316,27 @@ def plot_file(
         b = as_2d(_to_units(b.load(), str(a.attrs.get("units", ""))))
         b_on_a = _same_grid(a, b, p, q)
         diff = (a - b_on_a).assign_attrs(
-            long_name=f"{a.name}: difference", units=a.attrs.get("units", ""),
+            long_name=f"{a.name}: difference",
+            units=a.attrs.get("units", ""),
             climdl_kind="diverging",
         )
         diff.name = f"{a.name}_difference"
         name = a.attrs.get("long_name") or a.name
-        fields = [(f"{_label(p, q)}{chr(10) + when if when else ''}", a),
-                  (f"{_label(q, p)}{chr(10) + when_b if when_b else ''}", b),
-                  ("difference\n(left minus middle)", diff)]
-        fig = panel_figure(fields, kinds=[kind, kind, "diverging"], ncols=3,
-                           shared=["field", "field", "difference"], suptitle=title or str(name),
-                           limits=[(vmin, vmax), (vmin, vmax), None])
+        fields = [
+            (f"{_label(p, q)}{chr(10) + when if when else ''}", a),
+            (f"{_label(q, p)}{chr(10) + when_b if when_b else ''}", b),
+            ("difference\n(left minus middle)", diff),
+        ]
+        fig = panel_figure(
+            fields,
+            kinds=[kind, kind, "diverging"],
+            ncols=3,
+            shared=["field", "field", "difference"],
+            suptitle=title or str(name),
+            limits=[(vmin, vmax), (vmin, vmax), None],
+        )
     assert fig is not None
     return save_figure(fig, out, dpi=dpi, overwrite=overwrite)  # type: ignore[arg-type]
-
 
 
 # ----------------------------------------------------------------------------- scenes
@@ -315,28 +364,39 @@ def _flag_variable(ds: xr.Dataset, p: Path) -> str:
             return name
     flags = [str(n) for n, v in ds.data_vars.items() if "flag_meanings" in v.attrs]
     if len(flags) != 1:
-        raise DataError(f"{p} has {len(flags)} flag variables with flag_meanings "
-                        f"({', '.join(flags) or 'none'}); a mask file needs exactly one.")
+        raise DataError(
+            f"{p} has {len(flags)} flag variables with flag_meanings "
+            f"({', '.join(flags) or 'none'}); a mask file needs exactly one."
+        )
     return flags[0]
 
 
-def _mask_of(ds: xr.Dataset, name: str, p: Path, shape: tuple[int, ...]) -> tuple[np.ndarray,
-                                                                                   list[str]]:
+def _mask_of(
+    ds: xr.Dataset, name: str, p: Path, shape: tuple[int, ...]
+) -> tuple[np.ndarray, list[str]]:
     from climdl.clouds.scene import NODATA
 
     da = ds[name]
     values = np.asarray(da.values)
     if values.shape != shape:
-        raise DataError(f"the mask in {p} is {values.shape}, the scene {shape}; --mask needs "
-                        "the mask of this scene (climdl segment -i SCENE).")
+        raise DataError(
+            f"the mask in {p} is {values.shape}, the scene {shape}; --mask needs "
+            "the mask of this scene (climdl segment -i SCENE)."
+        )
     if values.dtype.kind == "f":
         values = np.where(np.isfinite(values), values, NODATA)
     return values.astype(np.int64), str(da.attrs["flag_meanings"]).split()
 
 
-def plot_scene_file(path: PathLike, out: PathLike, *, mask: PathLike | None = None,
-                    title: str | None = None, dpi: float | None = None,
-                    overwrite: bool = False) -> Path:
+def plot_scene_file(
+    path: PathLike,
+    out: PathLike,
+    *,
+    mask: PathLike | None = None,
+    title: str | None = None,
+    dpi: float | None = None,
+    overwrite: bool = False,
+) -> Path:
     """The RGB composite of a scene, its own label (if it has one) and the mask file ``mask``
     (e.g. ``climdl segment`` output) over it, side by side with one legend."""
     import xarray as xr
@@ -361,12 +421,16 @@ def plot_scene_file(path: PathLike, out: PathLike, *, mask: PathLike | None = No
         try:
             other = xr.load_dataset(q, decode_times=False)
         except Exception as exc:
-            raise DataError(f"cannot read {q} as NetCDF ({type(exc).__name__}); check that "
-                            "the file is complete.") from None
+            raise DataError(
+                f"cannot read {q} as NetCDF ({type(exc).__name__}); check that "
+                "the file is complete."
+            ) from None
         pred, names = _mask_of(other, _flag_variable(other, q), q, shape)
         if meanings is not None and names != meanings:
-            raise DataError(f"{q} has the classes {' '.join(names)}, the scene's label "
-                            f"{' '.join(meanings)}; they cannot share one legend.")
+            raise DataError(
+                f"{q} has the classes {' '.join(names)}, the scene's label "
+                f"{' '.join(meanings)}; they cannot share one legend."
+            )
         meanings = names
         panels.append((q.stem, pred))
     if meanings is None:

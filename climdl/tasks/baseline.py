@@ -43,17 +43,25 @@ class TasmaxBaseline(nn.Module):
 
     orog: torch.Tensor
 
-    def __init__(self, spec: dict[str, Any], scale: torch.Tensor | float = 1.0,
-                 offset: torch.Tensor | float = 0.0) -> None:
+    def __init__(
+        self,
+        spec: dict[str, Any],
+        scale: torch.Tensor | float = 1.0,
+        offset: torch.Tensor | float = 0.0,
+    ) -> None:
         super().__init__()
         if not has_tasmax_baseline(spec):
-            raise ConfigError("the tasmax baseline needs t_850, z_850 and the orography in the data.")
+            raise ConfigError(
+                "the tasmax baseline needs t_850, z_850 and the orography in the data."
+            )
         names = list(spec["variables"])
         lat, lon = _target_latlon(spec)
-        grid = sampling_grid(spec["coarse_grid"]["lat"]["values"], spec["coarse_grid"]["lon"]["values"],
-                             lat, lon)
-        self.interp = InterpolationBaseline(channel=names.index("t_850"), sample_grid=grid,
-                                            scale=scale, offset=offset)
+        grid = sampling_grid(
+            spec["coarse_grid"]["lat"]["values"], spec["coarse_grid"]["lon"]["values"], lat, lon
+        )
+        self.interp = InterpolationBaseline(
+            channel=names.index("t_850"), sample_grid=grid, scale=scale, offset=offset
+        )
         self.iz = names.index("z_850")
         self.register_buffer("orog", spec["orography"].float().clone())
 
@@ -65,8 +73,9 @@ class TasmaxBaseline(nn.Module):
         """Fit scale and offset by least squares on training days (``y_train`` [N, H, W] in K)."""
         base = cls(spec)
         x = torch.from_numpy(x_train)
-        base.interp.fit_linear_(x, torch.from_numpy(y_train), orog_fine=base.orog,
-                                orog_coarse=x[:, base.iz] / G0)
+        base.interp.fit_linear_(
+            x, torch.from_numpy(y_train), orog_fine=base.orog, orog_coarse=x[:, base.iz] / G0
+        )
         return base
 
     def coefficients(self) -> dict[str, torch.Tensor]:
@@ -74,12 +83,16 @@ class TasmaxBaseline(nn.Module):
         return {"scale": self.interp.scale.clone(), "offset": self.interp.offset.clone()}
 
 
-def baseline_rmse(dm: Any, split: Literal["val", "test"] = "val", max_train_days: int = 2000) -> dict[str, float]:
+def baseline_rmse(
+    dm: Any, split: Literal["val", "test"] = "val", max_train_days: int = 2000
+) -> dict[str, float]:
     """RMSE of the baselines on the data module's validation or test days, per target."""
     spec = dm.spec()
     targets = list(spec["targets"])
     rng = np.random.default_rng(0)
-    tr = np.sort(rng.choice(dm.train_idx, size=min(max_train_days, dm.train_idx.size), replace=False))
+    tr = np.sort(
+        rng.choice(dm.train_idx, size=min(max_train_days, dm.train_idx.size), replace=False)
+    )
     _, y_tr = dm.source.read(tr)
     if split == "val":
         x_ev, y_ev = dm.source.read(dm.val_idx)

@@ -28,14 +28,18 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
-        raise DataError(f"{path} is not a readable climdl checkpoint (truncated, corrupt, or "
-                        f"written by other software): {str(exc).splitlines()[0]}") from exc
+        raise DataError(
+            f"{path} is not a readable climdl checkpoint (truncated, corrupt, or "
+            f"written by other software): {str(exc).splitlines()[0]}"
+        ) from exc
     if not isinstance(ckpt, dict) or "climdl" not in ckpt or "state_dict" not in ckpt:
         raise DataError(f"{path} is not a climdl emulator checkpoint (no climdl data spec inside).")
     made_by = str(ckpt["climdl"].get("version", "0"))
     if made_by.split(".")[0] != __version__.split(".")[0]:
-        raise DataError(f"{path} was written by climdl {made_by}; this is climdl {__version__}, whose "
-                        "checkpoints are not compatible. Retrain, or use the matching climdl version.")
+        raise DataError(
+            f"{path} was written by climdl {made_by}; this is climdl {__version__}, whose "
+            "checkpoints are not compatible. Retrain, or use the matching climdl version."
+        )
     return ckpt
 
 

@@ -97,7 +97,9 @@ class DownscalingTask(L.LightningModule):
             return
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if dm is None or not hasattr(dm, "spec"):
-            raise ConfigError("the downscaling task needs an EmulatorDataModule (data:) to build its network.")
+            raise ConfigError(
+                "the downscaling task needs an EmulatorDataModule (data:) to build its network."
+            )
         self.build(dm.spec())
 
     def build(self, spec: dict[str, Any]) -> None:
@@ -119,11 +121,25 @@ class DownscalingTask(L.LightningModule):
         self.n_scalars = n_scalars
         net: nn.Module
         if hp.network == "unet":
-            net = DouryUNet(n_in, features, in_size=in_size, out_size=out_size, n_scalars=n_scalars,
-                            base_filters=hp.base_filters, max_filters=hp.max_filters, block=hp.block,
-                            extra_filters=hp.extra_filters)
+            net = DouryUNet(
+                n_in,
+                features,
+                in_size=in_size,
+                out_size=out_size,
+                n_scalars=n_scalars,
+                base_filters=hp.base_filters,
+                max_filters=hp.max_filters,
+                block=hp.block,
+                extra_filters=hp.extra_filters,
+            )
         elif hp.network == "deepesd":
-            net = DeepESD(n_in, features, in_size=in_size, out_size=out_size, filters=tuple(hp.deepesd_filters))
+            net = DeepESD(
+                n_in,
+                features,
+                in_size=in_size,
+                out_size=out_size,
+                filters=tuple(hp.deepesd_filters),
+            )
         else:
             raise ConfigError(f"unknown network {hp.network!r}; choose unet or deepesd.")
         if fuse:
@@ -141,16 +157,26 @@ class DownscalingTask(L.LightningModule):
         self.aux_norm = Normaliser(names, aux_mean, aux_std.clamp_min(1e-3))
         kinds: list[Kind] = []
         for t in targets:
-            kinds.append("standard" if t != "pr" else ("log1p_standard" if hp.loss_pr == "mse" else "none"))
-        y_mean = torch.where(torch.tensor([k == "log1p_standard" for k in kinds]), stats["y_log_mean"], stats["y_mean"])
-        y_std = torch.where(torch.tensor([k == "log1p_standard" for k in kinds]), stats["y_log_std"], stats["y_std"])
+            kinds.append(
+                "standard" if t != "pr" else ("log1p_standard" if hp.loss_pr == "mse" else "none")
+            )
+        y_mean = torch.where(
+            torch.tensor([k == "log1p_standard" for k in kinds]),
+            stats["y_log_mean"],
+            stats["y_mean"],
+        )
+        y_std = torch.where(
+            torch.tensor([k == "log1p_standard" for k in kinds]), stats["y_log_std"], stats["y_std"]
+        )
         self.y_norm = Normaliser(targets, y_mean, y_std, kinds)
         if "pr" in targets and hp.loss_pr == "doury_asymmetric":
             self.pr_loss = L_.DouryAsymmetricLoss(stats["pr_gamma_shape"], stats["pr_gamma_scale"])
         self.baseline: TasmaxBaseline | None = None
         if hp.residual_to_baseline and "tasmax" in targets:  # other targets are unaffected
             if "tasmax_baseline" not in spec:
-                raise ConfigError("residual_to_baseline needs t_850, z_850 and the orography in the data.")
+                raise ConfigError(
+                    "residual_to_baseline needs t_850, z_850 and the orography in the data."
+                )
             self.baseline = TasmaxBaseline(spec, **spec["tasmax_baseline"])
         self.sq_err = nn.ModuleDict({t: SumMetric() for t in targets})
         self.err = nn.ModuleDict({t: SumMetric() for t in targets})
@@ -184,7 +210,9 @@ class DownscalingTask(L.LightningModule):
             self.build(checkpoint["climdl"]["spec"])
 
     # ------------------------------------------------------------------ forward
-    def on_after_batch_transfer(self, batch: dict[str, Tensor], dataloader_idx: int) -> dict[str, Tensor]:
+    def on_after_batch_transfer(
+        self, batch: dict[str, Tensor], dataloader_idx: int
+    ) -> dict[str, Tensor]:
         """Normalise on the device: inputs, 1-D inputs (and keep raw targets for the losses)."""
         x = batch["x"]
         aux = batch["aux"]
@@ -217,7 +245,9 @@ class DownscalingTask(L.LightningModule):
         c = sum(self.channels[:i])
         base = self.baseline(batch["x"].float())
         base_n = (base - self.y_norm.mean[i]) / (self.y_norm.std[i] + self.y_norm.eps)
-        return torch.cat([raw[:, :c], raw[:, c : c + 1] + base_n[:, None].to(raw.dtype), raw[:, c + 1 :]], dim=1)
+        return torch.cat(
+            [raw[:, :c], raw[:, c : c + 1] + base_n[:, None].to(raw.dtype), raw[:, c + 1 :]], dim=1
+        )
 
     def predict_physical(self, batch: dict[str, Tensor]) -> Tensor:
         """Predictions in physical units [B, V, H, W] (expected value for Bernoulli-gamma pr)."""
@@ -233,7 +263,9 @@ class DownscalingTask(L.LightningModule):
         pred_n = torch.stack(outs, dim=1)
         if any(k == 3 for k in self.channels):  # Bernoulli-gamma means are physical already
             phys = self.y_norm.denormalise(pred_n)
-            mask = torch.tensor([k == 3 for k in self.channels], device=pred_n.device).view(1, -1, 1, 1)
+            mask = torch.tensor([k == 3 for k in self.channels], device=pred_n.device).view(
+                1, -1, 1, 1
+            )
             phys = torch.where(mask, pred_n, phys)
         else:
             phys = self.y_norm.denormalise(pred_n)
@@ -267,7 +299,9 @@ class DownscalingTask(L.LightningModule):
         self.log_training(loss, parts, batch)
         return loss
 
-    def log_training(self, loss: Tensor, parts: dict[str, Tensor], batch: dict[str, Tensor]) -> None:
+    def log_training(
+        self, loss: Tensor, parts: dict[str, Tensor], batch: dict[str, Tensor]
+    ) -> None:
         """Log the training loss, its per-target parts, the masked fraction and the learning rate
         (also called by the pipeline-parallel strategy, which computes the loss itself)."""
         bs = batch["x"].shape[0]
@@ -277,8 +311,14 @@ class DownscalingTask(L.LightningModule):
         masked = 1.0 - L_.valid_fraction(batch["y"])
         self.log("train_masked_fraction", masked, batch_size=bs, sync_dist=True)
         if self._trainer is not None and self.trainer.optimizers:  # the learning rate, per epoch
-            self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=False, on_epoch=True,
-                     batch_size=bs, sync_dist=True)
+            self.log(
+                "lr",
+                self.trainer.optimizers[0].param_groups[0]["lr"],
+                on_step=False,
+                on_epoch=True,
+                batch_size=bs,
+                sync_dist=True,
+            )
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         loss, _ = self._loss(batch)
@@ -317,10 +357,18 @@ class DownscalingTask(L.LightningModule):
         for t in self.y_norm.names:
             n = self._metric(self.count, t).compute().clamp_min(1)
             # the metrics are summed over ranks already: sync_dist averages equal values
-            self.log(f"{prefix}_rmse_{t}", (self._metric(self.sq_err, t).compute() / n).sqrt(), prog_bar=True,
-                     sync_dist=True)
+            self.log(
+                f"{prefix}_rmse_{t}",
+                (self._metric(self.sq_err, t).compute() / n).sqrt(),
+                prog_bar=True,
+                sync_dist=True,
+            )
             self.log(f"{prefix}_bias_{t}", self._metric(self.err, t).compute() / n, sync_dist=True)
-            for m in (self._metric(self.sq_err, t), self._metric(self.err, t), self._metric(self.count, t)):
+            for m in (
+                self._metric(self.sq_err, t),
+                self._metric(self.err, t),
+                self._metric(self.count, t),
+            ):
                 m.reset()
 
     # ------------------------------------------------------------------ optimisation
@@ -333,11 +381,22 @@ class DownscalingTask(L.LightningModule):
         elif hp.optimizer == "adamw":
             opt = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
         elif hp.optimizer == "sgd":
-            opt = torch.optim.SGD(params, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
+            opt = torch.optim.SGD(
+                params, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay
+            )
         elif hp.optimizer == "rmsprop":
-            opt = torch.optim.RMSprop(params, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
+            opt = torch.optim.RMSprop(
+                params, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay
+            )
         else:
-            raise ConfigError(f"unknown optimizer {hp.optimizer!r}; choose adam, adamw, sgd or rmsprop.")
-        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=hp.lr_factor, patience=hp.lr_patience)
+            raise ConfigError(
+                f"unknown optimizer {hp.optimizer!r}; choose adam, adamw, sgd or rmsprop."
+            )
+        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            opt, factor=hp.lr_factor, patience=hp.lr_patience
+        )
         # strict=False: training without validation (limit_val_batches=0) keeps the constant lr
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val_loss", "strict": False}}
+        return {
+            "optimizer": opt,
+            "lr_scheduler": {"scheduler": sched, "monitor": "val_loss", "strict": False},
+        }

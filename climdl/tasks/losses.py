@@ -137,11 +137,15 @@ def fit_gamma(
         total += torch.where(wet, safe, 0.0).sum(0)
         total_log += torch.where(wet, safe.log(), 0.0).sum(0)
     if count.sum() < 2:
-        raise DataError(f"fewer than 2 precipitation values exceed {threshold} in the training "
-                        "samples; are they in mm/day (not kg m-2 s-1)?")
+        raise DataError(
+            f"fewer than 2 precipitation values exceed {threshold} in the training "
+            "samples; are they in mm/day (not kg m-2 s-1)?"
+        )
     dom_shape, dom_scale = _gamma_mle(total.sum(), total_log.sum(), count.sum())
     if not bool(torch.isfinite(dom_shape) & torch.isfinite(dom_scale)):
-        raise DataError("the wet-day precipitation values are all equal; no gamma law can be fitted.")
+        raise DataError(
+            "the wet-day precipitation values are all equal; no gamma law can be fitted."
+        )
     shape, scale = _gamma_mle(total, total_log, count.clamp_min(1))
     ok = (count >= max(min_wet, 2)) & torch.isfinite(shape) & torch.isfinite(scale) & (scale > 0)
     shape, scale = torch.where(ok, shape, dom_shape), torch.where(ok, scale, dom_scale)
@@ -164,13 +168,21 @@ class DouryAsymmetricLoss(nn.Module):
     gamma_shape: Tensor
     gamma_scale: Tensor
 
-    def __init__(self, gamma_shape: Tensor | float, gamma_scale: Tensor | float,
-                 threshold: float = 1.0, asym_weight: float = 1.0, cdf_power: float = 2.0) -> None:
+    def __init__(
+        self,
+        gamma_shape: Tensor | float,
+        gamma_scale: Tensor | float,
+        threshold: float = 1.0,
+        asym_weight: float = 1.0,
+        cdf_power: float = 2.0,
+    ) -> None:
         super().__init__()
         shape = torch.as_tensor(gamma_shape, dtype=torch.float32).detach().clone()
         scale = torch.as_tensor(gamma_scale, dtype=torch.float32).detach().clone()
         if shape.shape != scale.shape:
-            raise ConfigError(f"gamma shape {tuple(shape.shape)} and scale {tuple(scale.shape)} differ.")
+            raise ConfigError(
+                f"gamma shape {tuple(shape.shape)} and scale {tuple(scale.shape)} differ."
+            )
         if not bool((torch.isfinite(shape * scale) & (shape > 0) & (scale > 0)).all()):
             raise ConfigError("gamma shape and scale must be finite and > 0; refit with fit_gamma.")
         if asym_weight < 0 or cdf_power < 0:
@@ -180,22 +192,31 @@ class DouryAsymmetricLoss(nn.Module):
         self.threshold, self.asym_weight, self.cdf_power = threshold, asym_weight, cdf_power
 
     @classmethod
-    def from_samples(cls, samples: Tensor | npt.NDArray[np.floating], threshold: float = 1.0,
-                     asym_weight: float = 1.0, cdf_power: float = 2.0) -> DouryAsymmetricLoss:
+    def from_samples(
+        cls,
+        samples: Tensor | npt.NDArray[np.floating],
+        threshold: float = 1.0,
+        asym_weight: float = 1.0,
+        cdf_power: float = 2.0,
+    ) -> DouryAsymmetricLoss:
         """Fit the per-grid-point gammas on training targets [N, H, W] (mm/day) and build the loss."""
         shape, scale = fit_gamma(samples, threshold)
         return cls(shape, scale, threshold, asym_weight, cdf_power)
 
     def extra_repr(self) -> str:
-        return (f"grid={tuple(self.gamma_shape.shape)}, threshold={self.threshold}, "
-                f"asym_weight={self.asym_weight}, cdf_power={self.cdf_power}")
+        return (
+            f"grid={tuple(self.gamma_shape.shape)}, threshold={self.threshold}, "
+            f"asym_weight={self.asym_weight}, cdf_power={self.cdf_power}"
+        )
 
     def weight(self, target: Tensor) -> Tensor:
         """``w(y) = F(max(y - t, 0))^p`` in float32 (0 at NaN targets); no gradient."""
         grid = tuple(self.gamma_shape.shape)
-        if grid and tuple(target.shape[-len(grid):]) != grid:
-            raise DataError(f"the target grid {tuple(target.shape)} does not end with the grid "
-                            f"{grid} the gamma laws were fitted on.")
+        if grid and tuple(target.shape[-len(grid) :]) != grid:
+            raise DataError(
+                f"the target grid {tuple(target.shape)} does not end with the grid "
+                f"{grid} the gamma laws were fitted on."
+            )
         with torch.no_grad():
             y = torch.nan_to_num(target.float(), nan=0.0)
             x = (y - self.threshold).clamp_min(0) / self.gamma_scale.float()
@@ -215,7 +236,9 @@ class DouryAsymmetricLoss(nn.Module):
 def _split_params(params: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """[B, 3, ...] -> (logit p, log shape, log scale), each [B, ...] in >= float32, logs clamped."""
     if params.ndim < 2 or params.shape[1] != 3:
-        raise ValueError(f"Bernoulli-gamma parameters must be [B, 3, ...], got {tuple(params.shape)}.")
+        raise ValueError(
+            f"Bernoulli-gamma parameters must be [B, 3, ...], got {tuple(params.shape)}."
+        )
     q = params.to(_compute_dtype(params))
     lo, hi = LOG_PARAM_BOUNDS
     return q[:, 0], q[:, 1].clamp(lo, hi), q[:, 2].clamp(lo, hi)
@@ -235,15 +258,22 @@ def bernoulli_gamma_nll(params: Tensor, target: Tensor, wet_threshold: float = 0
         target = target.squeeze(1)
     logit, log_a, log_b = _split_params(params)
     if logit.shape != target.shape:
-        raise ValueError(f"parameters {tuple(params.shape)} do not match target {tuple(target.shape)}.")
+        raise ValueError(
+            f"parameters {tuple(params.shape)} do not match target {tuple(target.shape)}."
+        )
     mask = torch.isfinite(target)
     y = torch.where(mask, target.to(logit.dtype), 0.0)
     logit, log_a, log_b = (torch.where(mask, v, 0.0) for v in (logit, log_a, log_b))
     wet = y > wet_threshold
     z = (y - wet_threshold).clamp_min(_AMOUNT_EPS)
     alpha = log_a.exp()
-    log_wet = (F.logsigmoid(logit) + (alpha - 1) * z.log() - z / log_b.exp() - alpha * log_b
-               - torch.lgamma(alpha))
+    log_wet = (
+        F.logsigmoid(logit)
+        + (alpha - 1) * z.log()
+        - z / log_b.exp()
+        - alpha * log_b
+        - torch.lgamma(alpha)
+    )
     return _masked_mean(-torch.where(wet, log_wet, F.logsigmoid(-logit)), mask)
 
 
@@ -273,8 +303,9 @@ def _standard_gamma(alpha: Tensor, generator: torch.Generator | None) -> Tensor:
     return torch.where(alpha < 1, out * u.pow(1 / alpha), out)
 
 
-def bernoulli_gamma_sample(params: Tensor, generator: torch.Generator | None = None,
-                           wet_threshold: float = 0.1) -> Tensor:
+def bernoulli_gamma_sample(
+    params: Tensor, generator: torch.Generator | None = None, wet_threshold: float = 0.1
+) -> Tensor:
     """One stochastic member [B, H, W]: 0 with probability 1 - p, else ``t + Gamma(α, β)``.
 
     Pass a ``generator`` (on the params' device) for reproducible ensembles. No gradient.

@@ -31,9 +31,15 @@ from climdl.errors import ConfigError
 
 class _CLI(LightningCLI):
     def add_arguments_to_parser(self, parser):  # type: ignore[no-untyped-def]
-        parser.add_argument("--ckpt_path", type=str | None, default=None,
-                            help="resume from this checkpoint ('last' for the newest)")
-        parser.add_argument("--quiet", type=bool, default=False, help="no progress bar or summary table")
+        parser.add_argument(
+            "--ckpt_path",
+            type=str | None,
+            default=None,
+            help="resume from this checkpoint ('last' for the newest)",
+        )
+        parser.add_argument(
+            "--quiet", type=bool, default=False, help="no progress bar or summary table"
+        )
 
 
 def _translate(argv: Sequence[str]) -> list[str]:
@@ -53,17 +59,26 @@ def run_train(argv: Sequence[str]) -> int:
     args = _translate(argv)
     if "--quiet" in args:
         args[args.index("--quiet")] = "--quiet=true"
-    cli = _CLI(L.LightningModule, L.LightningDataModule, subclass_mode_model=True,
-               subclass_mode_data=True, args=args, run=False,
-               save_config_kwargs={"overwrite": True}, seed_everything_default=123,
-               trainer_defaults={"enable_progress_bar": "--quiet=true" not in args})
+    cli = _CLI(
+        L.LightningModule,
+        L.LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        args=args,
+        run=False,
+        save_config_kwargs={"overwrite": True},
+        seed_everything_default=123,
+        trainer_defaults={"enable_progress_bar": "--quiet=true" not in args},
+    )
     trainer, model, dm = cli.trainer, cli.model, cli.datamodule
     from climdl.tasks.downscaling import DownscalingTask
     from climdl.tasks.segmentation import SegmentationTask
 
     if not isinstance(model, DownscalingTask | SegmentationTask):
-        raise ConfigError(f"model.class_path must be climdl.tasks.downscaling.DownscalingTask or "
-                          f"climdl.tasks.segmentation.SegmentationTask, got {type(model).__name__}.")
+        raise ConfigError(
+            f"model.class_path must be climdl.tasks.downscaling.DownscalingTask or "
+            f"climdl.tasks.segmentation.SegmentationTask, got {type(model).__name__}."
+        )
     trainer.fit(model, datamodule=dm, ckpt_path=cli.config.get("ckpt_path"))
     ckpt_cb: Any = trainer.checkpoint_callback
     best = str(ckpt_cb.best_model_path) if ckpt_cb is not None else ""
@@ -83,7 +98,9 @@ def run_train(argv: Sequence[str]) -> int:
     return 0
 
 
-def _emulator_summary(trainer: L.Trainer, model: Any, dm: Any, best: str, quiet: bool) -> dict[str, Any]:
+def _emulator_summary(
+    trainer: L.Trainer, model: Any, dm: Any, best: str, quiet: bool
+) -> dict[str, Any]:
     """Validation (and test) RMSE of the emulator beside the interpolation baselines'."""
     metrics = trainer.validate(model, datamodule=dm, ckpt_path=best or None, verbose=False)[0]
     from climdl.tasks.baseline import baseline_rmse
@@ -102,10 +119,17 @@ def _emulator_summary(trainer: L.Trainer, model: Any, dm: Any, best: str, quiet:
         "val_rmse": {t: metrics.get(f"val_rmse_{t}") for t in model.y_norm.names},
         "val_bias": {t: metrics.get(f"val_bias_{t}") for t in model.y_norm.names},
         "baseline_val_rmse": base,
-        "test": ({"period": dm.test_period, "kind": dm.test_kind,
-                  "rmse": {t: test_metrics.get(f"test_rmse_{t}") for t in model.y_norm.names},
-                  "bias": {t: test_metrics.get(f"test_bias_{t}") for t in model.y_norm.names},
-                  "baseline_rmse": test_base} if tested else None),
+        "test": (
+            {
+                "period": dm.test_period,
+                "kind": dm.test_kind,
+                "rmse": {t: test_metrics.get(f"test_rmse_{t}") for t in model.y_norm.names},
+                "bias": {t: test_metrics.get(f"test_bias_{t}") for t in model.y_norm.names},
+                "baseline_rmse": test_base,
+            }
+            if tested
+            else None
+        ),
         "epochs": trainer.current_epoch,
         "val_days": int(dm.val_idx.size),
         "train_days": int(dm.train_idx.size),
@@ -114,23 +138,43 @@ def _emulator_summary(trainer: L.Trainer, model: Any, dm: Any, best: str, quiet:
         from rich.console import Console
         from rich.table import Table
 
-        table = Table("target", f"{model.hparams.network} val RMSE", "baseline val RMSE", "units",
-                      title=f"validation on {dm.val_idx.size} held-out days (best checkpoint)")
+        table = Table(
+            "target",
+            f"{model.hparams.network} val RMSE",
+            "baseline val RMSE",
+            "units",
+            title=f"validation on {dm.val_idx.size} held-out days (best checkpoint)",
+        )
         for t in model.y_norm.names:
-            table.add_row(t, f"{summary['val_rmse'][t]:.3f}", f"{base.get(t, float('nan')):.3f}",
-                          str(dm.spec()["units"].get(t, "")))
+            table.add_row(
+                t,
+                f"{summary['val_rmse'][t]:.3f}",
+                f"{base.get(t, float('nan')):.3f}",
+                str(dm.spec()["units"].get(t, "")),
+            )
         Console(stderr=True).print(table)
         if tested:
-            table = Table("target", f"{model.hparams.network} test RMSE", "baseline test RMSE", "units",
-                          title=f"test period {dm.test_period or 'files'} ({dm.test_kind} predictors)")
+            table = Table(
+                "target",
+                f"{model.hparams.network} test RMSE",
+                "baseline test RMSE",
+                "units",
+                title=f"test period {dm.test_period or 'files'} ({dm.test_kind} predictors)",
+            )
             for t in model.y_norm.names:
-                table.add_row(t, f"{summary['test']['rmse'][t]:.3f}", f"{test_base.get(t, float('nan')):.3f}",
-                              str(dm.spec()["units"].get(t, "")))
+                table.add_row(
+                    t,
+                    f"{summary['test']['rmse'][t]:.3f}",
+                    f"{test_base.get(t, float('nan')):.3f}",
+                    str(dm.spec()["units"].get(t, "")),
+                )
             Console(stderr=True).print(table)
     return summary
 
 
-def _segmentation_summary(trainer: L.Trainer, model: Any, dm: Any, best: str, quiet: bool) -> dict[str, Any]:
+def _segmentation_summary(
+    trainer: L.Trainer, model: Any, dm: Any, best: str, quiet: bool
+) -> dict[str, Any]:
     """Per-class IoU/F1 of the segmenter and of the threshold baseline on held-out scenes."""
     from climdl.clouds.evaluate import baseline_confusion, comparison_rows
     from climdl.clouds.metrics import jsonable, scores
@@ -165,8 +209,14 @@ def _segmentation_summary(trainer: L.Trainer, model: Any, dm: Any, best: str, qu
         from rich.table import Table
 
         for name, part in parts.items():
-            table = Table("class", "CNN IoU", "threshold IoU", "CNN F1", "threshold F1",
-                          title=f"{name}: {len(part['scenes'])} held-out scenes (best checkpoint)")
+            table = Table(
+                "class",
+                "CNN IoU",
+                "threshold IoU",
+                "CNN F1",
+                "threshold F1",
+                title=f"{name}: {len(part['scenes'])} held-out scenes (best checkpoint)",
+            )
             for row in comparison_rows(part["model"], part["baseline"], classes):
                 table.add_row(*row)
             Console(stderr=True).print(table)
