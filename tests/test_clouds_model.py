@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from climdl.clouds.scene import NODATA
 from climdl.errors import ConfigError, DataError
@@ -118,6 +119,27 @@ def test_losses_ignore_no_data(loss: Any) -> None:
     assert torch.isfinite(a)
     all_ignored = torch.full_like(y, NODATA)
     assert task._loss(logits, all_ignored).item() == 0.0
+
+
+def test_any_cloud_term_is_the_binary_cross_entropy_of_the_summed_cloud_probability() -> None:
+    torch.manual_seed(1)
+    logits = torch.randn(2, 3, 8, 8) * 3
+    y = torch.randint(0, 3, (2, 8, 8))
+    y[0, :2] = NODATA
+    valid = y != NODATA
+    p_cloud = torch.softmax(logits, 1)[:, 1]  # classes clear, cloud, snow: only "cloud" is cloudy
+    target = (y == 1).float()
+    expected = F.binary_cross_entropy(p_cloud[valid], target[valid])
+    base = _task(any_cloud_weight=0.0)._loss(logits, y)
+    with_term = _task(any_cloud_weight=2.0)._loss(logits, y)
+    torch.testing.assert_close(with_term - base, 2.0 * expected, rtol=1e-5, atol=1e-6)
+    # no cloudy class in the label set: the term is zero
+    task = SegmentationTask(depth=2, base_filters=4, max_filters=8, any_cloud_weight=1.0)
+    task.build(_spec(classes=("clear", "snow", "water")))
+    plain = SegmentationTask(depth=2, base_filters=4, max_filters=8)
+    plain.build(_spec(classes=("clear", "snow", "water")))
+    y3 = torch.randint(0, 3, (2, 8, 8))
+    torch.testing.assert_close(task._loss(logits, y3), plain._loss(logits, y3))
 
 
 def test_class_weights_balanced_explicit_or_none() -> None:

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from climdl.clouds.metrics import new_confusion, scores
-from climdl.clouds.scene import NODATA
+from climdl.clouds.scene import CLOUDY, NODATA
 from climdl.errors import ConfigError, DataError
 from climdl.models.blocks import BlockKind
 from climdl.models.cloud_unet import CloudUNet
@@ -49,6 +49,10 @@ class SegmentationTask(L.LightningModule):
         dropout: bottleneck channel dropout.
         loss: ``ce``, ``ce_dice``, ``bce`` (one-vs-rest) or ``bce_dice``.
         dice_weight: weight of the Dice term.
+        any_cloud_weight: weight of an extra binary cross-entropy on "any cloud" (the summed
+            probability of the cloudy classes, ``cloud`` and ``thin_cloud``, against all others):
+            the decision a cloud mask is used for, which the per-class loss only rewards
+            indirectly (a thin cloud called cloud costs as much there as one called clear).
         class_weights: ``balanced`` (inverse square root of the training frequencies,
             normalised to mean 1), explicit weights per class, or None (all 1).
         augment: random flips and 90-degree rotations of the training batches (on the device).
@@ -72,6 +76,7 @@ class SegmentationTask(L.LightningModule):
         dropout: float = 0.0,
         loss: Loss = "ce_dice",
         dice_weight: float = 1.0,
+        any_cloud_weight: float = 0.0,
         class_weights: Literal["balanced"] | list[float] | None = "balanced",
         augment: bool = True,
         optimizer: Optimizer = "adamw",
@@ -217,7 +222,21 @@ class SegmentationTask(L.LightningModule):
             present = onehot.mul(m).sum((0, 2, 3)) > 0
             dice = 1.0 - (2.0 * inter + 1.0) / (denom + 1.0)
             loss = loss + self.hp.dice_weight * dice[present].mean()
+        if self.hp.any_cloud_weight > 0:
+            loss = loss + self.hp.any_cloud_weight * self._any_cloud_loss(logits, y0, valid)
         return loss
+
+    def _any_cloud_loss(self, logits: Tensor, y0: Tensor, valid: Tensor) -> Tensor:
+        """Binary cross-entropy of P(cloud or thin cloud), from log-sum-exps (stable)."""
+        cloudy = torch.tensor([c in CLOUDY for c in self.classes], device=logits.device)
+        if not bool(cloudy.any()) or bool(cloudy.all()):
+            return logits.sum() * 0.0
+        total = torch.logsumexp(logits, 1)
+        log_p = torch.logsumexp(logits[:, cloudy], 1) - total
+        log_q = torch.logsumexp(logits[:, ~cloudy], 1) - total
+        target = cloudy[y0]
+        nll = -torch.where(target, log_p, log_q)
+        return nll[valid].mean()
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         loss = self._loss(self(batch["x_n"]), batch["y"])
