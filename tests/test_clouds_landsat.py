@@ -18,6 +18,7 @@ import rasterio
 import xarray as xr
 from cfcheck import cf_errors
 from rasterio.transform import Affine
+from test_clouds_cli import CONFIG, SMALL  # the tiny network and run of the CLI tests
 
 from climdl.cli import main
 from climdl.clouds.landsat import LANDSAT_BAND_NUMBERS, open_geotiff, open_landsat, read_mtl
@@ -32,24 +33,6 @@ SUN_ELEVATION, SUN_AZIMUTH = 55.0, 140.25
 REFL_MULT, REFL_ADD = 2.0e-05, -0.1
 RAD_MULT, RAD_ADD = 3.342e-04, 0.1
 K1, K2 = 774.8853, 1321.0789
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "clouds" / "sample.yaml"
-SMALL = [  # the tiny network and run of test_clouds_cli
-    "--model.depth",
-    "2",
-    "--model.base_filters",
-    "4",
-    "--model.max_filters",
-    "8",
-    "--data.crop_size",
-    "32",
-    "--data.batch_size",
-    "4",
-    "--data.samples_per_epoch",
-    "8",
-    "--trainer.logger",
-    "false",
-    "--quiet",
-]
 
 
 def _mtl_groups(drop: str | None = None) -> dict[str, dict[str, Any]]:
