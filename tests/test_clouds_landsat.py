@@ -17,6 +17,8 @@ import pytest
 import rasterio
 import xarray as xr
 from cfcheck import cf_errors
+from rasterio.crs import CRS as RioCRS
+from rasterio.enums import Compression
 from rasterio.transform import Affine
 from test_clouds_cli import CONFIG, SMALL  # the tiny network and run of the CLI tests
 
@@ -25,6 +27,7 @@ from climdl.clouds.landsat import LANDSAT_BAND_NUMBERS, open_geotiff, open_lands
 from climdl.clouds.scene import LANDSAT_BANDS, NODATA, open_scene, validate_scene
 from climdl.clouds.synthetic import make_scene
 from climdl.errors import DataError
+from climdl.inference import segment as segment_module
 
 H, W = 96, 80
 X0, Y0 = 499_980.0, 5_300_040.0  # upper-left corner, EPSG:32632 (UTM 32N)
@@ -338,9 +341,12 @@ def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return next((root / "run").rglob("best-*.ckpt"))
 
 
-def _segment(ckpt: Path, scene: Path, out: Path) -> int:
-    argv = ["segment", "-c", str(ckpt), "-i", str(scene), "-o", str(out)]
-    return main([*argv, "--tile", "64", "--overlap", "16", "--device", "cpu", "--quiet"])
+def _segment(
+    ckpt: Path, scene: Path, out: Path, *extra: str, tile: int = 64, overlap: int = 16
+) -> int:
+    argv = ["segment", "-c", str(ckpt), "-i", str(scene), "-o", str(out), *extra]
+    argv += ["--tile", str(tile), "--overlap", str(overlap)]
+    return main([*argv, "--device", "cpu", "--quiet"])
 
 
 def _check_mask(out: Path, scene: xr.Dataset) -> np.ndarray:
@@ -395,3 +401,139 @@ def test_segment_a_landsat_product_and_a_geotiff(
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "no name" in err and "--description" in err
     assert "Traceback" not in err and not (tmp_path / "anon.nc").exists()
+
+
+# ----------------------------------------------------------------------------- GeoTIFF output
+CLASS_NAMES = ["clear", "cloud", "thin_cloud", "cloud_shadow", "snow"]
+
+
+def test_segment_a_landsat_product_to_a_geotiff(
+    ckpt: Path,
+    product: tuple[Path, np.ndarray],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``-o mask.tif``: the NetCDF mask's classes as a north-up, tiled, DEFLATE GeoTIFF on the
+    product's own grid, and the probabilities in ``mask_probability.tif``."""
+    mtl, _ = product
+    # 32-row blocks: the 96 rows, finished 32 then 64 at a time, fill three rows of blocks
+    monkeypatch.setattr(segment_module, "GEOTIFF_BLOCK", 32)
+    assert _segment(ckpt, mtl, tmp_path / "mask.nc") == 0
+    capsys.readouterr()
+    assert _segment(ckpt, mtl, tmp_path / "mask.tif", "--probabilities") == 0
+    printed = capsys.readouterr().out.split()  # both outputs' paths, for scripts
+    assert printed == [str(tmp_path / "mask.tif"), str(tmp_path / "mask_probability.tif")]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "mask.nc",
+        "mask.tif",
+        "mask_probability.tif",
+    ]  # no temporary files left
+    with rasterio.open(mtl.parent / f"{PRODUCT}_B4.TIF") as band:
+        band_transform = band.transform
+    with open_scene(mtl) as scene:
+        nodata = np.isnan(scene["image"].values).any(0)
+    with xr.open_dataset(tmp_path / "mask.nc", mask_and_scale=False) as nc:
+        expect = nc["cloud_mask"].values
+        nc_attrs = dict(nc.attrs)
+    with rasterio.open(tmp_path / "mask.tif") as m:
+        assert m.driver == "GTiff" and m.count == 1 and m.dtypes == ("uint8",)
+        assert m.crs == RioCRS.from_epsg(32632) and m.crs.to_epsg() == 32632
+        assert m.transform == band_transform
+        assert (m.height, m.width) == (H, W) and m.nodata == NODATA
+        assert m.compression == Compression.deflate and m.profile["tiled"]
+        assert m.block_shapes == [(32, 32)]
+        assert m.descriptions == ("cloud_mask",)
+        mask = m.read(1)
+        band_tags, tags = m.tags(1), m.tags()
+        colours = m.colormap(1)
+    np.testing.assert_array_equal(mask == NODATA, nodata)
+    np.testing.assert_array_equal(mask, expect)
+    assert band_tags["flag_values"] == "0 1 2 3 4"
+    assert band_tags["flag_meanings"] == " ".join(CLASS_NAMES)
+    assert colours[1] == (0xE7, 0x29, 0x8A, 255)  # cloud magenta, as climdl.plot draws it
+    assert colours[4] == (0x00, 0xE5, 0xEE, 255)  # snow cyan
+    assert colours[0] == segment_module.CLEAR_GREY  # a TIFF palette has no alpha
+    for key in ("climdl_version", "climdl_checkpoint_sha256", "input_file", "tiling", "classes"):
+        assert tags[key] == str(nc_attrs[key]), key
+    assert tags["climdl_checkpoint"] == str(ckpt.resolve()) and tags["input_scene_id"] == PRODUCT
+    with rasterio.open(tmp_path / "mask_probability.tif") as pf:
+        assert pf.count == len(CLASS_NAMES) and set(pf.dtypes) == {"float32"}
+        assert list(pf.descriptions) == CLASS_NAMES and np.isnan(pf.nodata)
+        assert pf.crs == RioCRS.from_epsg(32632) and pf.transform == band_transform
+        probs = pf.read()
+        assert pf.tags()["climdl_checkpoint_sha256"] == tags["climdl_checkpoint_sha256"]
+    ok = ~nodata
+    assert np.isnan(probs[:, nodata]).all() and np.isfinite(probs[:, ok]).all()
+    np.testing.assert_allclose(probs.sum(0)[ok], 1.0, atol=1e-5)
+    np.testing.assert_array_equal(probs.argmax(0)[ok], mask[ok])
+
+
+def _sample_scene(root: Path) -> Path:
+    """A 50 x 40 sample scene (north-up, y descending) with its ``crs`` grid mapping."""
+    argv = ["sample-clouds", str(root), "--n-scenes", "1", "--size", "50", "40"]
+    assert main([*argv, "--seed", "7", "--quiet"]) == 0
+    return root / "scene_000.nc"
+
+
+def test_geotiff_of_a_scene_with_y_ascending_is_written_north_up(
+    ckpt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows stored south to north are written reversed, block by block (blocks of 16 over 50
+    rows: the last row of blocks is partial, and is finished first)."""
+    monkeypatch.setattr(segment_module, "GEOTIFF_BLOCK", 16)
+    north_up = _sample_scene(tmp_path / "sample")
+    with xr.open_dataset(north_up) as ds:
+        ds.isel(y=slice(None, None, -1)).to_netcdf(tmp_path / "up.nc")
+    for out in ("up_mask.nc", "up_mask.tif"):
+        assert _segment(ckpt, tmp_path / "up.nc", tmp_path / out, tile=16, overlap=4) == 0
+    with xr.open_dataset(tmp_path / "up.nc") as scene:
+        x, y = scene["x"].values, scene["y"].values
+        nodata = np.isnan(scene["image"].values).any(0)
+        crs_wkt = scene["crs"].attrs["crs_wkt"]
+    assert np.all(np.diff(y) > 0)
+    px = float(x[1] - x[0])
+    with xr.open_dataset(tmp_path / "up_mask.nc", mask_and_scale=False) as nc:
+        expect = nc["cloud_mask"].values
+    with rasterio.open(tmp_path / "up_mask.tif") as m:
+        assert m.transform.almost_equals(
+            Affine(px, 0.0, x[0] - px / 2, 0.0, -px, y[-1] + px / 2), precision=1e-6
+        )
+        assert m.crs == RioCRS.from_wkt(crs_wkt)
+        assert m.block_shapes == [(16, 16)]
+        mask = m.read(1)
+    np.testing.assert_array_equal(mask, expect[::-1])
+    np.testing.assert_array_equal(mask[::-1] == NODATA, nodata)
+
+
+def test_geotiff_of_an_ungeoreferenced_scene_is_one_clear_line(
+    ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No grid mapping, irregular x or 2-D-only coordinates: exit 2, one sentence asking for
+    NetCDF, and no file (nor temporary file) left behind."""
+    scene = _sample_scene(tmp_path / "sample")
+    with xr.open_dataset(scene) as ds:
+        ds = ds.load()
+    plain = ds.copy(deep=True).drop_vars("crs")  # its own attrs, not those of ds
+    for v in plain.variables.values():
+        v.attrs.pop("grid_mapping", None)
+    irregular = ds.copy()
+    x = irregular["x"].values.copy()
+    x[5] += 0.3 * (x[1] - x[0])
+    irregular = irregular.assign_coords(x=("x", x, ds["x"].attrs))
+    cases = [
+        (plain, "no CF grid mapping"),
+        (irregular, "no regularly spaced 1-D 'x' coordinate"),
+        (ds.drop_vars(["x", "y"]), "no regularly spaced 1-D 'x' coordinate"),
+    ]
+    out = tmp_path / "out"
+    out.mkdir()
+    capsys.readouterr()
+    for i, (bad, match) in enumerate(cases):
+        path = tmp_path / f"bad_{i}.nc"
+        bad.to_netcdf(path)
+        assert _segment(ckpt, path, out / "mask.tif", "--probabilities") == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+        assert match in err and "write the mask as NetCDF instead (-o mask.nc)" in err, err
+        assert list(out.iterdir()) == []

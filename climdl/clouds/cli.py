@@ -40,7 +40,8 @@ def register(sub: Any) -> None:
         "segment",
         help="cloud mask of a multispectral scene with a trained checkpoint (tiled, any size)",
         description="Tiled inference with overlapping, smoothly blended tiles, in memory bounded "
-        "by tile x width; writes a CF NetCDF flag variable (and class probabilities).",
+        "by tile x width; writes a CF NetCDF flag variable (and class probabilities) or a tiled, "
+        "DEFLATE-compressed GeoTIFF on the scene's grid.",
     )
     g.add_argument(
         "--checkpoint",
@@ -58,11 +59,20 @@ def register(sub: Any) -> None:
         "8/9 Collection 2 Level-1 *_MTL.txt/json file (or its folder), or a multi-band GeoTIFF "
         "whose band descriptions name the bands",
     )
-    g.add_argument("--output", "-o", required=True, type=Path, help="output mask NetCDF")
+    g.add_argument(
+        "--output",
+        "-o",
+        required=True,
+        type=Path,
+        help="output mask: .nc (CF NetCDF) or .tif/.tiff (GeoTIFF: uint8 classes, 255 = no "
+        "data, colour table, the scene's CRS and grid; needs a grid mapping and regular 1-D x/y)",
+    )
     g.add_argument(
         "--probabilities",
         action="store_true",
-        help="also write the class probabilities (class, y, x)",
+        help="also write the class probabilities (class, y, x); with a .tif output they go to "
+        "a second GeoTIFF <stem>_probability.tif (float32, one band per class), since a "
+        "GeoTIFF's bands share one data type",
     )
     g.add_argument(
         "--tile",
@@ -149,4 +159,6 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         f"{res.seconds:.1f} s ({res.megapixels_per_second:.2f} Mpx/s): {shares}"
     )
     print(res.path)
+    if res.probability_path is not None and res.probability_path != res.path:
+        print(res.probability_path)
     return 0
