@@ -506,6 +506,59 @@ def test_geotiff_of_a_scene_with_y_ascending_is_written_north_up(
     np.testing.assert_array_equal(mask[::-1] == NODATA, nodata)
 
 
+def test_plot_puts_a_north_up_geotiff_mask_back_in_the_scene_row_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A scene stored south to north and its label written as a north-up GeoTIFF mask: ``climdl
+    plot`` draws the same overlay as from the NetCDF mask in the scene's own order."""
+    north_up = _sample_scene(tmp_path / "sample")
+    with xr.open_dataset(north_up) as ds:
+        up = ds.isel(y=slice(None, None, -1)).load()
+    up.to_netcdf(tmp_path / "up.nc")
+    label = up["mask"].values.astype(np.uint8)
+    assert not np.array_equal(label, label[::-1])  # the test can see a flip
+    attrs = {"flag_meanings": up["mask"].attrs["flag_meanings"]}
+    xr.Dataset({"cloud_mask": (("y", "x"), label, attrs)}).to_netcdf(tmp_path / "m.nc")
+    x, y = up["x"].values, up["y"].values
+    px = float(x[1] - x[0])
+    profile = _profile(1, "uint8") | {"height": label.shape[0], "width": label.shape[1]}
+    profile["transform"] = Affine(px, 0.0, x[0] - px / 2, 0.0, -px, y[-1] + px / 2)
+    with rasterio.open(tmp_path / "m.tif", "w", **profile) as dst:
+        dst.write(label[::-1], 1)
+        dst.update_tags(1, flag_meanings=attrs["flag_meanings"])
+    assert _plotted_masks(tmp_path / "up.nc", tmp_path / "m.tif", monkeypatch) == (
+        _plotted_masks(tmp_path / "up.nc", tmp_path / "m.nc", monkeypatch)
+    )
+
+
+def _plotted_masks(scene: Path, mask: Path, monkeypatch: pytest.MonkeyPatch) -> bytes:
+    """The class overlay ``climdl plot SCENE --mask MASK`` draws in its last panel (RGBA bytes)."""
+    import climdl.plot.quicklook as quicklook
+
+    figs: list[Any] = []
+    monkeypatch.setattr(quicklook, "save_figure", lambda fig, path, **kw: figs.append(fig) or path)
+    assert main(["plot", str(scene), "--mask", str(mask), "--out", "unused.png", "-q"]) == 0
+    ax = figs[-1].axes[-1]
+    return bytes(next(i for i in ax.get_images() if i.get_gid() == "mask").get_array().tobytes())
+
+
+def test_plot_a_landsat_product_with_its_geotiff_mask_in_bounded_size(
+    ckpt: Path, product: tuple[Path, np.ndarray], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``climdl plot MTL --mask mask.tif`` draws the same overlay as with the NetCDF mask, and a
+    scene larger than MAX_SCENE_SIDE is drawn every n-th pixel."""
+    import climdl.plot.quicklook as quicklook
+
+    mtl, _ = product
+    for out in ("mask.nc", "mask.tif"):
+        assert _segment(ckpt, mtl, tmp_path / out) == 0
+    full = _plotted_masks(mtl, tmp_path / "mask.tif", monkeypatch)
+    assert full == _plotted_masks(mtl, tmp_path / "mask.nc", monkeypatch)
+    assert len(full) == H * W * 4 * 8  # float64 RGBA of every pixel
+    monkeypatch.setattr(quicklook, "MAX_SCENE_SIDE", 40)  # 96 x 80 -> every 3rd pixel: 32 x 27
+    assert len(_plotted_masks(mtl, tmp_path / "mask.tif", monkeypatch)) == 32 * 27 * 4 * 8
+
+
 def test_geotiff_of_an_ungeoreferenced_scene_is_one_clear_line(
     ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -13,7 +13,8 @@ def register(sub: Any) -> None:
     """Add the ``plot`` subcommand."""
     p = sub.add_parser(
         "plot",
-        help="map a variable of a NetCDF file on its native grid (PNG/PDF/SVG)",
+        help="map a variable of a NetCDF file on its native grid, or a scene with its cloud "
+        "mask (PNG/PDF/SVG)",
         description="Draw one variable of a CF NetCDF file on its native grid (Lambert, rotated "
         "pole or lat/lon) with coastlines, lakes and borders shipped with climdl (no "
         "download), a colour map suited to the variable and a colour bar with units. "
@@ -47,8 +48,9 @@ def register(sub: Any) -> None:
         type=Path,
         default=None,
         metavar="MASK",
-        help="FILE is a scene: draw this cloud mask file (climdl segment output) "
-        "over its RGB composite, beside the scene's own label",
+        help="FILE is a scene (NetCDF, Landsat MTL product or GeoTIFF): draw this cloud mask "
+        "(climdl segment output, .nc or .tif) over its RGB composite, beside the scene's own "
+        "label; scenes over 2048 px a side are drawn every n-th pixel",
     )
     p.add_argument(
         "--out",

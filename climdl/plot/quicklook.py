@@ -340,13 +340,22 @@ def plot_file(
 
 
 # ----------------------------------------------------------------------------- scenes
+#: the longest side drawn; larger scenes are read every n-th pixel (a figure shows no more)
+MAX_SCENE_SIDE = 2048
+
+
 def _is_scene(path: PathLike) -> bool:
-    """True if ``path`` is a readable NetCDF file with an image variable (a ``band`` dimension)."""
+    """True if ``path`` names a scene: a Landsat MTL file or its folder, a GeoTIFF, or a
+    readable NetCDF file with an image variable (a ``band`` dimension)."""
     import xarray as xr
 
     from climdl.clouds.scene import BAND_DIM
 
     p = Path(path)
+    if p.is_dir() or p.name.upper().endswith(("_MTL.TXT", "_MTL.JSON")):
+        return True
+    if p.suffix.lower() in (".tif", ".tiff"):
+        return p.is_file()
     if not p.is_file():
         return False
     try:
@@ -371,13 +380,11 @@ def _flag_variable(ds: xr.Dataset, p: Path) -> str:
     return flags[0]
 
 
-def _mask_of(
-    ds: xr.Dataset, name: str, p: Path, shape: tuple[int, ...]
+def _checked_mask(
+    values: np.ndarray, meanings: list[str], p: Path, shape: tuple[int, ...]
 ) -> tuple[np.ndarray, list[str]]:
     from climdl.clouds.scene import NODATA
 
-    da = ds[name]
-    values = np.asarray(da.values)
     if values.shape != shape:
         raise DataError(
             f"the mask in {p} is {values.shape}, the scene {shape}; --mask needs "
@@ -385,7 +392,49 @@ def _mask_of(
         )
     if values.dtype.kind == "f":
         values = np.where(np.isfinite(values), values, NODATA)
-    return values.astype(np.int64), str(da.attrs["flag_meanings"]).split()
+    return values.astype(np.int64), meanings
+
+
+def _mask_of(
+    ds: xr.Dataset, name: str, p: Path, shape: tuple[int, ...]
+) -> tuple[np.ndarray, list[str]]:
+    da = ds[name]
+    return _checked_mask(np.asarray(da.values), str(da.attrs["flag_meanings"]).split(), p, shape)
+
+
+def _read_mask_file(
+    q: Path, shape: tuple[int, ...], flip: tuple[bool, bool] = (False, False)
+) -> tuple[np.ndarray, list[str]]:
+    """The class mask and class names of a mask file: CF NetCDF or a ``climdl segment`` GeoTIFF
+    (band 1, classes in its ``flag_meanings`` tag). A GeoTIFF is stored north-up and west-left;
+    ``flip`` (rows, columns) puts it back in the scene's order where the scene's y ascends or
+    its x descends."""
+    import xarray as xr
+
+    if not q.is_file():
+        raise DataError(f"{q} does not exist or is not a file; check the --mask path.")
+    if q.suffix.lower() in (".tif", ".tiff"):
+        import rasterio
+
+        try:
+            with rasterio.open(q) as src:
+                values = src.read(1)[:: -1 if flip[0] else 1, :: -1 if flip[1] else 1]
+                meanings = str(src.tags(1).get("flag_meanings", "")).split()
+        except rasterio.errors.RasterioIOError as exc:
+            raise DataError(f"cannot read {q} as GeoTIFF ({exc}).") from None
+        if not meanings:
+            raise DataError(
+                f"{q} has no flag_meanings tag on band 1; a GeoTIFF mask needs its classes "
+                "(climdl segment -o MASK.tif writes them)."
+            )
+        return _checked_mask(values, meanings, q, shape)
+    try:
+        other = xr.load_dataset(q, decode_times=False)
+    except Exception as exc:
+        raise DataError(
+            f"cannot read {q} as NetCDF ({type(exc).__name__}); check that the file is complete."
+        ) from None
+    return _mask_of(other, _flag_variable(other, q), q, shape)
 
 
 def plot_scene_file(
@@ -398,42 +447,45 @@ def plot_scene_file(
     overwrite: bool = False,
 ) -> Path:
     """The RGB composite of a scene, its own label (if it has one) and the mask file ``mask``
-    (e.g. ``climdl segment`` output) over it, side by side with one legend."""
-    import xarray as xr
+    (e.g. ``climdl segment`` output, NetCDF or GeoTIFF) over it, side by side with one legend.
 
-    from climdl.clouds.scene import load_scene, spatial_dims
+    The scene may be anything ``climdl segment`` reads (NetCDF, a Landsat MTL product, a
+    GeoTIFF); scenes larger than :data:`MAX_SCENE_SIDE` pixels are read every n-th pixel, so a
+    full Landsat scene plots in bounded memory.
+    """
+    from climdl.clouds.scene import open_scene, spatial_dims
     from climdl.plot.masks import mask_panels, rgb_composite
 
     p = Path(path)
-    scene = load_scene(p)
+    with open_scene(p) as lazy:
+        ydim, xdim = spatial_dims(lazy, p)
+        shape = (lazy.sizes[ydim], lazy.sizes[xdim])
+
+        def rising(d: str) -> bool:
+            return d in lazy.coords and lazy[d].size > 1 and bool(lazy[d][-1] > lazy[d][0])
+
+        flip = (rising(ydim), xdim in lazy.coords and lazy[xdim].size > 1 and not rising(xdim))
+        step = max(1, -(-max(shape) // MAX_SCENE_SIDE))
+        every = {ydim: slice(None, None, step), xdim: slice(None, None, step)}
+        scene = lazy.isel(every).load()
     rgb = rgb_composite(scene)
-    ydim, xdim = spatial_dims(scene, p)
-    shape = (scene.sizes[ydim], scene.sizes[xdim])
     panels: list[tuple[str, np.ndarray]] = []
     meanings: list[str] | None = None
     if "mask" in scene.data_vars and "flag_meanings" in scene["mask"].attrs:
-        label, meanings = _mask_of(scene, "mask", p, shape)
+        label, meanings = _mask_of(scene, "mask", p, rgb.shape[:2])
         panels.append(("label", label))
     if mask is not None:
         q = Path(mask)
-        if not q.is_file():
-            raise DataError(f"{q} does not exist or is not a file; check the --mask path.")
-        try:
-            other = xr.load_dataset(q, decode_times=False)
-        except Exception as exc:
-            raise DataError(
-                f"cannot read {q} as NetCDF ({type(exc).__name__}); check that "
-                "the file is complete."
-            ) from None
-        pred, names = _mask_of(other, _flag_variable(other, q), q, shape)
+        pred, names = _read_mask_file(q, shape, flip)
         if meanings is not None and names != meanings:
             raise DataError(
                 f"{q} has the classes {' '.join(names)}, the scene's label "
                 f"{' '.join(meanings)}; they cannot share one legend."
             )
         meanings = names
-        panels.append((q.stem, pred))
+        panels.append((q.stem, pred[::step, ::step]))
     if meanings is None:
         meanings = []
-    fig = mask_panels(rgb, panels, flag_meanings=meanings, suptitle=title or p.name)
+    suffix = f" (every {step}th pixel)" if step > 1 else ""
+    fig = mask_panels(rgb, panels, flag_meanings=meanings, suptitle=(title or p.name) + suffix)
     return save_figure(fig, out, dpi=dpi, overwrite=overwrite)
