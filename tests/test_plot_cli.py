@@ -454,3 +454,38 @@ def test_scene_mistakes_are_one_line_errors(
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and err.count("\n") == 1
     assert not (tmp_path / "err.png").exists()
+
+
+def test_scene_plot_reads_only_rgb_and_label_every_nth_pixel(
+    scene_and_mask: tuple[Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    figures: list[Any],
+) -> None:
+    """Above MAX_SCENE_SIDE a scene is read every n-th pixel, and only its red, green and blue
+    bands and its label: what reaches the composite is already small."""
+    import climdl.plot.masks as masks
+    import climdl.plot.quicklook as quicklook
+
+    seen: list[Any] = []
+    real = masks.rgb_composite
+
+    def spy(scene: Any, *args: Any, **kwargs: Any) -> Any:
+        seen.append(scene)
+        return real(scene, *args, **kwargs)
+
+    monkeypatch.setattr(masks, "rgb_composite", spy)
+    monkeypatch.setattr(quicklook, "MAX_SCENE_SIDE", 16)  # 32 x 48 -> every 3rd pixel: 11 x 16
+    scene, mask = scene_and_mask
+    out = tmp_path / "small.png"
+    assert main(["plot", str(scene), "--mask", str(mask), "--out", str(out), "-q"]) == 0
+    (loaded,) = seen
+    assert list(loaded["band"].values) == ["red", "green", "blue"]
+    assert set(loaded.data_vars) == {"image", "mask"}
+    assert dict(loaded["image"].sizes) == {"band": 3, "y": 11, "x": 16}
+    overlays = [
+        next(im for im in ax.get_images() if im.get_gid() == "mask").get_array()
+        for ax in figures[-1].axes[1:]
+    ]
+    assert [o.shape[:2] for o in overlays] == [(11, 16), (11, 16)]
+    assert "(1 pixel in 3 along each axis)" in figures[-1].get_suptitle()

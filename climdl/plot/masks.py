@@ -117,11 +117,15 @@ def plot_mask_over_rgb(
     return ax
 
 
+#: band names of a true-colour composite, red first
+RGB_BANDS = ("red", "green", "blue")
 #: central wavelengths (um) of red, green and blue, for scenes whose bands have other names
 _RGB_WAVELENGTHS = (0.655, 0.561, 0.482)
 
 
-def _rgb_indices(bands: Sequence[Band], names: Sequence[str]) -> list[int]:
+def rgb_indices(
+    bands: Sequence[Band], names: Sequence[str] = ("red", "green", "blue")
+) -> list[int]:
     """Indices of the red, green and blue bands: by name, else by the nearest wavelength."""
     by_name = {b.name.lower(): i for i, b in enumerate(bands)}
     if all(n.lower() in by_name for n in names):
@@ -160,7 +164,7 @@ def rgb_composite(
     """
     from climdl.clouds.scene import bands_of, read_image
 
-    idx = _rgb_indices(bands_of(scene), bands)
+    idx = rgb_indices(bands_of(scene), bands)
     rgb = np.moveaxis(read_image(scene, order=idx), 0, -1).astype(np.float64)
     finite = rgb[np.isfinite(rgb)]
     if finite.size == 0:

@@ -381,34 +381,39 @@ def _flag_variable(ds: xr.Dataset, p: Path) -> str:
 
 
 def _checked_mask(
-    values: np.ndarray, meanings: list[str], p: Path, shape: tuple[int, ...]
+    values: Any, meanings: list[str], p: Path, shape: tuple[int, ...], step: int = 1
 ) -> tuple[np.ndarray, list[str]]:
+    """``values`` (the full mask, or a lazy array of it) checked against the scene's ``shape``,
+    read every ``step``-th pixel, fill values as :data:`NODATA`."""
     from climdl.clouds.scene import NODATA
 
-    if values.shape != shape:
+    if tuple(values.shape) != tuple(shape):
         raise DataError(
-            f"the mask in {p} is {values.shape}, the scene {shape}; --mask needs "
+            f"the mask in {p} is {tuple(values.shape)}, the scene {tuple(shape)}; --mask needs "
             "the mask of this scene (climdl segment -i SCENE)."
         )
-    if values.dtype.kind == "f":
-        values = np.where(np.isfinite(values), values, NODATA)
-    return values.astype(np.int64), meanings
+    out = np.asarray(values[::step, ::step])
+    if out.dtype.kind == "f":
+        out = np.where(np.isfinite(out), out, NODATA)
+    return out.astype(np.int16), meanings
 
 
 def _mask_of(
-    ds: xr.Dataset, name: str, p: Path, shape: tuple[int, ...]
+    ds: xr.Dataset, name: str, p: Path, shape: tuple[int, ...], step: int = 1
 ) -> tuple[np.ndarray, list[str]]:
     da = ds[name]
-    return _checked_mask(np.asarray(da.values), str(da.attrs["flag_meanings"]).split(), p, shape)
+    meanings = str(da.attrs["flag_meanings"]).split()
+    return _checked_mask(da.variable, meanings, p, shape, step)
 
 
 def _read_mask_file(
-    q: Path, shape: tuple[int, ...], flip: tuple[bool, bool] = (False, False)
+    q: Path, shape: tuple[int, ...], step: int = 1, flip: tuple[bool, bool] = (False, False)
 ) -> tuple[np.ndarray, list[str]]:
-    """The class mask and class names of a mask file: CF NetCDF or a ``climdl segment`` GeoTIFF
-    (band 1, classes in its ``flag_meanings`` tag). A GeoTIFF is stored north-up and west-left;
-    ``flip`` (rows, columns) puts it back in the scene's order where the scene's y ascends or
-    its x descends."""
+    """The class mask (every ``step``-th pixel) and class names of a mask file: CF NetCDF (read
+    lazily: only the mask variable, only the pixels drawn) or a ``climdl segment`` GeoTIFF (band 1,
+    classes in its ``flag_meanings`` tag). A GeoTIFF is stored north-up and west-left; ``flip``
+    (rows, columns) puts it back in the scene's order where the scene's y ascends or its x
+    descends."""
     import xarray as xr
 
     if not q.is_file():
@@ -418,23 +423,26 @@ def _read_mask_file(
 
         try:
             with rasterio.open(q) as src:
-                values = src.read(1)[:: -1 if flip[0] else 1, :: -1 if flip[1] else 1]
+                values = src.read(1)  # uint8: a full Landsat scene's mask is ~60 MB
                 meanings = str(src.tags(1).get("flag_meanings", "")).split()
-        except rasterio.errors.RasterioIOError as exc:
+        except rasterio.errors.RasterioError as exc:
             raise DataError(f"cannot read {q} as GeoTIFF ({exc}).") from None
         if not meanings:
             raise DataError(
                 f"{q} has no flag_meanings tag on band 1; a GeoTIFF mask needs its classes "
                 "(climdl segment -o MASK.tif writes them)."
             )
-        return _checked_mask(values, meanings, q, shape)
+        values = values[:: -1 if flip[0] else 1, :: -1 if flip[1] else 1]
+        return _checked_mask(values, meanings, q, shape, step)
     try:
-        other = xr.load_dataset(q, decode_times=False)
+        with xr.open_dataset(q, decode_times=False, mask_and_scale=False) as other:
+            return _mask_of(other, _flag_variable(other, q), q, shape, step)
+    except (DataError, ConfigError):
+        raise
     except Exception as exc:
         raise DataError(
             f"cannot read {q} as NetCDF ({type(exc).__name__}); check that the file is complete."
         ) from None
-    return _mask_of(other, _flag_variable(other, q), q, shape)
 
 
 def plot_scene_file(
@@ -450,24 +458,27 @@ def plot_scene_file(
     (e.g. ``climdl segment`` output, NetCDF or GeoTIFF) over it, side by side with one legend.
 
     The scene may be anything ``climdl segment`` reads (NetCDF, a Landsat MTL product, a
-    GeoTIFF); scenes larger than :data:`MAX_SCENE_SIDE` pixels are read every n-th pixel, so a
-    full Landsat scene plots in bounded memory.
+    GeoTIFF). Only the red, green and blue bands and the label are read, and scenes larger than
+    :data:`MAX_SCENE_SIDE` pixels every n-th pixel, so a full Landsat scene plots in bounded
+    memory.
     """
-    from climdl.clouds.scene import open_scene, spatial_dims
-    from climdl.plot.masks import mask_panels, rgb_composite
+    from climdl.clouds.scene import BAND_DIM, bands_of, image_name, open_scene, spatial_dims
+    from climdl.plot.masks import RGB_BANDS, mask_panels, rgb_composite, rgb_indices
 
     p = Path(path)
     with open_scene(p) as lazy:
         ydim, xdim = spatial_dims(lazy, p)
         shape = (lazy.sizes[ydim], lazy.sizes[xdim])
+        step = max(1, -(-max(shape) // MAX_SCENE_SIDE))
 
         def rising(d: str) -> bool:
             return d in lazy.coords and lazy[d].size > 1 and bool(lazy[d][-1] > lazy[d][0])
 
         flip = (rising(ydim), xdim in lazy.coords and lazy[xdim].size > 1 and not rising(xdim))
-        step = max(1, -(-max(shape) // MAX_SCENE_SIDE))
-        every = {ydim: slice(None, None, step), xdim: slice(None, None, step)}
-        scene = lazy.isel(every).load()
+        wanted = [image_name(lazy, p)] + (["mask"] if "mask" in lazy.data_vars else [])
+        every: dict[str, Any] = {ydim: slice(None, None, step), xdim: slice(None, None, step)}
+        every[BAND_DIM] = rgb_indices(bands_of(lazy, p), RGB_BANDS)
+        scene = lazy[wanted].isel(every).load()
     rgb = rgb_composite(scene)
     panels: list[tuple[str, np.ndarray]] = []
     meanings: list[str] | None = None
@@ -476,16 +487,16 @@ def plot_scene_file(
         panels.append(("label", label))
     if mask is not None:
         q = Path(mask)
-        pred, names = _read_mask_file(q, shape, flip)
+        pred, names = _read_mask_file(q, shape, step, flip)
         if meanings is not None and names != meanings:
             raise DataError(
                 f"{q} has the classes {' '.join(names)}, the scene's label "
                 f"{' '.join(meanings)}; they cannot share one legend."
             )
         meanings = names
-        panels.append((q.stem, pred[::step, ::step]))
+        panels.append((q.stem, pred))
     if meanings is None:
         meanings = []
-    suffix = f" (every {step}th pixel)" if step > 1 else ""
+    suffix = f" (1 pixel in {step} along each axis)" if step > 1 else ""
     fig = mask_panels(rgb, panels, flag_meanings=meanings, suptitle=(title or p.name) + suffix)
     return save_figure(fig, out, dpi=dpi, overwrite=overwrite)
