@@ -7,8 +7,10 @@ The products are synthetic but laid out like the real ones: uint16 DN band files
 
 from __future__ import annotations
 
+import copy
 import json
 import math
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ from rasterio.transform import Affine
 from test_clouds_cli import CONFIG, SMALL  # the tiny network and run of the CLI tests
 
 from climdl.cli import main
+from climdl.clouds import landsat as landsat_module
 from climdl.clouds.landsat import LANDSAT_BAND_NUMBERS, open_geotiff, open_landsat, read_mtl
 from climdl.clouds.scene import LANDSAT_BANDS, NODATA, open_scene, validate_scene
 from climdl.clouds.synthetic import make_scene
@@ -247,6 +250,94 @@ def test_landsat_reads_only_the_window_asked_for(
     )
 
 
+def test_thinned_reads_take_every_nth_pixel_in_bounded_strips(
+    product: tuple[Path, np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``isel(y=::3, x=::3)`` (as ``climdl plot`` reads a large scene) gives exactly the full
+    read thinned, read in strips of at most STRIP_PIXELS pixels, never the whole span."""
+    mtl, dn = product
+    ds = open_landsat(mtl)
+    full = ds["image"].values
+    lat = ds["lat"].values
+    bound = 4 * W  # four rows of the scene per read
+    monkeypatch.setattr(landsat_module, "STRIP_PIXELS", bound)
+    sizes: list[int] = []
+    real_read = rasterio.io.DatasetReader.read
+
+    def spy(self: Any, *args: Any, **kwargs: Any) -> Any:
+        out = real_read(self, *args, **kwargs)
+        sizes.append(out.shape[-2] * out.shape[-1])
+        return out
+
+    monkeypatch.setattr(rasterio.io.DatasetReader, "read", spy)
+    every3 = ds.isel(y=slice(None, None, 3), x=slice(None, None, 3))
+    thin = every3["image"].values
+    assert thin.shape == (7, 32, 27)
+    np.testing.assert_array_equal(thin, full[:, ::3, ::3])
+    np.testing.assert_allclose(thin, _expected(dn.astype(np.float64))[:, ::3, ::3], rtol=1e-6)
+    assert sizes and max(sizes) <= bound, sizes
+    assert len(sizes) == 7 * 16  # two thinned rows (a strip of four) per read, per band
+    np.testing.assert_array_equal(every3["lat"].values, lat[::3, ::3])
+    for y, x in (
+        (slice(5, 90, 7), slice(3, None, 4)),
+        (slice(None, None, -5), slice(70, 10, -7)),
+        ([3, 50, 10], 4),
+        (41, slice(None, None, 2)),
+    ):
+        sizes.clear()
+        np.testing.assert_array_equal(ds["image"].isel(y=y, x=x).values, full[:, y, x])
+        np.testing.assert_array_equal(ds["lat"].isel(y=y, x=x).values, lat[y, x])
+        assert max(sizes) <= max(bound, 48 * W), (y, x, sizes)  # [3, 50, 10]: its range
+
+
+def test_scenes_pickle_and_copy(product: tuple[Path, np.ndarray], tmp_path: Path) -> None:
+    """Lazy Landsat and GeoTIFF scenes pickle (to Dask, say) and copy, deep or not."""
+    mtl, dn = product
+    ds = open_landsat(mtl)
+    image, lat = ds["image"].values, ds["lat"].values  # the lat/lon cache is filled
+    for again in (pickle.loads(pickle.dumps(ds)), ds.copy(deep=True), copy.deepcopy(ds)):
+        np.testing.assert_array_equal(again["image"].values, image)
+        np.testing.assert_array_equal(again["lat"].values, lat)
+    np.testing.assert_array_equal(ds.image.copy().values, image)
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(ds["image"])).values, image)
+    tif = _write_geotiff(
+        tmp_path / "scene.tif", _expected(dn.astype(np.float64)), [b.name for b in LANDSAT_BANDS]
+    )
+    with open_geotiff(tif) as g:
+        np.testing.assert_array_equal(pickle.loads(pickle.dumps(g))["image"].values, g["image"])
+        np.testing.assert_array_equal(g.copy(deep=True)["image"].values, g["image"].values)
+
+
+def test_level2_product_is_rejected_in_one_sentence(tmp_path: Path) -> None:
+    """An L2SP MTL (surface reflectance first, band 10 as FILE_NAME_BAND_ST_B10) is named as
+    Level-2, not reported as a missing band file or, worse, read as if Level-1."""
+    mtl, _ = write_product(tmp_path / PRODUCT)
+    groups = _mtl_groups()
+    contents = groups["PRODUCT_CONTENTS"]
+    contents["PROCESSING_LEVEL"] = "L2SP"
+    for n in (1, 2, 3, 4, 5, 6, 7):
+        contents[f"FILE_NAME_BAND_{n}"] = f"{PRODUCT}_SR_B{n}.TIF"
+        if n > 1:  # the synthetic product has no band 1
+            (mtl.parent / f"{PRODUCT}_B{n}.TIF").rename(mtl.parent / f"{PRODUCT}_SR_B{n}.TIF")
+    del contents["FILE_NAME_BAND_10"]
+    contents["FILE_NAME_BAND_ST_B10"] = f"{PRODUCT}_ST_B10.TIF"
+    (mtl.parent / f"{PRODUCT}_B10.TIF").rename(mtl.parent / f"{PRODUCT}_ST_B10.TIF")
+    groups["LEVEL1_PROCESSING_RECORD"] = {"PROCESSING_LEVEL": "L1TP"}  # as in a real L2 MTL
+    mtl.write_text(_odl(groups))
+    with pytest.raises(DataError) as info:
+        open_scene(mtl)
+    msg = str(info.value)
+    assert f"{PRODUCT}_MTL.txt is a Level-2 product (L2SP); climdl segment needs Level-1 " in msg
+    assert "top-of-atmosphere data (L1TP/L1GT/L1GS)" in msg
+    assert msg.count(". ") == 0 and msg.endswith(".") and "missing" not in msg
+    # the JSON form says the same
+    jmtl = mtl.with_name(f"{PRODUCT}_MTL.json")
+    jgroups = {g: {k: str(v) for k, v in keys.items()} for g, keys in groups.items()}
+    jmtl.write_text(json.dumps({"LANDSAT_METADATA_FILE": jgroups}))
+    with pytest.raises(DataError, match=r"is a Level-2 product \(L2SP\)"):
+        open_landsat(jmtl)
+
+
 def test_mtl_json_form_gives_the_same_scene(
     product: tuple[Path, np.ndarray], tmp_path: Path
 ) -> None:
@@ -403,6 +494,29 @@ def test_segment_a_landsat_product_and_a_geotiff(
     assert "Traceback" not in err and not (tmp_path / "anon.nc").exists()
 
 
+def test_segment_a_truncated_band_file_is_one_clear_line(
+    ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A band file cut short (an interrupted download) opens but fails at pixel-read time:
+    ``climdl segment`` exits 2 with one sentence naming it, and leaves no output behind."""
+    mtl, _ = write_product(tmp_path / PRODUCT)
+    band = mtl.parent / f"{PRODUCT}_B4.TIF"
+    data = band.read_bytes()
+    band.write_bytes(data[: len(data) // 2])
+    ds = open_landsat(mtl)  # the header is intact
+    with pytest.raises(DataError, match=r"cannot read .*_B4\.TIF: .*re-download it\)\.$"):
+        ds["image"].load()
+    out = tmp_path / "out"
+    out.mkdir()
+    capsys.readouterr()
+    for name in ("mask.nc", "mask.tif"):
+        assert _segment(ckpt, mtl, out / name) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+        assert f"{PRODUCT}_B4.TIF" in err and "may be incomplete (re-download it)" in err, err
+        assert list(out.iterdir()) == []
+
+
 # ----------------------------------------------------------------------------- GeoTIFF output
 CLASS_NAMES = ["clear", "cloud", "thin_cloud", "cloud_shadow", "snow"]
 
@@ -467,6 +581,40 @@ def test_segment_a_landsat_product_to_a_geotiff(
     assert np.isnan(probs[:, nodata]).all() and np.isfinite(probs[:, ok]).all()
     np.testing.assert_allclose(probs.sum(0)[ok], 1.0, atol=1e-5)
     np.testing.assert_array_equal(probs.argmax(0)[ok], mask[ok])
+
+
+def test_segment_header_projects_each_lat_lon_strip_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``climdl segment`` copies ``lat`` and ``lon`` strip by strip together, so the lazy grid
+    (which computes both of a strip at once) projects a scene taller than a strip once."""
+    import netCDF4
+    import pyproj
+
+    rows, cols = 1100, 6  # three 512-row strips
+    profile = _profile(7, "float32") | {"height": rows, "width": cols, "blockysize": 16}
+    profile["blockxsize"] = 16
+    path = tmp_path / "tall.tif"
+    with rasterio.open(path, "w", **profile) as f:
+        f.write(np.full((7, rows, cols), 0.2, np.float32))
+        for i, band in enumerate(LANDSAT_BANDS):
+            f.set_band_description(i + 1, band.name)
+    ds = open_geotiff(path)
+    calls: list[int] = []
+    real = pyproj.Transformer.from_crs
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pyproj.Transformer, "from_crs", counting)
+    with netCDF4.Dataset(tmp_path / "out.nc", "w", format="NETCDF4") as dst:
+        segment_module._write_header(dst, ds, "image", "y", "x", rows, cols, CLASS_NAMES, False)
+    assert len(calls) == 3
+    monkeypatch.undo()
+    with xr.open_dataset(tmp_path / "out.nc") as out:
+        np.testing.assert_array_equal(out["lat"].values, ds["lat"].values)
+        np.testing.assert_array_equal(out["lon"].values, ds["lon"].values)
 
 
 def _sample_scene(root: Path) -> Path:

@@ -10,8 +10,12 @@ like any scene NetCDF.
 
 Nothing is read when a scene is opened: the image is an xarray lazily indexed array whose reads
 (a strip of rows, say) open the GeoTIFFs, read just that window and convert it, so memory follows
-the window, never the ~7800 x 7700 x 7 scene. The Landsat conversion follows the USGS Landsat 8
-Data Users Handbook (LSDS-1574), section 5: top-of-atmosphere reflectance
+the window, never the ~7800 x 7700 x 7 scene; a thinned read (every n-th pixel) is read in
+bounded strips, each thinned in turn. A band file that opens but cannot be read (cut short) is
+a :class:`~climdl.errors.DataError` naming it. Scenes pickle and copy (to Dask, say).
+
+The Landsat conversion follows the USGS Landsat 8 Data Users Handbook (LSDS-1574), section 5:
+top-of-atmosphere reflectance
 ``(REFLECTANCE_MULT_BAND_n * DN + REFLECTANCE_ADD_BAND_n) / sin(SUN_ELEVATION)`` for bands 2-7
 (the scene-centre sun elevation, as the handbook's scene-wide form), and for band 10 the
 radiance ``L = RADIANCE_MULT_BAND_10 * DN + RADIANCE_ADD_BAND_10`` and brightness temperature
@@ -30,7 +34,7 @@ import math
 import os
 import re
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,20 +67,75 @@ MTL_SUFFIXES = ("_MTL.txt", "_MTL.json")
 Converter = Callable[[np.ndarray], np.ndarray]
 """Stored values of one band (a window) -> float32 scene values, NaN where there are no data."""
 
+STRIP_PIXELS = 1 << 22
+"""A thinned read (every n-th row or column, as ``climdl plot`` asks of a large scene) reads
+strips of at most this many pixels per band (one row at least) and thins each in turn, so that
+memory follows the thinned result, never the span it is taken from."""
+
 
 # ---------------------------------------------------------------------------- lazy arrays
-def _axis_window(key: Any, n: int) -> tuple[int, int, np.ndarray | None, bool]:
-    """``(start, stop, take, squeeze)`` of one axis of an outer-indexer key: read
-    ``start..stop``, then pick ``take`` (None: all of it), and drop the axis for an integer."""
+@dataclass(frozen=True)
+class _Axis:
+    """One axis of an outer-indexer key as a read: positions ``start, start + step, ... <
+    stop`` (ascending), then ``take`` of those (None: all of them), and the axis dropped for an
+    integer key (``squeeze``)."""
+
+    start: int
+    stop: int
+    step: int
+    take: np.ndarray | slice | None
+    squeeze: bool
+
+    @property
+    def size(self) -> int:
+        """How many positions are read."""
+        return len(range(self.start, self.stop, self.step))
+
+    @property
+    def positions(self) -> np.ndarray:
+        """The positions read."""
+        return np.arange(self.start, self.stop, self.step)
+
+
+def _axis_window(key: Any, n: int) -> _Axis:
+    """The read of one axis of an outer-indexer key (an integer, slice or index array): evenly
+    spaced indices (a slice with any step, either way) read just those positions; any other
+    index array reads its whole range and picks from it."""
     idx = np.arange(n)[key]
     squeeze = idx.ndim == 0
     idx = np.atleast_1d(idx)
     if idx.size == 0:
-        return 0, 0, None, squeeze
+        return _Axis(0, 0, 1, None, squeeze)
     lo, hi = int(idx.min()), int(idx.max()) + 1
-    if hi - lo == idx.size and bool(np.all(np.diff(idx) == 1)):
-        return lo, hi, None, squeeze
-    return lo, hi, idx - lo, squeeze
+    if idx.size == 1:
+        return _Axis(lo, hi, 1, None, squeeze)
+    steps = np.diff(idx)
+    if steps[0] != 0 and bool(np.all(steps == steps[0])):
+        step = int(steps[0])
+        if step > 0:
+            return _Axis(lo, hi, step, None, squeeze)
+        return _Axis(lo, hi, -step, slice(None, None, -1), squeeze)
+    return _Axis(lo, hi, 1, idx - lo, squeeze)
+
+
+def _finish(out: np.ndarray, axes: Sequence[_Axis]) -> np.ndarray:
+    """Apply the ``take`` and ``squeeze`` of the last ``len(axes)`` axes of ``out``."""
+    lead = out.ndim - len(axes)
+    for k, ax in enumerate(axes):
+        if ax.take is not None:
+            out = out[(slice(None),) * (lead + k) + (ax.take,)]
+    for k in reversed(range(len(axes))):
+        if axes[k].squeeze:
+            out = out[(slice(None),) * (lead + k) + (0,)]
+    return out
+
+
+def _read_error(path: Path, exc: Exception) -> DataError:
+    """The one sentence for a band file that opened (or not) but cannot be read."""
+    # rasterio's message is often 'Read failed. See previous exception for details.': GDAL's
+    # own reason is the cause
+    detail = str(exc.__cause__ or exc).strip().splitlines()[0].rstrip(".")
+    return DataError(f"cannot read {path}: {detail}; the file may be incomplete (re-download it).")
 
 
 @dataclass(frozen=True)
@@ -90,7 +149,9 @@ class BandSource:
 
 class RasterBands(BackendArray):
     """``(band, y, x)`` float32 image over GeoTIFF bands; each read opens the files and reads
-    only the requested window (xarray's lazy indexing composes ``isel`` into one read)."""
+    only the requested window (xarray's lazy indexing composes ``isel`` into one read); a
+    thinned window (every n-th row or column) is read in strips of at most
+    :data:`STRIP_PIXELS` pixels, each thinned before the next is read."""
 
     def __init__(self, sources: Sequence[BandSource], height: int, width: int) -> None:
         self.sources = list(sources)
@@ -104,58 +165,85 @@ class RasterBands(BackendArray):
 
     def _read(self, key: tuple[Any, ...]) -> np.ndarray:
         import rasterio
-        from rasterio.windows import Window
 
         bands = np.atleast_1d(np.arange(self.shape[0])[key[0]])
-        r0, r1, rtake, rsq = _axis_window(key[1], self.shape[1])
-        c0, c1, ctake, csq = _axis_window(key[2], self.shape[2])
-        out = np.empty((bands.size, r1 - r0, c1 - c0), dtype=np.float32)
+        rows = _axis_window(key[1], self.shape[1])
+        cols = _axis_window(key[2], self.shape[2])
+        out = np.empty((bands.size, rows.size, cols.size), dtype=np.float32)
         if out.size:
-            window = Window(c0, r0, c1 - c0, r1 - r0)
             by_file: dict[Path, list[int]] = {}
             for i, b in enumerate(bands):
                 by_file.setdefault(self.sources[int(b)].path, []).append(i)
             for path, positions in by_file.items():
-                with rasterio.open(path) as f:
-                    raw = f.read(
-                        [self.sources[int(bands[i])].index for i in positions], window=window
-                    )
-                for j, i in enumerate(positions):
-                    out[i] = self.sources[int(bands[i])].convert(raw[j])
-        if rtake is not None:
-            out = out[:, rtake]
-        if ctake is not None:
-            out = out[:, :, ctake]
-        if csq:
-            out = out[:, :, 0]
-        if rsq:
-            out = out[:, 0]
+                srcs = [self.sources[int(bands[i])] for i in positions]
+                try:
+                    with rasterio.open(path) as f:
+                        for k0, raw in self._strips(f, [s.index for s in srcs], rows, cols):
+                            for j, i in enumerate(positions):
+                                out[i, k0 : k0 + raw.shape[1]] = srcs[j].convert(raw[j])
+                except rasterio.errors.RasterioError as exc:
+                    raise _read_error(path, exc) from exc
+        out = _finish(out, (rows, cols))
         if np.ndim(np.arange(self.shape[0])[key[0]]) == 0:
             out = out[0]
         return out
 
+    @staticmethod
+    def _strips(
+        f: Any, indexes: list[int], rows: _Axis, cols: _Axis
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """``(first output row, raw values (band, row, column))`` of the rows and columns
+        read: the window in one read, or, thinned, in strips of at most :data:`STRIP_PIXELS`
+        pixels (GDAL's decimating read would pick the middle pixel of each step, not the
+        first, and may take an overview)."""
+        from rasterio.windows import Window
+
+        width = cols.stop - cols.start
+        if rows.step == 1 and cols.step == 1:
+            yield 0, f.read(indexes, window=Window(cols.start, rows.start, width, rows.size))
+            return
+        span = max(1, STRIP_PIXELS // max(width, 1))  # source rows per read
+        per = max(1, (span - 1) // rows.step + 1)  # output rows per read
+        for k0 in range(0, rows.size, per):
+            k1 = min(k0 + per, rows.size)
+            r0 = rows.start + k0 * rows.step
+            height = (k1 - k0 - 1) * rows.step + 1
+            raw = f.read(indexes, window=Window(cols.start, r0, width, height))
+            yield k0, raw[:, :: rows.step, :: cols.step]
+
 
 class _LatLonGrid:
-    """Geographic coordinates of projected pixel centres, computed per window with pyproj; the
-    last window is kept so that reading ``lat`` then ``lon`` of a strip transforms it once."""
+    """Geographic coordinates of projected pixel centres, computed per read with pyproj (for
+    the pixels read only, so a thinned read transforms the thinned grid); the last read is
+    kept so that reading ``lat`` then ``lon`` of a strip transforms it once. Picklable: the
+    lock and the kept read are left out and made anew."""
 
     def __init__(self, crs_wkt: str, x: np.ndarray, y: np.ndarray) -> None:
         self.crs_wkt, self.x, self.y = crs_wkt, x, y
-        self._last: tuple[tuple[int, int, int, int], np.ndarray, np.ndarray] | None = None
+        self._last: tuple[tuple[int, ...], np.ndarray, np.ndarray] | None = None
         self._lock = threading.Lock()
 
-    def window(self, r0: int, r1: int, c0: int, c1: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(lat, lon)`` float32 of rows ``r0..r1`` and columns ``c0..c1``."""
+    def __getstate__(self) -> dict[str, Any]:
+        return {"crs_wkt": self.crs_wkt, "x": self.x, "y": self.y}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.crs_wkt, self.x, self.y = state["crs_wkt"], state["x"], state["y"]
+        self._last = None
+        self._lock = threading.Lock()
+
+    def window(self, rows: _Axis, cols: _Axis) -> tuple[np.ndarray, np.ndarray]:
+        """``(lat, lon)`` float32 of the positions read of ``rows`` and ``cols``."""
         from pyproj import CRS, Transformer
 
+        key = (rows.start, rows.stop, rows.step, cols.start, cols.stop, cols.step)
         with self._lock:
-            if self._last is not None and self._last[0] == (r0, r1, c0, c1):
+            if self._last is not None and self._last[0] == key:
                 return self._last[1], self._last[2]
             tr = Transformer.from_crs(CRS.from_wkt(self.crs_wkt), "EPSG:4326", always_xy=True)
-            xx, yy = np.meshgrid(self.x[c0:c1], self.y[r0:r1])
+            xx, yy = np.meshgrid(self.x[cols.positions], self.y[rows.positions])
             lon, lat = tr.transform(xx, yy)
             res = (np.asarray(lat, np.float32), np.asarray(lon, np.float32))
-            self._last = ((r0, r1, c0, c1), *res)
+            self._last = (key, *res)
             return res
 
 
@@ -173,18 +261,13 @@ class _LatLonArray(BackendArray):
         )
 
     def _read(self, key: tuple[Any, ...]) -> np.ndarray:
-        r0, r1, rtake, rsq = _axis_window(key[0], self.shape[0])
-        c0, c1, ctake, csq = _axis_window(key[1], self.shape[1])
-        out = self.grid.window(r0, r1, c0, c1)[self.which]
-        if rtake is not None:
-            out = out[rtake]
-        if ctake is not None:
-            out = out[:, ctake]
-        if rsq:
-            out = out[0]
-        if csq:
-            out = out[..., 0]
-        return np.array(out)
+        rows = _axis_window(key[0], self.shape[0])
+        cols = _axis_window(key[1], self.shape[1])
+        if rows.size == 0 or cols.size == 0:
+            out = np.empty((rows.size, cols.size), np.float32)
+        else:
+            out = self.grid.window(rows, cols)[self.which]
+        return np.array(_finish(out, (rows, cols)))
 
 
 # ---------------------------------------------------------------------------- geometry
@@ -392,28 +475,36 @@ def _number(mtl: Mapping[str, Any], key: str, source: Path) -> float:
         raise DataError(f"{source}: {key} = {mtl[key]!r} is not a number.") from exc
 
 
-def _reflectance(mult: float, add: float, sin_elev: float) -> Converter:
-    """DN -> TOA reflectance corrected for the sun elevation (handbook eq. 5-1/5-2)."""
+@dataclass(frozen=True)
+class _Reflectance:
+    """DN -> TOA reflectance corrected for the sun elevation (handbook eq. 5-1/5-2); a class,
+    not a closure, so that scenes pickle (copies, Dask)."""
 
-    def convert(dn: np.ndarray) -> np.ndarray:
-        rho = (mult * dn.astype(np.float64) + add) / sin_elev
+    mult: float
+    add: float
+    sin_elev: float
+
+    def __call__(self, dn: np.ndarray) -> np.ndarray:
+        rho = (self.mult * dn.astype(np.float64) + self.add) / self.sin_elev
         return np.where(dn == 0, np.nan, rho).astype(np.float32)
 
-    return convert
 
-
-def _brightness_temperature(mult: float, add: float, k1: float, k2: float) -> Converter:
+@dataclass(frozen=True)
+class _BrightnessTemperature:
     """DN -> radiance -> brightness temperature in K (handbook eq. 5-1/5-3); NaN for DN 0 and
     for non-positive radiance, where the logarithm is undefined."""
 
-    def convert(dn: np.ndarray) -> np.ndarray:
-        radiance = mult * dn.astype(np.float64) + add
+    mult: float
+    add: float
+    k1: float
+    k2: float
+
+    def __call__(self, dn: np.ndarray) -> np.ndarray:
+        radiance = self.mult * dn.astype(np.float64) + self.add
         ok = (dn != 0) & (radiance > 0)
         with np.errstate(divide="ignore", invalid="ignore"):
-            bt = k2 / np.log(k1 / np.where(ok, radiance, 1.0) + 1.0)
+            bt = self.k2 / np.log(self.k1 / np.where(ok, radiance, 1.0) + 1.0)
         return np.where(ok, bt, np.nan).astype(np.float32)
-
-    return convert
 
 
 def open_landsat(path: str | os.PathLike[str], *, latlon: bool | None = None) -> xr.Dataset:
@@ -422,6 +513,7 @@ def open_landsat(path: str | os.PathLike[str], *, latlon: bool | None = None) ->
     ``path`` is the ``*_MTL.txt`` or ``*_MTL.json`` file, or the folder holding it; the band
     files are those the MTL names (``FILE_NAME_BAND_n``, else ``<product>_Bn.TIF``) beside it.
     Bands blue..swir22 (B2-B7) become TOA reflectance, tir (B10) brightness temperature (K).
+    Level-2 products (``PROCESSING_LEVEL`` L2SP/L2SR) are refused: they hold no DNs to convert.
     ``latlon``: add 2-D lat/lon (None: when the scene has at most :data:`LATLON_MAX_PIXELS`).
     """
     import rasterio
@@ -433,6 +525,14 @@ def open_landsat(path: str | os.PathLike[str], *, latlon: bool | None = None) ->
         raise DataError(
             f"{mtl_path} is a {mtl.get('SPACECRAFT_ID', 'Landsat')} {sensor} product; climdl "
             "reads Landsat 8/9 OLI/TIRS Collection 2 Level-1 products only."
+        )
+    level = str(mtl.get("PROCESSING_LEVEL", "L1")).strip()
+    if not level.upper().startswith("L1"):
+        kind = "a Level-2 product" if level.upper().startswith("L2") else "not a Level-1 product"
+        raise DataError(
+            f"{mtl_path.name} is {kind} ({level}); climdl segment needs Level-1 "
+            "top-of-atmosphere data (L1TP/L1GT/L1GS), so download the Collection 2 Level-1 "
+            "product of this scene."
         )
     elevation = _number(mtl, "SUN_ELEVATION", mtl_path)
     azimuth = _number(mtl, "SUN_AZIMUTH", mtl_path)
@@ -457,14 +557,14 @@ def open_landsat(path: str | os.PathLike[str], *, latlon: bool | None = None) ->
                 f"missing from {mtl_path.parent}."
             )
         if band.thermal:
-            conv = _brightness_temperature(
+            conv: Converter = _BrightnessTemperature(
                 _number(mtl, f"RADIANCE_MULT_BAND_{n}", mtl_path),
                 _number(mtl, f"RADIANCE_ADD_BAND_{n}", mtl_path),
                 _number(mtl, f"K1_CONSTANT_BAND_{n}", mtl_path),
                 _number(mtl, f"K2_CONSTANT_BAND_{n}", mtl_path),
             )
         else:
-            conv = _reflectance(
+            conv = _Reflectance(
                 _number(mtl, f"REFLECTANCE_MULT_BAND_{n}", mtl_path),
                 _number(mtl, f"REFLECTANCE_ADD_BAND_{n}", mtl_path),
                 sin_elev,
@@ -521,16 +621,19 @@ def _tag_number(value: str | None) -> float | None:
         return None
 
 
-def _scaled(scale: float, offset: float, nodata: float | None) -> Converter:
+@dataclass(frozen=True)
+class _Scaled:
     """Stored GeoTIFF values -> float32 after the GDAL scale/offset, the nodata value -> NaN."""
 
-    def convert(raw: np.ndarray) -> np.ndarray:
-        v = raw.astype(np.float64) * scale + offset
-        if nodata is not None and not math.isnan(nodata):
-            v = np.where(raw == nodata, np.nan, v)
-        return v.astype(np.float32)
+    scale: float
+    offset: float
+    nodata: float | None
 
-    return convert
+    def __call__(self, raw: np.ndarray) -> np.ndarray:
+        v = raw.astype(np.float64) * self.scale + self.offset
+        if self.nodata is not None and not math.isnan(self.nodata):
+            v = np.where(raw == self.nodata, np.nan, v)
+        return v.astype(np.float32)
 
 
 def _geotiff_band(f: Any, i: int, path: Path) -> Band | None:
@@ -600,7 +703,7 @@ def open_geotiff(path: str | os.PathLike[str], *, latlon: bool | None = None) ->
             )
         coords, gm, px = _grid_coords(f, p, latlon)
         sources = [
-            BandSource(p, i, _scaled(f.scales[i - 1], f.offsets[i - 1], f.nodatavals[i - 1]))
+            BandSource(p, i, _Scaled(f.scales[i - 1], f.offsets[i - 1], f.nodatavals[i - 1]))
             for i in range(1, f.count + 1)
         ]
         attrs: dict[str, Any] = {

@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
+import itertools
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -278,6 +279,13 @@ def _copy_var(var: xr.Variable, dst: Any, name: str, ydim: str) -> None:
     """Write a header variable of the input scene to ``dst`` as stored (packed values,
     attributes); ones with the row dimension and two or more dimensions a strip at a time, so
     that 2-D lat/lon of a large scene never sit in memory whole."""
+    for _ in _copy_strips(var, dst, name, ydim):
+        pass
+
+
+def _copy_strips(var: xr.Variable, dst: Any, name: str, ydim: str) -> Iterator[None]:
+    """:func:`_copy_var`, a step per strip written, so that variables go strip by strip
+    together."""
     dims = tuple(str(d) for d in var.dims)
     out: Any = None
 
@@ -298,6 +306,7 @@ def _copy_var(var: xr.Variable, dst: Any, name: str, ydim: str) -> None:
                 out = create(enc)
             idx = tuple(slice(r0, r0 + 512) if d == ydim else slice(None) for d in dims)
             out[idx] = np.asarray(enc.values)
+            yield
     else:
         enc = _stored(var, name)
         out = create(enc)
@@ -801,13 +810,18 @@ def _write_header(
     img = ds[iname]
     wanted = str(img.encoding.get("coordinates", img.attrs.get("coordinates", ""))).split()
     wanted += [str(n) for n, c in ds.coords.items() if set(c.dims) <= {ydim, xdim} and c.ndim]
+    writers: list[Iterator[None]] = []
     for name in dict.fromkeys(wanted):
         if name in (ydim, xdim) or name not in ds.variables:
             continue
         v = ds.variables[name]
         if v.ndim >= 1 and set(v.dims) <= {ydim, xdim}:
-            _copy_var(v, dst, name, ydim)
+            writers.append(_copy_strips(v, dst, name, ydim))
             aux.append(name)
+    # lat and lon a strip at a time together: a lazy scene that computes both of a strip at
+    # once (climdl.clouds.landsat) then computes each strip once
+    for _ in itertools.zip_longest(*writers):
+        pass
     gm = img.attrs.get("grid_mapping", img.encoding.get("grid_mapping"))
     gm_name = str(gm).split(":")[0].strip() if gm else None
     if gm_name and gm_name in ds.variables and ds.variables[gm_name].ndim == 0:
