@@ -74,10 +74,12 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 def _cmd_prepare(args: argparse.Namespace) -> int:
     from rich.progress import Progress
 
+    from climdl.dask_cluster import dask_target
     from climdl.data.prepare import prepare
 
     console = _console(args.quiet)
     period = tuple(args.train_period) if args.train_period else None
+    scheduler = dask_target(args.dask_scheduler, args.workers)  # a malformed one: one line
     with Progress(console=console, transient=True, disable=args.quiet) as bar:
         task = bar.add_task("upscaling", total=None)
         res = prepare(
@@ -92,7 +94,7 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
             chunk_days=args.chunk_days,
             overwrite=args.overwrite,
             min_coverage=args.min_coverage,
-            scheduler=args.dask_scheduler if args.dask_scheduler else args.workers,
+            scheduler=scheduler,
             progress=lambda d, t: bar.update(task, completed=d, total=t),
         )
     console.print(
@@ -194,11 +196,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--dask-scheduler",
         default=None,
         metavar="ADDRESS",
-        help="run the blocks on an existing Dask cluster (tcp://host:8786); the input "
+        help="run the blocks on an existing Dask cluster (tcp://HOST:8786); the input "
         "files must be readable by the workers at the same paths",
     )
     dask.add_argument(
-        "--workers", type=int, default=None, help="run the blocks on N local Dask worker processes"
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="run the blocks on N local Dask worker processes; results are identical to the "
+        "in-process run because each worker uses this process's torch thread count, which on "
+        "one machine oversubscribes the cores (N x cores threads): Dask pays off across nodes",
     )
     pp.add_argument("-q", "--quiet", action="store_true")
     pp.set_defaults(func=_cmd_prepare)

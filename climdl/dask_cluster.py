@@ -3,47 +3,166 @@
 Both take ``--dask-scheduler ADDRESS`` (an existing cluster, e.g. started on SLURM with
 dask-jobqueue) or ``--workers N`` (N local worker processes, one thread each); :func:`client_for`
 turns either into a connected client, so the two commands start and reach clusters the same way
-and report an unreachable scheduler with the same one-sentence :class:`ConfigError`.
+and report a malformed or unreachable scheduler with the same one-sentence
+:class:`ConfigError`. :class:`WorkerCache` is what their tasks keep per worker process.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
-from typing import Any
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 from climdl.errors import ConfigError
+
+__all__ = ["WorkerCache", "check_scheduler", "client_for", "dask_target"]
+
+T = TypeVar("T")
+
+_FORM = "tcp://HOST:PORT"
+
+
+def check_scheduler(address: str) -> str:
+    """``address`` if it is a well-formed Dask scheduler address, else a :class:`ConfigError`.
+
+    Only the form is checked (nothing is contacted): a known scheme, and for the network
+    schemes a host and a port. A bare number is refused: it would read as a worker count.
+    """
+    text = str(address).strip()
+    if text.isdigit():
+        raise ConfigError(
+            f"--dask-scheduler {text} is not an address: give the scheduler's address, e.g. "
+            "tcp://HOST:8786; for local workers use --workers N."
+        )
+    try:
+        from distributed.comm.addressing import parse_address, parse_host_port
+        from distributed.comm.registry import get_backend
+
+        scheme, location = parse_address(text)
+        get_backend(scheme)  # an unknown scheme (http://...) raises ValueError
+        if scheme in ("tcp", "tls", "ws", "wss"):
+            host, port = parse_host_port(location)
+            if not host or not 0 < int(port) < 65536:
+                raise ValueError("no host or no valid port")
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(
+            f"{text!r} is not a Dask scheduler address ({exc}); give it as {_FORM}."
+        ) from exc
+    return text
+
+
+def dask_target(scheduler: str | None, workers: int | None) -> str | int | None:
+    """What the CLIs pass on from ``--dask-scheduler`` / ``--workers``: checked, or None."""
+    if scheduler is not None:
+        return check_scheduler(scheduler)
+    if workers is not None and workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {workers}.")
+    return workers
 
 
 @contextlib.contextmanager
 def client_for(scheduler: str | int, *, timeout: float | str | None = None) -> Iterator[Any]:
     """A Dask client: connected to ``scheduler`` (an address) or to N new local worker processes.
 
-    ``timeout``: how long to try to reach an existing scheduler (seconds or a Dask duration
-    such as ``"30s"``); default Dask's ``distributed.comm.timeouts.connect`` (30 s unless
-    configured otherwise, e.g. with ``DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT=5s``).
+    Only an ``int`` is a worker count; a string is an address (a digit-only string is refused,
+    see :func:`check_scheduler`). ``timeout``: how long to try to reach an existing scheduler
+    (seconds or a Dask duration such as ``"30s"``); default Dask's
+    ``distributed.comm.timeouts.connect`` (30 s unless configured otherwise, e.g. with
+    ``DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT=5s``).
     """
     try:
         import dask
         from distributed import Client, LocalCluster
     except ImportError as exc:  # pragma: no cover - distributed is a dependency
         raise ConfigError("running on Dask needs the 'distributed' package.") from exc
-    if isinstance(scheduler, int) or str(scheduler).isdigit():
-        n = int(scheduler)
-        if n < 1:
-            raise ConfigError("--workers must be at least 1.")
+    if isinstance(scheduler, int):
+        if scheduler < 1:
+            raise ConfigError(f"--workers must be at least 1, got {scheduler}.")
         with (
             LocalCluster(
-                n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None
+                n_workers=scheduler, threads_per_worker=1, processes=True, dashboard_address=None
             ) as cluster,
             Client(cluster) as client,
         ):
             yield client
         return
+    address = check_scheduler(scheduler)  # before a Client exists: a failed one lingers
     wait = dask.config.get("distributed.comm.timeouts.connect") if timeout is None else timeout
     try:
-        client = Client(str(scheduler), timeout=wait)
+        client = Client(address, timeout=wait)
     except OSError as exc:
-        raise ConfigError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from exc
+        raise ConfigError(f"cannot reach the Dask scheduler at {address}: {exc}") from exc
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(
+            f"{address!r} is not a usable Dask scheduler address ({exc}); give it as {_FORM}."
+        ) from exc
     with client:
         yield client
+
+
+@dataclass
+class _Entry(Generic[T]):
+    value: T
+    users: int = 0
+    released: bool = False
+
+
+class WorkerCache(Generic[T]):
+    """Objects built once per run in a worker process and shared by all its threads.
+
+    Dask workers may run several tasks at once in threads (dask-jobqueue's ``SLURMCluster``,
+    ``processes=False`` clusters), of one run or of several. So an object is built under a lock
+    (two threads of a run starting together build it once), every task holds it while it uses
+    it, and :meth:`release` (sent by the client at the end of a run) closes it at once if no task
+    uses it, else when the last one is done: each object built is closed exactly once, never
+    while in use, and a new run never closes another run's objects. A task of a released run
+    that still starts (cancelled too late) builds its own object and closes it when done.
+    """
+
+    def __init__(self, close: Callable[[T], None]) -> None:
+        self._close = close
+        self._lock = threading.Lock()
+        self._items: dict[str, _Entry[T]] = {}
+        self._released: set[str] = set()  # a few bytes per run and worker process
+
+    @contextlib.contextmanager
+    def use(self, key: str, build: Callable[[], T]) -> Iterator[T]:
+        """The object of ``key``, built by ``build()`` on first use, held while in the block."""
+        with self._lock:
+            entry = self._items.get(key)
+            if entry is None:
+                entry = _Entry(build())
+                if key in self._released:
+                    entry.released = True  # not cached: closed right after this task
+                else:
+                    self._items[key] = entry
+            entry.users += 1
+        try:
+            yield entry.value
+        finally:
+            with self._lock:
+                entry.users -= 1
+                last = entry.released and entry.users == 0
+            if last:
+                self._close(entry.value)
+
+    def release(self, key: str | None = None) -> None:
+        """Close the object of ``key`` (of every key if None) once no task uses it."""
+        with self._lock:
+            if key is not None:
+                self._released.add(key)
+            keys = [k for k in self._items if key is None or k == key]
+            idle = []
+            for k in keys:
+                entry = self._items.pop(k)
+                entry.released = True
+                if entry.users == 0:
+                    idle.append(entry.value)
+        for value in idle:
+            self._close(value)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)

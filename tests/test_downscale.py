@@ -560,3 +560,18 @@ def test_dask_local_cluster_gives_the_in_process_output(
     with _open(out) as ds:
         np.testing.assert_array_equal(ds.tasmax.values, single.tasmax.values)
         assert ds.sizes["time"] == 365 and not parts_dir(out).exists()
+
+
+@pytest.mark.parametrize("address", ["8786", "tcp://host:notaport"])
+def test_malformed_dask_scheduler_is_one_line_before_any_work(
+    address: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Checked before the checkpoint is loaded: no parts folder, and 8786 is not a worker count."""
+    out = tmp_path / "o.nc"
+    argv = ["downscale", "-c", str(tmp_path / "none.ckpt"), "-i", str(tmp_path / "none.nc"),
+            "-o", str(out), "--dask-scheduler", address, "-q"]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("climdl: error: ") and "\n" not in err and "Traceback" not in err
+    assert ("--workers N" if address.isdigit() else "tcp://HOST:PORT") in err
+    assert list(tmp_path.iterdir()) == [] and not parts_dir(out).exists()

@@ -527,14 +527,17 @@ def prepare(
     fraction allowed for any coarse cell (see the module doc). ``subcells``: k x k sub-cells
     per projected fine cell for the weights.
 
-    ``scheduler``: None computes the blocks in this process; N (an int or a digit string)
-    starts N local Dask worker processes (one thread each); an address (``tcp://host:8786``)
-    uses an existing Dask cluster, e.g. one started on SLURM with dask-jobqueue. Each block is
-    then a task (:mod:`climdl.data.prepare_dask`); the workers read the input files
-    themselves, so these must be on a file system they share, and the client writes the blocks
-    in time order and merges their statistics: the output is the in-process one and the
-    statistics agree to rounding. On Dask, ``device="auto"`` means cpu; for GPUs pass cuda and
-    run one worker per GPU (e.g. dask-cuda's ``LocalCUDACluster``).
+    ``scheduler``: None computes the blocks in this process; N (an ``int``) starts N local Dask
+    worker processes (one thread each); an address (``tcp://HOST:8786``, a string) uses an
+    existing Dask cluster, e.g. one started on SLURM with dask-jobqueue. Each block is then a
+    task (:mod:`climdl.data.prepare_dask`); the workers read the input files themselves, so
+    these must be on a file system they share, and the client writes the blocks in time order
+    and merges their statistics: the output is the in-process one and the statistics agree to
+    rounding. Results are identical to the in-process run because each worker uses this
+    process's torch thread count (the same rounding); on one machine N local workers therefore
+    run N x cores threads and oversubscribe the cores, which is why Dask pays off across nodes.
+    On Dask, ``device="auto"`` means cpu; for GPUs pass cuda and run one worker per GPU (e.g.
+    dask-cuda's ``LocalCUDACluster``).
     """
     t0 = time.perf_counter()
     out = Path(out)

@@ -2,12 +2,16 @@
 
 A task gets a small picklable :class:`BlockSource` (input files, variables, coarse grid,
 smoothing, device) and the bounds of its block. Each worker process opens the input files and
-builds the regridding weights once per run (cached under the run's id, like the jobs of
-:mod:`climdl.inference.dask_run`), upscales its block with the very
+builds the regridding weights once per run (a :class:`~climdl.dask_cluster.WorkerCache` under
+the run's id, shared by the worker's threads, like the jobs of :mod:`climdl.inference.dask_run`;
+closed when the client ends the run), upscales its block with the very
 :meth:`~climdl.data.prepare.Upscaler.block` the in-process run uses, and sends back the coarse
 block (small: time x variables x the coarse grid) with the block's share of the statistics.
 The client writes the blocks in time order as they arrive (holding back those that come early)
-and merges the statistics in that order, so the output file equals the in-process one.
+and merges the statistics in that order, so the output file equals the in-process one. It
+keeps at most :func:`window` blocks (twice the cluster's threads) in flight or held back, and
+submits the next ones as blocks are written, so its memory stays a few blocks whatever the
+length of the series.
 
 The workers read the input files themselves: they must see them at the same (absolute) paths,
 as on an HPC cluster's shared file system. On SLURM, start the workers with dask-jobqueue
@@ -24,11 +28,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from climdl.dask_cluster import WorkerCache
 from climdl.data._prepare_io import CoarseGrid
 from climdl.data.prepare import UpscaledBlock, Upscaler, _device, open_fine
 from climdl.errors import ConfigError, DataError
 
-__all__ = ["BlockSource", "release", "run_block", "run_blocks"]
+__all__ = ["BlockSource", "release", "run_block", "run_blocks", "window"]
 
 log = logging.getLogger(__name__)
 
@@ -53,32 +58,35 @@ class BlockSource:
     """Torch threads of the client: the same count gives the same rounding."""
 
 
-_UPSCALERS: dict[str, Upscaler] = {}
-
-
-def _upscaler(source: BlockSource) -> Upscaler:
-    """The upscaler of ``source``'s run in this worker process (built on first use)."""
-    if source.run not in _UPSCALERS:
-        release()  # one run at a time per worker: close the previous run's files
-        ds, src, dims, names = open_fine(source.files, source.names, source.chunk_days)
+def _build(source: BlockSource) -> Upscaler:
+    """Open the input files of ``source`` and build its run's upscaler (closed on failure)."""
+    ds, src, dims, names = open_fine(source.files, source.names, source.chunk_days)
+    try:
         if names != list(source.names) or ds.sizes["time"] != source.n_times:
-            ds.close()
             raise DataError(
                 f"a Dask worker reads {ds.sizes['time']} time steps of {', '.join(names)} from "
                 f"{source.files[0]}{' ...' if len(source.files) > 1 else ''} where the client read "
                 f"{source.n_times} of {', '.join(source.names)}; the workers must see the same files."
             )
-        _UPSCALERS[source.run] = Upscaler.build(
+        return Upscaler.build(
             ds, src, dims, names, source.coarse, subcells=source.subcells,
             smoothing=source.smoothing, device=_device(source.device),
         )  # fmt: skip
-    return _UPSCALERS[source.run]
+    except BaseException:
+        ds.close()
+        raise
+
+
+_UPSCALERS: WorkerCache[Upscaler] = WorkerCache(lambda upscaler: upscaler.ds.close())
+"""The upscalers of this worker process by run: shared by its threads, closed at a run's end."""
 
 
 def release(run: str | None = None) -> None:
-    """Close the input files of ``run`` (of every run if None) held by this worker process."""
-    for key in [k for k in _UPSCALERS if run is None or k == run]:
-        _UPSCALERS.pop(key).ds.close()
+    """Close the input files of ``run`` (of every run if None) in this worker process.
+
+    Sent by the client at the end of a run; files a task still reads are closed when it is done.
+    """
+    _UPSCALERS.release(run)
 
 
 def run_block(
@@ -88,7 +96,21 @@ def run_block(
     import torch
 
     torch.set_num_threads(source.torch_threads)
-    return _upscaler(source).block(start, stop, slice(train_start, train_stop))
+    with _UPSCALERS.use(source.run, lambda: _build(source)) as upscaler:
+        return upscaler.block(start, stop, slice(train_start, train_stop))
+
+
+def window(client: Any) -> int:
+    """Blocks in flight or waiting to be written at most: twice the cluster's threads, >= 2.
+
+    Asked again as blocks complete, so that workers joining later (an adaptive cluster, SLURM
+    jobs still queued) are used.
+    """
+    try:
+        threads = sum(int(n) for n in client.nthreads().values())
+    except Exception:  # the scheduler is slow or gone: the next result tells
+        threads = 1
+    return max(2, 2 * threads)
 
 
 def run_blocks(
@@ -110,15 +132,31 @@ def run_blocks(
 
     total = bounds[-1][1] if bounds else 0
     log.info("Dask: %d block(s) of %s on %s", len(bounds), Path(source.files[0]).name, client)
-    futures = {
-        client.submit(run_block, source, a, b, train.start, train.stop,
-                      key=f"climdl-prepare-{source.run}-{a}", pure=False): (a, b)
-        for a, b in bounds
-    }  # fmt: skip
+    queue = iter(bounds)
+    futures: dict[Any, tuple[int, int]] = {}
     early: dict[int, UpscaledBlock] = {}
+    completed = as_completed()
     next_start, done = 0, 0
+
+    def submit_more() -> None:
+        """Keep at most :func:`window` blocks in flight or waiting: client memory is bounded.
+
+        Blocks are submitted in time order, so the next one to write is always in flight or
+        waiting (if every submitted block is written, there is room to submit it).
+        """
+        limit = window(client)
+        while len(futures) + len(early) < limit:
+            a, b = next(queue, (-1, -1))
+            if a < 0:
+                return
+            future = client.submit(run_block, source, a, b, train.start, train.stop,
+                                   key=f"climdl-prepare-{source.run}-{a}", pure=False)  # fmt: skip
+            futures[future] = (a, b)
+            completed.add(future)
+
     try:
-        for future in as_completed(list(futures)):
+        submit_more()
+        for future in completed:
             a, b = futures.pop(future)
             try:
                 block = future.result()
@@ -130,13 +168,15 @@ def run_blocks(
                     f"{exc}); nothing was written, fix the cause and run again."
                 ) from exc
             early[block.start] = block
+            del block, future  # only ``early`` holds the block until it is written
             while next_start in early:
-                ready = early.pop(next_start)
-                take(ready)
-                next_start = ready.stop
+                stop = early[next_start].stop
+                take(early.pop(next_start))
+                next_start = stop
             done += b - a
             if progress is not None:
                 progress(done, total)
+            submit_more()
     finally:
         for future in futures:
             future.cancel()

@@ -109,11 +109,15 @@ def register(sub: Any) -> None:
         "--dask-scheduler",
         default=None,
         metavar="ADDRESS",
-        help="run the chunks on an existing Dask cluster (tcp://host:8786); the output "
+        help="run the chunks on an existing Dask cluster (tcp://HOST:8786); the output "
         "folder must be shared with the workers",
     )
     dask.add_argument(
-        "--workers", type=int, default=None, help="run the chunks on N local Dask worker processes"
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="run the chunks on N local Dask worker processes",
     )
     d.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     d.set_defaults(func=_cmd_downscale)
@@ -125,9 +129,12 @@ def _cmd_downscale(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from climdl.dask_cluster import dask_target
     from climdl.inference import downscale
 
     console = Console(stderr=True, quiet=args.quiet)
+    # checked before the run: a malformed address is one line, and no parts folder is made
+    dask_scheduler = dask_target(args.dask_scheduler, args.workers)
     start = time.perf_counter()
     columns = (
         TextColumn("[progress.description]{task.description}"),
@@ -164,7 +171,7 @@ def _cmd_downscale(args: argparse.Namespace) -> int:
             forcing=args.forcing,
             resume=args.resume,
             overwrite=args.overwrite,
-            dask_scheduler=args.dask_scheduler if args.dask_scheduler else args.workers,
+            dask_scheduler=dask_scheduler,
             history="climdl " + shlex.join(getattr(args, "argv", ["downscale"])),
             progress=report,
         )

@@ -1,9 +1,10 @@
 """Downscaling chunks as tasks on a Dask cluster (an existing one, or local worker processes).
 
 Each task rebuilds the run's :class:`~climdl.inference.job.Job` from its JSON config once per
-worker process (cached), reads its chunk of predictors, predicts and stores the chunk file in the
-run's parts folder, which must therefore be on a file system the workers share (as on an HPC
-cluster). The client only schedules, shows progress and joins the parts at the end. On SLURM,
+worker process (a :class:`~climdl.dask_cluster.WorkerCache` shared by the worker's threads and
+freed when the client ends the run), reads its chunk of predictors, predicts and stores the
+chunk file in the run's parts folder, which must therefore be on a file system the workers
+share (as on an HPC cluster). The client only schedules, shows progress and joins the parts at the end. On SLURM,
 start the workers with dask-jobqueue (``SLURMCluster(...).scale(jobs=N)``) and pass the
 scheduler's address; for GPUs, one worker per GPU (dask-cuda's ``LocalCUDACluster``), or use
 ``torchrun`` instead.
@@ -11,29 +12,31 @@ scheduler's address; for GPUs, one worker per GPU (dask-cuda's ``LocalCUDACluste
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from climdl.dask_cluster import client_for
+from climdl.dask_cluster import WorkerCache, client_for
 from climdl.errors import ConfigError, DataError
 from climdl.inference.job import Job, JobConfig
 from climdl.inference.parts import PartStore
 
-__all__ = ["client_for", "run_chunk", "run_on_dask"]
+__all__ = ["client_for", "release", "run_chunk", "run_on_dask"]
 
 log = logging.getLogger(__name__)
 
-_JOBS: dict[str, Job] = {}
+_JOBS: WorkerCache[Job] = WorkerCache(lambda job: job.ds.close())
+"""The jobs of this worker process by config: shared by its threads, freed at a run's end."""
 
 
-def _job(config_json: str) -> Job:
-    """The job of this config in this worker process (built on first use)."""
-    if config_json not in _JOBS:
-        _JOBS.clear()  # one run at a time per worker: free the previous emulators
-        _JOBS[config_json] = Job(JobConfig.from_json(config_json))
-    return _JOBS[config_json]
+def release(config_json: str | None = None) -> None:
+    """Free the job of ``config_json`` (every job if None): its predictors and emulators.
+
+    Sent by the client at the end of a run; a job a task still uses is freed when it is done.
+    """
+    _JOBS.release(config_json)
 
 
 def run_chunk(
@@ -43,10 +46,12 @@ def run_chunk(
     import torch
 
     torch.set_num_threads(torch_threads)
-    job = _job(config_json)
-    x, times = job.read(index)
-    chunk = job.compute(x, times)
-    PartStore(Path(output), manifest, create=False).write(index, chunk, job.part_encoding(chunk))
+    with _JOBS.use(config_json, lambda: Job(JobConfig.from_json(config_json))) as job:
+        x, times = job.read(index)
+        chunk = job.compute(x, times)
+        PartStore(Path(output), manifest, create=False).write(
+            index, chunk, job.part_encoding(chunk)
+        )
     return int(times.size)
 
 
@@ -82,17 +87,21 @@ def run_on_dask(
             )
             for i in todo
         ]
-        for future in as_completed(futures):
-            try:
-                done_days += int(future.result())
-            except Exception as exc:
-                for f in futures:
-                    f.cancel()
-                if isinstance(exc, (ConfigError, DataError)):
-                    raise
-                raise DataError(
-                    f"a Dask worker failed on a chunk: {exc}; the finished chunks are kept, "
-                    "rerun with --resume."
-                ) from exc
-            if progress:
-                progress(done_days, job.n_days)
+        try:
+            for future in as_completed(futures):
+                try:
+                    done_days += int(future.result())
+                except Exception as exc:
+                    for f in futures:
+                        f.cancel()
+                    if isinstance(exc, (ConfigError, DataError)):
+                        raise
+                    raise DataError(
+                        f"a Dask worker failed on a chunk: {exc}; the finished chunks are kept, "
+                        "rerun with --resume."
+                    ) from exc
+                if progress:
+                    progress(done_days, job.n_days)
+        finally:
+            with contextlib.suppress(Exception):  # the cluster may be gone: its jobs with it
+                client.run(release, config)
