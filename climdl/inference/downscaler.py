@@ -169,6 +169,10 @@ def downscale(
     )
     if dask_scheduler is not None and out_path is None:
         raise ConfigError("running on a Dask cluster needs an output file (--output).")
+    if isinstance(dask_scheduler, str):  # a malformed address fails before any part is written
+        from climdl.dask_cluster import check_scheduler
+
+        check_scheduler(dask_scheduler)
 
     rank, world = _dist() if (out_path is not None and dask_scheduler is None) else (0, 1)
     store = None
