@@ -133,6 +133,20 @@ class Job:
             start=config.start,
             end=config.end,
         )
+        try:  # a run refused after the inputs are open must not leave them open
+            self._check_and_adapt(config)
+        except BaseException:
+            self.ds.close()
+            raise
+        t = self.ds.time
+        self.calendar = str(t.dt.calendar) if hasattr(t.dt, "calendar") else "standard"
+        self.targets = self.emulators.targets
+        self.n_days = int(self.ds.sizes["time"])
+        self.starts = list(range(0, self.n_days, config.chunk_days))
+        self.space = self.ds[self.variables[0]].dims[-2:]
+
+    def _check_and_adapt(self, config: JobConfig) -> None:
+        """Units against the checkpoints, the grid adapter and the forcing table."""
         self.variables = self.emulators.variables
         self.emulators.check_units(
             {v: str(self.ds[v].attrs.get("units", "")) for v in self.variables}
@@ -147,12 +161,6 @@ class Job:
             self.forcing = read_forcing_table(config.forcing)
         else:
             self.forcing = self.emulators.forcing_table()
-        t = self.ds.time
-        self.calendar = str(t.dt.calendar) if hasattr(t.dt, "calendar") else "standard"
-        self.targets = self.emulators.targets
-        self.n_days = int(self.ds.sizes["time"])
-        self.starts = list(range(0, self.n_days, config.chunk_days))
-        self.space = self.ds[self.variables[0]].dims[-2:]
 
     def chunk_length(self, i: int) -> int:
         return min(self.config.chunk_days, self.n_days - self.starts[i])
