@@ -36,8 +36,8 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -p no:cacheprovider
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check climdl tests bench
-	$(VENV)/bin/ruff format --check climdl tests bench
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy climdl

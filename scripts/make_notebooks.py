@@ -1,11 +1,14 @@
 """Write the notebooks in notebooks/ from the cell sources below (outputs stripped).
 
 The notebooks are the product; this script keeps their sources reviewable as plain Python and
-regenerates them identically: ``python scripts/make_notebooks.py``.
+regenerates them identically: ``python scripts/make_notebooks.py`` (then ``ruff check --fix`` and
+``ruff format`` give the cells the code base's layout, so ``make lint`` covers them).
 """
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
@@ -18,6 +21,7 @@ import os
 from pathlib import Path
 
 import matplotlib
+
 matplotlib.use("Agg")  # runs headless in CI; figures still show inline in Jupyter
 %matplotlib inline
 
@@ -143,7 +147,7 @@ def evaluation() -> list:
             "import xarray as xr\n\n"
             "from climdl.catalog import get_entry\n\n"
             'entry = get_entry("sample-alps")\n'
-            'truth_file = [f for f in entry.files("target", period="historical") if "CNRM-CM5" in f.name][0]\n'
+            'truth_file = next(f for f in entry.files("target", period="historical") if "CNRM-CM5" in f.name)\n'
             'truth = xr.open_dataset(truth_file, decode_coords="all").load()\n'
             "rng = np.random.default_rng(0)\n"
             "smooth = truth.copy()\n"
@@ -278,7 +282,7 @@ def cloud_segmentation() -> list:
             "image = read_image(scene)\n"
             "bands = bands_of(scene)\n"
             "refl = [i for i, b in enumerate(bands) if not b.thermal]\n"
-            "tir = [i for i, b in enumerate(bands) if b.thermal][0]\n"
+            "tir = next(i for i, b in enumerate(bands) if b.thermal)\n"
             "fig = new_figure((10, 3.6))\n"
             "ax, bx = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)\n"
             "for k, name in enumerate(classes):\n"
@@ -470,7 +474,7 @@ def scaling_out() -> list:
             "`climdl launch-info` shows how a process sees its launch (rank, node, rendezvous):"
         ),
         new_code_cell(
-            "import subprocess, sys\n\n"
+            "import subprocess\nimport sys\n\n"
             'print(subprocess.run([sys.executable, "-m", "climdl.cli", "launch-info"], capture_output=True,\n'
             "                     text=True).stdout)"
         ),
@@ -508,6 +512,11 @@ def main() -> None:
         )
         nbformat.write(nb, ROOT / f"{name}.ipynb")
         print(ROOT / f"{name}.ipynb")
+    # the cells above are written compactly; the notebooks get ruff's layout (as the code does)
+    paths = [str(ROOT / f"{name}.ipynb") for name in notebooks]
+    ruff = [sys.executable, "-m", "ruff"]
+    subprocess.run([*ruff, "check", "--fix", "-q", *paths], check=True)
+    subprocess.run([*ruff, "format", "-q", *paths], check=True)
 
 
 if __name__ == "__main__":

@@ -423,6 +423,8 @@ def test_plot_scene_with_its_label_and_a_mask_file(
         (["{scene}", "--mask", "{small}"], "needs the mask of this scene"),
         (["{scene}", "--mask", "{missing}"], "check the --mask path"),
         (["{scene}", "--mask", "{nomask}"], "flag variables"),
+        (["{scene}", "--mask", "{untagged}"], "no flag_meanings tag"),
+        (["{scene}", "--mask", "{broken_tif}"], "cannot read"),
     ],
 )
 def test_scene_mistakes_are_one_line_errors(
@@ -441,6 +443,13 @@ def test_scene_mistakes_are_one_line_errors(
         xr.Dataset(
             {"v": ds["cloud_mask"].astype("f4").assign_attrs(flag_meanings=None)}
         ).drop_attrs().to_netcdf(tmp_path / "nomask.nc")
+    import rasterio
+
+    with rasterio.open(
+        tmp_path / "untagged.tif", "w", driver="GTiff", height=32, width=48, count=1, dtype="uint8"
+    ) as dst:  # a GeoTIFF without the classes climdl segment writes
+        dst.write(np.zeros((1, 32, 48), "uint8"))
+    (tmp_path / "broken.tif").write_bytes(b"II*\x00 truncated")
     names = {
         "scene": str(scene),
         "mask": str(mask),
@@ -448,6 +457,8 @@ def test_scene_mistakes_are_one_line_errors(
         "small": str(tmp_path / "small.nc"),
         "missing": str(tmp_path / "missing.nc"),
         "nomask": str(tmp_path / "nomask.nc"),
+        "untagged": str(tmp_path / "untagged.tif"),
+        "broken_tif": str(tmp_path / "broken.tif"),
     }
     argv = ["plot", *(a.format(**names) for a in args), "--out", str(tmp_path / "err.png")]
     assert main(argv) == 2

@@ -23,7 +23,7 @@ from climdl.errors import ConfigError, DataError
 from climdl.inference.job import Job, JobConfig
 from climdl.inference.parts import PartStore
 
-__all__ = ["client_for", "release", "run_chunk", "run_on_dask"]
+__all__ = ["release", "run_chunk", "run_on_dask"]
 
 log = logging.getLogger(__name__)
 

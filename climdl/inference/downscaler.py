@@ -162,6 +162,10 @@ def downscale(
         emulator_output=emulator_output,
         forcing=str(forcing) if forcing is not None else None,
     )
+    if isinstance(dask_scheduler, str):  # a malformed address fails before any work
+        from climdl.dask_cluster import check_scheduler
+
+        check_scheduler(dask_scheduler)
     job = Job(config)
     ds, targets, n_days, starts = job.ds, job.targets, job.n_days, job.starts
     out_path = _resolve_output(
@@ -169,10 +173,6 @@ def downscale(
     )
     if dask_scheduler is not None and out_path is None:
         raise ConfigError("running on a Dask cluster needs an output file (--output).")
-    if isinstance(dask_scheduler, str):  # a malformed address fails before any part is written
-        from climdl.dask_cluster import check_scheduler
-
-        check_scheduler(dask_scheduler)
 
     rank, world = _dist() if (out_path is not None and dask_scheduler is None) else (0, 1)
     store = None
