@@ -101,3 +101,63 @@ def tasmax_ckpt(sample_cache: Path, tmp_path_factory: pytest.TempPathFactory) ->
 def pr_ckpt(sample_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny pr emulator trained on the sample."""
     return _train_tiny(tmp_path_factory.mktemp("pr-run"), sample_cache, "[pr]")
+
+
+# ----------------------------------------------------------------------------- hostile file systems
+def _mount_tmpfs(path: Path, size: str, readonly: bool) -> bool:
+    """Mount a small tmpfs on ``path`` (root only): the one honest way to get a full disk or a
+    read-only folder that root itself cannot write (root ignores permission bits)."""
+    import os
+    import subprocess
+
+    if os.geteuid() != 0:
+        return False
+    opts = f"size={size}" + (",ro" if readonly else "")
+    return (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(path)], capture_output=True
+        ).returncode
+        == 0
+    )
+
+
+def _umount(path: Path) -> None:
+    import subprocess
+
+    subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+@pytest.fixture()
+def readonly_dir(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A folder nobody can write into: a read-only tmpfs as root, else a folder without write bits."""
+    import os
+    import stat
+
+    folder = tmp_path / "readonly"
+    folder.mkdir()
+    if _mount_tmpfs(folder, "1m", readonly=True):
+        yield folder
+        _umount(folder)
+        return
+    if os.geteuid() == 0:
+        pytest.skip("cannot mount a read-only tmpfs here, and root ignores permission bits")
+    folder.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    yield folder
+    folder.chmod(stat.S_IRWXU)
+
+
+@pytest.fixture()
+def full_disk_dir(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A folder on an almost full file system (8 KiB left): any real output fills it (root only;
+    skipped elsewhere)."""
+    import shutil
+
+    folder = tmp_path / "full"
+    folder.mkdir()
+    if not _mount_tmpfs(folder, "256k", readonly=False):
+        pytest.skip("needs root to mount a small tmpfs")
+    # leave 8 KiB: less than any NetCDF file climdl writes, more than a folder entry
+    filler = folder / ".filler"
+    filler.write_bytes(b"\0" * max(shutil.disk_usage(folder).free - 8192, 0))
+    yield folder
+    _umount(folder)

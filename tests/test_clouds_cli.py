@@ -359,3 +359,20 @@ def test_training_on_a_missing_folder_is_one_clear_line(
     )
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and "does not exist" in err[-1] and "sample-clouds" in err[-1]
+
+
+@pytest.mark.parametrize("where", ["readonly_dir", "full_disk_dir"])
+def test_segment_into_a_read_only_or_full_folder_is_one_line(
+    where: str,
+    run: dict[str, Path],
+    request: pytest.FixtureRequest,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    folder: Path = request.getfixturevalue(where)
+    out = folder / "mask.nc"
+    argv = ["segment", "-c", str(run["ckpt"]), "-i", str(run["scene"]), "-o", str(out), "-q"]
+    assert main([*argv, "--probabilities"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert ("read-only" if where == "readonly_dir" else "no space left") in err, err
+    assert [p.name for p in folder.iterdir() if p.name != ".filler"] == []

@@ -8,7 +8,6 @@ user can fix (existing output, no permission, disk full) become :class:`OutputEr
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -18,6 +17,7 @@ from typing import Any
 import xarray as xr
 
 from climdl.errors import OutputError
+from climdl.io.oserrors import output_error
 
 
 @contextlib.contextmanager
@@ -37,19 +37,22 @@ def atomic_path(path: str | os.PathLike[str], *, overwrite: bool = False) -> Ite
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp_name, 0o666 & ~umask)  # mkstemp makes 0600; outputs get the usual permissions
-    except PermissionError as exc:
-        raise OutputError(f"cannot write to {final.parent}: permission denied.") from exc
+    except OSError as exc:
+        err = output_error(exc, final)
+        if err is None:
+            raise
+        raise err from exc
     tmp = Path(tmp_name)
     try:
         yield tmp
         os.replace(tmp, final)
-    except OSError as exc:
+    except (OSError, RuntimeError) as exc:
+        # judged before the partial file is removed: it is what filled the disk
+        err = output_error(exc, final)
         tmp.unlink(missing_ok=True)
-        if exc.errno == errno.ENOSPC:
-            raise OutputError(f"no space left on the device while writing {final}.") from exc
-        if exc.errno in (errno.EACCES, errno.EPERM):
-            raise OutputError(f"cannot write {final}: permission denied.") from exc
-        raise
+        if err is None:
+            raise
+        raise err from exc
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
