@@ -56,15 +56,16 @@ def output_error(exc: BaseException, path: str | os.PathLike[str]) -> OutputErro
     failure is not one a user can fix (a bug keeps its traceback)."""
     final = Path(path)
     code = exc.errno if isinstance(exc, OSError) else None
-    full = code in (errno.ENOSPC, errno.EDQUOT)
-    if code in (errno.EACCES, errno.EPERM) and disk_is_full(final, EMPTY):
+    if code in (errno.ENOSPC, errno.EDQUOT):
         full = True
-    elif code is None and isinstance(exc, (OSError, RuntimeError)) and disk_is_full(final):
-        full = True
+    elif code in (errno.EACCES, errno.EPERM):  # HDF5's word for a create on a full device
+        full = disk_is_full(final, EMPTY)
+    else:  # "NetCDF: HDF error" and other writers' errors without an errno
+        full = code is None and isinstance(exc, (OSError, RuntimeError)) and disk_is_full(final)
     if full:
-        cause = _CAUSES[errno.EDQUOT if code == errno.EDQUOT else errno.ENOSPC]
+        space = _CAUSES[errno.EDQUOT if code == errno.EDQUOT else errno.ENOSPC]
         return OutputError(
-            f"cannot write {final}: {cause}; free some space or choose another output folder."
+            f"cannot write {final}: {space}; free some space or choose another output folder."
         )
     cause = describe_os_error(exc) if isinstance(exc, OSError) else None
     if cause is None:
