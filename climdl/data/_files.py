@@ -39,6 +39,11 @@ def resolve_paths(paths: PathArg | Sequence[PathArg]) -> list[Path]:
             found.extend(Path(m) for m in matches)
         else:
             path = Path(text).expanduser()
+            if path.is_dir():
+                raise DataError(
+                    f"input {path} is a folder, not a file; give the files in it "
+                    f"(e.g. '{path / '*.nc'}')."
+                )
             if not path.is_file():
                 raise DataError(f"input file {path} does not exist; check the path.")
             found.append(path)

@@ -7,6 +7,7 @@ themselves stay lazy.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 import cftime
@@ -39,7 +40,7 @@ def normalise_season(season: str | None) -> Season | None:
         return text.upper()  # type: ignore[return-value]
     if text.lower() in _SEASON_WORDS:
         return _SEASON_WORDS[text.lower()]
-    if text.lower() in ("annual", "year", "all", "ann"):
+    if text.lower() in ("annual", "year", "all", "ann", "none"):
         return None
     raise ConfigError(
         f"unknown season {season!r}; use one of DJF, MAM, JJA, SON (or winter, spring, summer, "
@@ -112,3 +113,75 @@ def day_keys(time: xr.DataArray) -> np.ndarray:
         + np.asarray(t.month.values).astype(np.int64) * 100
         + np.asarray(t.day.values).astype(np.int64)
     )
+
+
+StepKind = Literal["daily", "sub-daily", "monthly", "yearly", "other"]
+
+
+@dataclass(frozen=True)
+class TimeStep:
+    """The time step of a series: its kind and a word for messages (``6-hourly``, ``monthly``)."""
+
+    kind: StepKind
+    label: str
+
+    @property
+    def daily(self) -> bool:
+        """Whether the series holds one value per day (what the daily indices need)."""
+        return self.kind == "daily"
+
+
+DAILY = TimeStep("daily", "daily")
+
+
+def time_step(time: xr.DataArray) -> TimeStep:
+    """The time step of ``time`` from the median spacing of its steps (any calendar).
+
+    A series of one step counts as daily (nothing tells otherwise); gaps (missing days) do not
+    change the median of a mostly daily series.
+    """
+    values = np.asarray(time.values)
+    if values.size < 2:
+        return DAILY
+    if np.issubdtype(values.dtype, np.datetime64):
+        days = values.astype("datetime64[s]").astype(np.int64) / 86400.0
+    else:
+        days = np.asarray(
+            cftime.date2num(list(values), "days since 0001-01-01", calendar=calendar_of(time)),
+            dtype=np.float64,
+        )
+    gaps = np.diff(days)
+    gaps = gaps[gaps > 0]
+    step = float(np.median(gaps)) if gaps.size else 1.0
+    if 0.99 <= step <= 1.01:
+        return DAILY
+    if step < 0.99:
+        hours = step * 24.0
+        label = "hourly" if abs(hours - 1) < 0.01 else f"{hours:.3g}-hourly"
+        return TimeStep("sub-daily", label)
+    if 27.0 <= step <= 32.0:
+        return TimeStep("monthly", "monthly")
+    if 359.0 <= step <= 367.0:
+        return TimeStep("yearly", "yearly")
+    return TimeStep("other", f"{step:.3g}-daily")
+
+
+def step_keys(time: xr.DataArray, step: TimeStep) -> np.ndarray:
+    """An integer per step that names its place in the calendar at the series' time step.
+
+    Daily (and other multi-day) steps: the calendar day whatever the hour (:func:`day_keys`);
+    sub-daily: the day and the hour and minute; monthly: year and month; yearly: the year. Two
+    series of one time step are matched on these keys (stamps at 00:00 and 12:00, or on the
+    1st and the 16th of a month, mean the same step).
+    """
+    if step.kind == "sub-daily":
+        t = time.dt
+        minutes = np.asarray(t.hour.values).astype(np.int64) * 100 + np.asarray(
+            t.minute.values
+        ).astype(np.int64)
+        return day_keys(time) * 10000 + minutes
+    if step.kind == "monthly":
+        return day_keys(time) // 100
+    if step.kind == "yearly":
+        return day_keys(time) // 10000
+    return day_keys(time)

@@ -116,6 +116,18 @@ def parse_named(items: list[str], option: str) -> dict[str, list[str]]:
     return out
 
 
+def _seasons(items: list[str]) -> list[str]:
+    """``--seasons`` values; ``none`` alone (or no value) means the annual numbers only."""
+    if any(s.strip().lower() == "none" for s in items):
+        if len(items) > 1:
+            raise ConfigError(
+                f"--seasons {' '.join(items)} mixes none with seasons; give none alone "
+                "(annual numbers only) or the seasons."
+            )
+        return []
+    return list(items)
+
+
 class _RichProgress:
     """Progress of the evaluation on a rich progress bar (stage text and Dask tasks)."""
 
@@ -157,6 +169,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     unknown = sorted(set(hist_baselines) - set(baselines))
     if unknown:
         raise ConfigError(f"--hist-baseline {', '.join(unknown)} has no matching --baseline.")
+    seasons = _seasons(args.seasons)
     thresholds = Thresholds(args.summer_threshold, args.wet_threshold).check()
     check_out_dir(args.out, args.overwrite)
     preds: dict[str, list[str]] = {args.name: list(args.pred), **baselines}
@@ -176,7 +189,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             args.truth,
             preds,
             variables=args.variables,
-            seasons=args.seasons,
+            seasons=seasons,
             hist_truth=args.hist_truth,
             hist_preds=hist_preds,
             window=None if args.window == "none" else args.window,
@@ -200,9 +213,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                 ),
             )
         console.print(table)
+        step = str(result.meta.get("time_step", "daily"))
+        steps = "days" if step == "daily" else f"{step} steps"
         console.print(
             f"{len(result.meta.get('variables', []))} variable(s), "
-            f"{result.meta.get('n_days')} days, {len(models)} model(s) in "
+            f"{result.meta.get('n_days')} {steps}, {len(models)} model(s) in "
             f"{time.perf_counter() - started:.1f} s"
         )
     print(paths.get("report_html", paths["summary_json"]))

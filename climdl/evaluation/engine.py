@@ -161,6 +161,7 @@ class _Inputs:
     hist_truth: xr.DataArray | None
     hist_preds: dict[str, xr.DataArray]
     thresholds: indices.Thresholds = field(default_factory=indices.Thresholds)
+    daily: bool = True  #: False for monthly or sub-daily series: no daily-only indices
 
 
 def _lazy_variable(
@@ -174,7 +175,7 @@ def _lazy_variable(
     peak memory does not grow with the number of models.
     """
     v = x.var
-    specs = indices.default_indices(v, x.thresholds)
+    specs = indices.default_indices(v, x.thresholds, daily=x.daily)
     edges = diagnostics.histogram_edges(v, x.truth, *x.preds.values())
     t = x.truth
     wanted = SIGNAL_INDICES.get(v, ("mean",)) if x.hist_truth is not None else ()
@@ -233,7 +234,7 @@ def _assemble(
     v = x.var
     units = str(x.truth.attrs.get("units", ""))
     models = list(x.preds)
-    specs = indices.default_indices(v, x.thresholds)
+    specs = indices.default_indices(v, x.thresholds, daily=x.daily)
     rows: list[Row] = []
     fields: dict[str, xr.DataArray] = {}
     sources = ["truth", *models]
@@ -513,6 +514,10 @@ def evaluate(
         have = {m: d for m, d in (hist_preds or {}).items() if m in preds}
         inputs.choose_variables({"historical truth": hist_truth, **have}, variables)
         ht, hps = inputs.align(hist_truth, have, variables)
+    step = _time.time_step(t["time"])
+    if ht is not None and step.daily:
+        step = _time.time_step(ht["time"])
+    skipped = {} if step.daily else _skipped_indices(variables, th, step)
     rows: list[Row] = []
     fields: dict[str, xr.Dataset] = {}
     for var in variables:
@@ -525,6 +530,7 @@ def evaluate(
             ht[var] if ht is not None and var in ht else None,
             {m: d[var] for m, d in hps.items() if var in d},
             th,
+            step.daily,
         )
         passes, edges = _lazy_variable(x, window)
         got: dict[str, Any] = {}
@@ -544,7 +550,28 @@ def evaluate(
         rows += r
         fields["tasmax-pr"] = ds
     meta = _meta(t, ps, variables, seasons, ht, time.perf_counter() - started)
+    meta["time_step"] = step.label
+    if skipped:
+        meta["skipped_indices"] = skipped
     return EvaluationResult(rows, fields, meta)
+
+
+def _skipped_indices(
+    variables: Sequence[str], th: indices.Thresholds, step: _time.TimeStep
+) -> dict[str, list[str]]:
+    """The daily-only indices left out of a non-daily series, per variable, with one warning."""
+    skipped = {v: [s.label for s in indices.default_indices(v, th) if s.daily] for v in variables}
+    skipped = {v: names for v, names in skipped.items() if names}
+    if skipped:
+        listing = "; ".join(f"{', '.join(n)} ({v})" for v, n in skipped.items())
+        log.warning(
+            "the data are %s, not daily: the daily indices %s are left out; the other "
+            "diagnostics are computed on the %s values",
+            step.label,
+            listing,
+            step.label,
+        )
+    return skipped
 
 
 def _multivariate(

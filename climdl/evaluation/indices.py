@@ -226,6 +226,9 @@ class IndexSpec:
     kwargs: dict[str, Any] = field(default_factory=dict)
     label: str = ""
     ratio: bool = False  #: compare as a ratio too (precipitation amounts, variability)
+    #: defined on daily values only (counts or runs of days, daily extremes, day-to-day pairs):
+    #: left out for monthly or sub-daily series
+    daily: bool = False
 
     def __call__(self, da: xr.DataArray, season: str | None = None) -> xr.DataArray:
         return self.fn(da, season=season, **self.kwargs)
@@ -245,11 +248,21 @@ class Thresholds:
         return self
 
 
-def default_indices(variable: str, thresholds: Thresholds | None = None) -> list[IndexSpec]:
-    """The indices evaluated for a canonical variable (ML-Bench set per variable)."""
+def default_indices(
+    variable: str, thresholds: Thresholds | None = None, *, daily: bool = True
+) -> list[IndexSpec]:
+    """The indices evaluated for a canonical variable (ML-Bench set per variable).
+
+    ``daily=False`` (monthly, sub-daily series) leaves out the indices defined on daily values.
+    """
+    specs = _default_indices(variable, thresholds)
+    return specs if daily else [s for s in specs if not s.daily]
+
+
+def _default_indices(variable: str, thresholds: Thresholds | None) -> list[IndexSpec]:
     th = thresholds if thresholds is not None else Thresholds()
     common_tail = [
-        IndexSpec("lag1", lag1_autocorrelation, label="lag-1 autocorrelation"),
+        IndexSpec("lag1", lag1_autocorrelation, label="lag-1 autocorrelation", daily=True),
         IndexSpec("iav", interannual_variability, label="interannual variability", ratio=True),
     ]
     if variable in ("tasmax", "tas", "tasmin"):
@@ -261,20 +274,26 @@ def default_indices(variable: str, thresholds: Thresholds | None = None) -> list
         if variable == "tasmax":
             temp += [
                 IndexSpec(
-                    "su", summer_days, {"threshold": th.summer}, label=f"summer days (>{th.summer})"
+                    "su",
+                    summer_days,
+                    {"threshold": th.summer},
+                    label=f"summer days (>{th.summer})",
+                    daily=True,
                 ),
-                IndexSpec("txx", txx, label="TXx"),
-                IndexSpec("txn", txn, label="TXn"),
+                IndexSpec("txx", txx, label="TXx", daily=True),
+                IndexSpec("txn", txn, label="TXn", daily=True),
             ]
         return temp + common_tail
     if variable == "pr":
         return [
             IndexSpec("mean", mean, label="mean", ratio=True),
             IndexSpec("p99", quantile, {"q": 0.99}, label="P99", ratio=True),
-            IndexSpec("rx1day", rx1day, label="Rx1day", ratio=True),
-            IndexSpec("sdii", sdii, {"wet_threshold": th.wet}, label="SDII", ratio=True),
-            IndexSpec("cdd", cdd, {"dry_threshold": th.wet}, label="CDD", ratio=True),
-            IndexSpec("cwd", cwd, {"wet_threshold": th.wet}, label="CWD", ratio=True),
+            IndexSpec("rx1day", rx1day, label="Rx1day", ratio=True, daily=True),
+            IndexSpec(
+                "sdii", sdii, {"wet_threshold": th.wet}, label="SDII", ratio=True, daily=True
+            ),
+            IndexSpec("cdd", cdd, {"dry_threshold": th.wet}, label="CDD", ratio=True, daily=True),
+            IndexSpec("cwd", cwd, {"wet_threshold": th.wet}, label="CWD", ratio=True, daily=True),
             *common_tail,
         ]
     return [

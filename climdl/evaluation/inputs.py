@@ -3,8 +3,8 @@
 Both sides go through :func:`climdl.data.reader.open_dataset`, so names and units are canonical
 (kg m-2 s-1 becomes mm day-1, degC becomes K) and data stay lazy. Days are matched by calendar
 date (year, month, day) whatever the hour of the stamp (predictors are often stamped 00:00,
-RCM days 12:00); every side is reduced to the days all sides share, and predictions take the
-truth's time coordinate. Grids must be the same (dims, sizes and coordinates).
+RCM days 12:00); sub-daily steps by date and time of day, monthly steps by month. Every side is
+reduced to the steps all sides share, and predictions take the truth's time coordinate. Grids must be the same (dims, sizes and coordinates).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def open_side(
     """Open one side (truth or a prediction) lazily with canonical names and units."""
     ds = open_dataset(paths, variables, chunks=chunks, strict=variables is not None)
     if "time" not in ds.dims:
-        raise DataError(f"{_describe(paths)} has no time axis; evaluation needs daily series.")
+        raise DataError(f"{_describe(paths)} has no time axis; evaluation needs time series.")
     return ds
 
 
@@ -109,14 +109,36 @@ def _shape(sizes: Mapping[Hashable, int]) -> str:
     return " x ".join(f"{n} {d}" for d, n in sizes.items())
 
 
+def series_step(sides: Mapping[str, xr.Dataset]) -> _time.TimeStep:
+    """The time step all sides share (daily, 6-hourly, monthly...); DataError if they differ."""
+    steps = {name: _time.time_step(ds["time"]) for name, ds in sides.items()}
+    known = {n: s for n, s in steps.items() if sides[n].sizes["time"] > 1}
+    if len({s.label for s in known.values()}) > 1:
+        listing = ", ".join(f"the {n} {s.label}" for n, s in known.items())
+        raise DataError(
+            f"the inputs have different time steps ({listing}); evaluate series of one time "
+            "step (aggregate the finer ones first)."
+        )
+    return next(iter(known.values()), _time.DAILY)
+
+
 def common_day_indices(sides: Mapping[str, xr.Dataset]) -> dict[str, np.ndarray]:
-    """For each side, the indices of the days every side has, in time order."""
+    """For each side, the indices of the steps every side has, in time order.
+
+    Daily steps are matched by calendar day whatever the hour of the stamp, sub-daily steps by
+    day and time of day, monthly (yearly) steps by month (year).
+    """
+    step = series_step(sides)
+    unit = {"sub-daily": "time stamp", "monthly": "month", "yearly": "year"}.get(step.kind, "day")
     keys: dict[str, np.ndarray] = {}
     for name, ds in sides.items():
-        k = _time.day_keys(ds["time"])
-        if np.unique(k).size != k.size:
+        k = _time.step_keys(ds["time"], step)
+        uniq, counts = np.unique(k, return_counts=True)
+        if uniq.size != k.size:
+            first = int(np.flatnonzero(np.isin(k, uniq[counts > 1]))[0])
             raise DataError(
-                f"the {name} has several time steps on one day; evaluation needs daily data."
+                f"the {name} has several time steps on one {unit} (e.g. "
+                f"{str(ds['time'].values[first])[:19]}); remove the duplicated steps."
             )
         keys[name] = k
     calendars = {name: _time.calendar_of(ds["time"]) for name, ds in sides.items()}
@@ -131,14 +153,15 @@ def common_day_indices(sides: Mapping[str, xr.Dataset]) -> dict[str, np.ndarray]
     assert common is not None
     if common.size == 0:
         spans = "; ".join(f"{n}: {_span(ds['time'])}" for n, ds in sides.items())
-        raise DataError(f"truth and predictions have no day in common ({spans}).")
+        raise DataError(f"truth and predictions have no {unit} in common ({spans}).")
     out = {name: np.flatnonzero(np.isin(k, common)) for name, k in keys.items()}
     dropped = {n: keys[n].size - idx.size for n, idx in out.items() if keys[n].size > idx.size}
     if dropped:
         log.warning(
-            "evaluating the %d common days; left out: %s",
+            "evaluating the %d common %ss; left out: %s",
             common.size,
-            ", ".join(f"{d} day(s) of the {n}" for n, d in dropped.items()),
+            unit,
+            ", ".join(f"{d} {unit}(s) of the {n}" for n, d in dropped.items()),
         )
     return out
 

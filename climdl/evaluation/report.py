@@ -217,11 +217,17 @@ def _meta_lines(meta: dict[str, object]) -> list[tuple[str, str]]:
         ("models", ", ".join(map(str, meta.get("models", [])))),  # type: ignore[call-overload]
         ("variables", ", ".join(map(str, meta.get("variables", [])))),  # type: ignore[call-overload]
         ("period", " to ".join(map(str, meta.get("period", [])))),  # type: ignore[call-overload]
-        ("days", str(meta.get("n_days", ""))),
+        (
+            "days" if meta.get("time_step", "daily") == "daily" else "time steps",
+            str(meta.get("n_days", ""))
+            + ("" if meta.get("time_step", "daily") == "daily" else f" ({meta['time_step']})"),
+        ),
         ("calendar", str(meta.get("calendar", ""))),
         ("grid", " x ".join(f"{v} {k}" for k, v in dict(meta.get("grid", {})).items())),  # type: ignore[call-overload]
         ("evaluation time", f"{meta.get('seconds', '')} s"),
     ]
+    for v, names in dict(meta.get("skipped_indices", {})).items():  # type: ignore[call-overload]
+        items.append((f"left out for {v} (not daily)", ", ".join(map(str, names))))
     if "historical_period" in meta:
         items.append(("historical period", " to ".join(map(str, meta["historical_period"]))))  # type: ignore[call-overload]
     for k, v in dict(meta.get("inputs", {})).items():  # type: ignore[call-overload]

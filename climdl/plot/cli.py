@@ -32,8 +32,9 @@ def register(sub: Any) -> None:
         "-t",
         default=None,
         metavar="DATE|INDEX",
-        help="time step: a date YYYY-MM-DD (nearest step, any calendar) or an "
-        "index (0 first, -1 last)",
+        help="time step: a date YYYY-MM-DD (the step on that day, any calendar and stamp "
+        "hour), a date and time 'YYYY-MM-DD HH:MM' (the nearest step; sub-daily data) or an "
+        "index (0 first, -1 last); default: the only step, dated in the title",
     )
     when.add_argument("--mean", action="store_true", help="average over time")
     p.add_argument(
