@@ -247,3 +247,22 @@ def check_bbox(ds: xr.Dataset, bbox: Sequence[float], *, where: str) -> None:
             f"{g_lat[0]:.2f}..{g_lat[1]:.2f} but the domain needs lon {lon_min:g}..{lon_max:g}, "
             f"lat {lat_min:g}..{lat_max:g}; use input data that cover the domain."
         )
+
+
+#: Horizontal dimension pairs in the order climdl's arrays use them (rows, then columns).
+_HORIZONTAL_PAIRS = (("lat", "lon"), ("y", "x"), ("rlat", "rlon"))
+
+
+def canonical_dim_order(ds: xr.Dataset) -> xr.Dataset:
+    """Every variable as (time, other dims, rows, columns): a file that stores a field as
+    (lon, lat, time) must not reach the model with its axes swapped."""
+    out = {}
+    for name, da in ds.data_vars.items():
+        dims = list(da.dims)
+        horizontal = [d for pair in _HORIZONTAL_PAIRS if set(pair) <= set(dims) for d in pair]
+        head = ["time"] if "time" in dims else []
+        rest = [d for d in dims if d not in head and d not in horizontal]
+        order = [*head, *rest, *horizontal]
+        if order != dims:
+            out[name] = da.transpose(*order)
+    return ds.assign(out) if out else ds

@@ -100,8 +100,16 @@ def _dates(values: Any) -> str:
 
 
 def check_times(time: xr.DataArray, where: str) -> None:
-    """Raise DataError unless times are strictly increasing (no duplicates, no steps back)."""
+    """Raise DataError unless there are times, they are dates, and they are strictly increasing
+    (no duplicates, no steps back)."""
     values = time.values
+    if values.size == 0:
+        raise DataError(f"{where} has a time axis with no steps; check the file or the period.")
+    if values.dtype.kind in "biufc":  # no time coordinate, or one xarray could not decode
+        raise DataError(
+            f"{where} has a time axis without dates (no time coordinate, or one whose units "
+            "are not 'UNIT since DATE'); give it a CF time coordinate."
+        )
     if values.size < 2:
         return
     bad = [i for i in range(values.size - 1) if not values[i + 1] > values[i]]

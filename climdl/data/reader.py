@@ -164,7 +164,7 @@ def _canonical_file(
             coord.attrs.pop("bounds")
     if "time" in out.dims:
         _files.check_times(out["time"], where)
-    return _coords.normalise_horizontal(out)
+    return _coords.canonical_dim_order(_coords.normalise_horizontal(out))
 
 
 def _order(name: str) -> tuple[int, int, int]:
