@@ -376,3 +376,58 @@ def test_segment_into_a_read_only_or_full_folder_is_one_line(
     assert len(err.splitlines()) == 1 and "Traceback" not in err, err
     assert ("read-only" if where == "readonly_dir" else "no space left") in err, err
     assert [p.name for p in folder.iterdir() if p.name != ".filler"] == []
+
+
+def _scene_damage(ds: xr.Dataset) -> list[tuple[str, xr.Dataset]]:
+    """A clean scene damaged one way each (the byte-level damage comes from test_safety_fuzz)."""
+    tir = [str(b) for b in ds.band.values if str(b) == "tir"]
+    return [
+        ("no-wavelength", ds.drop_vars("wavelength")),
+        ("unknown-bands", ds.assign_coords(band=[f"b{i}" for i in range(ds.sizes["band"])])),
+        ("no-thermal", ds.drop_sel(band=tir)),
+        ("one-band", ds.isel(band=[0])),
+        ("all-nan", ds.assign(image=ds.image * np.nan)),
+        ("as-int16", ds.assign(image=(ds.image * 1000).astype("int16"))),
+        ("band-last", ds.assign(image=ds.image.transpose("y", "x", "band"))),
+        ("no-crs", ds.drop_vars("crs")),
+        ("no-band-units", ds.drop_vars("band_units")),
+        ("one-pixel", ds.isel(y=[0], x=[0])),
+        ("flipped", ds.isel(y=slice(None, None, -1))),
+        ("no-image", ds.drop_vars("image")),
+        ("huge", ds.assign(image=ds.image * 1e30)),
+    ]
+
+
+def test_segment_on_damaged_scenes_never_shows_a_traceback(
+    run: dict[str, Path], tmp_path: Path
+) -> None:
+    from test_safety_fuzz import Case, _bytes, _run_all
+
+    with xr.open_dataset(run["scene"]) as src:
+        clean = src.load()
+    cases = []
+    for name, ds in _scene_damage(clean):
+        cases.append(Case(name, tmp_path / f"{name}.nc"))
+        ds.to_netcdf(cases[-1].path)
+    rng = np.random.default_rng(20261206)
+    for name, data in _bytes(run["scene"].read_bytes(), rng):
+        cases.append(Case(name, tmp_path / f"{name}.nc"))
+        cases[-1].path.write_bytes(data)
+    n, bad = _run_all(
+        cases,
+        lambda c: [
+            "segment",
+            "-c",
+            str(run["ckpt"]),
+            "-i",
+            str(c.path),
+            "-o",
+            str(tmp_path / "mask.nc"),
+            "--tile",
+            "16",
+            "--overwrite",
+            "-q",
+        ],
+    )
+    assert n == 13 + 17
+    assert not bad, "\n".join(bad)

@@ -187,7 +187,7 @@ def open_scene(path: str | os.PathLike[str]) -> xr.Dataset:
         raise DataError(f"scene {p} does not exist.")
     try:
         ds = xr.open_dataset(p)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RuntimeError) as exc:  # netCDF-C reports damage as RuntimeError
         raise DataError(f"{p} is not a readable NetCDF scene: {str(exc).splitlines()[0]}") from exc
     try:
         image_name(ds, p)
