@@ -274,3 +274,17 @@ def test_evaluate_refuses_series_of_different_time_steps(
     err = capsys.readouterr().err
     assert err.startswith("climdl: error:") and err.count("\n") == 1, err
     assert "different time steps" in err and "daily" in err and "monthly" in err, err
+
+
+def test_names_with_rich_markup_are_printed_as_text(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A model name (or a file's variable label) like ``a[/]`` is text: rich used to raise a
+    MarkupError in its progress thread and the summary table."""
+    truth = _climate(tmp_path / "t.nc", "D", 365, 0)
+    pred = _climate(tmp_path / "p.nc", "D", 365, 1)
+    argv = ["evaluate", "--truth", str(truth), "--pred", str(pred), "--name", "a[/]"]
+    assert main([*argv, "--no-report", "--out", str(tmp_path / "o")]) == 0
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "MarkupError" not in err
+    assert "a[/]" in err  # the table's column header, as given

@@ -156,7 +156,8 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     shares = ", ".join(f"{c} {100 * f:.1f}%" for c, f in res.class_fractions.items())
     console.print(
         f"{res.shape[0]} x {res.shape[1]} px, {res.n_tiles} tiles on {res.device} in "
-        f"{res.seconds:.1f} s ({res.megapixels_per_second:.2f} Mpx/s): {shares}"
+        f"{res.seconds:.1f} s ({res.megapixels_per_second:.2f} Mpx/s): {shares}",
+        markup=False,  # names from files and checkpoints are text
     )
     print(res.path)
     if res.probability_path is not None and res.probability_path != res.path:

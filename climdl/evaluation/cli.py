@@ -136,7 +136,9 @@ class _RichProgress:
         self.task = bar.add_task("opening inputs", total=None)
 
     def stage(self, text: str) -> None:
-        self.bar.update(self.task, description=text, completed=0, total=None)
+        from rich.markup import escape  # model names and files are text, never rich markup
+
+        self.bar.update(self.task, description=escape(text), completed=0, total=None)
 
     def tasks(self, done: int, total: int) -> None:
         self.bar.update(self.task, completed=done, total=total)
@@ -146,6 +148,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     import time
 
     from rich.console import Console
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
@@ -200,13 +203,16 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         paths = write_outputs(result, args.out, overwrite=args.overwrite, report=not args.no_report)
     if not args.quiet:
         models = models_of(result.rows)
-        table = Table("variable", "diagnostic", "units", *models, title="evaluation summary")
+        # names come from the command line and the files: shown as text, never as rich markup
+        table = Table(
+            "variable", "diagnostic", "units", *map(escape, models), title="evaluation summary"
+        )
         for r in result.rows:
             best = set(r.best())
             table.add_row(
-                r.variable,
-                r.label,
-                r.units,
+                escape(r.variable),
+                escape(r.label),
+                escape(r.units),
                 *(
                     f"[bold green]{fmt(r.values.get(m))}[/]" if m in best else fmt(r.values.get(m))
                     for m in models
