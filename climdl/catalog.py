@@ -275,8 +275,11 @@ def load_catalog(files: Sequence[Path] | None = None) -> dict[str, CatalogEntry]
     for path in files if files is not None else catalog_paths():
         try:
             doc = yaml.safe_load(Path(path).read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"catalog file {path} is not valid YAML: {exc}") from exc
+        except yaml.YAMLError as exc:  # one line: the problem and where (python tags too)
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark is not None else ""
+            raise ConfigError(f"catalog file {path} is not valid YAML{where}: {problem}.") from exc
         if not isinstance(doc, dict):
             raise ConfigError(f"catalog file {path} must map entry names to settings.")
         for name, spec in doc.items():

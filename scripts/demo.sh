@@ -48,7 +48,8 @@ echo
 echo "== 5/6 maps on the native Lambert grid (coastlines shipped with climdl, nothing downloaded) =="
 MAPS="$OUT/maps"
 mkdir -p "$MAPS"
-TRUTH=$(ls "$OUT/sample/ALPS/ALPS_domain/test/historical/target/"*CNRM-CM5*.nc | head -1)
+TRUTHS=("$OUT/sample/ALPS/ALPS_domain/test/historical/target/"*CNRM-CM5*.nc)  # no pipe into head
+TRUTH=${TRUTHS[0]}  # (under pipefail a writer outliving head dies of SIGPIPE)
 climdl plot "$DS/tasmax_historical_perfect_CNRM-CM5.nc" --var tasmax --mean --vs "$TRUTH" \
   --title "tasmax 1981 mean: emulator vs RCM" --out "$MAPS/tasmax_mean_emulator_vs_rcm.png" --overwrite -q
 climdl plot "$DS/tasmax_historical_imperfect_MPI-ESM-LR.nc" --var tasmax --time 1981-07-15 \

@@ -94,7 +94,7 @@ class EmulatorSet:
             path = Path(p)
             ckpt = read_checkpoint(path)
             experiment = (ckpt.get("datamodule_hyper_parameters") or {}).get("experiment")
-            task = load_emulator(path).to(self.device)
+            task = load_emulator(path, ckpt=ckpt).to(self.device)  # refuses a segmenter
             self.members.append(Emulator(task, path, sha256(path), experiment))
         seen: dict[str, Path] = {}
         for m in self.members:

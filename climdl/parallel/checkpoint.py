@@ -12,22 +12,223 @@ training under ``single``, ``ddp`` or ``pipeline``.
 
 :class:`RestartCheckpoint` is the step-wise checkpoint of ``configs/strategy/restartable.yaml``
 that torchrun restarts and SLURM requeues resume from.
+
+Reading a sharded folder runs no code from it (DESIGN.md 5). ``torch.distributed.checkpoint``
+unpickles ``.metadata`` with plain :mod:`pickle` and loads non-tensor shard items with
+``torch.load(weights_only=False)``; torch's weights-only unpickler cannot read ``.metadata``
+(pickle protocol 4). So :class:`SafeFileSystemReader` reads ``.metadata`` with
+:class:`_MetadataUnpickler` (only the checkpoint-metadata classes, torch sizes, dtypes and
+layouts), keeps shard file names inside the folder, and :class:`_SafeLoadPlanner` loads the
+non-tensor items with ``weights_only=True``; ``meta.pt`` is read with ``weights_only=True``.
+:func:`check_sharded` runs those checks before Lightning itself resumes from a folder, and
+:func:`guard_checkpoint_loads` puts the checks in front of every load of a training run.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import pickle
 import re
+import warnings
+import zipfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from torch.distributed.checkpoint import FileSystemReader
+from torch.distributed.checkpoint.default_planner import _EmptyStateDictLoadPlanner
+from torch.distributed.checkpoint.metadata import BytesStorageMetadata, Metadata, StorageMeta
 
 from climdl.errors import ConfigError, DataError, OutputError
 
+if TYPE_CHECKING:
+    from lightning.pytorch.strategies import Strategy
+    from torch.distributed.checkpoint.planner import LoadPlan, LoadPlanner, ReadItem
+    from torch.futures import Future
+
 META = "meta.pt"
+_METADATA = ".metadata"
+
+_METADATA_GLOBALS = frozenset(
+    [
+        *(
+            ("torch.distributed.checkpoint.metadata", name)
+            for name in (
+                "Metadata",
+                "TensorStorageMetadata",
+                "BytesStorageMetadata",
+                "ChunkStorageMetadata",
+                "TensorProperties",
+                "MetadataIndex",
+                "StorageMeta",
+                "_MEM_FORMAT_ENCODING",
+            )
+        ),
+        ("torch.distributed.checkpoint.filesystem", "_StorageInfo"),
+        ("torch", "Size"),
+        ("torch.serialization", "_get_layout"),
+        ("collections", "OrderedDict"),
+        ("pathlib", "Path"),
+        ("pathlib", "PosixPath"),
+        ("pathlib", "WindowsPath"),
+        ("pathlib", "PurePosixPath"),
+        ("pathlib", "PureWindowsPath"),
+    ]
+)
+"""What a ``.metadata`` written by ``torch.distributed.checkpoint`` holds besides builtins
+(inspected on climdl's fsdp preset; dtypes are allowed by type). Each is a data class or a
+lookup: calling one with any arguments runs no code of the file's choosing."""
+
+
+class _Refused(pickle.UnpicklingError):
+    """A global outside :data:`_METADATA_GLOBALS` (its name is the message)."""
+
+
+class _MetadataUnpickler(pickle.Unpickler):
+    """:mod:`pickle` restricted to :data:`_METADATA_GLOBALS` and torch dtypes."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _METADATA_GLOBALS or (
+            module == "torch" and isinstance(getattr(torch, name, None), torch.dtype)
+        ):
+            return super().find_class(module, name)
+        raise _Refused(f"{module}.{name}")
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise _Refused("a persistent id")
+
+
+def read_metadata(folder: str | Path, file: str = _METADATA) -> Metadata:
+    """The ``.metadata`` of a sharded checkpoint, unpickled with the restricted unpickler;
+    a :class:`~climdl.errors.DataError` for anything but checkpoint metadata whose shard files
+    lie in the folder."""
+    folder = Path(folder)
+    try:
+        with open(folder / file, "rb") as f:
+            md = _MetadataUnpickler(f).load()
+    except _Refused as exc:
+        raise DataError(
+            f"{folder} refused: its {file} holds objects other than checkpoint metadata "
+            f"({exc}); use only sharded checkpoints written by climdl train."
+        ) from exc
+    except OSError as exc:
+        raise DataError(f"cannot read {folder / file}: {exc.strerror or exc}.") from exc
+    except Exception as exc:  # any malformed pickle: truncated, wrong types, bad opcodes
+        raise DataError(
+            f"{folder} is not a readable sharded checkpoint: its {file} is truncated or "
+            f"corrupt ({type(exc).__name__})."
+        ) from exc
+    if not isinstance(md, Metadata) or not isinstance(md.state_dict_metadata, dict):
+        raise DataError(
+            f"{folder} refused: its {file} holds {type(md).__name__}, not checkpoint metadata."
+        )
+    for info in (md.storage_data or {}).values():
+        name = getattr(info, "relative_path", None)
+        if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name:
+            raise DataError(
+                f"{folder} refused: its {file} names a shard file outside the folder ({name!r})."
+            )
+    return md
+
+
+class SafeFileSystemReader(FileSystemReader):
+    """torch's ``FileSystemReader`` with ``.metadata`` read by :func:`read_metadata`."""
+
+    def read_metadata(self, *args: Any, **kwargs: Any) -> Metadata:
+        rank = kwargs.get("rank")
+        md = read_metadata(Path(self.path), _METADATA if rank is None else f"__{rank}{_METADATA}")
+        if getattr(md, "storage_meta", None) is None:
+            md.storage_meta = StorageMeta()
+        assert md.storage_meta is not None
+        md.storage_meta.load_id = self.load_id
+        return md
+
+    def read_data(self, plan: LoadPlan, planner: LoadPlanner) -> Future[None]:
+        if not isinstance(planner, _SafeLoadPlanner):  # its load_bytes would unpickle anything
+            raise TypeError("SafeFileSystemReader needs a _SafeLoadPlanner")
+        return super().read_data(plan, planner)
+
+
+class _SafeLoadPlanner(_EmptyStateDictLoadPlanner):
+    """Rebuilds the whole state dictionary (or only ``keys``); non-tensor items are read with
+    ``torch.load(weights_only=True)`` (torch's planner uses ``weights_only=False``)."""
+
+    def load_bytes(self, read_item: ReadItem, value: io.BytesIO) -> None:
+        fqn = read_item.dest_index.fqn
+        try:
+            obj = torch.load(value, weights_only=True)
+        except pickle.UnpicklingError as exc:
+            raise DataError(
+                f"refused: the shard item {fqn} holds objects other than tensors and plain "
+                "values; use only sharded checkpoints written by climdl train."
+            ) from exc
+        if self.flatten_state_dict:
+            from torch.distributed.checkpoint._nested_dict import set_element
+
+            set_element(self.original_state_dict, self.mappings[fqn], obj)
+        else:
+            self.state_dict[fqn] = obj
+
+
+def _read_state(folder: Path, keys: set[str] | None = None) -> dict[str, Any]:
+    """The state dictionary of a sharded folder (``keys`` only, if given), read safely."""
+    from torch.distributed.checkpoint.api import CheckpointException
+    from torch.distributed.checkpoint.state_dict_loader import _load_state_dict
+
+    state: dict[str, Any] = {}
+    try:
+        _load_state_dict(
+            state,
+            storage_reader=SafeFileSystemReader(folder),
+            planner=_SafeLoadPlanner(keys=keys),
+            no_dist=True,
+        )
+    except CheckpointException as exc:  # torch wraps every failure (a BaseException)
+        errors = [failure[0] for failure in exc.failures.values()]
+        for err in errors:
+            if isinstance(err, DataError):
+                raise DataError(f"{folder} {err}") from None
+        first = str(errors[0]).splitlines()[0] if errors else "unknown failure"
+        raise DataError(
+            f"{folder} is not a readable sharded checkpoint (truncated, corrupt, or written "
+            f"by other software): {first}"
+        ) from None
+    return state
+
+
+def _read_meta(folder: Path) -> dict[str, Any]:
+    """``meta.pt`` (epoch, loops, hyper-parameters, data spec), read with ``weights_only``."""
+    try:
+        meta = torch.load(folder / META, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise DataError(
+            f"{folder} refused: its {META} holds objects other than tensors and plain values; "
+            "use only sharded checkpoints written by climdl train."
+        ) from exc
+    except (RuntimeError, EOFError, ValueError, OSError) as exc:
+        raise DataError(
+            f"{folder} is not a readable sharded checkpoint: its {META} is truncated or corrupt."
+        ) from exc
+    if not isinstance(meta, dict):
+        raise DataError(f"{folder} refused: its {META} holds {type(meta).__name__}, not a dict.")
+    return meta
+
+
+def check_sharded(path: str | Path) -> None:
+    """Refuse (:class:`~climdl.errors.DataError`) a sharded folder that Lightning's own loader
+    would run code from: ``.metadata``, the non-tensor shard items and ``meta.pt`` are read as
+    :func:`load_sharded` reads them (tensors are not read)."""
+    folder = Path(path)
+    md = read_metadata(folder)
+    keys = {k for k, v in md.state_dict_metadata.items() if isinstance(v, BytesStorageMetadata)}
+    if keys:
+        _read_state(folder, keys)
+    _read_meta(folder)
 
 
 def is_sharded(path: str | Path) -> bool:
@@ -51,16 +252,85 @@ def _indexed_optimizer(state: dict[str, Any]) -> dict[str, Any]:
     return {"state": out_state, "param_groups": groups}
 
 
-def load_sharded(path: str | Path) -> dict[str, Any]:
-    """A distributed-checkpoint folder as one checkpoint dictionary (in memory, on the CPU)."""
-    from lightning.fabric.utilities.load import _load_distributed_checkpoint
+def unpickling_refusal(path: str | Path, exc: BaseException) -> str:
+    """One sentence for a checkpoint file that ``torch.load(weights_only=True)`` does not read;
+    never torch's advice to retry with ``weights_only=False`` (that would run the file's code)."""
+    if isinstance(exc, OSError) and exc.strerror:  # permission denied, I/O error, ...
+        return f"cannot read the checkpoint {path}: {exc.strerror}."
+    found = re.search(r"GLOBAL ([\w.]+)|reduce for unrecognized function (\S+)", str(exc))
+    if isinstance(exc, pickle.UnpicklingError) and found:
+        return (
+            f"{path} refused: it holds objects other than tensors and plain values "
+            f"({found.group(1) or found.group(2)}), so it is not a checkpoint written by "
+            "climdl train."
+        )
+    return (
+        f"{path} is not a readable climdl checkpoint (truncated, corrupt, or written by other "
+        "software); give a .ckpt file written by climdl train."
+    )
 
+
+@contextlib.contextmanager
+def quiet_unpickler() -> Iterator[None]:
+    """Hide torch's warning about a pickle protocol its weights-only unpickler does not
+    expect: a file that is not a torch checkpoint gets climdl's one sentence, nothing more."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Detected pickle protocol")
+        yield
+
+
+def check_checkpoint_path(path: str | Path) -> None:
+    """Refuse (:class:`~climdl.errors.DataError`) what a checkpoint path must not be: missing,
+    a folder that is not a sharded checkpoint, a sharded folder that :func:`check_sharded`
+    refuses, or a file that ``torch.load(weights_only=True)`` does not read."""
+    p = Path(path)
+    if p.is_dir():
+        if not is_sharded(p):
+            raise DataError(
+                f"{p} is a folder, not a checkpoint; give a .ckpt file or a sharded "
+                "checkpoint folder (meta.pt and *.distcp files)."
+            )
+        check_sharded(p)
+        return
+    if not p.is_file():
+        raise DataError(f"checkpoint {p} does not exist.")
+    try:  # memory-mapped where torch can (zip format): the tensors are not read
+        with quiet_unpickler():
+            torch.load(p, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(p))
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
+        raise DataError(unpickling_refusal(p, exc)) from exc
+
+
+def guard_checkpoint_loads(strategy: Strategy) -> None:
+    """Put :func:`check_checkpoint_path` in front of every checkpoint the strategy loads
+    (``--ckpt_path`` given, ``last`` or ``hpc`` found by Lightning, the best checkpoint
+    re-validated) and load with ``weights_only=True`` (Lightning's default is ``False`` for
+    remote files, which are refused here)."""
+    load = strategy.load_checkpoint
+
+    def guarded(checkpoint_path: Any, weights_only: bool | None = None) -> dict[str, Any]:
+        if "://" in str(checkpoint_path):
+            raise DataError(
+                f"{checkpoint_path}: climdl train resumes from local checkpoints only; "
+                "download it first."
+            )
+        check_checkpoint_path(checkpoint_path)
+        out: dict[str, Any] = load(checkpoint_path, weights_only=True)
+        return out
+
+    strategy.load_checkpoint = guarded  # type: ignore[method-assign]
+
+
+def load_sharded(path: str | Path) -> dict[str, Any]:
+    """A distributed-checkpoint folder as one checkpoint dictionary (in memory, on the CPU),
+    read without running code from it (:class:`SafeFileSystemReader`)."""
     folder = Path(path)
     if not is_sharded(folder):
         raise DataError(
             f"{folder} is not a sharded checkpoint folder (meta.pt and *.distcp files)."
         )
-    ckpt = _load_distributed_checkpoint(folder)
+    ckpt = _read_state(folder)
+    ckpt.update(_read_meta(folder))
     if "model" in ckpt:  # Fabric's key
         ckpt["state_dict"] = ckpt.pop("model")
     keys = sorted((k for k in ckpt if re.fullmatch(r"optimizer_\d+", k)), key=lambda k: int(k[10:]))

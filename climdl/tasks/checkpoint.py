@@ -22,16 +22,27 @@ from climdl.tasks.downscaling import DownscalingTask
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """The checkpoint's dictionary, read safely; clear errors for missing or foreign files."""
+    from climdl.parallel.checkpoint import (
+        is_sharded,
+        quiet_unpickler,
+        unpickling_refusal,
+    )
+
     path = Path(path)
+    if path.is_dir():
+        if is_sharded(path):
+            raise DataError(
+                f"{path} is a sharded checkpoint folder (fsdp or tensor training); run "
+                f"climdl consolidate {path} first and give the file it writes."
+            )
+        raise DataError(f"{path} is a folder, not a checkpoint file; give the .ckpt file.")
     if not path.is_file():
         raise DataError(f"checkpoint {path} does not exist.")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        with quiet_unpickler():
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
-        raise DataError(
-            f"{path} is not a readable climdl checkpoint (truncated, corrupt, or "
-            f"written by other software): {str(exc).splitlines()[0]}"
-        ) from exc
+        raise DataError(unpickling_refusal(path, exc)) from exc
     if not isinstance(ckpt, dict) or "climdl" not in ckpt or "state_dict" not in ckpt:
         raise DataError(f"{path} is not a climdl emulator checkpoint (no climdl data spec inside).")
     made_by = str(ckpt["climdl"].get("version", "0"))
@@ -43,9 +54,22 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return ckpt
 
 
-def load_emulator(path: str | Path, map_location: str | torch.device = "cpu") -> DownscalingTask:
-    """Rebuild a trained emulator (in eval mode) from its checkpoint alone."""
-    ckpt = read_checkpoint(path, map_location)
+def load_emulator(
+    path: str | Path,
+    map_location: str | torch.device = "cpu",
+    ckpt: dict[str, Any] | None = None,
+) -> DownscalingTask:
+    """Rebuild a trained emulator (in eval mode) from its checkpoint alone (``ckpt``: the
+    dictionary :func:`read_checkpoint` already read from ``path``)."""
+    if ckpt is None:
+        ckpt = read_checkpoint(path, map_location)
+    kind = ckpt["climdl"].get("kind")
+    if kind is not None:  # emulator checkpoints carry no kind; the segmenter's is KIND
+        what = "a cloud segmentation" if kind == "cloud_segmentation" else f"a {kind!r}"
+        raise DataError(
+            f"{path} is {what} checkpoint (for climdl segment); climdl downscale needs an "
+            "emulator checkpoint (climdl train --config configs/emulator/sample.yaml)."
+        )
     accepted = set(inspect.signature(DownscalingTask.__init__).parameters) - {"self"}
     hparams = {k: v for k, v in ckpt.get("hyper_parameters", {}).items() if k in accepted}
     task = DownscalingTask(**hparams)

@@ -17,9 +17,15 @@ non-learned baseline, printed and written to ``<log_dir>/summary.json``:
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import json
+import logging
+import logging.handlers
+import re
 import sys
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +48,100 @@ class _CLI(LightningCLI):
         )
 
 
+class _NoAdverts(logging.Filter):
+    """Drops Lightning's advertisements ("Tip: try installing litlogger / litmodels")."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        return not ("Tip:" in msg or "litlogger" in msg or "litmodels" in msg)
+
+
+class _LevelFormatter(logging.Formatter):
+    """Lightning's INFO lines as they are; warnings and errors stand out with their level."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return text if record.levelno <= logging.INFO else f"{record.levelname}: {text}"
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to the ``sys.stderr`` of the moment (not the one of its creation), so that a
+    replaced stderr (pytest, notebooks) does not receive a closed stream."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
+def configure_lightning_logging() -> None:
+    """Lightning's messages once each, on stderr, without advertisements.
+
+    ``import lightning`` gives the ``lightning`` logger its own handler while it still
+    propagates to the root logger that ``climdl.cli.main`` configures (every message twice),
+    and ``lightning.pytorch`` / ``lightning.fabric`` add a third when imported before that. Here
+    the ``lightning`` logger gets the one handler and stops propagating; its children only
+    propagate to it. DEBUG with ``climdl --debug`` (root logger at DEBUG), INFO otherwise."""
+    root = logging.getLogger()
+    top = logging.getLogger("lightning")
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        child = logging.getLogger(name)
+        for h in list(child.handlers):
+            child.removeHandler(h)
+        child.propagate = True
+        child.setLevel(logging.NOTSET)
+    for h in list(top.handlers):
+        top.removeHandler(h)
+    handler = _StderrHandler()
+    handler.setFormatter(_LevelFormatter("%(message)s"))
+    handler.addFilter(_NoAdverts())
+    top.addHandler(handler)
+    top.propagate = False
+    top.setLevel(logging.DEBUG if root.getEffectiveLevel() <= logging.DEBUG else logging.INFO)
+
+
+@contextlib.contextmanager
+def _held_until_checked() -> Iterator[None]:
+    """Lightning's messages of the set-up (seed, accelerators) are held back and shown only
+    if the block succeeds: a run refused for its options or checkpoint prints one line."""
+    top = logging.getLogger("lightning")
+    targets = list(top.handlers)
+    held = logging.handlers.BufferingHandler(100_000)
+    for h in targets:
+        top.removeHandler(h)
+    top.addHandler(held)
+    ok = False
+    try:
+        yield
+        ok = True
+    finally:
+        top.removeHandler(held)
+        for h in targets:
+            top.addHandler(h)
+        for record in held.buffer if ok else []:
+            top.handle(record)
+        held.close()
+
+
+def _option_error(exc: argparse.ArgumentError) -> str:
+    """One sentence from jsonargparse's multi-line error."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()] or ["invalid options"]
+    tag = re.search(r"constructor for the tag '([^']+)'", lines[0])
+    if tag:  # a Python tag (!!python/object...): the safe YAML loader refuses it
+        return (
+            f"a training config uses the YAML tag {tag.group(1)}, which climdl does not load "
+            "(configs are plain YAML); remove it."
+        )
+    text = lines[0] if not lines[0].endswith(":") or len(lines) < 2 else f"{lines[0]} {lines[1]}"
+    given = next((ln for ln in lines if ln.startswith("Given value:")), None)
+    if given and given not in text:
+        text += f" ({given[0].lower()}{given[1:]})"
+    return f"climdl train: {text.rstrip('.')}; see climdl train --help."
+
+
 def _translate(argv: Sequence[str]) -> list[str]:
     out: list[str] = []
     for a in argv:
@@ -56,30 +156,51 @@ def _translate(argv: Sequence[str]) -> list[str]:
 
 def run_train(argv: Sequence[str]) -> int:
     """Parse, fit, re-validate the best checkpoint, compare with the baselines; exit code."""
+    from climdl.parallel.checkpoint import check_checkpoint_path, guard_checkpoint_loads
+
     args = _translate(argv)
     if "--quiet" in args:
         args[args.index("--quiet")] = "--quiet=true"
-    cli = _CLI(
-        L.LightningModule,
-        L.LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        args=args,
-        run=False,
-        save_config_kwargs={"overwrite": True},
-        seed_everything_default=123,
-        trainer_defaults={"enable_progress_bar": "--quiet=true" not in args},
-    )
-    trainer, model, dm = cli.trainer, cli.model, cli.datamodule
-    from climdl.tasks.downscaling import DownscalingTask
-    from climdl.tasks.segmentation import SegmentationTask
+    configure_lightning_logging()
+    # Lightning's notes on climdl's own design and on its internals: nothing a user can act on
+    for note in (
+        "LightningCLI's args parameter is intended",  # climdl passes its argv on purpose
+        "You have overridden `on_after_batch_transfer`",  # the task normalises on the device
+        r"`isinstance\(treespec, LeafSpec\)` is deprecated",  # Lightning vs torch 2.13
+    ):
+        warnings.filterwarnings("ignore", message=note)
+    with _held_until_checked():  # a refused run prints its error alone
+        try:
+            cli = _CLI(
+                L.LightningModule,
+                L.LightningDataModule,
+                subclass_mode_model=True,
+                subclass_mode_data=True,
+                args=args,
+                run=False,
+                save_config_kwargs={"overwrite": True},
+                seed_everything_default=123,
+                trainer_defaults={"enable_progress_bar": "--quiet=true" not in args},
+                parser_kwargs={"exit_on_error": False},  # one line, not the whole usage
+            )
+        except argparse.ArgumentError as exc:
+            raise ConfigError(_option_error(exc)) from exc
+        trainer, model, dm = cli.trainer, cli.model, cli.datamodule
+        from climdl.tasks.downscaling import DownscalingTask
+        from climdl.tasks.segmentation import SegmentationTask
 
-    if not isinstance(model, DownscalingTask | SegmentationTask):
-        raise ConfigError(
-            f"model.class_path must be climdl.tasks.downscaling.DownscalingTask or "
-            f"climdl.tasks.segmentation.SegmentationTask, got {type(model).__name__}."
-        )
-    trainer.fit(model, datamodule=dm, ckpt_path=cli.config.get("ckpt_path"))
+        if not isinstance(model, DownscalingTask | SegmentationTask):
+            raise ConfigError(
+                f"model.class_path must be climdl.tasks.downscaling.DownscalingTask or "
+                f"climdl.tasks.segmentation.SegmentationTask, got {type(model).__name__}."
+            )
+        # every checkpoint Lightning loads (given, 'last', hpc, the best one re-validated) is
+        # checked first and read with weights_only: a crafted file runs no code
+        guard_checkpoint_loads(trainer.strategy)
+        ckpt_path = cli.config.get("ckpt_path")
+        if ckpt_path and ckpt_path not in ("last", "best", "hpc") and "://" not in ckpt_path:
+            check_checkpoint_path(ckpt_path)  # before any process or data set-up
+    trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
     ckpt_cb: Any = trainer.checkpoint_callback
     best = str(ckpt_cb.best_model_path) if ckpt_cb is not None else ""
     # every rank re-validates (a distributed strategy's collectives need all ranks); rank 0 reports
