@@ -95,6 +95,7 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             min_coverage=args.min_coverage,
             scheduler=scheduler,
+            range_check=args.range_check,
             progress=lambda d, t: bar.update(task, completed=d, total=t),
         )
     console.print(
@@ -191,6 +192,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--min-coverage", type=float, default=0.999, help="coarse cells less covered are errors"
     )
     pp.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    pp.add_argument(
+        "--no-range-check",
+        dest="range_check",
+        action="store_false",
+        help="accept values outside a variable's plausible range after unit conversion "
+        "(e.g. tasmax 150-350 K); by default they stop the run as a likely units mistake",
+    )
     dask = pp.add_mutually_exclusive_group()
     dask.add_argument(
         "--dask-scheduler",

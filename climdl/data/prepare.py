@@ -55,6 +55,7 @@ from climdl.data._prepare_io import (
 from climdl.data.grids import DOMAINS
 from climdl.data.grids import coarse_grid as domain_coarse_grid
 from climdl.data.reader import open_dataset
+from climdl.data.units import check_plausible, value_range
 from climdl.data.variables import canonical_attrs
 from climdl.errors import ConfigError, DataError, OutputError
 from climdl.io.netcdf import atomic_path
@@ -140,7 +141,7 @@ def _resolve_coarse(spec: xr.Dataset | str | os.PathLike[str], fine: xr.Dataset)
     try:
         with xr.open_dataset(path, decode_times=False) as ds:
             return coarse_from_dataset(ds.load(), str(path))
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RuntimeError) as exc:  # netCDF-C: RuntimeError
         raise DataError(f"the coarse grid file {path} cannot be read ({exc}).") from exc
 
 
@@ -441,6 +442,10 @@ class Upscaler:
     """Coarse cell areas on the device, the smoothing's weights."""
     smoothing: int
     device: torch.device
+    where: str = ""
+    """The input files, for messages."""
+    range_check: bool = True
+    """Refuse a block whose values leave their variable's plausible range."""
 
     @classmethod
     def build(
@@ -454,14 +459,20 @@ class Upscaler:
         subcells: int,
         smoothing: int,
         device: torch.device,
+        where: str = "",
+        range_check: bool = True,
     ) -> Upscaler:
         """Conservative weights from ``src`` to ``coarse`` (cached per process) and cell areas."""
         weights = conservative_weights(src, coarse.grid, k=subcells, min_coverage=None)
         area = torch.as_tensor(coarse.grid.cell_areas(), dtype=torch.float64, device=device)
-        return cls(ds, names, dims, weights, area, smoothing, device)
+        return cls(ds, names, dims, weights, area, smoothing, device, where, range_check)
 
     def block(self, start: int, stop: int, train: slice) -> UpscaledBlock:
-        """Read time steps ``start:stop``, remap (and smooth) them; statistics over ``train``."""
+        """Read time steps ``start:stop``, remap (and smooth) them; statistics over ``train``.
+
+        The fine values are checked against their plausible ranges first (unless
+        ``range_check`` is off), so a units mistake stops the run at its first block.
+        """
         ydim, xdim = self.dims
         # the threaded scheduler, also inside a Dask worker: the read must not become tasks
         # queued behind this one on the cluster
@@ -470,6 +481,14 @@ class Upscaler:
                 [self.ds[v].transpose("time", ydim, xdim).isel(time=slice(start, stop)).values
                  for v in self.names],
                 axis=1,
+            )  # fmt: skip
+        if self.range_check:
+            lo, hi = value_range(block, axis=(0, 2, 3))
+            first, last = (_day(d) for d in self.ds["time"].values[[start, stop - 1]])
+            check_plausible(
+                self.names, lo, hi, attrs={v: self.ds[v].attrs for v in self.names},
+                where=self.where or None,
+                when=f"on {first}" if first == last else f"time steps {first} to {last}",
             )  # fmt: skip
         x = torch.from_numpy(block).to(self.device, torch.float64)
         # NaN-aware remapping (renormalised over valid sources) only where needed: 4x cheaper
@@ -482,6 +501,29 @@ class Upscaler:
             coarse.update(y[lo:hi])
         values = y.to(torch.float32).cpu().numpy()
         return UpscaledBlock(start, values, coarse.to("cpu"), fine.to("cpu"))
+
+
+def _refuse_empty(stats: PrepareStats, where: str, *, whole: bool) -> None:
+    """DataError when a variable has no valid value in the training period, fine or coarse.
+
+    Its output would be all NaN and its statistics NaN with count 0: nothing to train on.
+    ``whole``: the training period is the whole series (then the input itself is all NaN).
+    """
+    span = "" if whole else f" in the training period {stats.period[0]} to {stats.period[1]}"
+    empty = [v for v in stats.variables if stats.fine[v].count == 0]
+    if empty:
+        raise DataError(
+            f"{', '.join(empty)} in {where} {'has' if len(empty) == 1 else 'have'} no valid value"
+            f"{span} (all NaN or fill values), so the output would be all NaN with statistics of "
+            "count 0; check the input file, or leave the variable out with --variables."
+        )
+    blank = [v for v in stats.variables if stats.coarse[v].count == 0]
+    if blank:
+        raise DataError(
+            f"{', '.join(blank)} in {where} {'has' if len(blank) == 1 else 'have'} valid values"
+            f"{span} only outside the coarse grid's cells, so the output would be all NaN with "
+            "statistics of count 0; choose a coarse grid over the valid data."
+        )
 
 
 def _dask_device(device: str) -> str:
@@ -512,6 +554,7 @@ def prepare(
     min_coverage: float = 0.999,
     subcells: int = 8,
     scheduler: str | int | None = None,
+    range_check: bool = True,
 ) -> PrepareResult:
     """Upscale fine fields conservatively to ``coarse_grid`` and write CF NetCDF to ``out``.
 
@@ -538,6 +581,12 @@ def prepare(
     run N x cores threads and oversubscribe the cores, which is why Dask pays off across nodes.
     On Dask, ``device="auto"`` means cpu; for GPUs pass cuda and run one worker per GPU (e.g.
     dask-cuda's ``LocalCUDACluster``).
+
+    ``range_check``: refuse fine values outside their variable's plausible range after unit
+    conversion (:data:`climdl.data.variables.PLAUSIBLE_RANGES`), checked block by block; False
+    skips the check (``--no-range-check``). A variable with no valid value in the training
+    period (all NaN: an all-NaN output and statistics of count 0) is always refused, and no
+    output is left.
     """
     t0 = time.perf_counter()
     out = Path(out)
@@ -562,8 +611,9 @@ def prepare(
     where = _files.describe(files)
     coarse = _resolve_coarse(coarse_grid, ds)
     upscaler = Upscaler.build(
-        ds, src, dims, names, coarse, subcells=subcells, smoothing=smoothing, device=dev
-    )
+        ds, src, dims, names, coarse, subcells=subcells, smoothing=smoothing, device=dev,
+        where=where, range_check=range_check,
+    )  # fmt: skip
     cov = upscaler.weights.coverage.numpy()
     if (cov < min_coverage).any():
         raise DataError(
@@ -616,7 +666,7 @@ def prepare(
                 run=uuid.uuid4().hex, files=tuple(str(f.resolve()) for f in files),
                 names=tuple(names), n_times=n, coarse=coarse, subcells=subcells,
                 smoothing=smoothing, device=worker_device, chunk_days=chunk_days,
-                torch_threads=torch.get_num_threads(),
+                torch_threads=torch.get_num_threads(), range_check=range_check,
             )  # fmt: skip
             run_blocks(client, source, bounds, train, take, progress=progress)
             dev = torch.device(worker_device)
@@ -629,6 +679,7 @@ def prepare(
             fine=_as_stats(acc_fine, names),
             attrs={"source": summary, "population_std": "ddof=0, NaN ignored"},
         )
+        _refuse_empty(stats, where, whole=train == slice(0, n))  # before any file is kept
         stats_path = None
         if stats_out is not None:
             stats_path = write_stats(stats, stats_out, overwrite=overwrite)

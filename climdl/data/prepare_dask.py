@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from climdl.dask_cluster import WorkerCache
+from climdl.data._files import describe
 from climdl.data._prepare_io import CoarseGrid
 from climdl.data.prepare import UpscaledBlock, Upscaler, _device, open_fine
 from climdl.errors import ConfigError, DataError
@@ -56,6 +57,8 @@ class BlockSource:
     chunk_days: int
     torch_threads: int
     """Torch threads of the client: the same count gives the same rounding."""
+    range_check: bool = True
+    """Refuse values outside their variable's plausible range (see :func:`prepare`)."""
 
 
 def _build(source: BlockSource) -> Upscaler:
@@ -71,6 +74,7 @@ def _build(source: BlockSource) -> Upscaler:
         return Upscaler.build(
             ds, src, dims, names, source.coarse, subcells=source.subcells,
             smoothing=source.smoothing, device=_device(source.device),
+            where=describe([Path(f) for f in source.files]), range_check=source.range_check,
         )  # fmt: skip
     except BaseException:
         ds.close()

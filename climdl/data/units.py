@@ -6,6 +6,10 @@ offset`` so it stays lazy on dask arrays. Two conversions pint cannot do on its 
 precipitation as a mass flux or amount (kg m-2 s-1, kg m-2, mm per time step) becomes a depth of
 liquid water per day through the density of water, and geopotential height (m) becomes
 geopotential (m2 s-2) through standard gravity (and back for orography).
+
+After conversion, :func:`check_plausible` compares a field's smallest and largest values with
+the plausible range of its variable (:data:`climdl.data.variables.PLAUSIBLE_RANGES`): a units
+attribute that says degC over values in K converts without complaint, but gives 530-600 K.
 """
 
 from __future__ import annotations
@@ -13,14 +17,20 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 import numpy as np
 import pint
 import xarray as xr
 
-from climdl.data.variables import G0, WATER_DENSITY, canonical_attrs, canonical_units
+from climdl.data.variables import (
+    G0,
+    WATER_DENSITY,
+    canonical_attrs,
+    canonical_units,
+    plausible_range,
+)
 from climdl.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -180,3 +190,98 @@ def assumed_units_for(
     if not assume_units:
         return None
     return assume_units.get(canonical, assume_units.get(source))
+
+
+#: The option that turns the range check off, named in its messages.
+RANGE_CHECK_FLAG = "--no-range-check"
+
+#: Units the values of a field may really be in, by canonical unit: tried, for the message of
+#: a range error, to name the likely slip (degC over values in K, mm day-1 labelled kg m-2 s-1).
+_SUSPECTS: dict[str, tuple[str, ...]] = {
+    "K": ("K", "degC", "degF"),
+    "mm day-1": ("mm day-1", "kg m-2 s-1", "mm h-1"),
+    "m2 s-2": ("m2 s-2", "m", "dam"),
+    "m s-1": ("m s-1", "km h-1", "cm s-1"),
+    "kg kg-1": ("kg kg-1", "g kg-1"),
+    "m": ("m", "m2 s-2", "km"),
+    "1": ("1", "%"),
+}
+
+
+def value_range(values: np.ndarray, axis: int | tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Smallest and largest values along ``axis``, NaN ignored (NaN where all are NaN).
+
+    No copy of ``values`` is made; infinities count (they are out of any plausible range).
+    """
+    return np.fmin.reduce(values, axis=axis), np.fmax.reduce(values, axis=axis)
+
+
+def _num(v: float) -> str:
+    return f"{v:.6g}"
+
+
+def likely_units(name: str, low: float, high: float, declared: str) -> str | None:
+    """A unit in which ``low..high`` (converted from ``declared``) would be plausible, or None.
+
+    Undoes the conversion from ``declared`` and redoes it from each suspect unit of the
+    variable's kind; amounts are taken as daily (this only words a hint).
+    """
+    bounds = plausible_range(name)
+    if bounds is None:
+        return None
+    try:
+        scale, offset = conversion(name, declared, time_step_days=1.0)
+        for unit in _SUSPECTS.get(canonical_units(name), ()):
+            s2, o2 = conversion(name, unit, time_step_days=1.0)
+            if np.isclose(s2, scale, rtol=1e-9) and np.isclose(o2, offset, rtol=1e-9):
+                continue  # the declared unit itself
+            a, b = sorted(((v - offset) / scale * s2 + o2) for v in (low, high))
+            if bounds[0] <= a and b <= bounds[1]:
+                return unit
+    except (DataError, ValueError, ZeroDivisionError):
+        return None
+    return None
+
+
+def check_plausible(
+    names: Sequence[str],
+    lows: Sequence[float] | np.ndarray,
+    highs: Sequence[float] | np.ndarray,
+    *,
+    attrs: Mapping[str, Mapping[str, Any]] | None = None,
+    where: str | None = None,
+    when: str | None = None,
+) -> None:
+    """Raise DataError if a variable's values ``lows[i]..highs[i]`` leave its plausible range.
+
+    ``names`` are canonical variables, the values in canonical units (NaN: nothing to check).
+    ``attrs`` (the reader's attributes by name) tell the units and name the file gave, for the
+    message; ``where`` names the input, ``when`` the time steps. The message names the range
+    found, the plausible one, a likely cause and the option that skips the check.
+    """
+    for i, name in enumerate(names):
+        bounds = plausible_range(name)
+        low, high = float(lows[i]), float(highs[i])
+        if bounds is None or np.isnan(low) or np.isnan(high):
+            continue
+        if bounds[0] <= low and high <= bounds[1]:
+            continue
+        units = canonical_units(name)
+        meta = (attrs or {}).get(name, {})
+        declared = str(meta.get("climdl_source_units", units))
+        source = str(meta.get("climdl_source_name", name))
+        label = name if source == name else f"{name} (variable {source!r})"
+        suspect = likely_units(name, low, high, declared)
+        if suspect is not None:
+            cause = f"the units say {declared!r} but the values look like {suspect}?"
+        elif bounds[0] <= -high and -low <= bounds[1]:
+            cause = "the values look sign-reversed: another sign convention?"
+        else:
+            cause = "a wrong units attribute, or a fill value not declared as _FillValue?"
+        unit = "" if units == "1" else f" {units}"
+        raise DataError(
+            f"{label}{f' in {where}' if where else ''} has values from {_num(low)} to "
+            f"{_num(high)}{unit}{f' ({when})' if when else ''}, outside its plausible range "
+            f"{_num(bounds[0])} to {_num(bounds[1])}{unit} ({cause}); fix the units attribute "
+            f"or the data, or pass {RANGE_CHECK_FLAG} if the values are right."
+        )

@@ -18,10 +18,15 @@ canonical name             units          standard_name
 ``orog``                   ``m``          surface_altitude
 ``sftlf``                  ``1``          land_area_fraction
 =========================  =============  =========================================
+
+:data:`PLAUSIBLE_RANGES` (and :func:`plausible_range`) says which values, in these units, a
+variable can physically take: readers check data against it after unit conversion, so that a
+wrong units attribute stops a run instead of producing nonsense.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -157,6 +162,56 @@ ML_BENCH_PREDICTORS: tuple[str, ...] = tuple(
 #: The ML-Bench targets, in the order the benchmark lists them.
 ML_BENCH_TARGETS: tuple[str, ...] = ("tasmax", "pr")
 
+#: Plausible values (canonical units, inclusive) of each single-level variable and level family.
+#: The bounds are generous on purpose: they catch unit and fill-value mistakes (a factor of 9.8,
+#: 1000 or 86400, an offset of 273.15, -9999 or 1e20), never a climate extreme:
+#:
+#: - temperatures 150-350 K: the records are 184 K (Vostok, -89.2 degC) and 330 K (Death Valley,
+#:   56.7 degC) at the surface, and the free troposphere stays within them; degC read as K
+#:   (-90..60) or K read as degC (>= 420 K) falls outside.
+#: - pr -0.1 to 10000 mm day-1: the negative tolerance admits numerical noise (float32
+#:   conversion of kg m-2 s-1, model and regridding undershoot, a few 1e-2 mm day-1 at most)
+#:   but not a flux with the opposite sign convention; the top lies above the 1-day record
+#:   (1825 mm, Foc-Foc 1966) and the 1-hour record as a rate (305 mm h-1 = 7320 mm day-1), so
+#:   sub-daily inputs pass, while mm day-1 read as kg m-2 s-1 (x 86400) or mm read as m (x 1000)
+#:   do not.
+#: - u, v within +-150 m s-1: the strongest jet streams reach about 110 m s-1.
+#: - q -1e-4 to 0.1 kg kg-1: saturation at 850 hPa and 45 degC is 0.073 kg kg-1; models carry
+#:   tiny negative humidities; g kg-1 read as kg kg-1 (1 to 30) falls outside.
+#: - orog -11000 to 9000 m: the Challenger Deep (-10935 m, elevation data with bathymetry) and
+#:   Everest (8849 m); geopotential (m2 s-2) read as m is 9.8 times too high.
+#: - sftlf 0 to 1 (+-0.001 rounding): a percentage read as a fraction exceeds 1.
+#: - z (geopotential): level-dependent, see :func:`geopotential_range`.
+PLAUSIBLE_RANGES: dict[str, tuple[float, float]] = {
+    "tasmax": (150.0, 350.0),
+    "tasmin": (150.0, 350.0),
+    "tas": (150.0, 350.0),
+    "pr": (-0.1, 10_000.0),
+    "orog": (-11_000.0, 9_000.0),
+    "sftlf": (-0.001, 1.001),
+    "t": (150.0, 350.0),
+    "u": (-150.0, 150.0),
+    "v": (-150.0, 150.0),
+    "q": (-1e-4, 0.1),
+}
+
+
+def geopotential_range(level_hpa: float) -> tuple[float, float]:
+    """Plausible geopotential (m2 s-2) at ``level_hpa``: the ICAO standard-atmosphere height of
+    the level, +- 30 % or +- 1000 m (whichever is larger), times standard gravity, rounded out
+    to 100 m2 s-2.
+
+    For 500/700/850 hPa that is 38200-71100, 19700-39400 and 4400-24100 m2 s-2, around
+    observed heights of 4600-6000, 2500-3300 and 900-1700 m; geopotential height (m) read as
+    geopotential is 9.8 times too low and caught at these levels (not near 1000 hPa, where
+    heights are close to 0).
+    """
+    height = 44330.8 * (1.0 - (float(level_hpa) / 1013.25) ** 0.190263)
+    margin = max(1000.0, 0.3 * abs(height))
+    lo, hi = G0 * (height - margin), G0 * (height + margin)
+    return math.floor(lo / 100.0) * 100.0, math.ceil(hi / 100.0) * 100.0
+
+
 _LEVEL_NAME = re.compile(r"^(?P<prefix>[a-z]+)_?(?P<level>\d{2,4})(?:hpa|mb)?$", re.IGNORECASE)
 _CANONICAL_LEVEL = re.compile(r"^(?P<fam>[ztuvq])_(?P<level>\d{2,4})$")
 _TIME_MAX = re.compile(r"time\s*:\s*max", re.IGNORECASE)
@@ -218,6 +273,18 @@ def canonical_attrs(name: str) -> dict[str, str]:
         "standard_name": fam.standard_name,
         "long_name": f"{fam.long_name} at {parsed[1]} hPa",
     }
+
+
+def plausible_range(name: str) -> tuple[float, float] | None:
+    """Plausible (low, high) values of canonical variable ``name``; None for unknown names."""
+    if name in PLAUSIBLE_RANGES:
+        return PLAUSIBLE_RANGES[name]
+    parsed = parse_level_name(name)
+    if parsed is None:
+        return None
+    if parsed[0] == "z":
+        return geopotential_range(parsed[1])
+    return PLAUSIBLE_RANGES.get(parsed[0])
 
 
 def _family_of(prefix: str) -> str | None:

@@ -60,6 +60,13 @@ def register(sub: Any) -> None:
         default=None,
         help="CSV of yearly forcing series (if the emulator uses one)",
     )
+    src.add_argument(
+        "--no-range-check",
+        dest="range_check",
+        action="store_false",
+        help="accept predictors outside their plausible range after unit conversion "
+        "(e.g. t_850 150-350 K); by default they stop the run as a likely units mistake",
+    )
     out = d.add_argument_group("output")
     out.add_argument(
         "--output",
@@ -169,6 +176,7 @@ def _cmd_downscale(args: argparse.Namespace) -> int:
             fmt=args.fmt,
             emulator_output="baseline" if args.baseline else "emulator",
             forcing=args.forcing,
+            range_check=args.range_check,
             resume=args.resume,
             overwrite=args.overwrite,
             dask_scheduler=dask_scheduler,
@@ -182,7 +190,8 @@ def _cmd_downscale(args: argparse.Namespace) -> int:
     console.print(
         f"{res.n_days} days ({res.n_days / 365.25:.1f} simulated years) on {res.device} in "
         f"{res.seconds:.1f} s: {res.years_per_second * 60:.1f} simulated years/min; "
-        f"{res.grid}{resumed}"
+        f"{res.grid}{resumed}",
+        markup=False,  # names from files and checkpoints are text
     )
     print(res.path)
     return 0

@@ -106,6 +106,7 @@ def downscale(
     fmt: Format = "cf",
     emulator_output: Output = "emulator",
     forcing: str | Path | None = None,
+    range_check: bool = True,
     resume: bool = False,
     overwrite: bool = False,
     history: str | None = None,
@@ -132,6 +133,8 @@ def downscale(
         emulator_output: ``emulator`` or ``baseline`` (the fitted interpolation baseline).
         forcing: CSV of yearly forcing series, when the emulator was trained with one and the
             table in its checkpoint does not cover the period.
+        range_check: refuse predictors outside their plausible range after unit conversion
+            (a units mistake); False accepts them.
         resume: continue an interrupted run of the same output from its finished chunks.
         overwrite: replace an existing output (and discard an interrupted run).
         history: the command line for the ``history`` attribute.
@@ -161,6 +164,7 @@ def downscale(
         fmt=fmt,
         emulator_output=emulator_output,
         forcing=str(forcing) if forcing is not None else None,
+        range_check=range_check,
     )
     if isinstance(dask_scheduler, str):  # a malformed address fails before any work
         from climdl.dask_cluster import check_scheduler

@@ -11,7 +11,7 @@ one sparse matrix product per chunk.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -240,3 +240,30 @@ def check_finite(x: Tensor, names: Sequence[str], times: Sequence[Any]) -> None:
         f"(first on {times[t]}); the emulator cannot take missing values. Fill them "
         "(e.g. cdo fillmiss) or choose a period without them."
     )
+
+
+def check_ranges(
+    x: Tensor,
+    names: Sequence[str],
+    times: Sequence[Any],
+    *,
+    attrs: Mapping[str, Mapping[str, Any]] | None = None,
+    where: str | None = None,
+) -> None:
+    """A clear error when predictors ``x[T, C, h, w]`` leave their plausible ranges.
+
+    Smallest and largest value per variable (NaN ignored), compared in canonical units with
+    :data:`climdl.data.variables.PLAUSIBLE_RANGES`: a units attribute that says degC over
+    values in K stops the run here instead of feeding the emulator 550 K.
+    """
+    from climdl.data.units import check_plausible
+
+    nan = torch.isnan(x)
+    empty = nan.flatten(2).all(-1).all(0)  # a variable with no value: nothing to judge
+    lo = torch.where(empty, torch.nan, torch.where(nan, torch.inf, x).amin(dim=(0, 2, 3)))
+    hi = torch.where(empty, torch.nan, torch.where(nan, -torch.inf, x).amax(dim=(0, 2, 3)))
+    low, high = lo.double().cpu().numpy(), hi.double().cpu().numpy()
+    when = None
+    if len(times):
+        when = f"on {times[0]}" if len(times) == 1 else f"days {times[0]} to {times[-1]}"
+    check_plausible(names, low, high, attrs=attrs, where=where, when=when)

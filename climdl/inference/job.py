@@ -21,7 +21,13 @@ import xarray as xr
 
 from climdl.errors import ConfigError
 from climdl.inference.emulators import EmulatorSet, Output, as_numpy
-from climdl.inference.inputs import GridAdapter, Regrid, check_finite, open_inputs
+from climdl.inference.inputs import (
+    GridAdapter,
+    Regrid,
+    check_finite,
+    check_ranges,
+    open_inputs,
+)
 from climdl.inference.output import Format, chunk_dataset, encoding
 
 
@@ -46,6 +52,7 @@ class JobConfig:
     fmt: Format = "cf"
     emulator_output: Output = "emulator"
     forcing: str | None = None
+    range_check: bool = True
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -154,6 +161,14 @@ class Job:
         self.adapter = GridAdapter(
             self.ds, self.emulators.spec["coarse_grid"], config.regrid, config.min_coverage
         )
+        if config.range_check:  # the first day now: a units mistake stops before any output
+            first = self.ds[self.variables].isel(time=slice(0, 1))
+            with dask.config.set(scheduler="threads"):
+                day = first.to_array("channel").transpose("time", "channel", ...).values
+            self._check_ranges(
+                self.adapter(torch.from_numpy(np.asarray(day, np.float32)).to(self.device)),
+                [str(t) for t in first.time.values],
+            )
         self.forcing: dict[str, list[float]] | None = None
         if config.forcing is not None:
             from climdl.data.emulator_data import read_forcing_table
@@ -161,6 +176,19 @@ class Job:
             self.forcing = read_forcing_table(config.forcing)
         else:
             self.forcing = self.emulators.forcing_table()
+
+    def _check_ranges(self, x: torch.Tensor, times: list[str]) -> None:
+        """Predictors ``x[T, C, h, w]`` within their variables' plausible ranges (DataError)."""
+        from climdl.data._files import describe
+
+        files = self.source.files
+        check_ranges(
+            x,
+            self.variables,
+            times,
+            attrs={v: self.ds[v].attrs for v in self.variables},
+            where=describe(files) if files else None,
+        )
 
     def chunk_length(self, i: int) -> int:
         return min(self.config.chunk_days, self.n_days - self.starts[i])
@@ -196,6 +224,8 @@ class Job:
         bs = self.batch_size
         x = self.adapter(torch.from_numpy(x_np).to(self.device))
         check_finite(x, self.variables, [str(t) for t in times.values])
+        if self.config.range_check:
+            self._check_ranges(x, [str(t) for t in times.values])
         aux = _aux(self.emulators, times, self.forcing, self.device)
         out = np.empty(
             (x.shape[0], len(self.targets), *self.emulators.spec["out_size"]), np.float32
