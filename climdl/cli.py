@@ -8,6 +8,7 @@ sentence with a non-zero exit code; ``--debug`` shows the traceback instead.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import sys
@@ -246,6 +247,16 @@ def _run_guarded(func: Callable[[], int], debug: bool) -> int:
     except KeyboardInterrupt:
         print("climdl: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # a read-only folder, a full disk, ... where no writer translated it
+        from climdl.io.oserrors import describe_os_error
+
+        cause = describe_os_error(exc)
+        if cause is None or debug:
+            raise
+        verb = "access" if exc.errno in (errno.EACCES, errno.EPERM) else "write"
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"climdl: error: cannot {verb}{where}: {cause}.", file=sys.stderr)
+        return 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:

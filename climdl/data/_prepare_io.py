@@ -255,7 +255,7 @@ def load_stats(path: str | os.PathLike[str]) -> PrepareStats:
             return PrepareStats.from_dict(json.loads(p.read_text()))
         with xr.open_dataset(p) as ds:
             return PrepareStats.from_dataset(ds.load())
-    except (KeyError, ValueError, TypeError, OSError) as exc:
+    except (KeyError, ValueError, TypeError, OSError, RuntimeError) as exc:
         raise DataError(f"{p} is not a climdl stats file ({exc}).") from exc
 
 
