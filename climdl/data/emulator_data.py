@@ -473,7 +473,7 @@ def _grid_dict(ds: xr.Dataset) -> dict[str, Any]:
             c = ds.coords[name]
             out[name] = {
                 "dims": list(map(str, c.dims)),
-                "values": torch.from_numpy(np.asarray(c.values, dtype=np.float64)),
+                "values": torch.from_numpy(np.array(c.values, dtype=np.float64)),  # writable copy
                 "attrs": {
                     k: (v.item() if hasattr(v, "item") else v)
                     for k, v in c.attrs.items()
