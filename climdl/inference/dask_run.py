@@ -4,10 +4,12 @@ Each task rebuilds the run's :class:`~climdl.inference.job.Job` from its JSON co
 worker process (a :class:`~climdl.dask_cluster.WorkerCache` shared by the worker's threads and
 freed when the client ends the run), reads its chunk of predictors, predicts and stores the
 chunk file in the run's parts folder, which must therefore be on a file system the workers
-share (as on an HPC cluster). The client only schedules, shows progress and joins the parts at the end. On SLURM,
-start the workers with dask-jobqueue (``SLURMCluster(...).scale(jobs=N)``) and pass the
-scheduler's address; for GPUs, one worker per GPU (dask-cuda's ``LocalCUDACluster``), or use
-``torchrun`` instead.
+share (as on an HPC cluster). The client only schedules, shows progress and joins the parts at
+the end; it alone holds the output's lock. A task stores its chunk only while the folder's
+manifest still names the client's run, so a task left running by a stopped run never drops a
+chunk into another run's folder. On SLURM, start the workers with dask-jobqueue
+(``SLURMCluster(...).scale(jobs=N)``) and pass the scheduler's address; for GPUs, one worker per
+GPU (dask-cuda's ``LocalCUDACluster``), or use ``torchrun`` instead.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ from typing import Any, Literal
 import numpy as np
 import xarray as xr
 
-from climdl.errors import ConfigError
+from climdl.errors import ConfigError, OutputError
 from climdl.inference.emulators import Output
 from climdl.inference.inputs import InputSource, Regrid
 from climdl.inference.job import Job, JobConfig
@@ -179,121 +179,123 @@ def downscale(
         raise ConfigError("running on a Dask cluster needs an output file (--output).")
 
     rank, world = _dist() if (out_path is not None and dask_scheduler is None) else (0, 1)
-    store = None
-    attrs = None
-    if out_path is not None:
-        manifest = job.manifest()
-        if rank == 0:
-            store = PartStore(out_path, manifest, resume=resume, overwrite=overwrite)
-        _barrier(world)
-        if rank != 0:
-            store = PartStore(out_path, manifest, create=False)
-        assert store is not None
-        attrs = global_attrs(
-            emulators=job.emulators.describe(),
-            source_files=job.source.files,
-            kind=job.source.kind,
-            gcm=job.source.gcm,
-            domain=job.source.domain or ds.attrs.get("domain"),
-            regrid=job.adapter.describe(),
-            history=history or "climdl.inference.downscale()",
-            previous_history=str(ds.attrs["history"]) if "history" in ds.attrs else None,
-            fmt=fmt,
-            output=emulator_output,
-        )
-    finished = store.done() if store is not None else set()
-    todo = [i for i in range(len(starts)) if i % world == rank and i not in finished]
-    if max_chunks is not None:
-        todo = todo[:max_chunks]
-    results: list[xr.Dataset] = []
-    done_days = sum(job.chunk_length(i) for i in finished if i % world == rank)
-    if progress:
-        progress(done_days, n_days)
-    if dask_scheduler is not None:
-        from climdl.inference.dask_run import run_on_dask
+    # the lock and a parts folder left without a finished chunk are released on any exit
+    with contextlib.ExitStack() as cleanup:
+        store = None
+        attrs = None
+        if out_path is not None:
+            if rank == 0:  # the coordinating process: locks the output, owns the folder
+                store = PartStore(out_path, job.manifest(), resume=resume, overwrite=overwrite)
+                cleanup.callback(store.close)
+            _barrier(world)
+            if rank != 0:  # the folder's manifest names the run
+                store = PartStore(out_path, {}, create=False)
+            assert store is not None
+            attrs = global_attrs(
+                emulators=job.emulators.describe(),
+                source_files=job.source.files,
+                kind=job.source.kind,
+                gcm=job.source.gcm,
+                domain=job.source.domain or ds.attrs.get("domain"),
+                regrid=job.adapter.describe(),
+                history=history or "climdl.inference.downscale()",
+                previous_history=str(ds.attrs["history"]) if "history" in ds.attrs else None,
+                fmt=fmt,
+                output=emulator_output,
+            )
+        finished = store.done() if store is not None else set()
+        todo = [i for i in range(len(starts)) if i % world == rank and i not in finished]
+        if max_chunks is not None:
+            todo = todo[:max_chunks]
+        results: list[xr.Dataset] = []
+        done_days = sum(job.chunk_length(i) for i in finished if i % world == rank)
+        if progress:
+            progress(done_days, n_days)
+        if dask_scheduler is not None:
+            from climdl.inference.dask_run import run_on_dask
 
-        assert store is not None
-        run_on_dask(job, todo, store, dask_scheduler, progress=progress, done_days=done_days)
-    else:
-        # one I/O thread: reads of the next chunk and writes of the last overlap the computation,
-        # but never each other (HDF5 is not thread-safe)
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            pending_read: Future[tuple[np.ndarray, xr.DataArray]] | None = (
-                pool.submit(job.read, todo[0]) if todo else None
+            assert store is not None
+            run_on_dask(job, todo, store, dask_scheduler, progress=progress, done_days=done_days)
+        else:
+            # one I/O thread: reads of the next chunk and writes of the last overlap the
+            # computation, but never each other (HDF5 is not thread-safe)
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                pending_read: Future[tuple[np.ndarray, xr.DataArray]] | None = (
+                    pool.submit(job.read, todo[0]) if todo else None
+                )
+                pending_write: Future[None] | None = None
+                for k, i in enumerate(todo):
+                    assert pending_read is not None
+                    x_np, times = pending_read.result()
+                    pending_read = pool.submit(job.read, todo[k + 1]) if k + 1 < len(todo) else None
+                    chunk = job.compute(x_np, times)
+                    if store is None:
+                        results.append(chunk)
+                    else:
+                        if pending_write is not None:
+                            pending_write.result()
+                        pending_write = pool.submit(store.write, i, chunk, job.part_encoding(chunk))
+                    done_days += int(times.size)
+                    release_memory()
+                    if progress:
+                        progress(done_days, n_days)
+                if pending_write is not None:
+                    pending_write.result()
+        resumed = len([i for i in finished if i % world == rank])
+        dev, grid = str(job.device), job.adapter.describe()
+        if store is None:
+            out = (
+                xr.concat(
+                    results,
+                    dim="time",
+                    data_vars="minimal",
+                    coords="minimal",
+                    compat="override",
+                    join="override",
+                )
+                if results
+                else xr.Dataset()
             )
-            pending_write: Future[None] | None = None
-            for k, i in enumerate(todo):
-                assert pending_read is not None
-                x_np, times = pending_read.result()
-                pending_read = pool.submit(job.read, todo[k + 1]) if k + 1 < len(todo) else None
-                chunk = job.compute(x_np, times)
-                if store is None:
-                    results.append(chunk)
-                else:
-                    if pending_write is not None:
-                        pending_write.result()
-                    pending_write = pool.submit(store.write, i, chunk, job.part_encoding(chunk))
-                done_days += int(times.size)
-                release_memory()
-                if progress:
-                    progress(done_days, n_days)
-            if pending_write is not None:
-                pending_write.result()
-    resumed = len([i for i in finished if i % world == rank])
-    dev, grid = str(job.device), job.adapter.describe()
-    if store is None:
-        out = (
-            xr.concat(
-                results,
-                dim="time",
-                data_vars="minimal",
-                coords="minimal",
-                compat="override",
-                join="override",
+            return DownscaleResult(
+                out,
+                None,
+                n_days,
+                _time.perf_counter() - t0,
+                dev,
+                grid,
+                len(todo),
+                rank=rank,
+                world_size=world,
             )
-            if results
-            else xr.Dataset()
+        _barrier(world)
+        assert attrs is not None
+        if max_chunks is not None and len(store.done()) < len(starts):
+            return DownscaleResult(
+                xr.Dataset(),
+                None,
+                n_days,
+                _time.perf_counter() - t0,
+                dev,
+                grid,
+                len(todo),
+                resumed,
+                rank,
+                world,
+            )
+        if rank == 0:
+            store.join(len(starts), job.final_encoding(), attrs)
+        _barrier(world)
+        seconds = _time.perf_counter() - t0
+        assert out_path is not None
+        reopened = xr.open_dataset(
+            out_path,
+            decode_times=xr.coders.CFDatetimeCoder(use_cftime=True),
+            decode_coords="all",
+            chunks={},
         )
         return DownscaleResult(
-            out,
-            None,
-            n_days,
-            _time.perf_counter() - t0,
-            dev,
-            grid,
-            len(todo),
-            rank=rank,
-            world_size=world,
+            reopened, out_path, n_days, seconds, dev, grid, len(todo), resumed, rank, world
         )
-    _barrier(world)
-    assert attrs is not None
-    if max_chunks is not None and len(store.done()) < len(starts):
-        return DownscaleResult(
-            xr.Dataset(),
-            None,
-            n_days,
-            _time.perf_counter() - t0,
-            dev,
-            grid,
-            len(todo),
-            resumed,
-            rank,
-            world,
-        )
-    if rank == 0:
-        store.join(len(starts), job.final_encoding(), attrs)
-    _barrier(world)
-    seconds = _time.perf_counter() - t0
-    assert out_path is not None
-    reopened = xr.open_dataset(
-        out_path,
-        decode_times=xr.coders.CFDatetimeCoder(use_cftime=True),
-        decode_coords="all",
-        chunks={},
-    )
-    return DownscaleResult(
-        reopened, out_path, n_days, seconds, dev, grid, len(todo), resumed, rank, world
-    )
 
 
 def _resolve_output(
@@ -312,7 +314,7 @@ def _resolve_output(
             if len(source.files) == 1
             else (f"{source.gcm or 'input'}_{source.period or 'series'}")
         )
-        return default_output(
+        path = default_output(
             out,
             targets=targets,
             stem=stem,
@@ -322,6 +324,13 @@ def _resolve_output(
             period=source.period,
             kind=source.kind,
         )
+        # last line of defence: a name taken from file contents never leaves the named folder
+        if not path.resolve().is_relative_to(out.resolve()):
+            raise OutputError(
+                f"the output name derived from the inputs ({path.name}) would lie outside "
+                f"{out}; give the output file explicitly with --output FILE.nc."
+            )
+        return path
     if out.suffix.lower() not in (".nc", ".nc4"):
         raise ConfigError(f"--output {out} should be a .nc file or an existing folder.")
     return out

@@ -29,6 +29,7 @@ from climdl.inference.inputs import (
     open_inputs,
 )
 from climdl.inference.output import Format, chunk_dataset, encoding
+from climdl.inference.parts import FINGERPRINTS, file_fingerprint
 
 
 @dataclass(frozen=True)
@@ -194,11 +195,19 @@ class Job:
         return min(self.config.chunk_days, self.n_days - self.starts[i])
 
     def manifest(self) -> dict[str, Any]:
-        """What a resumed run must share with the interrupted one."""
+        """What a resumed run must share with the interrupted one.
+
+        Paths alone would let a file rewritten in place mix two inputs in one output: each input
+        carries its size, modification time and hashed ends, each checkpoint its full SHA-256."""
         c = self.config
+        inputs = [str(p.resolve()) for p in self.source.files]
+        fingerprints: dict[str, dict[str, int | str]] = {p: file_fingerprint(p) for p in inputs}
+        for m in self.emulators.members:
+            fingerprints[str(m.path.resolve())] = {"sha256": m.sha256}
         return {
             "checkpoints": [e["sha256"] for e in self.emulators.describe()],
-            "inputs": [str(p.resolve()) for p in self.source.files],
+            "inputs": inputs,
+            FINGERPRINTS: fingerprints,
             "first_day": str(self.ds.time.values[0]),
             "last_day": str(self.ds.time.values[-1]),
             "n_days": self.n_days,

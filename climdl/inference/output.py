@@ -17,6 +17,7 @@ variables, and file names ``Predictions_pr_tasmax_<GCM>_<period>.nc`` in the sub
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -237,12 +238,29 @@ def global_attrs(
     return attrs
 
 
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
+_MAX_COMPONENT = 120
+
+
+def safe_component(value: object, fallback: str = "unknown") -> str:
+    """``value`` as one harmless file-name component.
+
+    Output names are built from file and checkpoint contents (a GCM's ``driving_model_id``, a
+    domain, a period): anything but letters, digits and ``._+-`` becomes ``-``, leading dots go
+    (no hidden names, never ``.`` or ``..``) and an empty result is ``fallback``, so no such
+    value can add a folder level or point outside the output folder.
+    """
+    text = _UNSAFE.sub("-", str(value)).lstrip(".")[:_MAX_COMPONENT]
+    return text if text.strip(".-") else fallback
+
+
 def mlbench_name(targets: Sequence[str], stem: str) -> str:
     """``Predictions_pr_tasmax_<GCM>_<period>.nc`` (variables in the benchmark's order)."""
     order = [t for t in ("pr", "tasmax") if t in targets] + [
         t for t in targets if t not in ("pr", "tasmax")
     ]
-    return f"Predictions_{'_'.join(order)}_{stem}.nc"
+    names = "_".join(safe_component(t, "var") for t in order)
+    return f"Predictions_{names}_{safe_component(stem, 'series')}.nc"
 
 
 def default_output(
@@ -256,10 +274,17 @@ def default_output(
     period: str | None,
     kind: str | None,
 ) -> Path:
-    """Output file inside a folder: the ML-Bench submission tree when everything is known."""
+    """Output file inside a folder: the ML-Bench submission tree when everything is known.
+
+    Every part of the name is passed through :func:`safe_component`: each one becomes exactly
+    one path level below ``out_dir``."""
     if fmt == "mlbench":
         name = mlbench_name(targets, stem)
         if domain and experiment and period and kind:
-            return out_dir / f"{domain}_Domain" / experiment / period / kind / name
+            levels = [f"{safe_component(domain)}_Domain"] + [
+                safe_component(v) for v in (experiment, period, kind)
+            ]
+            return out_dir.joinpath(*levels, name)
         return out_dir / name
-    return out_dir / f"{'_'.join(targets)}_{stem}_climdl.nc"
+    names = "_".join(safe_component(t, "var") for t in targets)
+    return out_dir / f"{names}_{safe_component(stem, 'series')}_climdl.nc"
