@@ -374,7 +374,8 @@ def test_segment_into_a_read_only_or_full_folder_is_one_line(
     assert main([*argv, "--probabilities"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    assert ("read-only" if where == "readonly_dir" else "no space left") in err, err
+    expected = ("read-only", "permission denied") if where == "readonly_dir" else ("no space",)
+    assert any(word in err for word in expected), err
     assert [p.name for p in folder.iterdir() if p.name != ".filler"] == []
 
 

@@ -355,7 +355,7 @@ def test_select_time_handles_numpy_dates_and_size_one_series() -> None:
     import pandas as pd
     import xarray as xr
 
-    from climdl.plot.quicklook import TimeChoice, select_time
+    from climdl.plot.timesel import TimeChoice, select_time
 
     da = xr.DataArray(
         np.arange(3.0)[:, None, None] * np.ones((3, 2, 2)),

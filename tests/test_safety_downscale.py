@@ -292,3 +292,27 @@ def test_a_worker_of_a_removed_or_replaced_run_writes_no_chunk(tmp_path: Path) -
     assert second.done() == set()
     second.close()
     assert not parts_dir(out).exists() and not lock_path(out).exists()
+
+
+def test_planted_links_for_the_lock_or_the_parts_folder_are_refused(tmp_path: Path) -> None:
+    """A link at ``.OUT.nc.lock`` or ``.OUT.nc.parts`` (planted in a shared folder) would make
+    climdl truncate, write or remove files elsewhere: refused, and the target is untouched."""
+    victim = tmp_path / "elsewhere" / "precious.txt"
+    victim.parent.mkdir()
+    victim.write_text("keep me")
+    out = tmp_path / "run" / "out.nc"
+    out.parent.mkdir()
+    lock_path(out).symlink_to(victim)
+    with pytest.raises(OutputError, match="symbolic link"):
+        PartStore(out, {"x": 1})
+    assert victim.read_text() == "keep me"
+    lock_path(out).unlink()
+    lock_path(out).symlink_to(tmp_path / "elsewhere" / "new.txt")  # a dangling link
+    with pytest.raises(OutputError, match="symbolic link"):
+        PartStore(out, {"x": 1})
+    assert not (tmp_path / "elsewhere" / "new.txt").exists()
+    lock_path(out).unlink()
+    parts_dir(out).symlink_to(victim.parent, target_is_directory=True)
+    with pytest.raises(OutputError, match="symbolic link"):
+        PartStore(out, {"x": 1})
+    assert victim.read_text() == "keep me"

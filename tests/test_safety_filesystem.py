@@ -16,6 +16,8 @@ import xarray as xr
 from climdl.cli import main
 
 CROP = {"y": slice(48, 64), "x": slice(40, 56)}
+# a read-only mount as root; a folder without write bits for other users
+READ_ONLY = ("read-only", "permission denied")
 
 
 def _one_line(capsys: pytest.CaptureFixture[str], *words: str) -> str:
@@ -53,7 +55,7 @@ def test_sample_and_sample_clouds(
     folder: Path = request.getfixturevalue(
         f"{where}_dir" if where == "readonly" else "full_disk_dir"
     )
-    words = ("read-only",) if where == "readonly" else ("no space left",)
+    words = READ_ONLY if where == "readonly" else ("no space left",)
     assert main(["sample", str(folder / "s"), "--quiet"]) == 2
     _one_line(capsys, *words)
     argv = ["sample-clouds", str(folder / "c"), "--n-scenes", "1", "--size", "64", "64", "-q"]
@@ -73,7 +75,7 @@ def test_downscale(
     folder: Path = request.getfixturevalue(
         f"{where}_dir" if where == "readonly" else "full_disk_dir"
     )
-    words = ("read-only",) if where == "readonly" else ("no space left",)
+    words = READ_ONLY if where == "readonly" else ("no space left",)
     for out in (folder / "tasmax.nc", folder / "sub" / "tasmax.nc"):
         argv = ["downscale", "-c", str(tasmax_ckpt), "--catalog", "sample-alps"]
         argv += ["--period", "historical", "-o", str(out), "-q"]
@@ -93,7 +95,7 @@ def test_plot_and_evaluate(
     folder: Path = request.getfixturevalue(
         f"{where}_dir" if where == "readonly" else "full_disk_dir"
     )
-    words = ("read-only",) if where == "readonly" else ("no space left",)
+    words = READ_ONLY if where == "readonly" else ("no space left",)
     truth, pred = small_pair
     argv = ["plot", str(pred), "-v", "tasmax", "--time", "0", "-o", str(folder / "f.png"), "-q"]
     assert main(argv) == 2

@@ -90,8 +90,19 @@ def _plot(path: Path, out: Path, *extra: str) -> int:
         (np.arange(40) + 0.5, "days since 2001-02-15", "noleap", "2001-03-01", "2001-03-01", 14),
         # monthly means stamped mid-month: the step of that month, not a tie with June
         (np.arange(12) * 30 + 15.0, "days since 2001-01-01", "360_day", "2001-07-01", "07-16", 6),
+        # the first and last month, more than a day from their mid-month stamps
+        (np.arange(12) * 30 + 15.0, "days since 2001-01-01", "360_day", "2001-01-01", "01-16", 0),
+        (np.arange(12) * 30 + 15.0, "days since 2001-01-01", "360_day", "2001-12-30", "12-16", 11),
     ],
-    ids=["daily-12h", "daily-00h", "360_day-12h", "noleap-12h", "monthly-360_day"],
+    ids=[
+        "daily-12h",
+        "daily-00h",
+        "360_day-12h",
+        "noleap-12h",
+        "monthly-360_day",
+        "first-month",
+        "last-month",
+    ],
 )
 def test_plot_time_date_draws_the_step_of_that_day(
     tmp_path: Path,

@@ -15,12 +15,14 @@ removed (after a failed run, or when found by the next one).
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
 import logging
 import os
 import shutil
+import stat
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -88,13 +90,25 @@ class _RunLock:
         self.path = lock_path(output)
         self.fd: int | None = None
         while True:
-            try:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:  # never through a link: a planted one would make climdl write elsewhere
+                fd = os.open(
+                    self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644
+                )
             except PermissionError as exc:
                 raise OutputError(
                     f"cannot write to {output.parent}: permission denied; choose a folder you "
                     "can write to."
                 ) from exc
+            except OSError as exc:
+                if exc.errno != errno.ELOOP:
+                    raise
+                raise OutputError(
+                    f"{self.path} is a symbolic link; climdl writes its lock file only as a plain "
+                    "file: remove the link."
+                ) from exc
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                os.close(fd)
+                raise OutputError(f"{self.path} is not a plain file; remove it.")
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -106,6 +120,8 @@ class _RunLock:
                 ) from None
             except OSError as exc:  # no flock on this file system (Lustre without -o flock)
                 os.close(fd)
+                with contextlib.suppress(OSError):
+                    self.path.unlink()
                 log.warning("cannot lock %s (%s): concurrent runs are not detected", output, exc)
                 return
             try:
@@ -172,6 +188,8 @@ class PartStore:
             raise
 
     def _set_up(self, resume: bool, overwrite: bool) -> None:
+        if self.dir.is_symlink():  # its chunks, and their removal, would land elsewhere
+            raise OutputError(f"{self.dir} is a symbolic link; remove it and run again.")
         if self.output.exists() and not overwrite:
             raise OutputError(f"{self.output} already exists; pass --overwrite to replace it.")
         if self.dir.exists():
