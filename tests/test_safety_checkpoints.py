@@ -122,6 +122,7 @@ def test_consolidate_refuses_a_crafted_sharded_folder_without_running_it(
     assert main(["consolidate", str(folder), "-o", str(tmp_path / "out.ckpt")]) == 2
     line = _one_line_error(capsys)
     assert "refused" in line and str(folder) in line
+    assert "rank local" not in line and "metadata is None" not in line  # one cause, not three
     assert not marker.exists()
     assert not (tmp_path / "out.ckpt").exists()
 
@@ -482,3 +483,51 @@ def test_sbatch_survives_long_scontrol_output_and_many_checkpoints(tmp_path: Pat
     lines = (tmp_path / "srun.txt").read_text().splitlines()
     assert lines[0] == "node000001"  # MASTER_ADDR: the first host
     assert lines[lines.index("--ckpt_path") + 1] == str(newest)
+
+
+def test_a_torch_name_in_metadata_is_refused_without_looking_it_up(tmp_path: Path) -> None:
+    """``GLOBAL torch _inductor`` (or any non-dtype name of torch): refused by name, without
+    ``getattr(torch, name)``, which imports the submodule or calls a function first."""
+    import sys
+
+    from climdl.parallel.checkpoint import read_metadata
+
+    loaded = "torch._inductor" in sys.modules
+    (tmp_path / ".metadata").write_bytes(b"\x80\x04ctorch\n_inductor\n.")
+    with pytest.raises(DataError, match="refused"):
+        read_metadata(tmp_path)
+    assert ("torch._inductor" in sys.modules) == loaded
+    (tmp_path / ".metadata").write_bytes(b"\x80\x04ctorch\nfloat32\n.")  # a dtype: allowed
+    with pytest.raises(DataError, match="not checkpoint metadata"):
+        read_metadata(tmp_path)
+
+
+@pytest.mark.parametrize("swap", [".metadata", "__0_0.distcp"])
+def test_a_folder_swapped_after_the_check_runs_no_code(tmp_path: Path, swap: str) -> None:
+    """The guard's check and Lightning's own load are two reads: a ``.metadata`` or shard
+    replaced in between must not run either (torch's reader unpickles, its planner loads
+    non-tensor items with weights_only=False)."""
+    import torch.distributed.checkpoint as dcp
+
+    from climdl.parallel.checkpoint import guard_checkpoint_loads
+
+    marker = tmp_path / "MARKER"
+    payload = _torch_bytes(_Payload(marker))
+    one = _torch_bytes(1)
+    folder = _folder(tmp_path, _metadata_with_bytes_item("epoch", len(one)), _torch_bytes({}), one)
+
+    def load(path: Any, weights_only: bool | None = None) -> dict[str, Any]:
+        if swap == ".metadata":
+            (Path(path) / swap).write_bytes(pickle.dumps(_Payload(marker)))
+        else:
+            (Path(path) / ".metadata").write_bytes(_metadata_with_bytes_item("epoch", len(payload)))
+            (Path(path) / swap).write_bytes(payload)
+        state: dict[str, Any] = {"epoch": 0}
+        dcp.load(state, checkpoint_id=str(path))  # as Lightning's ModelParallelStrategy does
+        return state
+
+    strategy: Any = SimpleNamespace(load_checkpoint=load)
+    guard_checkpoint_loads(strategy)
+    with pytest.raises(BaseException, match="refused"):
+        strategy.load_checkpoint(folder)
+    assert not marker.exists()

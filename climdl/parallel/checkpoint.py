@@ -85,6 +85,11 @@ _METADATA_GLOBALS = frozenset(
 lookup: calling one with any arguments runs no code of the file's choosing."""
 
 
+_DTYPES = frozenset(n for n, v in vars(torch).items() if isinstance(v, torch.dtype))
+"""torch's dtype names, listed once: a lookup by name (``getattr(torch, name)``) would import
+the submodule or call the function a crafted file names before refusing it."""
+
+
 class _Refused(pickle.UnpicklingError):
     """A global outside :data:`_METADATA_GLOBALS` (its name is the message)."""
 
@@ -93,9 +98,7 @@ class _MetadataUnpickler(pickle.Unpickler):
     """:mod:`pickle` restricted to :data:`_METADATA_GLOBALS` and torch dtypes."""
 
     def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _METADATA_GLOBALS or (
-            module == "torch" and isinstance(getattr(torch, name, None), torch.dtype)
-        ):
+        if (module, name) in _METADATA_GLOBALS or (module == "torch" and name in _DTYPES):
             return super().find_class(module, name)
         raise _Refused(f"{module}.{name}")
 
@@ -126,6 +129,10 @@ def read_metadata(folder: str | Path, file: str = _METADATA) -> Metadata:
     if not isinstance(md, Metadata) or not isinstance(md.state_dict_metadata, dict):
         raise DataError(
             f"{folder} refused: its {file} holds {type(md).__name__}, not checkpoint metadata."
+        )
+    if not isinstance(md.storage_data or {}, dict):
+        raise DataError(
+            f"{folder} refused: its {file} holds no shard index, not checkpoint metadata."
         )
     for info in (md.storage_data or {}).values():
         name = getattr(info, "relative_path", None)
@@ -315,10 +322,28 @@ def guard_checkpoint_loads(strategy: Strategy) -> None:
                 "download it first."
             )
         check_checkpoint_path(checkpoint_path)
-        out: dict[str, Any] = load(checkpoint_path, weights_only=True)
+        with safe_distributed_reads():  # a folder swapped after the check runs no code either
+            out: dict[str, Any] = load(checkpoint_path, weights_only=True)
         return out
 
     strategy.load_checkpoint = guarded  # type: ignore[method-assign]
+
+
+@contextlib.contextmanager
+def safe_distributed_reads() -> Iterator[None]:
+    """While open, every ``torch.distributed.checkpoint`` load (Lightning's own resume of a
+    sharded folder included) reads ``.metadata`` with :func:`read_metadata` and non-tensor items
+    with ``weights_only=True``: the checks hold for the bytes actually loaded, not only for those
+    :func:`check_sharded` saw before."""
+    from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
+
+    saved = (FileSystemReader.read_metadata, DefaultLoadPlanner.load_bytes)
+    FileSystemReader.read_metadata = SafeFileSystemReader.read_metadata  # type: ignore[method-assign,assignment]
+    DefaultLoadPlanner.load_bytes = _SafeLoadPlanner.load_bytes  # type: ignore[method-assign,assignment]
+    try:
+        yield
+    finally:
+        FileSystemReader.read_metadata, DefaultLoadPlanner.load_bytes = saved  # type: ignore[method-assign]
 
 
 def load_sharded(path: str | Path) -> dict[str, Any]:
@@ -329,6 +354,7 @@ def load_sharded(path: str | Path) -> dict[str, Any]:
         raise DataError(
             f"{folder} is not a sharded checkpoint folder (meta.pt and *.distcp files)."
         )
+    read_metadata(folder)  # its refusal in one sentence (torch would wrap it in two more)
     ckpt = _read_state(folder)
     ckpt.update(_read_meta(folder))
     if "model" in ckpt:  # Fabric's key
