@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import random
 import shlex
 import shutil
 import subprocess
@@ -181,7 +182,7 @@ def _ckpt_files(tmp_path: Path, marker: Path) -> dict[str, Path]:
     files = {
         "torch-pickle": _torch_bytes({"state_dict": _Payload(marker), "climdl": {}}),
         "plain-pickle": pickle.dumps({"state_dict": _Payload(marker)}),
-        "random": os.urandom(4096),
+        "random": random.Random(2026).randbytes(4096),  # seeded: the same junk every run
     }
     out = {}
     for name, data in files.items():
@@ -531,3 +532,20 @@ def test_a_folder_swapped_after_the_check_runs_no_code(tmp_path: Path, swap: str
     with pytest.raises(BaseException, match="refused"):
         strategy.load_checkpoint(folder)
     assert not marker.exists()
+
+
+def test_junk_bytes_of_many_kinds_are_one_sentence(tmp_path: Path) -> None:
+    """torch's weights-only unpickler fails on junk with any exception (IndexError, KeyError,
+    UnicodeDecodeError...): every one is a DataError. 200 seeded junk files, and junk behind a
+    pickle protocol header."""
+    from climdl.parallel.checkpoint import check_checkpoint_path
+    from climdl.tasks.checkpoint import read_checkpoint
+
+    path = tmp_path / "junk.ckpt"
+    for seed in range(200):
+        rng = random.Random(seed)
+        data = rng.randbytes(rng.randint(1, 4096))
+        path.write_bytes(data if seed % 2 else b"\x80\x02" + data)
+        for reader in (check_checkpoint_path, read_checkpoint):
+            with pytest.raises(DataError):
+                reader(path)

@@ -3,27 +3,22 @@
 Read-only folders, missing permissions, full disks and exhausted quotas are predictable: the user
 can fix them (another folder, more space), so they surface as :class:`~climdl.errors.OutputError`
 with a sentence that names the path and the cause, never as a traceback. Writers that fail without
-an ``errno`` (netCDF-C reports a full disk as "NetCDF: HDF error") are diagnosed from the free
-space left on the device.
+an ``errno`` (netCDF-C reports a full disk as "NetCDF: HDF error") are diagnosed by a probe write.
 """
 
 from __future__ import annotations
 
 import errno
 import os
-import shutil
+import tempfile
 from pathlib import Path
 
 from climdl.errors import OutputError
 
-__all__ = ["EMPTY", "FULL_BELOW", "describe_os_error", "disk_is_full", "output_error"]
+__all__ = ["PROBE_BYTES", "describe_os_error", "output_error", "space_error"]
 
-# Below this many free bytes a failed write without an errno ("NetCDF: HDF error") is taken to
-# be a full disk: a failed write has used up what was left, and one chunk of a climdl output is
-# at most a few tens of MB. A write that fails with "permission denied" on a device with less than
-# EMPTY free bytes is also a full disk: HDF5 reports a create after a failed write that way.
-FULL_BELOW = 64 * 2**20
-EMPTY = 2**20
+# The size of the probe write that tells a full disk or an exhausted quota from other failures.
+PROBE_BYTES = 2**20
 
 _CAUSES = {
     errno.ENOSPC: "no space left on the device",
@@ -39,16 +34,25 @@ def describe_os_error(exc: OSError) -> str | None:
     return _CAUSES.get(exc.errno) if exc.errno is not None else None
 
 
-def disk_is_full(path: str | os.PathLike[str], below: int = FULL_BELOW) -> bool:
-    """Whether the device holding ``path`` (or its nearest existing parent) has fewer than
-    ``below`` bytes free to the user."""
-    p = Path(path)
-    while not p.exists() and p != p.parent:
-        p = p.parent
+def space_error(path: str | os.PathLike[str]) -> int | None:
+    """``ENOSPC`` or ``EDQUOT`` if a probe write of :data:`PROBE_BYTES` beside ``path`` (in its
+    nearest existing folder) fails for lack of space or quota, else None.
+
+    Writers that fail without an errno (netCDF-C's "HDF error") or with a misleading one (HDF5
+    reports a create on a full device as "permission denied") are diagnosed by asking the file
+    system directly: free-space figures miss quotas and reserved blocks.
+    """
+    folder = Path(path).parent
+    while not folder.is_dir() and folder != folder.parent:
+        folder = folder.parent
     try:
-        return shutil.disk_usage(p).free < below
-    except OSError:
-        return False
+        with tempfile.TemporaryFile(dir=folder) as probe:
+            probe.write(b"\0" * PROBE_BYTES)
+            probe.flush()
+            os.fsync(probe.fileno())
+    except OSError as exc:
+        return exc.errno if exc.errno in (errno.ENOSPC, errno.EDQUOT) else None
+    return None
 
 
 def output_error(exc: BaseException, path: str | os.PathLike[str]) -> OutputError | None:
@@ -56,14 +60,12 @@ def output_error(exc: BaseException, path: str | os.PathLike[str]) -> OutputErro
     failure is not one a user can fix (a bug keeps its traceback)."""
     final = Path(path)
     code = exc.errno if isinstance(exc, OSError) else None
+    if code in (errno.EACCES, errno.EPERM) or (
+        code is None and isinstance(exc, (OSError, RuntimeError))
+    ):  # netCDF-C's "HDF error", HDF5's "permission denied" on a full device: ask the disk
+        code = space_error(final) or code
     if code in (errno.ENOSPC, errno.EDQUOT):
-        full = True
-    elif code in (errno.EACCES, errno.EPERM):  # HDF5's word for a create on a full device
-        full = disk_is_full(final, EMPTY)
-    else:  # "NetCDF: HDF error" and other writers' errors without an errno
-        full = code is None and isinstance(exc, (OSError, RuntimeError)) and disk_is_full(final)
-    if full:
-        space = _CAUSES[errno.EDQUOT if code == errno.EDQUOT else errno.ENOSPC]
+        space = _CAUSES[code]
         return OutputError(
             f"cannot write {final}: {space}; free some space or choose another output folder."
         )

@@ -174,6 +174,8 @@ class _SafeLoadPlanner(_EmptyStateDictLoadPlanner):
                 f"refused: the shard item {fqn} holds objects other than tensors and plain "
                 "values; use only sharded checkpoints written by climdl train."
             ) from exc
+        except Exception as exc:  # damaged bytes: the unpickler fails in any way
+            raise DataError(f"has a truncated or corrupt shard item {fqn}.") from exc
         if self.flatten_state_dict:
             from torch.distributed.checkpoint._nested_dict import set_element
 
@@ -217,7 +219,7 @@ def _read_meta(folder: Path) -> dict[str, Any]:
             f"{folder} refused: its {META} holds objects other than tensors and plain values; "
             "use only sharded checkpoints written by climdl train."
         ) from exc
-    except (RuntimeError, EOFError, ValueError, OSError) as exc:
+    except Exception as exc:  # damaged bytes: torch's unpickler fails in any way
         raise DataError(
             f"{folder} is not a readable sharded checkpoint: its {META} is truncated or corrupt."
         ) from exc
@@ -304,7 +306,7 @@ def check_checkpoint_path(path: str | Path) -> None:
     try:  # memory-mapped where torch can (zip format): the tensors are not read
         with quiet_unpickler():
             torch.load(p, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(p))
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
+    except Exception as exc:  # damaged bytes make torch's unpickler fail in any way
         raise DataError(unpickling_refusal(p, exc)) from exc
 
 

@@ -9,7 +9,6 @@ from the file, and nothing else is needed to use it.
 from __future__ import annotations
 
 import inspect
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +40,7 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         with quiet_unpickler():
             ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
+    except Exception as exc:  # damaged bytes make torch's unpickler fail in any way
         raise DataError(unpickling_refusal(path, exc)) from exc
     if not isinstance(ckpt, dict) or "climdl" not in ckpt or "state_dict" not in ckpt:
         raise DataError(f"{path} is not a climdl emulator checkpoint (no climdl data spec inside).")
