@@ -67,7 +67,7 @@ def make_checkpoint(folder: Path) -> Path:
 def make_inputs(folder: Path, years: int) -> Path:
     import xarray as xr
 
-    from climdl.catalog import get_entry
+    from climdl.data.catalog import get_entry
 
     path = folder / f"predictors_{years}y.nc"
     if path.exists():

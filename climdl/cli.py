@@ -113,7 +113,7 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
 def _cmd_catalog_list(args: argparse.Namespace) -> int:
     from rich.table import Table
 
-    from climdl.catalog import load_catalog
+    from climdl.data.catalog import load_catalog
 
     table = Table("name", "layout", "domain", "description")
     for entry in load_catalog().values():
@@ -123,7 +123,7 @@ def _cmd_catalog_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_catalog_show(args: argparse.Namespace) -> int:
-    from climdl.catalog import get_entry
+    from climdl.data.catalog import get_entry
 
     print(get_entry(args.name).describe())
     return 0

@@ -50,7 +50,7 @@ def quickstart() -> list:
             "opening an entry generates it on first use and returns a lazy dataset."
         ),
         new_code_cell(
-            "from climdl.catalog import get_entry\n\n"
+            "from climdl.data.catalog import get_entry\n\n"
             'entry = get_entry("sample-alps")\n'
             'x = entry.open("predictors", experiment="Emulator_hist_future")\n'
             'y = entry.open("target", experiment="Emulator_hist_future")\n'
@@ -145,7 +145,7 @@ def evaluation() -> list:
         new_code_cell(
             "import numpy as np\n"
             "import xarray as xr\n\n"
-            "from climdl.catalog import get_entry\n\n"
+            "from climdl.data.catalog import get_entry\n\n"
             'entry = get_entry("sample-alps")\n'
             'truth_file = next(f for f in entry.files("target", period="historical") if "CNRM-CM5" in f.name)\n'
             'truth = xr.open_dataset(truth_file, decode_coords="all").load()\n'

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from climdl.catalog import CatalogEntry, expand, get_entry, load_catalog
+from climdl.data.catalog import CatalogEntry, expand, get_entry, load_catalog
 from climdl.errors import ConfigError, DataError
 
 

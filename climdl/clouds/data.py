@@ -168,7 +168,7 @@ def scene_sources(
 
 def sample_root(size: tuple[int, int], seed: int) -> Path:
     """Cache folder of the embedded synthetic sample of this size and seed."""
-    from climdl.catalog import cache_dir
+    from climdl.data.catalog import cache_dir
 
     return cache_dir() / "clouds-sample" / f"{size[0]}x{size[1]}-seed{seed}"
 

@@ -240,7 +240,7 @@ class EmulatorDataModule(L.LightningDataModule):
             if want_static and s is None:
                 raise ConfigError("orography: true needs a static file (static: path) with orog.")
         else:
-            from climdl.catalog import get_entry
+            from climdl.data.catalog import get_entry
 
             if not self.catalog:
                 raise ConfigError(
@@ -269,7 +269,7 @@ class EmulatorDataModule(L.LightningDataModule):
             x = open_dataset(self.test_predictors, self.variables)
             y = open_dataset(self.test_target, self.targets)
         elif self.test_period and self.catalog:
-            from climdl.catalog import get_entry
+            from climdl.data.catalog import get_entry
 
             entry = get_entry(self.catalog)
             x = entry.open(

@@ -66,7 +66,7 @@ def open_inputs(
         files = resolve_paths(list(inputs))
         source = InputSource(files, kind=ds.attrs.get("predictor_type"))
     elif catalog:
-        from climdl.catalog import get_entry
+        from climdl.data.catalog import get_entry
 
         entry = get_entry(catalog)
         if period:

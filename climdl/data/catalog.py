@@ -255,7 +255,7 @@ def catalog_paths() -> list[Path]:
     dirs: list[Path] = [
         Path(p) for p in os.environ.get("CLIMDL_CATALOG", "").split(os.pathsep) if p
     ]
-    dirs.append(Path(__file__).resolve().parent.parent / "data_catalog")
+    dirs.append(Path(__file__).resolve().parents[2] / "data_catalog")
     dirs.append(Path.home() / ".config" / "climdl" / "catalog")
     files: list[Path] = []
     for d in dirs:
