@@ -30,7 +30,7 @@ from climdl.clouds.landsat import LANDSAT_BAND_NUMBERS, open_geotiff, open_lands
 from climdl.clouds.scene import LANDSAT_BANDS, NODATA, open_scene, validate_scene
 from climdl.clouds.synthetic import make_scene
 from climdl.errors import DataError
-from climdl.inference import segment as segment_module
+from climdl.inference import segment_geotiff, segment_netcdf
 
 H, W = 96, 80
 X0, Y0 = 499_980.0, 5_300_040.0  # upper-left corner, EPSG:32632 (UTM 32N)
@@ -532,7 +532,7 @@ def test_segment_a_landsat_product_to_a_geotiff(
     product's own grid, and the probabilities in ``mask_probability.tif``."""
     mtl, _ = product
     # 32-row blocks: the 96 rows, finished 32 then 64 at a time, fill three rows of blocks
-    monkeypatch.setattr(segment_module, "GEOTIFF_BLOCK", 32)
+    monkeypatch.setattr(segment_geotiff, "GEOTIFF_BLOCK", 32)
     assert _segment(ckpt, mtl, tmp_path / "mask.nc") == 0
     capsys.readouterr()
     assert _segment(ckpt, mtl, tmp_path / "mask.tif", "--probabilities") == 0
@@ -567,7 +567,7 @@ def test_segment_a_landsat_product_to_a_geotiff(
     assert band_tags["flag_meanings"] == " ".join(CLASS_NAMES)
     assert colours[1] == (0xE7, 0x29, 0x8A, 255)  # cloud magenta, as climdl.plot draws it
     assert colours[4] == (0x00, 0xE5, 0xEE, 255)  # snow cyan
-    assert colours[0] == segment_module.CLEAR_GREY  # a TIFF palette has no alpha
+    assert colours[0] == segment_geotiff.CLEAR_GREY  # a TIFF palette has no alpha
     for key in ("climdl_version", "climdl_checkpoint_sha256", "input_file", "tiling", "classes"):
         assert tags[key] == str(nc_attrs[key]), key
     assert tags["climdl_checkpoint"] == str(ckpt.resolve()) and tags["input_scene_id"] == PRODUCT
@@ -609,7 +609,7 @@ def test_segment_header_projects_each_lat_lon_strip_once(
 
     monkeypatch.setattr(pyproj.Transformer, "from_crs", counting)
     with netCDF4.Dataset(tmp_path / "out.nc", "w", format="NETCDF4") as dst:
-        segment_module._write_header(dst, ds, "image", "y", "x", rows, cols, CLASS_NAMES, False)
+        segment_netcdf._write_header(dst, ds, "image", "y", "x", rows, cols, CLASS_NAMES, False)
     assert len(calls) == 3
     monkeypatch.undo()
     with xr.open_dataset(tmp_path / "out.nc") as out:
@@ -629,7 +629,7 @@ def test_geotiff_of_a_scene_with_y_ascending_is_written_north_up(
 ) -> None:
     """Rows stored south to north are written reversed, block by block (blocks of 16 over 50
     rows: the last row of blocks is partial, and is finished first)."""
-    monkeypatch.setattr(segment_module, "GEOTIFF_BLOCK", 16)
+    monkeypatch.setattr(segment_geotiff, "GEOTIFF_BLOCK", 16)
     north_up = _sample_scene(tmp_path / "sample")
     with xr.open_dataset(north_up) as ds:
         ds.isel(y=slice(None, None, -1)).to_netcdf(tmp_path / "up.nc")

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from climdl.errors import ConfigError
-from climdl.inference.segment import blend_window, plan_tiles, run_tiled, tile_starts
+from climdl.inference.segment_tiling import blend_window, plan_tiles, run_tiled, tile_starts
 
 K = 3
 
