@@ -97,7 +97,7 @@ def child(args: argparse.Namespace) -> None:
     if args.bare:
         import xarray as xr
 
-        from climdl.data.emulator_data import day_of_year_features
+        from climdl.data.forcing import day_of_year_features
 
         task = load_emulator(ckpt).to(dev)
         ds = xr.open_dataset(inputs, use_cftime=True)

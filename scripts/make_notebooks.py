@@ -309,7 +309,7 @@ def cloud_segmentation() -> list:
             "import json\n\n"
             "import pandas as pd\n\n"
             "from climdl.cli import main\n"
-            "from climdl.clouds.evaluate import comparison_rows\n\n"
+            "from climdl.tasks.threshold_scores import comparison_rows\n\n"
             'rc = main(["train", "--config", str(REPO / "configs/clouds/sample.yaml"),\n'
             '           "--trainer.max_epochs", "6", "--trainer.default_root_dir", str(WORK / "clouds-run"),\n'
             '           "--trainer.logger", "false", "--trainer.enable_progress_bar", "false", "--quiet"])\n'
@@ -342,11 +342,11 @@ def cloud_segmentation() -> list:
         ),
         new_markdown_cell(
             "## 5. Prediction, truth and the threshold test\n\n"
-            "The threshold test (`climdl.clouds.threshold`) needs no training and knows no thin "
+            "The threshold test (`climdl.models.threshold`) needs no training and knows no thin "
             "cloud; the CNN learned all five classes from the labels."
         ),
         new_code_cell(
-            "from climdl.clouds.threshold import threshold_labels\n\n"
+            "from climdl.models.threshold import threshold_labels\n\n"
             "def predictions(i):\n"
             "    s = load_scene(sample.files[i])\n"
             '    p = xr.load_dataset(WORK / f"mask_{i}.nc")\n'
@@ -402,7 +402,7 @@ def cloud_segmentation() -> list:
             'label ignored; "any cloud" merges cloud and thin cloud, as binary cloud masks do.'
         ),
         new_code_cell(
-            "from climdl.clouds.metrics import confusion, scores\n\n"
+            "from climdl.tasks.seg_metrics import confusion, scores\n\n"
             "rows = {}\n"
             "for i in (3, 7):\n"
             "    s, y, cnn, base, _ = predictions(i)\n"

@@ -13,7 +13,6 @@ import xarray as xr
 
 from climdl.clouds.data import CloudDataModule, CropDataset, scene_sources
 from climdl.clouds.layouts import list_38cloud_patches, read_38cloud_patch, stitch_38cloud_scene
-from climdl.clouds.metrics import confusion, scores
 from climdl.clouds.sample import write_cloud_sample
 from climdl.clouds.scene import (
     CLASSES,
@@ -26,8 +25,9 @@ from climdl.clouds.scene import (
     validate_scene,
 )
 from climdl.clouds.synthetic import make_scene
-from climdl.clouds.threshold import threshold_labels
 from climdl.errors import DataError
+from climdl.models.threshold import threshold_labels
+from climdl.tasks.seg_metrics import confusion, scores
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from climdl.errors import ConfigError, DataError
+from climdl.preprocess.gamma import fit_gamma
 from climdl.tasks.losses import (
     LOSS_NAMES,
     DouryAsymmetricLoss,
@@ -19,7 +20,6 @@ from climdl.tasks.losses import (
     bernoulli_gamma_nll,
     bernoulli_gamma_sample,
     channels_per_target,
-    fit_gamma,
     masked_mae,
     masked_mse,
     valid_fraction,

@@ -287,7 +287,7 @@ def test_lazy_reading_matches_in_memory(use_sample_cache: Path) -> None:
 
 def test_residual_to_baseline_starts_from_the_baseline(use_sample_cache: Path) -> None:
     """With a zero correction, the residual emulator predicts exactly the fitted baseline."""
-    from climdl.tasks.baseline import TasmaxBaseline
+    from climdl.models.tasmax_baseline import TasmaxBaseline
     from climdl.tasks.downscaling import DownscalingTask
 
     dm = EmulatorDataModule(catalog="sample-alps", targets=["tasmax"])

@@ -19,69 +19,20 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, Literal
 
 import dask
 import lightning as L
 import numpy as np
-import pandas as pd
 import torch
 import xarray as xr
 from torch.utils.data import DataLoader, Dataset
 
+from climdl.data.forcing import day_of_year_features, forcing_features, read_forcing_table
 from climdl.data.variables import ML_BENCH_PREDICTORS
 from climdl.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
-
-
-def day_of_year_features(time: xr.DataArray) -> np.ndarray:
-    """[T, 2] sine and cosine of the calendar-aware fraction of the year (any CF calendar)."""
-    doy = time.dt.dayofyear.values.astype(np.float64) - 1.0
-    length = (
-        np.where(time.dt.is_leap_year.values, 366.0, 365.0)
-        if hasattr(time.dt, "is_leap_year")
-        else 365.0
-    )
-    cal = str(time.dt.calendar) if hasattr(time.dt, "calendar") else "standard"
-    if cal == "360_day":
-        length = 360.0
-    frac = 2 * np.pi * doy / length
-    return np.stack([np.sin(frac), np.cos(frac)], axis=1).astype(np.float32)
-
-
-def read_forcing_table(csv: str | Path) -> dict[str, list[float]]:
-    """Yearly forcing series (e.g. CO2-equivalent) from a CSV with a ``year`` column.
-
-    Returned as plain lists (``{"year": [...], name: [...]}``) so that the table can live in the
-    checkpoint and the emulator can be applied to any period the table covers.
-    """
-    table = pd.read_csv(csv)
-    if "year" not in table.columns or len(table.columns) < 2:
-        raise DataError(f"{csv} must have a 'year' column and at least one forcing column.")
-    return {str(c): [float(v) for v in table[c].to_numpy(float)] for c in table.columns}
-
-
-def forcing_from_table(
-    time: xr.DataArray, table: dict[str, list[float]], where: str = "the forcing table"
-) -> tuple[np.ndarray, list[str]]:
-    """[T, F] forcing series linearly interpolated to each day's fractional year."""
-    frac_year = time.dt.year.values + (time.dt.dayofyear.values - 1) / 366.0
-    years = np.asarray(table["year"], float)
-    cols = [c for c in table if c != "year"]
-    if frac_year.min() < years.min() - 1 or frac_year.max() > years.max() + 1:
-        raise DataError(
-            f"{where} covers {years.min():.0f}-{years.max():.0f}, not all the years "
-            f"{int(frac_year.min())}-{int(frac_year.max())} of the data."
-        )
-    out = np.stack([np.interp(frac_year, years, np.asarray(table[c], float)) for c in cols], axis=1)
-    return out.astype(np.float32), cols
-
-
-def forcing_features(time: xr.DataArray, csv: str | Path) -> tuple[np.ndarray, list[str]]:
-    """External forcing series from a CSV (see :func:`read_forcing_table`) at each day."""
-    return forcing_from_table(time, read_forcing_table(csv), where=str(csv))
 
 
 class _Source:
@@ -362,7 +313,7 @@ class EmulatorDataModule(L.LightningDataModule):
             res = acc.result()
             stats[f"{key}_mean"], stats[f"{key}_std"] = res.mean.float(), res.std.float()
         if pr_days:
-            from climdl.tasks.losses import fit_gamma
+            from climdl.preprocess.gamma import fit_gamma
 
             shape, scale = fit_gamma(torch.from_numpy(np.concatenate(pr_days)))
             stats["pr_gamma_shape"], stats["pr_gamma_scale"] = shape.float(), scale.float()
@@ -395,7 +346,7 @@ class EmulatorDataModule(L.LightningDataModule):
         if self.forcing_csv:  # inference must rebuild the same 1-D inputs for any period
             spec["forcing_table"] = read_forcing_table(self.forcing_csv)
         if "tasmax" in self.targets:
-            from climdl.tasks.baseline import TasmaxBaseline, has_tasmax_baseline
+            from climdl.models.tasmax_baseline import TasmaxBaseline, has_tasmax_baseline
 
             if has_tasmax_baseline(spec):
                 days = np.random.default_rng(0).permutation(self.train_idx)[:2000]

@@ -38,9 +38,7 @@ import xarray as xr
 from torch import Tensor
 
 from climdl import __version__
-from climdl.data import _files
 from climdl.data._coords import lon_origin
-from climdl.data._files import PathArg
 from climdl.data._prepare_io import (
     CoarseGrid,
     CoarseWriter,
@@ -52,6 +50,7 @@ from climdl.data._prepare_io import (
     stats_format,
     write_stats,
 )
+from climdl.data.files import PathArg, describe, resolve_paths
 from climdl.data.grids import DOMAINS
 from climdl.data.grids import coarse_grid as domain_coarse_grid
 from climdl.data.reader import open_dataset
@@ -355,7 +354,7 @@ def _global_attrs(
     listed = [str(f) for f in files]
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     summary = (
-        f"{now}: climdl {__version__} prepare {_files.describe(files)} -> {out.name} "
+        f"{now}: climdl {__version__} prepare {describe(files)} -> {out.name} "
         f"(conservative, {coarse.lat.size} x {coarse.lon.size} cells, smoothing {smoothing})"
     )
     more = f" and {len(listed) - 20} more" if len(listed) > 20 else ""
@@ -393,7 +392,7 @@ def open_fine(
     fields the same way.
     """
     ds = open_dataset(files, variables, chunks={"time": chunk_days})
-    where = _files.describe([Path(f) for f in files])
+    where = describe([Path(f) for f in files])
     if "time" not in ds.dims:
         raise DataError(f"{where} has no time axis; prepare upscales time series.")
     src, (ydim, xdim) = fine_grid(ds)
@@ -604,11 +603,11 @@ def prepare(
     on_dask = scheduler is not None
     worker_device = _dask_device(str(device)) if on_dask else ""
     dev = torch.device("cpu") if on_dask else _device(str(device))
-    files = _files.resolve_paths(fine)
+    files = resolve_paths(fine)
     if any(out.resolve() == f.resolve() for f in files):
         raise ConfigError(f"the output {out} is one of the input files; write somewhere else.")
     ds, src, dims, names = open_fine(files, variables, chunk_days)
-    where = _files.describe(files)
+    where = describe(files)
     coarse = _resolve_coarse(coarse_grid, ds)
     upscaler = Upscaler.build(
         ds, src, dims, names, coarse, subcells=subcells, smoothing=smoothing, device=dev,

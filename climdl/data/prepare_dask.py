@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from climdl.dask_cluster import WorkerCache
-from climdl.data._files import describe
 from climdl.data._prepare_io import CoarseGrid
+from climdl.data.files import describe
 from climdl.data.prepare import UpscaledBlock, Upscaler, _device, open_fine
 from climdl.errors import ConfigError, DataError
 

@@ -15,8 +15,16 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from climdl.data import _coords, _files
-from climdl.data._files import PathArg
+from climdl.data import _coords
+from climdl.data.files import (
+    PathArg,
+    check_times,
+    combine,
+    describe,
+    open_file,
+    resolve_paths,
+    select_time,
+)
 from climdl.data.units import assumed_units_for, to_canonical
 from climdl.data.variables import FAMILIES, identify, is_canonical, known_names, parse_level_name
 from climdl.errors import DataError
@@ -128,7 +136,7 @@ def _canonical_file(
 ) -> xr.Dataset:
     """Open one file and return its recognised variables in canonical form."""
     where = str(path)
-    ds = _prepare(_files.open_file(path), chunks)
+    ds = _prepare(open_file(path), chunks)
     seen.update(dict.fromkeys(map(str, ds.data_vars)))
     mapping = {
         src: can for can, src in (rename or {}).items() if src in ds.data_vars and can not in ds
@@ -163,7 +171,7 @@ def _canonical_file(
         if coord.attrs.get("bounds") not in (None, *out.variables):
             coord.attrs.pop("bounds")
     if "time" in out.dims:
-        _files.check_times(out["time"], where)
+        check_times(out["time"], where)
     return _coords.canonical_dim_order(_coords.normalise_horizontal(out))
 
 
@@ -199,8 +207,8 @@ def open_dataset(
     variables or levels. ``rename``: canonical name -> variable name in the files, for names
     climdl cannot recognise (catalog entries' ``variables``).
     """
-    files = _files.resolve_paths(paths)
-    where = _files.describe(files)
+    files = resolve_paths(paths)
+    where = describe(files)
     if isinstance(variables, str):
         variables = [variables]
     wanted = None if variables is None else list(dict.fromkeys(variables))
@@ -229,8 +237,8 @@ def open_dataset(
         for p in files
     ]
     if time_range is not None:
-        parts = _files.select_time(parts, time_range, where)
-    ds = _files.combine(parts)
+        parts = select_time(parts, time_range, where)
+    ds = combine(parts)
     missing = [v for v in wanted or [] if v not in ds.data_vars]
     if missing or (wanted is None and notes):
         what = f"{', '.join(missing)} not found" if missing else "some requested levels are missing"
@@ -254,7 +262,7 @@ def open_dataset(
     )
     ds = ds[names]
     if "time" in ds.dims:
-        _files.check_times(ds["time"], where)
+        check_times(ds["time"], where)
     if bbox is not None:
         _coords.check_bbox(ds, bbox, where=where)
     return ds

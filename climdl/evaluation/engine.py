@@ -30,7 +30,7 @@ import numpy as np
 import xarray as xr
 from dask.callbacks import Callback
 
-from climdl.data._files import PathArg
+from climdl.data.files import PathArg
 from climdl.errors import DataError
 from climdl.evaluation import _reduce, _time, diagnostics, indices, inputs, signal, spectra
 from climdl.evaluation.summary import Better, Row, spatial_mean, spatial_mean_abs

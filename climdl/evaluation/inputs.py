@@ -15,7 +15,7 @@ from collections.abc import Hashable, Mapping, Sequence
 import numpy as np
 import xarray as xr
 
-from climdl.data._files import PathArg
+from climdl.data.files import PathArg
 from climdl.data.reader import open_dataset
 from climdl.errors import DataError
 from climdl.evaluation import _reduce, _time

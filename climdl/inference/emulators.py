@@ -118,7 +118,7 @@ class EmulatorSet:
                 )
         self._baselines: list[torch.nn.Module] = []
         if output == "baseline":
-            from climdl.tasks.baseline import TasmaxBaseline
+            from climdl.models.tasmax_baseline import TasmaxBaseline
 
             for m in self.members:
                 if "tasmax_baseline" not in m.spec or m.targets != ["tasmax"]:

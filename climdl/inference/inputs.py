@@ -61,7 +61,7 @@ def open_inputs(
         raise ConfigError("give --input files or --catalog, not both.")
     if inputs:
         ds = open_dataset(list(inputs), list(variables))
-        from climdl.data._files import resolve_paths
+        from climdl.data.files import resolve_paths
 
         files = resolve_paths(list(inputs))
         source = InputSource(files, kind=ds.attrs.get("predictor_type"))

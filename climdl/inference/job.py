@@ -97,7 +97,7 @@ def _aux(
     forcing: dict[str, list[float]] | None,
     device: torch.device,
 ) -> dict[str, torch.Tensor]:
-    from climdl.data.emulator_data import day_of_year_features, forcing_from_table
+    from climdl.data.forcing import day_of_year_features, forcing_from_table
 
     doy = day_of_year_features(time)
     out = {"doy_sin": doy[:, 0], "doy_cos": doy[:, 1]}
@@ -172,7 +172,7 @@ class Job:
             )
         self.forcing: dict[str, list[float]] | None = None
         if config.forcing is not None:
-            from climdl.data.emulator_data import read_forcing_table
+            from climdl.data.forcing import read_forcing_table
 
             self.forcing = read_forcing_table(config.forcing)
         else:
@@ -180,7 +180,7 @@ class Job:
 
     def _check_ranges(self, x: torch.Tensor, times: list[str]) -> None:
         """Predictors ``x[T, C, h, w]`` within their variables' plausible ranges (DataError)."""
-        from climdl.data._files import describe
+        from climdl.data.files import describe
 
         files = self.source.files
         check_ranges(

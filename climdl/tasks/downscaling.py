@@ -24,9 +24,9 @@ from torchmetrics import SumMetric
 from climdl.errors import ConfigError
 from climdl.models import DeepESD, DouryUNet
 from climdl.models.heads import FineCovariateHead
+from climdl.models.tasmax_baseline import TasmaxBaseline
 from climdl.preprocess import Kind, Normaliser, spatial_standardise
 from climdl.tasks import losses as L_
-from climdl.tasks.baseline import TasmaxBaseline
 
 Network = Literal["unet", "deepesd"]
 Optimizer = Literal["adam", "adamw", "sgd", "rmsprop"]

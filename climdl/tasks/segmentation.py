@@ -12,7 +12,7 @@ and, in training, flips and rotates every sample by multiples of 90 degrees on t
 Losses: cross-entropy (optionally class-weighted) or one-vs-rest BCE, each optionally plus
 soft Dice; the no-data label is ignored throughout. Metrics: a torchmetrics confusion matrix
 per epoch, from which IoU, F1, precision, recall and accuracy per class, mean IoU and the
-"any cloud" scores are logged (:func:`climdl.clouds.metrics.scores`).
+"any cloud" scores are logged (:func:`climdl.tasks.seg_metrics.scores`).
 """
 
 from __future__ import annotations
@@ -26,11 +26,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from climdl.clouds.metrics import new_confusion, scores
 from climdl.clouds.scene import CLOUDY, NODATA
 from climdl.errors import ConfigError, DataError
 from climdl.models.blocks import BlockKind
 from climdl.models.cloud_unet import CloudUNet
+from climdl.tasks.seg_metrics import new_confusion, scores
 
 Loss = Literal["ce", "ce_dice", "bce", "bce_dice"]
 Optimizer = Literal["adam", "adamw", "sgd"]

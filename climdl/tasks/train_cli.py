@@ -297,8 +297,8 @@ def _segmentation_summary(
     trainer: L.Trainer, model: Any, dm: Any, best: str, quiet: bool
 ) -> dict[str, Any]:
     """Per-class IoU/F1 of the segmenter and of the threshold baseline on held-out scenes."""
-    from climdl.clouds.evaluate import baseline_confusion, comparison_rows
-    from climdl.clouds.metrics import jsonable, scores
+    from climdl.tasks.seg_metrics import jsonable, scores
+    from climdl.tasks.threshold_scores import baseline_confusion, comparison_rows
 
     classes = list(model.classes)
     trainer.validate(model, datamodule=dm, ckpt_path=best or None, verbose=False)
@@ -319,7 +319,7 @@ def _segmentation_summary(
         "best_checkpoint": best,
         "last_checkpoint": str(Path(best).with_name("last.ckpt")) if best else "",
         "classes": classes,
-        "baseline": "Fmask-like spectral threshold test (climdl.clouds.threshold)",
+        "baseline": "Fmask-like spectral threshold test (climdl.models.threshold)",
         "val": parts["val"],
         "test": parts.get("test"),
         "epochs": trainer.current_epoch,

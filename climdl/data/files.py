@@ -2,7 +2,8 @@
 
 Every failure a user can cause (no such file, a glob matching nothing, a truncated or corrupt file,
 overlapping or misordered times, files that do not fit together) becomes a :class:`DataError`
-that names the file(s).
+that names the file(s). Public: the reader, prepare, evaluation and inference all take paths
+through here.
 """
 
 from __future__ import annotations

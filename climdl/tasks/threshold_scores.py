@@ -7,8 +7,8 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from climdl.clouds.data import SceneSource
-from climdl.clouds.metrics import confusion
-from climdl.clouds.threshold import threshold_labels
+from climdl.models.threshold import threshold_labels
+from climdl.tasks.seg_metrics import confusion
 
 
 def baseline_confusion(sources: Sequence[SceneSource]) -> torch.Tensor:
