@@ -31,6 +31,7 @@ _SUBCOMMAND_MODULES = (
     "climdl.evaluation.cli",
     "climdl.plot.cli",
     "climdl.clouds.cli",
+    "climdl.inference.segment_cli",
     "climdl.parallel.cli",
 )
 
