@@ -142,7 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "train",
         help="train an emulator or a cloud segmenter: climdl train --config "
-        "configs/emulator/sample.yaml | configs/clouds/sample.yaml (LightningCLI options)",
+        "configs/emulator/sample.yaml | configs/clouds/sample.yaml, or a packaged preset "
+        "(sample, clouds/sample, strategy/ddp) from any folder (LightningCLI options)",
     )
 
     s = sub.add_parser(

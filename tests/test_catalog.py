@@ -139,3 +139,17 @@ def test_path_expansion(monkeypatch: pytest.MonkeyPatch) -> None:
     assert expand("{cache}/s") == "/c/s"
     assert expand("${FOO}/x") == "/f/x"
     assert expand("${NOPE_NOT_SET:-/d}/x") == "/d/x"
+
+
+def test_packaged_catalog_is_found_from_any_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.resources
+
+    from climdl.data.catalog import catalog_paths
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CLIMDL_CATALOG", raising=False)
+    packaged = Path(str(importlib.resources.files("climdl.data_catalog")))
+    assert (packaged / "sample.yaml") in catalog_paths()
+    assert "sample-alps" in load_catalog()

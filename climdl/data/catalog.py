@@ -6,14 +6,16 @@ map to climdl's canonical names. Opening an entry returns a lazily loaded, Dask-
 ``xr.Dataset`` through :func:`climdl.data.reader.open_dataset`, without reading data.
 
 Catalog files are searched in ``$CLIMDL_CATALOG`` (folders or files, ``os.pathsep``-separated),
-the repository's ``data_catalog/`` and ``~/.config/climdl/catalog/``; a later entry with the same
-name does not replace an earlier one. Paths may use ``${VAR}``, ``${VAR:-default}`` and
-``{cache}`` (``$CLIMDL_CACHE`` or ``~/.cache/climdl``). YAML is read with the safe loader.
+the packaged catalog (the repository's ``data_catalog/``, shipped as ``climdl.data_catalog``) and
+``~/.config/climdl/catalog/``; a later entry with the same name does not replace an earlier one.
+Paths may use ``${VAR}``, ``${VAR:-default}`` and ``{cache}`` (``$CLIMDL_CACHE`` or
+``~/.cache/climdl``). YAML is read with the safe loader.
 """
 
 from __future__ import annotations
 
 import glob
+import importlib.resources
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -255,7 +257,8 @@ def catalog_paths() -> list[Path]:
     dirs: list[Path] = [
         Path(p) for p in os.environ.get("CLIMDL_CATALOG", "").split(os.pathsep) if p
     ]
-    dirs.append(Path(__file__).resolve().parents[2] / "data_catalog")
+    # the packaged catalog (the repository's data_catalog/, shipped as climdl.data_catalog)
+    dirs.append(Path(str(importlib.resources.files("climdl.data_catalog"))))
     dirs.append(Path.home() / ".config" / "climdl" / "catalog")
     files: list[Path] = []
     for d in dirs:

@@ -24,9 +24,10 @@ import torch
 import yaml
 
 import climdl
+from climdl.configs import preset_dir
 
 REPO = Path(climdl.__file__).resolve().parents[1]
-CONFIGS = REPO / "configs"
+CONFIGS = preset_dir()
 SAMPLE = CONFIGS / "emulator" / "sample.yaml"
 
 TINY = [

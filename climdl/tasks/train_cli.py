@@ -2,6 +2,8 @@
 
 ``climdl train --config configs/emulator/sample.yaml [--trainer.max_epochs 5] [--seed 1]
 [--ckpt_path last]``; ``configs/clouds/sample.yaml`` trains the cloud segmenter the same way.
+A ``--config`` that is no file names a packaged preset (``sample``, ``clouds/sample``,
+``strategy/ddp``; see :mod:`climdl.configs`), so the same commands work from any folder.
 The config's ``model:`` and ``data:`` carry ``class_path`` and ``init_args`` (any
 LightningModule / LightningDataModule; options such as ``--model.base_filters 8`` reach the
 init_args). After fitting, the best checkpoint is re-validated and compared with the task's
@@ -142,15 +144,45 @@ def _option_error(exc: argparse.ArgumentError) -> str:
     return f"climdl train: {text.rstrip('.')}; see climdl train --help."
 
 
+_NAME_LIKE = re.compile(r"(?!-)[\w./-]+")
+
+
+def resolve_config(value: str) -> str:
+    """A ``--config`` value as LightningCLI reads it: a file that exists stays as given; a
+    name-like value that is no file is a packaged preset (``sample``, ``strategy/ddp``,
+    ``configs/emulator/sample.yaml`` from any folder); anything else (inline YAML) passes.
+
+    Args:
+        value: the argument of ``--config``.
+
+    Returns:
+        the path (or inline YAML) to hand to LightningCLI.
+
+    Raises:
+        ConfigError: a name that is neither a file nor a preset (the message lists the presets).
+    """
+    if Path(value).exists() or not _NAME_LIKE.fullmatch(value):
+        return value
+    from climdl.configs import preset_path
+
+    return str(preset_path(value))
+
+
 def _translate(argv: Sequence[str]) -> list[str]:
     out: list[str] = []
+    after_config = False
     for a in argv:
-        if a == "--seed":
+        if after_config:
+            out.append(resolve_config(a))
+        elif a == "--seed":
             out.append("--seed_everything")
         elif a.startswith("--seed="):
             out.append("--seed_everything=" + a.split("=", 1)[1])
+        elif a.startswith("--config="):
+            out.append("--config=" + resolve_config(a.split("=", 1)[1]))
         else:
             out.append(a)
+        after_config = a == "--config" and not after_config
     return out
 
 
