@@ -2,7 +2,8 @@
 
 The contracts live in pyproject.toml (``[tool.importlinter]``) and run in ``make lint``. The
 first test runs them on the package; the second copies the package, adds a forbidden import
-(an upward one, or a cycle between two sibling modules) and checks that ``lint-imports`` names it.
+(an upward one, one between independent siblings, a job importing a training DataModule, a cycle
+between two sibling modules) and checks that ``lint-imports`` names it.
 """
 
 from __future__ import annotations
@@ -44,6 +45,12 @@ def test_import_contracts_hold() -> None:
             "evaluation/summary.py",
             "import climdl.inference.parts",
             "climdl.evaluation is not allowed to import climdl.inference",
+        ),
+        # inference rebuilding its inputs from the training DataModule module
+        (
+            "inference/job.py",
+            "import climdl.data.emulator_data",
+            "climdl.inference is not allowed to import climdl.data.emulator_data",
         ),
         # a cycle inside a package: netcdf already imports oserrors
         ("io/oserrors.py", "import climdl.io.netcdf", "No cycles are allowed in climdl.io"),
