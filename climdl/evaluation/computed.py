@@ -16,7 +16,7 @@ import numpy as np
 import xarray as xr
 
 from climdl.evaluation import _time, diagnostics, signal
-from climdl.evaluation._reduce import PairStats, pair_stats
+from climdl.evaluation._pairs import PairStats, pair_stats
 from climdl.evaluation.indices import IndexSpec
 
 #: What one diagnostic is evaluated for: the whole series, each season, each index of the

@@ -19,7 +19,7 @@ import numpy as np
 import xarray as xr
 
 from climdl.errors import DataError
-from climdl.evaluation import _reduce, _time
+from climdl.evaluation import _pairs, _reduce, _time
 
 IndexFn = Callable[..., xr.DataArray]
 
@@ -66,18 +66,18 @@ def pair_statistics(
     """The one-pass sums behind RMSE, bias, temporal correlation and std ratio.
 
     Dims ``(stat, group, *spatial)``; one group (all steps), or the four seasons DJF, MAM, JJA,
-    SON with ``by_season``. See :func:`climdl.evaluation._reduce.pair_sums`.
+    SON with ``by_season``. See :func:`climdl.evaluation._pairs.pair_sums`.
     """
     t, p = _pair(truth, pred, None)
     if by_season:
-        return _reduce.pair_sums(t, p, season_codes(t["time"]), len(_time.SEASONS))
-    return _reduce.pair_sums(t, p, np.zeros(t.sizes["time"], dtype=np.int64), 1)
+        return _pairs.pair_sums(t, p, season_codes(t["time"]), len(_time.SEASONS))
+    return _pairs.pair_sums(t, p, np.zeros(t.sizes["time"], dtype=np.int64), 1)
 
 
-def _stats(truth: xr.DataArray, pred: xr.DataArray, season: str | None) -> _reduce.PairStats:
+def _stats(truth: xr.DataArray, pred: xr.DataArray, season: str | None) -> _pairs.PairStats:
     t, p = _pair(truth, pred, None)
     codes = np.where(_time.season_mask(t["time"], season), 0, -1).astype(np.int64)
-    return _reduce.pair_stats(_reduce.pair_sums(t, p, codes, 1))
+    return _pairs.pair_stats(_pairs.pair_sums(t, p, codes, 1))
 
 
 def rmse(
@@ -118,7 +118,7 @@ def bias(
         st = _stats(truth, pred, season)
         if dim is None:
             total = st.sums.sum([d for d in st.sums.dims if d != "stat"], keep_attrs=True)
-            return _named(_reduce.PairStats(total).bias, "bias", units, long_name)
+            return _named(_pairs.PairStats(total).bias, "bias", units, long_name)
         return _named(st.bias, "bias", units, long_name)
     t, p = _pair(truth, pred, season)
     d = p.astype(np.float64) - t.astype(np.float64)
@@ -138,7 +138,7 @@ def spatial_correlation(
 ) -> xr.DataArray:
     """Pattern (Pearson) correlation of each day's fields over the grid: a series over time."""
     t, p = _pair(truth, pred, season)
-    out = _reduce.daily_pattern_correlation(t, p)
+    out = _pairs.daily_pattern_correlation(t, p)
     return _named(out, "corr_space", "1", "spatial correlation")
 
 
@@ -170,7 +170,7 @@ def bias_multivariable_correlation(
 
     def corr(ds: xr.Dataset) -> xr.DataArray:
         a, b = (_time.select_season(_reduce.time_first(ds[v]), season) for v in (var_x, var_y))
-        return _reduce.pair_stats(_reduce.pair_sums(a, b, np.zeros(a.sizes["time"], int), 1)).corr
+        return _pairs.pair_stats(_pairs.pair_sums(a, b, np.zeros(a.sizes["time"], int), 1)).corr
 
     c0, c1 = corr(truth), corr(pred)
     return xr.Dataset(

@@ -30,7 +30,7 @@ import xarray as xr
 
 from climdl.data.files import PathArg
 from climdl.errors import DataError
-from climdl.evaluation import _reduce, _time, indices, inputs, spectra, table
+from climdl.evaluation import _pairs, _reduce, _time, indices, inputs, spectra, table
 from climdl.evaluation.computed import Computed
 from climdl.evaluation.passes import Inputs, Progress, compute, lazy_variable
 from climdl.evaluation.summary import Row, spatial_mean, spatial_mean_abs
@@ -183,7 +183,7 @@ def _multivariate(
     ones = np.zeros(t.sizes["time"], dtype=np.int64)
 
     def corr(a: xr.DataArray, b: xr.DataArray) -> xr.DataArray:
-        return _reduce.pair_stats(_reduce.pair_sums(a, b, ones, 1)).corr
+        return _pairs.pair_stats(_pairs.pair_sums(a, b, ones, 1)).corr
 
     lazy["truth"] = corr(t["tasmax"], t["pr"])
     for m, p in ps.items():

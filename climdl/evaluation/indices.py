@@ -23,7 +23,7 @@ import numpy as np
 import xarray as xr
 
 from climdl.errors import DataError
-from climdl.evaluation import _reduce, _time
+from climdl.evaluation import _pairs, _reduce, _time
 from climdl.evaluation.thresholds import Threshold, threshold_for, to_data_units
 
 #: ETCCDI summer days: TX > 25 degC.
@@ -179,7 +179,7 @@ def lag1_autocorrelation(da: xr.DataArray, *, season: str | None = None) -> xr.D
 
     Only pairs one day apart and both in the season enter (the benchmark correlates the filtered
     series with itself shifted, which pairs 28 February with 1 December in DJF). Computed from
-    one-pass sums (:func:`climdl.evaluation._reduce.pair_sums`), so it streams over Dask chunks.
+    one-pass sums (:func:`climdl.evaluation._pairs.pair_sums`), so it streams over Dask chunks.
     """
     x = _reduce.time_first(da)
     if "time" not in x.dims:
@@ -193,8 +193,8 @@ def lag1_autocorrelation(da: xr.DataArray, *, season: str | None = None) -> xr.D
             "fewer than two pairs of consecutive days; lag-1 autocorrelation needs more."
         )
     following = x.shift(time=-1)  # x[t + 1] at t (NaN at the end, which is not a valid pair)
-    sums = _reduce.pair_sums(x, following, np.where(ok, 0, -1), 1)
-    out = _reduce.pair_stats(sums).corr
+    sums = _pairs.pair_sums(x, following, np.where(ok, 0, -1), 1)
+    out = _pairs.pair_stats(sums).corr
     return _finish(out, "lag1", {"units": "1", "long_name": "lag-1 autocorrelation"})
 
 
