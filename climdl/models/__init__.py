@@ -1,6 +1,7 @@
 """Plain ``nn.Module`` networks: the Doury UNet emulator, DeepESD, the interpolation baseline,
-the cloud-segmentation UNet, and the conv blocks they share. No Lightning here: tasks in
-:mod:`climdl.tasks` pick a network."""
+the cloud-segmentation UNet, and the conv blocks they share; and the non-learned baselines
+(:mod:`~climdl.models.tasmax_baseline`, the Fmask-like :mod:`~climdl.models.threshold` cloud
+test). No Lightning here: tasks in :mod:`climdl.tasks` pick a network."""
 
 from __future__ import annotations
 

@@ -1,1 +1,3 @@
-"""Lightning tasks: training objectives (losses) and modules for downscaling."""
+"""Lightning tasks: training objectives (losses), the downscaling and segmentation modules, their
+scores (:mod:`~climdl.tasks.seg_metrics`, :mod:`~climdl.tasks.baseline`,
+:mod:`~climdl.tasks.threshold_scores`) and ``climdl train``."""
