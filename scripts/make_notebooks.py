@@ -250,8 +250,9 @@ def cloud_segmentation() -> list:
             "band), a projected grid with 2-D lat/lon, and `mask`, a CF flag variable."
         ),
         new_code_cell(
+            "from climdl.clouds.readers import load_scene\n"
             "from climdl.clouds.sample import write_cloud_sample\n"
-            "from climdl.clouds.scene import bands_of, classes_of, load_scene, read_image, read_mask\n\n"
+            "from climdl.clouds.scene import bands_of, classes_of, read_image, read_mask\n\n"
             'sample = write_cloud_sample(WORK / "scenes", n_scenes=8, size=(256, 256), seed=2026,\n'
             "                            overwrite=True)\n"
             "scene = load_scene(sample.files[3])  # read into memory, file closed\n"

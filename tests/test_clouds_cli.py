@@ -13,7 +13,8 @@ import xarray as xr
 from cfcheck import cf_errors
 
 from climdl.cli import main
-from climdl.clouds.scene import NODATA, open_scene
+from climdl.clouds.readers import open_scene
+from climdl.clouds.scene import NODATA
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "clouds" / "sample.yaml"
 SMALL = [

@@ -13,6 +13,7 @@ import xarray as xr
 
 from climdl.clouds.data import CloudDataModule, CropDataset, scene_sources
 from climdl.clouds.layouts import list_38cloud_patches, read_38cloud_patch, stitch_38cloud_scene
+from climdl.clouds.readers import open_scene
 from climdl.clouds.sample import write_cloud_sample
 from climdl.clouds.scene import (
     CLASSES,
@@ -20,7 +21,6 @@ from climdl.clouds.scene import (
     NODATA,
     bands_of,
     classes_of,
-    open_scene,
     read_mask,
     validate_scene,
 )

@@ -25,9 +25,12 @@ from rasterio.transform import Affine
 from test_clouds_cli import CONFIG, SMALL  # the tiny network and run of the CLI tests
 
 from climdl.cli import main
-from climdl.clouds import landsat as landsat_module
-from climdl.clouds.landsat import LANDSAT_BAND_NUMBERS, open_geotiff, open_landsat, read_mtl
-from climdl.clouds.scene import LANDSAT_BANDS, NODATA, open_scene, validate_scene
+from climdl.clouds import raster
+from climdl.clouds.geotiff import open_geotiff
+from climdl.clouds.landsat import LANDSAT_BAND_NUMBERS, open_landsat
+from climdl.clouds.mtl import read_mtl
+from climdl.clouds.readers import open_scene
+from climdl.clouds.scene import LANDSAT_BANDS, NODATA, validate_scene
 from climdl.clouds.synthetic import make_scene
 from climdl.errors import DataError
 from climdl.inference import segment_geotiff, segment_netcdf
@@ -260,7 +263,7 @@ def test_thinned_reads_take_every_nth_pixel_in_bounded_strips(
     full = ds["image"].values
     lat = ds["lat"].values
     bound = 4 * W  # four rows of the scene per read
-    monkeypatch.setattr(landsat_module, "STRIP_PIXELS", bound)
+    monkeypatch.setattr(raster, "STRIP_PIXELS", bound)
     sizes: list[int] = []
     real_read = rasterio.io.DatasetReader.read
 

@@ -23,13 +23,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
+from climdl.clouds.readers import open_scene
 from climdl.clouds.scene import (
     MASK_VAR,
     NODATA,
     Band,
     bands_of,
     classes_of,
-    open_scene,
     read_image,
     read_mask,
     spatial_dims,

@@ -13,7 +13,8 @@ A scene is an ``xr.Dataset`` with
   ``_FillValue`` :data:`NODATA` (255) for pixels without a label, which loss and metrics ignore.
 
 The band coordinates travel into the checkpoint, so that inference can check band names,
-wavelengths and units instead of trusting the order of an anonymous array.
+wavelengths and units instead of trusting the order of an anonymous array. Opening a scene file
+of any format (scene NetCDF, Landsat product, GeoTIFF) is :func:`climdl.clouds.readers.open_scene`.
 """
 
 from __future__ import annotations
@@ -160,53 +161,6 @@ def write_scene(
 ) -> Path:
     """Write a scene atomically as compressed CF NetCDF."""
     return write_netcdf(ds, path, encoding=scene_encoding(ds, digits), overwrite=overwrite)
-
-
-def open_scene(path: str | os.PathLike[str]) -> xr.Dataset:
-    """Open a scene lazily (nothing is read yet); clear errors for missing or foreign files.
-
-    By name: a Landsat 8/9 Collection 2 Level-1 ``*_MTL.txt``/``*_MTL.json`` file or a folder
-    holding one (:func:`climdl.clouds.landsat.open_landsat`), a ``.tif``/``.tiff`` multi-band
-    GeoTIFF with named bands (:func:`climdl.clouds.landsat.open_geotiff`), else a scene NetCDF.
-    """
-    p = Path(path)
-    if p.is_dir() or p.name.upper().endswith(("_MTL.TXT", "_MTL.JSON")):
-        from climdl.clouds.landsat import is_landsat_path, open_landsat
-
-        if p.is_dir() and not is_landsat_path(p):
-            raise DataError(
-                f"{p} is a folder without a Landsat *_MTL.txt or *_MTL.json file; give a scene "
-                "NetCDF, a Landsat MTL file (or its folder) or a GeoTIFF."
-            )
-        return open_landsat(p)
-    if p.suffix.lower() in (".tif", ".tiff"):
-        from climdl.clouds.landsat import open_geotiff
-
-        return open_geotiff(p)
-    if not p.is_file():
-        raise DataError(f"scene {p} does not exist.")
-    try:
-        ds = xr.open_dataset(p)
-    except (OSError, ValueError, RuntimeError) as exc:  # netCDF-C reports damage as RuntimeError
-        raise DataError(f"{p} is not a readable NetCDF scene: {str(exc).splitlines()[0]}") from exc
-    try:
-        image_name(ds, p)
-    except DataError:
-        ds.close()
-        raise
-    return ds
-
-
-def load_scene(path: str | os.PathLike[str]) -> xr.Dataset:
-    """Read a whole scene into memory and close the file.
-
-    For scenes that fit in memory (notebooks, plots). Closing matters: with the netCDF-C
-    library a file that stays open while it is opened and closed again elsewhere (by
-    ``climdl segment``, say) can fail to reopen later in the same process with "NetCDF: HDF
-    error". Use :func:`open_scene` for lazy, windowed reads of large scenes.
-    """
-    with open_scene(path) as ds:
-        return ds.load()
 
 
 def image_name(ds: xr.Dataset, source: object = "the scene") -> str:

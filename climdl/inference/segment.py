@@ -1,7 +1,7 @@
 """``climdl segment``: tiled cloud segmentation of scenes of any size, in bounded memory.
 
 :func:`segment` is the job: it loads the checkpoint, opens the scene lazily
-(:func:`~climdl.clouds.scene.open_scene`: scene NetCDF, Landsat product, GeoTIFF), matches and
+(:func:`~climdl.clouds.readers.open_scene`: scene NetCDF, Landsat product, GeoTIFF), matches and
 checks its bands against the checkpoint's (:mod:`climdl.inference.segment_bands`), runs the
 network over overlapping, smoothly blended tiles a row of tiles at a time
 (:mod:`climdl.inference.segment_tiling`; tiles go to the device in batches) and hands the
@@ -27,13 +27,13 @@ import numpy as np
 import torch
 
 from climdl import __version__
+from climdl.clouds.readers import open_scene
 from climdl.clouds.scene import (
     BAND_DIM,
     NODATA,
     Band,
     bands_of,
     image_name,
-    open_scene,
     spatial_dims,
     validate_scene,
 )
@@ -117,7 +117,7 @@ def segment(
 ) -> SegmentResult:
     """Segment the scene ``scene`` with the checkpoint, writing the mask to ``output``.
 
-    ``scene``: anything :func:`~climdl.clouds.scene.open_scene` reads (a scene NetCDF, a Landsat
+    ``scene``: anything :func:`~climdl.clouds.readers.open_scene` reads (a scene NetCDF, a Landsat
     C2 L1 MTL file or its folder, a multi-band GeoTIFF with named bands).
     ``output``: CF NetCDF (the mask and, with ``probabilities``, the ``probability`` variable),
     or, ending in ``.tif``/``.tiff``, a tiled DEFLATE GeoTIFF of the mask on the scene's grid

@@ -4,7 +4,7 @@
 where the input has no data) and, with ``probabilities=True``, ``probability`` (``class, y, x``);
 the input's spatial coordinates, auxiliary coordinates (e.g. 2-D lat/lon, copied a strip at a
 time) and grid mapping, written from the opened scene Dataset (so any input
-:func:`~climdl.clouds.scene.open_scene` reads works: scene NetCDF, Landsat product, GeoTIFF) in
+:func:`~climdl.clouds.readers.open_scene` reads works: scene NetCDF, Landsat product, GeoTIFF) in
 the input's stored form (dtype, packing, fill value); the provenance the caller passes in the
 global attributes.
 """

@@ -328,7 +328,8 @@ def plot_scene_file(
     :data:`MAX_SCENE_SIDE` pixels every n-th pixel, so a full Landsat scene plots in bounded
     memory.
     """
-    from climdl.clouds.scene import BAND_DIM, bands_of, image_name, open_scene, spatial_dims
+    from climdl.clouds.readers import open_scene
+    from climdl.clouds.scene import BAND_DIM, bands_of, image_name, spatial_dims
     from climdl.plot.masks import RGB_BANDS, mask_panels, rgb_composite, rgb_indices
 
     p = Path(path)

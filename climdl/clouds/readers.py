@@ -1,0 +1,63 @@
+"""Opening a scene from any file climdl reads: scene NetCDF, Landsat product or GeoTIFF.
+
+:func:`open_scene` picks the reader by name (a Landsat MTL file or its folder:
+:mod:`climdl.clouds.landsat`; a ``.tif``/``.tiff``: :mod:`climdl.clouds.geotiff`; else a scene
+NetCDF in the layout of :mod:`climdl.clouds.scene`) and returns the scene lazily;
+:func:`load_scene` reads a whole (small) scene into memory.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import xarray as xr
+
+from climdl.clouds.geotiff import open_geotiff
+from climdl.clouds.landsat import open_landsat
+from climdl.clouds.mtl import is_landsat_path
+from climdl.clouds.scene import image_name
+from climdl.errors import DataError
+
+
+def open_scene(path: str | os.PathLike[str]) -> xr.Dataset:
+    """Open a scene lazily (nothing is read yet); clear errors for missing or foreign files.
+
+    By name: a Landsat 8/9 Collection 2 Level-1 ``*_MTL.txt``/``*_MTL.json`` file or a folder
+    holding one (:func:`climdl.clouds.landsat.open_landsat`), a ``.tif``/``.tiff`` multi-band
+    GeoTIFF with named bands (:func:`climdl.clouds.geotiff.open_geotiff`), else a scene NetCDF.
+    """
+    p = Path(path)
+    if p.is_dir() or p.name.upper().endswith(("_MTL.TXT", "_MTL.JSON")):
+        if p.is_dir() and not is_landsat_path(p):
+            raise DataError(
+                f"{p} is a folder without a Landsat *_MTL.txt or *_MTL.json file; give a scene "
+                "NetCDF, a Landsat MTL file (or its folder) or a GeoTIFF."
+            )
+        return open_landsat(p)
+    if p.suffix.lower() in (".tif", ".tiff"):
+        return open_geotiff(p)
+    if not p.is_file():
+        raise DataError(f"scene {p} does not exist.")
+    try:
+        ds = xr.open_dataset(p)
+    except (OSError, ValueError, RuntimeError) as exc:  # netCDF-C reports damage as RuntimeError
+        raise DataError(f"{p} is not a readable NetCDF scene: {str(exc).splitlines()[0]}") from exc
+    try:
+        image_name(ds, p)
+    except DataError:
+        ds.close()
+        raise
+    return ds
+
+
+def load_scene(path: str | os.PathLike[str]) -> xr.Dataset:
+    """Read a whole scene into memory and close the file.
+
+    For scenes that fit in memory (notebooks, plots). Closing matters: with the netCDF-C
+    library a file that stays open while it is opened and closed again elsewhere (by
+    ``climdl segment``, say) can fail to reopen later in the same process with "NetCDF: HDF
+    error". Use :func:`open_scene` for lazy, windowed reads of large scenes.
+    """
+    with open_scene(path) as ds:
+        return ds.load()
