@@ -102,7 +102,7 @@ def child(args: argparse.Namespace) -> None:
         task = load_emulator(ckpt).to(dev)
         ds = xr.open_dataset(inputs, use_cftime=True)
         x = torch.from_numpy(
-            ds[task.spec["variables"]]
+            ds[list(task.spec.variables)]
             .to_array("c")
             .transpose("time", "c", ...)
             .values.astype(np.float32)

@@ -64,7 +64,7 @@ def _worker(rank: int, world: int, port: int, cfg: dict[str, Any], out: Any) -> 
     dm = _setup_data()
     torch.manual_seed(0)
     task = DownscalingTask(**MODEL, lr=1e-3)
-    task.build(dm.spec())
+    task.build(task.spec_from_data(dm))
     task.train()
     comm = {"grad": 0.0, "bn": 0.0}
     if world > 1 and cfg["sync_bn"]:
@@ -121,7 +121,7 @@ def _worker(rank: int, world: int, port: int, cfg: dict[str, Any], out: Any) -> 
         sync = model.no_sync() if cfg["no_sync"] and world > 1 else contextlib.nullcontext()
         with sync:
             pred = model(batch["x_n"], batch["aux_n"])
-            loss, _ = task._loss({**batch, "net_out": pred})
+            loss, _ = task.compute_loss({**batch, "net_out": pred})
             loss.backward()
         opt.step()
     if world > 1:
@@ -183,7 +183,7 @@ def _device_rate(
             t0 = time.perf_counter()
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             out = model(batch["x_n"], batch["aux_n"])
-            loss, _ = task._loss({**batch, "net_out": out.float()})
+            loss, _ = task.compute_loss({**batch, "net_out": out.float()})
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -216,7 +216,7 @@ def device_figures(
     def fresh(channels_last: bool = False) -> tuple[Any, dict[str, torch.Tensor]]:
         torch.manual_seed(0)
         task = DownscalingTask(**(DOURY if full else MODEL))
-        task.build(dm.spec())
+        task.build(task.spec_from_data(dm))
         task.to(device).train()
         batch = task.on_after_batch_transfer({k: v.to(device) for k, v in raw.items()}, 0)
         if channels_last:

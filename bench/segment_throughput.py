@@ -47,6 +47,7 @@ def make_checkpoint(path: Path) -> None:
     import torch
 
     from climdl.clouds.scene import CLASSES
+    from climdl.clouds.spec import SegmenterSpec
     from climdl.tasks.segmentation import SegmentationTask
 
     torch.manual_seed(0)
@@ -60,7 +61,7 @@ def make_checkpoint(path: Path) -> None:
         "class_counts": torch.ones(len(CLASSES)),
     }
     task = SegmentationTask(**MODEL)
-    task.build(spec)
+    task.build(SegmenterSpec.from_dict(spec))
     trainer = L.Trainer(
         logger=False,
         enable_checkpointing=False,

@@ -77,7 +77,7 @@ def plain_rate(dm: EmulatorDataModule, steps: int, warmup: int, device: str) -> 
     """A hand-written loop over in-memory tensors with the same network, normalisation, loss."""
     torch.manual_seed(0)
     task = DownscalingTask(**MODEL)
-    task.build(dm.spec())
+    task.build(task.spec_from_data(dm))
     task.to(device).train()
     opt = torch.optim.Adam(task.parameters(), lr=MODEL["lr"])
     assert dm.source.x_np is not None and dm.source.y_np is not None
@@ -99,7 +99,7 @@ def plain_rate(dm: EmulatorDataModule, steps: int, warmup: int, device: str) -> 
             "aux": aux_all[idx].to(device),
         }
         batch = task.on_after_batch_transfer(batch, 0)
-        loss, _ = task._loss(batch)
+        loss, _ = task.compute_loss(batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

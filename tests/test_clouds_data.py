@@ -214,10 +214,7 @@ def test_38cloud_trains_through_the_datamodule(tmp_path: Path) -> None:
     )
     dm.setup()
     spec = dm.spec()
-    assert spec["bands"] == ["blue", "green", "red", "nir"] and spec["classes"] == [
-        "clear",
-        "cloud",
-    ]
+    assert spec.bands == ("blue", "green", "red", "nir") and spec.classes == ("clear", "cloud")
     batch = next(iter(dm.train_dataloader()))
     assert batch["x"].shape == (2, 4, 32, 32) and batch["y"].dtype == torch.int64
 
@@ -238,8 +235,9 @@ def test_datamodule_split_stats_and_batches(tmp_path: Path) -> None:
     assert not {s.name for s in dm.val_sources} & {s.name for s in dm.train_sources}
     spec = dm.spec()
     xs = np.concatenate([s.read()[0].reshape(7, -1) for s in dm.train_sources], axis=1)
-    np.testing.assert_allclose(spec["stats"]["mean"].numpy(), np.nanmean(xs, 1), rtol=1e-4)
-    assert spec["class_counts"].sum() == sum(
+    np.testing.assert_allclose(spec.mean.numpy(), np.nanmean(xs, 1), rtol=1e-4)
+    assert spec.class_counts is not None
+    assert spec.class_counts.sum() == sum(
         (s.read()[1] != NODATA).sum() for s in dm.train_sources
     )
     train = next(iter(dm.train_dataloader()))

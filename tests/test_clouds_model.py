@@ -11,23 +11,24 @@ import torch
 import torch.nn.functional as F
 
 from climdl.clouds.scene import NODATA
+from climdl.clouds.spec import SegmenterSpec
 from climdl.errors import ConfigError, DataError
 from climdl.models import CloudUNet, InceptionConvBlock, make_block
 from climdl.tasks.segmentation import SegmentationTask, augment, load_segmenter
 
 
-def _spec(
-    n_bands: int = 3, classes: tuple[str, ...] = ("clear", "cloud", "snow")
-) -> dict[str, Any]:
-    return {
-        "bands": [f"b{i}" for i in range(n_bands)],
-        "wavelengths": [0.5 + i for i in range(n_bands)],
-        "band_units": ["1"] * n_bands,
-        "classes": list(classes),
-        "ignore_index": NODATA,
-        "stats": {"mean": torch.arange(n_bands).float(), "std": torch.full((n_bands,), 2.0)},
-        "class_counts": torch.tensor([900.0, 90.0, 10.0][: len(classes)]),
-    }
+def _spec(n_bands: int = 3, classes: tuple[str, ...] = ("clear", "cloud", "snow")) -> SegmenterSpec:
+    return SegmenterSpec.from_dict(
+        {
+            "bands": [f"b{i}" for i in range(n_bands)],
+            "wavelengths": [0.5 + i for i in range(n_bands)],
+            "band_units": ["1"] * n_bands,
+            "classes": list(classes),
+            "ignore_index": NODATA,
+            "stats": {"mean": torch.arange(n_bands).float(), "std": torch.full((n_bands,), 2.0)},
+            "class_counts": torch.tensor([900.0, 90.0, 10.0][: len(classes)]),
+        }
+    )
 
 
 def _task(**kw: Any) -> SegmentationTask:
@@ -107,18 +108,18 @@ def test_losses_ignore_no_data(loss: Any) -> None:
     logits = torch.randn(2, 3, 8, 8, requires_grad=True)
     y = torch.randint(0, 3, (2, 8, 8))
     y[:, :4] = NODATA
-    a = task._loss(logits, y)
+    a = task.loss_from_logits(logits, y)
     y2 = y.clone()
     y2[:, :4] = NODATA  # the ignored pixels' logits do not matter either
     logits2 = logits.detach().clone()
     logits2[:, :, :4] = 100.0
-    b = task._loss(logits2, y2)
+    b = task.loss_from_logits(logits2, y2)
     torch.testing.assert_close(a, b)
     a.backward()
     assert logits.grad is not None and (logits.grad[:, :, :4] == 0).all()
     assert torch.isfinite(a)
     all_ignored = torch.full_like(y, NODATA)
-    assert task._loss(logits, all_ignored).item() == 0.0
+    assert task.loss_from_logits(logits, all_ignored).item() == 0.0
 
 
 def test_any_cloud_term_is_the_binary_cross_entropy_of_the_summed_cloud_probability() -> None:
@@ -130,8 +131,8 @@ def test_any_cloud_term_is_the_binary_cross_entropy_of_the_summed_cloud_probabil
     p_cloud = torch.softmax(logits, 1)[:, 1]  # classes clear, cloud, snow: only "cloud" is cloudy
     target = (y == 1).float()
     expected = F.binary_cross_entropy(p_cloud[valid], target[valid])
-    base = _task(any_cloud_weight=0.0)._loss(logits, y)
-    with_term = _task(any_cloud_weight=2.0)._loss(logits, y)
+    base = _task(any_cloud_weight=0.0).loss_from_logits(logits, y)
+    with_term = _task(any_cloud_weight=2.0).loss_from_logits(logits, y)
     torch.testing.assert_close(with_term - base, 2.0 * expected, rtol=1e-5, atol=1e-6)
     # no cloudy class in the label set: the term is zero
     task = SegmentationTask(depth=2, base_filters=4, max_filters=8, any_cloud_weight=1.0)
@@ -139,7 +140,9 @@ def test_any_cloud_term_is_the_binary_cross_entropy_of_the_summed_cloud_probabil
     plain = SegmentationTask(depth=2, base_filters=4, max_filters=8)
     plain.build(_spec(classes=("clear", "snow", "water")))
     y3 = torch.randint(0, 3, (2, 8, 8))
-    torch.testing.assert_close(task._loss(logits, y3), plain._loss(logits, y3))
+    torch.testing.assert_close(
+        task.loss_from_logits(logits, y3), plain.loss_from_logits(logits, y3)
+    )
 
 
 def test_class_weights_balanced_explicit_or_none() -> None:

@@ -242,12 +242,12 @@ def test_statistics_use_training_days_only(use_sample_cache: Path) -> None:
         orography=False,
     )
     dm.setup()
-    stats = dm.spec()["stats"]
+    stats = dm.spec().stats
     x, y = dm.source.read(dm.train_idx)
-    np.testing.assert_allclose(stats["y_mean"].numpy(), [y.mean()], rtol=1e-5)
-    np.testing.assert_allclose(stats["x_mean"].numpy(), x.mean(axis=(0, 2, 3)), rtol=1e-4)
+    np.testing.assert_allclose(stats.y_mean.numpy(), [y.mean()], rtol=1e-5)
+    np.testing.assert_allclose(stats.x_mean.numpy(), x.mean(axis=(0, 2, 3)), rtol=1e-4)
     _, y_all = dm.source.read(np.arange(dm.train_idx.size + dm.val_idx.size))
-    assert abs(float(y_all.mean()) - float(stats["y_mean"][0])) > 0.5  # the warm 2080 is excluded
+    assert abs(float(y_all.mean()) - float(stats.y_mean[0])) > 0.5  # the warm 2080 is excluded
 
 
 def test_random_split_is_seeded_and_disjoint(use_sample_cache: Path) -> None:
@@ -269,7 +269,7 @@ def test_masked_targets_are_excluded_and_reported(use_sample_cache: Path) -> Non
     batch = next(iter(dm.train_dataloader()))
     batch["y"][:, :, :10, :] = float("nan")
     b = task.on_after_batch_transfer(batch, 0)
-    loss, _ = task._loss(b)
+    loss, _ = task.compute_loss(b)
     assert torch.isfinite(loss)
     loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in task.parameters() if p.grad is not None)
@@ -292,10 +292,10 @@ def test_residual_to_baseline_starts_from_the_baseline(use_sample_cache: Path) -
 
     dm = EmulatorDataModule(catalog="sample-alps", targets=["tasmax"])
     dm.setup()
-    spec = dm.spec()
     task = DownscalingTask(
         base_filters=4, max_filters=8, extra_filters=4, head_features=4, residual_to_baseline=True
     )
+    spec = task.spec_from_data(dm)
     task.build(spec)
     last = task.net.fuse[-1]
     torch.nn.init.zeros_(last.weight)
@@ -303,7 +303,7 @@ def test_residual_to_baseline_starts_from_the_baseline(use_sample_cache: Path) -
     batch = next(iter(dm.val_dataloader()))
     with torch.no_grad():
         pred = task.predict_physical(task.on_after_batch_transfer(batch, 0))[:, 0]
-        base = TasmaxBaseline(spec, **spec["tasmax_baseline"])(batch["x"])
+        base = TasmaxBaseline(spec, spec.tasmax_baseline)(batch["x"])
     torch.testing.assert_close(pred, base, rtol=1e-5, atol=1e-3)
 
 

@@ -35,6 +35,7 @@ from climdl.clouds.scene import (
     spatial_dims,
     validate_scene,
 )
+from climdl.clouds.spec import SegmenterSpec
 from climdl.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -326,7 +327,7 @@ class CloudDataModule(L.LightningDataModule):
         self.train_sources: list[SceneSource] = []
         self.val_sources: list[SceneSource] = []
         self.test_sources: list[SceneSource] = []
-        self._spec: dict[str, Any] | None = None
+        self._spec: SegmenterSpec | None = None
 
     # ------------------------------------------------------------------ setup
     def setup(self, stage: str | None = None) -> None:
@@ -383,7 +384,7 @@ class CloudDataModule(L.LightningDataModule):
             for s in srcs:
                 s.load()
 
-    def _make_spec(self) -> dict[str, Any]:
+    def _make_spec(self) -> SegmenterSpec:
         """Bands, classes and training statistics: what the task and its checkpoint need."""
         ref = self.train_sources[0]
         n_b, n_k = len(ref.bands), len(ref.classes)
@@ -408,22 +409,20 @@ class CloudDataModule(L.LightningDataModule):
             )
         mean = s1 / cnt
         std = np.sqrt(np.maximum(s2 / cnt - mean**2, 0.0))
-        return {
-            "bands": [b.name for b in ref.bands],
-            "wavelengths": [float(b.wavelength) for b in ref.bands],
-            "band_units": [b.units for b in ref.bands],
-            "classes": list(ref.classes),
-            "ignore_index": NODATA,
-            "stats": {
-                "mean": torch.tensor(mean, dtype=torch.float32),
-                "std": torch.tensor(np.maximum(std, 1e-6), dtype=torch.float32),
-            },
-            "class_counts": torch.tensor(counts, dtype=torch.float64),
-            "train_scenes": [s.name for s in self.train_sources],
-            "val_scenes": [s.name for s in self.val_sources],
-        }
+        return SegmenterSpec(
+            bands=tuple(b.name for b in ref.bands),
+            wavelengths=tuple(float(b.wavelength) for b in ref.bands),
+            band_units=tuple(b.units for b in ref.bands),
+            classes=tuple(ref.classes),
+            mean=torch.tensor(mean, dtype=torch.float32),
+            std=torch.tensor(np.maximum(std, 1e-6), dtype=torch.float32),
+            class_counts=torch.tensor(counts, dtype=torch.float64),
+            ignore_index=NODATA,
+            train_scenes=tuple(s.name for s in self.train_sources),
+            val_scenes=tuple(s.name for s in self.val_sources),
+        )
 
-    def spec(self) -> dict[str, Any]:
+    def spec(self) -> SegmenterSpec:
         """The data spec (after :meth:`setup`): bands, wavelengths, units, classes, statistics."""
         if self._spec is None:
             self.setup()

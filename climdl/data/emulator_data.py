@@ -29,6 +29,7 @@ import xarray as xr
 from torch.utils.data import DataLoader, Dataset
 
 from climdl.data.forcing import day_of_year_features, forcing_features, read_forcing_table
+from climdl.data.spec import EmulatorSpec, EmulatorStats, Grid
 from climdl.data.variables import ML_BENCH_PREDICTORS
 from climdl.errors import ConfigError, DataError
 
@@ -170,7 +171,7 @@ class EmulatorDataModule(L.LightningDataModule):
         )
         self.test_period, self.test_kind, self.test_gcm = test_period, test_kind, test_gcm
         self.test_predictors, self.test_target = test_predictors, test_target
-        self._spec: dict[str, Any] | None = None
+        self._spec: EmulatorSpec | None = None
         self._test: tuple[_Source, np.ndarray] | None = None
 
     # ------------------------------------------------------------------ opening
@@ -283,9 +284,32 @@ class EmulatorDataModule(L.LightningDataModule):
         for start in range(0, self.train_idx.size, size):
             yield self.source.read(self.train_idx[start : start + size])
 
+    def training_sample(
+        self, n_days: int, seed: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Raw predictors ``[N, C, h, w]`` and targets ``[N, V, H, W]`` of training days.
+
+        What the task fits its model parts on (pr gamma laws, the tasmax baseline): the data
+        module only serves data and statistics.
+
+        Args:
+            n_days: at most this many days.
+            seed: None: the first training days, in time order; else a seeded random choice
+                (``default_rng(seed).permutation``), read in time order.
+
+        Returns:
+            ``(x, y)`` as float32 arrays.
+        """
+        self.setup("fit")
+        if seed is None:
+            days = self.train_idx[:n_days]
+        else:
+            days = np.sort(np.random.default_rng(seed).permutation(self.train_idx)[:n_days])
+        return self.source.read(days)
+
     def _make_spec(
         self, x_ds: xr.Dataset, y_ds: xr.Dataset, s_ds: xr.Dataset | None, aux_names: list[str]
-    ) -> dict[str, Any]:
+    ) -> EmulatorSpec:
         from climdl.preprocess import StreamingStats, daily_spatial_moments
 
         xs, ms, ys, ls = (
@@ -294,7 +318,6 @@ class EmulatorDataModule(L.LightningDataModule):
             StreamingStats("standard"),
             StreamingStats("log1p_standard"),
         )
-        pr_days: list[np.ndarray] = []
         for xb, yb in self._train_batches():
             xt, yt = torch.from_numpy(xb).double(), torch.from_numpy(yb).double()
             xs.update(xt)
@@ -302,8 +325,6 @@ class EmulatorDataModule(L.LightningDataModule):
             ms.update(torch.cat([mean, std], dim=1))
             ys.update(yt)
             ls.update(yt.clamp_min(0))
-            if "pr" in self.targets and sum(len(p) for p in pr_days) < 2000:
-                pr_days.append(yb[:, self.targets.index("pr")])
         aux_train = self.aux[self.train_idx]
         stats = {
             "aux_mean": torch.from_numpy(aux_train.mean(0)),
@@ -312,11 +333,6 @@ class EmulatorDataModule(L.LightningDataModule):
         for key, acc in (("x", xs), ("moments", ms), ("y", ys), ("y_log", ls)):
             res = acc.result()
             stats[f"{key}_mean"], stats[f"{key}_std"] = res.mean.float(), res.std.float()
-        if pr_days:
-            from climdl.preprocess.gamma import fit_gamma
-
-            shape, scale = fit_gamma(torch.from_numpy(np.concatenate(pr_days)))
-            stats["pr_gamma_shape"], stats["pr_gamma_scale"] = shape.float(), scale.float()
         orog = None
         if s_ds is not None:
             orog = torch.from_numpy(np.asarray(s_ds.orog.values, dtype=np.float32))
@@ -325,38 +341,35 @@ class EmulatorDataModule(L.LightningDataModule):
                     f"the orography grid {tuple(orog.shape)} differs from the target grid "
                     f"{tuple(y_ds[self.targets[0]].shape[-2:])}."
                 )
-        spec: dict[str, Any] = {
-            "variables": self.variables,
-            "targets": self.targets,
-            "aux_names": aux_names,
-            "units": {n: str(x_ds[n].attrs.get("units", "")) for n in self.variables}
+        return EmulatorSpec(
+            variables=tuple(self.variables),
+            targets=tuple(self.targets),
+            aux_names=tuple(aux_names),
+            units={n: str(x_ds[n].attrs.get("units", "")) for n in self.variables}
             | {n: str(y_ds[n].attrs.get("units", "")) for n in self.targets},
-            "target_attrs": {
+            target_attrs={
                 n: {k: str(v) for k, v in y_ds[n].attrs.items() if isinstance(v, str)}
                 for n in self.targets
             },
-            "in_size": [int(s) for s in x_ds[self.variables[0]].shape[-2:]],
-            "out_size": [int(s) for s in y_ds[self.targets[0]].shape[-2:]],
-            "coarse_grid": _grid_dict(x_ds),
-            "target_grid": _grid_dict(y_ds),
-            "orography": orog,
-            "stats": stats,
-            "calendar": str(x_ds.time.dt.calendar),
-        }
-        if self.forcing_csv:  # inference must rebuild the same 1-D inputs for any period
-            spec["forcing_table"] = read_forcing_table(self.forcing_csv)
-        if "tasmax" in self.targets:
-            from climdl.models.tasmax_baseline import TasmaxBaseline, has_tasmax_baseline
+            in_size=(
+                int(x_ds[self.variables[0]].shape[-2]),
+                int(x_ds[self.variables[0]].shape[-1]),
+            ),
+            out_size=(int(y_ds[self.targets[0]].shape[-2]), int(y_ds[self.targets[0]].shape[-1])),
+            coarse_grid=Grid.from_dataset(x_ds),
+            target_grid=Grid.from_dataset(y_ds),
+            stats=EmulatorStats.from_dict(stats),
+            calendar=str(x_ds.time.dt.calendar),
+            orography=orog,
+            # inference must rebuild the same 1-D inputs for any period
+            forcing_table=read_forcing_table(self.forcing_csv) if self.forcing_csv else None,
+        )
 
-            if has_tasmax_baseline(spec):
-                days = np.random.default_rng(0).permutation(self.train_idx)[:2000]
-                x_b, y_b = self.source.read(np.sort(days))
-                base = TasmaxBaseline.fit(spec, x_b, y_b[:, self.targets.index("tasmax")])
-                spec["tasmax_baseline"] = base.coefficients()
-        return spec
+    def spec(self) -> EmulatorSpec:
+        """Names, units, grids, orography and training statistics (what a model is built from).
 
-    def spec(self) -> dict[str, Any]:
-        """Everything a model needs to be built and used for inference (plain types and tensors)."""
+        The task completes it with the parts it fits (see
+        :meth:`climdl.tasks.downscaling.DownscalingTask.setup`)."""
         if self._spec is None:
             self.setup("fit")
         assert self._spec is not None
@@ -414,29 +427,3 @@ def _pair(x: xr.Dataset, y: xr.Dataset) -> tuple[xr.Dataset, xr.Dataset]:
             "the predictors and targets share no day; check their periods and calendars."
         )
     return x, y
-
-
-def _grid_dict(ds: xr.Dataset) -> dict[str, Any]:
-    """Coordinates and grid mapping of a dataset as plain lists/tensors (checkpoint-safe)."""
-    out: dict[str, Any] = {}
-    for name in ("lat", "lon", "x", "y"):
-        if name in ds.coords:
-            c = ds.coords[name]
-            out[name] = {
-                "dims": list(map(str, c.dims)),
-                "values": torch.from_numpy(np.array(c.values, dtype=np.float64)),  # writable copy
-                "attrs": {
-                    k: (v.item() if hasattr(v, "item") else v)
-                    for k, v in c.attrs.items()
-                    if isinstance(v, (str, int, float))
-                },
-            }
-    for vname, var in ds.variables.items():
-        if "grid_mapping_name" in var.attrs:
-            out["grid_mapping"] = {
-                "name": str(vname),
-                "attrs": {
-                    k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in var.attrs.items()
-                },
-            }
-    return out

@@ -12,12 +12,13 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from climdl.data.spec import EmulatorSpec
 from climdl.errors import ConfigError, DataError
 from climdl.tasks.downscaling import DownscalingTask
 
@@ -43,28 +44,17 @@ class Emulator:
     experiment: str | None
 
     @property
-    def spec(self) -> dict[str, Any]:
+    def spec(self) -> EmulatorSpec:
         assert self.task.spec is not None
         return self.task.spec
 
     @property
     def targets(self) -> list[str]:
-        return list(self.spec["targets"])
+        return list(self.spec.targets)
 
     @property
     def variables(self) -> list[str]:
-        return list(self.spec["variables"])
-
-
-def _same_grid(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    names = sorted(k for k in a if k != "grid_mapping")
-    if names != sorted(k for k in b if k != "grid_mapping"):
-        return False
-    return all(
-        a[k]["values"].shape == b[k]["values"].shape
-        and torch.allclose(a[k]["values"], b[k]["values"], atol=1e-6)
-        for k in names
-    )
+        return list(self.spec.variables)
 
 
 class EmulatorSet:
@@ -106,12 +96,12 @@ class EmulatorSet:
                 seen[t] = m.path
         first = self.members[0]
         for m in self.members[1:]:
-            if not _same_grid(first.spec["target_grid"], m.spec["target_grid"]):
+            if not first.spec.target_grid.same_as(m.spec.target_grid):
                 raise ConfigError(
                     f"{m.path} predicts on another target grid than {first.path}; "
                     "downscale them separately."
                 )
-            if not _same_grid(first.spec["coarse_grid"], m.spec["coarse_grid"]):
+            if not first.spec.coarse_grid.same_as(m.spec.coarse_grid):
                 raise ConfigError(
                     f"{m.path} was trained on another coarse grid than {first.path}; "
                     "downscale them separately."
@@ -121,17 +111,17 @@ class EmulatorSet:
             from climdl.models.tasmax_baseline import TasmaxBaseline
 
             for m in self.members:
-                if "tasmax_baseline" not in m.spec or m.targets != ["tasmax"]:
+                if m.spec.tasmax_baseline is None or m.targets != ["tasmax"]:
                     raise ConfigError(
                         f"{m.path} holds no fitted tasmax baseline (it needs a tasmax "
                         "emulator trained with t_850, z_850 and orography)."
                     )
                 self._baselines.append(
-                    TasmaxBaseline(m.spec, **m.spec["tasmax_baseline"]).to(self.device)
+                    TasmaxBaseline(m.spec, m.spec.tasmax_baseline).to(self.device)
                 )
 
     @property
-    def spec(self) -> dict[str, Any]:
+    def spec(self) -> EmulatorSpec:
         """The first emulator's spec (grids are shared by all)."""
         return self.members[0].spec
 
@@ -146,20 +136,20 @@ class EmulatorSet:
 
     @property
     def aux_names(self) -> list[str]:
-        names = list(dict.fromkeys(n for m in self.members for n in m.spec["aux_names"]))
+        names = list(dict.fromkeys(n for m in self.members for n in m.spec.aux_names))
         return names
 
     def forcing_table(self) -> dict[str, list[float]] | None:
         for m in self.members:
-            if "forcing_table" in m.spec:
-                return dict(m.spec["forcing_table"])
+            if m.spec.forcing_table is not None:
+                return dict(m.spec.forcing_table)
         return None
 
     def check_units(self, units: dict[str, str]) -> None:
         """The inputs' canonical units must be those the emulators were trained on."""
         for m in self.members:
             for v in m.variables:
-                want = str(m.spec["units"].get(v, ""))
+                want = str(m.spec.units.get(v, ""))
                 if want and units.get(v) and units[v] != want:
                     raise DataError(
                         f"{v} is in {units[v]} but {m.path.name} was trained on {want}."
@@ -179,7 +169,7 @@ class EmulatorSet:
             if self._baselines:
                 outs.append(self._baselines[k](xb.float())[:, None])
                 continue
-            ab = torch.stack([aux[n] for n in m.spec["aux_names"]], dim=1)
+            ab = torch.stack([aux[n] for n in m.spec.aux_names], dim=1)
             batch = m.task.on_after_batch_transfer({"x": xb, "aux": ab}, 0)
             with torch.autocast(xb.device.type, dtype=autocast, enabled=autocast is not None):
                 outs.append(m.task.predict_physical(batch).float())

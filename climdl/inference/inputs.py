@@ -21,6 +21,7 @@ import torch
 import xarray as xr
 from torch import Tensor
 
+from climdl.data.spec import Grid
 from climdl.errors import ConfigError, DataError
 from climdl.preprocess import LatLonGrid, ProjectedGrid, RegridWeights, apply_regrid
 from climdl.preprocess.regrid import bilinear_weights, conservative_weights
@@ -110,12 +111,11 @@ def _guess_gcm(source: InputSource) -> str | None:
     return stem.split("_")[0] or None
 
 
-def _spec_axes(grid: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-    try:
-        lat = grid["lat"]["values"].numpy()
-        lon = grid["lon"]["values"].numpy()
-    except KeyError as exc:
-        raise DataError("the checkpoint's coarse grid has no latitude/longitude axes.") from exc
+def _spec_axes(grid: Grid) -> tuple[np.ndarray, np.ndarray]:
+    if "lat" not in grid.coords or "lon" not in grid.coords:
+        raise DataError("the checkpoint's coarse grid has no latitude/longitude axes.")
+    lat = grid.coords["lat"].values.numpy()
+    lon = grid.coords["lon"].values.numpy()
     if lat.ndim != 1 or lon.ndim != 1:
         raise DataError("the checkpoint's coarse grid is not a regular latitude/longitude grid.")
     return lat, lon
@@ -137,7 +137,7 @@ class GridAdapter:
     def __init__(
         self,
         ds: xr.Dataset,
-        coarse_grid: dict[str, Any],
+        coarse_grid: Grid,
         method: Regrid = "conservative",
         min_coverage: float = 0.999,
     ) -> None:

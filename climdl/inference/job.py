@@ -160,7 +160,7 @@ class Job:
             {v: str(self.ds[v].attrs.get("units", "")) for v in self.variables}
         )
         self.adapter = GridAdapter(
-            self.ds, self.emulators.spec["coarse_grid"], config.regrid, config.min_coverage
+            self.ds, self.emulators.spec.coarse_grid, config.regrid, config.min_coverage
         )
         if config.range_check:  # the first day now: a units mistake stops before any output
             first = self.ds[self.variables].isel(time=slice(0, 1))
@@ -236,9 +236,7 @@ class Job:
         if self.config.range_check:
             self._check_ranges(x, [str(t) for t in times.values])
         aux = _aux(self.emulators, times, self.forcing, self.device)
-        out = np.empty(
-            (x.shape[0], len(self.targets), *self.emulators.spec["out_size"]), np.float32
-        )
+        out = np.empty((x.shape[0], len(self.targets), *self.emulators.spec.out_size), np.float32)
         for a in range(0, x.shape[0], bs):  # filled in place: no list of batches, no concatenation
             out[a : a + bs] = as_numpy(
                 self.emulators.predict(
@@ -258,7 +256,7 @@ class Job:
     def final_encoding(self) -> dict[str, dict[str, Any]]:
         """Encoding of the joined output (compressed, chunked for the whole series)."""
         sample = chunk_dataset(
-            np.zeros((1, len(self.targets), *self.emulators.spec["out_size"]), np.float32),
+            np.zeros((1, len(self.targets), *self.emulators.spec.out_size), np.float32),
             self.ds.time[:1],
             self.emulators.spec,
             self.targets,

@@ -26,6 +26,7 @@ import numpy as np
 import xarray as xr
 
 from climdl import __version__
+from climdl.data.spec import EmulatorSpec, Grid
 from climdl.data.variables import canonical_attrs
 
 Format = Literal["cf", "mlbench"]
@@ -46,29 +47,30 @@ _SPACE_CHUNK = 16
 _TIME_CHUNK = 365
 
 
-def space_dims(grid: dict[str, Any]) -> tuple[str, str]:
+def space_dims(grid: Grid) -> tuple[str, str]:
     """(y, x) or (lat, lon): the target grid's dimensions, from the checkpoint's grid."""
-    if "x" in grid and "y" in grid and grid["x"]["values"].ndim == 1:
+    c = grid.coords
+    if "x" in c and "y" in c and c["x"].values.ndim == 1:
         return ("y", "x")
     return ("lat", "lon")
 
 
-def grid_coords(grid: dict[str, Any]) -> dict[str, xr.Variable]:
+def grid_coords(grid: Grid) -> dict[str, xr.Variable]:
     """Coordinates of the target grid as stored in the checkpoint's spec."""
     coords: dict[str, xr.Variable] = {}
     for name in ("y", "x", "lat", "lon"):
-        if name in grid:
-            c = grid[name]
-            attrs = {k: v for k, v in c["attrs"].items() if k not in ("bounds", "_FillValue")}
-            coords[name] = xr.Variable(tuple(c["dims"]), np.asarray(c["values"].numpy()), attrs)
+        if name in grid.coords:
+            c = grid.coords[name]
+            attrs = {k: v for k, v in c.attrs.items() if k not in ("bounds", "_FillValue")}
+            coords[name] = xr.Variable(c.dims, np.asarray(c.values.numpy()), attrs)
     return coords
 
 
-def _grid_mapping(grid: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
-    gm = grid.get("grid_mapping")
-    if not gm:
+def _grid_mapping(grid: Grid) -> tuple[str, dict[str, Any]] | None:
+    gm = grid.mapping
+    if gm is None:
         return None
-    return str(gm["name"]), dict(gm["attrs"])
+    return gm.name, dict(gm.attrs)
 
 
 def variable_attrs(
@@ -110,12 +112,12 @@ def time_bounds(time: xr.DataArray) -> np.ndarray:
 def chunk_dataset(
     values: np.ndarray,
     time: xr.DataArray,
-    spec: dict[str, Any],
+    spec: EmulatorSpec,
     targets: Sequence[str],
     fmt: Format,
 ) -> xr.Dataset:
     """Predictions ``values`` [T, V, H, W] (float32, physical units) as a CF Dataset."""
-    grid = spec["target_grid"]
+    grid = spec.target_grid
     dims = ("time", *space_dims(grid))
     coords: dict[str, Any] = dict(grid_coords(grid))
     coords["time"] = xr.Variable(
@@ -125,7 +127,7 @@ def chunk_dataset(
     data: dict[str, Any] = {}
     for i, name in enumerate(targets):
         attrs = variable_attrs(
-            name, spec.get("target_attrs", {}).get(name, {}), fmt, gm[0] if gm else None
+            name, spec.target_attrs.get(name, {}), fmt, gm[0] if gm else None
         )
         data[name] = xr.Variable(dims, values[:, i], attrs)
     if gm:  # coordinates (as xarray's decode_coords="all" reads them), not data variables

@@ -142,12 +142,11 @@ def segment(
     spec = task.spec
     assert spec is not None
     model_bands = [
-        Band(n, w, u)
-        for n, w, u in zip(spec["bands"], spec["wavelengths"], spec["band_units"], strict=True)
+        Band(n, w, u) for n, w, u in zip(spec.bands, spec.wavelengths, spec.band_units, strict=True)
     ]
-    classes = list(spec["classes"])
-    mean = spec["stats"]["mean"].numpy()
-    std = spec["stats"]["std"].numpy()
+    classes = list(spec.classes)
+    mean = spec.mean.numpy()
+    std = spec.std.numpy()
     ds = open_scene(scene_p)
     try:
         validate_scene(ds, scene_p)

@@ -177,7 +177,7 @@ class PipelineStrategy(DDPStrategy):
     def _partition(self, task: Any) -> _Plan:
         """Cut ``task.net`` into one stage per rank and drop the other ranks' parts."""
         net = getattr(task, "net", None)
-        if net is None or not all(hasattr(task, a) for a in ("_loss", "log_training")):
+        if net is None or not all(hasattr(task, a) for a in ("compute_loss", "log_training")):
             raise ConfigError(
                 "the pipeline strategy trains climdl's DownscalingTask (network: unet)."
             )
@@ -297,7 +297,7 @@ class PipelineStrategy(DDPStrategy):
             if isinstance(v, Tensor) and v.ndim > 0 and v.shape[0] == n
         }
         sub["net_out"] = output
-        loss, parts = task._loss(sub)
+        loss, parts = task.compute_loss(sub)
         self._records.append((loss.detach(), {k: v.detach() for k, v in parts.items()}))
         return loss
 

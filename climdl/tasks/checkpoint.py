@@ -1,14 +1,13 @@
 """Loading emulator checkpoints safely and self-sufficiently for inference.
 
 A checkpoint written by :class:`~climdl.tasks.downscaling.DownscalingTask` carries the network
-weights, the hyper-parameters and the data spec (statistics, variables, units, grids,
-orography, climdl version). It is read with ``torch.load(weights_only=True)``: no code runs
+weights, the hyper-parameters, the climdl version and the emulator spec
+(:class:`~climdl.data.spec.EmulatorSpec`: statistics, variables, units, grids, orography). It is read with ``torch.load(weights_only=True)``: no code runs
 from the file, and nothing else is needed to use it.
 """
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 from typing import Any
 
@@ -69,9 +68,7 @@ def load_emulator(
             f"{path} is {what} checkpoint (for climdl segment); climdl downscale needs an "
             "emulator checkpoint (climdl train --config configs/emulator/sample.yaml)."
         )
-    accepted = set(inspect.signature(DownscalingTask.__init__).parameters) - {"self"}
-    hparams = {k: v for k, v in ckpt.get("hyper_parameters", {}).items() if k in accepted}
-    task = DownscalingTask(**hparams)
-    task.build(ckpt["climdl"]["spec"])
-    task.load_state_dict(ckpt["state_dict"])
-    return task.eval()
+    try:  # specs of older layouts are upgraded, newer ones refused (climdl.data.spec)
+        return DownscalingTask.from_checkpoint(ckpt)
+    except DataError as exc:
+        raise DataError(f"{path}: {exc}") from exc

@@ -14,25 +14,28 @@ by its own spatial mean and std, which enter the 1-D inputs with the day of year
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Literal
 
-import lightning as L
 import torch
 from torch import Tensor, nn
 from torchmetrics import SumMetric
 
+from climdl.data.spec import EmulatorSpec
 from climdl.errors import ConfigError
 from climdl.models import DeepESD, DouryUNet
 from climdl.models.heads import FineCovariateHead
-from climdl.models.tasmax_baseline import TasmaxBaseline
+from climdl.models.tasmax_baseline import TasmaxBaseline, has_tasmax_baseline
 from climdl.preprocess import Kind, Normaliser, spatial_standardise
+from climdl.preprocess.gamma import fit_gamma
 from climdl.tasks import losses as L_
+from climdl.tasks.base import BaseTask, make_optimizer
 
 Network = Literal["unet", "deepesd"]
 Optimizer = Literal["adam", "adamw", "sgd", "rmsprop"]
 
 
-class DownscalingTask(L.LightningModule):
+class DownscalingTask(BaseTask[EmulatorSpec]):
     """Learn coarse predictors -> fine targets.
 
     Args:
@@ -83,41 +86,35 @@ class DownscalingTask(L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.spec: dict[str, Any] | None = None
-        self.net: nn.Module | None = None
 
-    @property
-    def hp(self) -> Any:
-        """The hyper-parameters (attribute access, typed loosely for mypy)."""
-        return self.hparams
+    NAME = "downscaling"
+    DATA_MODULE = "an EmulatorDataModule"
 
     # ------------------------------------------------------------------ building
-    def setup(self, stage: str) -> None:
-        if self.net is not None:
-            return
-        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        if dm is None or not hasattr(dm, "spec"):
-            raise ConfigError(
-                "the downscaling task needs an EmulatorDataModule (data:) to build its network."
-            )
-        self.build(dm.spec())
+    @classmethod
+    def read_spec(cls, layout: Any) -> EmulatorSpec:
+        return EmulatorSpec.from_dict(layout)
 
-    def build(self, spec: dict[str, Any]) -> None:
-        """Create network and normalisers from a data spec (training) or a checkpoint (inference)."""
+    def spec_from_data(self, dm: Any) -> EmulatorSpec:
+        """The data module's spec completed with the model parts fitted on its training days."""
+        return fit_model_parts(dm.spec(), dm)
+
+    def build(self, spec: EmulatorSpec) -> None:
+        """Create network and normalisers from a spec (training) or a checkpoint (inference)."""
         hp = self.hp
         self.spec = spec
-        stats = spec["stats"]
-        targets: list[str] = list(spec["targets"])
-        n_in = len(spec["variables"])
-        in_size, out_size = tuple(spec["in_size"]), tuple(spec["out_size"])
+        stats = spec.stats
+        targets: list[str] = list(spec.targets)
+        n_in = len(spec.variables)
+        in_size, out_size = spec.in_size, spec.out_size
         self.channels = [self._channels(t) for t in targets]
         n_out = sum(self.channels)
-        orog = spec.get("orography")
+        orog = spec.orography
         fuse = bool(hp.use_orography and orog is not None)
         features = hp.head_features if fuse else n_out
         n_scalars = 0
         if hp.use_scalars and hp.network == "unet":
-            n_scalars = (2 * n_in if hp.input_norm == "daily_map" else 0) + len(spec["aux_names"])
+            n_scalars = (2 * n_in if hp.input_norm == "daily_map" else 0) + len(spec.aux_names)
         self.n_scalars = n_scalars
         net: nn.Module
         if hp.network == "unet":
@@ -147,13 +144,13 @@ class DownscalingTask(L.LightningModule):
             o = orog.float()
             net = FineCovariateHead(net, features, ((o - o.mean()) / (o.std() + 1e-6))[None], n_out)
         self.net = net
-        self.x_norm = Normaliser(spec["variables"], stats["x_mean"], stats["x_std"])
-        aux_mean, aux_std = stats["aux_mean"], stats["aux_std"]
-        names = list(spec["aux_names"])
+        self.x_norm = Normaliser(spec.variables, stats.x_mean, stats.x_std)
+        aux_mean, aux_std = stats.aux_mean, stats.aux_std
+        names = list(spec.aux_names)
         if hp.input_norm == "daily_map":
-            aux_mean = torch.cat([stats["moments_mean"], aux_mean])
-            aux_std = torch.cat([stats["moments_std"], aux_std])
-            names = [f"{v}_{m}" for m in ("mean", "std") for v in spec["variables"]] + names
+            aux_mean = torch.cat([stats.moments_mean, aux_mean])
+            aux_std = torch.cat([stats.moments_std, aux_std])
+            names = [f"{v}_{m}" for m in ("mean", "std") for v in spec.variables] + names
         self.aux_norm = Normaliser(names, aux_mean, aux_std.clamp_min(1e-3))
         kinds: list[Kind] = []
         for t in targets:
@@ -162,22 +159,27 @@ class DownscalingTask(L.LightningModule):
             )
         y_mean = torch.where(
             torch.tensor([k == "log1p_standard" for k in kinds]),
-            stats["y_log_mean"],
-            stats["y_mean"],
+            stats.y_log_mean,
+            stats.y_mean,
         )
         y_std = torch.where(
-            torch.tensor([k == "log1p_standard" for k in kinds]), stats["y_log_std"], stats["y_std"]
+            torch.tensor([k == "log1p_standard" for k in kinds]), stats.y_log_std, stats.y_std
         )
         self.y_norm = Normaliser(targets, y_mean, y_std, kinds)
         if "pr" in targets and hp.loss_pr == "doury_asymmetric":
-            self.pr_loss = L_.DouryAsymmetricLoss(stats["pr_gamma_shape"], stats["pr_gamma_scale"])
+            if stats.pr_gamma_shape is None or stats.pr_gamma_scale is None:
+                raise ConfigError(
+                    "loss_pr: doury_asymmetric needs the pr gamma laws fitted on the training "
+                    "days (build from DownscalingTask.spec_from_data)."
+                )
+            self.pr_loss = L_.DouryAsymmetricLoss(stats.pr_gamma_shape, stats.pr_gamma_scale)
         self.baseline: TasmaxBaseline | None = None
         if hp.residual_to_baseline and "tasmax" in targets:  # other targets are unaffected
-            if "tasmax_baseline" not in spec:
+            if spec.tasmax_baseline is None:
                 raise ConfigError(
                     "residual_to_baseline needs t_850, z_850 and the orography in the data."
                 )
-            self.baseline = TasmaxBaseline(spec, **spec["tasmax_baseline"])
+            self.baseline = TasmaxBaseline(spec, spec.tasmax_baseline)
         self.sq_err = nn.ModuleDict({t: SumMetric() for t in targets})
         self.err = nn.ModuleDict({t: SumMetric() for t in targets})
         self.count = nn.ModuleDict({t: SumMetric() for t in targets})
@@ -198,16 +200,6 @@ class DownscalingTask(L.LightningModule):
 
     def _channels(self, target: str) -> int:
         return 3 if (target == "pr" and self.hp.loss_pr == "bernoulli_gamma") else 1
-
-    # ------------------------------------------------------------------ checkpoint
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        from climdl import __version__
-
-        checkpoint["climdl"] = {"spec": self.spec, "version": __version__}
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if self.net is None and "climdl" in checkpoint:
-            self.build(checkpoint["climdl"]["spec"])
 
     # ------------------------------------------------------------------ forward
     def on_after_batch_transfer(
@@ -275,7 +267,10 @@ class DownscalingTask(L.LightningModule):
         return phys
 
     # ------------------------------------------------------------------ losses
-    def _loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+    def compute_loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        """The loss of a normalised batch and its part per target (see
+        :meth:`climdl.tasks.base.BaseTask.compute_loss`); ``net_out`` may carry the network's
+        output (pipeline parallelism)."""
         raw = self.outputs(batch).float()
         y = batch["y"].float()
         y_n = self.y_norm.normalise(y)
@@ -295,7 +290,7 @@ class DownscalingTask(L.LightningModule):
         return torch.stack(list(parts.values())).sum(), parts
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        loss, parts = self._loss(batch)
+        loss, parts = self.compute_loss(batch)
         self.log_training(loss, parts, batch)
         return loss
 
@@ -321,12 +316,12 @@ class DownscalingTask(L.LightningModule):
             )
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        loss, _ = self._loss(batch)
+        loss, _ = self.compute_loss(batch)
         self.log("val_loss", loss, prog_bar=True, batch_size=batch["x"].shape[0], sync_dist=True)
         self._accumulate(batch)
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        loss, _ = self._loss(batch)
+        loss, _ = self.compute_loss(batch)
         self.log("test_loss", loss, batch_size=batch["x"].shape[0], sync_dist=True)
         self._accumulate(batch)
 
@@ -374,24 +369,14 @@ class DownscalingTask(L.LightningModule):
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> Any:
         hp = self.hp
-        params = self.parameters()
-        opt: torch.optim.Optimizer
-        if hp.optimizer == "adam":
-            opt = torch.optim.Adam(params, lr=hp.lr, weight_decay=hp.weight_decay)
-        elif hp.optimizer == "adamw":
-            opt = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
-        elif hp.optimizer == "sgd":
-            opt = torch.optim.SGD(
-                params, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay
-            )
-        elif hp.optimizer == "rmsprop":
-            opt = torch.optim.RMSprop(
-                params, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay
-            )
-        else:
-            raise ConfigError(
-                f"unknown optimizer {hp.optimizer!r}; choose adam, adamw, sgd or rmsprop."
-            )
+        opt = make_optimizer(
+            hp.optimizer,
+            self.parameters(),
+            hp.lr,
+            hp.weight_decay,
+            hp.momentum,
+            ("adam", "adamw", "sgd", "rmsprop"),
+        )
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
             opt, factor=hp.lr_factor, patience=hp.lr_patience
         )
@@ -400,3 +385,38 @@ class DownscalingTask(L.LightningModule):
             "optimizer": opt,
             "lr_scheduler": {"scheduler": sched, "monitor": "val_loss", "strict": False},
         }
+
+
+GAMMA_DAYS = 2048
+"""Training days the pr gamma laws are fitted on (the first ones, in time order)."""
+BASELINE_DAYS = 2000
+"""Training days the tasmax baseline is fitted on (a random choice, seed 0)."""
+
+
+def fit_model_parts(spec: EmulatorSpec, dm: Any) -> EmulatorSpec:
+    """The data module's spec completed with what is fitted on its training days.
+
+    The pr gamma laws (the Doury loss's weights) when pr is a target, and the tasmax baseline's
+    linear map when tasmax is a target and t_850, z_850 and the orography are there. The data
+    module provides the days (:meth:`~climdl.data.emulator_data.EmulatorDataModule.training_sample`).
+
+    Args:
+        spec: the data module's spec.
+        dm: the data module it came from.
+
+    Returns:
+        A new spec with ``stats.pr_gamma_*`` and ``tasmax_baseline`` filled where they apply.
+    """
+    targets = list(spec.targets)
+    if "pr" in targets and spec.stats.pr_gamma_shape is None:
+        _, y = dm.training_sample(GAMMA_DAYS)
+        shape, scale = fit_gamma(torch.from_numpy(y[:, targets.index("pr")]))
+        stats = dataclasses.replace(
+            spec.stats, pr_gamma_shape=shape.float(), pr_gamma_scale=scale.float()
+        )
+        spec = dataclasses.replace(spec, stats=stats)
+    if "tasmax" in targets and spec.tasmax_baseline is None and has_tasmax_baseline(spec):
+        x, y = dm.training_sample(BASELINE_DAYS, seed=0)
+        base = TasmaxBaseline.fit(spec, x, y[:, targets.index("tasmax")])
+        spec = dataclasses.replace(spec, tasmax_baseline=base.coefficients())
+    return spec

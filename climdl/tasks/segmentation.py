@@ -17,19 +17,19 @@ per epoch, from which IoU, F1, precision, recall and accuracy per class, mean Io
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 from typing import Any, Literal
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from climdl.clouds.scene import CLOUDY, NODATA
+from climdl.clouds.spec import SegmenterSpec
 from climdl.errors import ConfigError, DataError
 from climdl.models.blocks import BlockKind
 from climdl.models.cloud_unet import CloudUNet
+from climdl.tasks.base import BaseTask, make_optimizer
 from climdl.tasks.seg_metrics import new_confusion, scores
 
 Loss = Literal["ce", "ce_dice", "bce", "bce_dice"]
@@ -37,7 +37,7 @@ Optimizer = Literal["adam", "adamw", "sgd"]
 KIND = "cloud_segmentation"
 
 
-class SegmentationTask(L.LightningModule):
+class SegmentationTask(BaseTask[SegmenterSpec]):
     """Learn per-pixel classes (clear, cloud, thin cloud, shadow, snow) from multispectral bands.
 
     Args:
@@ -86,37 +86,28 @@ class SegmentationTask(L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.spec: dict[str, Any] | None = None
-        self.net: CloudUNet | None = None
         self.classes: list[str] = []
         self.last_confusion: dict[str, Tensor] = {}
 
-    @property
-    def hp(self) -> Any:
-        """The hyper-parameters (attribute access, typed loosely for mypy)."""
-        return self.hparams
+    KIND = KIND
+    NAME = "segmentation"
+    DATA_MODULE = "a CloudDataModule"
 
     # ------------------------------------------------------------------ building
-    def setup(self, stage: str) -> None:
-        if self.net is not None:
-            return
-        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        if dm is None or not hasattr(dm, "spec"):
-            raise ConfigError(
-                "the segmentation task needs a CloudDataModule (data:) to build its network."
-            )
-        self.build(dm.spec())
+    @classmethod
+    def read_spec(cls, layout: Any) -> SegmenterSpec:
+        return SegmenterSpec.from_dict(layout)
 
-    def build(self, spec: dict[str, Any]) -> None:
+    def build(self, spec: SegmenterSpec) -> None:
         """Create the network, normalisation buffers and metrics from a data spec."""
         hp = self.hp
         if hp.network != "unet":
             raise ConfigError(f"unknown network {hp.network!r}; choose unet.")
         self.spec = spec
-        self.classes = list(spec["classes"])
+        self.classes = list(spec.classes)
         k = len(self.classes)
         self.net = CloudUNet(
-            len(spec["bands"]),
+            len(spec.bands),
             k,
             depth=hp.depth,
             base_filters=hp.base_filters,
@@ -124,19 +115,19 @@ class SegmentationTask(L.LightningModule):
             block=hp.block,
             dropout=hp.dropout,
         )
-        stats = spec["stats"]
-        self.register_buffer("band_mean", stats["mean"].float().view(1, -1, 1, 1))
-        self.register_buffer("band_std", stats["std"].float().view(1, -1, 1, 1))
+        self.register_buffer("band_mean", spec.mean.float().view(1, -1, 1, 1))
+        self.register_buffer("band_std", spec.std.float().view(1, -1, 1, 1))
         self.register_buffer("class_weight", self._class_weights(spec, k))
         self.val_conf = new_confusion(k)
         self.test_conf = new_confusion(k)
 
-    def _class_weights(self, spec: dict[str, Any], k: int) -> Tensor:
+    def _class_weights(self, spec: SegmenterSpec, k: int) -> Tensor:
         cw = self.hp.class_weights
         if cw is None:
             return torch.ones(k)
         if cw == "balanced":
-            counts = torch.as_tensor(spec.get("class_counts", torch.ones(k)), dtype=torch.float64)
+            known = spec.class_counts
+            counts = torch.ones(k, dtype=torch.float64) if known is None else known.double()
             freq = counts / counts.sum().clamp_min(1)
             w = torch.where(counts > 0, freq.clamp_min(1e-4).rsqrt(), torch.zeros_like(freq))
             w = w / w[counts > 0].mean().clamp_min(1e-12)
@@ -152,16 +143,6 @@ class SegmentationTask(L.LightningModule):
     def size_multiple(self) -> int:
         """Inputs must be multiples of this in height and width."""
         return int(2**self.hp.depth)
-
-    # ------------------------------------------------------------------ checkpoint
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        from climdl import __version__
-
-        checkpoint["climdl"] = {"kind": KIND, "spec": self.spec, "version": __version__}
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if self.net is None and "climdl" in checkpoint:
-            self.build(checkpoint["climdl"]["spec"])
 
     # ------------------------------------------------------------------ preprocessing
     def normalise(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -198,7 +179,14 @@ class SegmentationTask(L.LightningModule):
         return torch.softmax(self(x_n).float(), dim=1)
 
     # ------------------------------------------------------------------ losses
-    def _loss(self, logits: Tensor, y: Tensor) -> Tensor:
+    def compute_loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        """The loss of a normalised batch (see :meth:`climdl.tasks.base.BaseTask.compute_loss`);
+        no parts (the configured terms are summed)."""
+        return self.loss_from_logits(self(batch["x_n"]), batch["y"]), {}
+
+    def loss_from_logits(self, logits: Tensor, y: Tensor) -> Tensor:
+        """The configured loss of ``logits`` [B, K, H, W] against labels ``y`` [B, H, W]
+        (no-data labels ignored)."""
         logits = logits.float()
         k = logits.shape[1]
         valid = y != NODATA
@@ -239,7 +227,7 @@ class SegmentationTask(L.LightningModule):
         return nll[valid].mean()
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        loss = self._loss(self(batch["x_n"]), batch["y"])
+        loss, _ = self.compute_loss(batch)
         bs = batch["x"].shape[0]
         self.log("train_loss", loss, prog_bar=True, batch_size=bs, sync_dist=True)
         return loss
@@ -248,7 +236,7 @@ class SegmentationTask(L.LightningModule):
         logits = self(batch["x_n"])
         self.log(
             f"{prefix}_loss",
-            self._loss(logits, batch["y"]),
+            self.loss_from_logits(logits, batch["y"]),
             prog_bar=True,
             batch_size=batch["x"].shape[0],
             sync_dist=True,
@@ -281,16 +269,9 @@ class SegmentationTask(L.LightningModule):
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> Any:
         hp = self.hp
-        params = self.parameters()
-        opt: torch.optim.Optimizer
-        if hp.optimizer == "adam":
-            opt = torch.optim.Adam(params, lr=hp.lr, weight_decay=hp.weight_decay)
-        elif hp.optimizer == "adamw":
-            opt = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
-        elif hp.optimizer == "sgd":
-            opt = torch.optim.SGD(params, lr=hp.lr, momentum=0.9, weight_decay=hp.weight_decay)
-        else:
-            raise ConfigError(f"unknown optimizer {hp.optimizer!r}; choose adam, adamw or sgd.")
+        opt = make_optimizer(
+            hp.optimizer, self.parameters(), hp.lr, hp.weight_decay, 0.9, ("adam", "adamw", "sgd")
+        )
         if hp.lr_schedule == "constant":
             return opt
         steps = max(int(self.trainer.estimated_stepping_batches), 1) if self._trainer else 1000
@@ -334,9 +315,7 @@ def load_segmenter(path: str | Path, map_location: str | torch.device = "cpu") -
             f"{'an emulator' if kind is None else repr(kind)} checkpoint); train one "
             "with climdl train --config configs/clouds/sample.yaml."
         )
-    accepted = set(inspect.signature(SegmentationTask.__init__).parameters) - {"self"}
-    hparams = {k: v for k, v in ckpt.get("hyper_parameters", {}).items() if k in accepted}
-    task = SegmentationTask(**hparams)
-    task.build(ckpt["climdl"]["spec"])
-    task.load_state_dict(ckpt["state_dict"])
-    return task.eval()
+    try:
+        return SegmentationTask.from_checkpoint(ckpt)
+    except DataError as exc:
+        raise DataError(f"{path}: {exc}") from exc

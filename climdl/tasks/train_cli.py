@@ -258,13 +258,13 @@ def _emulator_summary(
     metrics = trainer.validate(model, datamodule=dm, ckpt_path=best or None, verbose=False)[0]
     from climdl.tasks.baseline import baseline_rmse
 
-    base = baseline_rmse(dm)
+    base = baseline_rmse(dm, model.spec)
     tested = bool(dm.test_period or dm.test_predictors)
     test_metrics: Mapping[str, float] = {}
     test_base: dict[str, float] = {}
     if tested:
         test_metrics = trainer.test(model, datamodule=dm, ckpt_path=best or None, verbose=False)[0]
-        test_base = baseline_rmse(dm, "test")
+        test_base = baseline_rmse(dm, model.spec, "test")
     summary: dict[str, Any] = {
         "task": "downscaling",
         "best_checkpoint": best,
@@ -303,7 +303,7 @@ def _emulator_summary(
                 t,
                 f"{summary['val_rmse'][t]:.3f}",
                 f"{base.get(t, float('nan')):.3f}",
-                str(dm.spec()["units"].get(t, "")),
+                str(dm.spec().units.get(t, "")),
             )
         Console(stderr=True).print(table)
         if tested:
@@ -319,7 +319,7 @@ def _emulator_summary(
                     t,
                     f"{summary['test']['rmse'][t]:.3f}",
                     f"{test_base.get(t, float('nan')):.3f}",
-                    str(dm.spec()["units"].get(t, "")),
+                    str(dm.spec().units.get(t, "")),
                 )
             Console(stderr=True).print(table)
     return summary

@@ -1,0 +1,127 @@
+"""The segmenter spec: what a trained cloud segmenter needs besides its weights, versioned.
+
+:class:`~climdl.clouds.data.CloudDataModule` computes it from the training scenes (bands and
+their wavelengths and units, classes, per-band statistics, class frequencies); the
+segmentation task builds its network from it and stores :meth:`SegmenterSpec.to_dict` in every
+checkpoint (plain types and tensors, for ``torch.load(weights_only=True)``).
+:meth:`SegmenterSpec.from_dict` reads any known layout, upgrading older ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from climdl.clouds.scene import NODATA
+from climdl.data.spec import Step, migrate_layout
+from climdl.errors import DataError
+
+SCHEMA_VERSION = 1
+"""Layout version written by :meth:`SegmenterSpec.to_dict` (0: climdl 0.1, no version key)."""
+
+
+def _upgrade_0_to_1(d: dict[str, Any]) -> dict[str, Any]:
+    """climdl 0.1 wrote the same keys; hand-made specs could leave out the optional ones."""
+    d.setdefault("ignore_index", NODATA)
+    d.setdefault("class_counts", None)
+    d.setdefault("train_scenes", [])
+    d.setdefault("val_scenes", [])
+    return d
+
+
+MIGRATIONS: tuple[Step, ...] = (_upgrade_0_to_1,)
+"""``MIGRATIONS[v]`` upgrades a version-``v`` segmenter layout to ``v + 1``."""
+
+
+@dataclass(frozen=True, eq=False)
+class SegmenterSpec:
+    """Bands, classes and training statistics of a cloud segmenter.
+
+    Attributes:
+        bands: band names, in channel order.
+        wavelengths: central wavelength of each band (micrometres).
+        band_units: units of each band.
+        classes: class names, in label order.
+        mean: per-band training mean ``[C]``.
+        std: per-band training standard deviation ``[C]``.
+        class_counts: labelled training pixels per class ``[K]``, or None (unknown).
+        ignore_index: the label of unlabelled pixels.
+        train_scenes: names of the training scenes.
+        val_scenes: names of the validation scenes.
+    """
+
+    bands: tuple[str, ...]
+    wavelengths: tuple[float, ...]
+    band_units: tuple[str, ...]
+    classes: tuple[str, ...]
+    mean: Tensor
+    std: Tensor
+    class_counts: Tensor | None = None
+    ignore_index: int = NODATA
+    train_scenes: tuple[str, ...] = ()
+    val_scenes: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__  # normalise sequences to tuples (the dataclass is frozen)
+        for name in ("bands", "classes"):
+            names = tuple(str(v) for v in getattr(self, name))
+            if not names or any(not n for n in names) or len(set(names)) != len(names):
+                raise DataError(
+                    f"the segmenter spec's {name} {list(names)} must be distinct names."
+                )
+            set_(self, name, names)
+        n_b, n_k = len(self.bands), len(self.classes)
+        set_(self, "wavelengths", tuple(float(v) for v in self.wavelengths))
+        set_(self, "band_units", tuple(str(v) for v in self.band_units))
+        set_(self, "train_scenes", tuple(str(v) for v in self.train_scenes))
+        set_(self, "val_scenes", tuple(str(v) for v in self.val_scenes))
+        for what, values in (("wavelengths", self.wavelengths), ("band_units", self.band_units)):
+            if len(values) != n_b:
+                raise DataError(f"the segmenter spec has {len(values)} {what} for {n_b} bands.")
+        for what, t, n in (("mean", self.mean, n_b), ("std", self.std, n_b)):
+            if not isinstance(t, Tensor) or tuple(t.shape) != (n,):
+                raise DataError(f"the segmenter spec's band {what} should have {n} values.")
+        if self.class_counts is not None:
+            counts = torch.as_tensor(self.class_counts, dtype=torch.float64)
+            if tuple(counts.shape) != (n_k,):
+                raise DataError(f"the segmenter spec's class counts should have {n_k} values.")
+            set_(self, "class_counts", counts)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The checkpoint layout (plain types and tensors), with ``schema_version``."""
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "bands": list(self.bands),
+            "wavelengths": list(self.wavelengths),
+            "band_units": list(self.band_units),
+            "classes": list(self.classes),
+            "ignore_index": int(self.ignore_index),
+            "stats": {"mean": self.mean, "std": self.std},
+            "class_counts": self.class_counts,
+            "train_scenes": list(self.train_scenes),
+            "val_scenes": list(self.val_scenes),
+        }
+
+    @classmethod
+    def from_dict(cls, layout: Mapping[str, Any]) -> SegmenterSpec:
+        """A spec from a stored layout of any known version (see :data:`MIGRATIONS`)."""
+        d = migrate_layout(layout, MIGRATIONS, SCHEMA_VERSION, "segmenter")
+        try:
+            return cls(
+                bands=d["bands"],
+                wavelengths=d["wavelengths"],
+                band_units=d["band_units"],
+                classes=d["classes"],
+                mean=d["stats"]["mean"],
+                std=d["stats"]["std"],
+                class_counts=d["class_counts"],
+                ignore_index=int(d["ignore_index"]),
+                train_scenes=d["train_scenes"],
+                val_scenes=d["val_scenes"],
+            )
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise DataError(f"the segmenter spec is malformed (missing or wrong {exc}).") from exc

@@ -1,0 +1,384 @@
+"""The emulator spec: what a trained emulator needs besides its weights, typed and versioned.
+
+The data module computes it (names, units, grids, orography, training statistics), the
+downscaling task completes it with the parts it fits (pr gamma laws, the tasmax baseline), the
+checkpoint stores it (:meth:`EmulatorSpec.to_dict`: plain types and tensors, so checkpoints load
+with ``torch.load(weights_only=True)``) and inference rebuilds the model from it alone
+(:meth:`EmulatorSpec.from_dict`). Layouts written by older climdl versions are upgraded by
+:func:`migrate_layout`, one step per schema version; a newer layout is refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import xarray as xr
+from torch import Tensor
+
+from climdl.errors import DataError
+
+SCHEMA_VERSION = 1
+"""Layout version written by :meth:`EmulatorSpec.to_dict` (0: climdl 0.1, no version key)."""
+
+Step = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+def migrate_layout(
+    layout: Mapping[str, Any], steps: Sequence[Step], latest: int, what: str
+) -> dict[str, Any]:
+    """Upgrade a stored spec layout to version ``latest``, one step per version.
+
+    Args:
+        layout: the stored dictionary (``schema_version`` missing means 0).
+        steps: ``steps[v]`` turns a version-``v`` layout into version ``v + 1``.
+        latest: the version this climdl writes.
+        what: the spec's name in messages (``emulator``, ``segmenter``).
+
+    Returns:
+        A new dictionary in the ``latest`` layout (the input is not changed).
+    """
+    if not isinstance(layout, Mapping):
+        raise DataError(f"the {what} spec is not a dictionary but a {type(layout).__name__}.")
+    out = dict(layout)
+    version = out.get("schema_version", 0)
+    if not isinstance(version, int) or version < 0:
+        raise DataError(f"the {what} spec has an invalid schema version {version!r}.")
+    if version > latest:
+        raise DataError(
+            f"the {what} spec has schema version {version}, newer than the version {latest} "
+            "this climdl reads; upgrade climdl to use this checkpoint."
+        )
+    while version < latest:
+        out = steps[version](out)
+        version += 1
+        out["schema_version"] = version
+    return out
+
+
+def _names(values: Sequence[str], what: str, allow_empty: bool = False) -> tuple[str, ...]:
+    names = tuple(str(v) for v in values)
+    if not names and not allow_empty:
+        raise DataError(f"the spec's {what} list is empty.")
+    if any(not n for n in names) or len(set(names)) != len(names):
+        raise DataError(f"the spec's {what} {list(names)} must be distinct, non-empty names.")
+    return names
+
+
+def _size(values: Sequence[int], what: str) -> tuple[int, int]:
+    size = tuple(int(v) for v in values)
+    if len(size) != 2 or min(size) < 1:
+        raise DataError(f"the spec's {what} must be two positive sizes, not {list(size)}.")
+    return (size[0], size[1])
+
+
+def _vector(t: Any, n: int, what: str) -> None:
+    if not isinstance(t, Tensor) or tuple(t.shape) != (n,):
+        got = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
+        raise DataError(f"the spec's statistic {what} should have {n} values, not {got}.")
+
+
+def _map(t: Any, shape: tuple[int, ...], what: str) -> None:
+    if not isinstance(t, Tensor) or tuple(t.shape) != shape:
+        got = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
+        raise DataError(f"the spec's {what} should have shape {shape}, not {got}.")
+
+
+# ----------------------------------------------------------------------------- grids
+@dataclass(frozen=True, eq=False)
+class Coordinate:
+    """One grid coordinate: dimension names, values (float64) and its CF attributes."""
+
+    dims: tuple[str, ...]
+    values: Tensor
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.values, Tensor) or self.values.ndim != len(self.dims):
+            raise DataError(f"a grid coordinate on {list(self.dims)} has values of another rank.")
+
+
+@dataclass(frozen=True, eq=False)
+class GridMapping:
+    """The CF grid-mapping variable of a projected grid: its name and attributes."""
+
+    name: str
+    attrs: dict[str, Any]
+
+
+@dataclass(frozen=True, eq=False)
+class Grid:
+    """A horizontal grid: coordinates by name (``lat``, ``lon``, ``x``, ``y``), grid mapping."""
+
+    coords: dict[str, Coordinate]
+    mapping: GridMapping | None = None
+
+    def __post_init__(self) -> None:
+        if not self.coords:
+            raise DataError("a grid in the spec has no coordinates.")
+
+    @property
+    def shape(self) -> tuple[int, int] | None:
+        """(rows, columns), from 1-D ``y``/``x``, 2-D ``lat``, or 1-D ``lat``/``lon``."""
+        c = self.coords
+        if "y" in c and "x" in c and c["y"].values.ndim == 1 and c["x"].values.ndim == 1:
+            return (c["y"].values.numel(), c["x"].values.numel())
+        if "lat" in c and c["lat"].values.ndim == 2:
+            return (int(c["lat"].values.shape[0]), int(c["lat"].values.shape[1]))
+        if "lat" in c and "lon" in c and c["lat"].values.ndim == 1:
+            return (c["lat"].values.numel(), c["lon"].values.numel())
+        return None
+
+    def coord(self, name: str) -> Coordinate:
+        """The coordinate ``name`` (DataError if the grid has none)."""
+        if name not in self.coords:
+            raise DataError(f"the grid has no {name} coordinate (it has {sorted(self.coords)}).")
+        return self.coords[name]
+
+    def same_as(self, other: Grid, atol: float = 1e-6) -> bool:
+        """Same coordinate names, shapes and values (the grid mapping is not compared)."""
+        if sorted(self.coords) != sorted(other.coords):
+            return False
+        return all(
+            a.values.shape == other.coords[k].values.shape
+            and torch.allclose(a.values, other.coords[k].values, atol=atol)
+            for k, a in self.coords.items()
+        )
+
+    @classmethod
+    def from_dataset(cls, ds: xr.Dataset) -> Grid:
+        """The grid of a dataset: its lat/lon/x/y coordinates and grid-mapping variable."""
+        coords: dict[str, Coordinate] = {}
+        for name in ("lat", "lon", "x", "y"):
+            if name in ds.coords:
+                c = ds.coords[name]
+                coords[name] = Coordinate(
+                    tuple(map(str, c.dims)),
+                    torch.from_numpy(np.array(c.values, dtype=np.float64)),  # writable copy
+                    {
+                        k: (v.item() if hasattr(v, "item") else v)
+                        for k, v in c.attrs.items()
+                        if isinstance(v, (str, int, float))
+                    },
+                )
+        mapping = None
+        for vname, var in ds.variables.items():
+            if "grid_mapping_name" in var.attrs:
+                attrs = {
+                    k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in var.attrs.items()
+                }
+                mapping = GridMapping(str(vname), attrs)
+        return cls(coords, mapping)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain layout: ``{name: {dims, values, attrs}, "grid_mapping": {name, attrs}}``."""
+        out: dict[str, Any] = {
+            k: {"dims": list(c.dims), "values": c.values, "attrs": dict(c.attrs)}
+            for k, c in self.coords.items()
+        }
+        if self.mapping is not None:
+            out["grid_mapping"] = {"name": self.mapping.name, "attrs": dict(self.mapping.attrs)}
+        return out
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Grid:
+        """The inverse of :meth:`to_dict`."""
+        try:
+            coords = {
+                str(k): Coordinate(tuple(v["dims"]), v["values"], dict(v.get("attrs", {})))
+                for k, v in d.items()
+                if k != "grid_mapping"
+            }
+            gm = d.get("grid_mapping")
+            mapping = GridMapping(str(gm["name"]), dict(gm["attrs"])) if gm else None
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise DataError(f"a grid in the spec is malformed (missing {exc}).") from exc
+        return cls(coords, mapping)
+
+
+# ----------------------------------------------------------------------------- statistics
+@dataclass(frozen=True, eq=False)
+class EmulatorStats:
+    """Training statistics: per-channel means and standard deviations (1-D tensors).
+
+    ``moments_*``: statistics of the daily spatial means and stds of each predictor (first all
+    means, then all stds); ``y_log_*``: of ``log1p`` of the targets; ``pr_gamma_*``: per-pixel
+    gamma laws of wet-day precipitation, fitted by the task when ``pr`` is a target.
+    """
+
+    x_mean: Tensor
+    x_std: Tensor
+    moments_mean: Tensor
+    moments_std: Tensor
+    y_mean: Tensor
+    y_std: Tensor
+    y_log_mean: Tensor
+    y_log_std: Tensor
+    aux_mean: Tensor
+    aux_std: Tensor
+    pr_gamma_shape: Tensor | None = None
+    pr_gamma_scale: Tensor | None = None
+
+    def to_dict(self) -> dict[str, Tensor]:
+        """Plain layout (the gamma entries only when fitted)."""
+        return {
+            k: getattr(self, k) for k in self.__dataclass_fields__ if getattr(self, k) is not None
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> EmulatorStats:
+        """The inverse of :meth:`to_dict`."""
+        missing = [
+            k for k, f in cls.__dataclass_fields__.items() if k not in d and "gamma" not in k
+        ]
+        if missing:
+            raise DataError(f"the spec's statistics lack {missing}.")
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+
+@dataclass(frozen=True, eq=False)
+class BaselineCoefficients:
+    """The fitted linear map (scale, offset) of the tasmax interpolation baseline."""
+
+    scale: Tensor
+    offset: Tensor
+
+
+# ----------------------------------------------------------------------------- the spec
+def _upgrade_0_to_1(d: dict[str, Any]) -> dict[str, Any]:
+    """climdl 0.1 wrote the same keys, leaving out the optional ones it had not filled."""
+    d.setdefault("forcing_table", None)
+    d.setdefault("tasmax_baseline", None)
+    d.setdefault("orography", None)
+    return d
+
+
+MIGRATIONS: tuple[Step, ...] = (_upgrade_0_to_1,)
+"""``MIGRATIONS[v]`` upgrades a version-``v`` emulator layout to ``v + 1``."""
+
+
+@dataclass(frozen=True, eq=False)
+class EmulatorSpec:
+    """Everything a downscaling model needs besides its weights (see the module docstring).
+
+    Attributes:
+        variables: predictor names, in channel order.
+        targets: target names, in channel order.
+        aux_names: names of the 1-D inputs (day of year, forcing series).
+        units: canonical units of every predictor and target.
+        target_attrs: string CF attributes of each target (for the outputs).
+        in_size: coarse grid (rows, columns).
+        out_size: target grid (rows, columns).
+        coarse_grid: the predictors' grid.
+        target_grid: the targets' grid.
+        stats: training statistics.
+        calendar: the training data's calendar.
+        orography: fine orography ``[H, W]`` (m), or None.
+        forcing_table: yearly forcing series (``{"year": [...], name: [...]}``), or None.
+        tasmax_baseline: fitted tasmax baseline coefficients, or None.
+    """
+
+    variables: tuple[str, ...]
+    targets: tuple[str, ...]
+    aux_names: tuple[str, ...]
+    units: dict[str, str]
+    target_attrs: dict[str, dict[str, str]]
+    in_size: tuple[int, int]
+    out_size: tuple[int, int]
+    coarse_grid: Grid
+    target_grid: Grid
+    stats: EmulatorStats
+    calendar: str
+    orography: Tensor | None = None
+    forcing_table: dict[str, list[float]] | None = None
+    tasmax_baseline: BaselineCoefficients | None = None
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__  # normalise sequences to tuples (the dataclass is frozen)
+        set_(self, "variables", _names(self.variables, "variables"))
+        set_(self, "targets", _names(self.targets, "targets"))
+        set_(self, "aux_names", _names(self.aux_names, "aux_names", allow_empty=True))
+        set_(self, "in_size", _size(self.in_size, "in_size"))
+        set_(self, "out_size", _size(self.out_size, "out_size"))
+        n_in, n_out, s = len(self.variables), len(self.targets), self.stats
+        for name, n in (
+            ("x_mean", n_in),
+            ("x_std", n_in),
+            ("moments_mean", 2 * n_in),
+            ("moments_std", 2 * n_in),
+            ("y_mean", n_out),
+            ("y_std", n_out),
+            ("y_log_mean", n_out),
+            ("y_log_std", n_out),
+            ("aux_mean", len(self.aux_names)),
+            ("aux_std", len(self.aux_names)),
+        ):
+            _vector(getattr(s, name), n, name)
+        if (s.pr_gamma_shape is None) != (s.pr_gamma_scale is None):
+            raise DataError("the spec has a pr gamma shape or scale without the other.")
+        if s.pr_gamma_shape is not None:
+            _map(s.pr_gamma_shape, self.out_size, "pr gamma shape")
+            _map(s.pr_gamma_scale, self.out_size, "pr gamma scale")
+        if self.orography is not None:
+            _map(self.orography, self.out_size, "orography")
+        for grid, size, what in (
+            (self.coarse_grid, self.in_size, "coarse grid"),
+            (self.target_grid, self.out_size, "target grid"),
+        ):
+            if grid.shape is not None and grid.shape != size:
+                raise DataError(f"the spec's {what} is {grid.shape}, not {size} as its data.")
+        if self.forcing_table is not None and "year" not in self.forcing_table:
+            raise DataError("the spec's forcing table has no 'year' column.")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The checkpoint layout (plain types and tensors), with ``schema_version``."""
+        base = self.tasmax_baseline
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "variables": list(self.variables),
+            "targets": list(self.targets),
+            "aux_names": list(self.aux_names),
+            "units": dict(self.units),
+            "target_attrs": {k: dict(v) for k, v in self.target_attrs.items()},
+            "in_size": list(self.in_size),
+            "out_size": list(self.out_size),
+            "coarse_grid": self.coarse_grid.to_dict(),
+            "target_grid": self.target_grid.to_dict(),
+            "orography": self.orography,
+            "stats": self.stats.to_dict(),
+            "calendar": self.calendar,
+            "forcing_table": None if self.forcing_table is None else dict(self.forcing_table),
+            "tasmax_baseline": None
+            if base is None
+            else {"scale": base.scale, "offset": base.offset},
+        }
+
+    @classmethod
+    def from_dict(cls, layout: Mapping[str, Any]) -> EmulatorSpec:
+        """A spec from a stored layout of any known version (see :data:`MIGRATIONS`)."""
+        d = migrate_layout(layout, MIGRATIONS, SCHEMA_VERSION, "emulator")
+        try:
+            base = d["tasmax_baseline"]
+            return cls(
+                variables=d["variables"],
+                targets=d["targets"],
+                aux_names=d["aux_names"],
+                units={str(k): str(v) for k, v in d["units"].items()},
+                target_attrs={str(k): dict(v) for k, v in d["target_attrs"].items()},
+                in_size=d["in_size"],
+                out_size=d["out_size"],
+                coarse_grid=Grid.from_dict(d["coarse_grid"]),
+                target_grid=Grid.from_dict(d["target_grid"]),
+                stats=EmulatorStats.from_dict(d["stats"]),
+                calendar=str(d["calendar"]),
+                orography=d["orography"],
+                forcing_table=d["forcing_table"],
+                tasmax_baseline=None
+                if base is None
+                else BaselineCoefficients(base["scale"], base["offset"]),
+            )
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise DataError(f"the emulator spec is malformed (missing or wrong {exc}).") from exc
