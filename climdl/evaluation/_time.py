@@ -7,13 +7,13 @@ themselves stay lazy.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Literal
 
 import cftime
 import numpy as np
 import xarray as xr
 
+from climdl.data.timeaxis import TimeStep
 from climdl.errors import ConfigError
 
 Season = Literal["DJF", "MAM", "JJA", "SON"]
@@ -75,14 +75,6 @@ def day_numbers(time: xr.DataArray) -> np.ndarray:
     return np.floor(np.asarray(nums, dtype=np.float64)).astype(np.int64)
 
 
-def calendar_of(time: xr.DataArray) -> str:
-    """The CF calendar of a time coordinate (``standard`` for numpy datetimes)."""
-    values = np.asarray(time.values)
-    if values.size == 0 or np.issubdtype(values.dtype, np.datetime64):
-        return "standard"
-    return str(getattr(values.flat[0], "calendar", "standard") or "standard")
-
-
 def season_years(time: xr.DataArray, season: str | None) -> np.ndarray:
     """The year each step counts for: its calendar year, except December in DJF (next year).
 
@@ -113,57 +105,6 @@ def day_keys(time: xr.DataArray) -> np.ndarray:
         + np.asarray(t.month.values).astype(np.int64) * 100
         + np.asarray(t.day.values).astype(np.int64)
     )
-
-
-StepKind = Literal["daily", "sub-daily", "monthly", "yearly", "other"]
-
-
-@dataclass(frozen=True)
-class TimeStep:
-    """The time step of a series: its kind and a word for messages (``6-hourly``, ``monthly``)."""
-
-    kind: StepKind
-    label: str
-
-    @property
-    def daily(self) -> bool:
-        """Whether the series holds one value per day (what the daily indices need)."""
-        return self.kind == "daily"
-
-
-DAILY = TimeStep("daily", "daily")
-
-
-def time_step(time: xr.DataArray) -> TimeStep:
-    """The time step of ``time`` from the median spacing of its steps (any calendar).
-
-    A series of one step counts as daily (nothing tells otherwise); gaps (missing days) do not
-    change the median of a mostly daily series.
-    """
-    values = np.asarray(time.values)
-    if values.size < 2:
-        return DAILY
-    if np.issubdtype(values.dtype, np.datetime64):
-        days = values.astype("datetime64[s]").astype(np.int64) / 86400.0
-    else:
-        days = np.asarray(
-            cftime.date2num(list(values), "days since 0001-01-01", calendar=calendar_of(time)),
-            dtype=np.float64,
-        )
-    gaps = np.diff(days)
-    gaps = gaps[gaps > 0]
-    step = float(np.median(gaps)) if gaps.size else 1.0
-    if 0.99 <= step <= 1.01:
-        return DAILY
-    if step < 0.99:
-        hours = step * 24.0
-        label = "hourly" if abs(hours - 1) < 0.01 else f"{hours:.3g}-hourly"
-        return TimeStep("sub-daily", label)
-    if 27.0 <= step <= 32.0:
-        return TimeStep("monthly", "monthly")
-    if 359.0 <= step <= 367.0:
-        return TimeStep("yearly", "yearly")
-    return TimeStep("other", f"{step:.3g}-daily")
 
 
 def step_keys(time: xr.DataArray, step: TimeStep) -> np.ndarray:

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from climdl.data import timeaxis
 from climdl.data.files import PathArg
 from climdl.errors import DataError
 from climdl.evaluation import _pairs, _reduce, _time, indices, inputs, spectra, table
@@ -102,9 +103,9 @@ def evaluate(
         have = {m: d for m, d in (hist_preds or {}).items() if m in preds}
         inputs.choose_variables({"historical truth": hist_truth, **have}, variables)
         ht, hps = inputs.align(hist_truth, have, variables)
-    step = _time.time_step(t["time"])
+    step = timeaxis.time_step(t["time"])
     if ht is not None and step.daily:
-        step = _time.time_step(ht["time"])
+        step = timeaxis.time_step(ht["time"])
     skipped = {} if step.daily else _skipped_indices(variables, th, step)
     rows: list[Row] = []
     fields: dict[str, xr.Dataset] = {}
@@ -153,7 +154,7 @@ def evaluate(
 
 
 def _skipped_indices(
-    variables: Sequence[str], th: indices.Thresholds, step: _time.TimeStep
+    variables: Sequence[str], th: indices.Thresholds, step: timeaxis.TimeStep
 ) -> dict[str, list[str]]:
     """The daily-only indices left out of a non-daily series, per variable, with one warning."""
     skipped = {v: [s.label for s in indices.default_indices(v, th) if s.daily] for v in variables}
@@ -235,7 +236,7 @@ def _meta(
         "seasons": list(seasons),
         "period": [str(tv[0])[:10], str(tv[-1])[:10]],
         "n_days": int(tv.size),
-        "calendar": _time.calendar_of(t["time"]),
+        "calendar": timeaxis.calendar_of(t["time"]),
         "grid": {str(d): int(da.sizes[d]) for d in _reduce.spatial_dims(da)},
         "seconds": round(seconds, 2),
     }

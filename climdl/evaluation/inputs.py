@@ -15,6 +15,7 @@ from collections.abc import Hashable, Mapping, Sequence
 import numpy as np
 import xarray as xr
 
+from climdl.data import timeaxis
 from climdl.data.files import PathArg
 from climdl.data.reader import open_dataset
 from climdl.errors import DataError
@@ -109,9 +110,9 @@ def _shape(sizes: Mapping[Hashable, int]) -> str:
     return " x ".join(f"{n} {d}" for d, n in sizes.items())
 
 
-def series_step(sides: Mapping[str, xr.Dataset]) -> _time.TimeStep:
+def series_step(sides: Mapping[str, xr.Dataset]) -> timeaxis.TimeStep:
     """The time step all sides share (daily, 6-hourly, monthly...); DataError if they differ."""
-    steps = {name: _time.time_step(ds["time"]) for name, ds in sides.items()}
+    steps = {name: timeaxis.time_step(ds["time"]) for name, ds in sides.items()}
     known = {n: s for n, s in steps.items() if sides[n].sizes["time"] > 1}
     if len({s.label for s in known.values()}) > 1:
         listing = ", ".join(f"the {n} {s.label}" for n, s in known.items())
@@ -119,7 +120,7 @@ def series_step(sides: Mapping[str, xr.Dataset]) -> _time.TimeStep:
             f"the inputs have different time steps ({listing}); evaluate series of one time "
             "step (aggregate the finer ones first)."
         )
-    return next(iter(known.values()), _time.DAILY)
+    return next(iter(known.values()), timeaxis.DAILY)
 
 
 def common_day_indices(sides: Mapping[str, xr.Dataset]) -> dict[str, np.ndarray]:
@@ -141,7 +142,7 @@ def common_day_indices(sides: Mapping[str, xr.Dataset]) -> dict[str, np.ndarray]
                 f"{str(ds['time'].values[first])[:19]}); remove the duplicated steps."
             )
         keys[name] = k
-    calendars = {name: _time.calendar_of(ds["time"]) for name, ds in sides.items()}
+    calendars = {name: timeaxis.calendar_of(ds["time"]) for name, ds in sides.items()}
     if len(set(calendars.values())) > 1:
         log.warning(
             "calendars differ (%s); days are matched by their calendar date",

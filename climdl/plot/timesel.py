@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from climdl.data.timeaxis import step_of_days
 from climdl.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -141,11 +142,6 @@ def _fmt(t: Any, with_time: bool = False) -> str:
         return str(np.datetime_as_string(value)).replace("T", " ")
 
 
-def _is_subdaily(days: np.ndarray) -> bool:
-    """Whether steps (in days) are mostly less than a day apart."""
-    return days.size > 1 and float(np.median(np.diff(days))) < 0.99
-
-
 def _step_on_day(times: Any, days: np.ndarray, text: str, target: Any, where: str) -> int:
     """The index of the step in the calendar day of ``target`` (a date without time of day).
 
@@ -155,7 +151,7 @@ def _step_on_day(times: Any, days: np.ndarray, text: str, target: Any, where: st
     """
     day = (int(target.year), int(target.month), int(target.day))
     on_day = [i for i, t in enumerate(times) if _ymd(t) == day]
-    sub = _is_subdaily(days)
+    sub = step_of_days(days).kind == "sub-daily"
     if len(on_day) == 1:
         return on_day[0]
     if len(on_day) > 1:
@@ -167,12 +163,13 @@ def _step_on_day(times: Any, days: np.ndarray, text: str, target: Any, where: st
         )
     t0 = float(np.asarray(_as_days([target], getattr(target, "calendar", "standard")))[0])
     gaps = np.diff(days)[np.diff(days) > 0]
-    step = float(np.median(gaps)) if gaps.size and float(gaps.min()) > 1.01 else 0.0
-    if step:  # coarser than daily: the step of that month or year, else the nearest
-        for n, size in ((2, (27.0, 32.0)), (1, (359.0, 367.0))):
-            same = [i for i, t in enumerate(times) if _ymd(t)[:n] == day[:n]]
-            if size[0] <= step <= size[1] and len(same) == 1:
-                return same[0]
+    if gaps.size and float(gaps.min()) > 1.01:
+        # coarser than daily: the step of that month (year) of monthly (yearly) data, else the
+        # nearest step
+        n = {"monthly": 2, "yearly": 1}.get(step_of_days(days).kind)
+        same = [i for i, t in enumerate(times) if n and _ymd(t)[:n] == day[:n]]
+        if len(same) == 1:
+            return same[0]
         return int(np.argmin(np.abs(days - t0)))
     before = [i for i in range(len(times)) if days[i] < t0]
     after = [i for i in range(len(times)) if days[i] > t0]
@@ -207,7 +204,7 @@ def select_time(da: xr.DataArray, choice: TimeChoice) -> tuple[xr.DataArray, str
     times = da[tdim].values if tdim in da.coords and _is_dates(da[tdim].values) else None
     calendar = (getattr(times[0], "calendar", None) or "standard") if times is not None else ""
     days = _as_days(times, calendar) if times is not None else np.zeros(0)
-    sub = _is_subdaily(days)
+    sub = step_of_days(days).kind == "sub-daily"
     if choice.mean:
         out = da.mean(tdim, keep_attrs=True)
         methods = str(out.attrs.get("cell_methods", "")).strip()
