@@ -28,6 +28,7 @@ class Reflectance:
     sin_elev: float
 
     def __call__(self, dn: np.ndarray) -> np.ndarray:
+        """Reflectance (float32) of a window of digital numbers ``dn``."""
         rho = (self.mult * dn.astype(np.float64) + self.add) / self.sin_elev
         return np.where(dn == 0, np.nan, rho).astype(np.float32)
 
@@ -43,6 +44,7 @@ class BrightnessTemperature:
     k2: float
 
     def __call__(self, dn: np.ndarray) -> np.ndarray:
+        """Brightness temperature (K, float32) of a window of digital numbers ``dn``."""
         radiance = self.mult * dn.astype(np.float64) + self.add
         ok = (dn != 0) & (radiance > 0)
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -59,6 +61,7 @@ class Scaled:
     nodata: float | None
 
     def __call__(self, raw: np.ndarray) -> np.ndarray:
+        """Scene values (float32) of a window of stored values ``raw``."""
         v = raw.astype(np.float64) * self.scale + self.offset
         if self.nodata is not None and not math.isnan(self.nodata):
             v = np.where(raw == self.nodata, np.nan, v)

@@ -43,8 +43,13 @@ CRS_VAR = "crs"
 def grid_coords(
     src: Any, path: Path, latlon: bool | None
 ) -> tuple[dict[str, Any], dict[str, Any], float | None]:
-    """The spatial coordinates (pixel centres from the affine transform), the grid-mapping
-    variable's attributes (empty without a CRS) and the pixel size in metres (if projected)."""
+    """The pixel grid of an open rasterio dataset ``src`` (read from ``path``, named in errors).
+
+    ``latlon``: add lazy 2-D ``lat``/``lon`` (None: when the scene has at most
+    :data:`LATLON_MAX_PIXELS` pixels). Returns the spatial coordinates (pixel centres from the
+    affine transform; ``xr.Dataset`` coordinate specs), the grid-mapping variable's attributes
+    (empty without a CRS) and the pixel size in metres (None unless projected); a rotated or
+    sheared grid is a :class:`~climdl.errors.DataError`."""
     from pyproj import CRS
 
     t = src.transform
@@ -120,7 +125,11 @@ def assemble_scene(
     grid_mapping: Mapping[str, Any],
     attrs: Mapping[str, Any],
 ) -> xr.Dataset:
-    """The scene Dataset: the lazy image, the band coordinates of :func:`make_scene`, the grid."""
+    """The scene Dataset: the lazy image, the band coordinates of :func:`make_scene`, the grid.
+
+    ``sources``: where each band lives (one per entry of ``bands``, in order); ``height`` x
+    ``width``: the image size; ``coords``, ``grid_mapping``: from :func:`grid_coords`;
+    ``attrs``: the global attributes. Returns the scene, read lazily."""
     image = xr.Variable(
         (BAND_DIM, "y", "x"),
         indexing.LazilyIndexedArray(RasterBands(sources, height, width)),
@@ -188,7 +197,7 @@ def open_geotiff(path: str | os.PathLike[str], *, latlon: bool | None = None) ->
 
     Values are taken as TOA reflectance (reflective bands) and brightness temperature in K
     (thermal bands), after the GDAL scale/offset; the nodata value becomes NaN. Dataset-level
-    tags (``sun_zenith_angle``, ...) become attributes. ``latlon`` as in :func:`open_landsat`.
+    tags (``sun_zenith_angle``, ...) become attributes. ``latlon`` as in :func:`~climdl.clouds.landsat.open_landsat`.
     """
     import rasterio
 

@@ -1,10 +1,10 @@
 """Landsat 8/9 Collection 2 Level-1 products as climdl scenes, read lazily.
 
 :func:`open_landsat` reads a Landsat 8/9 OLI/TIRS Collection 2 Level-1 product (one GeoTIFF of
-digital numbers per band plus the ``*_MTL.txt`` or ``*_MTL.json`` metadata, :mod:`climdl.clouds.mtl`)
-as a scene Dataset in the layout of :mod:`climdl.clouds.scene` (:func:`~climdl.clouds.geotiff.
-assemble_scene`), so that ``climdl segment`` and the threshold baseline take it like any scene
-NetCDF. Bands blue..swir22 (B2-B7) become top-of-atmosphere reflectance and tir (B10) brightness
+digital numbers per band plus the ``*_MTL.txt`` or ``*_MTL.json`` metadata,
+:mod:`climdl.clouds.mtl`) as a scene Dataset in the layout of :mod:`climdl.clouds.scene`
+(:func:`~climdl.clouds.geotiff.assemble_scene`), so that ``climdl segment`` and the threshold
+baseline take it like any scene NetCDF. Bands blue..swir22 (B2-B7) become top-of-atmosphere reflectance and tir (B10) brightness
 temperature (:mod:`climdl.clouds.calibration`, after the USGS Landsat 8 Data Users Handbook).
 
 Nothing is read when a scene is opened: the image is an xarray lazily indexed array whose reads
@@ -47,7 +47,8 @@ def open_landsat(path: str | os.PathLike[str], *, latlon: bool | None = None) ->
     files are those the MTL names (``FILE_NAME_BAND_n``, else ``<product>_Bn.TIF``) beside it.
     Bands blue..swir22 (B2-B7) become TOA reflectance, tir (B10) brightness temperature (K).
     Level-2 products (``PROCESSING_LEVEL`` L2SP/L2SR) are refused: they hold no DNs to convert.
-    ``latlon``: add 2-D lat/lon (None: when the scene has at most :data:`LATLON_MAX_PIXELS`).
+    ``latlon``: add 2-D lat/lon (None: when the scene has at most
+    :data:`~climdl.clouds.geotiff.LATLON_MAX_PIXELS` pixels).
     """
     import rasterio
 

@@ -114,7 +114,8 @@ def is_landsat_path(path: str | os.PathLike[str]) -> bool:
 
 
 def mtl_number(mtl: Mapping[str, Any], key: str, source: Path) -> float:
-    """The MTL value ``key`` as a float (the JSON form quotes numbers); DataError if absent."""
+    """The MTL value ``key`` of the flat metadata ``mtl`` as a float (the JSON form quotes
+    numbers); :class:`~climdl.errors.DataError` naming ``source`` if absent or not a number."""
     if key not in mtl:
         raise DataError(f"the Landsat metadata {source} lacks {key}, which climdl needs.")
     try:
