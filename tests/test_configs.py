@@ -35,6 +35,7 @@ def test_preset_names_resolve(
     name: str, expected: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)  # no configs/ folder here: the README's paths are presets
+    (tmp_path / "sample").mkdir()  # a folder is no config file (the demo writes one)
     assert preset_path(name) == preset_dir() / f"{expected}.yaml"
     assert resolve_config(name) == str(preset_dir() / f"{expected}.yaml")
 

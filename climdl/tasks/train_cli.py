@@ -149,8 +149,9 @@ _NAME_LIKE = re.compile(r"(?!-)[\w./-]+")
 
 def resolve_config(value: str) -> str:
     """A ``--config`` value as LightningCLI reads it: a file that exists stays as given; a
-    name-like value that is no file is a packaged preset (``sample``, ``strategy/ddp``,
-    ``configs/emulator/sample.yaml`` from any folder); anything else (inline YAML) passes.
+    name-like value that is no file (a folder called ``sample`` included) is a packaged preset
+    (``sample``, ``strategy/ddp``, ``configs/emulator/sample.yaml`` from any folder); anything
+    else (inline YAML) passes.
 
     Args:
         value: the argument of ``--config``.
@@ -161,7 +162,7 @@ def resolve_config(value: str) -> str:
     Raises:
         ConfigError: a name that is neither a file nor a preset (the message lists the presets).
     """
-    if Path(value).exists() or not _NAME_LIKE.fullmatch(value):
+    if Path(value).is_file() or not _NAME_LIKE.fullmatch(value):
         return value
     from climdl.configs import preset_path
 
