@@ -2,8 +2,8 @@
 
 The 850 hPa temperature interpolated to each target point, brought down to the surface with the
 standard lapse rate from the height of the 850 hPa surface (z_850 / g) to the fine orography,
-with a linear map (scale, offset) fitted on the training days and kept in the data spec. A plain
-``nn.Module`` (no Lightning), so that the task, inference and the baseline scores share it.
+with a linear map (scale, offset) fitted on the training days and kept in the emulator spec. A
+plain ``nn.Module`` (no Lightning), so that the task, inference and the baseline scores share it.
 """
 
 from __future__ import annotations

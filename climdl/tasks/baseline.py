@@ -1,7 +1,7 @@
 """Non-learned reference scores on the same validation days as the emulator.
 
 tasmax: :class:`~climdl.models.tasmax_baseline.TasmaxBaseline` (interpolated T850 brought down to
-the orography with a lapse rate, linearly mapped with coefficients kept in the data spec). pr: the
+the orography with a lapse rate, linearly mapped with coefficients kept in the emulator spec). pr: the
 per-pixel training climatology (there is no coarse precipitation predictor to interpolate).
 """
 

@@ -1,11 +1,13 @@
 """The downscaling LightningModule: losses, metrics, optimisers, device-side normalisation.
 
 The task picks a plain network by name (``unet`` = Doury's asymmetric UNet, ``deepesd`` = the
-CORDEX ML-Bench reference) and builds it in :meth:`setup` from the data module's spec (input
-channels, grid sizes, statistics), so the YAML config never repeats what the data already say.
-The spec is stored in every checkpoint (``checkpoint["climdl"]``): statistics, variable names and
-units, both grids and the orography; :func:`climdl.tasks.checkpoint.load_emulator` rebuilds the
-model from it with ``torch.load(weights_only=True)``.
+CORDEX ML-Bench reference) and builds it in :meth:`setup` from the data module's
+:class:`~climdl.data.spec.EmulatorSpec` (input channels, grid sizes, statistics), so the YAML
+config never repeats what the data already say. Before building, the task fits the model parts
+that depend on the training data (:func:`fit_model_parts`: the pr gamma laws of the Doury loss,
+the tasmax baseline's linear map) on days the data module serves. The completed spec is stored in
+every checkpoint (``checkpoint["climdl"]``); :func:`climdl.tasks.checkpoint.load_emulator`
+rebuilds the model from it with ``torch.load(weights_only=True)``.
 
 Batches arrive raw (see :mod:`climdl.data.emulator_data`); :meth:`on_after_batch_transfer`
 normalises them on the device. With ``input_norm="daily_map"`` each daily map is standardised
