@@ -15,9 +15,11 @@ import xarray as xr
 
 from climdl import __version__
 from climdl.data.grids import target_grid
-from climdl.data.prepare import PrepareResult, covered_coarse_grid, load_stats, prepare, smooth
+from climdl.data.prepare import PrepareResult, load_stats, prepare
+from climdl.data.prepare_grids import covered_coarse_grid
 from climdl.data.reader import open_dataset
 from climdl.data.sample import SampleWriter
+from climdl.data.upscale import smooth
 from climdl.errors import ConfigError, DataError, OutputError
 
 TIME_CODER = xr.coders.CFDatetimeCoder(use_cftime=True)

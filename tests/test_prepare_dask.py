@@ -22,9 +22,11 @@ from climdl.cli import main
 from climdl.dask_cluster import client_for
 from climdl.data import prepare_dask
 from climdl.data._prepare_io import coarse_from_dataset
-from climdl.data.prepare import UpscaledBlock, covered_coarse_grid, prepare
+from climdl.data.prepare import prepare
 from climdl.data.prepare_dask import BlockSource, run_blocks, window
+from climdl.data.prepare_grids import covered_coarse_grid
 from climdl.data.reader import open_dataset
+from climdl.data.upscale import UpscaledBlock
 from climdl.errors import ConfigError, DataError
 from climdl.inference import dask_run
 from climdl.preprocess import StreamingStats

@@ -14,8 +14,9 @@ import xarray as xr
 from climdl.cli import main
 from climdl.data import prepare_dask
 from climdl.data._prepare_io import coarse_from_dataset
-from climdl.data.prepare import covered_coarse_grid, prepare
+from climdl.data.prepare import prepare
 from climdl.data.prepare_dask import BlockSource
+from climdl.data.prepare_grids import covered_coarse_grid
 from climdl.data.reader import open_dataset
 from climdl.data.units import check_plausible, value_range
 from climdl.data.variables import G0, ML_BENCH_PREDICTORS, geopotential_range, plausible_range

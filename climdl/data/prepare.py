@@ -10,10 +10,15 @@ whatever the length of the series, and the output only appears, complete, at the
 
 Coverage: a coarse cell must be covered by the fine domain at least ``min_coverage`` (default
 0.999), else :class:`DataError`. The ALPS Lambert domain does not cover its 16 x 16 two-degree
-predictor box, so either use :func:`covered_coarse_grid` (``coarse_grid="covered"``: the largest
-regular grid whose cells lie wholly inside the fine domain) or lower ``min_coverage``: a partly
-covered cell then holds the mean over its covered part and a cell with no fine data is NaN.
-The covered fraction of every cell is written as ``climdl_coverage``.
+predictor box, so either use :func:`~climdl.data.prepare_grids.covered_coarse_grid`
+(``coarse_grid="covered"``: the largest regular grid whose cells lie wholly inside the fine
+domain) or lower ``min_coverage``: a partly covered cell then holds the mean over its covered
+part and a cell with no fine data is NaN. The covered fraction of every cell is written as
+``climdl_coverage``.
+
+This module is the pipeline (checks, time blocks, output, statistics); the grids are in
+:mod:`climdl.data.prepare_grids`, the computation of one block in :mod:`climdl.data.upscale`
+(shared with the Dask workers of :mod:`climdl.data.prepare_dask`).
 """
 
 from __future__ import annotations
@@ -29,54 +34,31 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import dask
 import numpy as np
-import pyproj
 import torch
-import torch.nn.functional as F
 import xarray as xr
-from torch import Tensor
 
 from climdl import __version__
-from climdl.data._coords import lon_origin
 from climdl.data._prepare_io import (
     CoarseGrid,
     CoarseWriter,
     PrepareStats,
     VariableStats,
-    coarse_from_dataset,
-    latlon_grid_dataset,
     load_stats,
     stats_format,
     write_stats,
 )
 from climdl.data.files import PathArg, describe, resolve_paths
-from climdl.data.grids import DOMAINS
-from climdl.data.grids import coarse_grid as domain_coarse_grid
-from climdl.data.reader import open_dataset
-from climdl.data.units import check_plausible, value_range
+from climdl.data.prepare_grids import resolve_coarse_grid
+from climdl.data.upscale import UpscaledBlock, Upscaler, day_text, open_fine
 from climdl.data.variables import canonical_attrs
 from climdl.errors import ConfigError, DataError, OutputError
 from climdl.io.netcdf import atomic_path
-from climdl.preprocess import (
-    LatLonGrid,
-    ProjectedGrid,
-    RegridWeights,
-    StreamingStats,
-    apply_regrid,
-    conservative_weights,
-)
+from climdl.io.provenance import CF_CONVENTIONS, chain_history, climdl_source, stamped
+from climdl.preprocess import LatLonGrid, ProjectedGrid, StreamingStats
+from climdl.preprocess.device import resolve_device
 
-__all__ = [
-    "PrepareResult",
-    "PrepareStats",
-    "VariableStats",
-    "covered_coarse_grid",
-    "fine_grid",
-    "load_stats",
-    "prepare",
-    "smooth",
-]
+__all__ = ["PrepareResult", "PrepareStats", "VariableStats", "load_stats", "prepare"]
 
 log = logging.getLogger(__name__)
 
@@ -101,193 +83,7 @@ class PrepareResult:
     seconds: float
 
 
-# ----------------------------------------------------------------------------- grids
-def fine_grid(ds: xr.Dataset) -> tuple[LatLonGrid | ProjectedGrid, tuple[str, str]]:
-    """The fine grid of a reader dataset and its (y, x) dimension names.
-
-    Projected grids (1-D ``projection_x/y_coordinate`` axes and a CF grid-mapping variable,
-    e.g. Lambert) and regular lat/lon grids (1-D ``lat``/``lon``) are supported.
-    """
-    axes = {ds[c].attrs.get("standard_name"): c for c in ds.coords if ds[c].ndim == 1}
-    if "projection_x_coordinate" in axes and "projection_y_coordinate" in axes:
-        ydim = str(ds[axes["projection_y_coordinate"]].dims[0])
-        xdim = str(ds[axes["projection_x_coordinate"]].dims[0])
-        return ProjectedGrid.from_dataset(ds), (ydim, xdim)
-    if "lat" in ds.dims and "lon" in ds.dims:
-        return LatLonGrid.from_centres(ds["lat"].values, ds["lon"].values), ("lat", "lon")
-    raise DataError(
-        "the fine fields are neither on a regular lat/lon grid nor on a projected x/y grid with "
-        "a CF grid mapping (rotated-pole and curvilinear grids are not supported by prepare); "
-        "remap them to one of those first."
-    )
-
-
-def _resolve_coarse(spec: xr.Dataset | str | os.PathLike[str], fine: xr.Dataset) -> CoarseGrid:
-    if isinstance(spec, xr.Dataset):
-        return coarse_from_dataset(spec, "the coarse grid dataset")
-    text = os.fspath(spec)
-    m = re.fullmatch(r"covered(?::([0-9.]+))?", text.strip(), re.IGNORECASE)
-    if m:
-        return coarse_from_dataset(covered_coarse_grid(fine, float(m[1] or 2.0)), text)
-    if text.upper() in DOMAINS:
-        return coarse_from_dataset(domain_coarse_grid(text), f"the {text.upper()} coarse grid")
-    path = Path(text).expanduser()
-    if not path.is_file():
-        raise ConfigError(
-            f"coarse grid {text!r} is neither a domain ({', '.join(DOMAINS)}), 'covered[:STEP]' "
-            "nor an existing NetCDF file."
-        )
-    try:
-        with xr.open_dataset(path, decode_times=False) as ds:
-            return coarse_from_dataset(ds.load(), str(path))
-    except (OSError, ValueError, RuntimeError) as exc:  # netCDF-C: RuntimeError
-        raise DataError(f"the coarse grid file {path} cannot be read ({exc}).") from exc
-
-
-def _max_rectangle(ok: np.ndarray) -> tuple[int, int, int, int, int]:
-    """Largest all-True rectangle of a 2-D mask: (area, row0, row1, col0, col1), ends exclusive."""
-    best = (0, 0, 0, 0, 0)
-    heights = np.zeros(ok.shape[1], dtype=int)
-    for r in range(ok.shape[0]):
-        heights = np.where(ok[r], heights + 1, 0)
-        stack: list[int] = []
-        for c in range(ok.shape[1] + 1):
-            h = heights[c] if c < ok.shape[1] else 0
-            while stack and heights[stack[-1]] >= h:
-                top = stack.pop()
-                left = stack[-1] + 1 if stack else 0
-                area = int(heights[top]) * (c - left)
-                if area > best[0]:
-                    best = (area, r + 1 - int(heights[top]), r + 1, left, c)
-            stack.append(c)
-    return best
-
-
-def _aligned_edges(lo: float, hi: float, offset: float, step: float) -> np.ndarray:
-    """Edges ``offset + k * step`` spanning [lo, hi]."""
-    k0, k1 = np.floor((lo - offset) / step), np.ceil((hi - offset) / step)
-    return offset + step * np.arange(k0, k1 + 1)
-
-
-def _domain_test(
-    grid: LatLonGrid | ProjectedGrid,
-) -> tuple[
-    Callable[[np.ndarray, np.ndarray], np.ndarray], tuple[float, float], tuple[float, float]
-]:
-    """A point-in-domain test ``inside(lon, lat)`` and the domain's lat and lon ranges."""
-    if isinstance(grid, LatLonGrid):
-        lat_b, lon_b = np.sort(grid.lat_bounds[[0, -1]]), grid.lon_bounds[[0, -1]]
-        tol = 1e-9
-
-        def inside_ll(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
-            in_lat = (lat >= lat_b[0] - tol) & (lat <= lat_b[1] + tol)
-            return in_lat & (lon >= lon_b[0] - tol) & (lon <= lon_b[1] + tol)
-
-        return inside_ll, (lat_b[0], lat_b[1]), (lon_b[0], lon_b[1])
-    (x0, x1), (y0, y1) = np.sort(grid.x_bounds[[0, -1]]), np.sort(grid.y_bounds[[0, -1]])
-    t = np.linspace(0.0, 1.0, 257)
-    ones = np.ones_like(t)
-    ring_x = np.concatenate([x0 + t * (x1 - x0), x1 * ones, x1 - t * (x1 - x0), x0 * ones])
-    ring_y = np.concatenate([y0 * ones, y0 + t * (y1 - y0), y1 * ones, y1 - t * (y1 - y0)])
-    to_geo = pyproj.Transformer.from_crs(grid.crs, grid.crs.geodetic_crs, always_xy=True)
-    to_xy = pyproj.Transformer.from_crs(grid.crs.geodetic_crs, grid.crs, always_xy=True)
-    ring_lon, ring_lat = (np.asarray(a) for a in to_geo.transform(ring_x, ring_y))
-    origin = lon_origin(ring_lon)  # keep domains across the antimeridian contiguous
-    ring_lon = origin + np.mod(ring_lon - origin, 360.0)
-
-    def inside_xy(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
-        x, y = (np.asarray(a) for a in to_xy.transform(lon, lat))
-        return (x >= x0) & (x <= x1) & (y >= y0) & (y <= y1)
-
-    return inside_xy, (ring_lat.min(), ring_lat.max()), (ring_lon.min(), ring_lon.max())
-
-
-def covered_coarse_grid(fine: xr.Dataset, step: float = 2.0, samples: int = 16) -> xr.Dataset:
-    """The largest regular ``step``-degree lat/lon grid whose cells lie wholly in the fine domain.
-
-    Candidate grids aligned at quarter-steps are tested on ``samples`` points per cell side
-    (edges included) against the fine grid's outer cell edges (x/y for projected grids,
-    lat/lon for regular ones); the one with most cells wins. Returns coordinates with CF
-    bounds, like :func:`climdl.data.grids.coarse_grid`.
-    """
-    grid, _ = fine_grid(fine)
-    if step <= 0:
-        raise ConfigError(f"the coarse grid step must be positive, got {step}.")
-    inside, (lat_lo, lat_hi), (lon_lo, lon_hi) = _domain_test(grid)
-    best: tuple[int, np.ndarray, np.ndarray] | None = None
-    for oy in np.arange(4) * step / 4:
-        for ox in np.arange(4) * step / 4:
-            lat_e = _aligned_edges(lat_lo, lat_hi, oy, step)
-            lat_e = lat_e[(lat_e >= -90) & (lat_e <= 90)]
-            lon_e = _aligned_edges(lon_lo, lon_hi, ox, step)
-            if lat_e.size < 2 or lon_e.size < 2:
-                continue
-            ny, nx = lat_e.size - 1, lon_e.size - 1
-            lon_g, lat_g = np.meshgrid(
-                lon_e[0] + step / samples * np.arange(nx * samples + 1),
-                lat_e[0] + step / samples * np.arange(ny * samples + 1),
-            )
-            # number of outside samples per cell, edges included, from 2-D cumulative sums
-            c = np.pad(
-                (~inside(lon_g, lat_g)).astype(np.int64).cumsum(0).cumsum(1), ((1, 0), (1, 0))
-            )
-            r0, c0 = np.arange(ny) * samples, np.arange(nx) * samples
-            r1, c1 = r0 + samples + 1, c0 + samples + 1
-            bad = c[r1][:, c1] - c[r0][:, c1] - c[r1][:, c0] + c[r0][:, c0]
-            area, j0, j1, i0, i1 = _max_rectangle(bad == 0)
-            if area and (best is None or area > best[0]):
-                best = (area, lat_e[j0 : j1 + 1], lon_e[i0 : i1 + 1])
-    if best is None:
-        raise DataError(
-            f"the fine domain is too small to hold a single {step:g}-degree cell; use a smaller step."
-        )
-    return latlon_grid_dataset(best[1], best[2])
-
-
-# ----------------------------------------------------------------------------- on the device
-def smooth(x: Tensor, window: int, area: Tensor | None = None) -> Tensor:
-    """Moving average of ``x[..., H, W]`` over ``window`` x ``window`` cells (odd window).
-
-    Area-weighted (``area[H, W]``, e.g. cos-lat cell areas; default equal) and NaN-aware. At the
-    grid's edges the window is truncated to the cells that exist (no padding values enter the
-    mean); cells that are NaN stay NaN. ``window`` 0 or 1 returns ``x`` unchanged.
-    """
-    if window <= 1:
-        return x
-    if window % 2 == 0:
-        raise ConfigError(f"the smoothing window must be odd (centred), got {window}.")
-    h, w = x.shape[-2:]
-    flat = x.reshape(-1, 1, h, w)
-    wts = torch.ones((h, w), dtype=x.dtype, device=x.device) if area is None else area.to(x)
-    valid = ~torch.isnan(flat)
-    wv = torch.where(valid, wts, 0.0)
-    kernel = torch.ones((1, 1, window, window), dtype=x.dtype, device=x.device)
-    pad = window // 2
-    num = F.conv2d(torch.where(valid, flat, 0.0) * wv, kernel, padding=pad)
-    den = F.conv2d(wv, kernel, padding=pad)
-    out = torch.where(valid & (den > 0), num / den, torch.nan)
-    return out.reshape(x.shape)
-
-
-def _device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("device 'cuda' was asked for but no CUDA device is available; use cpu.")
-    try:
-        return torch.device(device)
-    except RuntimeError as exc:
-        raise ConfigError(f"unknown device {device!r}; use auto, cpu or cuda.") from exc
-
-
 # ----------------------------------------------------------------------------- time
-def _day(d: object) -> str:
-    """'YYYY-MM-DD' of a cftime/datetime/np.datetime64 date."""
-    if isinstance(d, np.datetime64):
-        return str(d.astype("datetime64[D]"))
-    return f"{d.year:04d}-{d.month:02d}-{d.day:02d}"  # type: ignore[attr-defined]
-
-
 def _norm_date(text: str) -> str:
     m = _DATE.match(str(text).strip())
     if not m:
@@ -352,10 +148,10 @@ def _global_attrs(
 ) -> tuple[str, dict[str, object]]:
     """The history line and the output's global attributes (the input's, updated)."""
     listed = [str(f) for f in files]
-    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    summary = (
-        f"{now}: climdl {__version__} prepare {describe(files)} -> {out.name} "
-        f"(conservative, {coarse.lat.size} x {coarse.lon.size} cells, smoothing {smoothing})"
+    summary = stamped(
+        f"climdl {__version__} prepare {describe(files)} -> {out.name} "
+        f"(conservative, {coarse.lat.size} x {coarse.lon.size} cells, smoothing {smoothing})",
+        sep=": ",
     )
     more = f" and {len(listed) - 20} more" if len(listed) > 20 else ""
     method = (
@@ -369,10 +165,10 @@ def _global_attrs(
     )
     return summary, {
         **{k: v for k, v in attrs.items() if k not in ("history", "source", "title")},
-        "Conventions": "CF-1.10",
+        "Conventions": CF_CONVENTIONS,
         "title": "Fine fields conservatively upscaled to a coarse grid (perfect-model predictors)",
-        "source": f"climdl {__version__} prepare from {', '.join(listed[:20])}{more}",
-        "history": summary + (f"\n{attrs['history']}" if attrs.get("history") else ""),
+        "source": climdl_source(f"prepare from {', '.join(listed[:20])}{more}"),
+        "history": chain_history(summary, attrs.get("history")),
         "climdl_version": __version__,
         "climdl_input_files": "\n".join(listed),
         "climdl_regrid_method": method,
@@ -380,126 +176,6 @@ def _global_attrs(
         "climdl_min_coverage": np.float64(min_coverage),
         "climdl_coverage": coverage,
     }
-
-
-# ----------------------------------------------------------------------------- blocks
-def open_fine(
-    files: Sequence[PathArg], variables: Sequence[str] | None, chunk_days: int
-) -> tuple[xr.Dataset, LatLonGrid | ProjectedGrid, tuple[str, str], list[str]]:
-    """The fine dataset, its grid, its (y, x) dimensions and variable names, checked for prepare.
-
-    Used by :func:`prepare` and, on a Dask cluster, by every worker, so that both read the same
-    fields the same way.
-    """
-    ds = open_dataset(files, variables, chunks={"time": chunk_days})
-    where = describe([Path(f) for f in files])
-    if "time" not in ds.dims:
-        raise DataError(f"{where} has no time axis; prepare upscales time series.")
-    src, (ydim, xdim) = fine_grid(ds)
-    names = [str(n) for n in ds.data_vars]
-    for name in names:
-        if set(ds[name].dims) != {"time", ydim, xdim}:
-            raise DataError(
-                f"{name} in {where} has dimensions {ds[name].dims}, not (time, {ydim}, {xdim}); "
-                "prepare only the time-varying fields of one grid."
-            )
-    return ds, src, (ydim, xdim), names
-
-
-@dataclass(frozen=True)
-class UpscaledBlock:
-    """One block of time steps upscaled: what is written, and its share of the statistics.
-
-    ``coarse`` and ``fine`` hold the statistics of the block's training-period steps only
-    (nothing accumulated when it has none), on the CPU, to be merged in time order.
-    """
-
-    start: int
-    values: np.ndarray
-    """Coarse fields ``[T, C, lat, lon]``, float32, C in the order of the variable names."""
-    coarse: StreamingStats
-    fine: StreamingStats
-
-    @property
-    def stop(self) -> int:
-        return self.start + int(self.values.shape[0])
-
-
-@dataclass(frozen=True)
-class Upscaler:
-    """Everything a block needs but its time steps; built once per process (client or worker).
-
-    :meth:`block` is the one computation of a block, whether :func:`prepare` runs it in process
-    or as a Dask task, so both give the same output bit for bit.
-    """
-
-    ds: xr.Dataset
-    names: list[str]
-    dims: tuple[str, str]
-    weights: RegridWeights
-    area: Tensor
-    """Coarse cell areas on the device, the smoothing's weights."""
-    smoothing: int
-    device: torch.device
-    where: str = ""
-    """The input files, for messages."""
-    range_check: bool = True
-    """Refuse a block whose values leave their variable's plausible range."""
-
-    @classmethod
-    def build(
-        cls,
-        ds: xr.Dataset,
-        src: LatLonGrid | ProjectedGrid,
-        dims: tuple[str, str],
-        names: list[str],
-        coarse: CoarseGrid,
-        *,
-        subcells: int,
-        smoothing: int,
-        device: torch.device,
-        where: str = "",
-        range_check: bool = True,
-    ) -> Upscaler:
-        """Conservative weights from ``src`` to ``coarse`` (cached per process) and cell areas."""
-        weights = conservative_weights(src, coarse.grid, k=subcells, min_coverage=None)
-        area = torch.as_tensor(coarse.grid.cell_areas(), dtype=torch.float64, device=device)
-        return cls(ds, names, dims, weights, area, smoothing, device, where, range_check)
-
-    def block(self, start: int, stop: int, train: slice) -> UpscaledBlock:
-        """Read time steps ``start:stop``, remap (and smooth) them; statistics over ``train``.
-
-        The fine values are checked against their plausible ranges first (unless
-        ``range_check`` is off), so a units mistake stops the run at its first block.
-        """
-        ydim, xdim = self.dims
-        # the threaded scheduler, also inside a Dask worker: the read must not become tasks
-        # queued behind this one on the cluster
-        with dask.config.set(scheduler="threads"):
-            block = np.stack(
-                [self.ds[v].transpose("time", ydim, xdim).isel(time=slice(start, stop)).values
-                 for v in self.names],
-                axis=1,
-            )  # fmt: skip
-        if self.range_check:
-            lo, hi = value_range(block, axis=(0, 2, 3))
-            first, last = (_day(d) for d in self.ds["time"].values[[start, stop - 1]])
-            check_plausible(
-                self.names, lo, hi, attrs={v: self.ds[v].attrs for v in self.names},
-                where=self.where or None,
-                when=f"on {first}" if first == last else f"time steps {first} to {last}",
-            )  # fmt: skip
-        x = torch.from_numpy(block).to(self.device, torch.float64)
-        # NaN-aware remapping (renormalised over valid sources) only where needed: 4x cheaper
-        y = apply_regrid(self.weights, x, nan_aware=bool(torch.isnan(x).any()))
-        y = smooth(y, self.smoothing, self.area)
-        coarse, fine = StreamingStats(channel_dim=1), StreamingStats(channel_dim=1)
-        lo, hi = max(start, train.start) - start, min(stop, train.stop) - start
-        if hi > lo:
-            fine.update(x[lo:hi])
-            coarse.update(y[lo:hi])
-        values = y.to(torch.float32).cpu().numpy()
-        return UpscaledBlock(start, values, coarse.to("cpu"), fine.to("cpu"))
 
 
 def _refuse_empty(stats: PrepareStats, where: str, *, whole: bool) -> None:
@@ -559,9 +235,9 @@ def prepare(
 
     ``fine``: files/globs the reader accepts (regular lat/lon or projected x/y grid).
     ``coarse_grid``: a domain name (its 16 x 16 predictor grid), ``"covered[:STEP]"``
-    (:func:`covered_coarse_grid`), a NetCDF path or a Dataset with 1-D lat/lon (and bounds).
+    (:func:`~climdl.data.prepare_grids.covered_coarse_grid`), a NetCDF path or a Dataset with 1-D lat/lon (and bounds).
     ``variables``: canonical names (default: all recognised). ``smoothing``: odd moving-average
-    window in coarse cells, 0 = none (see :func:`smooth` for the edges). ``train_period``:
+    window in coarse cells, 0 = none (see :func:`climdl.data.upscale.smooth` for the edges). ``train_period``:
     inclusive (start, end) dates, 'YYYY[-MM[-DD]]'; statistics of the coarse and the fine fields
     over it (the whole series if None) are returned and written to ``stats_out`` (.json/.nc).
     ``device``: auto = cuda if available. ``chunk_days``: time steps per block (memory bound).
@@ -602,13 +278,13 @@ def prepare(
         stats_format(stats_out)
     on_dask = scheduler is not None
     worker_device = _dask_device(str(device)) if on_dask else ""
-    dev = torch.device("cpu") if on_dask else _device(str(device))
+    dev = torch.device("cpu") if on_dask else resolve_device(str(device))
     files = resolve_paths(fine)
     if any(out.resolve() == f.resolve() for f in files):
         raise ConfigError(f"the output {out} is one of the input files; write somewhere else.")
     ds, src, dims, names = open_fine(files, variables, chunk_days)
     where = describe(files)
-    coarse = _resolve_coarse(coarse_grid, ds)
+    coarse = resolve_coarse_grid(coarse_grid, ds)
     upscaler = Upscaler.build(
         ds, src, dims, names, coarse, subcells=subcells, smoothing=smoothing, device=dev,
         where=where, range_check=range_check,
@@ -622,7 +298,7 @@ def prepare(
             "then hold the mean of their covered part, uncovered cells NaN)."
         )
     dates = ds["time"].values
-    days = [_day(d) for d in dates]
+    days = [day_text(d) for d in dates]
     train = _train_slice(days, train_period, where)
     enc = ds["time"].encoding
     calendar = str(enc.get("calendar") or getattr(dates[0], "calendar", None) or "standard")

@@ -5,7 +5,7 @@ smoothing, device) and the bounds of its block. Each worker process opens the in
 builds the regridding weights once per run (a :class:`~climdl.dask_cluster.WorkerCache` under
 the run's id, shared by the worker's threads, like the jobs of :mod:`climdl.inference.dask_run`;
 closed when the client ends the run), upscales its block with the very
-:meth:`~climdl.data.prepare.Upscaler.block` the in-process run uses, and sends back the coarse
+:meth:`~climdl.data.upscale.Upscaler.block` the in-process run uses, and sends back the coarse
 block (small: time x variables x the coarse grid) with the block's share of the statistics.
 The client writes the blocks in time order as they arrive (holding back those that come early)
 and merges the statistics in that order, so the output file equals the in-process one. It
@@ -31,8 +31,9 @@ from typing import Any
 from climdl.dask_cluster import WorkerCache
 from climdl.data._prepare_io import CoarseGrid
 from climdl.data.files import describe
-from climdl.data.prepare import UpscaledBlock, Upscaler, _device, open_fine
+from climdl.data.upscale import UpscaledBlock, Upscaler, open_fine
 from climdl.errors import ConfigError, DataError
+from climdl.preprocess.device import resolve_device
 
 __all__ = ["BlockSource", "release", "run_block", "run_blocks", "window"]
 
@@ -41,7 +42,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class BlockSource:
-    """What a worker needs to rebuild a run's :class:`~climdl.data.prepare.Upscaler`."""
+    """What a worker needs to rebuild a run's :class:`~climdl.data.upscale.Upscaler`."""
 
     run: str
     """Unique id of the run: the key of the worker's cache."""
@@ -73,7 +74,7 @@ def _build(source: BlockSource) -> Upscaler:
             )
         return Upscaler.build(
             ds, src, dims, names, source.coarse, subcells=source.subcells,
-            smoothing=source.smoothing, device=_device(source.device),
+            smoothing=source.smoothing, device=resolve_device(source.device),
             where=describe([Path(f) for f in source.files]), range_check=source.range_check,
         )  # fmt: skip
     except BaseException:
