@@ -136,8 +136,8 @@ def child_segment(args: argparse.Namespace) -> dict[str, float]:
 def child_forward(args: argparse.Namespace) -> dict[str, float]:
     import torch
 
-    from climdl.inference.segment import resolve_device
     from climdl.inference.segment_tiling import plan_tiles
+    from climdl.preprocess.device import resolve_device
     from climdl.tasks.segmentation import load_segmenter
 
     dev = resolve_device(args.device)

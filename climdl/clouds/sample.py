@@ -22,6 +22,7 @@ from climdl.clouds.scene import CLASSES, IMAGE_VAR, LANDSAT_BANDS, MASK_VAR, mak
 from climdl.clouds.synthetic import SyntheticScene
 from climdl.clouds.synthetic import make_scene as synthesise
 from climdl.errors import ConfigError
+from climdl.io.provenance import CF_CONVENTIONS, stamped
 
 
 @dataclass(frozen=True)
@@ -79,9 +80,10 @@ def scene_dataset(scene: SyntheticScene, seed: int, index: int) -> xr.Dataset:
         ),
     }
     attrs = dict(scene.attrs) | {
-        "Conventions": "CF-1.10",
-        "history": f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} climdl sample-clouds "
-        f"(climdl {__version__}, seed {seed}, scene {index})",
+        "Conventions": CF_CONVENTIONS,
+        "history": stamped(
+            f"climdl sample-clouds (climdl {__version__}, seed {seed}, scene {index})"
+        ),
         "climdl_version": __version__,
         "seed": seed,
         "scene_index": index,

@@ -35,6 +35,7 @@ from climdl.data.synthetic import Run, SyntheticClimate
 from climdl.data.variables import ML_BENCH_PREDICTORS, canonical_attrs
 from climdl.errors import ConfigError
 from climdl.io.netcdf import write_netcdf
+from climdl.io.provenance import CF_CONVENTIONS, climdl_source, stamped
 
 log = logging.getLogger(__name__)
 
@@ -108,16 +109,16 @@ def _time_encoding(units: str, calendar: str) -> dict[str, dict[str, object]]:
 def _global_attrs(climate: SyntheticClimate, run: Run, title: str, **extra: str) -> dict[str, str]:
     spec = climate.spec
     return {
-        "Conventions": "CF-1.10",
+        "Conventions": CF_CONVENTIONS,
         "title": title,
         "institution": "climdl",
-        "source": f"climdl {__version__} synthetic climate (plausible physics, not real data)",
+        "source": climdl_source("synthetic climate (plausible physics, not real data)"),
         "domain": spec.name,
         "rcm_model_id": spec.rcm,
         "driving_model_id": run.gcm,
         "experiment_id": f"historical+{spec.scenario}",
         "synthetic_seed": str(climate.seed),
-        "history": f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} climdl sample",
+        "history": stamped("climdl sample"),
         "comment": "Embedded sample in the CORDEX ML-Bench layout for tests, demos and benchmarks.",
         **extra,
     }

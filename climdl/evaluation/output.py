@@ -12,7 +12,6 @@ holds an evaluation is not touched unless ``overwrite`` is given.
 
 from __future__ import annotations
 
-import datetime as _dt
 import os
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from climdl.errors import OutputError
 from climdl.evaluation import summary
 from climdl.evaluation.engine import EvaluationResult
 from climdl.io.netcdf import atomic_path, write_netcdf
+from climdl.io.provenance import CF_CONVENTIONS, stamped
 
 REPORT_TITLE = "climdl evaluation"
 
@@ -64,14 +64,13 @@ def _cf_dataset(ds: xr.Dataset, meta: dict[str, Any]) -> xr.Dataset:
             attrs["grid_mapping"] = gm[0]
         ds[name].attrs = attrs
     ds.attrs = {
-        "Conventions": "CF-1.10",
+        "Conventions": CF_CONVENTIONS,
         "title": f"climdl evaluation of {ds.attrs.get('variable', '')}",
         "variable": str(ds.attrs.get("variable", "")),
         "models": ", ".join(map(str, meta.get("models", []))),
         "period": " to ".join(map(str, meta.get("period", []))),
         "source": f"climdl {meta.get('climdl_version', '')}",
-        "history": f"{_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')} "
-        "climdl evaluate",
+        "history": stamped("climdl evaluate"),
     }
     return ds
 

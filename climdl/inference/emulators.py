@@ -8,7 +8,6 @@ share the target grid, and runs each on the predictors it was trained with, so t
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,18 +19,10 @@ from torch import Tensor
 
 from climdl.data.spec import EmulatorSpec
 from climdl.errors import ConfigError, DataError
+from climdl.io.checksum import sha256_file
 from climdl.tasks.downscaling import DownscalingTask
 
 Output = Literal["emulator", "baseline"]
-
-
-def sha256(path: str | Path, block: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file (the checkpoint's identity in the output's provenance)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(block):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass
@@ -85,7 +76,7 @@ class EmulatorSet:
             ckpt = read_checkpoint(path)
             experiment = (ckpt.get("datamodule_hyper_parameters") or {}).get("experiment")
             task = load_emulator(path, ckpt=ckpt).to(self.device)  # refuses a segmenter
-            self.members.append(Emulator(task, path, sha256(path), experiment))
+            self.members.append(Emulator(task, path, sha256_file(path), experiment))
         seen: dict[str, Path] = {}
         for m in self.members:
             for t in m.targets:

@@ -30,6 +30,7 @@ from climdl.inference.inputs import (
 )
 from climdl.inference.output import Format, chunk_dataset, encoding
 from climdl.inference.parts import FINGERPRINTS, file_fingerprint
+from climdl.preprocess.device import resolve_device
 
 
 @dataclass(frozen=True)
@@ -65,18 +66,6 @@ class JobConfig:
             if d.get(key) is not None:
                 d[key] = tuple(d[key])
         return cls(**d)
-
-
-def _device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(
-            "--device cuda was asked for but no CUDA device is available; use --device cpu."
-        )
-    if device not in ("cpu",) and not device.startswith("cuda"):
-        raise ConfigError(f"unknown device {device!r}; choose auto, cpu or cuda.")
-    return torch.device(device)
 
 
 def _autocast(precision: str, device: torch.device) -> torch.dtype | None:
@@ -124,7 +113,7 @@ class Job:
         if config.chunk_days < 1 or (config.batch_size is not None and config.batch_size < 1):
             raise ConfigError("--chunk-days and --batch-size must be positive.")
         self.config = config
-        self.device = _device(config.device)
+        self.device = resolve_device(config.device)
         # CPU: small batches cost no speed and keep the activations' memory low; GPU: fill it
         self.batch_size = config.batch_size or (256 if self.device.type == "cuda" else 16)
         self.amp = _autocast(config.precision, self.device)

@@ -28,6 +28,7 @@ import xarray as xr
 from climdl import __version__
 from climdl.data.spec import EmulatorSpec, Grid
 from climdl.data.variables import canonical_attrs
+from climdl.io.provenance import CF_CONVENTIONS, climdl_source, history_entry
 
 Format = Literal["cf", "mlbench"]
 
@@ -209,13 +210,13 @@ def global_attrs(
     output: str,
 ) -> dict[str, str]:
     """Provenance: what made the file, from what, how."""
-    now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     names = ", ".join(sorted({e["network"] for e in emulators}))
     attrs = {
-        "Conventions": "CF-1.10",
+        "Conventions": CF_CONVENTIONS,
         "title": "Downscaled daily fields emulated by climdl",
-        "source": f"climdl {__version__} {names} emulator applied to "
-        f"{kind or 'unspecified'} large-scale predictors",
+        "source": climdl_source(
+            f"{names} emulator applied to {kind or 'unspecified'} large-scale predictors"
+        ),
         "institution": "unspecified (set by the user)",
         "references": "Doury et al. 2023, Clim Dyn 60:1751, doi:10.1007/s00382-022-06343-9; "
         "CORDEX ML-Bench",
@@ -227,7 +228,7 @@ def global_attrs(
         "driving_model_id": gcm or "unknown",
         "input_files": " ".join(str(p.resolve()) for p in source_files),
         "input_regridding": regrid,
-        "history": f"{now} {history}" + (f"\n{previous_history}" if previous_history else ""),
+        "history": history_entry(history, previous_history),
     }
     if domain:
         attrs["domain"] = domain

@@ -15,8 +15,6 @@ input file, tiling) goes into the global attributes (dataset tags of a GeoTIFF).
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
-import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,15 +45,10 @@ from climdl.inference.segment_geotiff import (
 )
 from climdl.inference.segment_netcdf import NetCDFMaskWriter
 from climdl.inference.segment_tiling import TileGrid, plan_tiles, run_tiled
+from climdl.io.checksum import sha256_file
 from climdl.io.netcdf import atomic_path
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
+from climdl.io.provenance import CF_CONVENTIONS, climdl_source, history_entry
+from climdl.preprocess.device import resolve_device
 
 
 class MaskWriter(Protocol):
@@ -87,19 +80,6 @@ class SegmentResult:
     def megapixels_per_second(self) -> float:
         """Scene megapixels segmented per second (reading and writing included)."""
         return self.shape[0] * self.shape[1] / 1e6 / max(self.seconds, 1e-9)
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` (CUDA when there is one), ``cpu`` or ``cuda[:N]``."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(
-            "--device cuda was asked for but no CUDA device is available; use --device cpu."
-        )
-    if device != "cpu" and not device.startswith("cuda"):
-        raise ConfigError(f"unknown device {device!r}; choose auto, cpu or cuda.")
-    return torch.device(device)
 
 
 def segment(
@@ -242,7 +222,6 @@ def segment(
 def _global_attrs(
     ds: Any, scene: Path, ckpt: Path, classes: list[str], grid: TileGrid, tile: int, overlap: int
 ) -> dict[str, Any]:
-    now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     keep = {
         k: v
         for k, v in ds.attrs.items()
@@ -250,21 +229,20 @@ def _global_attrs(
         and isinstance(v, str | int | float | np.number)
     }
     line = (
-        f"{now} climdl segment --checkpoint {ckpt} --input {scene} (tile {tile}, "
+        f"climdl segment --checkpoint {ckpt} --input {scene} (tile {tile}, "
         f"overlap {overlap}; climdl {__version__})"
     )
-    history = f"{line}\n{ds.attrs['history']}" if ds.attrs.get("history") else line
     return {
         **{f"input_{k}": v for k, v in keep.items()},
-        "Conventions": "CF-1.10",
+        "Conventions": CF_CONVENTIONS,
         "title": "cloud mask",
-        "source": f"climdl {__version__} cloud segmentation (CloudUNet, tiled inference)",
-        "history": history,
+        "source": climdl_source("cloud segmentation (CloudUNet, tiled inference)"),
+        "history": history_entry(line, ds.attrs.get("history")),
         "input_file": str(scene.resolve()),
         "input_title": str(ds.attrs.get("title", "")),
         "climdl_version": __version__,
         "climdl_checkpoint": str(ckpt.resolve()),
-        "climdl_checkpoint_sha256": _sha256(ckpt),
+        "climdl_checkpoint_sha256": sha256_file(ckpt),
         "classes": " ".join(classes),
         "tiling": f"{grid.tile_h}x{grid.tile_w} tiles, overlap {grid.overlap}, "
         f"{grid.n_tiles} tiles, sine-squared blending",

@@ -19,6 +19,7 @@ import xarray as xr
 
 from climdl.clouds.scene import NODATA, label_attrs
 from climdl.errors import ConfigError
+from climdl.preprocess.length_units import metres_per_unit
 
 
 def is_geotiff(path: str | Path) -> bool:
@@ -50,11 +51,6 @@ class GeoGrid:
     transform: tuple[float, float, float, float, float, float]
     flip_y: bool
     flip_x: bool
-
-
-#: metres per unit of the length units that CF coordinates commonly carry
-_METRES = {"m": 1.0, "metre": 1.0, "meter": 1.0, "metres": 1.0, "meters": 1.0, "km": 1e3}
-_METRES |= {k: 1e3 for k in ("kilometre", "kilometer", "kilometres", "kilometers")}
 
 
 def geotiff_grid(
@@ -94,7 +90,7 @@ def geotiff_grid(
                 f"{source} has no regularly spaced 1-D {dim!r} coordinate (pixel centres), "
                 f"so its mask cannot be written as a GeoTIFF; {instead}."
             )
-        metres = _METRES.get(str(var.attrs.get("units", "")).strip().lower())
+        metres = metres_per_unit(var.attrs.get("units", ""))
         scale = metres / crs_metres if metres is not None and crs.is_projected else 1.0
         axes.append((regular[0] * scale, regular[1] * scale))
     (x0, dx), (y0, dy) = axes

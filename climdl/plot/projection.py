@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from climdl.errors import ConfigError, DataError
+from climdl.preprocess.length_units import metres_per_unit
 
 if TYPE_CHECKING:
     import cartopy.crs as ccrs
@@ -25,18 +26,6 @@ _X_NAMES = ("x", "rlon", "lon", "longitude", "nav_lon", "xc", "west_east", "i", 
 _Y_NAMES = ("y", "rlat", "lat", "latitude", "nav_lat", "yc", "south_north", "j", "row")
 _X_STD = ("projection_x_coordinate", "grid_longitude", "longitude")
 _Y_STD = ("projection_y_coordinate", "grid_latitude", "latitude")
-_LENGTH_UNITS = {
-    "m": 1.0,
-    "meter": 1.0,
-    "meters": 1.0,
-    "metre": 1.0,
-    "metres": 1.0,
-    "km": 1000.0,
-    "kilometer": 1000.0,
-    "kilometers": 1000.0,
-    "kilometre": 1000.0,
-    "kilometres": 1000.0,
-}
 
 
 # ----------------------------------------------------------------------------- CF -> cartopy
@@ -158,9 +147,9 @@ def _axis_of(da: xr.DataArray, dim: Hashable) -> str | None:
 
 
 def _length_factor(coord: xr.DataArray) -> float:
-    units = str(coord.attrs.get("units", "")).strip().lower()
-    if units in _LENGTH_UNITS:
-        return _LENGTH_UNITS[units]
+    metres = metres_per_unit(coord.attrs.get("units", ""))
+    if metres is not None:
+        return metres
     values = np.asarray(coord.values, dtype=float)
     step = float(np.nanmedian(np.abs(np.diff(values)))) if values.size > 1 else 0.0
     return 1000.0 if 0 < step < 200 else 1.0  # no units: a step under 200 "m" must be km

@@ -19,11 +19,10 @@ import pyproj
 from numpy.typing import ArrayLike, NDArray
 
 from climdl.errors import DataError
+from climdl.preprocess.length_units import metres_per_unit
 
 EARTH_RADIUS = 6371229.0
 """Sphere radius (m) used by the CORDEX grids and assumed for lat/lon areas."""
-
-_UNIT_TO_METRE = {"m": 1.0, "metre": 1.0, "meter": 1.0, "metres": 1.0, "meters": 1.0, "km": 1000.0}
 
 F64 = NDArray[np.float64]
 
@@ -123,11 +122,11 @@ class ProjectedGrid:
         cls, x: ArrayLike, y: ArrayLike, crs: pyproj.CRS, units: str = "m"
     ) -> ProjectedGrid:
         """Grid from cell-centre coordinates in ``units`` (``m`` or ``km``)."""
-        if units not in _UNIT_TO_METRE:
+        f = metres_per_unit(units)
+        if f is None:
             raise DataError(
                 f"Projected coordinates in {units!r} are not supported; use metres or kilometres."
             )
-        f = _UNIT_TO_METRE[units]
         return cls(bounds_from_centres(x) * f, bounds_from_centres(y) * f, crs)
 
     @classmethod
