@@ -16,7 +16,8 @@ from climdl.errors import ConfigError
 from climdl.models import DeepESD, DouryUNet
 from climdl.models.heads import FineCovariateHead
 from climdl.parallel import launch
-from climdl.parallel.pipeline import PipelineStrategy, _Absent, microbatches
+from climdl.parallel.pipeline import PipelineStrategy
+from climdl.parallel.pipeline_plan import Absent, microbatches
 from climdl.parallel.stages import (
     balanced_cuts,
     carry_after,
@@ -110,7 +111,7 @@ def test_pipeline_needs_the_unet_and_checks_its_options() -> None:
     assert PipelineStrategy().distributed_sampler_kwargs == {"num_replicas": 1, "rank": 0}
     assert [microbatches(b, 4) for b in (16, 10, 7, 3, 1)] == [4, 2, 1, 3, 1]
     with pytest.raises(RuntimeError, match="pipeline rank 1"):
-        _Absent(1, "net.head")(torch.zeros(1))
+        Absent(1, "net.head")(torch.zeros(1))
 
 
 def test_global_batchnorm_is_plain_batchnorm_in_one_process_and_round_trips() -> None:

@@ -3,8 +3,9 @@
 Lightning has no pipeline strategy (Lightning issue #17180), so :class:`PipelineStrategy` adds
 one, reachable from ``climdl train`` like any other (``configs/strategy/pipeline.yaml``). Each
 rank holds one stage of the network (:mod:`climdl.parallel.stages` cuts it, skip connections
-included); the parts of the other stages are removed from the rank's copy of the task, so the
-optimizer and its state cover the rank's own parameters only. Every rank reads the same batches;
+included; :mod:`climdl.parallel.pipeline_plan` gives the rank its stage); the parts of the other
+stages are removed from the rank's copy of the task, so the optimizer and its state cover the
+rank's own parameters only. Every rank reads the same batches;
 rank 0 feeds the predictors into the first stage, and the last rank computes the task's own loss
 on each micro-batch. The batch is split into ``n_microbatches`` micro-batches that flow through
 the stages under the GPipe (all forwards, then all backwards) or 1F1B (one forward, one backward
@@ -30,9 +31,7 @@ micro-batches are the accumulation), no ``16-mixed`` loss scaling (use ``bf16-mi
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Literal
 
@@ -48,48 +47,9 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from climdl.errors import ConfigError
-from climdl.parallel.stages import UNetStage, balanced_cuts, part_flops, split, unet_parts, unwrap
+from climdl.parallel.pipeline_plan import Plan, microbatches, partition
 
 ScheduleName = Literal["gpipe", "1f1b"]
-log = logging.getLogger(__name__)
-
-
-class _Absent(nn.Module):
-    """Stands in for a part of the network that lives on another pipeline rank."""
-
-    def __init__(self, rank: int, path: str) -> None:
-        super().__init__()
-        self.rank, self.path = rank, path
-
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
-        raise RuntimeError(
-            f"{self.path} lives on pipeline rank {self.rank}; run the network "
-            "through PipelineStrategy, or load a checkpoint for a full copy."
-        )
-
-
-@dataclass
-class _Plan:
-    """This rank's stage and what checkpoints need to reassemble the whole network."""
-
-    stage: UNetStage
-    stage_names: list[list[str]]
-    param_names: list[str]  # the full task's parameters, in optimizer order
-    state_keys: list[str]  # the full task's state-dict keys, in order
-    out_shape: tuple[int, int, int]  # network output [C, H, W]
-    inputs: list[tuple[tuple[int, ...], torch.dtype]]  # this stage's inputs, per sample
-    outputs: list[tuple[tuple[int, ...], torch.dtype]]  # this stage's outputs, per sample
-    schedules: dict[tuple[int, bool], Any] = field(default_factory=dict)
-
-
-def _signature(tensors: tuple[Tensor, ...]) -> list[tuple[tuple[int, ...], torch.dtype]]:
-    return [(tuple(t.shape[1:]), t.dtype) for t in tensors]
-
-
-def microbatches(batch_size: int, wanted: int) -> int:
-    """The largest number of equal micro-batches, at most ``wanted``, that ``batch_size`` splits
-    into (the stages' buffers have static shapes; a last batch of 10 with 4 wanted runs 2 x 5)."""
-    return max(n for n in range(1, min(wanted, batch_size) + 1) if batch_size % n == 0)
 
 
 class PipelineStrategy(DDPStrategy):
@@ -122,7 +82,7 @@ class PipelineStrategy(DDPStrategy):
         self.schedule_name: ScheduleName = schedule
         self.n_microbatches = n_microbatches
         self.split_before = list(split_before) if split_before else None
-        self._plan: _Plan | None = None
+        self._plan: Plan | None = None
         self._batch: dict[str, Tensor] | None = None
         self._records: list[tuple[Tensor, dict[str, Tensor]]] = []
         self._pending: list[tuple[nn.Parameter, Tensor | None]] = []
@@ -134,7 +94,7 @@ class PipelineStrategy(DDPStrategy):
         return {"num_replicas": 1, "rank": 0}
 
     @property
-    def plan(self) -> _Plan:
+    def plan(self) -> Plan:
         """This rank's part of the pipeline (after :meth:`setup`)."""
         if self._plan is None:
             raise RuntimeError("the pipeline is built in PipelineStrategy.setup().")
@@ -150,7 +110,13 @@ class PipelineStrategy(DDPStrategy):
         self.precision_plugin.convert_module(self.model)
         self.model_to_device()
         if self._plan is None:
-            self._plan = self._partition(self.lightning_module)
+            self._plan = partition(
+                self.lightning_module,
+                self.world_size,
+                self.global_rank,
+                self.split_before,
+                self.precision_plugin,
+            )
         if fitting:
             self.setup_optimizers(trainer)
         self.setup_precision_plugin()
@@ -173,76 +139,6 @@ class PipelineStrategy(DDPStrategy):
                 "the pipeline strategy does not support 16-mixed loss scaling; "
                 "use precision bf16-mixed or 32-true."
             )
-
-    def _partition(self, task: Any) -> _Plan:
-        """Cut ``task.net`` into one stage per rank and drop the other ranks' parts."""
-        net = getattr(task, "net", None)
-        if net is None or not all(hasattr(task, a) for a in ("compute_loss", "log_training")):
-            raise ConfigError(
-                "the pipeline strategy trains climdl's DownscalingTask (network: unet)."
-            )
-        unet, head, _ = unwrap(net)
-        parts = unet_parts(net)
-        n = self.world_size
-        if self.split_before:
-            names = [p.name for p in parts]
-            unknown = [s for s in self.split_before if s not in names]
-            if unknown or len(self.split_before) != n - 1:
-                raise ConfigError(
-                    f"split_before needs {n - 1} part name(s) for {n} stages, from "
-                    f"{names}; got {self.split_before}."
-                )
-            cuts = sorted(names.index(s) for s in self.split_before)
-        else:
-            cuts = balanced_cuts(part_flops(net), n)
-        stages = split(net, cuts)
-        signatures = self._stage_signatures(net, stages)
-        final: Any = head.fuse[-1] if head is not None else unet.head
-        plan = _Plan(
-            stage=stages[self.global_rank],
-            stage_names=[s.names for s in stages],
-            param_names=[k for k, _ in task.named_parameters()],
-            state_keys=list(task.state_dict().keys()),
-            out_shape=(int(final.out_channels), *unet.out_size),
-            inputs=signatures[self.global_rank][0],
-            outputs=signatures[self.global_rank][1],
-        )
-        if self.global_rank == 0:
-            log.info("pipeline stages: %s", " | ".join(",".join(n) for n in plan.stage_names))
-        for rank, stage in enumerate(stages):
-            if rank != self.global_rank:
-                for part in stage.parts:
-                    for path in part.paths:
-                        net.set_submodule(path, _Absent(rank, path))
-        return plan
-
-    @torch.no_grad()
-    def _stage_signatures(self, net: nn.Module, stages: list[UNetStage]) -> list[Any]:
-        """Per-sample shapes and dtypes of every stage's inputs and outputs, from one sample
-        through all stages (eval mode: BatchNorm statistics are untouched), under the run's
-        precision (autocast changes activation dtypes). The schedules get them as static
-        metadata, so torch's pipelining never runs a stage on uninitialised tensors to infer
-        shapes (which would feed garbage into BatchNorm's running statistics)."""
-        unet, _, _ = unwrap(net)
-        p = next(net.parameters())
-        carry: tuple[Tensor, ...] = (
-            torch.zeros(1, unet.in_channels, *unet.in_size, device=p.device),
-        )
-        if unet.scalar_mlp is not None:
-            carry = (*carry, torch.zeros(1, unet.n_scalars, device=p.device))
-        was_training = net.training
-        net.eval()
-        out: list[Any] = []
-        try:
-            with self.precision_plugin.train_step_context():
-                for stage in stages:
-                    result = stage(*carry)
-                    outputs = result if isinstance(result, tuple) else (result,)
-                    out.append((_signature(carry), _signature(outputs)))
-                    carry = outputs
-        finally:
-            net.train(was_training)
-        return out
 
     # ------------------------------------------------------------------ schedules
     def _schedule(self, batch_size: int, train: bool) -> Any:
