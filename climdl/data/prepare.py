@@ -235,11 +235,12 @@ def prepare(
 
     ``fine``: files/globs the reader accepts (regular lat/lon or projected x/y grid).
     ``coarse_grid``: a domain name (its 16 x 16 predictor grid), ``"covered[:STEP]"``
-    (:func:`~climdl.data.prepare_grids.covered_coarse_grid`), a NetCDF path or a Dataset with 1-D lat/lon (and bounds).
-    ``variables``: canonical names (default: all recognised). ``smoothing``: odd moving-average
-    window in coarse cells, 0 = none (see :func:`climdl.data.upscale.smooth` for the edges). ``train_period``:
-    inclusive (start, end) dates, 'YYYY[-MM[-DD]]'; statistics of the coarse and the fine fields
-    over it (the whole series if None) are returned and written to ``stats_out`` (.json/.nc).
+    (:func:`~climdl.data.prepare_grids.covered_coarse_grid`), a NetCDF path or a Dataset with
+    1-D lat/lon (and bounds). ``variables``: canonical names (default: all recognised).
+    ``smoothing``: odd moving-average window in coarse cells, 0 = none (see
+    :func:`climdl.data.upscale.smooth` for the edges). ``train_period``: inclusive (start, end)
+    dates, 'YYYY[-MM[-DD]]'; statistics of the coarse and the fine fields over it (the whole
+    series if None) are returned and written to ``stats_out`` (.json/.nc).
     ``device``: auto = cuda if available. ``chunk_days``: time steps per block (memory bound).
     ``progress(done, total)``: called after each block. ``min_coverage``: least covered
     fraction allowed for any coarse cell (see the module doc). ``subcells``: k x k sub-cells
