@@ -190,6 +190,7 @@ def _translate(argv: Sequence[str]) -> list[str]:
 def run_train(argv: Sequence[str]) -> int:
     """Parse, fit, re-validate the best checkpoint, compare with the baselines; exit code."""
     from climdl.parallel.checkpoint import check_checkpoint_path, guard_checkpoint_loads
+    from climdl.parallel.launch import close_process_groups
 
     args = _translate(argv)
     if "--quiet" in args:
@@ -233,6 +234,22 @@ def run_train(argv: Sequence[str]) -> int:
         ckpt_path = cli.config.get("ckpt_path")
         if ckpt_path and ckpt_path not in ("last", "best", "hpc") and "://" not in ckpt_path:
             check_checkpoint_path(ckpt_path)  # before any process or data set-up
+    try:
+        return _fit_and_report(cli, trainer, model, dm, ckpt_path)
+    finally:  # not left to the interpreter's shutdown, which can abort a gloo run
+        close_process_groups()
+
+
+def _fit_and_report(
+    cli: Any, trainer: L.Trainer, model: Any, dm: Any, ckpt_path: str | None
+) -> int:
+    """Fit, re-validate the best checkpoint on every rank, write the summary on rank 0.
+
+    Returns:
+        The exit code (0).
+    """
+    from climdl.tasks.segmentation import SegmentationTask
+
     trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
     ckpt_cb: Any = trainer.checkpoint_callback
     best = str(ckpt_cb.best_model_path) if ckpt_cb is not None else ""
