@@ -32,6 +32,7 @@ from climdl.inference.inputs import InputSource, Regrid
 from climdl.inference.job import Job, JobConfig
 from climdl.inference.output import Format, default_output, global_attrs
 from climdl.inference.parts import PartStore
+from climdl.parallel.launch import close_process_groups
 
 log = logging.getLogger(__name__)
 
@@ -67,16 +68,18 @@ def release_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
-def _dist() -> tuple[int, int]:
-    """(rank, world size) from torchrun/SLURM variables; joins a gloo group for barriers."""
+def _dist() -> tuple[int, int, bool]:
+    """(rank, world size, joined) from torchrun/SLURM variables; joins a gloo group for
+    barriers (``joined``: this call created it, and the run must destroy it)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
-        return 0, 1
+        return 0, 1, False
     import torch.distributed as dist
 
-    if not dist.is_initialized():
+    joined = not dist.is_initialized()
+    if joined:
         dist.init_process_group("gloo")
-    return dist.get_rank(), dist.get_world_size()
+    return dist.get_rank(), dist.get_world_size(), joined
 
 
 def _barrier(world: int) -> None:
@@ -178,9 +181,13 @@ def downscale(
     if dask_scheduler is not None and out_path is None:
         raise ConfigError("running on a Dask cluster needs an output file (--output).")
 
-    rank, world = _dist() if (out_path is not None and dask_scheduler is None) else (0, 1)
+    rank, world, joined = (
+        _dist() if (out_path is not None and dask_scheduler is None) else (0, 1, False)
+    )
     # the lock and a parts folder left without a finished chunk are released on any exit
     with contextlib.ExitStack() as cleanup:
+        if joined:  # not left to the interpreter's shutdown, which can abort a gloo run
+            cleanup.callback(close_process_groups)
         store = None
         attrs = None
         if out_path is not None:
