@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.paths import CONFIGS
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """GPU tests skip where there is no CUDA device."""
@@ -48,7 +50,7 @@ def _train_tiny(out: Path, cache: Path, targets: str) -> Path:
 
     from climdl.cli import main
 
-    config = Path(__file__).resolve().parents[1] / "configs" / "emulator" / "sample.yaml"
+    config = CONFIGS / "emulator" / "sample.yaml"
     old = os.environ.get("CLIMDL_CACHE")
     os.environ["CLIMDL_CACHE"] = str(cache)
     try:

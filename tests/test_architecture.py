@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.paths import REPO as ROOT
+
 # the lint-imports entry point, run with this interpreter (cwd goes first on sys.path)
 LINT = [
     sys.executable,

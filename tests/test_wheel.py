@@ -23,8 +23,8 @@ import pytest
 import xarray as xr
 
 from climdl.parallel.testing import NO_LOGGERS, TINY
+from tests.paths import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 SOURCES = ("pyproject.toml", "README.md", "climdl", "configs", "data_catalog")
 
 

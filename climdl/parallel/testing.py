@@ -1,6 +1,6 @@
 """Helpers to run tiny distributed trainings through the real ``climdl train`` and compare them.
 
-Used by ``tests/test_parallel_*.py`` and handy for checking a new machine or cluster: every run
+Used by ``tests/parallel/`` and handy for checking a new machine or cluster: every run
 is a separate process tree (Lightning's own launcher, torchrun, or hand-made SLURM/torchrun
 environments), started with ``OMP_NUM_THREADS=1`` and a timeout, writing a
 :class:`~climdl.parallel.probe.StepProbe` file that :func:`max_rel_diff` and

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from climdl.cli import main
+from tests.paths import CONFIGS
 
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "clouds" / "sample.yaml"
+CONFIG = CONFIGS / "clouds" / "sample.yaml"
 
 
 @pytest.mark.slow

@@ -18,11 +18,9 @@ import numpy as np
 import pytest
 import rasterio
 import xarray as xr
-from cfcheck import cf_errors
 from rasterio.crs import CRS as RioCRS
 from rasterio.enums import Compression
 from rasterio.transform import Affine
-from test_clouds_cli import CONFIG, SMALL  # the tiny network and run of the CLI tests
 
 from climdl.cli import main
 from climdl.clouds import raster
@@ -34,6 +32,8 @@ from climdl.clouds.scene import LANDSAT_BANDS, NODATA, validate_scene
 from climdl.clouds.synthetic import make_scene
 from climdl.errors import DataError
 from climdl.inference import segment_geotiff, segment_netcdf
+from tests.cfcheck import cf_errors
+from tests.cli.test_clouds_cli import CONFIG, SMALL  # the tiny network and run of the CLI tests
 
 H, W = 96, 80
 X0, Y0 = 499_980.0, 5_300_040.0  # upper-left corner, EPSG:32632 (UTM 32N)

@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xarray as xr
-from cfcheck import cf_errors
 
 from climdl.cli import main
 from climdl.inference import downscale
 from climdl.inference.parts import parts_dir
+from tests.cfcheck import cf_errors
 
 DECODE = xr.coders.CFDatetimeCoder(use_cftime=True)
 

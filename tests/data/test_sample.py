@@ -14,8 +14,9 @@ from climdl.data.grids import coarse_grid, target_grid
 from climdl.data.sample import write_sample
 from climdl.data.synthetic import FINE_FACTOR, Run, SyntheticClimate
 from climdl.data.variables import ML_BENCH_PREDICTORS
+from tests.paths import SHARED
 
-TEMPLATES = Path(__file__).resolve().parents[2] / "shared" / "data" / "cordex-ml-bench-templates"
+TEMPLATES = SHARED / "data" / "cordex-ml-bench-templates"
 
 EXPECTED = (
     [

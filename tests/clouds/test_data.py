@@ -237,9 +237,7 @@ def test_datamodule_split_stats_and_batches(tmp_path: Path) -> None:
     xs = np.concatenate([s.read()[0].reshape(7, -1) for s in dm.train_sources], axis=1)
     np.testing.assert_allclose(spec.mean.numpy(), np.nanmean(xs, 1), rtol=1e-4)
     assert spec.class_counts is not None
-    assert spec.class_counts.sum() == sum(
-        (s.read()[1] != NODATA).sum() for s in dm.train_sources
-    )
+    assert spec.class_counts.sum() == sum((s.read()[1] != NODATA).sum() for s in dm.train_sources)
     train = next(iter(dm.train_dataloader()))
     assert train["x"].shape == (3, 7, 32, 32) and train["y"].shape == (3, 32, 32)
     val = next(iter(dm.val_dataloader()))

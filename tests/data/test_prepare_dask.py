@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 import torch
 import xarray as xr
-from test_prepare import latlon_fine
 
 from climdl.cli import main
 from climdl.dask_cluster import client_for
@@ -30,6 +29,7 @@ from climdl.data.upscale import UpscaledBlock
 from climdl.errors import ConfigError, DataError
 from climdl.inference import dask_run
 from climdl.preprocess import StreamingStats
+from tests.data.test_prepare import latlon_fine
 
 
 def _prepare_args(src: Path, out: Path, stats: Path) -> list[str]:

@@ -13,8 +13,9 @@ from climdl.cli import main
 from climdl.data.emulator_data import EmulatorDataModule
 from climdl.errors import ConfigError, DataError
 from climdl.tasks.checkpoint import load_emulator, read_checkpoint
+from tests.paths import CONFIGS
 
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "emulator" / "sample.yaml"
+CONFIG = CONFIGS / "emulator" / "sample.yaml"
 SMALL = [
     "--model.base_filters",
     "4",

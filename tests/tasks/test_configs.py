@@ -9,8 +9,9 @@ import pytest
 from climdl.configs import preset_dir, preset_names, preset_path
 from climdl.errors import ConfigError
 from climdl.tasks.train_cli import resolve_config
+from tests.paths import CONFIGS
 
-REPO_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+REPO_CONFIGS = CONFIGS
 
 
 def test_every_repository_config_is_a_preset() -> None:

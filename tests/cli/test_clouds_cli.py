@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 import torch
 import xarray as xr
-from cfcheck import cf_errors
 
 from climdl.cli import main
 from climdl.clouds.readers import open_scene
 from climdl.clouds.scene import NODATA
+from tests.cfcheck import cf_errors
+from tests.paths import CONFIGS
 
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "clouds" / "sample.yaml"
+CONFIG = CONFIGS / "clouds" / "sample.yaml"
 SMALL = [
     "--model.depth",
     "2",
@@ -381,7 +382,7 @@ def test_segment_into_a_read_only_or_full_folder_is_one_line(
 
 
 def _scene_damage(ds: xr.Dataset) -> list[tuple[str, xr.Dataset]]:
-    """A clean scene damaged one way each (the byte-level damage comes from test_safety_fuzz)."""
+    """A clean scene damaged one way each (the byte-level damage comes from tests/safety/test_fuzz.py)."""
     tir = [str(b) for b in ds.band.values if str(b) == "tir"]
     return [
         ("no-wavelength", ds.drop_vars("wavelength")),
@@ -403,7 +404,7 @@ def _scene_damage(ds: xr.Dataset) -> list[tuple[str, xr.Dataset]]:
 def test_segment_on_damaged_scenes_never_shows_a_traceback(
     run: dict[str, Path], tmp_path: Path
 ) -> None:
-    from test_safety_fuzz import Case, _bytes, _run_all
+    from tests.safety.test_fuzz import Case, _bytes, _run_all
 
     with xr.open_dataset(run["scene"]) as src:
         clean = src.load()

@@ -1,6 +1,6 @@
 """Typed, versioned specs: validation, round trips, and checkpoints written by climdl 0.1.
 
-``tests/data`` holds a tiny emulator and a tiny cloud segmenter trained with climdl 0.1.0
+``tests/fixtures`` holds a tiny emulator and a tiny cloud segmenter trained with climdl 0.1.0
 (dictionary specs without a schema version) and what they gave then (see its README).
 """
 
@@ -20,8 +20,9 @@ from climdl.data.spec import SCHEMA_VERSION, EmulatorSpec, Grid, migrate_layout
 from climdl.errors import DataError
 from climdl.tasks.checkpoint import load_emulator
 from climdl.tasks.segmentation import load_segmenter
+from tests.paths import FIXTURES
 
-DATA = Path(__file__).parent / "data"
+DATA = FIXTURES
 EMULATOR = DATA / "emulator-0.1.ckpt"
 SEGMENTER = DATA / "segmenter-0.1.ckpt"
 
