@@ -239,6 +239,7 @@ class PadCollate:
         self.multiple = multiple
 
     def __call__(self, items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """Pad every item's image and mask to one batch size and stack them."""
         m = self.multiple
         h = max(int(it["x"].shape[1]) for it in items)
         w = max(int(it["x"].shape[2]) for it in items)
@@ -331,6 +332,11 @@ class CloudDataModule(L.LightningDataModule):
 
     # ------------------------------------------------------------------ setup
     def setup(self, stage: str | None = None) -> None:
+        """Split the labelled scenes into training and validation, find test scenes, compute the spec.
+
+        Args:
+            stage: Lightning's stage (``fit``, ``test``, ...); every stage needs the same spec.
+        """
         if self._spec is not None:
             return
         files = self.files
@@ -444,14 +450,17 @@ class CloudDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader[dict[str, torch.Tensor]]:
+        """Random crops of the training scenes, ``samples_per_epoch`` of them per epoch."""
         ds = CropDataset(self.train_sources, self.crop_size, self.split_seed)
         sampler = RandomSampler(ds, replacement=True, num_samples=self.samples_per_epoch)
         return self._loader(ds, self.batch_size, sampler)
 
     def val_dataloader(self) -> DataLoader[dict[str, torch.Tensor]]:
+        """Whole validation scenes, padded to a common size per batch."""
         return self._loader(SceneDataset(self.val_sources), self.val_batch_size)
 
     def test_dataloader(self) -> DataLoader[dict[str, torch.Tensor]]:
+        """Whole test scenes; ConfigError when no test scenes were named."""
         if not self.test_sources:
             raise ConfigError(
                 "no test scenes: set data.test_root (or data.test_sample_scenes "

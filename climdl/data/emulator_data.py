@@ -242,6 +242,11 @@ class EmulatorDataModule(L.LightningDataModule):
         return _pair(x, y)
 
     def setup(self, stage: str | None = None) -> None:
+        """Open the data, choose training and validation days and compute the spec (once per process).
+
+        Args:
+            stage: Lightning's stage (``fit``, ``test``, ...); every stage needs the same spec.
+        """
         if self._spec is not None:
             return
         x_ds, y_ds, s_ds = self._open()
@@ -391,9 +396,11 @@ class EmulatorDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader[dict[str, torch.Tensor]]:
+        """Training days in a shuffled order, raw (normalised on the device)."""
         return self._loader(self.train_idx, shuffle=True)
 
     def val_dataloader(self) -> DataLoader[dict[str, torch.Tensor]]:
+        """Validation days in time order, raw (normalised on the device)."""
         return self._loader(self.val_idx, shuffle=False)
 
     def test_dataloader(self) -> DataLoader[dict[str, torch.Tensor]]:

@@ -68,6 +68,7 @@ class SampleResult:
 
     @property
     def nbytes(self) -> int:
+        """Total size of the written files in bytes."""
         return sum(f.stat().st_size for f in self.files)
 
 
@@ -158,13 +159,25 @@ class SampleWriter:
         return dates, {n: np.concatenate([cache[(run.gcm, y)][1][n] for y in years]) for n in names}
 
     def surface(self, run: Run, years: list[int]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Dates and fine surface fields (pr, tasmax) of ``run`` over ``years``, cached per year."""
         return self._cached(self._surface, self.climate.surface, run, years)
 
     def predictors(self, run: Run, years: list[int]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Dates and coarse predictor fields of ``run`` over ``years``, cached per year."""
         return self._cached(self._coarse, self.climate.coarse_predictors, run, years)
 
     # ------------------------------------------------------------- datasets
     def predictor_dataset(self, run: Run, years: list[int], kind: str) -> xr.Dataset:
+        """The predictors' dataset on the coarse grid, as the benchmark files hold it.
+
+        Args:
+            run: the GCM run (train or transfer).
+            years: the years to cover.
+            kind: ``perfect`` (upscaled RCM) or ``imperfect`` (with the GCM's bias).
+
+        Returns:
+            CF-encoded dataset of every predictor with lat/lon bounds.
+        """
         dates, fields = self.predictors(run, years)
         if kind == "imperfect":
             fields = self.climate.gcm_bias(run, dates, fields)
@@ -187,6 +200,7 @@ class SampleWriter:
         return ds
 
     def target_dataset(self, run: Run, years: list[int]) -> xr.Dataset:
+        """The RCM's pr and tasmax of ``run`` over ``years`` on the target grid."""
         dates, fields = self.surface(run, years)
         ds = self._on_target_grid()
         ds = ds.assign_coords(_time_coord(dates, self.spec.time_units, run.calendar, True))
@@ -201,6 +215,7 @@ class SampleWriter:
         return ds
 
     def static_dataset(self) -> xr.Dataset:
+        """The static fields (orography) on the target grid."""
         ds = self._on_target_grid()
         dims = self.grid.lat.dims if self.grid.lat.ndim == 2 else ("lat", "lon")
         attrs = canonical_attrs("orog") | {

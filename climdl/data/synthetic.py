@@ -122,6 +122,7 @@ class SyntheticClimate:
 
     @cached_property
     def fine_lon(self) -> np.ndarray:
+        """Cell centres of the fine 0.5-degree atmospheric grid (ascending)."""
         b = self.coarse.lon_bnds.values
         step = (b[0, 1] - b[0, 0]) / FINE_FACTOR
         return b[0, 0] + step * (np.arange(len(self.coarse.lon) * FINE_FACTOR) + 0.5)

@@ -107,6 +107,7 @@ class UpscaledBlock:
 
     @property
     def stop(self) -> int:
+        """Index of the time step after the block's last."""
         return self.start + int(self.values.shape[0])
 
 

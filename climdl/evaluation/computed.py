@@ -71,6 +71,7 @@ class Computed:
         return {who: np.asarray(self.got[f"{who}/hist"]) for who in ["truth", *self.models]}
 
     def histogram(self, who: str) -> diagnostics.Histogram:
+        """The fine histogram of the truth or a model (scalar Wasserstein distance)."""
         return diagnostics.Histogram(self.edges, self.hists[who])
 
     def index(self, who: str, item: Item) -> xr.DataArray:
@@ -78,9 +79,11 @@ class Computed:
         return self.got[f"{who}/index/{item.spec.name}"]
 
     def index_bias(self, model: str, item: Item) -> xr.DataArray:
+        """Model index minus the truth's index (future period)."""
         return self.index(model, item) - self.index("truth", item)
 
     def index_ratio(self, model: str, item: Item) -> xr.DataArray:
+        """Model index over the truth's index; NaN where the truth's is 0."""
         i0 = self.index("truth", item)
         return (self.index(model, item) / i0).where(i0 != 0)
 
@@ -93,6 +96,7 @@ class Computed:
         return self._signal(who, item.spec.name)
 
     def signal_bias(self, model: str, item: Item) -> xr.DataArray:
+        """Model climate-change signal minus the truth's."""
         return self.signal(model, item) - self.signal("truth", item)
 
     def items(self, scope: Scope) -> list[Item]:

@@ -231,6 +231,7 @@ class Histogram:
     counts: Any  #: NumPy or dask array of int64, one per bin
 
     def compute(self) -> Histogram:
+        """The same histogram with its counts computed (a NumPy array)."""
         counts = self.counts.compute() if isinstance(self.counts, dsa.Array) else self.counts
         return Histogram(self.edges, np.asarray(counts))
 

@@ -52,6 +52,7 @@ class EvaluationResult:
 
     @property
     def models(self) -> list[str]:
+        """Names of the evaluated models, in input order."""
         return list(self.meta.get("models", []))
 
 

@@ -231,6 +231,7 @@ class IndexSpec:
     daily: bool = False
 
     def __call__(self, da: xr.DataArray, season: str | None = None) -> xr.DataArray:
+        """The index of ``da`` over all days or one season, with this spec's keyword arguments."""
         return self.fn(da, season=season, **self.kwargs)
 
 

@@ -32,9 +32,11 @@ SIGNAL_INDICES: dict[str, tuple[str, ...]] = {
 class Progress(Protocol):
     """What the evaluation reports while it runs (the CLI shows it with rich)."""
 
-    def stage(self, text: str) -> None: ...
+    def stage(self, text: str) -> None:
+        """Announce the next stage of the evaluation (a short sentence)."""
 
-    def tasks(self, done: int, total: int) -> None: ...
+    def tasks(self, done: int, total: int) -> None:
+        """Report Dask tasks finished so far out of ``total`` for the current stage."""
 
 
 class _TaskCounter(Callback):
@@ -73,6 +75,20 @@ def compute(lazy: Mapping[str, Any], progress: Progress | None) -> dict[str, Any
 
 @dataclass
 class Inputs:
+    """What one variable is evaluated on: truth and model series in two chunkings.
+
+    Attributes:
+        var: the variable's canonical name.
+        truth: the RCM's series, chunked along time.
+        preds: each model's series, chunked like ``truth``.
+        truth_space: the RCM's series chunked in space (full time series per point), or None.
+        preds_space: each model's series chunked like ``truth_space``.
+        hist_truth: the RCM's historical period (for climate-change signals), or None.
+        hist_preds: each model's historical period.
+        thresholds: thresholds of the indices, with units.
+        daily: False for monthly or sub-daily series: no daily-only indices.
+    """
+
     var: str
     truth: xr.DataArray
     preds: dict[str, xr.DataArray]

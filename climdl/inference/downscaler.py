@@ -58,6 +58,7 @@ class DownscaleResult:
 
     @property
     def years_per_second(self) -> float:
+        """Simulated years downscaled per second of wall time."""
         return self.n_days / 365.25 / max(self.seconds, 1e-9)
 
 
@@ -124,8 +125,12 @@ def downscale(
         inputs: predictor files or globs (or use ``catalog`` + ``period``).
         output: NetCDF file (or an existing folder: the name is derived; with ``fmt="mlbench"``
             the submission tree is built inside it). ``None``: return the predictions in memory.
-        catalog, period, kind, gcm: a catalog entry's test predictors (``kind`` perfect|imperfect).
-        start, end: inclusive dates restricting the period.
+        catalog: a catalog entry whose test predictors are downscaled (instead of ``inputs``).
+        period: the catalog entry's test period.
+        kind: the catalog entry's predictors, ``perfect`` (upscaled RCM) or ``imperfect`` (GCM).
+        gcm: the catalog entry's GCM (default: its training GCM).
+        start: first date of the period to downscale (inclusive).
+        end: last date of the period to downscale (inclusive).
         regrid: how predictors on another grid are remapped: ``conservative`` or ``bilinear``.
         min_coverage: conservative remapping refuses training cells covered less than this.
         device: ``auto``, ``cpu`` or ``cuda[:N]``.
@@ -145,6 +150,16 @@ def downscale(
         dask_scheduler: run the chunks as tasks on a Dask cluster: its address
             (``tcp://host:8786``) or a number of local worker processes to start.
         max_chunks: stop after computing this many chunks, leaving the run resumable (tests).
+
+    Returns:
+        The predictions (reopened lazily from the file when one was written), where they are,
+        and how the run went (days, seconds, device, chunks computed and resumed).
+
+    Raises:
+        ConfigError: contradictory or unknown options (no inputs, a bad regrid method, ...).
+        DataError: predictors the emulators cannot use (variables, units, grid, values).
+        OutputError: an output that exists (without ``overwrite``/``resume``) or cannot be
+            written.
     """
     t0 = _time.perf_counter()
     ckpts = [checkpoints] if isinstance(checkpoints, (str, Path)) else list(checkpoints)

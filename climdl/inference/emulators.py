@@ -36,15 +36,18 @@ class Emulator:
 
     @property
     def spec(self) -> EmulatorSpec:
+        """The emulator's spec, read from its checkpoint."""
         assert self.task.spec is not None
         return self.task.spec
 
     @property
     def targets(self) -> list[str]:
+        """Names of the variables the emulator predicts."""
         return list(self.spec.targets)
 
     @property
     def variables(self) -> list[str]:
+        """Names of the predictors the emulator needs, in channel order."""
         return list(self.spec.variables)
 
 
@@ -118,6 +121,7 @@ class EmulatorSet:
 
     @property
     def targets(self) -> list[str]:
+        """Every member's targets, in member order."""
         return [t for m in self.members for t in m.targets]
 
     @property
@@ -127,10 +131,12 @@ class EmulatorSet:
 
     @property
     def aux_names(self) -> list[str]:
+        """Names of the 1-D inputs any member needs (day of year, forcing), first seen first."""
         names = list(dict.fromkeys(n for m in self.members for n in m.spec.aux_names))
         return names
 
     def forcing_table(self) -> dict[str, list[float]] | None:
+        """The yearly forcing series stored with the first member that has one, or None."""
         for m in self.members:
             if m.spec.forcing_table is not None:
                 return dict(m.spec.forcing_table)

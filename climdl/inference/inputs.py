@@ -199,15 +199,18 @@ class GridAdapter:
 
     @property
     def shape(self) -> tuple[int, int]:
+        """Rows and columns of the training grid the inputs are brought onto."""
         return (self.dst_lat.size, self.dst_lon.size)
 
     def describe(self) -> str:
+        """One line for the log: selection or the regridding method and its shapes."""
         if self.mode == "select":
             return "input grid holds the training grid's points (selected, not interpolated)"
         assert self.weights is not None
         return f"{self.mode} regridding {self.weights.src_shape} -> {self.weights.dst_shape}"
 
     def __call__(self, x: Tensor) -> Tensor:
+        """Bring predictors ``x[..., lat, lon]`` (or ``y, x``) onto the training grid, on x's device."""
         if self.lon_order is not None:
             x = x[..., torch.as_tensor(self.lon_order, device=x.device)]
         if self.mode == "select":

@@ -57,10 +57,12 @@ class JobConfig:
     range_check: bool = True
 
     def to_json(self) -> str:
+        """The configuration as sorted JSON (stored in the parts folder's manifest)."""
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> JobConfig:
+        """The configuration written by :meth:`to_json`."""
         d = json.loads(text)
         for key in ("checkpoints", "inputs"):
             if d.get(key) is not None:
@@ -181,6 +183,7 @@ class Job:
         )
 
     def chunk_length(self, i: int) -> int:
+        """Days in chunk ``i`` (the last chunk may be short)."""
         return min(self.config.chunk_days, self.n_days - self.starts[i])
 
     def manifest(self) -> dict[str, Any]:

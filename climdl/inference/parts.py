@@ -273,6 +273,7 @@ class PartStore:
             self._lock = None
 
     def path(self, index: int) -> Path:
+        """File of the finished chunk ``index``."""
         return self.dir / f"part-{index:06d}.nc"
 
     def done(self) -> set[int]:

@@ -33,11 +33,13 @@ class FineCovariateHead(nn.Module):
         )
 
     def stages(self) -> list[nn.Module]:
+        """The network's stages then the fusion head (for pipeline cuts)."""
         net: Any = self.net
         inner: list[nn.Module] = net.stages() if hasattr(net, "stages") else [net]
         return [*inner, self.fuse]
 
     def forward(self, x: Tensor, scalars: Tensor | None = None) -> Tensor:
+        """Network features fused with the fine covariates, ``[N, out_channels, H, W]``."""
         feats = self.net(x, scalars)
         cov = self.covariates.to(feats.dtype).unsqueeze(0).expand(feats.shape[0], -1, -1, -1)
         return self.fuse(torch.cat([feats, cov], dim=1))

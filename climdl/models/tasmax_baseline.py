@@ -66,6 +66,7 @@ class TasmaxBaseline(nn.Module):
         self.register_buffer("orog", spec.orography.float().clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Fine tasmax ``[N, H, W]`` (K) from coarse predictors ``x[N, C, h, w]``."""
         return self.interp(x, orog_fine=self.orog, orog_coarse=x[:, self.iz] / G0)[:, 0]
 
     @classmethod

@@ -147,6 +147,7 @@ class SafeFileSystemReader(FileSystemReader):
     """torch's ``FileSystemReader`` with ``.metadata`` read by :func:`read_metadata`."""
 
     def read_metadata(self, *args: Any, **kwargs: Any) -> Metadata:
+        """The folder's ``.metadata`` (or a rank's), read without unpickling arbitrary objects."""
         rank = kwargs.get("rank")
         md = read_metadata(Path(self.path), _METADATA if rank is None else f"__{rank}{_METADATA}")
         if getattr(md, "storage_meta", None) is None:
@@ -156,6 +157,7 @@ class SafeFileSystemReader(FileSystemReader):
         return md
 
     def read_data(self, plan: LoadPlan, planner: LoadPlanner) -> Future[None]:
+        """Read the planned items; only with the safe planner, which never unpickles objects."""
         if not isinstance(planner, _SafeLoadPlanner):  # its load_bytes would unpickle anything
             raise TypeError("SafeFileSystemReader needs a _SafeLoadPlanner")
         return super().read_data(plan, planner)

@@ -32,6 +32,7 @@ class Absent(nn.Module):
         self.rank, self.path = rank, path
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """Refuse to run: this part of the network lives on another rank."""
         raise RuntimeError(
             f"{self.path} lives on pipeline rank {self.rank}; run the network "
             "through PipelineStrategy, or load a checkpoint for a full copy."

@@ -88,6 +88,7 @@ class StepProbe(L.Callback):
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
+        """Note the optimizer step this batch contributes to."""
         self._step = trainer.global_step  # the optimizer step this batch contributes to
 
     def on_train_batch_end(
@@ -98,6 +99,7 @@ class StepProbe(L.Callback):
         batch: Any,
         batch_idx: int,
     ) -> None:
+        """Add the batch's loss to its optimizer step's total."""
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         if isinstance(loss, Tensor):
             self.losses[self._step] = self.losses.get(self._step, 0.0) + float(loss.detach())
@@ -105,6 +107,7 @@ class StepProbe(L.Callback):
     def on_before_optimizer_step(
         self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Any
     ) -> None:
+        """Keep the full gradients of the first ``grad_steps`` optimizer steps."""
         step = trainer.global_step
         if step >= self.grad_steps:
             return
@@ -113,6 +116,7 @@ class StepProbe(L.Callback):
         }
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Average the losses over ranks and gather gradients and layouts; rank 0 writes them to ``path``."""
         steps = sorted(self.losses)
         values = torch.tensor([self.losses[s] for s in steps], dtype=torch.float64)
         grads: list[Any] = [self.grads]
@@ -171,6 +175,7 @@ class FaultInjector(L.Callback):
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
+        """Send ``signal`` to this process at the chosen step and rank (first run only)."""
         if trainer.global_step != self.step or trainer.global_rank != self.rank:
             return
         if detect().restart_count > 0 or (self.marker and Path(self.marker).exists()):

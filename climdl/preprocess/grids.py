@@ -84,14 +84,17 @@ class LatLonGrid:
 
     @property
     def shape(self) -> tuple[int, int]:
+        """(rows, columns) of cells."""
         return (self.lat_bounds.size - 1, self.lon_bounds.size - 1)
 
     @property
     def lat(self) -> F64:
+        """Cell-centre latitudes (degrees)."""
         return 0.5 * (self.lat_bounds[1:] + self.lat_bounds[:-1])
 
     @property
     def lon(self) -> F64:
+        """Cell-centre longitudes (degrees)."""
         return 0.5 * (self.lon_bounds[1:] + self.lon_bounds[:-1])
 
     def cell_areas(self) -> F64:
@@ -100,6 +103,7 @@ class LatLonGrid:
         return self.radius**2 * np.outer(s, np.deg2rad(np.diff(self.lon_bounds)))
 
     def digest(self) -> str:
+        """A hash of the bounds and radius (names cached regridding weights)."""
         return _digest("latlon", self.lat_bounds, self.lon_bounds, self.radius)
 
 
@@ -160,6 +164,7 @@ class ProjectedGrid:
 
     @property
     def shape(self) -> tuple[int, int]:
+        """(rows, columns) of cells."""
         return (self.y_bounds.size - 1, self.x_bounds.size - 1)
 
     def subcells(self, k: int, rows: slice | None = None) -> tuple[F64, F64, F64]:
@@ -201,4 +206,5 @@ class ProjectedGrid:
         return np.concatenate([a.sum(axis=(2, 3)) for _, _, _, a in self.iter_subcells(k)], axis=0)
 
     def digest(self) -> str:
+        """A hash of the bounds and CRS (names cached regridding weights)."""
         return _digest("projected", self.x_bounds, self.y_bounds, self.crs.to_wkt())

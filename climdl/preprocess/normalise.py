@@ -97,12 +97,15 @@ class Normaliser(nn.Module):
         return cls(names, stats.mean, stats.std, stats.kinds, eps)
 
     def extra_repr(self) -> str:
+        """Names, kinds and the statistics' shape, for ``print(module)``."""
         return f"names={self.names}, kinds={self.kinds}, stats_shape={tuple(self.mean.shape)}"
 
     def get_extra_state(self) -> dict[str, Any]:
+        """Names, kinds and eps, saved in the state dict next to the buffers."""
         return {"names": self.names, "kinds": self.kinds, "eps": self.eps}
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`get_extra_state` saved."""
         self.names = list(state["names"])
         self.kinds = _kinds(state["kinds"], len(self.names))
         self.eps = float(state["eps"])

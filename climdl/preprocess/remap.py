@@ -57,13 +57,16 @@ class RegridWeights:
 
     @property
     def n_src(self) -> int:
+        """Number of source cells."""
         return int(np.prod(self.src_shape))
 
     @property
     def n_dst(self) -> int:
+        """Number of destination cells."""
         return int(np.prod(self.dst_shape))
 
     def to_scipy(self) -> sp.csr_matrix:
+        """The weights as a SciPy CSR matrix ``[n_dst, n_src]`` (for saving)."""
         m = self.matrix
         return sp.csr_matrix(
             (m.values().numpy(), m.col_indices().numpy(), m.crow_indices().numpy()),
@@ -88,6 +91,7 @@ class RegridWeights:
     def __call__(
         self, x: Tensor, min_coverage: float | None = None, nan_aware: bool = True
     ) -> Tensor:
+        """Regrid ``x[..., *src_shape]`` with :func:`apply` (see there)."""
         return apply(self, x, min_coverage=min_coverage, nan_aware=nan_aware)
 
     def save(self, path: str | Path) -> None:

@@ -24,7 +24,8 @@ from climdl.errors import ConfigError
 class Spec(Protocol):
     """A typed, versioned spec (:class:`~climdl.data.spec.EmulatorSpec`, ...)."""
 
-    def to_dict(self) -> dict[str, Any]: ...
+    def to_dict(self) -> dict[str, Any]:
+        """The checkpoint layout: plain types and tensors, with ``schema_version``."""
 
 
 SpecT = TypeVar("SpecT", bound=Spec)
@@ -101,6 +102,7 @@ class BaseTask(L.LightningModule, Generic[SpecT]):
 
     # ------------------------------------------------------------------ checkpoint
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Store the spec and climdl's version under ``checkpoint["climdl"]``."""
         from climdl import __version__
 
         assert self.spec is not None, "a task is saved after it was built"
@@ -110,6 +112,7 @@ class BaseTask(L.LightningModule, Generic[SpecT]):
         checkpoint["climdl"] = meta
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Build the network from the stored spec before Lightning loads the weights."""
         if self.net is None and "climdl" in checkpoint:
             self.build(self.read_spec(checkpoint["climdl"]["spec"]))
 

@@ -95,6 +95,7 @@ class DownscalingTask(BaseTask[EmulatorSpec]):
     # ------------------------------------------------------------------ building
     @classmethod
     def read_spec(cls, layout: Any) -> EmulatorSpec:
+        """The emulator spec from a stored layout of any known version."""
         return EmulatorSpec.from_dict(layout)
 
     def spec_from_data(self, dm: Any) -> EmulatorSpec:
@@ -221,6 +222,7 @@ class DownscalingTask(BaseTask[EmulatorSpec]):
         return out
 
     def forward(self, x_n: Tensor, aux_n: Tensor | None = None) -> Tensor:
+        """Network outputs (normalised units) from normalised predictors and 1-D inputs."""
         assert self.net is not None, "call build() or fit first"
         return self.net(x_n, aux_n if self.n_scalars else None)
 
@@ -292,6 +294,7 @@ class DownscalingTask(BaseTask[EmulatorSpec]):
         return torch.stack(list(parts.values())).sum(), parts
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        """Loss of one training batch; logs it and its per-target parts."""
         loss, parts = self.compute_loss(batch)
         self.log_training(loss, parts, batch)
         return loss
@@ -318,11 +321,13 @@ class DownscalingTask(BaseTask[EmulatorSpec]):
             )
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        """Log the validation loss and accumulate the errors behind the RMSE/bias scores."""
         loss, _ = self.compute_loss(batch)
         self.log("val_loss", loss, prog_bar=True, batch_size=batch["x"].shape[0], sync_dist=True)
         self._accumulate(batch)
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        """Log the test loss and accumulate the errors behind the RMSE/bias scores."""
         loss, _ = self.compute_loss(batch)
         self.log("test_loss", loss, batch_size=batch["x"].shape[0], sync_dist=True)
         self._accumulate(batch)
@@ -345,9 +350,11 @@ class DownscalingTask(BaseTask[EmulatorSpec]):
         return metric
 
     def on_validation_epoch_end(self) -> None:
+        """Log the validation RMSE and bias per target (physical units)."""
         self._log_scores("val")
 
     def on_test_epoch_end(self) -> None:
+        """Log the test RMSE and bias per target (physical units)."""
         self._log_scores("test")
 
     def _log_scores(self, prefix: str) -> None:
@@ -370,6 +377,7 @@ class DownscalingTask(BaseTask[EmulatorSpec]):
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> Any:
+        """The chosen optimizer with ReduceLROnPlateau on ``val_loss``."""
         hp = self.hp
         opt = make_optimizer(
             hp.optimizer,

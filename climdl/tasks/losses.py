@@ -142,6 +142,7 @@ class DouryAsymmetricLoss(nn.Module):
         return cls(shape, scale, threshold, asym_weight, cdf_power)
 
     def extra_repr(self) -> str:
+        """Grid shape and the loss's constants, for ``print(module)``."""
         return (
             f"grid={tuple(self.gamma_shape.shape)}, threshold={self.threshold}, "
             f"asym_weight={self.asym_weight}, cdf_power={self.cdf_power}"
@@ -162,6 +163,7 @@ class DouryAsymmetricLoss(nn.Module):
             return torch.nan_to_num(cdf, nan=0.0).pow(self.cdf_power)
 
     def forward(self, pred: Tensor, target: Tensor) -> Tensor:
+        """Mean of ``|p - y| + asym_weight * w(y) * max(y - p, 0)`` over valid points."""
         p, y, mask = _prepare(pred, target)
         under = (y - p).clamp_min(0)
         w = self.weight(y).to(p.dtype)

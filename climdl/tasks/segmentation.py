@@ -96,6 +96,7 @@ class SegmentationTask(BaseTask[SegmenterSpec]):
     # ------------------------------------------------------------------ building
     @classmethod
     def read_spec(cls, layout: Any) -> SegmenterSpec:
+        """The segmenter spec from a stored layout of any known version."""
         return SegmenterSpec.from_dict(layout)
 
     def build(self, spec: SegmenterSpec) -> None:
@@ -227,6 +228,7 @@ class SegmentationTask(BaseTask[SegmenterSpec]):
         return nll[valid].mean()
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        """Loss of one training batch; logs it."""
         loss, _ = self.compute_loss(batch)
         bs = batch["x"].shape[0]
         self.log("train_loss", loss, prog_bar=True, batch_size=bs, sync_dist=True)
@@ -245,15 +247,19 @@ class SegmentationTask(BaseTask[SegmenterSpec]):
         conf.update(logits.argmax(1), batch["y"])
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        """Accumulate the validation confusion matrix."""
         self._eval_step(batch, "val")
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        """Accumulate the test confusion matrix."""
         self._eval_step(batch, "test")
 
     def on_validation_epoch_end(self) -> None:
+        """Log the validation scores per class from the confusion matrix."""
         self._log_scores("val")
 
     def on_test_epoch_end(self) -> None:
+        """Log the test scores per class from the confusion matrix."""
         self._log_scores("test")
 
     def _log_scores(self, prefix: str) -> None:
@@ -268,6 +274,7 @@ class SegmentationTask(BaseTask[SegmenterSpec]):
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> Any:
+        """The chosen optimizer, stepped along a one-cycle (cosine) schedule unless ``lr_schedule`` is constant."""
         hp = self.hp
         opt = make_optimizer(
             hp.optimizer, self.parameters(), hp.lr, hp.weight_decay, 0.9, ("adam", "adamw", "sgd")
