@@ -38,6 +38,8 @@ from climdl.clouds.scene import (
 from climdl.clouds.spec import SegmenterSpec
 from climdl.errors import ConfigError, DataError
 
+__all__ = ["CloudDataModule", "SceneSource", "sample_root", "scene_sources"]
+
 log = logging.getLogger(__name__)
 Layout = Literal["netcdf", "38-cloud"]
 _VIRTUAL = 2**31 - 1  # crops are indexed by a seed, drawn by a RandomSampler
@@ -49,6 +51,18 @@ class SceneSource:
 
     ``image``/``mask`` hold the data when loaded into memory; otherwise ``path`` (NetCDF) or
     ``patch`` (38-Cloud: ``(root, name, split)``) is read at each access.
+
+    Attributes:
+        name: the scene's name.
+        shape: (rows, columns).
+        bands: the bands, in the order read.
+        classes: the class names, in label order.
+        attrs: the scene's attributes.
+        path: the scene NetCDF, read at each access.
+        patch: a 38-Cloud patch ``(root, name, split)``, read at each access.
+        order: band indices that bring the bands into the first scene's order.
+        image: the bands in memory ``[C, H, W]``, or None.
+        mask: the labels in memory ``[H, W]``, or None.
     """
 
     name: str
@@ -125,7 +139,21 @@ def scene_sources(
     max_scenes: int | None = None,
 ) -> list[SceneSource]:
     """Sources of the labelled scenes in ``root`` (``*.nc``) or of ``files``, checked to agree
-    on bands (reordered by name to the first scene's order) and classes."""
+    on bands (reordered by name to the first scene's order) and classes.
+
+    Args:
+        root: folder of the scenes (or of the 38-Cloud tree); None: use ``files``.
+        layout: ``netcdf`` (scene files) or ``38-cloud`` (the 38-Cloud training folder).
+        files: scene NetCDF files, instead of ``root``.
+        max_scenes: use at most this many scenes.
+
+    Returns:
+        One source per scene.
+
+    Raises:
+        ConfigError: layout ``38-cloud`` without ``root``.
+        DataError: no scene, or scenes that disagree on bands or classes.
+    """
     if layout == "38-cloud":
         if root is None:
             raise ConfigError("layout 38-cloud needs data.root: the 38-Cloud_training folder.")
@@ -168,7 +196,15 @@ def scene_sources(
 
 
 def sample_root(size: tuple[int, int], seed: int) -> Path:
-    """Cache folder of the embedded synthetic sample of this size and seed."""
+    """Cache folder of the embedded synthetic sample of this size and seed.
+
+    Args:
+        size: the scenes' (rows, columns).
+        seed: the random seed.
+
+    Returns:
+        A folder under the climdl cache.
+    """
     from climdl.data.catalog import cache_dir
 
     return cache_dir() / "clouds-sample" / f"{size[0]}x{size[1]}-seed{seed}"

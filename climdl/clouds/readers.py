@@ -19,6 +19,8 @@ from climdl.clouds.mtl import is_landsat_path
 from climdl.clouds.scene import image_name
 from climdl.errors import DataError
 
+__all__ = ["load_scene", "open_scene"]
+
 
 def open_scene(path: str | os.PathLike[str]) -> xr.Dataset:
     """Open a scene lazily (nothing is read yet); clear errors for missing or foreign files.
@@ -26,6 +28,15 @@ def open_scene(path: str | os.PathLike[str]) -> xr.Dataset:
     By name: a Landsat 8/9 Collection 2 Level-1 ``*_MTL.txt``/``*_MTL.json`` file or a folder
     holding one (:func:`climdl.clouds.landsat.open_landsat`), a ``.tif``/``.tiff`` multi-band
     GeoTIFF with named bands (:func:`climdl.clouds.geotiff.open_geotiff`), else a scene NetCDF.
+
+    Args:
+        path: a scene NetCDF, a Landsat MTL file or its folder, or a multi-band GeoTIFF.
+
+    Returns:
+        The scene: band variables with names, wavelengths and units, and the mask when labelled.
+
+    Raises:
+        DataError: a missing, unreadable or foreign file.
     """
     p = Path(path)
     if p.is_dir() or p.name.upper().endswith(("_MTL.TXT", "_MTL.JSON")):
@@ -58,6 +69,15 @@ def load_scene(path: str | os.PathLike[str]) -> xr.Dataset:
     library a file that stays open while it is opened and closed again elsewhere (by
     ``climdl segment``, say) can fail to reopen later in the same process with "NetCDF: HDF
     error". Use :func:`open_scene` for lazy, windowed reads of large scenes.
+
+    Args:
+        path: anything :func:`open_scene` opens.
+
+    Returns:
+        The scene, in memory.
+
+    Raises:
+        DataError: a missing, unreadable or foreign file.
     """
     with open_scene(path) as ds:
         return ds.load()

@@ -20,6 +20,8 @@ from climdl.clouds.scene import NODATA
 from climdl.data.spec import Step, migrate_layout
 from climdl.errors import DataError
 
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SegmenterSpec"]
+
 SCHEMA_VERSION = 1
 """Layout version written by :meth:`SegmenterSpec.to_dict` (0: climdl 0.1, no version key)."""
 
@@ -92,7 +94,11 @@ class SegmenterSpec:
             set_(self, "class_counts", counts)
 
     def to_dict(self) -> dict[str, Any]:
-        """The checkpoint layout (plain types and tensors), with ``schema_version``."""
+        """The checkpoint layout (plain types and tensors), with ``schema_version``.
+
+        Returns:
+            Plain types and tensors (loads with ``torch.load(weights_only=True)``).
+        """
         return {
             "schema_version": SCHEMA_VERSION,
             "bands": list(self.bands),
@@ -108,7 +114,17 @@ class SegmenterSpec:
 
     @classmethod
     def from_dict(cls, layout: Mapping[str, Any]) -> SegmenterSpec:
-        """A spec from a stored layout of any known version (see :data:`MIGRATIONS`)."""
+        """A spec from a stored layout of any known version (see :data:`MIGRATIONS`).
+
+        Args:
+            layout: what :meth:`to_dict` wrote (this or an older climdl).
+
+        Returns:
+            The spec, validated.
+
+        Raises:
+            DataError: a malformed layout, or one newer than this climdl reads.
+        """
         d = migrate_layout(layout, MIGRATIONS, SCHEMA_VERSION, "segmenter")
         try:
             return cls(

@@ -105,7 +105,13 @@ def latlon_grid_dataset(lat_e: np.ndarray, lon_e: np.ndarray) -> xr.Dataset:
 
 @dataclass(frozen=True)
 class VariableStats:
-    """Mean, (population) standard deviation and number of valid values of one variable."""
+    """Mean, (population) standard deviation and number of valid values of one variable.
+
+    Attributes:
+        mean: the mean.
+        std: the population standard deviation.
+        count: the number of valid values.
+    """
 
     mean: float
     std: float
@@ -118,6 +124,15 @@ class PrepareStats:
 
     Computed over ``period`` (the first and last dates actually used, ``n_times`` steps),
     ignoring NaN. ``coarse`` are the statistics of the output (after smoothing).
+
+    Attributes:
+        variables: the canonical names.
+        units: each variable's units.
+        period: first and last dates used.
+        n_times: time steps used.
+        coarse: each variable's statistics on the coarse grid (the output).
+        fine: each variable's statistics on the fine grid (the input).
+        attrs: provenance written with the statistics.
     """
 
     variables: tuple[str, ...]
@@ -246,7 +261,18 @@ def write_stats(
 
 
 def load_stats(path: str | os.PathLike[str]) -> PrepareStats:
-    """Read statistics written by :func:`write_stats` (or ``prepare(stats_out=...)``)."""
+    """Read statistics written by :func:`write_stats` (or ``prepare(stats_out=...)``).
+
+    Args:
+        path: a ``.json`` or ``.nc`` statistics file.
+
+    Returns:
+        The statistics.
+
+    Raises:
+        ConfigError: a file name that is neither ``.json`` nor ``.nc``.
+        DataError: the file is missing or not a climdl statistics file.
+    """
     p = Path(path)
     if not p.is_file():
         raise DataError(f"the stats file {p} does not exist; run `climdl prepare` with stats_out.")

@@ -28,6 +28,8 @@ import yaml
 
 from climdl.errors import ConfigError, DataError
 
+__all__ = ["CatalogEntry", "cache_dir", "catalog_paths", "expand", "get_entry", "load_catalog"]
+
 Part = Literal["predictors", "target", "static"]
 _ENV = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
 _ML_BENCH_EXPERIMENT_DIRS = {
@@ -37,12 +39,26 @@ _ML_BENCH_EXPERIMENT_DIRS = {
 
 
 def cache_dir() -> Path:
-    """Where generated data (the embedded sample) are cached."""
+    """Where generated data (the embedded sample) are cached.
+
+    Returns:
+        ``$CLIMDL_CACHE``, else ``~/.cache/climdl``.
+    """
     return Path(os.environ.get("CLIMDL_CACHE", Path.home() / ".cache" / "climdl")).expanduser()
 
 
 def expand(text: str) -> str:
-    """Expand ``${VAR}``, ``${VAR:-default}``, ``{cache}`` and ``~`` in a catalog path."""
+    """Expand ``${VAR}``, ``${VAR:-default}``, ``{cache}`` and ``~`` in a catalog path.
+
+    Args:
+        text: the path as written in the catalog.
+
+    Returns:
+        The expanded path.
+
+    Raises:
+        ConfigError: a ``${VAR}`` without default whose variable is not set.
+    """
 
     def env(m: re.Match[str]) -> str:
         value = os.environ.get(m["name"])
@@ -58,7 +74,29 @@ def expand(text: str) -> str:
 
 @dataclass
 class CatalogEntry:
-    """One dataset of the catalog (see ``data_catalog/README.md`` for every key)."""
+    """One dataset of the catalog (see ``data_catalog/README.md`` for every key).
+
+    Attributes:
+        name: the entry's name.
+        description: one line shown by ``climdl catalog list``.
+        layout: ``mlbench`` (the CORDEX ML-Bench tree) or ``files`` (explicit ``paths``).
+        domain: ``ALPS``, ``SA``, ``NZ`` or one's own name.
+        root: folder of the data (``${VAR}``, ``${VAR:-default}``, ``~`` and ``{cache}`` expanded).
+        rcm: the regional climate model that produced the data.
+        gcm_train: the GCM driving the training data.
+        gcm_transfer: the GCM of the transferability test.
+        scenario: the emission scenario of the future periods.
+        experiments: training experiment -> its training periods.
+        test_periods: test period name -> the label used in file names.
+        paths: layout ``files``: part -> path/glob (or a list), with ``{gcm}``/``{period}``/
+            ``{experiment}``/``{kind}`` fields.
+        variables: canonical name -> variable name in the files, for names climdl does not
+            recognise.
+        assume_units: units of variables whose files lack a units attribute.
+        generate: ``{years, seed}``: the entry is the embedded sample, made on first use.
+        download: what to tell a user whose data are missing.
+        source_file: the catalog file that defined the entry.
+    """
 
     name: str
     description: str = ""
@@ -84,7 +122,18 @@ class CatalogEntry:
 
     # ------------------------------------------------------------------ locations
     def root_path(self, ensure: bool = True) -> Path:
-        """Folder of the dataset; generates the embedded sample on first use."""
+        """Folder of the dataset; generates the embedded sample on first use.
+
+        Args:
+            ensure: generate the embedded sample when it is missing (entries with ``generate``).
+
+        Returns:
+            The folder (for ``mlbench``, the domain folder inside ``root``).
+
+        Raises:
+            ConfigError: the entry has no ``root``, or it needs an unset environment variable.
+            DataError: the folder does not exist (and cannot be generated).
+        """
         if self.root is None:
             raise ConfigError(f"catalog entry {self.name!r} has no 'root'.")
         root = Path(expand(self.root))
@@ -120,7 +169,22 @@ class CatalogEntry:
         kind: Literal["perfect", "imperfect"] = "perfect",
         gcm: str | None = None,
     ) -> list[Path]:
-        """Files of one part of the dataset; ``period`` selects a test period, else training."""
+        """Files of one part of the dataset; ``period`` selects a test period, else training.
+
+        Args:
+            part: ``predictors``, ``target`` or ``static``.
+            experiment: the training experiment (layout ``mlbench``: needed for training data).
+            period: a test period (see ``test_periods``); None: the training data.
+            kind: the test predictors, ``perfect`` (upscaled RCM) or ``imperfect`` (GCM).
+            gcm: the driving GCM (default: ``gcm_train``).
+
+        Returns:
+            The matching files, sorted.
+
+        Raises:
+            ConfigError: an unknown experiment or period, or no paths for ``part``.
+            DataError: the data are missing (no root, or no file matches).
+        """
         root = self.root_path()
         gcm = gcm or self.gcm_train or "*"
         if self.layout == "mlbench":
@@ -206,7 +270,24 @@ class CatalogEntry:
         variables: Sequence[str] | None = None,
         chunks: Mapping[str, int | str] | None = None,
     ) -> xr.Dataset:
-        """Open one part lazily as a canonical, Dask-chunked ``xr.Dataset`` (no data read)."""
+        """Open one part lazily as a canonical, Dask-chunked ``xr.Dataset`` (no data read).
+
+        Args:
+            part: ``predictors``, ``target`` or ``static``.
+            experiment: the training experiment (layout ``mlbench``: needed for training data).
+            period: a test period (see ``test_periods``); None: the training data.
+            kind: the test predictors, ``perfect`` (upscaled RCM) or ``imperfect`` (GCM).
+            gcm: the driving GCM (default: ``gcm_train``).
+            variables: canonical names to return (default: all recognised).
+            chunks: Dask chunks per dimension (default: a year of time steps).
+
+        Returns:
+            The dataset with canonical names, units and coordinates.
+
+        Raises:
+            ConfigError: an unknown experiment or period, or no paths for ``part``.
+            DataError: the data are missing (no root, or no file matches).
+        """
         from climdl.data.reader import open_dataset
 
         files = self.files(part, experiment=experiment, period=period, kind=kind, gcm=gcm)
@@ -221,7 +302,11 @@ class CatalogEntry:
         return ds
 
     def describe(self) -> str:
-        """A human-readable summary: layout, experiments, periods, where the data are."""
+        """A human-readable summary: layout, experiments, periods, where the data are.
+
+        Returns:
+            Several lines, one fact each.
+        """
         lines = [f"{self.name}: {self.description}", f"  layout: {self.layout}"]
         for key in ("domain", "rcm", "gcm_train", "gcm_transfer", "scenario", "root"):
             if getattr(self, key):
@@ -253,7 +338,11 @@ def _mlbench_domain_dir(root: Path, domain: str) -> Path:
 
 
 def catalog_paths() -> list[Path]:
-    """YAML files of the catalog, in search order."""
+    """YAML files of the catalog, in search order.
+
+    Returns:
+        The files of ``$CLIMDL_CATALOG``, the packaged catalog and ``~/.config/climdl/catalog/``.
+    """
     dirs: list[Path] = [
         Path(p) for p in os.environ.get("CLIMDL_CATALOG", "").split(os.pathsep) if p
     ]
@@ -273,7 +362,17 @@ _FIELDS = set(CatalogEntry.__dataclass_fields__) - {"name", "source_file"}
 
 
 def load_catalog(files: Sequence[Path] | None = None) -> dict[str, CatalogEntry]:
-    """All entries of the catalog files (each file maps entry names to their settings)."""
+    """All entries of the catalog files (each file maps entry names to their settings).
+
+    Args:
+        files: the catalog files to read; None: :func:`catalog_paths`.
+
+    Returns:
+        Entry name -> entry; the first definition of a name wins.
+
+    Raises:
+        ConfigError: a file that is not valid YAML, or an entry with unknown keys.
+    """
     entries: dict[str, CatalogEntry] = {}
     for path in files if files is not None else catalog_paths():
         try:
@@ -302,7 +401,17 @@ def load_catalog(files: Sequence[Path] | None = None) -> dict[str, CatalogEntry]
 
 
 def get_entry(name: str) -> CatalogEntry:
-    """The catalog entry called ``name``, or a clear error listing the known ones."""
+    """The catalog entry called ``name``, or a clear error listing the known ones.
+
+    Args:
+        name: the entry's name.
+
+    Returns:
+        The entry (its data are not opened).
+
+    Raises:
+        ConfigError: no entry of that name, or an invalid catalog file.
+    """
     cat = load_catalog()
     if name not in cat:
         raise ConfigError(

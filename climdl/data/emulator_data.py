@@ -33,6 +33,8 @@ from climdl.data.spec import EmulatorSpec, EmulatorStats, Grid
 from climdl.data.variables import ML_BENCH_PREDICTORS
 from climdl.errors import ConfigError, DataError
 
+__all__ = ["EmulatorDataModule", "EmulatorDataset"]
+
 log = logging.getLogger(__name__)
 
 
@@ -64,7 +66,13 @@ class _Source:
 
 
 class EmulatorDataset(Dataset[dict[str, torch.Tensor]]):
-    """Days of (predictors, 1-D inputs, targets); ``__getitems__`` reads a whole batch at once."""
+    """Days of (predictors, 1-D inputs, targets); ``__getitems__`` reads a whole batch at once.
+
+    Args:
+        source: the predictor and target arrays (in memory or lazy).
+        aux: the 1-D inputs of every day ``[T, A]``.
+        indices: the days (time indices) this dataset serves.
+    """
 
     def __init__(self, source: _Source, aux: np.ndarray, indices: np.ndarray) -> None:
         self.source, self.aux, self.indices = source, aux, np.asarray(indices)

@@ -68,7 +68,19 @@ _DATE = re.compile(r"^(\d{1,4})(?:-(\d{1,2})(?:-(\d{1,2}))?)?$")
 
 @dataclass(frozen=True)
 class PrepareResult:
-    """What :func:`prepare` wrote and computed."""
+    """What :func:`prepare` wrote and computed.
+
+    Attributes:
+        path: the coarse NetCDF written.
+        variables: the canonical names upscaled.
+        n_times: time steps written.
+        shape: coarse grid (lat, lon) size.
+        coverage: covered fraction of each coarse cell, ``[lat, lon]``.
+        stats: statistics of the coarse and the fine fields.
+        stats_path: where the statistics were written, or None.
+        device: the device the upscaling ran on.
+        seconds: wall time.
+    """
 
     path: Path
     variables: list[str]
@@ -233,22 +245,8 @@ def prepare(
 ) -> PrepareResult:
     """Upscale fine fields conservatively to ``coarse_grid`` and write CF NetCDF to ``out``.
 
-    ``fine``: files/globs the reader accepts (regular lat/lon or projected x/y grid).
-    ``coarse_grid``: a domain name (its 16 x 16 predictor grid), ``"covered[:STEP]"``
-    (:func:`~climdl.data.prepare_grids.covered_coarse_grid`), a NetCDF path or a Dataset with
-    1-D lat/lon (and bounds). ``variables``: canonical names (default: all recognised).
-    ``smoothing``: odd moving-average window in coarse cells, 0 = none (see
-    :func:`climdl.data.upscale.smooth` for the edges). ``train_period``: inclusive (start, end)
-    dates, 'YYYY[-MM[-DD]]'; statistics of the coarse and the fine fields over it (the whole
-    series if None) are returned and written to ``stats_out`` (.json/.nc).
-    ``device``: auto = cuda if available. ``chunk_days``: time steps per block (memory bound).
-    ``progress(done, total)``: called after each block. ``min_coverage``: least covered
-    fraction allowed for any coarse cell (see the module doc). ``subcells``: k x k sub-cells
-    per projected fine cell for the weights.
-
-    ``scheduler``: None computes the blocks in this process; N (an ``int``) starts N local Dask
-    worker processes (one thread each); an address (``tcp://HOST:8786``, a string) uses an
-    existing Dask cluster, e.g. one started on SLURM with dask-jobqueue. Each block is then a
+    With a ``scheduler`` (N local Dask worker processes, one thread each, or the address of an
+    existing Dask cluster, e.g. one started on SLURM with dask-jobqueue), each block is a
     task (:mod:`climdl.data.prepare_dask`); the workers read the input files themselves, so
     these must be on a file system they share, and the client writes the blocks in time order
     and merges their statistics: the output is the in-process one and the statistics agree to
@@ -258,11 +256,45 @@ def prepare(
     On Dask, ``device="auto"`` means cpu; for GPUs pass cuda and run one worker per GPU (e.g.
     dask-cuda's ``LocalCUDACluster``).
 
-    ``range_check``: refuse fine values outside their variable's plausible range after unit
-    conversion (:data:`climdl.data.variables.PLAUSIBLE_RANGES`), checked block by block; False
-    skips the check (``--no-range-check``). A variable with no valid value in the training
-    period (all NaN: an all-NaN output and statistics of count 0) is always refused, and no
-    output is left.
+    A variable with no valid value in the training period (all NaN: an all-NaN output and
+    statistics of count 0) is always refused, and no output is left.
+
+    Args:
+        fine: files/globs the reader accepts (regular lat/lon or projected x/y grid).
+        out: the coarse NetCDF file to write.
+        coarse_grid: a domain name (its 16 x 16 predictor grid), ``"covered[:STEP]"``
+            (:func:`~climdl.data.prepare_grids.covered_coarse_grid`), a NetCDF path or a
+            Dataset with 1-D lat/lon (and bounds).
+        variables: canonical names (default: all recognised).
+        smoothing: odd moving-average window in coarse cells, 0 = none (see
+            :func:`climdl.data.upscale.smooth` for the edges).
+        train_period: inclusive (start, end) dates, 'YYYY[-MM[-DD]]'; statistics of the coarse
+            and the fine fields over it (the whole series if None) are returned and written to
+            ``stats_out``.
+        stats_out: where to write the statistics (.json/.nc); None: not written.
+        device: auto = cuda if available.
+        chunk_days: time steps per block (memory bound).
+        overwrite: replace an existing ``out`` (and ``stats_out``).
+        progress: ``progress(done, total)``, called after each block.
+        min_coverage: least covered fraction allowed for any coarse cell (see the module doc).
+        subcells: k x k sub-cells per projected fine cell for the weights.
+        scheduler: None computes the blocks in this process; N (an ``int``) starts N local
+            Dask worker processes; an address (``tcp://HOST:8786``) uses an existing cluster.
+        range_check: refuse fine values outside their variable's plausible range after unit
+            conversion (:data:`climdl.data.variables.PLAUSIBLE_RANGES`), checked block by
+            block; False skips the check (``--no-range-check``).
+
+    Returns:
+        Where the output and statistics went, the grid's shape and coverage, the statistics
+        and the time taken.
+
+    Raises:
+        ConfigError: an unknown coarse grid or device, an even smoothing window, a malformed
+            training period, ``chunk_days`` or ``min_coverage`` out of range, or an output
+            that is one of the inputs.
+        DataError: unreadable inputs, values outside their plausible range, a coarse cell
+            covered less than ``min_coverage``, or a variable with no valid value.
+        OutputError: ``out`` exists (without ``overwrite``) or cannot be written.
     """
     t0 = time.perf_counter()
     out = Path(out)

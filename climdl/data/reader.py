@@ -29,6 +29,8 @@ from climdl.data.units import assumed_units_for, to_canonical
 from climdl.data.variables import FAMILIES, identify, is_canonical, known_names, parse_level_name
 from climdl.errors import DataError
 
+__all__ = ["open_dataset"]
+
 log = logging.getLogger(__name__)
 
 DEFAULT_CHUNKS: Mapping[str, int] = {"time": 365}
@@ -197,15 +199,28 @@ def open_dataset(
 ) -> xr.Dataset:
     """Open CF NetCDF file(s) lazily as a canonical Dataset (names, units, coordinates).
 
-    ``paths``: a file, a glob, or a sequence of files/globs; many files are combined by
-    coordinates along time. ``variables``: canonical names to return (default: all recognised;
-    pressure-level variables are split at ``levels`` hPa). ``chunks``: dask chunks per dimension
-    (default ``{"time": 365}``; other dimensions whole). ``assume_units``: units for variables
-    without a units attribute, keyed by canonical or source name. ``time_range``: inclusive
-    ('YYYY-MM-DD', 'YYYY-MM-DD'). ``bbox``: (lon_min, lon_max, lat_min, lat_max) the grid must
-    cover (checked only; no subsetting). ``strict=False`` warns instead of raising for missing
-    variables or levels. ``rename``: canonical name -> variable name in the files, for names
-    climdl cannot recognise (catalog entries' ``variables``).
+    Args:
+        paths: a file, a glob, or a sequence of files/globs; many files are combined by
+            coordinates along time.
+        variables: canonical names to return (default: all recognised; pressure-level variables
+            are split at ``levels`` hPa).
+        chunks: dask chunks per dimension (default ``{"time": 365}``; other dimensions whole).
+        assume_units: units for variables without a units attribute, keyed by canonical or
+            source name.
+        levels: the pressure levels (hPa) that pressure-level variables are split at.
+        time_range: inclusive ('YYYY-MM-DD', 'YYYY-MM-DD').
+        bbox: (lon_min, lon_max, lat_min, lat_max) the grid must cover (checked only; no
+            subsetting).
+        strict: False warns instead of raising for missing variables or levels.
+        rename: canonical name -> variable name in the files, for names climdl cannot
+            recognise (catalog entries' ``variables``).
+
+    Returns:
+        The lazily loaded, Dask-chunked dataset: canonical names, units and coordinates.
+
+    Raises:
+        DataError: no file matches, a file is unreadable, a variable is unknown or missing
+            (with ``strict``), units cannot be converted, or the grid does not cover ``bbox``.
     """
     files = resolve_paths(paths)
     where = describe(files)

@@ -37,6 +37,8 @@ from climdl.errors import ConfigError
 from climdl.io.netcdf import write_netcdf
 from climdl.io.provenance import CF_CONVENTIONS, climdl_source, stamped
 
+__all__ = ["SampleResult", "write_sample"]
+
 log = logging.getLogger(__name__)
 
 TRAIN_EXPERIMENTS = {
@@ -60,7 +62,13 @@ PREDICTOR_DIGITS = {
 
 @dataclass(frozen=True)
 class SampleResult:
-    """What ``write_sample`` produced."""
+    """What ``write_sample`` produced.
+
+    Attributes:
+        root: the domain folder (``<out_dir>/<DOMAIN>/<DOMAIN>_domain``).
+        files: the files written.
+        seconds: wall time.
+    """
 
     root: Path
     files: list[Path]
@@ -338,7 +346,23 @@ def write_sample(
     overwrite: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> SampleResult:
-    """Write the embedded sample for ``domain`` under ``out_dir``; return the files written."""
+    """Write the embedded sample for ``domain`` under ``out_dir``; return the files written.
+
+    Args:
+        out_dir: the folder the benchmark tree is written under.
+        domain: ``ALPS``, ``SA`` or ``NZ``.
+        years: years per period (at least 1).
+        seed: the random seed (same seed, same files).
+        overwrite: replace existing files.
+        progress: called with each file's name as it is written.
+
+    Returns:
+        The domain folder, the files written and the time taken.
+
+    Raises:
+        ConfigError: ``years`` below 1 or an unknown domain.
+        OutputError: a file exists (without ``overwrite``) or cannot be written.
+    """
     start = time.perf_counter()
     writer = SampleWriter(domain, Path(out_dir), years, seed, overwrite)
     files = writer.write_all(progress)

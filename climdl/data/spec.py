@@ -21,6 +21,19 @@ from torch import Tensor
 
 from climdl.errors import DataError
 
+__all__ = [
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "BaselineCoefficients",
+    "Coordinate",
+    "EmulatorSpec",
+    "EmulatorStats",
+    "Grid",
+    "GridMapping",
+    "Step",
+    "migrate_layout",
+]
+
 SCHEMA_VERSION = 1
 """Layout version written by :meth:`EmulatorSpec.to_dict` (0: climdl 0.1, no version key)."""
 
@@ -90,7 +103,13 @@ def _map(t: Any, shape: tuple[int, ...], what: str) -> None:
 # ----------------------------------------------------------------------------- grids
 @dataclass(frozen=True, eq=False)
 class Coordinate:
-    """One grid coordinate: dimension names, values (float64) and its CF attributes."""
+    """One grid coordinate: dimension names, values (float64) and its CF attributes.
+
+    Attributes:
+        dims: the coordinate's dimension names.
+        values: its values (float64 tensor).
+        attrs: its CF attributes.
+    """
 
     dims: tuple[str, ...]
     values: Tensor
@@ -103,7 +122,12 @@ class Coordinate:
 
 @dataclass(frozen=True, eq=False)
 class GridMapping:
-    """The CF grid-mapping variable of a projected grid: its name and attributes."""
+    """The CF grid-mapping variable of a projected grid: its name and attributes.
+
+    Attributes:
+        name: the grid-mapping variable's name.
+        attrs: its CF attributes.
+    """
 
     name: str
     attrs: dict[str, Any]
@@ -111,7 +135,12 @@ class GridMapping:
 
 @dataclass(frozen=True, eq=False)
 class Grid:
-    """A horizontal grid: coordinates by name (``lat``, ``lon``, ``x``, ``y``), grid mapping."""
+    """A horizontal grid: coordinates by name (``lat``, ``lon``, ``x``, ``y``), grid mapping.
+
+    Attributes:
+        coords: the coordinates by name.
+        mapping: the grid mapping of a projected grid, or None.
+    """
 
     coords: dict[str, Coordinate]
     mapping: GridMapping | None = None
@@ -207,6 +236,20 @@ class EmulatorStats:
     ``moments_*``: statistics of the daily spatial means and stds of each predictor (first all
     means, then all stds); ``y_log_*``: of ``log1p`` of the targets; ``pr_gamma_*``: per-pixel
     gamma laws of wet-day precipitation, fitted by the task when ``pr`` is a target.
+
+    Attributes:
+        x_mean: predictor means ``[C_in]``.
+        x_std: predictor standard deviations ``[C_in]``.
+        moments_mean: means of the daily spatial moments ``[2 * C_in]``.
+        moments_std: standard deviations of the daily spatial moments ``[2 * C_in]``.
+        y_mean: target means ``[C_out]``.
+        y_std: target standard deviations ``[C_out]``.
+        y_log_mean: means of ``log1p`` of the targets ``[C_out]``.
+        y_log_std: standard deviations of ``log1p`` of the targets ``[C_out]``.
+        aux_mean: means of the 1-D inputs.
+        aux_std: standard deviations of the 1-D inputs.
+        pr_gamma_shape: gamma shape per target pixel ``[H, W]``, or None.
+        pr_gamma_scale: gamma scale per target pixel ``[H, W]``, or None.
     """
 
     x_mean: Tensor
@@ -241,7 +284,12 @@ class EmulatorStats:
 
 @dataclass(frozen=True, eq=False)
 class BaselineCoefficients:
-    """The fitted linear map (scale, offset) of the tasmax interpolation baseline."""
+    """The fitted linear map (scale, offset) of the tasmax interpolation baseline.
+
+    Attributes:
+        scale: the multiplier, a scalar or ``[H, W]`` tensor.
+        offset: the offset (K), same shape.
+    """
 
     scale: Tensor
     offset: Tensor
@@ -334,7 +382,11 @@ class EmulatorSpec:
             raise DataError("the spec's forcing table has no 'year' column.")
 
     def to_dict(self) -> dict[str, Any]:
-        """The checkpoint layout (plain types and tensors), with ``schema_version``."""
+        """The checkpoint layout (plain types and tensors), with ``schema_version``.
+
+        Returns:
+            Plain types and tensors (loads with ``torch.load(weights_only=True)``).
+        """
         base = self.tasmax_baseline
         return {
             "schema_version": SCHEMA_VERSION,
@@ -358,7 +410,17 @@ class EmulatorSpec:
 
     @classmethod
     def from_dict(cls, layout: Mapping[str, Any]) -> EmulatorSpec:
-        """A spec from a stored layout of any known version (see :data:`MIGRATIONS`)."""
+        """A spec from a stored layout of any known version (see :data:`MIGRATIONS`).
+
+        Args:
+            layout: what :meth:`to_dict` wrote (this or an older climdl).
+
+        Returns:
+            The spec, validated.
+
+        Raises:
+            DataError: a malformed layout, or one newer than this climdl reads.
+        """
         d = migrate_layout(layout, MIGRATIONS, SCHEMA_VERSION, "emulator")
         try:
             base = d["tasmax_baseline"]

@@ -91,6 +91,20 @@ def rmse(
 
     Over all dims or time, computed from one-pass sums (a fused kernel per chunk); over other
     dims (e.g. the grid, giving a daily series) with xarray operations.
+
+    Args:
+        truth: the reference (RCM) series.
+        pred: the prediction, on the same days and grid.
+        dim: dimension(s) to reduce; None: all (one number); ``"time"``: a map.
+        season: only the days of ``DJF``, ``MAM``, ``JJA`` or ``SON`` (or the benchmark's words);
+            None: all days.
+
+    Returns:
+        The RMSE, reduced over ``dim``.
+
+    Raises:
+        DataError: truth and prediction differ in shape (align them first).
+        ConfigError: an unknown season.
     """
     units = truth.attrs.get("units", "")
     if dim is None or dim == "time" or dim == ("time",):
@@ -111,7 +125,22 @@ def bias(
     season: str | None = None,
     dim: str | tuple[Hashable, ...] | None = "time",
 ) -> xr.DataArray:
-    """Mean of ``pred - truth`` over ``dim`` (default time: the map of the bias of the mean)."""
+    """Mean of ``pred - truth`` over ``dim`` (default time: the map of the bias of the mean).
+
+    Args:
+        truth: the reference (RCM) series.
+        pred: the prediction, on the same days and grid.
+        dim: dimension(s) to average over; None: all (one number).
+        season: only the days of ``DJF``, ``MAM``, ``JJA`` or ``SON`` (or the benchmark's words);
+            None: all days.
+
+    Returns:
+        The bias, reduced over ``dim``.
+
+    Raises:
+        DataError: truth and prediction differ in shape (align them first).
+        ConfigError: an unknown season.
+    """
     units = truth.attrs.get("units", "")
     long_name = "mean bias (prediction - truth)"
     if dim is None or dim == "time" or dim == ("time",):
@@ -129,14 +158,42 @@ def bias(
 def temporal_correlation(
     truth: xr.DataArray, pred: xr.DataArray, *, season: str | None = None
 ) -> xr.DataArray:
-    """Pearson correlation over time at every grid point (daily values, one-pass sums)."""
+    """Pearson correlation over time at every grid point (daily values, one-pass sums).
+
+    Args:
+        truth: the reference (RCM) series.
+        pred: the prediction, on the same days and grid.
+        season: only the days of ``DJF``, ``MAM``, ``JJA`` or ``SON`` (or the benchmark's words);
+            None: all days.
+
+    Returns:
+        The correlation per grid point.
+
+    Raises:
+        DataError: truth and prediction differ in shape (align them first).
+        ConfigError: an unknown season.
+    """
     return _named(_stats(truth, pred, season).corr, "corr_time", "1", "temporal correlation")
 
 
 def spatial_correlation(
     truth: xr.DataArray, pred: xr.DataArray, *, season: str | None = None
 ) -> xr.DataArray:
-    """Pattern (Pearson) correlation of each day's fields over the grid: a series over time."""
+    """Pattern (Pearson) correlation of each day's fields over the grid: a series over time.
+
+    Args:
+        truth: the reference (RCM) series.
+        pred: the prediction, on the same days and grid.
+        season: only the days of ``DJF``, ``MAM``, ``JJA`` or ``SON`` (or the benchmark's words);
+            None: all days.
+
+    Returns:
+        The daily pattern correlation, a series over ``time``.
+
+    Raises:
+        DataError: truth and prediction differ in shape (align them first).
+        ConfigError: an unknown season.
+    """
     t, p = _pair(truth, pred, season)
     out = _pairs.daily_pattern_correlation(t, p)
     return _named(out, "corr_space", "1", "spatial correlation")
@@ -145,7 +202,21 @@ def spatial_correlation(
 def std_ratio(
     truth: xr.DataArray, pred: xr.DataArray, *, season: str | None = None
 ) -> xr.DataArray:
-    """Ratio of the standard deviations over time, ``std(pred) / std(truth)``, per grid point."""
+    """Ratio of the standard deviations over time, ``std(pred) / std(truth)``, per grid point.
+
+    Args:
+        truth: the reference (RCM) series.
+        pred: the prediction, on the same days and grid.
+        season: only the days of ``DJF``, ``MAM``, ``JJA`` or ``SON`` (or the benchmark's words);
+            None: all days.
+
+    Returns:
+        The ratio per grid point.
+
+    Raises:
+        DataError: truth and prediction differ in shape (align them first).
+        ConfigError: an unknown season.
+    """
     out = _stats(truth, pred, season).std_ratio
     return _named(out, "std_ratio", "1", "ratio of standard deviations (prediction / truth)")
 
@@ -162,6 +233,21 @@ def bias_multivariable_correlation(
 
     Returns the correlation in the truth, in the prediction and their difference
     (prediction - truth).
+
+    Args:
+        truth: the reference (RCM) dataset holding ``var_x`` and ``var_y``.
+        pred: the prediction, on the same days and grid.
+        var_x: the first variable.
+        var_y: the second variable.
+        season: only the days of ``DJF``, ``MAM``, ``JJA`` or ``SON`` (or the benchmark's words);
+            None: all days.
+
+    Returns:
+        Dataset of the truth's, the prediction's correlation and their difference per grid point.
+
+    Raises:
+        DataError: a dataset lacks one of the variables, or the two differ in shape.
+        ConfigError: an unknown season.
     """
     for name, ds in (("truth", truth), ("prediction", pred)):
         missing = [v for v in (var_x, var_y) if v not in ds]
@@ -188,7 +274,24 @@ def bias_index(
     relative: bool = False,
     **index_kwargs: Any,
 ) -> xr.DataArray:
-    """``index(pred) - index(truth)`` (ML-Bench ``bias_index``); ``relative`` divides by truth's."""
+    """``index(pred) - index(truth)`` (ML-Bench ``bias_index``); ``relative`` divides by truth's.
+
+    Args:
+        truth: the reference (RCM) series.
+        pred: the prediction, on the same days and grid.
+        index_fn: the index (e.g. :func:`~climdl.evaluation.indices.txx`).
+        relative: divide the difference by the truth's index (NaN where it is 0).
+        **index_kwargs: passed to ``index_fn`` (thresholds, quantile).
+        season: only the days of ``DJF``, ``MAM``, ``JJA`` or ``SON`` (or the benchmark's words);
+            None: all days.
+
+    Returns:
+        The index bias per grid point.
+
+    Raises:
+        DataError: truth and prediction differ in shape (align them first).
+        ConfigError: an unknown season.
+    """
     i0 = index_fn(truth, season=season, **index_kwargs)
     i1 = index_fn(pred, season=season, **index_kwargs)
     out = i1 - i0
@@ -205,7 +308,23 @@ def ratio_index(
     season: str | None = None,
     **index_kwargs: Any,
 ) -> xr.DataArray:
-    """``index(pred) / index(truth)`` (ML-Bench ``ratio_index``); NaN where the truth's is 0."""
+    """``index(pred) / index(truth)`` (ML-Bench ``ratio_index``); NaN where the truth's is 0.
+
+    Args:
+        truth: the reference (RCM) series.
+        pred: the prediction, on the same days and grid.
+        index_fn: the index (e.g. :func:`~climdl.evaluation.indices.rx1day`).
+        **index_kwargs: passed to ``index_fn`` (thresholds, quantile).
+        season: only the days of ``DJF``, ``MAM``, ``JJA`` or ``SON`` (or the benchmark's words);
+            None: all days.
+
+    Returns:
+        The index ratio per grid point.
+
+    Raises:
+        DataError: truth and prediction differ in shape (align them first).
+        ConfigError: an unknown season.
+    """
     i0 = index_fn(truth, season=season, **index_kwargs)
     i1 = index_fn(pred, season=season, **index_kwargs)
     return _named((i1 / i0).where(i0 != 0), "ratio_index", "1", "ratio of index")
@@ -319,6 +438,21 @@ def wasserstein_distance(
     a field, the exact distance between the time series' distributions at each grid point
     (mean absolute difference of the sorted values over the days both sides have), which needs
     each point's whole series in one chunk (see :func:`climdl.evaluation._reduce.time_core`).
+
+    Args:
+        truth: the reference (RCM) series.
+        pred: the prediction, on the same days and grid.
+        spatial: a map of per-point distances instead of one pooled number.
+        variable: the histogram grid's variable (default: the DataArray's name).
+        season: only the days of ``DJF``, ``MAM``, ``JJA`` or ``SON`` (or the benchmark's words);
+            None: all days.
+
+    Returns:
+        A 0-d DataArray (``spatial=False``) or a map (``spatial=True``), in the data's units.
+
+    Raises:
+        DataError: truth and prediction differ in shape (align them first), or no valid values.
+        ConfigError: an unknown season.
     """
     t, p = _pair(truth, pred, season)
     units = truth.attrs.get("units", "")

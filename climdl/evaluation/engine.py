@@ -44,7 +44,13 @@ SPACE_VIEW_BYTES = 64 * 2**20
 
 @dataclass
 class EvaluationResult:
-    """Summary rows, computed fields per variable, and what was evaluated."""
+    """Summary rows, computed fields per variable, and what was evaluated.
+
+    Attributes:
+        rows: one summary row per diagnostic, model, variable and season.
+        fields: the computed maps and series of each variable.
+        meta: what was evaluated (models, variables, periods, thresholds).
+    """
 
     rows: list[Row]
     fields: dict[str, xr.Dataset]
@@ -86,6 +92,25 @@ def evaluate(
     (``truth``/``preds`` are then the future period). ``truth_space``/``preds_space`` are the same
     data opened with the whole time axis in a chunk (see :func:`evaluate_files`); without them
     the per-point Wasserstein distance rechunks in memory.
+
+    Args:
+        truth: the RCM's fields (the future period when ``hist_truth`` is given).
+        preds: model name -> its predictions, on the truth's days and grid.
+        variables: the variables to evaluate (default: those all inputs share).
+        seasons: the seasons of the seasonal rows.
+        hist_truth: the RCM's historical period, for the climate-change signal.
+        hist_preds: each model's historical period.
+        truth_space: ``truth`` with the whole time axis in one chunk.
+        preds_space: each prediction chunked like ``truth_space``.
+        window: taper of the spectra (``"hann"`` or None).
+        thresholds: thresholds of the indices (default: ETCCDI's, with units).
+        progress: receives the stages and Dask task counts (the CLI's progress bar).
+
+    Returns:
+        The summary rows, the computed fields per variable and what was evaluated.
+
+    Raises:
+        DataError: no prediction, or inputs that cannot be compared (variables, days, grids).
     """
     if not preds:
         raise DataError("no prediction to evaluate; pass at least one.")
@@ -275,7 +300,25 @@ def evaluate_files(
     thresholds: indices.Thresholds | None = None,
     progress: Progress | None = None,
 ) -> EvaluationResult:
-    """:func:`evaluate` on files (paths or globs per side); nothing is written."""
+    """:func:`evaluate` on files (paths or globs per side); nothing is written.
+
+    Args:
+        truth: the RCM's files (the future period when ``hist_truth`` is given).
+        preds: model name -> its prediction files.
+        variables: the variables to evaluate (default: those all inputs share).
+        seasons: the seasons of the seasonal rows.
+        hist_truth: the RCM's historical-period files, for the climate-change signal.
+        hist_preds: each model's historical-period files.
+        window: taper of the spectra (``"hann"`` or None).
+        thresholds: thresholds of the indices (default: ETCCDI's, with units).
+        progress: receives the stages and Dask task counts (the CLI's progress bar).
+
+    Returns:
+        The summary rows, the computed fields per variable and what was evaluated.
+
+    Raises:
+        DataError: missing or unreadable files, or inputs that cannot be compared.
+    """
     thresholds = (thresholds or indices.Thresholds()).check()  # before any reading
     for s in seasons:
         _time.normalise_season(s)

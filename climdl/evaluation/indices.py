@@ -73,14 +73,41 @@ def _finish(out: xr.DataArray, name: str, attrs: dict[str, Any]) -> xr.DataArray
 
 # ----------------------------------------------------------------------------- indices
 def mean(da: xr.DataArray, *, season: str | None = None) -> xr.DataArray:
-    """Time mean (ML-Bench ``mean``), NaNs skipped."""
+    """Time mean (ML-Bench ``mean``), NaNs skipped.
+
+    Args:
+        da: daily series with a ``time`` dimension (NumPy or Dask backed).
+        season: only the days of ``DJF``, ``MAM``, ``JJA`` or ``SON`` (or the benchmark's words);
+            None: all days.
+
+    Returns:
+        The mean per grid point, in the data's units.
+
+    Raises:
+        DataError: ``da`` has no time dimension.
+        ConfigError: an unknown season.
+    """
     x = _prep(da, season)
     out = x.mean("time", skipna=True, dtype=np.float64)
     return _finish(out, "mean", {"units": da.attrs.get("units", ""), "long_name": "mean"})
 
 
 def quantile(da: xr.DataArray, q: float, *, season: str | None = None) -> xr.DataArray:
-    """Quantile ``q`` (0-1) over time of all values (ML-Bench ``quantile``; NumPy "linear")."""
+    """Quantile ``q`` (0-1) over time of all values (ML-Bench ``quantile``; NumPy "linear").
+
+    Args:
+        da: daily series with a ``time`` dimension (NumPy or Dask backed).
+        q: the quantile, between 0 and 1.
+        season: only the days of ``DJF``, ``MAM``, ``JJA`` or ``SON`` (or the benchmark's words);
+            None: all days.
+
+    Returns:
+        The quantile per grid point, in the data's units.
+
+    Raises:
+        DataError: ``da`` has no time dimension.
+        ConfigError: an unknown season.
+    """
     out = _reduce.quantile(_prep(da, season), q)
     return _finish(
         out, f"p{q * 100:g}", {"units": da.attrs.get("units", ""), "long_name": f"{q:g} quantile"}
@@ -94,6 +121,19 @@ def summer_days(
 
     ETCCDI SU counts TX > 25 degC. The benchmark's ``su`` takes a bare default of 300.0 while its
     docstring says 25 degC; here the threshold carries units and is converted to the data's.
+
+    Args:
+        da: daily series with a ``time`` dimension (NumPy or Dask backed).
+        threshold: a day counts above it (a quantity with units, e.g. ``"25 degC"``).
+        season: only the days of ``DJF``, ``MAM``, ``JJA`` or ``SON`` (or the benchmark's words);
+            None: all days.
+
+    Returns:
+        Mean days per year (season) per grid point.
+
+    Raises:
+        DataError: ``da`` has no time dimension, or no complete year (season).
+        ConfigError: an unknown season.
     """
     thr = threshold_for(da, threshold, what="summer-day threshold")
     yearly = _annual(da, season, _reduce.count_where(lambda x: x > thr))
@@ -102,7 +142,20 @@ def summer_days(
 
 
 def txx(da: xr.DataArray, *, season: str | None = None) -> xr.DataArray:
-    """TXx: mean over years of the annual (seasonal) maximum of daily maximum temperature."""
+    """TXx: mean over years of the annual (seasonal) maximum of daily maximum temperature.
+
+    Args:
+        da: daily series with a ``time`` dimension (NumPy or Dask backed).
+        season: only the days of ``DJF``, ``MAM``, ``JJA`` or ``SON`` (or the benchmark's words);
+            None: all days.
+
+    Returns:
+        The mean annual maximum per grid point, in the data's units.
+
+    Raises:
+        DataError: ``da`` has no time dimension, or no complete year (season).
+        ConfigError: an unknown season.
+    """
     out = _annual(da, season, _reduce.nan_reduce("max")).mean("year")
     return _finish(
         out, "txx", {"units": da.attrs.get("units", ""), "long_name": "mean annual maximum"}
@@ -110,7 +163,20 @@ def txx(da: xr.DataArray, *, season: str | None = None) -> xr.DataArray:
 
 
 def txn(da: xr.DataArray, *, season: str | None = None) -> xr.DataArray:
-    """TXn: mean over years of the annual (seasonal) minimum of daily maximum temperature."""
+    """TXn: mean over years of the annual (seasonal) minimum of daily maximum temperature.
+
+    Args:
+        da: daily series with a ``time`` dimension (NumPy or Dask backed).
+        season: only the days of ``DJF``, ``MAM``, ``JJA`` or ``SON`` (or the benchmark's words);
+            None: all days.
+
+    Returns:
+        The mean annual minimum per grid point, in the data's units.
+
+    Raises:
+        DataError: ``da`` has no time dimension, or no complete year (season).
+        ConfigError: an unknown season.
+    """
     out = _annual(da, season, _reduce.nan_reduce("min")).mean("year")
     return _finish(
         out, "txn", {"units": da.attrs.get("units", ""), "long_name": "mean annual minimum"}
@@ -118,7 +184,20 @@ def txn(da: xr.DataArray, *, season: str | None = None) -> xr.DataArray:
 
 
 def rx1day(da: xr.DataArray, *, season: str | None = None) -> xr.DataArray:
-    """Rx1day: mean over years of the annual (seasonal) maximum 1-day precipitation."""
+    """Rx1day: mean over years of the annual (seasonal) maximum 1-day precipitation.
+
+    Args:
+        da: daily series with a ``time`` dimension (NumPy or Dask backed).
+        season: only the days of ``DJF``, ``MAM``, ``JJA`` or ``SON`` (or the benchmark's words);
+            None: all days.
+
+    Returns:
+        The mean annual maximum per grid point, in the data's units.
+
+    Raises:
+        DataError: ``da`` has no time dimension, or no complete year (season).
+        ConfigError: an unknown season.
+    """
     out = _annual(da, season, _reduce.nan_reduce("max")).mean("year")
     return _finish(
         out,
@@ -134,6 +213,19 @@ def sdii(
 
     ML-Bench "mean precipitation on wet days"; ETCCDI's SDII is the same ratio per year. Points
     without a wet day give NaN.
+
+    Args:
+        da: daily series with a ``time`` dimension (NumPy or Dask backed).
+        wet_threshold: a day is wet at or above it (a quantity with units).
+        season: only the days of ``DJF``, ``MAM``, ``JJA`` or ``SON`` (or the benchmark's words);
+            None: all days.
+
+    Returns:
+        The wet-day mean per grid point, in the data's units.
+
+    Raises:
+        DataError: ``da`` has no time dimension.
+        ConfigError: an unknown season.
     """
     thr = threshold_for(da, wet_threshold, what="wet-day threshold")
     x = _prep(da, season)
@@ -155,6 +247,19 @@ def cdd(
 
     Runs are cut at year (season-year) ends, at gaps in the series and at missing values. With a
     season, only runs inside the season count (a DJF run is cut at the end of February).
+
+    Args:
+        da: daily series with a ``time`` dimension (NumPy or Dask backed).
+        dry_threshold: a day is dry below it (a quantity with units, e.g. ``"1 mm/day"``).
+        season: only the days of ``DJF``, ``MAM``, ``JJA`` or ``SON`` (or the benchmark's words);
+            None: all days.
+
+    Returns:
+        Mean longest dry spell (days) per grid point.
+
+    Raises:
+        DataError: ``da`` has no time dimension, or no complete year (season).
+        ConfigError: an unknown season.
     """
     thr = threshold_for(da, dry_threshold, what="dry-day threshold")
     out = _annual(da, season, _reduce.longest_spell(lambda x: x < thr), need_breaks=True)
@@ -166,7 +271,21 @@ def cdd(
 def cwd(
     da: xr.DataArray, *, wet_threshold: Threshold = WET_THRESHOLD, season: str | None = None
 ) -> xr.DataArray:
-    """CWD: mean over years of the longest run of consecutive days with pr >= ``wet_threshold``."""
+    """CWD: mean over years of the longest run of consecutive days with pr >= ``wet_threshold``.
+
+    Args:
+        da: daily series with a ``time`` dimension (NumPy or Dask backed).
+        wet_threshold: a day is wet at or above it (a quantity with units).
+        season: only the days of ``DJF``, ``MAM``, ``JJA`` or ``SON`` (or the benchmark's words);
+            None: all days.
+
+    Returns:
+        Mean longest wet spell (days) per grid point.
+
+    Raises:
+        DataError: ``da`` has no time dimension, or no complete year (season).
+        ConfigError: an unknown season.
+    """
     thr = threshold_for(da, wet_threshold, what="wet-day threshold")
     out = _annual(da, season, _reduce.longest_spell(lambda x: x >= thr), need_breaks=True)
     return _finish(
@@ -180,6 +299,18 @@ def lag1_autocorrelation(da: xr.DataArray, *, season: str | None = None) -> xr.D
     Only pairs one day apart and both in the season enter (the benchmark correlates the filtered
     series with itself shifted, which pairs 28 February with 1 December in DJF). Computed from
     one-pass sums (:func:`climdl.evaluation._pairs.pair_sums`), so it streams over Dask chunks.
+
+    Args:
+        da: daily series with a ``time`` dimension (NumPy or Dask backed).
+        season: only the days of ``DJF``, ``MAM``, ``JJA`` or ``SON`` (or the benchmark's words);
+            None: all days.
+
+    Returns:
+        The autocorrelation per grid point.
+
+    Raises:
+        DataError: ``da`` has no time dimension.
+        ConfigError: an unknown season.
     """
     x = _reduce.time_first(da)
     if "time" not in x.dims:
@@ -202,6 +333,18 @@ def interannual_variability(da: xr.DataArray, *, season: str | None = None) -> x
     """Standard deviation (ddof 0) of annual (seasonal) means over years (ML-Bench).
 
     NaN with fewer than two complete years (seasons): a spread needs two values.
+
+    Args:
+        da: daily series with a ``time`` dimension (NumPy or Dask backed).
+        season: only the days of ``DJF``, ``MAM``, ``JJA`` or ``SON`` (or the benchmark's words);
+            None: all days.
+
+    Returns:
+        The standard deviation per grid point.
+
+    Raises:
+        DataError: ``da`` has no time dimension, or no complete year (season).
+        ConfigError: an unknown season.
     """
     yearly = _annual(da, season, _reduce.nan_reduce("mean"))
     n = yearly.notnull().sum("year")

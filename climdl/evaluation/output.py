@@ -98,7 +98,22 @@ def write_outputs(
     report: bool = True,
     title: str = REPORT_TITLE,
 ) -> dict[str, Path]:
-    """Write every output of ``result`` to ``out``; returns the paths by kind."""
+    """Write every output of ``result`` to ``out``; returns the paths by kind.
+
+    Args:
+        result: what :func:`~climdl.evaluation.engine.evaluate` returned.
+        out: the output folder (created when missing).
+        overwrite: replace existing outputs.
+        report: also write the HTML and Markdown report with its figures.
+        title: the report's title.
+
+    Returns:
+        Kind (``summary_json``, ``summary_csv``, ``fields_<variable>``, ``report_html``, ...) ->
+        path written.
+
+    Raises:
+        OutputError: an output exists (without ``overwrite``) or the folder cannot be written.
+    """
     out = Path(out)
     check_out_dir(out, overwrite)
     try:

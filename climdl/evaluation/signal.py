@@ -58,6 +58,18 @@ def climate_change_signal(
     """Signal of ``index_fn`` (default the mean) between two periods of one simulation.
 
     ``relative`` defaults to True for precipitation (by the DataArray's name).
+
+    Args:
+        historical: the simulation's historical period.
+        future: the simulation's future period.
+        index_fn: the index whose change is taken (default :func:`~climdl.evaluation.indices.mean`).
+        relative: a relative change (percent) instead of a difference; None: by variable.
+        season: only the days of ``DJF``, ``MAM``, ``JJA`` or ``SON`` (or the benchmark's words);
+            None: all days.
+        **index_kwargs: passed to ``index_fn`` (thresholds, quantile).
+
+    Returns:
+        The signal per grid point (``future - historical``, or percent when relative).
     """
     rel = is_relative(str(future.name)) if relative is None else relative
     i0 = index_fn(historical, season=season, **index_kwargs)
@@ -72,7 +84,18 @@ def signal_bias(
     pred_future: xr.DataArray,
     **kwargs: Any,
 ) -> xr.DataArray:
-    """Emulated minus RCM signal per grid point (same index and units as the signals)."""
+    """Emulated minus RCM signal per grid point (same index and units as the signals).
+
+    Args:
+        truth_hist: the RCM's historical period.
+        truth_future: the RCM's future period.
+        pred_hist: the emulator's historical period.
+        pred_future: the emulator's future period.
+        **kwargs: passed to :func:`climate_change_signal` (``index_fn``, ``season``, ...).
+
+    Returns:
+        The emulated signal minus the RCM's, per grid point.
+    """
     s0 = climate_change_signal(truth_hist, truth_future, **kwargs)
     s1 = climate_change_signal(pred_hist, pred_future, **kwargs)
     out = (s1 - s0).rename("signal_bias")

@@ -167,6 +167,20 @@ def psd(
 
     Returns a DataArray over ``wavenumber`` (cycles per km) with a ``wavelength`` coordinate
     (km). ``spacing_km`` = (dy, dx) overrides the spacing read from the coordinates.
+
+    Args:
+        da: daily 2-D fields ``(time, y, x)`` (or lat/lon).
+        season: only the days of ``DJF``, ``MAM``, ``JJA`` or ``SON`` (or the benchmark's words);
+            None: all days.
+        window: ``"hann"`` tapers each field before the transform; None: no taper.
+        spacing_km: grid spacing (dy, dx) in km, overriding the coordinates'.
+
+    Returns:
+        The mean PSD over ``wavenumber`` with a ``wavelength`` coordinate.
+
+    Raises:
+        DataError: ``da`` is not ``(time, y, x)``, has fewer than 2 x 2 points, or no spacing can be
+            read from its coordinates.
     """
     x = _time.select_season(_reduce.time_first(da), season)
     if x.ndim != 3:
@@ -216,6 +230,17 @@ def ralsd(
     """Radially averaged log spectral distance in dB (Harris et al. 2022); 0 for equal spectra.
 
     NaN when no bin has positive power in both spectra.
+
+    Args:
+        psd_truth: the truth's spectrum (from :func:`psd`).
+        psd_pred: the prediction's spectrum, on the same wavenumbers.
+        root: the root of the mean squared dB difference (Harris et al.); False: the mean square.
+
+    Returns:
+        The distance in dB.
+
+    Raises:
+        DataError: the spectra have different lengths.
     """
     a = np.asarray(psd_truth, dtype=np.float64)
     b = np.asarray(psd_pred, dtype=np.float64)

@@ -42,7 +42,21 @@ Progress = Callable[[int, int], None]
 
 @dataclass
 class DownscaleResult:
-    """What a run produced: the dataset (lazily reopened from the file when one was written)."""
+    """What a run produced: the dataset (lazily reopened from the file when one was written).
+
+    Attributes:
+        dataset: the predictions (reopened lazily from ``path``, or in memory without one).
+        path: the written NetCDF file (or submission folder), or None for in-memory runs.
+        n_days: days downscaled.
+        seconds: wall time of the run.
+        device: the device the networks ran on.
+        grid: how the predictors were brought onto the training grid (one line).
+        chunks_computed: chunks computed by this run.
+        chunks_resumed: chunks taken from an interrupted run (``resume``).
+        rank: this process's rank (under torchrun).
+        world_size: number of processes that shared the chunks.
+        extra: further facts for the log (Dask cluster, ...).
+    """
 
     dataset: xr.Dataset
     path: Path | None

@@ -50,6 +50,8 @@ from climdl.io.netcdf import atomic_path
 from climdl.io.provenance import CF_CONVENTIONS, climdl_source, history_entry
 from climdl.preprocess.device import resolve_device
 
+__all__ = ["SegmentResult", "segment"]
+
 
 class MaskWriter(Protocol):
     """Where :func:`segment` puts finished rows: NetCDF or GeoTIFF, same calls."""
@@ -65,7 +67,18 @@ class MaskWriter(Protocol):
 
 @dataclass
 class SegmentResult:
-    """What :func:`segment` wrote, and how fast."""
+    """What :func:`segment` wrote, and how fast.
+
+    Attributes:
+        path: the mask written.
+        shape: the scene's (rows, columns).
+        n_tiles: tiles the network ran on.
+        seconds: wall time.
+        device: the device the network ran on.
+        class_fractions: class name -> fraction of the scene's valid pixels.
+        probability_path: the separate probability GeoTIFF (``--probabilities`` with a GeoTIFF
+            output), else None.
+    """
 
     path: Path
     shape: tuple[int, int]
@@ -97,13 +110,34 @@ def segment(
 ) -> SegmentResult:
     """Segment the scene ``scene`` with the checkpoint, writing the mask to ``output``.
 
-    ``scene``: anything :func:`~climdl.clouds.readers.open_scene` reads (a scene NetCDF, a Landsat
-    C2 L1 MTL file or its folder, a multi-band GeoTIFF with named bands).
-    ``output``: CF NetCDF (the mask and, with ``probabilities``, the ``probability`` variable),
-    or, ending in ``.tif``/``.tiff``, a tiled DEFLATE GeoTIFF of the mask on the scene's grid
-    (:class:`GeoTiffMaskWriter`; the scene needs a grid mapping and regular 1-D x/y), with the
-    probabilities in a second float32 GeoTIFF :func:`probability_path` (``<stem>_probability.tif``,
-    one band per class)."""
+    Args:
+        checkpoint: a cloud-segmenter checkpoint from ``climdl train``.
+        scene: anything :func:`~climdl.clouds.readers.open_scene` reads (a scene NetCDF, a
+            Landsat C2 L1 MTL file or its folder, a multi-band GeoTIFF with named bands).
+        output: CF NetCDF (the mask and, with ``probabilities``, the ``probability``
+            variable), or, ending in ``.tif``/``.tiff``, a tiled DEFLATE GeoTIFF of the mask on
+            the scene's grid (:class:`GeoTiffMaskWriter`; the scene needs a grid mapping and
+            regular 1-D x/y), with the probabilities in a second float32 GeoTIFF
+            :func:`probability_path` (``<stem>_probability.tif``, one band per class).
+        probabilities: also write the class probabilities.
+        tile: tile size in pixels the network runs on (a multiple of its ``2**depth``).
+        overlap: least pixels shared by neighbouring tiles (blended, no seams), at most half
+            the tile.
+        batch_size: tiles per forward pass.
+        device: ``auto``, ``cpu`` or ``cuda[:N]``.
+        overwrite: replace existing outputs.
+        progress: ``progress(tiles_done, tiles_total)``.
+
+    Returns:
+        Where the mask went, the scene's shape, tiles, time, device and class fractions.
+
+    Raises:
+        ConfigError: ``batch_size`` below 1, or a tile or overlap the network cannot use.
+        DataError: an unreadable checkpoint or scene, or a scene without the bands the
+            segmenter was trained on.
+        OutputError: an output exists (without ``overwrite``), would replace the scene, or
+            cannot be written.
+    """
     from climdl.tasks.segmentation import load_segmenter
 
     t0 = time.perf_counter()

@@ -25,6 +25,10 @@ class ConvBlock(nn.Module):
 
     This is the classic UNet block (Ronneberger et al. 2015) and the one of Doury et al. 2023.
     The convolutions have no bias because the BatchNorm that follows has its own shift.
+
+    Args:
+        in_channels: channels of the input.
+        out_channels: channels of both convolutions' outputs.
     """
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
@@ -49,6 +53,10 @@ class ResidualConvBlock(nn.Module):
 
     ``proj`` is a 1x1 convolution when the channel count changes and the identity otherwise (as in
     ResNet); the shortcut eases optimisation of deeper networks.
+
+    Args:
+        in_channels: channels of the input.
+        out_channels: channels of the output.
     """
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
@@ -81,6 +89,10 @@ class InceptionConvBlock(nn.Module):
     Each branch is conv + BatchNorm + ReLU and gets about a quarter of ``out_channels`` (the first
     branch takes the remainder), so the block sees several receptive fields at once at the cost of
     a plain block; spatial size is kept. Useful where objects come in many sizes (clouds).
+
+    Args:
+        in_channels: channels of the input.
+        out_channels: channels of the output, split among the four branches.
     """
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
@@ -121,7 +133,19 @@ class InceptionConvBlock(nn.Module):
 
 
 def make_block(kind: BlockKind, in_channels: int, out_channels: int) -> nn.Module:
-    """Build the block named by ``kind``; a network picks its block type with one argument."""
+    """Build the block named by ``kind``; a network picks its block type with one argument.
+
+    Args:
+        kind: ``plain``, ``residual`` or ``inception``.
+        in_channels: channels of the input.
+        out_channels: channels of the output.
+
+    Returns:
+        The block (spatial size kept).
+
+    Raises:
+        ConfigError: an unknown ``kind``.
+    """
     match kind:
         case "plain":
             return ConvBlock(in_channels, out_channels)

@@ -25,6 +25,14 @@ class DeepESD(nn.Module):
 
         sum_k (c_{k-1} * 9 + 1) * c_k               # convs, c_0 = in_channels, c_k = filters
         + (F * H * W + n_scalars + 1) * out_channels * out_H * out_W   # dense layer
+
+    Args:
+        in_channels: predictor channels.
+        out_channels: output channels.
+        in_size: the coarse input's (H, W).
+        out_size: the output's (out_H, out_W).
+        filters: filters of each 3x3 convolution (the last one is ``F``).
+        n_scalars: number of 1-D inputs joined to the flattened features (0: none).
     """
 
     def __init__(

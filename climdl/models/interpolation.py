@@ -42,6 +42,23 @@ class InterpolationBaseline(nn.Module):
 
     ``offset`` and ``scale`` are a float (global) or a tensor broadcastable to ``out_size``
     (per pixel).
+
+    Args:
+        channel: the input channel interpolated.
+        out_size: the target grid's (H, W); set by ``sample_grid`` when given.
+        mode: ``bilinear`` or ``bicubic``.
+        lapse_rate: in K/m (0.0065, the standard atmosphere's): temperature decreases with
+            altitude, so a fine cell higher than the coarse-cell mean is colder. Use 0 for
+            fields that are not temperatures.
+        sample_grid: ``[H, W, 2]`` positions of the target points in the coarse array, or None.
+        offset: the fitted offset, a float or a tensor broadcastable to ``out_size``.
+        scale: the fitted scale, a float or a tensor broadcastable to ``out_size``.
+        in_channels: input channels, checked at forward when given.
+        in_size: the input's (h, w), checked at forward when given.
+
+    Raises:
+        ConfigError: an unknown mode, a channel outside the inputs, or a ``sample_grid``,
+            ``out_size``, ``offset`` or ``scale`` of the wrong shape.
     """
 
     sample_grid: Tensor | None
@@ -60,10 +77,6 @@ class InterpolationBaseline(nn.Module):
         in_channels: int | None = None,
         in_size: tuple[int, int] | None = None,
     ) -> None:
-        """``lapse_rate`` in K/m (0.0065, the standard atmosphere's): temperature decreases with
-        altitude, so a fine cell higher than the coarse-cell mean is colder. Use 0 for fields
-        that are not temperatures. ``in_channels``/``in_size``, when given, are checked at
-        forward."""
         super().__init__()
         if mode not in ("bilinear", "bicubic"):
             raise ConfigError(
@@ -189,6 +202,14 @@ def fit_linear(pred: Tensor, target: Tensor, per_pixel: bool = False) -> tuple[T
     biases such as orography. Pairs where either value is NaN (e.g. sea points) are ignored; a
     pixel with a constant ``pred`` gets ``scale = 0`` (its mean), one with no valid pair gets NaN.
     Computed in float64.
+
+    Args:
+        pred: the baseline's output ``[..., H, W]``.
+        target: the truth, same shape.
+        per_pixel: one (scale, offset) per grid point instead of one global pair.
+
+    Returns:
+        ``(scale, offset)``: scalar tensors, or ``[H, W]`` with ``per_pixel``.
     """
     if pred.shape != target.shape or pred.ndim < 2:
         raise ConfigError(
@@ -259,6 +280,18 @@ def sampling_grid(
     coordinates are ``[H, W]`` (any projection, e.g. a Lambert grid's 2-D lat/lon), or 1-D for a
     regular target (then ``lat`` runs along H). Target longitudes are wrapped into the source's
     360-degree window. A target point outside the source domain raises :class:`ConfigError`.
+
+    Args:
+        src_lat_1d: latitudes of the source array's rows (degrees).
+        src_lon_1d: longitudes of its columns (degrees, ascending).
+        dst_lat_2d: the target points' latitudes ``[H, W]`` (or 1-D).
+        dst_lon_2d: the target points' longitudes ``[H, W]`` (or 1-D).
+
+    Returns:
+        The sampling grid ``[H, W, 2]`` (x, y in ``[-1, 1]``).
+
+    Raises:
+        ConfigError: a target point outside the source domain.
     """
     src_lat = torch.as_tensor(src_lat_1d, dtype=torch.float64).flatten()
     src_lon = torch.as_tensor(src_lon_1d, dtype=torch.float64).flatten()

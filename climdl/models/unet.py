@@ -21,6 +21,11 @@ class EncoderStage(nn.Module):
 
     Returns ``(features, pooled)``: the block's output feeds the decoder's skip connection at this
     resolution, the pooled map feeds the next level.
+
+    Args:
+        in_channels: channels of the input.
+        out_channels: channels of the block's output.
+        block: the conv block, ``plain``, ``residual`` or ``inception``.
     """
 
     def __init__(self, in_channels: int, out_channels: int, block: BlockKind) -> None:
@@ -36,7 +41,14 @@ class EncoderStage(nn.Module):
 
 class DecoderStage(nn.Module):
     """One decoder level: a stride-2 3x3 transposed conv with ReLU (doubling the spatial size),
-    concatenation with the encoder's features when ``skip_channels > 0``, then a conv block."""
+    concatenation with the encoder's features when ``skip_channels > 0``, then a conv block.
+
+    Args:
+        in_channels: channels of the input (from the level below).
+        skip_channels: channels of the encoder features joined at this level (0: no skip).
+        out_channels: channels of the output.
+        block: the conv block, ``plain``, ``residual`` or ``inception``.
+    """
 
     def __init__(
         self, in_channels: int, skip_channels: int, out_channels: int, block: BlockKind
@@ -80,6 +92,18 @@ class DouryUNet(nn.Module):
 
     16 x 16 -> 64 x 64 has 4 levels down and 6 up; 16 x 16 -> 128 x 128 has 4 down and 7 up.
     The output size must be square, a power of two and at least ``S``.
+
+    Args:
+        in_channels: predictor channels ``C``.
+        out_channels: output channels (one per target and output feature).
+        in_size: the coarse input's (H, W).
+        out_size: the output's (out_H, out_W): square, a power of two, at least ``S``.
+        n_scalars: number of 1-D inputs joined at the bottleneck (0: none).
+        base_filters: filters of the entry convolution.
+        max_filters: cap on the encoder's filters.
+        block: the conv block, ``plain``, ``residual`` or ``inception``.
+        scalar_mlp: widths of the dense layers the 1-D inputs pass through.
+        extra_filters: filters of the decoder levels beyond the input resolution.
     """
 
     def __init__(

@@ -106,6 +106,15 @@ def select_lines(
     projects only what can be seen) and simplified; ``None`` detail arguments follow
     :func:`default_detail`, ``tolerance_deg=0`` keeps every point. Results are cached, so the
     panels of one figure share geometry objects and cartopy's projection cache.
+
+    Args:
+        extent: (lon0, lon1, lat0, lat1) box (degrees).
+        layers: the layers to select: ``coast``, ``lakes``, ``borders``.
+        min_area_km2: leave out lakes and islands smaller than this; None: by map width.
+        tolerance_deg: simplification tolerance (degrees); None: by map width, 0: none.
+
+    Returns:
+        Layer -> its clipped, simplified line geometries (lon/lat).
     """
     for layer in layers:
         if layer not in _LEVELS:
@@ -166,6 +175,20 @@ def add_coastlines(
     ``"borders"``. Nothing is downloaded: the geometries are given to cartopy as a
     :class:`cartopy.feature.ShapelyFeature` in ``PlateCarree``. Extra ``style`` keywords
     (``linewidth``, ``edgecolor``...) override the defaults of every layer.
+
+    Args:
+        ax: the cartopy axes to draw on.
+        extent: (lon0, lon1, lat0, lat1) box of the map (degrees).
+        coast: draw the coastlines.
+        lakes: draw the lake shores.
+        borders: draw the country borders.
+        min_area_km2: leave out lakes and islands smaller than this; None: by map width.
+        tolerance_deg: simplification tolerance (degrees); None: by map width, 0: none.
+        zorder: drawing order of the lines (above the field).
+        **style: matplotlib line style keywords for every layer.
+
+    Returns:
+        The artists drawn, one per layer.
     """
     import cartopy.crs as ccrs
     from cartopy.feature import ShapelyFeature

@@ -86,6 +86,13 @@ def infer_kind(da: xr.DataArray, values: np.ndarray | None = None) -> ResolvedKi
     A field is a difference when its name, long_name or a ``climdl_kind="diverging"`` attribute
     says so, or when its values straddle zero (5th percentile < 0 < 95th) and it is not a
     quantity that is positive by nature (precipitation, temperature in K).
+
+    Args:
+        da: the field (its name and attributes are read).
+        values: its values when already loaded (else read from ``da``).
+
+    Returns:
+        ``diverging``, ``precip``, ``temperature`` or ``sequential``.
     """
     hint = str(da.attrs.get("climdl_kind", ""))
     if hint in ("sequential", "diverging", "precip", "temperature"):
@@ -180,6 +187,19 @@ def colour_spec(
     mirrored so that zero stays in the middle. Precipitation maps of daily-like values (scale
     from zero to at least five times the threshold) show values below the wet-day threshold
     ``dry`` (default 1 mm/day in ``units``; 0 turns it off) in :data:`DRY_COLOUR`.
+
+    Args:
+        values: the values (or several arrays) the scale must fit.
+        kind: ``sequential``, ``diverging``, ``precip`` or ``temperature``.
+        units: the values' units (for the dry threshold of precipitation).
+        vmin: lower colour limit; None: robust limit from the values.
+        vmax: upper colour limit; None: robust limit from the values.
+        cmap: a colour map (name or object) replacing the kind's default.
+        precip_difference: a diverging map of precipitation differences (brown to green).
+        dry: the wet-day threshold in ``units``; None: 1 mm/day, 0: no dry colour.
+
+    Returns:
+        The colour map, normalisation, colour-bar ``extend`` and kind.
     """
     import matplotlib as mpl
     from matplotlib.colors import Normalize

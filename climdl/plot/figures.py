@@ -28,7 +28,16 @@ def new_figure(
     layout: Literal["constrained", "compressed", "tight"] | None = "constrained",
     dpi: float = 100.0,
 ) -> Figure:
-    """A new figure on the Agg canvas (no pyplot, no display needed)."""
+    """A new figure on the Agg canvas (no pyplot, no display needed).
+
+    Args:
+        figsize: width and height in inches.
+        layout: matplotlib's layout engine (None: none).
+        dpi: dots per inch of the canvas.
+
+    Returns:
+        The figure.
+    """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -55,6 +64,19 @@ def save_figure(
     The format follows the suffix (png, pdf or svg); raster output uses ``dpi`` (150 by default,
     print quality for a paper column). ``overwrite=False`` refuses to replace an existing file
     (OutputError). Returns the final path.
+
+    Args:
+        fig: the figure.
+        path: the file to write (``.png``, ``.pdf`` or ``.svg``).
+        dpi: resolution of raster output; None: 150.
+        overwrite: replace an existing file.
+
+    Returns:
+        The path written.
+
+    Raises:
+        ConfigError: a suffix other than png, pdf or svg.
+        OutputError: an existing file without ``overwrite``, or a folder that cannot be written.
     """
     from climdl.io.netcdf import atomic_path
 

@@ -132,6 +132,32 @@ def plot_field(
     climdl, never downloaded. A new figure (Agg canvas, ``figsize`` or 6 inches wide with the
     height following the map's aspect) is made when ``ax`` is None;
     a plain matplotlib axes gets the field in its native x/y coordinates without a map.
+
+    Args:
+        da: the 2-D field.
+        ax: the axes to draw on; None: a new figure.
+        kind: colour kind: ``auto``, ``sequential``, ``diverging``, ``precip`` or ``temperature``.
+        title: the panel's title (default: the field's name and units).
+        vmin: lower colour limit; None: robust limit.
+        vmax: upper colour limit; None: robust limit.
+        cmap: a colour map replacing the kind's default.
+        cbar: draw a colour bar.
+        crs: the field's CRS (cartopy CRS or CF grid-mapping attributes); None: found from ``da``.
+        coastlines: draw coastlines.
+        borders: draw country borders.
+        lakes: draw lake shores; None: with the coastlines.
+        gridlines: draw lat/lon grid lines.
+        frame: the map to draw on (shared by the panels of one figure).
+        projection: a map projection to use instead of the field's own.
+        cbar_orientation: ``vertical`` or ``horizontal`` colour bar.
+        figsize: size of the new figure (inches); None: 6 inches wide.
+
+    Returns:
+        The axes drawn on.
+
+    Raises:
+        ConfigError: an unknown ``kind``.
+        DataError: a field that cannot be placed on a map.
     """
     from cartopy.mpl.geoaxes import GeoAxes
 
@@ -261,6 +287,26 @@ def panel_figure(
     kind share a scale). ``limits`` gives per panel ``(vmin, vmax)`` (either may be None) or
     None, overriding the shared scale. Small panels have no lat/lon ``gridlines`` by default.
     ``ncols`` defaults to all panels in one row up to 4.
+
+    Args:
+        fields: ``(label, field)`` pairs, or a mapping label -> field.
+        kinds: each panel's colour kind; None: ``auto`` for all.
+        ncols: panels per row.
+        shared: share colour scales between panels (True), or one group label per panel.
+        suptitle: the figure's title.
+        frame: the map every panel is drawn on; None: the finest projected grid's.
+        coastlines: draw coastlines and lake shores.
+        borders: draw country borders.
+        gridlines: draw lat/lon grid lines.
+        panel_size: width and height of a panel (inches).
+        limits: per panel ``(vmin, vmax)`` or None.
+
+    Returns:
+        The figure (Agg canvas).
+
+    Raises:
+        ConfigError: no field, or ``kinds``/``shared``/``limits`` not one per field.
+        DataError: a field that cannot be placed on a map.
     """
     items = list(fields.items()) if isinstance(fields, Mapping) else list(fields)
     if not items:

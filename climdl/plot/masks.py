@@ -78,6 +78,24 @@ def plot_mask_over_rgb(
     Class ``i`` is ``flag_values[i]`` (default ``i``) named ``flag_meanings[i]``; any other value
     (a no-data or fill value such as -1 or 255) is drawn transparent. ``colours`` maps class
     names to colours (None: not drawn) over the defaults of :data:`CLASS_COLOURS`.
+
+    Args:
+        rgb: the RGB composite ``[H, W, 3]`` (0..1).
+        mask: the classes ``[H, W]``.
+        flag_meanings: the class names.
+        ax: the axes to draw on; None: a new figure.
+        alpha: opacity of the class colours.
+        title: the panel's title.
+        flag_values: the value of each class in ``mask`` (default ``0, 1, ...``).
+        colours: class name -> colour (None: not drawn) over the defaults.
+        legend: add a legend naming the classes.
+
+    Returns:
+        The axes drawn on.
+
+    Raises:
+        DataError: an image or mask of the wrong shape, or flag values and meanings that differ
+            in number.
     """
     from matplotlib.patches import Patch
 
@@ -161,6 +179,18 @@ def rgb_composite(
     green and blue. One linear stretch between the ``percentiles`` of all three bands together
     (so that the colour balance is kept: clouds stay white, snow stays white, deserts stay
     ochre), then ``gamma`` brightens the dark surfaces as the eye expects.
+
+    Args:
+        scene: the scene (band variables with names or central wavelengths).
+        bands: names of the red, green and blue bands.
+        percentiles: lower and upper percentiles of the linear stretch.
+        gamma: exponent applied after the stretch.
+
+    Returns:
+        The image ``[H, W, 3]`` in 0..1 (NaN where there are no data).
+
+    Raises:
+        DataError: no band near red, green or blue, or those bands hold no data.
     """
     from climdl.clouds.scene import bands_of, read_image
 
@@ -189,6 +219,22 @@ def mask_panels(
     """One figure: the RGB composite alone, then each ``(title, mask)`` drawn over it.
 
     All masks share ``flag_meanings``; one legend (on the last panel) names the classes.
+
+    Args:
+        rgb: the scene's RGB composite ``[H, W, 3]`` (0..1).
+        masks: ``(title, mask)`` pairs, each mask ``[H, W]`` of class values.
+        flag_meanings: the class names, in class-value order.
+        ncols: panels per row (default: all in one row up to 4).
+        panel_size: width and height of a panel (inches).
+        suptitle: the figure's title.
+        alpha: opacity of the class colours.
+        colours: class name -> colour (None: not drawn) over the defaults.
+
+    Returns:
+        The figure (Agg canvas).
+
+    Raises:
+        DataError: an image or mask of the wrong shape.
     """
     n = 1 + len(masks)
     ncols = ncols or n

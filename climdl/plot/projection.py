@@ -61,6 +61,15 @@ def crs_from_cf(attrs: Mapping[str, Any]) -> ccrs.CRS:
     Lambert conformal conic, rotated pole and lat/lon map to cartopy's own classes (with their
     map boundaries); any other mapping that pyproj understands becomes a generic projection whose
     bounds :func:`map_frame` sets from the data.
+
+    Args:
+        attrs: the grid-mapping variable's attributes (``grid_mapping_name``, ...).
+
+    Returns:
+        The CRS (PlateCarree for a lat/lon mapping or no mapping).
+
+    Raises:
+        ConfigError: a mapping that neither cartopy nor pyproj can use.
     """
     import cartopy.crs as ccrs
 
@@ -177,6 +186,16 @@ def grid_of(da: xr.DataArray, crs: ccrs.CRS | Mapping[str, Any] | None = None) -
 
     The grid mapping comes from ``crs`` (a cartopy CRS or CF attribute dict) or from the
     DataArray (:func:`find_grid_mapping`); without one, 1-D or 2-D lat/lon coordinates are used.
+
+    Args:
+        da: the 2-D field.
+        crs: its CRS (cartopy CRS or CF grid-mapping attributes); None: found from ``da``.
+
+    Returns:
+        The field's values with their x/y coordinates and CRS.
+
+    Raises:
+        DataError: no lat/lon coordinates and no grid mapping to place the field.
     """
     import cartopy.crs as ccrs
 
@@ -245,6 +264,11 @@ class MapFrame:
 
     Panels of one figure share a frame so that a coarse predictor on a lat/lon grid is drawn in
     the Lambert rectangle of the target next to it.
+
+    Attributes:
+        projection: the cartopy projection of the map.
+        extent: (x0, x1, y0, y1) in the projection's coordinates; None: the whole globe.
+        lonlat_extent: (lon0, lon1, lat0, lat1) box of the map, for picking coastlines.
     """
 
     projection: ccrs.Projection
@@ -300,7 +324,18 @@ def _lonlat_box(
 def map_frame(grid: Grid, projection: ccrs.Projection | None = None) -> MapFrame:
     """The frame a grid is drawn in: its own projection (Lambert, rotated pole) and cell-edge
     extent, or for lat/lon grids an equirectangular map centred on the domain (Robinson when the
-    grid spans most of the globe). ``projection`` forces another map projection."""
+    grid spans most of the globe). ``projection`` forces another map projection.
+
+    Args:
+        grid: the field's grid (:func:`grid_of`).
+        projection: a map projection to use instead.
+
+    Returns:
+        The projection, extent and lon/lat box of the map.
+
+    Raises:
+        DataError: the field lies outside ``projection``.
+    """
     import cartopy.crs as ccrs
 
     xs, ys = _outline(grid)

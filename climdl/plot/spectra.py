@@ -51,6 +51,21 @@ def plot_psd(
     Zero wavenumbers and non-positive powers are left out (they have no place on log axes).
     ``units`` is the unit of the field whose spectrum it is: the y label becomes
     ``power spectral density [units^2 x length]``; ``ylabel`` overrides it.
+
+    Args:
+        curves: label -> (wavenumber, power) arrays.
+        ax: the axes to draw on; None: a new figure.
+        xlabel: the x-axis label.
+        units: the field's units, for the y label.
+        title: the panel's title.
+        ylabel: the y-axis label, replacing the one built from ``units``.
+        wavelength_axis: add a top axis in wavelength (km).
+
+    Returns:
+        The axes drawn on.
+
+    Raises:
+        DataError: no curve, or a curve without a positive wavenumber and power.
     """
     if not curves:
         raise DataError("plot_psd needs at least one (wavenumber, power) curve.")

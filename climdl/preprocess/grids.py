@@ -28,7 +28,14 @@ F64 = NDArray[np.float64]
 
 
 def bounds_from_centres(centres: ArrayLike) -> F64:
-    """Cell edges of a monotonic 1-D axis: midpoints inside, half a spacing beyond each end."""
+    """Cell edges of a monotonic 1-D axis: midpoints inside, half a spacing beyond each end.
+
+    Args:
+        centres: the cell centres (1-D, monotonic).
+
+    Returns:
+        The ``n + 1`` cell edges, float64.
+    """
     c = np.asarray(centres, dtype=np.float64)
     if c.ndim != 1 or c.size < 2:
         raise DataError("A grid axis needs at least two coordinate values to derive cell bounds.")
@@ -60,7 +67,13 @@ def _digest(*parts: Any) -> str:
 
 @dataclass(frozen=True, eq=False)
 class LatLonGrid:
-    """Rectilinear lat/lon grid given by 1-D cell bounds in degrees (lat may run either way)."""
+    """Rectilinear lat/lon grid given by 1-D cell bounds in degrees (lat may run either way).
+
+    Attributes:
+        lat_bounds: cell edges in latitude (degrees), ``n_lat + 1`` values.
+        lon_bounds: cell edges in longitude (degrees, ascending), ``n_lon + 1`` values.
+        radius: the sphere's radius (m) for cell areas.
+    """
 
     lat_bounds: F64
     lon_bounds: F64
@@ -109,7 +122,13 @@ class LatLonGrid:
 
 @dataclass(frozen=True, eq=False)
 class ProjectedGrid:
-    """Grid rectilinear in a projection: 1-D x/y cell bounds in metres and the pyproj CRS."""
+    """Grid rectilinear in a projection: 1-D x/y cell bounds in metres and the pyproj CRS.
+
+    Attributes:
+        x_bounds: cell edges along x (m), ``nx + 1`` values.
+        y_bounds: cell edges along y (m), ``ny + 1`` values.
+        crs: the projection.
+    """
 
     x_bounds: F64
     y_bounds: F64

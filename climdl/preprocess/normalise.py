@@ -60,6 +60,13 @@ class Normaliser(nn.Module):
     ``[C, H, W]``, matching the trailing dimensions after the channel dimension). For
     ``log1p_standard`` channels they are the statistics of ``log1p(x)``, as returned by
     :func:`compute_stats` with the same kinds. ``std`` is used as ``std + eps``.
+
+    Args:
+        names: the channel names, in channel order.
+        mean: the means ``[C]`` or ``[C, *S]``.
+        std: the standard deviations, same shape.
+        kind: ``standard``, ``log1p_standard`` or ``none``, for all channels or one per channel.
+        eps: added to ``std`` (no division by zero on constant channels).
     """
 
     mean: Tensor
@@ -159,7 +166,15 @@ class Normaliser(nn.Module):
 
 @dataclass(frozen=True)
 class ChannelStats:
-    """Mean and standard deviation per channel (or per channel and pixel), in float64."""
+    """Mean and standard deviation per channel (or per channel and pixel), in float64.
+
+    Attributes:
+        mean: the means ``[C]`` (or ``[C, H, W]``).
+        std: the standard deviations, same shape.
+        count: number of valid (non-NaN) values behind each statistic.
+        nan_count: number of NaN values that were ignored.
+        kinds: each channel's kind (``log1p_standard`` statistics are those of ``log1p(x)``).
+    """
 
     mean: Tensor
     std: Tensor
@@ -176,6 +191,12 @@ class StreamingStats:
     Each chunk's own mean and sum of squared deviations are computed in two passes (exact
     enough in float64) and merged into the running totals, so any chunking gives the same
     result as one pass over the concatenation. Chunks are reduced on their own device.
+
+    Args:
+        kind: ``standard``, ``log1p_standard`` or ``none``, for all channels or one per channel.
+        channel_dim: the channel dimension of the chunks.
+        per_pixel: statistics per channel and pixel (reduce only the dimensions before the channel)
+            instead of per channel.
     """
 
     def __init__(
@@ -297,6 +318,19 @@ def compute_stats(
 
     ``per_pixel=False`` reduces every dimension but the channel one (stats ``[C]``);
     ``per_pixel=True`` reduces only the dimensions before it (stats ``[C, H, W]``).
+
+    Args:
+        chunks: the chunks (tensors or arrays), channel at ``channel_dim``.
+        kind: ``standard``, ``log1p_standard`` or ``none``, for all channels or one per channel.
+        channel_dim: the channel dimension.
+        per_pixel: statistics per channel and pixel.
+        ddof: delta degrees of freedom of the standard deviation.
+
+    Returns:
+        The statistics, in float64 on the CPU.
+
+    Raises:
+        DataError: no chunk was given.
     """
     acc = StreamingStats(kind, channel_dim, per_pixel)
     for chunk in chunks:
@@ -309,6 +343,13 @@ def daily_spatial_moments(x: Tensor, dims: tuple[int, ...] = (-2, -1)) -> tuple[
 
     Returns ``mean[B, C]`` and ``std[B, C]``; an all-NaN map gives NaN. Used to standardise
     each day by its own spatial moments and to feed those moments as 1-D inputs.
+
+    Args:
+        x: the maps ``[B, C, H, W]``.
+        dims: the spatial dimensions.
+
+    Returns:
+        ``(mean, std)``, each ``[B, C]``.
     """
     valid = ~torch.isnan(x)
     n = valid.sum(dims, keepdim=True)
@@ -321,6 +362,13 @@ def spatial_standardise(x: Tensor, eps: float = 1e-6) -> tuple[Tensor, Tensor, T
     """Standardise each map of ``x[B, C, H, W]`` by its own spatial moments.
 
     Returns ``(z, mean[B, C], std[B, C])`` with ``z = (x - mean) / (std + eps)``.
+
+    Args:
+        x: the maps ``[B, C, H, W]``.
+        eps: added to the std (constant maps stay finite).
+
+    Returns:
+        ``(z, mean, std)``: the standardised maps and the moments ``[B, C]``.
     """
     mean, std = daily_spatial_moments(x)
     return (x - mean[..., None, None]) / (std[..., None, None] + eps), mean, std

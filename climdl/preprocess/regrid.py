@@ -146,6 +146,20 @@ def conservative_weights(
     tested against the source extent, so fully inside cells read exactly 1. Raises
     :class:`DataError` when some destination cell is covered less than ``min_coverage``
     (``None`` disables the check).
+
+    Args:
+        src: the fine source grid (lat/lon or projected).
+        dst: the coarse lat/lon destination grid.
+        k: sub-cells per projected source cell and axis.
+        min_coverage: least covered fraction allowed for any destination cell; None: no check.
+        coverage_samples: samples per destination cell and axis for its coverage.
+        cache: reuse (and keep) the weights computed for the same grids in this process.
+
+    Returns:
+        The weights, with the coverage of each destination cell.
+
+    Raises:
+        DataError: a destination cell covered less than ``min_coverage``.
     """
     key = _digest("conservative", src.digest(), dst.digest(), k, coverage_samples)
     if cache and key in _CACHE:
@@ -184,6 +198,16 @@ def bilinear_weights(
     ``dst_lat`` and ``dst_lon`` are broadcast together and give the destination shape (pass
     ``lat[:, None]`` and ``lon[None, :]`` for a grid). Longitudes wrap when the source is
     global; points outside the source get an empty row (NaN after :func:`apply`).
+
+    Args:
+        src_lat: the source grid's latitudes (1-D centres, degrees).
+        src_lon: its longitudes (1-D centres, degrees).
+        dst_lat: the destination points' latitudes.
+        dst_lon: their longitudes (broadcast with ``dst_lat``).
+        cache: reuse (and keep) the weights computed for the same grids in this process.
+
+    Returns:
+        The weights, with the coverage of each destination point (1 inside, 0 outside).
     """
     slat, slon = np.asarray(src_lat, np.float64), np.asarray(src_lon, np.float64)
     dlat, dlon = np.broadcast_arrays(
@@ -241,6 +265,17 @@ def coarsen_blocks(
 
     ``area_weights`` (``[H, W]``, e.g. cell areas) default to equal weights; a block with no
     valid value becomes NaN. H and W must be multiples of the factors.
+
+    Args:
+        x: the fields ``[..., H, W]``.
+        factor: block size, one for both axes or (rows, columns).
+        area_weights: weights ``[H, W]``; None: equal.
+
+    Returns:
+        The block means ``[..., H / fy, W / fx]``.
+
+    Raises:
+        DataError: H or W is not a multiple of its factor.
     """
     fy, fx = (factor, factor) if isinstance(factor, int) else tuple(factor)
     h, w = x.shape[-2:]

@@ -28,6 +28,13 @@ class RegridWeights:
     Rows sum to 1 wherever any source falls in the destination cell (weights are fractions of
     the *covered* area); ``coverage`` is the covered fraction of each destination cell (0..1).
     The float64 CPU matrix is the master copy; device/dtype copies are made once and cached.
+
+    Args:
+        matrix: the weights, SciPy CSR ``[n_dst, n_src]``.
+        src_shape: the source grid's shape.
+        dst_shape: the destination grid's shape.
+        coverage: covered fraction of each destination cell, ``dst_shape`` (or flat).
+        method: how the weights were made (``conservative``, ``bilinear``).
     """
 
     def __init__(
@@ -121,6 +128,15 @@ def apply(
     With ``nan_aware`` NaN sources are excluded and the weights renormalised over the valid
     ones; destinations with no valid source (or with ``coverage < min_coverage``) become NaN.
     Half-precision inputs are computed in float32 and cast back.
+
+    Args:
+        weights: the remapping weights.
+        x: the fields ``[..., *src_shape]``.
+        min_coverage: destinations covered less than this become NaN; None: no limit.
+        nan_aware: leave NaN sources out and renormalise (else NaN spreads).
+
+    Returns:
+        The remapped fields ``[..., *dst_shape]``, in x's dtype.
     """
     ns = len(weights.src_shape)
     if tuple(x.shape[x.ndim - ns :]) != weights.src_shape:

@@ -33,6 +33,8 @@ from climdl.preprocess.gamma import fit_gamma
 from climdl.tasks import losses as L_
 from climdl.tasks.base import BaseTask, make_optimizer
 
+__all__ = ["DownscalingTask", "fit_model_parts"]
+
 Network = Literal["unet", "deepesd"]
 Optimizer = Literal["adam", "adamw", "sgd", "rmsprop"]
 

@@ -32,6 +32,8 @@ from climdl.models.cloud_unet import CloudUNet
 from climdl.tasks.base import BaseTask, make_optimizer
 from climdl.tasks.seg_metrics import new_confusion, scores
 
+__all__ = ["SegmentationTask", "load_segmenter"]
+
 Loss = Literal["ce", "ce_dice", "bce", "bce_dice"]
 Optimizer = Literal["adam", "adamw", "sgd"]
 KIND = "cloud_segmentation"
@@ -311,7 +313,18 @@ def augment(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def load_segmenter(path: str | Path, map_location: str | torch.device = "cpu") -> SegmentationTask:
-    """Rebuild a trained cloud segmenter (in eval mode) from its checkpoint alone."""
+    """Rebuild a trained cloud segmenter (in eval mode) from its checkpoint alone.
+
+    Args:
+        path: a checkpoint written by ``climdl train`` with a segmentation config.
+        map_location: where to load the weights (``cpu``, ``cuda``, ...).
+
+    Returns:
+        The task, in eval mode.
+
+    Raises:
+        DataError: an unreadable checkpoint, or one that is not a cloud segmenter's.
+    """
     from climdl.tasks.checkpoint import read_checkpoint
 
     ckpt = read_checkpoint(path, map_location)
