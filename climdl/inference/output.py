@@ -127,9 +127,7 @@ def chunk_dataset(
     gm = _grid_mapping(grid)
     data: dict[str, Any] = {}
     for i, name in enumerate(targets):
-        attrs = variable_attrs(
-            name, spec.target_attrs.get(name, {}), fmt, gm[0] if gm else None
-        )
+        attrs = variable_attrs(name, spec.target_attrs.get(name, {}), fmt, gm[0] if gm else None)
         data[name] = xr.Variable(dims, values[:, i], attrs)
     if gm:  # coordinates (as xarray's decode_coords="all" reads them), not data variables
         gm_attrs = {
