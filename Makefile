@@ -30,7 +30,7 @@ demo: $(STAMP)
 	@PATH="$(abspath $(VENV))/bin:$$PATH" bash scripts/demo.sh "$(DEMO_DIR)"
 
 test: $(STAMP)
-	$(PY) -m pytest -m "not gpu" -p no:cacheprovider
+	$(PY) -m pytest -m "not gpu" -p no:cacheprovider --durations=15
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -p no:cacheprovider
