@@ -32,7 +32,7 @@ from climdl.inference.inputs import InputSource, Regrid
 from climdl.inference.job import Job, JobConfig
 from climdl.inference.output import Format, default_output, global_attrs
 from climdl.inference.parts import PartStore
-from climdl.parallel.launch import close_process_groups
+from climdl.parallel.launch import close_process_groups_at_exit
 
 log = logging.getLogger(__name__)
 
@@ -83,18 +83,18 @@ def release_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
-def _dist() -> tuple[int, int, bool]:
-    """(rank, world size, joined) from torchrun/SLURM variables; joins a gloo group for
-    barriers (``joined``: this call created it, and the run must destroy it)."""
+def _dist() -> tuple[int, int]:
+    """(rank, world size) from torchrun/SLURM variables; joins a gloo group for barriers (kept
+    for the process's life: a second run in the same process reuses it; closed at exit)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
-        return 0, 1, False
+        return 0, 1
     import torch.distributed as dist
 
-    joined = not dist.is_initialized()
-    if joined:
+    if not dist.is_initialized():
         dist.init_process_group("gloo")
-    return dist.get_rank(), dist.get_world_size(), joined
+        close_process_groups_at_exit()  # not left to the interpreter's teardown (aborts gloo)
+    return dist.get_rank(), dist.get_world_size()
 
 
 def _barrier(world: int) -> None:
@@ -210,13 +210,9 @@ def downscale(
     if dask_scheduler is not None and out_path is None:
         raise ConfigError("running on a Dask cluster needs an output file (--output).")
 
-    rank, world, joined = (
-        _dist() if (out_path is not None and dask_scheduler is None) else (0, 1, False)
-    )
+    rank, world = _dist() if (out_path is not None and dask_scheduler is None) else (0, 1)
     # the lock and a parts folder left without a finished chunk are released on any exit
     with contextlib.ExitStack() as cleanup:
-        if joined:  # not left to the interpreter's shutdown, which can abort a gloo run
-            cleanup.callback(close_process_groups)
         store = None
         attrs = None
         if out_path is not None:

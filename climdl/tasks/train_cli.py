@@ -190,7 +190,7 @@ def _translate(argv: Sequence[str]) -> list[str]:
 def run_train(argv: Sequence[str]) -> int:
     """Parse, fit, re-validate the best checkpoint, compare with the baselines; exit code."""
     from climdl.parallel.checkpoint import check_checkpoint_path, guard_checkpoint_loads
-    from climdl.parallel.launch import close_process_groups
+    from climdl.parallel.launch import close_process_groups_at_exit
 
     args = _translate(argv)
     if "--quiet" in args:
@@ -234,10 +234,8 @@ def run_train(argv: Sequence[str]) -> int:
         ckpt_path = cli.config.get("ckpt_path")
         if ckpt_path and ckpt_path not in ("last", "best", "hpc") and "://" not in ckpt_path:
             check_checkpoint_path(ckpt_path)  # before any process or data set-up
-    try:
-        return _fit_and_report(cli, trainer, model, dm, ckpt_path)
-    finally:  # not left to the interpreter's shutdown, which can abort a gloo run
-        close_process_groups()
+    close_process_groups_at_exit()  # not left to the interpreter's teardown (aborts gloo runs)
+    return _fit_and_report(cli, trainer, model, dm, ckpt_path)
 
 
 def _fit_and_report(
