@@ -1,12 +1,16 @@
-"""Shared fixtures: the embedded sample, made once per test session on the real code path."""
+"""Shared fixtures: the embedded sample and tiny emulators trained on it (made once per test
+session on the real code path), a spy on the figures ``climdl plot`` saves, hostile file systems."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
+from climdl.parallel.testing import NO_LOGGERS, TINY_MODEL
+from tests.argv import train_argv
 from tests.paths import CONFIGS
 
 
@@ -46,49 +50,17 @@ def use_sample_cache(sample_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Pat
 
 def _train_tiny(out: Path, cache: Path, targets: str) -> Path:
     """A tiny emulator (two training batches) on the sample: the path of its last checkpoint."""
-    import os
-
     from climdl.cli import main
 
-    config = CONFIGS / "emulator" / "sample.yaml"
-    old = os.environ.get("CLIMDL_CACHE")
-    os.environ["CLIMDL_CACHE"] = str(cache)
-    try:
+    short = "--trainer.max_epochs 1 --trainer.limit_train_batches 2 --trainer.limit_val_batches 1"
+    options = [*short.split(), "--quiet", *NO_LOGGERS, *TINY_MODEL, "--data.batch_size", "8"]
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("CLIMDL_CACHE", str(cache))
         rc = main(
-            [
-                "train",
-                "--config",
-                str(config),
-                "--trainer.default_root_dir",
-                str(out),
-                "--trainer.max_epochs",
-                "1",
-                "--trainer.limit_train_batches",
-                "2",
-                "--trainer.limit_val_batches",
-                "1",
-                "--quiet",
-                "--trainer.logger",
-                "false",
-                "--model.base_filters",
-                "4",
-                "--model.max_filters",
-                "8",
-                "--model.extra_filters",
-                "4",
-                "--model.head_features",
-                "4",
-                "--data.batch_size",
-                "8",
-                "--data.targets",
-                targets,
-            ]
+            train_argv(
+                CONFIGS / "emulator" / "sample.yaml", out, *options, "--data.targets", targets
+            )
         )
-    finally:
-        if old is None:
-            os.environ.pop("CLIMDL_CACHE", None)
-        else:
-            os.environ["CLIMDL_CACHE"] = old
     assert rc == 0
     return next(out.rglob("last.ckpt"))
 
@@ -103,6 +75,22 @@ def tasmax_ckpt(sample_cache: Path, tmp_path_factory: pytest.TempPathFactory) ->
 def pr_ckpt(sample_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny pr emulator trained on the sample."""
     return _train_tiny(tmp_path_factory.mktemp("pr-run"), sample_cache, "[pr]")
+
+
+@pytest.fixture()
+def figures(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The figures ``climdl plot`` saves (still written to disk), for inspection."""
+    import climdl.plot.quicklook as quicklook
+
+    saved: list[Any] = []
+    real = quicklook.save_figure
+
+    def spy(fig: Any, path: Any, **kwargs: Any) -> Path:
+        saved.append(fig)
+        return real(fig, path, **kwargs)
+
+    monkeypatch.setattr(quicklook, "save_figure", spy)
+    return saved
 
 
 # ----------------------------------------------------------------------------- hostile file systems

@@ -30,7 +30,7 @@ REPO = Path(climdl.__file__).resolve().parents[1]
 CONFIGS = preset_dir()
 SAMPLE = CONFIGS / "emulator" / "sample.yaml"
 
-TINY = [
+TINY_MODEL = [
     "--model.base_filters",
     "4",
     "--model.max_filters",
@@ -39,6 +39,11 @@ TINY = [
     "4",
     "--model.head_features",
     "4",
+]
+"""Model options that shrink the sample config's UNet to 4-8 filters."""
+
+TINY = [
+    *TINY_MODEL,
     "--quiet",
     "--trainer.limit_train_batches",
     "3",

@@ -14,134 +14,33 @@ import xarray as xr
 from climdl.cli import main
 from climdl.clouds.readers import open_scene
 from climdl.clouds.scene import NODATA
+from tests.argv import segment_argv, train_argv
 from tests.cfcheck import cf_errors
-from tests.paths import CONFIGS
-
-CONFIG = CONFIGS / "clouds" / "sample.yaml"
-SMALL = [
-    "--model.depth",
-    "2",
-    "--model.base_filters",
-    "4",
-    "--model.max_filters",
-    "8",
-    "--data.crop_size",
-    "32",
-    "--data.batch_size",
-    "4",
-    "--data.samples_per_epoch",
-    "8",
-    "--trainer.logger",
-    "false",
-    "--quiet",
-]
+from tests.clouds_harness import (
+    CLOUDS_CONFIG,
+    TINY_CLOUDS,
+    sample_clouds_argv,
+    train_tiny_segmenter,
+)
+from tests.fuzzing import SEED, Case, byte_damage, run_cases
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Sample scenes, a short training run with checkpoints, and a segmented scene."""
     root = tmp_path_factory.mktemp("clouds")
-    assert (
-        main(
-            [
-                "sample-clouds",
-                str(root / "scenes"),
-                "--n-scenes",
-                "5",
-                "--size",
-                "48",
-                "40",
-                "--seed",
-                "3",
-                "--quiet",
-            ]
-        )
-        == 0
-    )
-    assert (
-        main(
-            [
-                "sample-clouds",
-                str(root / "test"),
-                "--n-scenes",
-                "2",
-                "--size",
-                "40",
-                "40",
-                "--seed",
-                "4",
-                "--quiet",
-            ]
-        )
-        == 0
-    )
-    assert (
-        main(
-            [
-                "train",
-                "--config",
-                str(CONFIG),
-                "--data.root",
-                str(root / "scenes"),
-                "--data.test_root",
-                str(root / "test"),
-                "--trainer.default_root_dir",
-                str(root / "run"),
-                "--trainer.max_epochs",
-                "1",
-                *SMALL,
-            ]
-        )
-        == 0
-    )
-    ckpt = next((root / "run").rglob("best-*.ckpt"))
+    ckpt = train_tiny_segmenter(root)
     scene = root / "scenes" / "scene_000.nc"
     out = root / "mask.nc"
-    assert (
-        main(
-            [
-                "segment",
-                "--checkpoint",
-                str(ckpt),
-                "--input",
-                str(scene),
-                "--output",
-                str(out),
-                "--probabilities",
-                "--tile",
-                "16",
-                "--overlap",
-                "4",
-                "--batch-size",
-                "3",
-                "--device",
-                "cpu",
-                "--quiet",
-            ]
-        )
-        == 0
-    )
+    options = "--probabilities --tile 16 --overlap 4 --batch-size 3 --device cpu --quiet"
+    # the long option names, once
+    argv = ["segment", "--checkpoint", str(ckpt), "--input", str(scene), "--output", str(out)]
+    assert main([*argv, *options.split()]) == 0
     return {"root": root, "ckpt": ckpt, "scene": scene, "out": out}
 
 
 def test_sample_clouds_is_deterministic(run: dict[str, Path], tmp_path: Path) -> None:
-    assert (
-        main(
-            [
-                "sample-clouds",
-                str(tmp_path),
-                "--n-scenes",
-                "1",
-                "--size",
-                "48",
-                "40",
-                "--seed",
-                "3",
-                "--quiet",
-            ]
-        )
-        == 0
-    )
+    assert main(sample_clouds_argv(tmp_path, 1, (48, 40), 3)) == 0
     with open_scene(tmp_path / "scene_000.nc") as a, open_scene(run["scene"]) as b:
         xr.testing.assert_identical(a["image"], b["image"])
         xr.testing.assert_identical(a["mask"], b["mask"])
@@ -202,26 +101,8 @@ def test_segment_equals_the_model_on_the_whole_scene(run: dict[str, Path], tmp_p
     from climdl.tasks.segmentation import load_segmenter
 
     out = tmp_path / "whole.nc"
-    assert (
-        main(
-            [
-                "segment",
-                "-c",
-                str(run["ckpt"]),
-                "-i",
-                str(run["scene"]),
-                "-o",
-                str(out),
-                "--tile",
-                "48",
-                "--overlap",
-                "0",
-                "--quiet",
-                "--probabilities",
-            ]
-        )
-        == 0
-    )
+    options = ["--tile", "48", "--overlap", "0", "--quiet", "--probabilities"]
+    assert main(segment_argv(run["ckpt"], run["scene"], out, *options)) == 0
     task = load_segmenter(run["ckpt"])
     with open_scene(run["scene"]) as ds:
         x = torch.from_numpy(ds["image"].values[None])
@@ -262,7 +143,7 @@ def test_band_mistakes_give_one_clear_line(
 ) -> None:
     scene = _scene_variant(run, tmp_path, how)
     out = tmp_path / "m.nc"
-    rc = main(["segment", "-c", str(run["ckpt"]), "-i", str(scene), "-o", str(out), "--quiet"])
+    rc = main(segment_argv(run["ckpt"], scene, out, "--quiet"))
     err = capsys.readouterr().err.strip()
     assert rc == 2 and match in err and "Traceback" not in err and len(err.splitlines()) == 1
     assert not out.exists() and not list(tmp_path.glob(".m.nc*"))  # nothing half-written
@@ -272,18 +153,7 @@ def test_reordered_bands_are_matched_by_name(run: dict[str, Path], tmp_path: Pat
     with open_scene(run["scene"]) as ds:
         ds.isel(band=slice(None, None, -1)).load().to_netcdf(tmp_path / "rev.nc")
     assert (
-        main(
-            [
-                "segment",
-                "-c",
-                str(run["ckpt"]),
-                "-i",
-                str(tmp_path / "rev.nc"),
-                "-o",
-                str(tmp_path / "rev_mask.nc"),
-                "--quiet",
-            ]
-        )
+        main(segment_argv(run["ckpt"], tmp_path / "rev.nc", tmp_path / "rev_mask.nc", "--quiet"))
         == 0
     )
     with xr.open_dataset(tmp_path / "rev_mask.nc") as a, xr.open_dataset(run["out"]) as b:
@@ -305,32 +175,13 @@ def test_other_mistakes_give_one_clear_line(
         ([*base, "-o", str(tmp_path / "a.nc"), "--overlap", "400"], "--overlap"),
         ([*base, "-o", str(tmp_path / "a.nc"), "--batch-size", "0"], "--batch-size"),
         ([*base, "-o", str(tmp_path / "a.nc"), "--device", "tpu"], "unknown device"),
+        (segment_argv(run["ckpt"], tmp_path / "none.nc", tmp_path / "a.nc"), "does not exist"),
         (
-            [
-                "segment",
-                "-c",
-                str(run["ckpt"]),
-                "-i",
-                str(tmp_path / "none.nc"),
-                "-o",
-                str(tmp_path / "a.nc"),
-            ],
-            "does not exist",
-        ),
-        (
-            ["segment", "-c", str(junk), "-i", str(run["scene"]), "-o", str(tmp_path / "a.nc")],
+            segment_argv(junk, run["scene"], tmp_path / "a.nc"),
             "not a readable climdl checkpoint",
         ),
         (
-            [
-                "segment",
-                "-c",
-                str(emulator_like),
-                "-i",
-                str(run["scene"]),
-                "-o",
-                str(tmp_path / "a.nc"),
-            ],
+            segment_argv(emulator_like, run["scene"], tmp_path / "a.nc"),
             "not a cloud-segmentation checkpoint",
         ),
         (["sample-clouds", str(tmp_path / "s"), "--n-scenes", "0"], "--n-scenes"),
@@ -347,18 +198,8 @@ def test_other_mistakes_give_one_clear_line(
 def test_training_on_a_missing_folder_is_one_clear_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    rc = main(
-        [
-            "train",
-            "--config",
-            str(CONFIG),
-            "--data.root",
-            str(tmp_path / "nothing"),
-            "--trainer.default_root_dir",
-            str(tmp_path),
-            *SMALL,
-        ]
-    )
+    argv = train_argv(CLOUDS_CONFIG, tmp_path, "--data.root", str(tmp_path / "nothing"))
+    rc = main([*argv, *TINY_CLOUDS])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and "does not exist" in err[-1] and "sample-clouds" in err[-1]
 
@@ -372,7 +213,7 @@ def test_segment_into_a_read_only_or_full_folder_is_one_line(
 ) -> None:
     folder: Path = request.getfixturevalue(where)
     out = folder / "mask.nc"
-    argv = ["segment", "-c", str(run["ckpt"]), "-i", str(run["scene"]), "-o", str(out), "-q"]
+    argv = segment_argv(run["ckpt"], run["scene"], out, "-q")
     assert main([*argv, "--probabilities"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err, err
@@ -382,7 +223,7 @@ def test_segment_into_a_read_only_or_full_folder_is_one_line(
 
 
 def _scene_damage(ds: xr.Dataset) -> list[tuple[str, xr.Dataset]]:
-    """A clean scene damaged one way each (the byte-level damage comes from tests/safety/test_fuzz.py)."""
+    """A clean scene damaged one way each (the byte-level damage comes from tests/fuzzing.py)."""
     tir = [str(b) for b in ds.band.values if str(b) == "tir"]
     return [
         ("no-wavelength", ds.drop_vars("wavelength")),
@@ -404,33 +245,21 @@ def _scene_damage(ds: xr.Dataset) -> list[tuple[str, xr.Dataset]]:
 def test_segment_on_damaged_scenes_never_shows_a_traceback(
     run: dict[str, Path], tmp_path: Path
 ) -> None:
-    from tests.safety.test_fuzz import Case, _bytes, _run_all
-
     with xr.open_dataset(run["scene"]) as src:
         clean = src.load()
     cases = []
     for name, ds in _scene_damage(clean):
         cases.append(Case(name, tmp_path / f"{name}.nc"))
         ds.to_netcdf(cases[-1].path)
-    rng = np.random.default_rng(20261206)
-    for name, data in _bytes(run["scene"].read_bytes(), rng):
+    rng = np.random.default_rng(SEED)
+    for name, data in byte_damage(run["scene"].read_bytes(), rng):
         cases.append(Case(name, tmp_path / f"{name}.nc"))
         cases[-1].path.write_bytes(data)
-    n, bad = _run_all(
-        cases,
-        lambda c: [
-            "segment",
-            "-c",
-            str(run["ckpt"]),
-            "-i",
-            str(c.path),
-            "-o",
-            str(tmp_path / "mask.nc"),
-            "--tile",
-            "16",
-            "--overwrite",
-            "-q",
-        ],
-    )
+    mask = tmp_path / "mask.nc"
+
+    def argv(case: Case) -> list[str]:
+        return segment_argv(run["ckpt"], case.path, mask, "--tile", "16", "--overwrite", "-q")
+
+    n, bad = run_cases(cases, argv)
     assert n == 13 + 17
     assert not bad, "\n".join(bad)

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from climdl.cli import main
+from climdl.parallel.testing import NO_LOGGERS
+from tests.argv import train_argv
 from tests.paths import CONFIGS
 
 CONFIG = CONFIGS / "clouds" / "sample.yaml"
@@ -26,20 +28,7 @@ def test_cnn_beats_the_threshold_baseline_on_held_out_scenes(
     summary["test"] for both.
     """
     monkeypatch.setenv("CLIMDL_CACHE", str(tmp_path / "cache"))
-    rc = main(
-        [
-            "train",
-            "--config",
-            str(CONFIG),
-            "--trainer.default_root_dir",
-            str(tmp_path),
-            "--trainer.max_epochs",
-            "6",
-            "--trainer.logger",
-            "false",
-            "--quiet",
-        ]
-    )
+    rc = main(train_argv(CONFIG, tmp_path, "--trainer.max_epochs", "6", *NO_LOGGERS, "--quiet"))
     assert rc == 0
     summary = json.loads(next(tmp_path.rglob("summary.json")).read_text())
     cnn, base = summary["test"]["model"], summary["test"]["baseline"]

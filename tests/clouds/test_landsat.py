@@ -32,8 +32,9 @@ from climdl.clouds.scene import LANDSAT_BANDS, NODATA, validate_scene
 from climdl.clouds.synthetic import make_scene
 from climdl.errors import DataError
 from climdl.inference import segment_geotiff, segment_netcdf
+from tests.argv import segment_argv
 from tests.cfcheck import cf_errors
-from tests.cli.test_clouds_cli import CONFIG, SMALL  # the tiny network and run of the CLI tests
+from tests.clouds_harness import sample_clouds_argv, train_tiny_segmenter
 
 H, W = 96, 80
 X0, Y0 = 499_980.0, 5_300_040.0  # upper-left corner, EPSG:32632 (UTM 32N)
@@ -417,28 +418,13 @@ def test_geotiff_bands_are_named_by_description_or_wavelength(
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A checkpoint trained for one short epoch on sample scenes, as in test_clouds_cli."""
-    root = tmp_path_factory.mktemp("clouds-ckpt")
-    for sub, n, size, seed in (
-        ("scenes", "5", ("48", "40"), "3"),
-        ("test", "2", ("40", "40"), "4"),
-    ):
-        argv = ["sample-clouds", str(root / sub), "--n-scenes", n, "--size", *size]
-        assert main([*argv, "--seed", seed, "--quiet"]) == 0
-    argv = ["train", "--config", str(CONFIG), "--data.root", str(root / "scenes")]
-    argv += [
-        "--data.test_root",
-        str(root / "test"),
-        "--trainer.default_root_dir",
-        str(root / "run"),
-    ]
-    assert main([*argv, "--trainer.max_epochs", "1", *SMALL]) == 0
-    return next((root / "run").rglob("best-*.ckpt"))
+    return train_tiny_segmenter(tmp_path_factory.mktemp("clouds-ckpt"))
 
 
 def _segment(
     ckpt: Path, scene: Path, out: Path, *extra: str, tile: int = 64, overlap: int = 16
 ) -> int:
-    argv = ["segment", "-c", str(ckpt), "-i", str(scene), "-o", str(out), *extra]
+    argv = segment_argv(ckpt, scene, out, *extra)
     argv += ["--tile", str(tile), "--overlap", str(overlap)]
     return main([*argv, "--device", "cpu", "--quiet"])
 
@@ -622,8 +608,7 @@ def test_segment_header_projects_each_lat_lon_strip_once(
 
 def _sample_scene(root: Path) -> Path:
     """A 50 x 40 sample scene (north-up, y descending) with its ``crs`` grid mapping."""
-    argv = ["sample-clouds", str(root), "--n-scenes", "1", "--size", "50", "40"]
-    assert main([*argv, "--seed", "7", "--quiet"]) == 0
+    assert main(sample_clouds_argv(root, 1, (50, 40), 7)) == 0
     return root / "scene_000.nc"
 
 

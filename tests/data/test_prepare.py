@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import cf_xarray  # noqa: F401  (registers the .cf accessor)
-import cftime
 import numpy as np
 import pyproj
 import pytest
@@ -14,70 +13,15 @@ import torch
 import xarray as xr
 
 from climdl import __version__
-from climdl.data.grids import target_grid
 from climdl.data.prepare import PrepareResult, load_stats, prepare
 from climdl.data.prepare_grids import covered_coarse_grid
 from climdl.data.reader import open_dataset
 from climdl.data.sample import SampleWriter
 from climdl.data.upscale import smooth
 from climdl.errors import ConfigError, DataError, OutputError
+from tests.data.fine_files import cf_dates, lambert_fine, latlon_fine, write_fine
 
 TIME_CODER = xr.coders.CFDatetimeCoder(use_cftime=True)
-
-
-def _dates(n: int, calendar: str, start: int = 2000) -> np.ndarray:
-    return np.array(
-        cftime.num2date(np.arange(n) + 0.5, f"days since {start}-01-01", calendar=calendar)
-    )
-
-
-def _write(ds: xr.Dataset, path: Path, calendar: str, units: str = "days since 1990-01-01") -> Path:
-    enc = {"time": {"units": units, "calendar": calendar, "dtype": "f8"}}
-    ds.to_netcdf(path, encoding=enc)
-    return path
-
-
-def latlon_fine(
-    path: Path, n: int = 20, calendar: str = "noleap", seed: int = 0, start: int = 2000
-) -> Path:
-    """tasmax and pr on a 0.25-degree grid (lat 40..48, lon -4..6): 2-degree cells nest 8 x 8."""
-    lat = 40.125 + 0.25 * np.arange(32)
-    lon = -3.875 + 0.25 * np.arange(40)
-    rng = np.random.default_rng(seed)
-    base = 330.0 - 1.5 * lat[:, None] + 0.2 * lon[None, :]
-    tasmax = base + 5 * rng.standard_normal((n, lat.size, lon.size))
-    pr = rng.gamma(0.5, 4.0, (n, lat.size, lon.size))
-    ds = xr.Dataset(
-        {
-            "tasmax": (("time", "lat", "lon"), tasmax.astype(np.float32), {"units": "K"}),
-            "pr": (("time", "lat", "lon"), pr.astype(np.float32), {"units": "mm day-1"}),
-        },
-        coords={
-            "time": ("time", _dates(n, calendar, start), {"standard_name": "time"}),
-            "lat": ("lat", lat, {"standard_name": "latitude", "units": "degrees_north"}),
-            "lon": ("lon", lon, {"standard_name": "longitude", "units": "degrees_east"}),
-        },
-        attrs={"history": "made by a test"},
-    )
-    return _write(ds, path, calendar)
-
-
-def lambert_fine(path: Path, n: int = 20, calendar: str = "360_day") -> Path:
-    """tasmax on the ALPS 128 x 128 Lambert target grid."""
-    grid = target_grid("ALPS")
-    lat, lon = grid["lat"].values, grid["lon"].values
-    rng = np.random.default_rng(1)
-    day = np.sin(2 * np.pi * np.arange(n) / 30)[:, None, None]
-    tasmax = 320.0 - 0.9 * lat + 0.3 * lon + 3 * day + rng.standard_normal((n, *lat.shape))
-    ds = xr.Dataset(coords=grid.coords)
-    ds["Lambert_Conformal"] = grid["Lambert_Conformal"]
-    ds["tasmax"] = (
-        ("time", "y", "x"),
-        tasmax.astype(np.float32),
-        {"units": "K", "grid_mapping": "Lambert_Conformal"},
-    )
-    ds = ds.assign_coords(time=("time", _dates(n, calendar), {"standard_name": "time"}))
-    return _write(ds, path, calendar, units="days since 1949-12-01")
 
 
 def _open(path: Path) -> xr.Dataset:
@@ -192,7 +136,7 @@ def test_nan_sources_are_left_out(tmp_path: Path) -> None:
     ref = _open(prepare(tmp_path / "fine.nc", tmp_path / "ref.nc", coarse_grid=grid).path)
     ds["tasmax"][0, 0:4, 0:8] = np.nan  # the southern half of cell (0, 0) on day 0
     ds["tasmax"][1, 0:8, 0:8] = np.nan  # all of it on day 1
-    src = _write(ds, tmp_path / "holes.nc", "noleap")
+    src = write_fine(ds, tmp_path / "holes.nc", "noleap")
     out = _open(prepare(src, tmp_path / "out.nc", coarse_grid=grid).path)["tasmax"].values
     v = ds["tasmax"].values[0, 4:8, 0:8].astype(np.float64)
     w = np.cos(np.deg2rad(ds["lat"].values[4:8]))[:, None]
@@ -228,7 +172,7 @@ def test_stats_use_the_training_period_only(tmp_path: Path) -> None:
     changed = ds.copy(deep=True)
     changed["tasmax"][20:] += 50.0
     changed["pr"][20:] *= 3.0
-    b = _write(changed, tmp_path / "b.nc", "noleap")
+    b = write_fine(changed, tmp_path / "b.nc", "noleap")
     period = ("2000-01-01", "2000-01-20")
     ra = prepare(
         a,
@@ -290,7 +234,7 @@ def test_calendar_and_time_encoding_preserved(tmp_path: Path, calendar: str) -> 
     assert out["time"].encoding["calendar"] == calendar
     assert out["time"].encoding["units"] == "days since 1990-01-01"
     assert all(d.calendar == calendar for d in out["time"].values)
-    np.testing.assert_array_equal(out["time"].values, _dates(70, calendar, 2001))
+    np.testing.assert_array_equal(out["time"].values, cf_dates(70, calendar, 2001))
 
 
 def test_output_is_cf(sample_prepared: tuple[list[Path], PrepareResult]) -> None:
@@ -410,12 +354,12 @@ def test_clear_errors(tmp_path: Path) -> None:
     odd = xr.Dataset(
         {"foo": (("time", "lat", "lon"), np.zeros((2, 3, 4), np.float32))},
         coords={
-            "time": ("time", _dates(2, "noleap")),
+            "time": ("time", cf_dates(2, "noleap")),
             "lat": [1.0, 2.0, 3.0],
             "lon": [0.0, 1, 2, 3],
         },
     )
-    path = _write(odd, tmp_path / "odd.nc", "noleap")
+    path = write_fine(odd, tmp_path / "odd.nc", "noleap")
     with pytest.raises(DataError, match="no variable climdl recognises"):
         prepare(path, tmp_path / "o.nc", coarse_grid="covered")
     src = latlon_fine(tmp_path / "fine.nc")

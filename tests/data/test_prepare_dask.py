@@ -29,7 +29,7 @@ from climdl.data.upscale import UpscaledBlock
 from climdl.errors import ConfigError, DataError
 from climdl.inference import dask_run
 from climdl.preprocess import StreamingStats
-from tests.data.test_prepare import latlon_fine
+from tests.data.fine_files import latlon_fine
 
 
 def _prepare_args(src: Path, out: Path, stats: Path) -> list[str]:

@@ -16,6 +16,7 @@ import xarray as xr
 from climdl.cli import main
 from climdl.inference import downscale
 from climdl.inference.parts import parts_dir
+from tests.argv import downscale_argv
 from tests.cfcheck import cf_errors
 
 DECODE = xr.coders.CFDatetimeCoder(use_cftime=True)
@@ -54,19 +55,7 @@ def test_cli_end_to_end_is_cf_and_reopens(
 ) -> None:
     out = tmp_path / "tasmax.nc"
     rc = main(
-        [
-            "downscale",
-            "-c",
-            str(tasmax_ckpt),
-            "-i",
-            str(imperfect_360),
-            "-o",
-            str(out),
-            "--chunk-days",
-            "100",
-            "--batch-size",
-            "16",
-        ]
+        downscale_argv(tasmax_ckpt, imperfect_360, out, "--chunk-days", "100", "--batch-size", "16")
     )
     assert rc == 0
     assert capsys.readouterr().out.strip() == str(out)
@@ -134,56 +123,12 @@ def test_interrupted_run_leaves_no_output_and_resume_is_identical(
     assert (
         res.path is None and not out.exists() and len(list(parts_dir(out).glob("part-*.nc"))) == 2
     )
+    # refuses to silently discard the finished chunks
+    assert main(downscale_argv(tasmax_ckpt, perfect, out, "--chunk-days", "60")) == 2
+    # other settings: not resumable
+    assert main(downscale_argv(tasmax_ckpt, perfect, out, "--chunk-days", "30", "--resume")) == 2
     assert (
-        main(
-            [
-                "downscale",
-                "-c",
-                str(tasmax_ckpt),
-                "-i",
-                str(perfect),
-                "-o",
-                str(out),
-                "--chunk-days",
-                "60",
-            ]
-        )
-        == 2
-    )  # refuses to silently discard the finished chunks
-    assert (
-        main(
-            [
-                "downscale",
-                "-c",
-                str(tasmax_ckpt),
-                "-i",
-                str(perfect),
-                "-o",
-                str(out),
-                "--chunk-days",
-                "30",
-                "--resume",
-            ]
-        )
-        == 2
-    )  # other settings: not resumable
-    assert (
-        main(
-            [
-                "downscale",
-                "-c",
-                str(tasmax_ckpt),
-                "-i",
-                str(perfect),
-                "-o",
-                str(out),
-                "--chunk-days",
-                "60",
-                "--resume",
-                "-q",
-            ]
-        )
-        == 0
+        main(downscale_argv(tasmax_ckpt, perfect, out, "--chunk-days", "60", "--resume", "-q")) == 0
     )
     with _open(out) as ds:
         np.testing.assert_array_equal(ds.tasmax.values, uninterrupted.tasmax.values)
@@ -194,23 +139,8 @@ def test_killed_process_leaves_no_file_and_resumes(
 ) -> None:
     out = tmp_path / "killed.nc"
     uninterrupted = downscale(tasmax_ckpt, [str(perfect)], chunk_days=5, batch_size=5).dataset
-    cmd = [
-        sys.executable,
-        "-m",
-        "climdl.cli",
-        "downscale",
-        "-c",
-        str(tasmax_ckpt),
-        "-i",
-        str(perfect),
-        "-o",
-        str(out),
-        "--chunk-days",
-        "5",
-        "--batch-size",
-        "5",
-        "-q",
-    ]
+    argv = downscale_argv(tasmax_ckpt, perfect, out, "--chunk-days", "5", "--batch-size", "5", "-q")
+    cmd = [sys.executable, "-m", "climdl.cli", *argv]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
@@ -222,7 +152,7 @@ def test_killed_process_leaves_no_file_and_resumes(
     finally:
         proc.wait()
     assert not out.exists(), "a killed run must leave no file under the output name"
-    assert main(["downscale", *cmd[4:], "--resume"]) == 0
+    assert main([*argv, "--resume"]) == 0
     with _open(out) as ds:
         np.testing.assert_array_equal(ds.tasmax.values, uninterrupted.tasmax.values)
 
@@ -232,26 +162,9 @@ def test_existing_output_needs_overwrite(
 ) -> None:
     out = tmp_path / "o.nc"
     out.write_text("keep me")
-    assert (
-        main(["downscale", "-c", str(tasmax_ckpt), "-i", str(perfect), "-o", str(out), "-q"]) == 2
-    )
+    assert main(downscale_argv(tasmax_ckpt, perfect, out, "-q")) == 2
     assert "--overwrite" in capsys.readouterr().err and out.read_text() == "keep me"
-    assert (
-        main(
-            [
-                "downscale",
-                "-c",
-                str(tasmax_ckpt),
-                "-i",
-                str(perfect),
-                "-o",
-                str(out),
-                "-q",
-                "--overwrite",
-            ]
-        )
-        == 0
-    )
+    assert main(downscale_argv(tasmax_ckpt, perfect, out, "-q", "--overwrite")) == 0
     assert _open(out).sizes["time"] == 365
 
 
@@ -317,28 +230,9 @@ def test_mlbench_layout_with_two_checkpoints(
 ) -> None:
     from climdl.data.grids import target_grid
 
-    rc = main(
-        [
-            "downscale",
-            "-c",
-            str(tasmax_ckpt),
-            "-c",
-            str(pr_ckpt),
-            "--catalog",
-            "sample-alps",
-            "--period",
-            "historical",
-            "--kind",
-            "imperfect",
-            "--gcm",
-            "MPI-ESM-LR",
-            "--format",
-            "mlbench",
-            "-o",
-            str(tmp_path),
-            "-q",
-        ]
-    )
+    catalog = "--catalog sample-alps --period historical --kind imperfect --gcm MPI-ESM-LR"
+    options = [*catalog.split(), "--format", "mlbench", "-q"]
+    rc = main(downscale_argv([tasmax_ckpt, pr_ckpt], [], tmp_path, *options))
     assert rc == 0
     out = (
         tmp_path
@@ -402,7 +296,7 @@ def test_predictable_mistakes_give_one_clear_line(
 ) -> None:
     bad = make(perfect, tmp_path / "bad.nc")
     out = tmp_path / "out.nc"
-    assert main(["downscale", "-c", str(tasmax_ckpt), "-i", str(bad), "-o", str(out), "-q"]) == 2
+    assert main(downscale_argv(tasmax_ckpt, bad, out, "-q")) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
@@ -413,68 +307,17 @@ def test_checkpoint_and_option_errors(
 ) -> None:
     junk = tmp_path / "junk.ckpt"
     junk.write_bytes(b"not a checkpoint")
-    assert (
-        main(["downscale", "-c", str(junk), "-i", str(perfect), "-o", str(tmp_path / "o.nc")]) == 2
-    )
+    out = tmp_path / "o.nc"
+    assert main(downscale_argv(junk, perfect, out)) == 2
     assert "not a readable climdl checkpoint" in capsys.readouterr().err
-    assert (
-        main(
-            [
-                "downscale",
-                "-c",
-                str(tasmax_ckpt),
-                "-c",
-                str(tasmax_ckpt),
-                "-i",
-                str(perfect),
-                "-o",
-                str(tmp_path / "o.nc"),
-            ]
-        )
-        == 2
-    )
+    assert main(downscale_argv([tasmax_ckpt, tasmax_ckpt], perfect, out)) == 2
     assert "one checkpoint per target" in capsys.readouterr().err
-    assert (
-        main(
-            ["downscale", "-c", str(tasmax_ckpt), "-i", str(perfect), "-o", str(tmp_path / "o.txt")]
-        )
-        == 2
-    )
+    assert main(downscale_argv(tasmax_ckpt, perfect, tmp_path / "o.txt")) == 2
     assert ".nc file" in capsys.readouterr().err
-    assert (
-        main(
-            [
-                "downscale",
-                "-c",
-                str(tasmax_ckpt),
-                "-i",
-                str(perfect),
-                "-o",
-                str(tmp_path / "o.nc"),
-                "--start",
-                "1990-01-01",
-            ]
-        )
-        == 2
-    )
+    assert main(downscale_argv(tasmax_ckpt, perfect, out, "--start", "1990-01-01")) == 2
     assert "no predictor day" in capsys.readouterr().err
     if not __import__("torch").cuda.is_available():
-        assert (
-            main(
-                [
-                    "downscale",
-                    "-c",
-                    str(tasmax_ckpt),
-                    "-i",
-                    str(perfect),
-                    "-o",
-                    str(tmp_path / "o.nc"),
-                    "--device",
-                    "cuda",
-                ]
-            )
-            == 2
-        )
+        assert main(downscale_argv(tasmax_ckpt, perfect, out, "--device", "cuda")) == 2
         assert "no CUDA device" in capsys.readouterr().err
 
 
@@ -489,9 +332,7 @@ def test_sa_checkpoint_on_alps_inputs_is_refused(
         ckpt["climdl"]["spec"][grid]["lat"]["values"] -= 60.0
     moved = tmp_path / "moved.ckpt"
     torch.save(ckpt, moved)
-    assert (
-        main(["downscale", "-c", str(moved), "-i", str(perfect), "-o", str(tmp_path / "o.nc")]) == 2
-    )
+    assert main(downscale_argv(moved, perfect, tmp_path / "o.nc")) == 2
     assert "does not cover the training domain" in capsys.readouterr().err
 
 
@@ -515,16 +356,7 @@ def test_two_ranks_split_the_chunks_into_one_identical_file(
         "29531",
         "-m",
         "climdl.cli",
-        "downscale",
-        "-c",
-        str(tasmax_ckpt),
-        "-i",
-        str(perfect),
-        "-o",
-        str(out),
-        "--chunk-days",
-        "40",
-        "-q",
+        *downscale_argv(tasmax_ckpt, perfect, out, "--chunk-days", "40", "-q"),
     ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -538,25 +370,8 @@ def test_dask_local_cluster_gives_the_in_process_output(
 ) -> None:
     out = tmp_path / "dask.nc"
     single = downscale(tasmax_ckpt, [str(perfect)], chunk_days=60).dataset
-    assert (
-        main(
-            [
-                "downscale",
-                "-c",
-                str(tasmax_ckpt),
-                "-i",
-                str(perfect),
-                "-o",
-                str(out),
-                "--chunk-days",
-                "60",
-                "--workers",
-                "2",
-                "-q",
-            ]
-        )
-        == 0
-    )
+    argv = downscale_argv(tasmax_ckpt, perfect, out, "--chunk-days", "60", "--workers", "2", "-q")
+    assert main(argv) == 0
     with _open(out) as ds:
         np.testing.assert_array_equal(ds.tasmax.values, single.tasmax.values)
         assert ds.sizes["time"] == 365 and not parts_dir(out).exists()
@@ -568,8 +383,9 @@ def test_malformed_dask_scheduler_is_one_line_before_any_work(
 ) -> None:
     """Checked before the checkpoint is loaded: no parts folder, and 8786 is not a worker count."""
     out = tmp_path / "o.nc"
-    argv = ["downscale", "-c", str(tmp_path / "none.ckpt"), "-i", str(tmp_path / "none.nc"),
-            "-o", str(out), "--dask-scheduler", address, "-q"]  # fmt: skip
+    argv = downscale_argv(
+        tmp_path / "none.ckpt", tmp_path / "none.nc", out, "--dask-scheduler", address, "-q"
+    )
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("climdl: error: ") and "\n" not in err and "Traceback" not in err

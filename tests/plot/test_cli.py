@@ -27,22 +27,6 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(cartopy.io.Downloader, "acquire_resource", refuse)
 
 
-@pytest.fixture()
-def figures(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
-    """The figures ``climdl plot`` saves (still written to disk), for inspection."""
-    import climdl.plot.quicklook as quicklook
-
-    saved: list[Any] = []
-    real = quicklook.save_figure
-
-    def spy(fig: Any, path: Any, **kwargs: Any) -> Path:
-        saved.append(fig)
-        return real(fig, path, **kwargs)
-
-    monkeypatch.setattr(quicklook, "save_figure", spy)
-    return saved
-
-
 def _write(
     path: Path,
     *,

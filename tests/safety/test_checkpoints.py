@@ -31,13 +31,16 @@ from climdl.cli import main
 from climdl.errors import DataError
 from climdl.parallel.testing import (
     CONFIGS,
+    NO_LOGGERS,
     REPO,
+    TINY_MODEL,
     check,
     climdl_cmd,
     run_all,
     strategy_config,
     train_args,
 )
+from tests.argv import downscale_argv, segment_argv, train_argv
 
 SAMPLE_CONFIG = CONFIGS / "emulator" / "sample.yaml"
 
@@ -197,19 +200,7 @@ def test_train_ckpt_path_refuses_pickles_and_junk(
 ) -> None:
     marker = tmp_path / "MARKER"
     ckpt = _ckpt_files(tmp_path, marker)[kind]
-    rc = main(
-        [
-            "train",
-            "--config",
-            str(SAMPLE_CONFIG),
-            "--trainer.default_root_dir",
-            str(tmp_path / "run"),
-            "--trainer.logger",
-            "false",
-            "--ckpt_path",
-            str(ckpt),
-        ]
-    )
+    rc = main(train_argv(SAMPLE_CONFIG, tmp_path / "run", *NO_LOGGERS, "--ckpt_path", str(ckpt)))
     assert rc == 2
     line = _one_line_error(capsys)
     assert str(ckpt) in line
@@ -224,9 +215,9 @@ def test_emulator_and_segmenter_loaders_refuse_pickles_and_junk(
     marker = tmp_path / "MARKER"
     ckpt = _ckpt_files(tmp_path, marker)[kind]
     scene = tmp_path / "scene.nc"  # never opened: the checkpoint is read first
-    assert main(["downscale", "-c", str(ckpt), "-i", str(scene), "-o", str(tmp_path / "o.nc")]) == 2
+    assert main(downscale_argv(ckpt, scene, tmp_path / "o.nc")) == 2
     assert str(ckpt) in _one_line_error(capsys)
-    assert main(["segment", "-c", str(ckpt), "-i", str(scene), "-o", str(tmp_path / "m.nc")]) == 2
+    assert main(segment_argv(ckpt, scene, tmp_path / "m.nc")) == 2
     assert str(ckpt) in _one_line_error(capsys)
     assert not marker.exists()
 
@@ -273,9 +264,7 @@ def test_downscale_refuses_a_cloud_segmentation_checkpoint(
         cloud,
     )
     scene = tmp_path / "x.nc"
-    assert (
-        main(["downscale", "-c", str(cloud), "-i", str(scene), "-o", str(tmp_path / "o.nc")]) == 2
-    )
+    assert main(downscale_argv(cloud, scene, tmp_path / "o.nc")) == 2
     line = _one_line_error(capsys)
     assert f"{cloud} is a cloud segmentation checkpoint" in line
     assert "climdl downscale needs an emulator checkpoint" in line
@@ -293,7 +282,7 @@ def test_folders_given_as_checkpoints_say_so(
         read_checkpoint(plain)
     sharded = _folder(tmp_path / "s", _metadata_with_bytes_item("epoch", 10), _torch_bytes({}))
     scene = tmp_path / "x.nc"
-    assert main(["downscale", "-c", str(sharded), "-i", str(scene), "-o", str(tmp_path / "o")]) == 2
+    assert main(downscale_argv(sharded, scene, tmp_path / "o")) == 2
     line = _one_line_error(capsys)
     assert "sharded checkpoint folder" in line and f"climdl consolidate {sharded}" in line
     assert "does not exist" not in line
@@ -393,37 +382,11 @@ def test_train_prints_each_lightning_message_once_without_adverts(
 ) -> None:
     """A tiny ``climdl train`` as a user runs it (a fresh process: how Lightning's loggers are
     set up depends on what was imported and configured before)."""
-    args = [
-        "train",
-        "--config",
-        str(SAMPLE_CONFIG),
-        "--trainer.default_root_dir",
-        str(tmp_path),
-        "--trainer.max_epochs",
-        "1",
-        "--trainer.limit_train_batches",
-        "2",
-        "--trainer.limit_val_batches",
-        "1",
-        "--trainer.logger",
-        "false",
-        "--trainer.enable_progress_bar",
-        "false",
-        "--model.base_filters",
-        "4",
-        "--model.max_filters",
-        "8",
-        "--model.extra_filters",
-        "4",
-        "--model.head_features",
-        "4",
-        "--data.batch_size",
-        "8",
-        "--data.targets",
-        "[tasmax]",
-        "--data.test_period",
-        "null",  # else the best checkpoint is restored twice (validate, test): two messages
-    ]
+    short = "--trainer.max_epochs 1 --trainer.limit_train_batches 2 --trainer.limit_val_batches 1"
+    options = [*short.split(), *NO_LOGGERS, "--trainer.enable_progress_bar", "false", *TINY_MODEL]
+    data = ["--data.batch_size", "8", "--data.targets", "[tasmax]"]
+    # without a test period: else the best checkpoint is restored twice (validate, test)
+    args = train_argv(SAMPLE_CONFIG, tmp_path, *options, *data, "--data.test_period", "null")
     env = {**os.environ, "CLIMDL_CACHE": str(sample_cache), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         climdl_cmd(args), env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path

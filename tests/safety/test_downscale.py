@@ -21,6 +21,7 @@ from climdl.inference import downscale
 from climdl.inference.inputs import InputSource
 from climdl.inference.output import default_output, safe_component
 from climdl.inference.parts import MANIFEST, PartStore, file_fingerprint, lock_path, parts_dir
+from tests.argv import downscale_argv
 
 DECODE = xr.coders.CFDatetimeCoder(use_cftime=True)
 HOSTILE = ["a/../../../escaped", "/tmp/x", "..", ".", "", "a\\b\x00c", "-"]
@@ -34,10 +35,6 @@ def perfect(sample_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     with xr.open_dataset(src) as ds:
         ds.isel(time=slice(0, 40)).to_netcdf(out)
     return out
-
-
-def _args(ckpt: Path, inputs: list[Path], out: Path, *extra: str) -> list[str]:
-    return ["downscale", "-c", str(ckpt), "-i", *map(str, inputs), "-o", str(out), "-q", *extra]
 
 
 def _one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
@@ -120,7 +117,7 @@ def test_resume_refuses_an_input_changed_in_place(
     uninterrupted = downscale(tasmax_ckpt, [str(inp)], chunk_days=15).dataset
     res = downscale(tasmax_ckpt, [str(inp)], out, chunk_days=15, max_chunks=1)
     assert res.path is None and len(list(parts_dir(out).glob("part-*.nc"))) == 1
-    argv = _args(tasmax_ckpt, [inp], out, "--chunk-days", "15", "--resume")
+    argv = downscale_argv(tasmax_ckpt, inp, out, "-q", "--chunk-days", "15", "--resume")
 
     # other values, same size, same modification time: the hashed ends differ
     changed = data.copy(deep=True)
@@ -209,8 +206,9 @@ def test_a_second_run_on_a_live_output_is_refused(
         while thread.is_alive() and not paused.wait(0.5):
             pass
         assert paused.is_set(), outcome.get("exc")
+        argv = downscale_argv(tasmax_ckpt, perfect, out, "-q", "--chunk-days", "10")
         for extra in ([], ["--resume"], ["--overwrite"]):
-            assert main(_args(tasmax_ckpt, [perfect], out, "--chunk-days", "10", *extra)) == 2
+            assert main([*argv, *extra]) == 2
             err = _one_line_error(capsys)
             assert f"another climdl run is writing {out} (pid {os.getpid()})" in err
             assert "choose another --output" in err
@@ -236,7 +234,7 @@ def test_a_lock_file_left_by_a_dead_process_does_not_block(
     )
     proc = subprocess.run([sys.executable, "-c", code, str(lock_path(out))], timeout=60)
     assert proc.returncode == -9 and lock_path(out).read_text().strip().isdigit()
-    assert main(_args(tasmax_ckpt, [perfect], out)) == 0
+    assert main(downscale_argv(tasmax_ckpt, perfect, out, "-q")) == 0
     assert out.is_file() and not lock_path(out).exists()
 
 
@@ -248,11 +246,11 @@ def test_after_an_input_error_a_plain_rerun_works(
     bad["t_850"][1, 3, 4] = np.nan  # fails in the first chunk, after the parts folder is made
     bad.to_netcdf(inp)
     out = tmp_path / "o.nc"
-    assert main(_args(tasmax_ckpt, [inp], out, "--chunk-days", "10")) == 2
+    assert main(downscale_argv(tasmax_ckpt, inp, out, "-q", "--chunk-days", "10")) == 2
     assert "non-finite" in _one_line_error(capsys)
     assert not parts_dir(out).exists() and not lock_path(out).exists()
     shutil.copyfile(perfect, inp)  # the user fixes the input and simply runs again
-    assert main(_args(tasmax_ckpt, [inp], out, "--chunk-days", "10")) == 0
+    assert main(downscale_argv(tasmax_ckpt, inp, out, "-q", "--chunk-days", "10")) == 0
     assert out.is_file()
 
 
@@ -263,7 +261,7 @@ def test_a_parts_folder_without_finished_chunks_is_treated_as_absent(
     out = tmp_path / "o.nc"
     parts_dir(out).mkdir()
     (parts_dir(out) / MANIFEST).write_text(json.dumps({"inputs": ["elsewhere.nc"]}))
-    assert main(_args(tasmax_ckpt, [perfect], out)) == 0
+    assert main(downscale_argv(tasmax_ckpt, perfect, out, "-q")) == 0
     assert out.is_file() and not parts_dir(out).exists()
 
 

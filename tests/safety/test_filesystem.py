@@ -14,6 +14,7 @@ import pytest
 import xarray as xr
 
 from climdl.cli import main
+from tests.argv import downscale_argv
 
 CROP = {"y": slice(48, 64), "x": slice(40, 56)}
 # a read-only mount as root; a folder without write bits for other users
@@ -77,8 +78,8 @@ def test_downscale(
     )
     words = READ_ONLY if where == "readonly" else ("no space left",)
     for out in (folder / "tasmax.nc", folder / "sub" / "tasmax.nc"):
-        argv = ["downscale", "-c", str(tasmax_ckpt), "--catalog", "sample-alps"]
-        argv += ["--period", "historical", "-o", str(out), "-q"]
+        catalog = ["--catalog", "sample-alps", "--period", "historical"]
+        argv = downscale_argv(tasmax_ckpt, [], out, *catalog, "-q")
         assert main(argv) == 2
         _one_line(capsys, *words)
         assert not out.exists()

@@ -9,29 +9,18 @@ a crash or a hang (issue 13). The corpus is deterministic (seeded), so a failure
 
 from __future__ import annotations
 
-import contextlib
-import io
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 import xarray as xr
 
-from climdl.cli import main
 from climdl.errors import ClimdlError
+from tests.argv import downscale_argv
+from tests.fuzzing import SEED, Case, byte_damage, run_cases
 
-SEED = 20261206
 CROP = {"y": slice(56, 72), "x": slice(48, 64)}
-
-
-@dataclass(frozen=True)
-class Case:
-    """One damaged file: ``name`` says what was done to it."""
-
-    name: str
-    path: Path
 
 
 def _encode_plain(ds: xr.Dataset) -> xr.Dataset:
@@ -97,22 +86,6 @@ def _raw_time(ds: xr.Dataset, units: str, n: int, calendar: str = "standard") ->
     return ds
 
 
-def _bytes(data: bytes, rng: np.random.Generator) -> Iterator[tuple[str, bytes]]:
-    """Damage at the byte level: truncations and bit flips at seeded positions."""
-    n = len(data)
-    for frac in (0.0, 0.001, 0.01, 0.1, 0.5, 0.9, 0.999):
-        yield f"truncated-{frac}", data[: int(n * frac)]
-    for k in range(8):
-        buf = bytearray(data)
-        # the header (first 4 KiB) is where a flip changes the structure, not just a value
-        where = rng.integers(0, min(n, 4096) if k < 5 else n, size=1 + k)
-        for w in where:
-            buf[int(w)] ^= 1 << int(rng.integers(0, 8))
-        yield f"bitflip-{k}", bytes(buf)
-    yield "zeros", b"\0" * n
-    yield "text", b"CDF\x01 this is not a netcdf file\n" * 10
-
-
 def _corpus(src: Path, var: str, folder: Path, rng: np.random.Generator) -> list[Case]:
     folder.mkdir(parents=True, exist_ok=True)
     with xr.open_dataset(src) as ds:
@@ -130,7 +103,7 @@ def _corpus(src: Path, var: str, folder: Path, rng: np.random.Generator) -> list
         except (ValueError, TypeError, OverflowError):  # xarray will not write it: not a case
             continue
         cases.append(Case(name, path))
-    for name, data in _bytes(clean.read_bytes(), rng):
+    for name, data in byte_damage(clean.read_bytes(), rng):
         path = folder / f"{name}.nc"
         path.write_bytes(data)
         cases.append(Case(name, path))
@@ -149,39 +122,6 @@ def corpus(sample_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[
         "target": _corpus(target, "tasmax", root / "target", rng),
         "predictors": _corpus(predictors, "t_850", root / "predictors", rng),
     }
-
-
-def _cli(argv: list[str]) -> tuple[int, str]:
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err):
-        rc = main(argv)
-    return rc, err.getvalue().strip()
-
-
-def _judge(case: Case, rc: int, err: str) -> str | None:
-    """Why the outcome breaks the promise, or None."""
-    if rc == 0:
-        return None
-    if rc != 2:
-        return f"{case.name}: exit {rc}: {err[-300:]}"
-    lines = [ln for ln in err.splitlines() if ln.startswith("climdl: error:")]
-    if len(lines) != 1 or "Traceback" in err:
-        return f"{case.name}: not one sentence: {err[-300:]}"
-    return None
-
-
-def _run_all(cases: list[Case], argv: Callable[[Case], list[str]]) -> tuple[int, list[str]]:
-    bad: list[str] = []
-    for case in cases:
-        try:
-            rc, err = _cli(argv(case))
-        except BaseException as exc:  # a traceback reached the user
-            bad.append(f"{case.name}: {type(exc).__name__}: {exc}"[:300])
-            continue
-        why = _judge(case, rc, err)
-        if why:
-            bad.append(why)
-    return len(cases), bad
 
 
 def test_the_reader_gives_a_dataset_or_one_sentence(corpus: dict[str, list[Case]]) -> None:
@@ -207,7 +147,7 @@ def test_plot_and_evaluate_never_show_a_traceback(
     corpus: dict[str, list[Case]], tmp_path: Path
 ) -> None:
     clean = corpus["target"][0].path
-    n1, bad1 = _run_all(
+    n1, bad1 = run_cases(
         corpus["target"],
         lambda c: [
             "plot",
@@ -222,7 +162,7 @@ def test_plot_and_evaluate_never_show_a_traceback(
             "-q",
         ],
     )
-    n2, bad2 = _run_all(
+    n2, bad2 = run_cases(
         corpus["target"],
         lambda c: [
             "evaluate",
@@ -244,7 +184,7 @@ def test_plot_and_evaluate_never_show_a_traceback(
 
 
 def test_prepare_never_shows_a_traceback(corpus: dict[str, list[Case]], tmp_path: Path) -> None:
-    n, bad = _run_all(
+    n, bad = run_cases(
         corpus["target"],
         lambda c: [
             "prepare",
@@ -266,19 +206,9 @@ def test_prepare_never_shows_a_traceback(corpus: dict[str, list[Case]], tmp_path
 def test_downscale_never_shows_a_traceback(
     corpus: dict[str, list[Case]], tasmax_ckpt: Path, tmp_path: Path
 ) -> None:
-    n, bad = _run_all(
+    n, bad = run_cases(
         corpus["predictors"],
-        lambda c: [
-            "downscale",
-            "-c",
-            str(tasmax_ckpt),
-            "-i",
-            str(c.path),
-            "-o",
-            str(tmp_path / "out.nc"),
-            "--overwrite",
-            "-q",
-        ],
+        lambda c: downscale_argv(tasmax_ckpt, c.path, tmp_path / "out.nc", "--overwrite", "-q"),
     )
     print(f"downscale: {n} damaged files")
     assert not bad, "\n".join(bad)

@@ -48,22 +48,6 @@ def _series(
     return path
 
 
-@pytest.fixture()
-def figures(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
-    """The figures ``climdl plot`` saves, for inspection."""
-    import climdl.plot.quicklook as quicklook
-
-    saved: list[Any] = []
-    real = quicklook.save_figure
-
-    def spy(fig: Any, path: Any, **kwargs: Any) -> Path:
-        saved.append(fig)
-        return real(fig, path, **kwargs)
-
-    monkeypatch.setattr(quicklook, "save_figure", spy)
-    return saved
-
-
 def _maps(fig: Any) -> list[Any]:
     return [ax for ax in fig.axes if hasattr(ax, "projection")]
 

@@ -23,6 +23,7 @@ from climdl.data.variables import G0, ML_BENCH_PREDICTORS, geopotential_range, p
 from climdl.errors import DataError
 from climdl.inference.job import JobConfig
 from climdl.inference.parts import parts_dir
+from tests.argv import downscale_argv
 
 FINE = "train/ESD_pseudo_reality/target/pr_tasmax_CNRM-CM5_1961-1980.nc"
 PERFECT = "test/historical/predictors/perfect/CNRM-CM5_1981-2000.nc"
@@ -235,7 +236,7 @@ def test_downscale_refuses_kelvin_labelled_celsius_before_any_output(
 ) -> None:
     bad = _edit(sample_root / PERFECT, tmp_path / "t850_degC.nc", 30, _relabel("t_850", "degC"))
     out = tmp_path / "out.nc"
-    argv = ["downscale", "-c", str(tasmax_ckpt), "-i", str(bad), "-o", str(out), "-q"]
+    argv = downscale_argv(tasmax_ckpt, bad, out, "-q")
     assert main(argv) == 2
     err = _one_line(capsys.readouterr().err)
     assert f"t_850 in {bad} has values from " in err
@@ -257,8 +258,7 @@ def test_downscale_checks_every_chunk(
 
     bad = _edit(sample_root / PERFECT, tmp_path / "fill.nc", 30, fill)
     out = tmp_path / "out.nc"
-    argv = ["downscale", "-c", str(tasmax_ckpt), "-i", str(bad), "-o", str(out), "-q",
-            "--chunk-days", "10"]  # fmt: skip
+    argv = downscale_argv(tasmax_ckpt, bad, out, "-q", "--chunk-days", "10")
     assert main(argv) == 2
     err = _one_line(capsys.readouterr().err)
     assert f"t_850 in {bad} has values from -9999 to " in err

@@ -12,39 +12,24 @@ import torch
 from climdl.cli import main
 from climdl.data.emulator_data import EmulatorDataModule
 from climdl.errors import ConfigError, DataError
+from climdl.parallel.testing import NO_LOGGERS, TINY_MODEL
 from climdl.tasks.checkpoint import load_emulator, read_checkpoint
+from tests.argv import train_argv
 from tests.paths import CONFIGS
 
 CONFIG = CONFIGS / "emulator" / "sample.yaml"
-SMALL = [
-    "--model.base_filters",
-    "4",
-    "--model.max_filters",
-    "8",
-    "--model.extra_filters",
-    "4",
-    "--model.head_features",
-    "4",
-    "--data.batch_size",
-    "8",
-]
+SMALL = [*TINY_MODEL, "--data.batch_size", "8"]
 
 
 def _train(tmp_path: Path, *extra: str) -> int:
-    return main(
-        [
-            "train",
-            "--config",
-            str(CONFIG),
-            "--trainer.default_root_dir",
-            str(tmp_path),
-            "--trainer.logger",
-            "false",
-            "--quiet",
-            *SMALL,
-            *extra,
-        ]
-    )
+    return main(train_argv(CONFIG, tmp_path, *NO_LOGGERS, "--quiet", *SMALL, *extra))
+
+
+def _two_targets(root: Path, epochs: int, *extra: str) -> list[str]:
+    """The short run of ``trained`` (4 training, 2 validation batches per epoch) for ``epochs``."""
+    short = "--trainer.limit_train_batches 4 --trainer.limit_val_batches 2 --quiet"
+    options = ["--trainer.max_epochs", str(epochs), *short.split(), *NO_LOGGERS, *SMALL]
+    return train_argv(CONFIG, root, *options, "--data.targets", "[tasmax, pr]", *extra)
 
 
 @pytest.mark.parametrize(
@@ -79,38 +64,10 @@ def test_fast_dev_run_through_the_cli(
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory, sample_cache: Path) -> Path:
     """Two short epochs with checkpoints: the run directory."""
-    import os
-
     out = tmp_path_factory.mktemp("run")
-    old = os.environ.get("CLIMDL_CACHE")
-    os.environ["CLIMDL_CACHE"] = str(sample_cache)
-    try:
-        rc = main(
-            [
-                "train",
-                "--config",
-                str(CONFIG),
-                "--trainer.default_root_dir",
-                str(out),
-                "--trainer.max_epochs",
-                "2",
-                "--trainer.limit_train_batches",
-                "4",
-                "--trainer.limit_val_batches",
-                "2",
-                "--quiet",
-                "--trainer.logger",
-                "false",
-                *SMALL,
-                "--data.targets",
-                "[tasmax, pr]",
-            ]
-        )
-    finally:
-        if old is None:
-            os.environ.pop("CLIMDL_CACHE")
-        else:
-            os.environ["CLIMDL_CACHE"] = old
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("CLIMDL_CACHE", str(sample_cache))
+        rc = main(_two_targets(out, 2))
     assert rc == 0
     return out
 
@@ -158,29 +115,8 @@ def test_checkpoint_is_self_contained_and_reload_is_identical(
 
 
 def test_resume_from_last(trained: Path, use_sample_cache: Path) -> None:
-    rc = main(
-        [
-            "train",
-            "--config",
-            str(CONFIG),
-            "--trainer.default_root_dir",
-            str(trained),
-            "--trainer.max_epochs",
-            "3",
-            "--trainer.limit_train_batches",
-            "4",
-            "--trainer.limit_val_batches",
-            "2",
-            "--quiet",
-            "--trainer.logger",
-            "false",
-            *SMALL,
-            "--data.targets",
-            "[tasmax, pr]",
-            "--ckpt_path",
-            str(next(p for p in _ckpts(trained) if p.name == "last.ckpt")),
-        ]
-    )
+    last_ckpt = next(p for p in _ckpts(trained) if p.name == "last.ckpt")
+    rc = main(_two_targets(trained, 3, "--ckpt_path", str(last_ckpt)))
     assert rc == 0
     last = read_checkpoint(next(p for p in _ckpts(trained) if p.name == "last.ckpt"))
     assert last["epoch"] == 2
@@ -320,20 +256,7 @@ def test_test_period_loader_reads_held_out_years(use_sample_cache: Path) -> None
 @pytest.mark.slow
 def test_unet_beats_interpolation_on_held_out_year(tmp_path: Path, use_sample_cache: Path) -> None:
     """Train the sample config briefly; on the held-out 1981 the UNet beats the baseline."""
-    rc = main(
-        [
-            "train",
-            "--config",
-            str(CONFIG),
-            "--trainer.default_root_dir",
-            str(tmp_path),
-            "--trainer.max_epochs",
-            "5",
-            "--trainer.logger",
-            "false",
-            "--quiet",
-        ]
-    )
+    rc = main(train_argv(CONFIG, tmp_path, "--trainer.max_epochs", "5", *NO_LOGGERS, "--quiet"))
     assert rc == 0
     summary = json.loads(next(tmp_path.rglob("summary.json")).read_text())
     unet, base = summary["test"]["rmse"]["tasmax"], summary["test"]["baseline_rmse"]["tasmax"]
