@@ -1,4 +1,4 @@
-"""The import layers of DESIGN.md section 6 hold, and the check that enforces them bites.
+"""The import layers of docs/architecture.md hold, and the check that enforces them bites.
 
 The contracts live in pyproject.toml (``[tool.importlinter]``) and run in ``make lint``. The
 first test runs them on the package; the second copies the package, adds a forbidden import

@@ -32,6 +32,7 @@ from climdl.clouds.mtl import is_landsat_path
 from climdl.clouds.raster import BandSource, LatLonArray, LatLonGrid, RasterBands
 from climdl.clouds.scene import BAND_DIM, IMAGE_VAR, LANDSAT_BANDS, Band, make_scene
 from climdl.errors import DataError
+from climdl.io.provenance import CF_CONVENTIONS
 
 LATLON_MAX_PIXELS = 4096 * 4096
 """Scenes with more pixels than this get no 2-D lat/lon coordinates (see the module docstring)."""
@@ -145,7 +146,7 @@ def assemble_scene(
     if grid_mapping:
         ds[CRS_VAR] = xr.DataArray(np.int32(0), attrs=dict(grid_mapping))
         ds[IMAGE_VAR].attrs["grid_mapping"] = CRS_VAR
-    ds.attrs.setdefault("Conventions", "CF-1.10")
+    ds.attrs.setdefault("Conventions", CF_CONVENTIONS)
     return ds
 
 

@@ -30,6 +30,7 @@ import xarray as xr
 
 from climdl.errors import DataError
 from climdl.io.netcdf import write_netcdf
+from climdl.io.provenance import CF_CONVENTIONS
 
 IMAGE_VAR = "image"
 MASK_VAR = "mask"
@@ -131,7 +132,7 @@ def make_scene(
             ),
         }
     )
-    ds.attrs.setdefault("Conventions", "CF-1.10")
+    ds.attrs.setdefault("Conventions", CF_CONVENTIONS)
     return ds
 
 

@@ -13,7 +13,7 @@ training under ``single``, ``ddp`` or ``pipeline``.
 :class:`RestartCheckpoint` is the step-wise checkpoint of ``configs/strategy/restartable.yaml``
 that torchrun restarts and SLURM requeues resume from.
 
-Reading a sharded folder runs no code from it (DESIGN.md 5). ``torch.distributed.checkpoint``
+Reading a sharded folder runs no code from it (README, Safety). ``torch.distributed.checkpoint``
 unpickles ``.metadata`` with plain :mod:`pickle` and loads non-tensor shard items with
 ``torch.load(weights_only=False)``; torch's weights-only unpickler cannot read ``.metadata``
 (pickle protocol 4). So :class:`SafeFileSystemReader` reads ``.metadata`` with

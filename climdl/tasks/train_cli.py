@@ -179,11 +179,12 @@ def _translate(argv: Sequence[str]) -> list[str]:
             out.append("--seed_everything")
         elif a.startswith("--seed="):
             out.append("--seed_everything=" + a.split("=", 1)[1])
-        elif a.startswith("--config="):
-            out.append("--config=" + resolve_config(a.split("=", 1)[1]))
+        elif a.startswith(("--config=", "-c=")):
+            flag, value = a.split("=", 1)
+            out.append(f"{flag}={resolve_config(value)}")
         else:
             out.append(a)
-        after_config = a == "--config" and not after_config
+        after_config = a in ("--config", "-c") and not after_config
     return out
 
 

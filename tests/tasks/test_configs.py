@@ -60,3 +60,11 @@ def test_unknown_preset_is_one_sentence_listing_presets(
     err = capsys.readouterr().err.strip()
     assert "no config file or packaged preset named 'nope'" in err
     assert "strategy/ddp" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("form", [["-c", "sample"], ["-c=sample"], ["--config=sample"]])
+def test_short_and_joined_config_flags_resolve_presets(form: list[str]) -> None:
+    from climdl.tasks.train_cli import _translate
+
+    out = _translate(form)
+    assert str(preset_dir() / "emulator" / "sample.yaml") in "".join(out)
