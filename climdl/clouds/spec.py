@@ -18,6 +18,7 @@ from torch import Tensor
 
 from climdl.clouds.scene import NODATA
 from climdl.data.spec import Step, migrate_layout
+from climdl.data.spec_checks import exact_keys, malformed, names, numbers, strings, vector
 from climdl.errors import DataError
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SegmenterSpec"]
@@ -70,25 +71,23 @@ class SegmenterSpec:
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # normalise sequences to tuples (the dataclass is frozen)
         for name in ("bands", "classes"):
-            names = tuple(str(v) for v in getattr(self, name))
-            if not names or any(not n for n in names) or len(set(names)) != len(names):
-                raise DataError(
-                    f"the segmenter spec's {name} {list(names)} must be distinct names."
-                )
-            set_(self, name, names)
+            set_(self, name, names(getattr(self, name), f"segmenter {name}"))
         n_b, n_k = len(self.bands), len(self.classes)
-        set_(self, "wavelengths", tuple(float(v) for v in self.wavelengths))
-        set_(self, "band_units", tuple(str(v) for v in self.band_units))
-        set_(self, "train_scenes", tuple(str(v) for v in self.train_scenes))
-        set_(self, "val_scenes", tuple(str(v) for v in self.val_scenes))
+        set_(self, "wavelengths", numbers(self.wavelengths, "segmenter wavelengths"))
+        for name in ("band_units", "train_scenes", "val_scenes"):
+            set_(self, name, strings(getattr(self, name), f"segmenter {name}"))
+        if type(self.ignore_index) is not int:  # a bool or a float is no label
+            raise DataError(f"the segmenter spec's ignore_index {self.ignore_index!r} is no label.")
         for what, values in (("wavelengths", self.wavelengths), ("band_units", self.band_units)):
             if len(values) != n_b:
                 raise DataError(f"the segmenter spec has {len(values)} {what} for {n_b} bands.")
-        for what, t, n in (("mean", self.mean, n_b), ("std", self.std, n_b)):
-            if not isinstance(t, Tensor) or tuple(t.shape) != (n,):
-                raise DataError(f"the segmenter spec's band {what} should have {n} values.")
+        vector(self.mean, n_b, "band mean")
+        vector(self.std, n_b, "band std")
         if self.class_counts is not None:
-            counts = torch.as_tensor(self.class_counts, dtype=torch.float64)
+            try:
+                counts = torch.as_tensor(self.class_counts, dtype=torch.float64)
+            except (TypeError, ValueError, RuntimeError):
+                raise DataError("the segmenter spec's class counts are not numbers.") from None
             if tuple(counts.shape) != (n_k,):
                 raise DataError(f"the segmenter spec's class counts should have {n_k} values.")
             set_(self, "class_counts", counts)
@@ -126,6 +125,8 @@ class SegmenterSpec:
             DataError: a malformed layout, or one newer than this climdl reads.
         """
         d = migrate_layout(layout, MIGRATIONS, SCHEMA_VERSION, "segmenter")
+        exact_keys(d, _KEYS, "segmenter spec")
+        exact_keys(d["stats"], ("mean", "std"), "segmenter spec's statistics")
         try:
             return cls(
                 bands=d["bands"],
@@ -135,9 +136,17 @@ class SegmenterSpec:
                 mean=d["stats"]["mean"],
                 std=d["stats"]["std"],
                 class_counts=d["class_counts"],
-                ignore_index=int(d["ignore_index"]),
+                ignore_index=d["ignore_index"],
                 train_scenes=d["train_scenes"],
                 val_scenes=d["val_scenes"],
             )
-        except (KeyError, TypeError, AttributeError) as exc:
-            raise DataError(f"the segmenter spec is malformed (missing or wrong {exc}).") from exc
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+            raise malformed("segmenter", exc) from exc
+
+
+_KEYS = (
+    "schema_version",
+    *(k for k in SegmenterSpec.__dataclass_fields__ if k not in ("mean", "std")),
+    "stats",
+)
+"""The keys of a current-version segmenter layout (:meth:`SegmenterSpec.to_dict`)."""

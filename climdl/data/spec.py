@@ -19,6 +19,15 @@ import torch
 import xarray as xr
 from torch import Tensor
 
+from climdl.data.spec_checks import (
+    exact_keys,
+    forcing_columns,
+    malformed,
+    names,
+    shaped,
+    size,
+    vector,
+)
 from climdl.errors import DataError
 
 __all__ = [
@@ -58,7 +67,7 @@ def migrate_layout(
         raise DataError(f"the {what} spec is not a dictionary but a {type(layout).__name__}.")
     out = dict(layout)
     version = out.get("schema_version", 0)
-    if not isinstance(version, int) or version < 0:
+    if type(version) is not int or version < 0:  # a bool is no version
         raise DataError(f"the {what} spec has an invalid schema version {version!r}.")
     if version > latest:
         raise DataError(
@@ -70,34 +79,6 @@ def migrate_layout(
         version += 1
         out["schema_version"] = version
     return out
-
-
-def _names(values: Sequence[str], what: str, allow_empty: bool = False) -> tuple[str, ...]:
-    names = tuple(str(v) for v in values)
-    if not names and not allow_empty:
-        raise DataError(f"the spec's {what} list is empty.")
-    if any(not n for n in names) or len(set(names)) != len(names):
-        raise DataError(f"the spec's {what} {list(names)} must be distinct, non-empty names.")
-    return names
-
-
-def _size(values: Sequence[int], what: str) -> tuple[int, int]:
-    size = tuple(int(v) for v in values)
-    if len(size) != 2 or min(size) < 1:
-        raise DataError(f"the spec's {what} must be two positive sizes, not {list(size)}.")
-    return (size[0], size[1])
-
-
-def _vector(t: Any, n: int, what: str) -> None:
-    if not isinstance(t, Tensor) or tuple(t.shape) != (n,):
-        got = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
-        raise DataError(f"the spec's statistic {what} should have {n} values, not {got}.")
-
-
-def _map(t: Any, shape: tuple[int, ...], what: str) -> None:
-    if not isinstance(t, Tensor) or tuple(t.shape) != shape:
-        got = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
-        raise DataError(f"the spec's {what} should have shape {shape}, not {got}.")
 
 
 # ----------------------------------------------------------------------------- grids
@@ -116,6 +97,7 @@ class Coordinate:
     attrs: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "dims", names(self.dims, "grid coordinate dims"))
         if not isinstance(self.values, Tensor) or self.values.ndim != len(self.dims):
             raise DataError(f"a grid coordinate on {list(self.dims)} has values of another rank.")
 
@@ -217,14 +199,14 @@ class Grid:
         """The inverse of :meth:`to_dict`."""
         try:
             coords = {
-                str(k): Coordinate(tuple(v["dims"]), v["values"], dict(v.get("attrs", {})))
+                str(k): Coordinate(v["dims"], v["values"], dict(v.get("attrs", {})))
                 for k, v in d.items()
                 if k != "grid_mapping"
             }
             gm = d.get("grid_mapping")
             mapping = GridMapping(str(gm["name"]), dict(gm["attrs"])) if gm else None
-        except (KeyError, TypeError, AttributeError) as exc:
-            raise DataError(f"a grid in the spec is malformed (missing {exc}).") from exc
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+            raise malformed("emulator", exc) from exc
         return cls(coords, mapping)
 
 
@@ -274,11 +256,9 @@ class EmulatorStats:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> EmulatorStats:
         """The inverse of :meth:`to_dict`."""
-        missing = [
-            k for k, f in cls.__dataclass_fields__.items() if k not in d and "gamma" not in k
-        ]
-        if missing:
-            raise DataError(f"the spec's statistics lack {missing}.")
+        fields = list(cls.__dataclass_fields__)
+        required = [k for k in fields if "gamma" not in k]
+        exact_keys(d, required, "emulator spec's statistics", optional=fields)
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 
@@ -346,11 +326,12 @@ class EmulatorSpec:
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # normalise sequences to tuples (the dataclass is frozen)
-        set_(self, "variables", _names(self.variables, "variables"))
-        set_(self, "targets", _names(self.targets, "targets"))
-        set_(self, "aux_names", _names(self.aux_names, "aux_names", allow_empty=True))
-        set_(self, "in_size", _size(self.in_size, "in_size"))
-        set_(self, "out_size", _size(self.out_size, "out_size"))
+        set_(self, "variables", names(self.variables, "variables"))
+        set_(self, "targets", names(self.targets, "targets"))
+        set_(self, "aux_names", names(self.aux_names, "aux_names", allow_empty=True))
+        set_(self, "in_size", size(self.in_size, "in_size"))
+        set_(self, "out_size", size(self.out_size, "out_size"))
+        self._check_names()
         n_in, n_out, s = len(self.variables), len(self.targets), self.stats
         for name, n in (
             ("x_mean", n_in),
@@ -364,22 +345,50 @@ class EmulatorSpec:
             ("aux_mean", len(self.aux_names)),
             ("aux_std", len(self.aux_names)),
         ):
-            _vector(getattr(s, name), n, name)
+            vector(getattr(s, name), n, name)
         if (s.pr_gamma_shape is None) != (s.pr_gamma_scale is None):
             raise DataError("the spec has a pr gamma shape or scale without the other.")
         if s.pr_gamma_shape is not None:
-            _map(s.pr_gamma_shape, self.out_size, "pr gamma shape")
-            _map(s.pr_gamma_scale, self.out_size, "pr gamma scale")
+            shaped(s.pr_gamma_shape, [self.out_size], "pr gamma shape")
+            shaped(s.pr_gamma_scale, [self.out_size], "pr gamma scale")
         if self.orography is not None:
-            _map(self.orography, self.out_size, "orography")
-        for grid, size, what in (
+            shaped(self.orography, [self.out_size], "orography")
+        for grid, hw, what in (
             (self.coarse_grid, self.in_size, "coarse grid"),
             (self.target_grid, self.out_size, "target grid"),
         ):
-            if grid.shape is not None and grid.shape != size:
-                raise DataError(f"the spec's {what} is {grid.shape}, not {size} as its data.")
-        if self.forcing_table is not None and "year" not in self.forcing_table:
-            raise DataError("the spec's forcing table has no 'year' column.")
+            if grid.shape is not None and grid.shape != hw:
+                raise DataError(f"the spec's {what} is {grid.shape}, not {hw} as its data.")
+        if self.forcing_table is not None:
+            set_(self, "forcing_table", forcing_columns(self.forcing_table))
+        base = self.tasmax_baseline
+        if base is not None:
+            if not isinstance(base, BaselineCoefficients):
+                raise DataError("the spec's tasmax baseline is not a (scale, offset) pair.")
+            for what, t in (("scale", base.scale), ("offset", base.offset)):
+                shaped(t, [(), self.out_size], f"tasmax baseline {what}")
+
+    def _check_names(self) -> None:
+        """A unit string for every variable and target; string attributes for each target."""
+        units, attrs = self.units, self.target_attrs
+        if not isinstance(units, Mapping) or not all(
+            isinstance(units.get(n), str) for n in (*self.variables, *self.targets)
+        ):
+            raise DataError(
+                "the spec's units must give a unit string for every variable and target."
+            )
+        if not isinstance(attrs, Mapping) or set(attrs) != set(self.targets):
+            got = sorted(map(str, attrs)) if isinstance(attrs, Mapping) else type(attrs).__name__
+            raise DataError(
+                f"the spec's target_attrs are for {got}, not the targets {list(self.targets)}."
+            )
+        for n, a in attrs.items():
+            if not isinstance(a, Mapping) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in a.items()
+            ):
+                raise DataError(f"the spec's target_attrs of {n} must map strings to strings.")
+        object.__setattr__(self, "units", dict(units))
+        object.__setattr__(self, "target_attrs", {k: dict(v) for k, v in attrs.items()})
 
     def to_dict(self) -> dict[str, Any]:
         """The checkpoint layout (plain types and tensors), with ``schema_version``.
@@ -422,14 +431,15 @@ class EmulatorSpec:
             DataError: a malformed layout, or one newer than this climdl reads.
         """
         d = migrate_layout(layout, MIGRATIONS, SCHEMA_VERSION, "emulator")
+        exact_keys(d, _KEYS, "emulator spec")
         try:
             base = d["tasmax_baseline"]
             return cls(
                 variables=d["variables"],
                 targets=d["targets"],
                 aux_names=d["aux_names"],
-                units={str(k): str(v) for k, v in d["units"].items()},
-                target_attrs={str(k): dict(v) for k, v in d["target_attrs"].items()},
+                units=d["units"],
+                target_attrs=d["target_attrs"],
                 in_size=d["in_size"],
                 out_size=d["out_size"],
                 coarse_grid=Grid.from_dict(d["coarse_grid"]),
@@ -442,5 +452,9 @@ class EmulatorSpec:
                 if base is None
                 else BaselineCoefficients(base["scale"], base["offset"]),
             )
-        except (KeyError, TypeError, AttributeError) as exc:
-            raise DataError(f"the emulator spec is malformed (missing or wrong {exc}).") from exc
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+            raise malformed("emulator", exc) from exc
+
+
+_KEYS = ("schema_version", *EmulatorSpec.__dataclass_fields__)
+"""The keys of a current-version emulator layout (:meth:`EmulatorSpec.to_dict`)."""

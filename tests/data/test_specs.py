@@ -15,8 +15,10 @@ import numpy as np
 import pytest
 import torch
 
+from climdl.clouds.spec import MIGRATIONS as SEG_MIGRATIONS
+from climdl.clouds.spec import SCHEMA_VERSION as SEG_SCHEMA_VERSION
 from climdl.clouds.spec import SegmenterSpec
-from climdl.data.spec import SCHEMA_VERSION, EmulatorSpec, Grid, migrate_layout
+from climdl.data.spec import MIGRATIONS, SCHEMA_VERSION, EmulatorSpec, Grid, migrate_layout
 from climdl.errors import DataError
 from climdl.tasks.checkpoint import load_emulator
 from climdl.tasks.segmentation import load_segmenter
@@ -153,7 +155,11 @@ def test_migration_steps_run_in_order_and_malformed_layouts_are_refused() -> Non
     seen: list[int] = []
 
     def step(v: int) -> Any:
-        return lambda d: (seen.append(v), d)[1]
+        def run(d: dict[str, Any]) -> dict[str, Any]:
+            seen.append(v)
+            return d
+
+        return run
 
     out = migrate_layout({"a": 1}, (step(0), step(1)), 2, "test")
     assert seen == [0, 1] and out == {"a": 1, "schema_version": 2}
@@ -161,3 +167,112 @@ def test_migration_steps_run_in_order_and_malformed_layouts_are_refused() -> Non
         migrate_layout([], (), 0, "test")  # type: ignore[arg-type]
     with pytest.raises(DataError, match="emulator spec is malformed"):
         EmulatorSpec.from_dict({"variables": ["a"]})
+
+
+# ----------------------------------------------------------------------------- malformed layouts
+def _layout(which: str) -> dict[str, Any]:
+    raw = _raw(EMULATOR if which == "emulator" else SEGMENTER)["climdl"]["spec"]
+    spec_cls = EmulatorSpec if which == "emulator" else SegmenterSpec
+    layout: dict[str, Any] = spec_cls.from_dict(raw).to_dict()
+    return layout
+
+
+def _emu_junk() -> list[tuple[str, Any, str]]:
+    def grid_dims(d: dict[str, Any]) -> None:
+        d["coarse_grid"]["lat"]["dims"] = "lat"
+
+    return [
+        ("in_size", lambda d: d.update(in_size=["a", 4]), "two positive sizes"),
+        ("in_size_float", lambda d: d.update(in_size=[4.7, 4]), "two positive sizes"),
+        ("in_size_bool", lambda d: d.update(in_size=[True, 4]), "two positive sizes"),
+        ("variables_str", lambda d: d.update(variables="abc"), "must be a list"),
+        ("targets_str", lambda d: d.update(targets="pr"), "must be a list"),
+        ("variables_int", lambda d: d.update(variables=[1] * 15), "must all be strings"),
+        ("grid_dims_str", grid_dims, "must be a list"),
+        ("units_empty", lambda d: d.update(units={}), "unit string for every"),
+        ("units_none", lambda d: d["units"].update(pr=None), "unit string for every"),
+        ("attrs_keys", lambda d: d.update(target_attrs={"tasmax": {}}), "target_attrs"),
+        ("attrs_junk", lambda d: d["target_attrs"].update(pr=3), "target_attrs of pr"),
+        (
+            "baseline_str",
+            lambda d: d.update(tasmax_baseline={"scale": "x", "offset": 3}),
+            "tasmax baseline scale",
+        ),
+        (
+            "baseline_shape",
+            lambda d: d.update(tasmax_baseline={"scale": torch.ones(3), "offset": torch.ones(())}),
+            "tasmax baseline scale should have shape",
+        ),
+        (
+            "forcing_lengths",
+            lambda d: d.update(forcing_table={"year": [2000.0, 2001.0], "co2": [1.0]}),
+            "forcing table columns",
+        ),
+        (
+            "forcing_junk",
+            lambda d: d.update(forcing_table={"year": [2000.0], "co2": ["x"]}),
+            "finite numbers",
+        ),
+        ("forcing_no_year", lambda d: d.update(forcing_table={"co2": [1.0]}), "'year'"),
+        ("schema_bool", lambda d: d.update(schema_version=True), "invalid schema version"),
+        ("unknown_key", lambda d: d.update(extra=1), "unknown entries \\['extra'\\]"),
+        ("unknown_stat", lambda d: d["stats"].update(x_max=1), "unknown entries \\['x_max'\\]"),
+        ("stats_list", lambda d: d.update(stats=[1]), "statistics is not a dictionary"),
+        ("missing_key", lambda d: d.pop("calendar"), "lacks \\['calendar'\\]"),
+    ]
+
+
+def _seg_junk() -> list[tuple[str, Any, str]]:
+    return [
+        ("wavelengths_str", lambda d: d.update(wavelengths=["x"] * 7), "finite numbers"),
+        ("classes_str", lambda d: d.update(classes="clouds"), "must be a list"),
+        ("bands_str", lambda d: d.update(bands="bgrnsst"), "must be a list"),
+        ("scenes_str", lambda d: d.update(train_scenes="scene_000"), "must be a list"),
+        ("ignore_float", lambda d: d.update(ignore_index=2.5), "ignore_index"),
+        ("ignore_bool", lambda d: d.update(ignore_index=True), "ignore_index"),
+        ("counts_str", lambda d: d.update(class_counts="abcde"), "class counts"),
+        ("schema_bool", lambda d: d.update(schema_version=True), "invalid schema version"),
+        ("unknown_key", lambda d: d.update(extra=1), "unknown entries \\['extra'\\]"),
+        ("unknown_stat", lambda d: d["stats"].update(var=1), "unknown entries \\['var'\\]"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "which, change, match",
+    [pytest.param("emulator", c, m, id=f"emulator-{i}") for i, c, m in _emu_junk()]
+    + [pytest.param("segmenter", c, m, id=f"segmenter-{i}") for i, c, m in _seg_junk()],
+)
+def test_malformed_layout_is_one_data_error(which: str, change: Any, match: str) -> None:
+    layout = _layout(which)
+    change(layout)
+    spec_cls = EmulatorSpec if which == "emulator" else SegmenterSpec
+    with pytest.raises(DataError, match=match) as err:
+        spec_cls.from_dict(layout)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("which", ["emulator", "segmenter"])
+def test_malformed_checkpoint_names_the_file(which: str, tmp_path: Path) -> None:
+    raw = _raw(EMULATOR if which == "emulator" else SEGMENTER)
+    raw["climdl"]["spec"]["wavelengths" if which == "segmenter" else "in_size"] = ["x", 4]
+    path = tmp_path / "junk.ckpt"
+    torch.save(raw, path)
+    load = load_emulator if which == "emulator" else load_segmenter
+    with pytest.raises(DataError) as err:
+        load(path)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_0_1_layouts_migrate_to_exactly_the_current_keys() -> None:
+    emu = migrate_layout(_raw(EMULATOR)["climdl"]["spec"], MIGRATIONS, SCHEMA_VERSION, "emulator")
+    assert set(emu) == set(_layout("emulator"))
+    raw = _raw(SEGMENTER)["climdl"]["spec"]
+    seg = migrate_layout(raw, SEG_MIGRATIONS, SEG_SCHEMA_VERSION, "segmenter")
+    assert set(seg) == set(_layout("segmenter"))
+
+
+def test_direct_construction_refuses_split_names(emulator_spec: EmulatorSpec) -> None:
+    with pytest.raises(DataError, match="must be a list"):
+        dataclasses.replace(emulator_spec, targets="pr")  # type: ignore[arg-type]
+    with pytest.raises(DataError, match="two positive sizes"):
+        dataclasses.replace(emulator_spec, in_size=(4.0, 4.0))  # type: ignore[arg-type]
