@@ -17,42 +17,22 @@ from typing import Any
 import pytest
 import torch
 
-from climdl.parallel.testing import (
-    check,
-    climdl_cmd,
-    grad_rel_l2,
-    load_probe,
-    max_rel_diff,
-    probe_config,
-    run_all,
-    state_rel_l2,
-    strategy_config,
-    train_args,
-)
+from climdl.parallel.testing import grad_rel_l2, max_rel_diff, state_rel_l2, strategy_config
+from tests.parallel.train_runs import run_options, train_and_probe
 
 pytestmark = pytest.mark.distributed
 
-TIMEOUT = 300
 TOL = 1e-5
 
 
-def _train(
-    folder: Path,
-    name: str,
-    cache: Path,
-    configs: list[Path],
-    *extra: str,
-    run_dir: Path | None = None,
-) -> tuple[Path, dict[str, Any]]:
-    run_dir = run_dir or folder / name
-    probe = folder / f"{name}.pt"
-    log = folder / f"{name}.log"
-    args = train_args(run_dir, [*configs, probe_config(folder, probe)], *extra)
-    check(
-        run_all([climdl_cmd(args)], [log], TIMEOUT, [{"CLIMDL_CACHE": str(cache)}], cwd=folder),
-        [log],
-    )
-    return run_dir, load_probe(probe)
+def _cut(schedule: str, before: str) -> list[str]:
+    """The pipeline strategy's options: its schedule and the one module the second stage starts at."""
+    return [
+        "--trainer.strategy.init_args.schedule",
+        schedule,
+        "--trainer.strategy.init_args.split_before",
+        f"[{before}]",
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -61,22 +41,9 @@ def accumulated(
 ) -> tuple[Path, dict[str, Any]]:
     """One process, 4 micro-batches of 4 accumulated per step, 2 epochs of 3 steps."""
     folder = tmp_path_factory.mktemp("accumulated")
-    return _train(
-        folder,
-        "ref",
-        sample_cache,
-        [strategy_config("ddp")],
-        "--trainer.devices",
-        "1",
-        "--data.batch_size",
-        "4",
-        "--trainer.accumulate_grad_batches",
-        "4",
-        "--trainer.limit_train_batches",
-        "12",
-        "--trainer.max_epochs",
-        "2",
-    )
+    accumulate = ["--trainer.accumulate_grad_batches", "4", "--trainer.limit_train_batches", "12"]
+    options = run_options(4, 2, *accumulate, devices=1)
+    return train_and_probe(folder, "ref", sample_cache, [strategy_config("ddp")], *options)
 
 
 @pytest.fixture(scope="module")
@@ -85,21 +52,9 @@ def gpipe(
 ) -> tuple[Path, dict[str, Any]]:
     """Two stages, GPipe, first epoch."""
     folder = tmp_path_factory.mktemp("pipeline")
-    return _train(
-        folder,
-        "gpipe",
-        sample_cache,
-        [strategy_config("pipeline")],
-        "--data.batch_size",
-        "16",
-        "--trainer.max_epochs",
-        "1",
-        "--trainer.strategy.init_args.schedule",
-        "gpipe",
-        "--trainer.strategy.init_args.split_before",
-        "[enc2]",
-        run_dir=folder / "run",
-    )
+    options = run_options(16, 1, *_cut("gpipe", "enc2"))
+    configs = [strategy_config("pipeline")]
+    return train_and_probe(folder, "gpipe", sample_cache, configs, *options, run_dir=folder / "run")
 
 
 def test_gpipe_matches_accumulated_single_process(
@@ -123,23 +78,9 @@ def test_1f1b_resumes_the_gpipe_checkpoint_with_another_cut(
     accumulated: tuple[Path, dict[str, Any]], gpipe: tuple[Path, dict[str, Any]], sample_cache: Path
 ) -> None:
     run, _ = gpipe
-    _, probe = _train(
-        run.parent,
-        "1f1b",
-        sample_cache,
-        [strategy_config("pipeline")],
-        "--data.batch_size",
-        "16",
-        "--trainer.max_epochs",
-        "2",
-        "--ckpt_path",
-        "last",
-        "--trainer.strategy.init_args.schedule",
-        "1f1b",
-        "--trainer.strategy.init_args.split_before",
-        "[dec1]",
-        run_dir=run,
-    )
+    options = run_options(16, 2, "--ckpt_path", "last", *_cut("1f1b", "dec1"))
+    configs = [strategy_config("pipeline")]
+    _, probe = train_and_probe(run.parent, "1f1b", sample_cache, configs, *options, run_dir=run)
     ref_dir, ref = accumulated
     assert sorted(probe["losses"]) == [3, 4, 5]
     assert max_rel_diff(ref["losses"], probe["losses"], [3, 4, 5]) < TOL

@@ -41,36 +41,11 @@ from climdl.parallel.testing import (
     torchrun_cmd,
     train_args,
 )
+from tests.parallel.train_runs import TIMEOUT, run_options, train_and_probe
 
 pytestmark = pytest.mark.distributed
 
-TIMEOUT = 300  # seconds per launch; a run takes 10-40 s on two free cores
 EARLY, LATE, GRAD, WEIGHTS = 1e-3, 5e-3, 1e-3, 1e-4
-
-
-def _train(
-    folder: Path,
-    name: str,
-    cache: Path,
-    configs: list[Path],
-    *extra: str,
-    fault: dict[str, Any] | None = None,
-    run_dir: Path | None = None,
-) -> tuple[Path, dict[str, Any]]:
-    """One ``climdl train`` process (Lightning launches the others): run folder and probe."""
-    run_dir = run_dir or folder / name
-    probe = folder / f"{name}.pt"
-    cfg = probe_config(folder, probe, fault)
-    log = folder / f"{name}.log"
-    codes = run_all(
-        [climdl_cmd(train_args(run_dir, [*configs, cfg], *extra))],
-        [log],
-        TIMEOUT,
-        envs=[{"CLIMDL_CACHE": str(cache)}],
-        cwd=folder,
-    )
-    check(codes, [log])
-    return run_dir, load_probe(probe)
 
 
 def _compare(
@@ -88,18 +63,8 @@ def ref(
 ) -> tuple[Path, dict[str, Any]]:
     """The single-process reference: 9 steps of global batch 16."""
     folder = tmp_path_factory.mktemp("ref")
-    return _train(
-        folder,
-        "ref",
-        sample_cache,
-        [strategy_config("ddp")],
-        "--trainer.devices",
-        "1",
-        "--data.batch_size",
-        "16",
-        "--trainer.max_epochs",
-        "3",
-    )
+    options = run_options(16, 3, devices=1)
+    return train_and_probe(folder, "ref", sample_cache, [strategy_config("ddp")], *options)
 
 
 SYNCBN_SCRIPT = """
@@ -155,16 +120,8 @@ def test_ddp_matches_single_process(
 ) -> None:
     """``climdl train --config ... --config configs/strategy/ddp.yaml`` (Lightning launches
     the second process)."""
-    run, probe = _train(
-        tmp_path,
-        "ddp",
-        sample_cache,
-        [strategy_config("ddp")],
-        "--data.batch_size",
-        "8",
-        "--trainer.max_epochs",
-        "1",
-    )
+    configs = [strategy_config("ddp")]
+    run, probe = train_and_probe(tmp_path, "ddp", sample_cache, configs, *run_options(8, 1))
     _compare(ref[1], probe, [0, 1, 2])
     assert probe["world_size"] == 2
     assert probe["ranks"][0]["modules"].get("GlobalBatchNorm", 0) > 0
@@ -178,16 +135,9 @@ def fsdp(
 ) -> tuple[Path, dict[str, Any]]:
     """FSDP2 on 2 ranks for the first epoch; its checkpoints are sharded folders."""
     folder = tmp_path_factory.mktemp("fsdp")
-    return _train(
-        folder,
-        "fsdp-a",
-        sample_cache,
-        [strategy_config("fsdp")],
-        "--data.batch_size",
-        "8",
-        "--trainer.max_epochs",
-        "1",
-        run_dir=folder / "run",
+    configs, options = [strategy_config("fsdp")], run_options(8, 1)
+    return train_and_probe(
+        folder, "fsdp-a", sample_cache, configs, *options, run_dir=folder / "run"
     )
 
 
@@ -212,35 +162,12 @@ def test_fsdp2_checkpoint_resumes_on_two_then_one_rank(
 
     run, _ = fsdp
     folder = run.parent
-    _, two = _train(
-        folder,
-        "fsdp-b",
-        sample_cache,
-        [strategy_config("fsdp")],
-        "--data.batch_size",
-        "8",
-        "--trainer.max_epochs",
-        "2",
-        "--ckpt_path",
-        "last",
-        run_dir=run,
-    )
+    configs, resume = [strategy_config("fsdp")], ["--ckpt_path", "last"]
+    options = run_options(8, 2, *resume)
+    _, two = train_and_probe(folder, "fsdp-b", sample_cache, configs, *options, run_dir=run)
     _compare(ref[1], two, [3, 4, 5], LATE)
-    _, one = _train(
-        folder,
-        "fsdp-c",
-        sample_cache,
-        [strategy_config("fsdp")],
-        "--data.batch_size",
-        "16",
-        "--trainer.max_epochs",
-        "3",
-        "--trainer.devices",
-        "1",
-        "--ckpt_path",
-        "last",
-        run_dir=run,
-    )
+    options = run_options(16, 3, *resume, devices=1)
+    _, one = train_and_probe(folder, "fsdp-c", sample_cache, configs, *options, run_dir=run)
     _compare(ref[1], one, [6, 7, 8], LATE)
     assert one["world_size"] == 1
     full = run / "consolidated.ckpt"  # through `climdl consolidate`
@@ -262,16 +189,8 @@ def test_tensor_parallel_matches_single_process(
     ref: tuple[Path, dict[str, Any]], sample_cache: Path, tmp_path: Path
 ) -> None:
     """Both ranks read the whole batch; the 1-D MLP's Linear layers are split between them."""
-    _, probe = _train(
-        tmp_path,
-        "tensor",
-        sample_cache,
-        [strategy_config("tensor")],
-        "--data.batch_size",
-        "16",
-        "--trainer.max_epochs",
-        "1",
-    )
+    configs = [strategy_config("tensor")]
+    _, probe = train_and_probe(tmp_path, "tensor", sample_cache, configs, *run_options(16, 1))
     _compare(ref[1], probe, [0, 1, 2])
     layouts = probe["ranks"][0]["layouts"]
     assert "tensor_parallel" in layouts["net.net.scalar_mlp.0.weight"]
@@ -291,19 +210,9 @@ def test_two_node_torchrun_job_survives_a_killed_rank(
     probe_path = tmp_path / "killed.pt"
     fault = {"step": 4, "rank": 1, "marker": str(marker)}
     cfg = probe_config(tmp_path, probe_path, fault, restart_every=3)
-    args = train_args(
-        tmp_path / "run",
-        [strategy_config("ddp"), strategy_config("multinode"), cfg],
-        "--trainer.devices",
-        "1",
-        "--data.batch_size",
-        "8",
-        "--trainer.max_epochs",
-        "3",
-        "--ckpt_path",
-        "last",
-        loggers=True,
-    )
+    configs = [strategy_config("ddp"), strategy_config("multinode"), cfg]
+    options = run_options(8, 3, "--ckpt_path", "last", devices=1)
+    args = train_args(tmp_path / "run", configs, *options, loggers=True)
     endpoint = f"127.0.0.1:{free_port()}"
     rdzv = [
         "--nnodes",
@@ -356,16 +265,8 @@ def test_two_node_slurm_job(
     """Two tasks with the variables srun sets on two nodes: Lightning's SLURMEnvironment."""
     probe_path = tmp_path / "slurm.pt"
     cfg = probe_config(tmp_path, probe_path)
-    args = train_args(
-        tmp_path / "run",
-        [strategy_config("ddp"), strategy_config("multinode"), cfg],
-        "--trainer.devices",
-        "1",
-        "--data.batch_size",
-        "8",
-        "--trainer.max_epochs",
-        "1",
-    )
+    configs = [strategy_config("ddp"), strategy_config("multinode"), cfg]
+    args = train_args(tmp_path / "run", configs, *run_options(8, 1, devices=1))
     port = str(free_port())
     logs = [tmp_path / f"task{k}.log" for k in range(2)]
     envs = [_slurm_env(sample_cache, k, 2, port) for k in range(2)]
@@ -391,14 +292,7 @@ def test_slurm_requeue_resumes_from_the_hpc_checkpoint(
     probe_path = tmp_path / "requeue.pt"
     cfg = probe_config(tmp_path, probe_path, {"step": 3, "rank": 0, "signal": "SIGUSR1"})
     args = train_args(
-        tmp_path / "run",
-        [strategy_config("ddp"), cfg],
-        "--trainer.devices",
-        "1",
-        "--data.batch_size",
-        "16",
-        "--trainer.max_epochs",
-        "3",
+        tmp_path / "run", [strategy_config("ddp"), cfg], *run_options(16, 3, devices=1)
     )
     port = str(free_port())
     extra = {
