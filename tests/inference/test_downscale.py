@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import xarray as xr
 from climdl.cli import main
 from climdl.inference import downscale
 from climdl.inference.parts import parts_dir
+from climdl.parallel.testing import climdl_cmd, torchrun_cmd
 from tests.argv import downscale_argv
 from tests.cfcheck import cf_errors
 
@@ -140,8 +140,7 @@ def test_killed_process_leaves_no_file_and_resumes(
     out = tmp_path / "killed.nc"
     uninterrupted = downscale(tasmax_ckpt, [str(perfect)], chunk_days=5, batch_size=5).dataset
     argv = downscale_argv(tasmax_ckpt, perfect, out, "--chunk-days", "5", "--batch-size", "5", "-q")
-    cmd = [sys.executable, "-m", "climdl.cli", *argv]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(climdl_cmd(argv), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and proc.poll() is None:
@@ -346,18 +345,10 @@ def test_two_ranks_split_the_chunks_into_one_identical_file(
 
     # torchrun would set one thread per rank; the same thread count as here gives bitwise equality
     env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()))
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc-per-node",
-        "2",
-        "--master-port",
-        "29531",
-        "-m",
-        "climdl.cli",
-        *downscale_argv(tasmax_ckpt, perfect, out, "--chunk-days", "40", "-q"),
-    ]
+    torchrun = ["--nproc-per-node", "2", "--master-port", "29531"]
+    cmd = torchrun_cmd(
+        torchrun, downscale_argv(tasmax_ckpt, perfect, out, "--chunk-days", "40", "-q")
+    )
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-2000:]
     with _open(out) as ds:
