@@ -9,9 +9,10 @@ under torchrun can run climdl twice in one process.
 from __future__ import annotations
 
 import atexit
+import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +37,24 @@ def test_close_process_groups_destroys_the_default_group(tmp_path: Path) -> None
     assert not dist.is_initialized()
 
 
+@pytest.fixture()
+def restored_environ() -> Iterator[None]:
+    """Lightning's launcher sets LOCAL_RANK, WORLD_SIZE, MASTER_PORT... in this process; left
+    behind, they make every later subprocess training believe it was launched externally (a
+    2-process run then waits forever for its second rank)."""
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 def test_train_under_ddp_closes_its_group_at_exit(
-    tmp_path: Path, use_sample_cache: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    use_sample_cache: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    restored_environ: None,
 ) -> None:
     from climdl.cli import main
 
