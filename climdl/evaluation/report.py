@@ -183,12 +183,26 @@ def _figures_for(variable: str, ds: xr.Dataset, out: Path) -> list[ReportFigure]
     return figs
 
 
-def _save(fig: Figure, out: Path, variable: str, name: str, caption: str) -> ReportFigure:
+def save_report_figure(fig: Figure, path: Path, section: str, caption: str) -> ReportFigure:
+    """Save ``fig`` as the PNG ``path`` (atomically, 110 dpi) and describe it for the report.
+
+    Args:
+        fig: the figure.
+        path: the PNG to write (under the report's ``figures/``).
+        section: the report section the figure belongs to.
+        caption: its caption.
+
+    Returns:
+        The report's record of the figure.
+    """
     from climdl.plot import save_figure
 
-    path = out / "figures" / f"{variable}_{name}.png"
     save_figure(fig, path, dpi=110, overwrite=True)
-    return ReportFigure(variable, path, caption)
+    return ReportFigure(section, path, caption)
+
+
+def _save(fig: Figure, out: Path, variable: str, name: str, caption: str) -> ReportFigure:
+    return save_report_figure(fig, out / "figures" / f"{variable}_{name}.png", variable, caption)
 
 
 def make_figures(result: EvaluationResult, out: Path) -> list[ReportFigure]:
@@ -267,12 +281,35 @@ def _definitions(rows: Sequence[Row]) -> list[tuple[str, str]]:
     return list(seen.items())
 
 
-def render_html(result: EvaluationResult, figs: Sequence[ReportFigure], title: str) -> str:
-    """The self-contained HTML report."""
-    parts = [
+def figure_html(f: ReportFigure) -> str:
+    """One figure as an HTML ``<figure>`` with the PNG embedded (base64) and its caption."""
+    data = base64.b64encode(f.path.read_bytes()).decode("ascii")
+    return (
+        f'<figure><img alt="{html.escape(f.path.name)}" '
+        f'src="data:image/png;base64,{data}"><figcaption>'
+        f"{html.escape(f.caption)}</figcaption></figure>"
+    )
+
+
+def figure_markdown(f: ReportFigure, out: Path) -> list[str]:
+    """One figure as Markdown lines: the PNG linked relative to ``out``, then its caption."""
+    return [f"![{f.caption}]({f.path.relative_to(out).as_posix()})", "", f"*{f.caption}*", ""]
+
+
+def html_head(title: str) -> str:
+    """The start of a report page: doctype, title, the report's CSS, the ``<h1>``."""
+    return (
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
         f"</title><style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"
-    ]
+    )
+
+
+def render_html(
+    result: EvaluationResult, figs: Sequence[ReportFigure], title: str, extra_html: str = ""
+) -> str:
+    """The self-contained HTML report; ``extra_html`` (a section, e.g. the sensitivity section
+    of :mod:`climdl.evaluation.sensitivity_report`) goes after the figures."""
+    parts = [html_head(title)]
     parts.append(
         "<table>"
         + "".join(
@@ -289,13 +326,8 @@ def render_html(result: EvaluationResult, figs: Sequence[ReportFigure], title: s
     parts.append(_html_table(result.rows))
     for section in dict.fromkeys(f.section for f in figs):
         parts.append(f"<h2>{html.escape(section)}</h2>")
-        for f in (f for f in figs if f.section == section):
-            data = base64.b64encode(f.path.read_bytes()).decode("ascii")
-            parts.append(
-                f'<figure><img alt="{html.escape(f.path.name)}" '
-                f'src="data:image/png;base64,{data}"><figcaption>'
-                f"{html.escape(f.caption)}</figcaption></figure>"
-            )
+        parts += [figure_html(f) for f in figs if f.section == section]
+    parts.append(extra_html)
     parts.append(
         "<h2>Definitions</h2><table>"
         + "".join(
@@ -313,9 +345,14 @@ def render_html(result: EvaluationResult, figs: Sequence[ReportFigure], title: s
 
 
 def render_markdown(
-    result: EvaluationResult, figs: Sequence[ReportFigure], title: str, out: Path
+    result: EvaluationResult,
+    figs: Sequence[ReportFigure],
+    title: str,
+    out: Path,
+    extra_markdown: str = "",
 ) -> str:
-    """The Markdown report (figures linked from ``figures/``)."""
+    """The Markdown report (figures linked from ``figures/``); ``extra_markdown`` (a section)
+    goes after the figures."""
     from climdl.evaluation.summary import to_markdown
 
     lines = [f"# {title}", ""]
@@ -332,12 +369,9 @@ def render_markdown(
     for section in dict.fromkeys(f.section for f in figs):
         lines += [f"## {section}", ""]
         for f in (f for f in figs if f.section == section):
-            lines += [
-                f"![{f.caption}]({f.path.relative_to(out).as_posix()})",
-                "",
-                f"*{f.caption}*",
-                "",
-            ]
+            lines += figure_markdown(f, out)
+    if extra_markdown:
+        lines += [extra_markdown.rstrip("\n"), ""]
     lines += ["## Definitions", ""]
     lines += [f"- **{k}**: {v}" for k, v in _definitions(result.rows)]
     return "\n".join(lines) + "\n"
