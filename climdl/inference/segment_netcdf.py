@@ -102,6 +102,12 @@ class NetCDFMaskWriter:
             self._dst.close()
             raise
 
+    @property
+    def dataset(self) -> Any:
+        """The open ``netCDF4.Dataset``, for callers that add variables of their own on the
+        scene's grid beside the mask (``climdl sensitivity``)."""
+        return self._dst
+
     def write_rows(self, y0: int, labels: np.ndarray, probs: np.ndarray | None) -> None:
         """See :meth:`~climdl.inference.segment.MaskWriter.write_rows`."""
         rows = labels.shape[0]
