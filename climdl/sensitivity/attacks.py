@@ -65,13 +65,17 @@ def gradient(objective: Objective, x: Tensor) -> tuple[Tensor, Tensor]:
         x: inputs [B, ...] (not modified).
 
     Returns:
-        The values (detached) and the gradient, both float32 tensors on ``x``'s device.
+        The values (detached) and the gradient (zero where the objective does not depend on
+        ``x``), in ``x``'s dtype and on its device. Works inside ``torch.no_grad()`` and
+        ``torch.inference_mode()`` blocks of the caller.
     """
-    with torch.enable_grad():
+    with torch.inference_mode(False), torch.enable_grad():
         xg = x.detach().clone().requires_grad_(True)
         value = objective(xg)
-        (grad,) = torch.autograd.grad(value.sum(), xg)
-    return value.detach(), grad.detach()
+        if not value.requires_grad:  # a constant objective: no direction moves it
+            return value.detach(), torch.zeros_like(xg).detach()
+        (grad,) = torch.autograd.grad(value.sum(), xg, allow_unused=True)
+    return value.detach(), (torch.zeros_like(x) if grad is None else grad.detach())
 
 
 def fgsm(objective: Objective, x: Tensor, box: Box) -> Tensor:
