@@ -96,6 +96,14 @@ def register(sub: Any) -> None:
     e.add_argument("--out", required=True, type=Path, help="output folder (created)")
     e.add_argument("--no-report", action="store_true", help="write numbers and fields, no report")
     e.add_argument(
+        "--sensitivity",
+        type=Path,
+        default=None,
+        metavar="FILE.nc",
+        help="add the section of a `climdl sensitivity` file (adversarial vs random change, "
+        "saliency maps) to the report",
+    )
+    e.add_argument(
         "--overwrite", action="store_true", help="replace an existing evaluation in --out"
     )
     e.add_argument("-q", "--quiet", action="store_true", help="no progress or summary table")
@@ -173,6 +181,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if unknown:
         raise ConfigError(f"--hist-baseline {', '.join(unknown)} has no matching --baseline.")
     seasons = _seasons(args.seasons)
+    if args.sensitivity is not None:
+        from climdl.evaluation.sensitivity_report import check_sensitivity_file
+
+        if args.no_report:
+            raise ConfigError("--sensitivity adds a section to the report; drop --no-report.")
+        check_sensitivity_file(args.sensitivity)
     thresholds = Thresholds(args.summer_threshold, args.wet_threshold).check()
     check_out_dir(args.out, args.overwrite)
     preds: dict[str, list[str]] = {args.name: list(args.pred), **baselines}
@@ -200,7 +214,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             progress=progress,
         )
         progress.stage("writing fields and report")
-        paths = write_outputs(result, args.out, overwrite=args.overwrite, report=not args.no_report)
+        paths = write_outputs(
+            result,
+            args.out,
+            overwrite=args.overwrite,
+            report=not args.no_report,
+            sensitivity=args.sensitivity,
+        )
     if not args.quiet:
         models = models_of(result.rows)
         # names come from the command line and the files: shown as text, never as rich markup

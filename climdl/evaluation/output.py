@@ -97,6 +97,7 @@ def write_outputs(
     overwrite: bool = False,
     report: bool = True,
     title: str = REPORT_TITLE,
+    sensitivity: str | os.PathLike[str] | None = None,
 ) -> dict[str, Path]:
     """Write every output of ``result`` to ``out``; returns the paths by kind.
 
@@ -106,6 +107,7 @@ def write_outputs(
         overwrite: replace existing outputs.
         report: also write the HTML and Markdown report with its figures.
         title: the report's title.
+        sensitivity: a ``climdl sensitivity`` file whose section the report gets.
 
     Returns:
         Kind (``summary_json``, ``summary_csv``, ``fields_<variable>``, ``report_html``, ...) ->
@@ -131,14 +133,27 @@ def write_outputs(
             cf, out / f"fields_{variable}.nc", encoding=_encoding(cf), overwrite=True
         )
     if report:
-        from climdl.evaluation.report import make_figures, render_html, render_markdown
+        from climdl.evaluation.report import (
+            ReportFigure,
+            make_figures,
+            render_html,
+            render_markdown,
+        )
 
         figs = make_figures(result, out)
-        paths["report_html"] = write_text(out / "report.html", render_html(result, figs, title))
-        paths["report_md"] = write_text(
-            out / "report.md", render_markdown(result, figs, title, out)
+        extra_figs: list[ReportFigure] = []
+        extra_html = extra_md = ""
+        if sensitivity is not None:
+            from climdl.evaluation.sensitivity_report import sensitivity_section
+
+            extra_figs, extra_html, extra_md = sensitivity_section(sensitivity, out)
+        paths["report_html"] = write_text(
+            out / "report.html", render_html(result, figs, title, extra_html)
         )
-        for fig in figs:
+        paths["report_md"] = write_text(
+            out / "report.md", render_markdown(result, figs, title, out, extra_md)
+        )
+        for fig in [*figs, *extra_figs]:
             _readable(fig.path)
     for path in paths.values():
         _readable(path)
