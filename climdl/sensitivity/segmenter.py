@@ -186,11 +186,12 @@ class TileSensitivity:
         """The allowed perturbations of inputs ``x`` (0 for fixed bands and missing values)."""
         return Box(radius(x, self.bounds, self.bands))
 
-    def objective(self, x: Tensor) -> Objective:
-        """Cross-entropy against the classes predicted for ``x``, summed over each tile's pixels
-        with data in every band (the untargeted adversary's objective, one value per tile)."""
+    def objective(self, x: Tensor, probs: Tensor | None = None) -> Objective:
+        """Cross-entropy against the classes predicted for ``x`` (from ``probs``, its class
+        probabilities, when already known), summed over each tile's pixels with data in every
+        band: the untargeted adversary's objective, one value per tile."""
         task = self.task
-        target = task.predict_proba(x).argmax(1)
+        target = (task.predict_proba(x) if probs is None else probs).argmax(1)
         valid = torch.isfinite(x).all(1)
 
         def cross_entropy(xp: Tensor) -> Tensor:
@@ -215,8 +216,8 @@ class TileSensitivity:
         """See the class docstring."""
         task = self.task
         x = torch.from_numpy(tiles).to(self.device)
-        objective = self.objective(x)
         probs = [task.predict_proba(x)]
+        objective = self.objective(x, probs[0])
         probs += [task.predict_proba(x + d) for d in self.perturbations(x, objective).values()]
         _, grad = gradient(objective, x)
         sensitivity = grad.abs() * self.box(x).radius
@@ -244,6 +245,7 @@ def run_segmenter_sensitivity(
     batch_size: int = 4,
     overwrite: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    history: str | None = None,
 ) -> SegmenterSensitivityResult:
     """Attack the cloud segmenter on a scene within bounds and write ``out_dir/sensitivity.nc``.
 
@@ -264,6 +266,8 @@ def run_segmenter_sensitivity(
         batch_size: tiles per attack batch.
         overwrite: replace an existing ``sensitivity.nc``.
         progress: ``progress(tiles_done, tiles_total)``.
+        history: the command line to record in ``history`` (default: one that states the
+            options).
 
     Returns:
         The file written, the changed fraction per attack, the bounds, shape, tiles and time.
@@ -332,7 +336,7 @@ def run_segmenter_sensitivity(
 
         bound_text = [bounds[b].text if b in bounds else "0 (fixed)" for b in spec.bands]
         described = describe(bounds)
-        line = (
+        line = history or (
             f"climdl sensitivity --checkpoint {ckpt} --input {scene_p} --eps '{described}' "
             f"(pgd_steps {pgd_steps}, random_draws {random_draws}, ig_steps {ig_steps}, seed "
             f"{seed}, tile {grid.tile_h}x{grid.tile_w}, overlap {grid.overlap}; climdl "
@@ -345,13 +349,13 @@ def run_segmenter_sensitivity(
             "source": climdl_source("cloud segmentation sensitivity (FGSM, PGD, random, IG)"),
             "history": history_entry(line, ds.attrs.get("history")),
             "climdl_sensitivity": "segmenter",
-            "climdl_sensitivity_version": SCHEMA_VERSION,
+            "climdl_sensitivity_version": np.int32(SCHEMA_VERSION),
             "climdl_version": __version__,
             "bounds": described,
-            "pgd_steps": pgd_steps,
-            "random_draws": random_draws,
-            "ig_steps": ig_steps,
-            "seed": seed,
+            "pgd_steps": np.int32(pgd_steps),
+            "random_draws": np.int32(random_draws),
+            "ig_steps": np.int32(ig_steps),
+            "seed": np.int64(seed),
             "checkpoints": f"{ckpt.resolve()} sha256:{sha256_file(ckpt)}",
             "classes": " ".join(spec.classes),
             "input_file": str(scene_p.resolve()),
