@@ -177,7 +177,8 @@ def _bound_text(ds: xr.Dataset, coord: str, name: str) -> str:
     var = f"{coord}_bound"
     if var not in ds:
         return ""
-    return str(ds[var].sel({coord: name}).values.item())
+    text = str(ds[var].sel({coord: name}).values.item())
+    return re.sub(r"^(\S+) 1$", r"\1", text)  # "0.01 1" (dimensionless) reads as "0.01"
 
 
 def _panels(

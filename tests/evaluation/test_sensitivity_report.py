@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import xarray as xr
 
 from climdl.cli import main
@@ -20,6 +21,7 @@ from climdl.evaluation.sensitivity_report import (
     sensitivity_section,
     write_sensitivity_report,
 )
+from climdl.evaluation.summary import fmt
 from tests.sensitivity_files import emulator_dataset, segmenter_dataset, write
 
 SECTION = "Sensitivity to bounded predictor perturbations"
@@ -237,3 +239,31 @@ def test_evaluate_refuses_a_bad_sensitivity_file_before_computing(
     assert err.startswith("climdl: error:") and err.count("\n") == 1, err
     assert "Traceback" not in err
     assert not out.exists()  # refused before anything was computed or written
+
+
+# ----------------------------------------------------------------------------- real writers
+def test_report_of_a_file_from_the_segmenter_run(tmp_path: Path) -> None:
+    """The report reads what ``climdl.sensitivity.segmenter`` writes (a scene with no-data
+    pixels: NaN in the maps, the flag's fill value)."""
+    from climdl.clouds.sample import scene_dataset
+    from climdl.clouds.scene import write_scene
+    from climdl.clouds.synthetic import make_scene
+    from climdl.sensitivity.segmenter import run_segmenter_sensitivity
+    from tests.sensitivity.test_segmenter import FAST, _save, _train
+
+    ds = scene_dataset(make_scene(np.random.SeedSequence([3, 0]), (48, 40)), 3, 0)
+    ds["image"].values[:, :3, :5] = np.nan
+    scene = write_scene(ds, tmp_path / "scene.nc")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny convolutions: one thread beats two contended ones
+    try:
+        ckpt = _save(_train(ds), tmp_path / "seg.ckpt")
+        result = run_segmenter_sensitivity(ckpt, scene, out_dir=tmp_path / "out", **FAST)
+    finally:
+        torch.set_num_threads(threads)
+    html_path, md_path = write_sensitivity_report(result.path, tmp_path / "out")
+    _check_page(tmp_path / "out", html_path, md_path, n_figures=5)
+    md = md_path.read_text()
+    for attack, share in result.changed_fraction.items():
+        row = next(line for line in md.splitlines() if line.startswith(f"| {attack} |"))
+        assert row.split("|")[2].strip() == f"{fmt(100 * share)} %"
