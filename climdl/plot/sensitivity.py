@@ -122,7 +122,7 @@ def _attack_panel(ax: Axes, ds: xr.Dataset, target: str, measure: str) -> None:
         ax.set_yscale("log")  # adversaries ~100x random: a linear axis hides the random boxes
     else:
         ax.set_ylim(bottom=0.0)
-    ax.set_ylabel(f"{MEASURE_LABELS[measure]} [{unit}]" if unit else MEASURE_LABELS[measure])
+    ax.set_ylabel(unit)  # the measure is the panel's title
     ax.set_title(MEASURE_LABELS[measure], fontsize="medium")
     ax.grid(True, axis="y", linewidth=0.3, alpha=0.5)
     ax.tick_params(axis="x", labelsize="small")
