@@ -33,6 +33,7 @@ _SUBCOMMAND_MODULES = (
     "climdl.clouds.cli",
     "climdl.inference.segment_cli",
     "climdl.parallel.cli",
+    "climdl.sensitivity.cli",
 )
 
 

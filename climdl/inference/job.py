@@ -220,14 +220,27 @@ class Job:
             arr = part.to_array("channel").transpose("time", "channel", *self.space).values
         return np.ascontiguousarray(arr, dtype=np.float32), part.time.load()
 
-    def compute(self, x_np: np.ndarray, times: xr.DataArray) -> xr.Dataset:
-        """Regrid on the device, check, predict in batches: the chunk as a CF Dataset."""
-        bs = self.batch_size
+    def read_days(self, days: np.ndarray) -> tuple[np.ndarray, xr.DataArray]:
+        """The predictors [T, C, h, w] (float32) and times of the days at indices ``days``."""
+        part = self.ds[self.variables].isel(time=np.asarray(days, dtype=np.int64))
+        with dask.config.set(scheduler="threads"):
+            arr = part.to_array("channel").transpose("time", "channel", *self.space).values
+        return np.ascontiguousarray(arr, dtype=np.float32), part.time.load()
+
+    def model_inputs(
+        self, x_np: np.ndarray, times: xr.DataArray
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Predictors [T, C, h, w] regridded on the device and checked, and the 1-D inputs."""
         x = self.adapter(torch.from_numpy(x_np).to(self.device))
         check_finite(x, self.variables, [str(t) for t in times.values])
         if self.config.range_check:
             self._check_ranges(x, [str(t) for t in times.values])
-        aux = _aux(self.emulators, times, self.forcing, self.device)
+        return x, _aux(self.emulators, times, self.forcing, self.device)
+
+    def compute(self, x_np: np.ndarray, times: xr.DataArray) -> xr.Dataset:
+        """Regrid on the device, check, predict in batches: the chunk as a CF Dataset."""
+        bs = self.batch_size
+        x, aux = self.model_inputs(x_np, times)
         out = np.empty((x.shape[0], len(self.targets), *self.emulators.spec.out_size), np.float32)
         for a in range(0, x.shape[0], bs):  # filled in place: no list of batches, no concatenation
             out[a : a + bs] = as_numpy(

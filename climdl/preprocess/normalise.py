@@ -355,7 +355,9 @@ def daily_spatial_moments(x: Tensor, dims: tuple[int, ...] = (-2, -1)) -> tuple[
     n = valid.sum(dims, keepdim=True)
     mean = torch.where(valid, x, 0).sum(dims, keepdim=True) / n
     var = torch.where(valid, (x - mean) ** 2, 0).sum(dims, keepdim=True) / n
-    return mean.squeeze(dims), var.sqrt().squeeze(dims)
+    # sqrt's gradient is infinite at 0: a flat map would give NaN input gradients (sensitivity)
+    std = torch.where(var == 0, 0.0, var.clamp_min(torch.finfo(var.dtype).tiny).sqrt())
+    return mean.squeeze(dims), std.squeeze(dims)
 
 
 def spatial_standardise(x: Tensor, eps: float = 1e-6) -> tuple[Tensor, Tensor, Tensor]:

@@ -269,7 +269,9 @@ class DownscalingTask(BaseTask[EmulatorSpec]):
             phys = self.y_norm.denormalise(pred_n)
         if "pr" in self.y_norm.names:
             i = self.y_norm.names.index("pr")
-            phys[:, i] = phys[:, i].clamp_min(0)
+            # out of place: gradients with respect to the inputs flow through (sensitivity)
+            is_pr = torch.arange(phys.shape[1], device=phys.device).view(1, -1, 1, 1) == i
+            phys = torch.where(is_pr, phys.clamp_min(0), phys)
         return phys
 
     # ------------------------------------------------------------------ losses
