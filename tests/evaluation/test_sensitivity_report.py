@@ -267,3 +267,55 @@ def test_report_of_a_file_from_the_segmenter_run(tmp_path: Path) -> None:
     for attack, share in result.changed_fraction.items():
         row = next(line for line in md.splitlines() if line.startswith(f"| {attack} |"))
         assert row.split("|")[2].strip() == f"{fmt(100 * share)} %"
+
+
+def test_report_of_a_file_from_the_emulator_writer(tmp_path: Path) -> None:
+    """The report reads what ``climdl.sensitivity.output`` writes (float32 measures, time
+    bounds, comments), here from known numbers rather than a model run, which
+    tests/sensitivity/test_cli.py covers end to end through the same report."""
+    from climdl.data.grids import coarse_grid
+    from climdl.data.spec import Grid
+    from climdl.sensitivity.output import (
+        ATTACKS,
+        TargetMaps,
+        emulator_dataset,
+        summary_rows,
+        write_outputs,
+    )
+
+    rng = np.random.default_rng(1)
+    grid = Grid.from_dataset(coarse_grid("ALPS"))
+    predictors = ["z_500", "t_850", "q_850"]
+    days, (ny, nx) = 5, grid.shape or (0, 0)
+    time = xr.DataArray(
+        xr.date_range("2001-03-01", periods=days, freq="10D", calendar="360_day", use_cftime=True),
+        dims="time",
+    )
+    targets = [
+        TargetMaps(
+            name=t,
+            attrs={"units": units},
+            units=units,
+            measures=rng.gamma(2.0, 0.1, (days, len(ATTACKS), n)),
+            saliency=rng.normal(0, 0.1, (len(predictors), ny, nx)),
+            bound_sensitivity=rng.gamma(2.0, 0.01, (len(predictors), ny, nx)),
+            baseline="the training mean of each predictor",
+        )
+        for t, units, n in (("tasmax", "K", 3), ("pr", "mm day-1", 4))
+    ]
+    ds = emulator_dataset(
+        time,
+        predictors,
+        ["20 m2 s-2", "0.5 K", "5 %"],
+        grid,
+        targets,
+        {"climdl_sensitivity": "emulator", "climdl_sensitivity_version": np.int32(1)},
+    )
+    nc, _ = write_outputs(ds, summary_rows(targets), tmp_path, "360_day")
+    html_path, md_path = write_sensitivity_report(nc, tmp_path)
+    _check_page(tmp_path, html_path, md_path, n_figures=6)
+    md = md_path.read_text()
+    assert "| z_500 | 20 m2 s-2 |" in md and "**days**: 5 (2001-03-01 to 2001-04-11)" in md
+    mean = targets[0].measures[:, list(ATTACKS).index("pgd"), 0].astype(np.float32)
+    row = next(line for line in md.splitlines() if line.startswith("| tasmax | pgd |"))
+    assert float(row.split("|")[4]) == pytest.approx(np.median(np.abs(mean)), rel=1e-3)
