@@ -10,6 +10,7 @@ and report a malformed or unreachable scheduler with the same one-sentence
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -20,6 +21,9 @@ from climdl.errors import ConfigError
 __all__ = ["WorkerCache", "check_scheduler", "client_for", "dask_target"]
 
 T = TypeVar("T")
+
+# set by a nanny besides its pre-spawn-environ config: the workers' hash seed, the host's pid
+_NANNY_EXTRA = ("PYTHONHASHSEED", "__DASK_PARENT_PID")
 
 _FORM = "tcp://HOST:PORT"
 
@@ -62,6 +66,24 @@ def dask_target(scheduler: str | None, workers: int | None) -> str | int | None:
     return workers
 
 
+def _restore_environ(before: dict[str, str], keys: set[str]) -> None:
+    """Give the variables ``keys`` of this process's environment their values of ``before``.
+
+    A nanny sets ``distributed.nanny.pre-spawn-environ`` (``OMP_NUM_THREADS=1``,
+    ``MKL_NUM_THREADS=1``, ``OPENBLAS_NUM_THREADS=1``, ``MALLOC_TRIM_THRESHOLD_``,
+    ``PYTHONHASHSEED``) in ``os.environ`` before it spawns a worker, and a local cluster's nannies
+    live in this process, so the variables would stay after the cluster is gone: every process
+    started afterwards (a torchrun, the next command of a notebook) would run single-threaded
+    BLAS and sum floats in another order than before. The workers get them at spawn; this
+    process gets its own values back (only of these variables: others are not ours to undo).
+    """
+    for key in keys:
+        if key in before:
+            os.environ[key] = before[key]
+        else:
+            os.environ.pop(key, None)
+
+
 @contextlib.contextmanager
 def client_for(scheduler: str | int, *, timeout: float | str | None = None) -> Iterator[Any]:
     """A Dask client: connected to ``scheduler`` (an address) or to N new local worker processes.
@@ -80,13 +102,17 @@ def client_for(scheduler: str | int, *, timeout: float | str | None = None) -> I
     if isinstance(scheduler, int):
         if scheduler < 1:
             raise ConfigError(f"--workers must be at least 1, got {scheduler}.")
-        with (
-            LocalCluster(
+        before = dict(os.environ)
+        nanny_keys = {*dask.config.get("distributed.nanny.pre-spawn-environ", {}), *_NANNY_EXTRA}
+        try:
+            with LocalCluster(
                 n_workers=scheduler, threads_per_worker=1, processes=True, dashboard_address=None
-            ) as cluster,
-            Client(cluster) as client,
-        ):
-            yield client
+            ) as cluster:
+                _restore_environ(before, nanny_keys)  # the workers are up with their variables
+                with Client(cluster) as client:
+                    yield client
+        finally:  # a nanny that restarted a worker set them again
+            _restore_environ(before, nanny_keys)
         return
     address = check_scheduler(scheduler)  # before a Client exists: a failed one lingers
     wait = dask.config.get("distributed.comm.timeouts.connect") if timeout is None else timeout
