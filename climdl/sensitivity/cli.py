@@ -241,7 +241,7 @@ def _cmd_sensitivity(args: argparse.Namespace) -> int:
         TimeRemainingColumn(),
         console=console,
         transient=True,
-        disable=args.quiet,
+        disable=args.quiet or not console.is_terminal,  # no bar (nor its blank line) in logs
     ) as bar:
         task = bar.add_task(unit, total=None)
 

@@ -1,0 +1,228 @@
+"""The ``climdl sensitivity`` command: an emulator run end to end (table, files, report), the
+dispatch to the cloud segmenter, and the mistakes that stop with one sentence, exit 2 and no
+output."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+
+from climdl.cli import main
+from climdl.clouds.sample import scene_dataset
+from climdl.clouds.scene import CLASSES, LANDSAT_BANDS, NODATA, write_scene
+from climdl.clouds.spec import SegmenterSpec
+from climdl.clouds.synthetic import make_scene
+from climdl.tasks.segmentation import SegmentationTask
+
+FAST = ["--pgd-steps", "2", "--random-draws", "2", "--ig-steps", "2", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    """Tiny convolutions run faster on one thread than on two contended ones."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def perfect(sample_root: Path) -> Path:
+    return sample_root / "test" / "historical" / "predictors" / "perfect" / "CNRM-CM5_1981-2000.nc"
+
+
+def _argv(ckpt: Path | list[Path], inputs: Path | list[str], out: Path, *extra: str) -> list[str]:
+    ckpts = ckpt if isinstance(ckpt, list) else [ckpt]
+    files = [str(inputs)] if isinstance(inputs, Path) else inputs
+    return [
+        "sensitivity",
+        *[a for c in ckpts for a in ("--checkpoint", str(c))],
+        "--input",
+        *files,
+        "--out",
+        str(out),
+        *FAST,
+        *extra,
+    ]
+
+
+def test_an_emulator_run_prints_the_table_and_the_paths(
+    tasmax_ckpt: Path, perfect: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "sens"
+    assert main(_argv(tasmax_ckpt, perfect, out, "--days", "4", "--batch-size", "2")) == 0
+    captured = capsys.readouterr()
+    names = ["sensitivity.nc", "summary.csv", "report.html", "report.md"]
+    assert captured.out.split() == [str(out / n) for n in names]
+    for word in ("4 days on cpu", "tasmax (K)", "pgd_rms", "random_max", "median", "bounds:"):
+        assert word in captured.err
+    assert all((out / n).is_file() for n in names)
+    with xr.open_dataset(out / "sensitivity.nc") as ds:
+        assert ds.sizes["time"] == 4 and ds.attrs["climdl_sensitivity"] == "emulator"
+        assert ds.attrs["history"].split(" ", 1)[1].startswith("climdl sensitivity --checkpoint")
+
+
+def test_quiet_prints_only_the_paths_and_overwrite_replaces_a_run(
+    tasmax_ckpt: Path, perfect: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "sens"
+    out.mkdir()
+    (out / "sensitivity.nc").write_text("an earlier run")
+    (out / "report.md").write_text("an earlier report")
+    argv = _argv(tasmax_ckpt, perfect, out, "--days", "1", "--overwrite", "-q")
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    names = ["sensitivity.nc", "summary.csv", "report.html", "report.md"]
+    assert captured.out.split() == [str(out / n) for n in names] and captured.err == ""
+    with xr.open_dataset(out / "sensitivity.nc") as ds:
+        assert ds.sizes["time"] == 1
+    assert "an earlier report" not in (out / "report.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--eps", "w=1 m s-1"], "names 'w', which is neither a channel nor a family"),
+        (["--eps", "t=-0.5 K"], "is negative"),
+        (["--eps", "t=0.5"], "has no unit"),
+        (["--eps", "t=0.5 m"], "cannot be converted to the units of t_500"),
+        (["--days", "some"], "--days 'some' is neither a number of days nor 'all'"),
+        (["--days", "0"], "--days must be at least 1"),
+        (["--tile", "64"], "--tile and --overlap apply to cloud segmenter checkpoints"),
+    ],
+)
+def test_bad_options_exit_2_with_one_line_and_write_nothing(
+    tasmax_ckpt: Path,
+    perfect: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    extra: list[str],
+    message: str,
+) -> None:
+    out = tmp_path / "sens"
+    assert main(_argv(tasmax_ckpt, perfect, out, *extra)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("climdl: error: ") and message in err
+    assert not out.exists()
+
+
+def test_a_missing_input_exits_2_and_writes_nothing(
+    tasmax_ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "sens"
+    assert main(_argv(tasmax_ckpt, tmp_path / "missing.nc", out)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "missing.nc" in err
+    assert not out.exists()
+
+
+def test_an_earlier_run_needs_overwrite(
+    tasmax_ckpt: Path, perfect: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "sens"
+    out.mkdir()
+    (out / "sensitivity.nc").write_text("an earlier run")
+    assert main(_argv(tasmax_ckpt, perfect, out)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "already holds a sensitivity run (sensitivity.nc)" in err
+    assert [p.name for p in out.iterdir()] == ["sensitivity.nc"]
+    assert (out / "sensitivity.nc").read_text() == "an earlier run"
+
+
+def test_a_read_only_folder_exits_2_before_any_work(
+    tasmax_ckpt: Path, perfect: Path, readonly_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(_argv(tasmax_ckpt, perfect, readonly_dir / "sens")) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "choose a folder you can write to" in err
+
+
+# ----------------------------------------------------------------------------- the segmenter
+@pytest.fixture(scope="module")
+def segmenter(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A small (untrained) cloud segmenter checkpoint and a 32 x 32 scene it reads."""
+    root = tmp_path_factory.mktemp("seg_cli")
+    ds = scene_dataset(make_scene(np.random.SeedSequence([5, 0]), (32, 32)), 3, 0)
+    scene = write_scene(ds, root / "scene.nc")
+    img = ds["image"].values
+    spec = SegmenterSpec.from_dict(
+        {
+            "bands": [b.name for b in LANDSAT_BANDS],
+            "wavelengths": [b.wavelength for b in LANDSAT_BANDS],
+            "band_units": [b.units for b in LANDSAT_BANDS],
+            "classes": list(CLASSES),
+            "ignore_index": NODATA,
+            "stats": {
+                "mean": torch.tensor(np.nanmean(img, (1, 2))),
+                "std": torch.tensor(np.nanstd(img, (1, 2))),
+            },
+            "class_counts": torch.ones(len(CLASSES)),
+        }
+    )
+    torch.manual_seed(0)
+    task = SegmentationTask(depth=2, base_filters=4, max_filters=8, class_weights=None)
+    task.build(spec)
+    trainer = L.Trainer(
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        max_epochs=0,
+    )
+    trainer.strategy.connect(task)
+    trainer.save_checkpoint(root / "seg.ckpt")
+    return root / "seg.ckpt", scene
+
+
+def test_a_segmenter_checkpoint_is_attacked_on_its_scene(
+    segmenter: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ckpt, scene = segmenter
+    out = tmp_path / "sens"
+    assert main(_argv(ckpt, scene, out, "--tile", "32", "--overlap", "0")) == 0
+    captured = capsys.readouterr()
+    names = ["sensitivity.nc", "report.html", "report.md"]
+    assert captured.out.split() == [str(out / n) for n in names]
+    assert "pixels whose class changed" in captured.err and "32 x 32 px" in captured.err
+    with xr.open_dataset(out / "sensitivity.nc") as ds:
+        assert ds.attrs["climdl_sensitivity"] == "segmenter"
+        assert ds.attrs["random_draws"] == 2
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--days", "4"], "--days apply to emulator checkpoints"),
+        (["--start", "2000"], "--start apply to emulator checkpoints"),
+    ],
+)
+def test_emulator_options_are_refused_for_a_segmenter(
+    segmenter: tuple[Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    extra: list[str],
+    message: str,
+) -> None:
+    ckpt, scene = segmenter
+    assert main(_argv(ckpt, scene, tmp_path / "sens", *extra)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
+    assert not (tmp_path / "sens").exists()
+
+
+def test_emulators_and_a_segmenter_are_not_mixed(
+    segmenter: tuple[Path, Path],
+    tasmax_ckpt: Path,
+    perfect: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(_argv([tasmax_ckpt, segmenter[0]], perfect, tmp_path / "sens")) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "mix emulators and a cloud segmenter" in err
