@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
+    from climdl.plot.colours import ResolvedKind
+
 #: per-day measures of an emulator file, in the order they are drawn
 MEASURES = ("mean_change", "max_abs_change", "rms_change", "wet_fraction_change")
 #: measures whose sign the adversary chose: drawn (and tabulated) as absolute values
@@ -58,6 +60,8 @@ _ATTACK_COLOURS = {
     "pgd": "#d7191c",
     "pgd_rms": "#2c7bb6",
 }
+#: colours of magnitude maps: pale at 0, so that coastlines stay visible where nothing happens
+MAGNITUDE_CMAP = "YlOrRd"
 #: the longest side of a scene map; larger scenes are reduced in blocks (a figure shows no more)
 MAX_MAP_SIDE = 1024
 
@@ -196,24 +200,66 @@ def _panels(
     return names, panels
 
 
+def shared_limits(arrays: Sequence[np.ndarray], kind: str) -> tuple[float, float]:
+    """One colour range for several panels: the largest of the panels' own robust limits.
+
+    Pooling the values instead would let the panels of unused predictors (all zero) pull the
+    98th percentile down and saturate the one that matters; taking each panel's robust limit
+    and the widest of them keeps every panel readable on the common scale. Diverging ranges
+    are symmetric about 0; sequential ones of non-negative values start at 0.
+    """
+    from climdl.plot.colours import robust_limits
+
+    resolved: ResolvedKind = "diverging" if kind == "diverging" else "sequential"
+    # a constant panel (an ignored predictor: all zero) has no range of its own to offer
+    values = [np.asarray(a, float) for a in arrays]
+    varied = [a for a in values if np.unique(a[np.isfinite(a)]).size > 1]
+    finite = [robust_limits(a, resolved) for a in varied]
+    if not finite:
+        return (-1.0, 1.0) if resolved == "diverging" else (0.0, 1.0)
+    if resolved == "diverging":
+        m = max(hi for _, hi in finite)
+        return -m, m
+    lo = min(lo for lo, _ in finite)
+    if all(np.nanmin(a) >= 0 for a in varied):
+        lo = 0.0  # a magnitude (|gradient| x bound): its scale starts at nothing
+    return lo, max(hi for _, hi in finite)
+
+
+def _tidy_colourbars(fig: Figure) -> None:
+    """At most five ticks per colour bar, small numbers with a shared power of ten, so the
+    labels under narrow panels do not run into each other."""
+    from matplotlib.ticker import MaxNLocator, ScalarFormatter
+
+    for ax in fig.axes:
+        for mesh in [*ax.collections, *ax.images]:
+            cb = getattr(mesh, "colorbar", None)
+            if cb is None:
+                continue
+            formatter = ScalarFormatter(useMathText=True)
+            formatter.set_powerlimits((-2, 3))
+            cb.locator = MaxNLocator(nbins=4, symmetric=cb.norm.vmin == -cb.norm.vmax)
+            cb.formatter = formatter
+            cb.update_ticks()
+
+
 def _maps(
     panels: Sequence[tuple[str, xr.DataArray]], kind: str, suptitle: str, ncols: int
 ) -> Figure:
-    """Map panels on one colour scale: on the map projection when the grid is placed, else in
-    the grid's own x/y (a scene without geo-reference)."""
+    """Map panels on one colour range (:func:`shared_limits`): on the map projection when the
+    grid is placed, else in the grid's own x/y (a scene without geo-reference)."""
+    lo, hi = shared_limits([np.asarray(da.values, float) for _, da in panels], kind)
     try:
-        return panel_figure(
+        fig = panel_figure(
             list(panels),
             kinds=[kind] * len(panels),
-            shared=["one scale"] * len(panels),
+            shared=False,
             ncols=ncols,
             suptitle=suptitle,
             panel_size=(3.0, 3.0),
+            limits=[(lo, hi)] * len(panels),
         )
     except DataError:
-        from climdl.plot.colours import robust_limits
-
-        lo, hi = robust_limits([np.asarray(da.values, float) for _, da in panels], kind)  # type: ignore[arg-type]
         nrows = math.ceil(len(panels) / ncols)
         fig = new_figure((3.0 * ncols, 3.0 * nrows))
         for i, (label, da) in enumerate(panels):
@@ -221,7 +267,7 @@ def _maps(
             mesh = ax.imshow(
                 np.asarray(da.values, float),
                 origin="lower",
-                cmap="RdBu_r" if kind == "diverging" else "viridis",
+                cmap="RdBu_r" if kind == "diverging" else MAGNITUDE_CMAP,
                 vmin=lo,
                 vmax=hi,
                 interpolation="nearest",
@@ -230,14 +276,20 @@ def _maps(
             units = str(da.attrs.get("units", ""))
             fig.colorbar(mesh, ax=ax, orientation="horizontal", label=units, shrink=0.9)
         fig.suptitle(suptitle)
-        return fig
+    if kind == "sequential":
+        for ax in fig.axes:
+            for artist in [*ax.collections, *ax.images]:
+                if getattr(artist, "colorbar", None) is not None:
+                    artist.set_cmap(MAGNITUDE_CMAP)
+    _tidy_colourbars(fig)
+    return fig
 
 
 def saliency_figure(ds: xr.Dataset, target: str) -> Figure:
     """Integrated-gradients saliency of ``target``'s domain mean per predictor, on the map.
 
-    Diverging colours centred on 0 with one symmetric range (98th percentile of |value| over all
-    predictors) for the target, so that panels compare: a predictor whose map is pale matters
+    Diverging colours centred on 0 with one symmetric range for the target
+    (:func:`shared_limits`), so that panels compare: a predictor whose map is pale matters
     little for the domain mean.
 
     Args:

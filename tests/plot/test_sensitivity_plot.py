@@ -96,7 +96,7 @@ def test_bound_sensitivity_maps_sequential_one_scale(emulator: xr.Dataset) -> No
         assert len(meshes) == len(PREDICTORS)
         assert len({(m.norm.vmin, m.norm.vmax) for m in meshes}) == 1
         assert meshes[0].norm.vmin >= 0
-        assert all(m.get_cmap().name.startswith("viridis") for m in meshes)
+        assert all(m.get_cmap().name.startswith(s.MAGNITUDE_CMAP) for m in meshes)
 
 
 def test_segmenter_figures(segmenter: xr.Dataset, tmp_path: Path) -> None:
@@ -139,3 +139,15 @@ def test_scene_without_georeference_and_large_scenes(
     flags = np.asarray(mesh.get_array()).reshape(12, 12)
     blocks = segmenter["changed_pgd"].values.reshape(12, 4, 12, 4).max(axis=(1, 3))
     np.testing.assert_array_equal(flags, blocks)
+
+
+def test_shared_range_is_not_pulled_down_by_unused_predictors() -> None:
+    """Panels of predictors a model ignores (all zero) must not saturate the one it uses."""
+    rng = np.random.default_rng(0)
+    used = rng.normal(0, 0.002, (16, 16))  # smaller than the range of an empty panel
+    zeros = [np.zeros((16, 16))] * 14
+    lo, hi = s.shared_limits([*zeros, used], "diverging")
+    assert lo == -hi and hi == pytest.approx(np.percentile(np.abs(used), 98))
+    lo, hi = s.shared_limits([*zeros, np.abs(used)], "sequential")
+    assert lo == 0.0 and hi == pytest.approx(np.percentile(np.abs(used), 98))
+    assert s.shared_limits([np.full((2, 2), np.nan)], "diverging") == (-1.0, 1.0)
