@@ -182,7 +182,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         raise ConfigError(f"--hist-baseline {', '.join(unknown)} has no matching --baseline.")
     seasons = _seasons(args.seasons)
     if args.sensitivity is not None:
-        from climdl.evaluation.sensitivity_report import check_sensitivity_file
+        from climdl.evaluation.sensitivity_file import check_sensitivity_file
 
         if args.no_report:
             raise ConfigError("--sensitivity adds a section to the report; drop --no-report.")

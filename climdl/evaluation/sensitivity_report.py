@@ -3,7 +3,9 @@
 :func:`sensitivity_section` turns a sensitivity NetCDF (emulator or segmenter kind, see
 :mod:`climdl.sensitivity`) into the pieces of a report section titled "Sensitivity to bounded
 predictor perturbations": the bounds, a table of the median and maximum over days of each change
-measure per attack, the figures of :mod:`climdl.plot.sensitivity`, and the definitions.
+measure per attack, the figures of :mod:`climdl.plot.sensitivity` (emulator) or
+:mod:`climdl.plot.sensitivity_scene` (segmenter), and the definitions. The file is opened and
+checked by :mod:`climdl.evaluation.sensitivity_file`.
 ``climdl evaluate --sensitivity FILE`` inserts it in the evaluation report;
 :func:`write_sensitivity_report` writes it alone as ``report.html`` (figures embedded, the page
 can be mailed alone) and ``report.md`` (figures in ``figures/``), which ``climdl sensitivity``
@@ -15,14 +17,12 @@ from __future__ import annotations
 import html
 import os
 import re
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from climdl.errors import DataError
 from climdl.evaluation.report import (
     ReportFigure,
     figure_html,
@@ -30,6 +30,7 @@ from climdl.evaluation.report import (
     html_head,
     save_report_figure,
 )
+from climdl.evaluation.sensitivity_file import open_sensitivity
 from climdl.evaluation.summary import fmt
 
 if TYPE_CHECKING:
@@ -37,106 +38,8 @@ if TYPE_CHECKING:
 
 PathLike = str | os.PathLike[str]
 
-#: the newest sensitivity file layout this climdl reads
-SENSITIVITY_VERSION = 1
-KINDS = ("emulator", "segmenter")
 REPORT_TITLE = "climdl sensitivity"
-_REQUIRED = {
-    "emulator": ("attack", "predictor"),
-    "segmenter": ("attack", "band", "changed_fraction", "transitions", "changed_pgd"),
-}
-_PER_TARGET = ("mean_change", "max_abs_change", "rms_change", "saliency", "bound_sensitivity")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.+-]")
-
-
-# ----------------------------------------------------------------------------- reading
-def _check(ds: xr.Dataset, p: Path) -> str:
-    """The kind of a sensitivity Dataset; DataError (naming ``p``) for anything else."""
-    kind = ds.attrs.get("climdl_sensitivity")
-    if kind not in KINDS:
-        raise DataError(
-            f"{p} is not a climdl sensitivity file (its climdl_sensitivity attribute is "
-            f"{kind!r}, not 'emulator' or 'segmenter'); give the sensitivity.nc that "
-            "climdl sensitivity wrote."
-        )
-    try:
-        version = int(ds.attrs["climdl_sensitivity_version"])
-    except (KeyError, TypeError, ValueError):
-        raise DataError(
-            f"{p} has no valid climdl_sensitivity_version attribute; give the sensitivity.nc "
-            "that climdl sensitivity wrote."
-        ) from None
-    if version > SENSITIVITY_VERSION:
-        raise DataError(
-            f"{p} is a version {version} sensitivity file, newer than this climdl reads "
-            f"(up to {SENSITIVITY_VERSION}); upgrade climdl to report it."
-        )
-    missing = [n for n in _REQUIRED[str(kind)] if n not in ds.variables]
-    if kind == "emulator":
-        from climdl.plot.sensitivity import targets_of
-
-        targets = targets_of(ds)
-        if not targets:
-            missing.append("<target>_mean_change")
-        missing += [f"{t}_{m}" for t in targets for m in _PER_TARGET if f"{t}_{m}" not in ds]
-    if missing:
-        raise DataError(
-            f"{p} lacks {', '.join(missing)}; it is not a complete {kind} sensitivity file "
-            "(run climdl sensitivity again)."
-        )
-    return str(kind)
-
-
-@contextmanager
-def open_sensitivity(path: PathLike) -> Iterator[tuple[xr.Dataset, str]]:
-    """Open a sensitivity file lazily (grid mapping as a coordinate) and check it.
-
-    Args:
-        path: the file ``climdl sensitivity`` wrote.
-
-    Yields:
-        The Dataset (open while the block runs) and its kind, ``emulator`` or ``segmenter``.
-
-    Raises:
-        DataError: a missing or unreadable file, not a sensitivity file, a newer layout, or a
-            file without the variables of its kind; the sentence names the file.
-    """
-    import xarray as xr
-
-    p = Path(path)
-    if p.is_dir():
-        raise DataError(f"{p} is a folder; give the sensitivity.nc file inside it.")
-    if not p.is_file():
-        raise DataError(
-            f"{p} does not exist; give the sensitivity.nc that climdl sensitivity wrote."
-        )
-    try:
-        ds = xr.open_dataset(
-            p, decode_coords="all", decode_times=xr.coders.CFDatetimeCoder(use_cftime=True)
-        )
-    except Exception as exc:  # netCDF4/h5py/xarray raise many types for unreadable files
-        raise DataError(
-            f"cannot read {p} as NetCDF ({type(exc).__name__}); check that the file is complete."
-        ) from None
-    with ds:
-        kind = _check(ds, p)
-        yield ds, kind
-
-
-def check_sensitivity_file(path: PathLike) -> str:
-    """Check that ``path`` is a sensitivity file this climdl can report; return its kind.
-
-    Args:
-        path: the file.
-
-    Returns:
-        ``emulator`` or ``segmenter``.
-
-    Raises:
-        DataError: see :func:`open_sensitivity`.
-    """
-    with open_sensitivity(path) as (_, kind):
-        return kind
 
 
 # ----------------------------------------------------------------------------- numbers
@@ -271,6 +174,7 @@ def _name(text: str) -> str:
 
 def _figures(ds: xr.Dataset, kind: str, out: Path, section: str) -> list[ReportFigure]:
     from climdl.plot import sensitivity as s
+    from climdl.plot import sensitivity_scene as scene
 
     folder = out / "figures"
     figs: list[ReportFigure] = []
@@ -281,28 +185,28 @@ def _figures(ds: xr.Dataset, kind: str, out: Path, section: str) -> list[ReportF
 
     if kind == "segmenter":
         save(
-            s.changed_fraction_figure(ds),
+            scene.changed_fraction_figure(ds),
             "changed_fraction",
             "Share of valid pixels whose class changes under each perturbation.",
         )
         save(
-            s.transitions_figure(ds),
+            scene.transitions_figure(ds),
             "transitions",
             "Class before (rows) and after (columns) each perturbation, in pixels.",
         )
         save(
-            s.changed_map_figure(ds),
+            scene.changed_map_figure(ds),
             "changed_pgd",
             "Pixels whose class PGD changes (red).",
         )
         save(
-            s.band_maps_figure(ds, "band_bound_sensitivity"),
+            scene.band_maps_figure(ds, "band_bound_sensitivity"),
             "band_bound_sensitivity",
             "First-order change of the cross-entropy when a band moves by its bound, per pixel.",
         )
         if "band_saliency" in ds:
             save(
-                s.band_maps_figure(ds, "band_saliency"),
+                scene.band_maps_figure(ds, "band_saliency"),
                 "band_saliency",
                 "Integrated-gradients saliency of each band.",
             )
@@ -436,7 +340,7 @@ def sensitivity_section(
 
     Raises:
         DataError: ``nc_path`` is not a sensitivity file this climdl reads (see
-            :func:`open_sensitivity`).
+            :func:`~climdl.evaluation.sensitivity_file.open_sensitivity`).
         OutputError: a figure cannot be written.
     """
     p, out = Path(nc_path), Path(out_dir)

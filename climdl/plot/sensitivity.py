@@ -1,17 +1,15 @@
-"""Figures of a ``climdl sensitivity`` file: adversarial vs random change, saliency maps.
+"""Figures of an emulator ``climdl sensitivity`` file: adversarial vs random change, saliency.
 
-Emulator files (``climdl_sensitivity = "emulator"``) give, per target, one figure of the output
-change per day under each attack (:func:`attack_change_figure`), the integrated-gradients
-saliency of every predictor on the coarse grid (:func:`saliency_figure`, diverging, one symmetric
-scale per target so panels compare) and the first-order change of the domain mean when a
-predictor moves by its bound (:func:`bound_sensitivity_figure`, sequential, one scale per
-target). Segmenter files give the share of pixels that change class per attack
-(:func:`changed_fraction_figure`), the class transitions (:func:`transitions_figure`), the map of
-pixels PGD flips (:func:`changed_map_figure`) and per-band maps (:func:`band_maps_figure`).
+Per target: the output change per day under each attack (:func:`attack_change_figure`), the
+integrated-gradients saliency of every predictor on the coarse grid (:func:`saliency_figure`,
+diverging, one symmetric range per target so panels compare) and the first-order change of the
+domain mean when a predictor moves by its bound (:func:`bound_sensitivity_figure`, magnitudes,
+one range per target). The panel helpers here (:func:`labelled_panels`, :func:`map_panels`,
+:func:`block_reduced`) also draw the segmenter's maps (:mod:`climdl.plot.sensitivity_scene`).
 
 The functions take the opened Dataset (grid mapping as a coordinate, ``decode_coords="all"``) and
 return Agg figures; reading and checking the file is the caller's job
-(:mod:`climdl.evaluation.sensitivity_report`).
+(:mod:`climdl.evaluation.sensitivity_file`).
 """
 
 from __future__ import annotations
@@ -25,7 +23,7 @@ import numpy as np
 
 from climdl.errors import DataError
 from climdl.plot.figures import new_figure
-from climdl.plot.maps import panel_figure, plot_field
+from climdl.plot.maps import panel_figure
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -53,7 +51,7 @@ ATTACK_LABELS = {
     "pgd": "PGD",
     "pgd_rms": "PGD\n(pattern)",
 }
-_ATTACK_COLOURS = {
+ATTACK_COLOURS = {
     "random": "0.75",
     "random_max": "0.5",
     "fgsm": "#fdae61",
@@ -115,7 +113,7 @@ def _attack_panel(ax: Axes, ds: xr.Dataset, target: str, measure: str) -> None:
     )
     rng = np.random.default_rng(0)  # fixed jitter: the same file gives the same figure
     for pos, a, d, patch in zip(positions, attacks, data, boxes["boxes"], strict=True):
-        colour = _ATTACK_COLOURS.get(a, "C7")
+        colour = ATTACK_COLOURS.get(a, "C7")
         patch.set_facecolor(colour)
         patch.set_alpha(0.55)
         jitter = rng.uniform(-0.18, 0.18, d.size)
@@ -185,17 +183,30 @@ def _bound_text(ds: xr.Dataset, coord: str, name: str) -> str:
     return re.sub(r"^(\S+) 1$", r"\1", text)  # "0.01 1" (dimensionless) reads as "0.01"
 
 
-def _panels(
+def labelled_panels(
     ds: xr.Dataset, var: str, coord: str, short: str, how: str = "mean"
 ) -> tuple[list[str], list[tuple[str, xr.DataArray]]]:
-    """The names along ``coord`` and one ``(label with bound, 2-D field)`` per name; fields are
-    relabelled ``short`` so that the colour bars under small panels stay legible."""
+    """The names along ``coord`` and one ``(label with bound, 2-D field)`` per name.
+
+    Fields are relabelled ``short`` so that the colour bars under small panels stay legible,
+    and reduced in blocks (:func:`block_reduced`, ``how``) when larger than a figure shows.
+
+    Args:
+        ds: a sensitivity Dataset.
+        var: the variable with a ``coord`` dimension and two spatial ones.
+        coord: ``predictor`` or ``band``; the bound text is ``<coord>_bound``.
+        short: the fields' new ``long_name``.
+        how: ``mean`` or ``max`` block reduction.
+
+    Returns:
+        The names and the labelled fields.
+    """
     names = [str(p) for p in ds[coord].values]
     panels = []
     for name in names:
         bound = _bound_text(ds, coord, name)
         label = f"{name} (bound {bound})" if bound else name
-        field = _reduced(ds[var].sel({coord: name}, drop=True), how)
+        field = block_reduced(ds[var].sel({coord: name}, drop=True), how)
         panels.append((label, field.assign_attrs(long_name=short)))
     return names, panels
 
@@ -207,6 +218,13 @@ def shared_limits(arrays: Sequence[np.ndarray], kind: str) -> tuple[float, float
     98th percentile down and saturate the one that matters; taking each panel's robust limit
     and the widest of them keeps every panel readable on the common scale. Diverging ranges
     are symmetric about 0; sequential ones of non-negative values start at 0.
+
+    Args:
+        arrays: the panels' values.
+        kind: ``diverging`` or ``sequential``.
+
+    Returns:
+        ``(vmin, vmax)``.
     """
     from climdl.plot.colours import robust_limits
 
@@ -243,11 +261,21 @@ def _tidy_colourbars(fig: Figure) -> None:
             cb.update_ticks()
 
 
-def _maps(
+def map_panels(
     panels: Sequence[tuple[str, xr.DataArray]], kind: str, suptitle: str, ncols: int
 ) -> Figure:
     """Map panels on one colour range (:func:`shared_limits`): on the map projection when the
-    grid is placed, else in the grid's own x/y (a scene without geo-reference)."""
+    grid is placed, else in the grid's own x/y (a scene without geo-reference).
+
+    Args:
+        panels: ``(label, 2-D field)`` pairs.
+        kind: ``diverging`` (centred on 0) or ``sequential`` (magnitudes, :data:`MAGNITUDE_CMAP`).
+        suptitle: the figure's title.
+        ncols: panels per row.
+
+    Returns:
+        The figure.
+    """
     lo, hi = shared_limits([np.asarray(da.values, float) for _, da in panels], kind)
     try:
         fig = panel_figure(
@@ -299,8 +327,8 @@ def saliency_figure(ds: xr.Dataset, target: str) -> Figure:
     Returns:
         The figure (one panel per predictor).
     """
-    names, panels = _panels(ds, f"{target}_saliency", "predictor", "saliency")
-    return _maps(
+    names, panels = labelled_panels(ds, f"{target}_saliency", "predictor", "saliency")
+    return map_panels(
         panels,
         "diverging",
         f"{target}: saliency per predictor (integrated gradients of the domain mean)",
@@ -318,8 +346,10 @@ def bound_sensitivity_figure(ds: xr.Dataset, target: str) -> Figure:
     Returns:
         The figure (one panel per predictor, sequential colours, one scale).
     """
-    names, panels = _panels(ds, f"{target}_bound_sensitivity", "predictor", "|gradient| x bound")
-    return _maps(
+    names, panels = labelled_panels(
+        ds, f"{target}_bound_sensitivity", "predictor", "|gradient| x bound"
+    )
+    return map_panels(
         panels,
         "sequential",
         f"{target}: first-order change of the domain mean for a predictor moved by its bound",
@@ -327,143 +357,19 @@ def bound_sensitivity_figure(ds: xr.Dataset, target: str) -> Figure:
     )
 
 
-# ----------------------------------------------------------------------------- segmenter
-def changed_fraction_figure(ds: xr.Dataset) -> Figure:
-    """Bar chart: the percentage of valid pixels whose class each attack changes.
+def block_reduced(da: xr.DataArray, how: str) -> xr.DataArray:
+    """``da`` reduced in blocks to at most :data:`MAX_MAP_SIDE` per side.
 
     Args:
-        ds: a segmenter sensitivity Dataset.
+        da: a 2-D field.
+        how: ``max`` (keeps every flipped pixel visible) or ``mean`` (continuous maps).
 
     Returns:
-        The figure.
+        The reduced field (``da`` itself when small enough).
     """
-    attacks = attacks_of(ds)
-    values = [100.0 * float(ds["changed_fraction"].sel(attack=a)) for a in attacks]
-    fig = new_figure((5.5, 3.6))
-    ax = fig.add_subplot(1, 1, 1)
-    bars = ax.bar(
-        [ATTACK_LABELS.get(a, a) for a in attacks],
-        values,
-        color=[_ATTACK_COLOURS.get(a, "C7") for a in attacks],
-        edgecolor="0.2",
-        linewidth=0.5,
-    )
-    ax.bar_label(bars, labels=[f"{v:.3g} %" for v in values], fontsize="small", padding=2)
-    ax.set_ylabel("pixels that change class [%]")
-    ax.set_ylim(0, max(max(values, default=0.0) * 1.2, 1e-3))
-    ax.set_title("share of valid pixels whose class changes", fontsize="medium")
-    ax.grid(True, axis="y", linewidth=0.3, alpha=0.5)
-    return fig
-
-
-def transitions_figure(ds: xr.Dataset) -> Figure:
-    """One small matrix per attack: pixels moved from each class (rows) to each (columns).
-
-    Colour is the share of the row's pixels (off the diagonal: the pixels that changed; the
-    diagonal, pixels that kept their class, is grey); each cell is annotated with its count.
-
-    Args:
-        ds: a segmenter sensitivity Dataset.
-
-    Returns:
-        The figure.
-    """
-    from matplotlib.colors import LogNorm
-
-    attacks = attacks_of(ds)
-    frm = [str(c) for c in ds["class_from"].values]
-    to = [str(c) for c in ds["class_to"].values]
-    side = 1.0 + 0.55 * max(len(frm), len(to))
-    fig = new_figure((side * len(attacks) + 0.8, side + 0.6))
-    mesh = None
-    for i, attack in enumerate(attacks):
-        ax = fig.add_subplot(1, len(attacks), i + 1)
-        counts = np.asarray(ds["transitions"].sel(attack=attack).values, dtype=float)
-        totals = counts.sum(axis=1, keepdims=True)
-        share = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
-        off = np.where(np.equal.outer(frm, to), np.nan, share)
-        off = np.where(off > 0, off, np.nan)
-        ax.imshow(np.where(np.equal.outer(frm, to), 1.0, np.nan), cmap="Greys", vmin=0, vmax=4)
-        mesh = ax.imshow(off, cmap="OrRd", norm=LogNorm(1e-5, 1.0))
-        for r in range(counts.shape[0]):
-            for c in range(counts.shape[1]):
-                ax.text(c, r, f"{int(counts[r, c]):d}", ha="center", va="center", fontsize=7)
-        ax.set_xticks(range(len(to)), to, rotation=45, ha="right", fontsize="small")
-        ax.set_yticks(range(len(frm)), frm if i == 0 else [""] * len(frm), fontsize="small")
-        ax.set_xlabel("class after")
-        if i == 0:
-            ax.set_ylabel("class before")
-        ax.set_title(ATTACK_LABELS.get(attack, attack).replace("\n", " "), fontsize="medium")
-    if mesh is not None:
-        fig.colorbar(mesh, ax=fig.axes, label="share of the class's pixels", shrink=0.8)
-    fig.suptitle("class transitions (pixel counts)")
-    return fig
-
-
-def _reduced(da: xr.DataArray, how: str) -> xr.DataArray:
-    """``da`` reduced in blocks to at most :data:`MAX_MAP_SIDE` per side (``max`` keeps every
-    flipped pixel visible; ``mean`` for continuous maps)."""
     step = max(1, -(-max(da.shape) // MAX_MAP_SIDE))
     if step == 1:
         return da
     blocks = da.coarsen({d: step for d in da.dims}, boundary="trim", coord_func="mean")
     out = blocks.max() if how == "max" else blocks.mean()
     return out.assign_attrs(da.attrs)
-
-
-def changed_map_figure(ds: xr.Dataset) -> Figure:
-    """The pixels whose class PGD changed (red) on the scene's own grid.
-
-    Large scenes are drawn in blocks of pixels, a block red when any of its pixels changed.
-
-    Args:
-        ds: a segmenter sensitivity Dataset.
-
-    Returns:
-        The figure.
-    """
-    from matplotlib.colors import ListedColormap
-
-    flag = ds["changed_pgd"].astype("float64")
-    flag = flag.where(flag <= 1)  # fill values (no data) stay transparent
-    flag = _reduced(flag.assign_attrs(ds["changed_pgd"].attrs), "max")
-    share = (
-        100.0 * float(ds["changed_fraction"].sel(attack="pgd"))
-        if "pgd" in ds["attack"].values
-        else float(np.nanmean(flag.values)) * 100.0
-    )
-    title = f"pixels whose class PGD changes ({share:.3g} % of valid pixels)"
-    cmap = ListedColormap(["#f7f7f7", "#d7191c"])
-    try:
-        ax = plot_field(
-            flag, kind="sequential", cmap=cmap, vmin=0.0, vmax=1.0, cbar=False, title=title
-        )
-        fig = ax.get_figure()
-    except DataError:
-        fig = new_figure((6.0, 5.5))
-        ax = fig.add_subplot(1, 1, 1)
-        ax.imshow(np.asarray(flag.values), origin="lower", cmap=cmap, vmin=0, vmax=1)
-        ax.set_title(title, fontsize="medium")
-    assert fig is not None
-    return fig  # type: ignore[return-value]
-
-
-def band_maps_figure(ds: xr.Dataset, var: str = "band_bound_sensitivity") -> Figure:
-    """One map per band of ``var`` (``band_bound_sensitivity`` or ``band_saliency``), one scale.
-
-    Args:
-        ds: a segmenter sensitivity Dataset.
-        var: the per-band variable to draw.
-
-    Returns:
-        The figure.
-    """
-    short = "|gradient| x bound" if var == "band_bound_sensitivity" else "saliency"
-    names, panels = _panels(ds, var, "band", short)
-    kind = "sequential" if var == "band_bound_sensitivity" else "diverging"
-    what = (
-        "first-order change of the cross-entropy for a band moved by its bound"
-        if var == "band_bound_sensitivity"
-        else "saliency per band (integrated gradients)"
-    )
-    return _maps(panels, kind, what, min(len(names), 4))

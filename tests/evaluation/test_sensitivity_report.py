@@ -16,11 +16,8 @@ import xarray as xr
 
 from climdl.cli import main
 from climdl.errors import DataError
-from climdl.evaluation.sensitivity_report import (
-    check_sensitivity_file,
-    sensitivity_section,
-    write_sensitivity_report,
-)
+from climdl.evaluation.sensitivity_file import check_sensitivity_file
+from climdl.evaluation.sensitivity_report import sensitivity_section, write_sensitivity_report
 from climdl.evaluation.summary import fmt
 from tests.sensitivity_files import emulator_dataset, segmenter_dataset, write
 

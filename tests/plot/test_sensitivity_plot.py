@@ -1,4 +1,4 @@
-"""climdl.plot.sensitivity: the figures of both kinds of ``climdl sensitivity`` files."""
+"""climdl.plot.sensitivity and sensitivity_scene: the figures of both kinds of sensitivity files."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from cartopy.mpl.geoaxes import GeoAxes
 
 from climdl.plot import save_figure
 from climdl.plot import sensitivity as s
+from climdl.plot import sensitivity_scene as scene
 from tests.sensitivity_files import (
     EMULATOR_ATTACKS,
     PREDICTORS,
@@ -100,25 +101,25 @@ def test_bound_sensitivity_maps_sequential_one_scale(emulator: xr.Dataset) -> No
 
 
 def test_segmenter_figures(segmenter: xr.Dataset, tmp_path: Path) -> None:
-    bars = s.changed_fraction_figure(segmenter).axes[0]
+    bars = scene.changed_fraction_figure(segmenter).axes[0]
     heights = [p.get_height() for p in bars.patches]
     expected = [
         100 * float(segmenter["changed_fraction"].sel(attack=a)) for a in s.attacks_of(segmenter)
     ]
     np.testing.assert_allclose(heights, expected)
-    trans = s.transitions_figure(segmenter)
+    trans = scene.transitions_figure(segmenter)
     matrices = [ax for ax in trans.axes if ax.get_title()]
     assert len(matrices) == len(SEGMENTER_ATTACKS)
     # each cell is annotated with its pixel count
     pgd = matrices[s.attacks_of(segmenter).index("pgd")]
     counts = segmenter["transitions"].sel(attack="pgd").values
     assert sorted(int(t.get_text()) for t in pgd.texts) == sorted(counts.ravel().tolist())
-    changed = s.changed_map_figure(segmenter)
+    changed = scene.changed_map_figure(segmenter)
     (mesh,) = _fields(changed)
     assert isinstance(changed.axes[0], GeoAxes)  # placed with its UTM grid mapping
     assert np.nansum(np.asarray(mesh.get_array())) == segmenter["changed_pgd"].values.sum()
     for var in ("band_bound_sensitivity", "band_saliency"):
-        fig = s.band_maps_figure(segmenter, var)
+        fig = scene.band_maps_figure(segmenter, var)
         assert len(_fields(fig)) == segmenter.sizes["band"]
         save_figure(fig, tmp_path / f"{var}.png")
 
@@ -131,10 +132,10 @@ def test_scene_without_georeference_and_large_scenes(
     bare = segmenter.drop_vars(["crs", "x", "y"])
     for name in bare.data_vars:
         bare[name].attrs.pop("grid_mapping", None)
-    assert len(s.changed_map_figure(bare).axes) == 1
-    assert len(s.band_maps_figure(bare).axes) == 2 * bare.sizes["band"]  # maps and colour bars
+    assert len(scene.changed_map_figure(bare).axes) == 1
+    assert len(scene.band_maps_figure(bare).axes) == 2 * bare.sizes["band"]  # maps and colour bars
     monkeypatch.setattr(s, "MAX_MAP_SIDE", 12)
-    fig = s.changed_map_figure(segmenter)
+    fig = scene.changed_map_figure(segmenter)
     (mesh,) = _fields(fig)
     flags = np.asarray(mesh.get_array()).reshape(12, 12)
     blocks = segmenter["changed_pgd"].values.reshape(12, 4, 12, 4).max(axis=(1, 3))
