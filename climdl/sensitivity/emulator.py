@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import xarray as xr
 
-from climdl.errors import ConfigError, DataError
+from climdl.errors import ConfigError, DataError, OutputError
 from climdl.inference.job import Job, JobConfig
 from climdl.sensitivity.attacks import Box
 from climdl.sensitivity.bounds import DEFAULT_EMULATOR_BOUNDS, describe, parse_bounds, radius
@@ -37,6 +37,7 @@ from climdl.sensitivity.emulator_batch import (
 from climdl.sensitivity.output import (
     ATTACKS,
     OUTPUT_NAME,
+    SUMMARY_NAME,
     SummaryRow,
     TargetMaps,
     check_out_dir,
@@ -185,18 +186,18 @@ def run_emulator_sensitivity(
     try:
         return _run(
             job,
-            eps,
-            days,
-            pgd_steps,
-            random_draws,
-            ig_steps,
-            seed,
             out,
-            overwrite,
-            history,
-            progress,
-            t0,
-            batch_size,
+            eps=eps,
+            days=days,
+            pgd_steps=pgd_steps,
+            random_draws=random_draws,
+            ig_steps=ig_steps,
+            seed=seed,
+            batch_size=batch_size,
+            overwrite=overwrite,
+            history=history,
+            progress=progress,
+            t0=t0,
         )
     finally:
         job.ds.close()
@@ -204,20 +205,25 @@ def run_emulator_sensitivity(
 
 def _run(
     job: Job,
+    out: Path,
+    *,
     eps: str | None,
     days: int | None,
     pgd_steps: int,
     random_draws: int,
     ig_steps: int,
     seed: int,
-    out: Path,
+    batch_size: int | None,
     overwrite: bool,
     history: str | None,
     progress: Progress | None,
     t0: float,
-    batch_size: int | None,
 ) -> SensitivityResult:
     """The run of :func:`run_emulator_sensitivity` once the job is open."""
+    mine = {(out / OUTPUT_NAME).resolve(), (out / SUMMARY_NAME).resolve()}
+    for f in job.source.files:
+        if f.resolve() in mine:
+            raise OutputError(f"the output would replace the input {f}; choose another --out.")
     channels = job.variables
     spec = job.emulators.spec
     units = {v: job.emulators.members[0].spec.units.get(v, "") for v in channels}
