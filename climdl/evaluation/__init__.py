@@ -3,7 +3,8 @@
 * :mod:`~climdl.evaluation.indices` - indices of one simulation (mean, quantiles, SU, TXx, TXn,
   Rx1day, SDII, CDD, CWD, lag-1 autocorrelation, interannual variability), per season too;
 * :mod:`~climdl.evaluation.diagnostics` - truth vs prediction (RMSE, bias, correlations, ratio of
-  standard deviations, bias/ratio of any index, Wasserstein distances, tasmax-pr correlation);
+  standard deviations, bias/ratio of any index, tasmax-pr correlation);
+* :mod:`~climdl.evaluation.distributions` - Wasserstein distances between the value distributions;
 * :mod:`~climdl.evaluation.spectra` - radially averaged PSD and RALSD (Harris et al. 2022);
 * :mod:`~climdl.evaluation.signal` - climate-change signal of the emulator vs the RCM;
 * :mod:`~climdl.evaluation.summary` - one number per diagnostic, comparison table;
@@ -29,8 +30,8 @@ if TYPE_CHECKING:
         spatial_correlation,
         std_ratio,
         temporal_correlation,
-        wasserstein_distance,
     )
+    from climdl.evaluation.distributions import wasserstein_distance
     from climdl.evaluation.engine import EvaluationResult, evaluate, evaluate_files
     from climdl.evaluation.indices import (
         cdd,
@@ -61,10 +62,10 @@ _WHERE = {
             "spatial_correlation",
             "std_ratio",
             "temporal_correlation",
-            "wasserstein_distance",
         ],
         "diagnostics",
     ),
+    "wasserstein_distance": "distributions",
     **dict.fromkeys(["EvaluationResult", "evaluate", "evaluate_files"], "engine"),
     **dict.fromkeys(
         [

@@ -4,7 +4,8 @@
 kernel per chunk (float64 sums), from which RMSE, bias, correlation and the ratio of standard
 deviations follow (:class:`PairStats`); ``xr.corr`` would instead keep the whole series in
 memory while its means are computed. :func:`daily_pattern_correlation` does the same per time
-step over space.
+step over space. :func:`aligned` and :func:`named` check, season-select and label a pair for
+the diagnostics (:mod:`climdl.evaluation.diagnostics`, :mod:`climdl.evaluation.distributions`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,36 @@ import dask.array as dsa
 import numpy as np
 import xarray as xr
 
+from climdl.errors import DataError
+from climdl.evaluation import _time
 from climdl.evaluation._reduce import is_dask, spatial_dims, time_first
+
+
+def aligned(
+    truth: xr.DataArray, pred: xr.DataArray, season: str | None
+) -> tuple[xr.DataArray, xr.DataArray]:
+    """Truth and prediction, time first, on the days of ``season``.
+
+    Raises:
+        DataError: truth and prediction differ in shape (align them first).
+        ConfigError: an unknown season.
+    """
+    if truth.sizes != pred.sizes:
+        raise DataError(
+            f"truth and prediction differ in shape ({dict(truth.sizes)} vs {dict(pred.sizes)}); "
+            "align them on common days and one grid first."
+        )
+    return (
+        _time.select_season(time_first(truth), season),
+        _time.select_season(time_first(pred), season),
+    )
+
+
+def named(da: xr.DataArray, name: str, units: str, long_name: str) -> xr.DataArray:
+    """``da`` renamed ``name``, with only ``units`` and ``long_name`` as attributes."""
+    da = da.rename(name)
+    da.attrs = {"units": units, "long_name": long_name}
+    return da
 
 
 def _reference(da: xr.DataArray) -> float:

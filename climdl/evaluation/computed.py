@@ -15,7 +15,7 @@ from typing import Any, Literal
 import numpy as np
 import xarray as xr
 
-from climdl.evaluation import _time, diagnostics, signal
+from climdl.evaluation import _time, distributions, signal
 from climdl.evaluation._pairs import PairStats, pair_stats
 from climdl.evaluation.indices import IndexSpec
 
@@ -70,9 +70,9 @@ class Computed:
         """Fine histogram counts of the truth and every model."""
         return {who: np.asarray(self.got[f"{who}/hist"]) for who in ["truth", *self.models]}
 
-    def histogram(self, who: str) -> diagnostics.Histogram:
+    def histogram(self, who: str) -> distributions.Histogram:
         """The fine histogram of the truth or a model (scalar Wasserstein distance)."""
-        return diagnostics.Histogram(self.edges, self.hists[who])
+        return distributions.Histogram(self.edges, self.hists[who])
 
     def index(self, who: str, item: Item) -> xr.DataArray:
         """The index of ``item`` of the truth or a model (future period)."""

@@ -18,7 +18,7 @@ import numpy as np
 import xarray as xr
 from dask.callbacks import Callback
 
-from climdl.evaluation import diagnostics, indices, spectra
+from climdl.evaluation import diagnostics, distributions, indices, spectra
 
 #: Indices whose climate-change signal is evaluated, per variable (others: the mean only).
 SIGNAL_INDICES: dict[str, tuple[str, ...]] = {
@@ -112,13 +112,13 @@ def lazy_variable(
     """
     v = x.var
     specs = indices.default_indices(v, x.thresholds, daily=x.daily)
-    edges = diagnostics.histogram_edges(v, x.truth, *x.preds.values())
+    edges = distributions.histogram_edges(v, x.truth, *x.preds.values())
     t = x.truth
     wanted = SIGNAL_INDICES.get(v, ("mean",)) if x.hist_truth is not None else ()
     hist_t = x.hist_truth
     truth: dict[str, Any] = {
         "truth/psd": spectra.psd(t, window=window),
-        "truth/hist": diagnostics.histogram(t, edges).counts,
+        "truth/hist": distributions.histogram(t, edges).counts,
         **{f"truth/index/{spec.name}": spec(t) for spec in specs},
     }
     if hist_t is not None:
@@ -130,7 +130,7 @@ def lazy_variable(
             f"{m}/sums": diagnostics.pair_statistics(t, p, by_season=True),
             f"{m}/corr_space": diagnostics.spatial_correlation(t, p),
             f"{m}/psd": spectra.psd(p, window=window),
-            f"{m}/hist": diagnostics.histogram(p, edges).counts,
+            f"{m}/hist": distributions.histogram(p, edges).counts,
         }
         idx: dict[str, Any] = {f"{m}/index/{spec.name}": spec(p) for spec in specs}
         if hist_t is not None and m in x.hist_preds:
@@ -139,7 +139,9 @@ def lazy_variable(
         ts = x.truth_space if x.truth_space is not None else t
         ps = x.preds_space.get(m, p)
         dist = {
-            f"{m}/wmap": diagnostics.wasserstein_distance(ts, ps.where(ts.notnull()), spatial=True)
+            f"{m}/wmap": distributions.wasserstein_distance(
+                ts, ps.where(ts.notnull()), spatial=True
+            )
         }
         passes += [
             (f"{v}/{m}: errors, spectra, histograms", stats),

@@ -20,7 +20,7 @@ from typing import Any, Literal, TypeVar
 import numpy as np
 import xarray as xr
 
-from climdl.evaluation import diagnostics, spectra
+from climdl.evaluation import distributions, spectra
 from climdl.evaluation.computed import Computed, Item, Scope
 from climdl.evaluation.summary import Better, Row, spatial_mean, spatial_mean_abs
 
@@ -151,7 +151,7 @@ ROWS: tuple[RowSpec, ...] = (
         "{units}",
         "lower",
         "W1 between the distributions of all values (space and time pooled)",
-        lambda c, m, i: diagnostics.wasserstein_from_histograms(
+        lambda c, m, i: distributions.wasserstein_from_histograms(
             c.histogram("truth"), c.histogram(m)
         ),
     ),

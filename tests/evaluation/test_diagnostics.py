@@ -1,4 +1,5 @@
-"""Diagnostics truth vs prediction: analytic cases, NaN handling, NumPy vs Dask."""
+"""Diagnostics truth vs prediction (incl. the Wasserstein distances of distributions): analytic
+cases, NaN handling, NumPy vs Dask."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import xarray as xr
 
 from climdl.errors import DataError
 from climdl.evaluation import diagnostics as D
+from climdl.evaluation import distributions as W
 from climdl.evaluation import indices, signal
 from climdl.evaluation.summary import Row
 
@@ -49,12 +51,12 @@ def test_wasserstein_of_shifted_normals_equals_the_shift() -> None:
     a = rng.normal(280.0, 3.0, (500, 4, 4))
     shift = 1.7
     t, p = _field(a), _field(a + shift)
-    assert float(D.wasserstein_distance(t, p)) == pytest.approx(shift, abs=0.006)  # bin width
-    w = D.wasserstein_distance(t, p, spatial=True)
+    assert float(W.wasserstein_distance(t, p)) == pytest.approx(shift, abs=0.006)  # bin width
+    w = W.wasserstein_distance(t, p, spatial=True)
     np.testing.assert_allclose(w.values, shift, rtol=1e-9)
     # two independent samples of N(0, 1) and N(shift, 1): W1 tends to the shift
     b = rng.normal(280.0 + shift, 3.0, (500, 4, 4))
-    assert float(D.wasserstein_distance(t, _field(b))) == pytest.approx(shift, abs=0.1)
+    assert float(W.wasserstein_distance(t, _field(b))) == pytest.approx(shift, abs=0.1)
 
 
 def test_wasserstein_matches_scipy(pair: tuple[xr.DataArray, xr.DataArray]) -> None:
@@ -62,14 +64,14 @@ def test_wasserstein_matches_scipy(pair: tuple[xr.DataArray, xr.DataArray]) -> N
     t, p = t.isel(y=slice(1, None)), p.isel(y=slice(1, None))  # no all-NaN point
     tv, pv = t.values, p.values
     ok = np.isfinite(tv) & np.isfinite(pv)
-    w = D.wasserstein_distance(t, p.where(t.notnull()), spatial=True)
+    w = W.wasserstein_distance(t, p.where(t.notnull()), spatial=True)
     for j, i in [(0, 1), (2, 3), (4, 4)]:
         m = ok[:, j, i]
         expected = scipy.stats.wasserstein_distance(tv[m, j, i], pv[m, j, i])
         assert float(w[j, i]) == pytest.approx(expected, rel=1e-9)
     both = t.where(p.notnull()), p.where(t.notnull())
     expected = scipy.stats.wasserstein_distance(both[0].values[ok], both[1].values[ok])
-    assert float(D.wasserstein_distance(*both)) == pytest.approx(expected, abs=0.005)
+    assert float(W.wasserstein_distance(*both)) == pytest.approx(expected, abs=0.005)
 
 
 def test_rmse_and_bias_analytic() -> None:
@@ -147,8 +149,8 @@ def test_numpy_and_dask_agree(pair: tuple[xr.DataArray, xr.DataArray]) -> None:
         lambda a, b: D.temporal_correlation(a, b),
         lambda a, b: D.spatial_correlation(a, b),
         lambda a, b: D.std_ratio(a, b),
-        lambda a, b: D.wasserstein_distance(a, b),
-        lambda a, b: D.wasserstein_distance(a, b, spatial=True, season="DJF"),
+        lambda a, b: W.wasserstein_distance(a, b),
+        lambda a, b: W.wasserstein_distance(a, b, spatial=True, season="DJF"),
         lambda a, b: D.bias_index(a, b, indices.sdii, wet_threshold="280 K"),
     ]
     for i, fn in enumerate(checks):
