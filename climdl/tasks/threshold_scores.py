@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from climdl.clouds.data import SceneSource
+from climdl.clouds.training_scenes import SceneSource
 from climdl.models.threshold import threshold_labels
 from climdl.tasks.seg_metrics import confusion
 

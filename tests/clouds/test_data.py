@@ -11,7 +11,8 @@ import pytest
 import torch
 import xarray as xr
 
-from climdl.clouds.data import CloudDataModule, CropDataset, scene_sources
+from climdl.clouds.batches import CropDataset
+from climdl.clouds.data import CloudDataModule
 from climdl.clouds.layouts import list_38cloud_patches, read_38cloud_patch, stitch_38cloud_scene
 from climdl.clouds.readers import open_scene
 from climdl.clouds.sample import write_cloud_sample
@@ -25,6 +26,7 @@ from climdl.clouds.scene import (
     validate_scene,
 )
 from climdl.clouds.synthetic import make_scene
+from climdl.clouds.training_scenes import scene_sources
 from climdl.errors import DataError
 from climdl.models.threshold import threshold_labels
 from climdl.tasks.seg_metrics import confusion, scores
