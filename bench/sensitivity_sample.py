@@ -35,19 +35,27 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def train(target: str, epochs: int, folder: Path) -> Path:
-    """A sample emulator for ``target`` trained by ``climdl train``: its best checkpoint."""
+    """A sample emulator for ``target`` trained by ``climdl train``: its best checkpoint.
+
+    Each target trains in its own folder (the config's logger writes ``runs/`` under the working
+    directory); a folder kept from an earlier run (``--keep``) is reused.
+    """
     root = folder / f"run-{target}"
+    found = sorted(root.rglob("best-*.ckpt"))
+    if found:
+        print(f"reusing {found[-1]}")
+        return found[-1]
+    root.mkdir(parents=True, exist_ok=True)
     cmd = [
         sys.executable, "-m", "climdl.cli", "train", "--config", "sample",
-        "--trainer.default_root_dir", str(root), "--trainer.max_epochs", str(epochs),
-        "--trainer.enable_progress_bar", "false", "--data.targets", f"[{target}]", "--quiet",
+        "--trainer.max_epochs", str(epochs), "--trainer.enable_progress_bar", "false",
+        "--data.targets", f"[{target}]", "--quiet",
     ]  # fmt: skip
     t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, cwd=folder, env={**os.environ, "PYTHONWARNINGS": "ignore"})
-    best = sorted(folder.rglob("best-*.ckpt")) if target else []
-    best = [p for p in best if f"run-{target}" in str(p)] or sorted(root.rglob("last.ckpt"))
-    print(f"trained {target}: {epochs} epochs in {time.perf_counter() - t0:.0f} s -> {best[-1]}")
-    return best[-1]
+    subprocess.run(cmd, check=True, cwd=root, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    best = sorted(root.rglob("best-*.ckpt"))[-1]
+    print(f"trained {target}: {epochs} epochs in {time.perf_counter() - t0:.0f} s -> {best}")
+    return best
 
 
 def forward_seconds(ckpt: Path, days: int, device: str) -> float:
@@ -94,8 +102,8 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     print(f"machine: {os.cpu_count()} cores, torch {torch.__version__}, device {args.device}")
     ckpts = args.checkpoint or [train(t, args.epochs, work) for t in ("tasmax", "pr")]
-    for ckpt in ckpts:
-        out = work / f"sens-{ckpt.parent.parent.name}-{ckpt.stem}"
+    for k, ckpt in enumerate(ckpts):
+        out = work / f"sensitivity-{k}"
         t0 = time.perf_counter()
         res = run_emulator_sensitivity(
             ckpt, catalog="sample-alps", period="historical", kind="perfect", days=args.days,
