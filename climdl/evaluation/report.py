@@ -327,7 +327,8 @@ def render_html(
     for section in dict.fromkeys(f.section for f in figs):
         parts.append(f"<h2>{html.escape(section)}</h2>")
         parts += [figure_html(f) for f in figs if f.section == section]
-    parts.append(extra_html)
+    if extra_html:  # an evaluation without a sensitivity file renders as before
+        parts.append(extra_html)
     parts.append(
         "<h2>Definitions</h2><table>"
         + "".join(

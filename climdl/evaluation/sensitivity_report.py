@@ -270,13 +270,18 @@ DEFINITIONS = [
     (
         "|wet-fraction change|",
         "Absolute change of the fraction of grid points with precipitation at or above the "
-        "wet-point threshold (1 mm/day), in percentage points (pp).",
+        "wet-point threshold (1 mm/day), in percentage points (pp), on the predicted field as "
+        "downscale writes it (for a Bernoulli-gamma model its expected value, not a sampled "
+        "wet-day occurrence).",
     ),
     (
         "saliency",
-        "Integrated gradients of the domain mean from a baseline (the model's training mean of "
-        "each predictor) to the day's predictors, averaged over days; the maps of all predictors "
-        "sum to the change of the domain mean from the baseline.",
+        "Integrated gradients of the domain mean from a baseline to the day's predictors, "
+        "averaged over days; the maps of all predictors sum to the change of the domain mean "
+        "from the baseline. The baseline is the model's training mean of each predictor; for "
+        "models that standardise each daily map (Doury's daily_map), the day's spatial mean with "
+        "the day's spatial moments held, so the maps attribute the anomaly pattern (the "
+        "variable's comment says which).",
     ),
     (
         "bound sensitivity",

@@ -360,7 +360,11 @@ def daily_spatial_moments(x: Tensor, dims: tuple[int, ...] = (-2, -1)) -> tuple[
     return mean.squeeze(dims), std.squeeze(dims)
 
 
-def spatial_standardise(x: Tensor, eps: float = 1e-6) -> tuple[Tensor, Tensor, Tensor]:
+DAILY_MAP_EPS = 1e-6
+"""Added to a daily map's spatial std by :func:`spatial_standardise` (constant maps stay finite)."""
+
+
+def spatial_standardise(x: Tensor, eps: float = DAILY_MAP_EPS) -> tuple[Tensor, Tensor, Tensor]:
     """Standardise each map of ``x[B, C, H, W]`` by its own spatial moments.
 
     Returns ``(z, mean[B, C], std[B, C])`` with ``z = (x - mean) / (std + eps)``.

@@ -230,6 +230,11 @@ def _cmd_sensitivity(args: argparse.Namespace) -> int:
             "the checkpoints mix emulators and a cloud segmenter; attack them in separate runs."
         )
     segmenter = kinds == {"segmenter"}
+    from climdl.sensitivity.output import check_out_dir
+
+    # both kinds write the report beside the NetCDF: an earlier run's (or an evaluation's)
+    # report.html, report.md or figures/ are replaced only with --overwrite
+    check_out_dir(args.out, args.overwrite)
     scene = _segmenter_args(args) if segmenter else None
     days = None if segmenter else parse_days(args.days)
     console = Console(stderr=True, quiet=args.quiet)
@@ -266,6 +271,7 @@ def _cmd_sensitivity(args: argparse.Namespace) -> int:
                 batch_size=4 if args.batch_size is None else args.batch_size,
                 overwrite=args.overwrite,
                 progress=progress,
+                history="climdl " + shlex.join(getattr(args, "argv", ["sensitivity"])),
             )
             paths = [seg.path]
             title = (

@@ -31,6 +31,7 @@ from climdl.sensitivity.emulator_batch import (
     day_seed,
     member_forward,
     saliency_baseline,
+    saliency_forward,
     target_forward,
     wet_threshold,
 )
@@ -262,7 +263,10 @@ def _run(
                 wet_threshold=wet[t],
             )
             gens = [torch.Generator().manual_seed(day_seed(seed, int(d), k)) for d in batch_days]
-            meas, saliency, bound_sens = ts.run(x, box, saliency_baseline(m, x, channels), gens)
+            along = target_forward(saliency_forward(m, channels, aux, x), m.targets.index(t))
+            meas, saliency, bound_sens = ts.run(
+                x, box, saliency_baseline(m, x, channels), gens, saliency=along
+            )
             if not torch.isfinite(meas).all():
                 raise DataError(
                     f"the {t} emulator gives non-finite values for perturbed predictors on "
@@ -284,7 +288,8 @@ def _run(
             saliency=(sal[t] / n).float().numpy(),
             bound_sensitivity=(sens[t] / n).float().numpy(),
             baseline=(
-                "the day's spatial mean of each predictor (the model standardises each daily map)"
+                "the day's spatial mean of each predictor, the day's spatial moments held (the "
+                "model standardises each daily map by them): attributions of the anomaly pattern"
                 if m.task.hp.input_norm == "daily_map"
                 else "the training mean of each predictor"
             ),

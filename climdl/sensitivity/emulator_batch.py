@@ -12,8 +12,8 @@ batch of days inside their bounds (physical units, :mod:`climdl.sensitivity.boun
 
 and measures the change of the domain mean, the largest change at a grid point, the RMS change
 and, for ``pr``, the change of the wet fraction (``pr >= 1 mm/day``). Integrated gradients of the
-domain mean (from the training mean of each predictor, or the day's spatial mean for a
-``daily_map`` model: the input the network sees as "no anomaly") and the first-order change
+domain mean (from the training mean of each predictor; for a ``daily_map`` model from the day's
+spatial mean with the day's moments held, :func:`saliency_forward`) and the first-order change
 ``|d mean / dx| * radius`` give per-predictor maps on the coarse grid.
 
 The model runs with gradients in eval mode (``on_after_batch_transfer`` then
@@ -35,6 +35,7 @@ from torch import Tensor
 from climdl.data.units import conversion
 from climdl.errors import DataError
 from climdl.inference.emulators import Emulator
+from climdl.preprocess.normalise import DAILY_MAP_EPS, daily_spatial_moments
 from climdl.sensitivity.attacks import Box, gradient, integrated_gradients, pgd, random_corner
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "day_seed",
     "member_forward",
     "saliency_baseline",
+    "saliency_forward",
     "target_forward",
     "wet_threshold",
 ]
@@ -78,6 +80,48 @@ def member_forward(member: Emulator, order: Sequence[str], aux: dict[str, Tensor
 
     def forward(x: Tensor) -> Tensor:
         batch = task.on_after_batch_transfer({"x": x[:, idx], "aux": ab}, 0)
+        return task.predict_physical(batch).float()
+
+    return forward
+
+
+def saliency_forward(
+    member: Emulator, order: Sequence[str], aux: dict[str, Tensor], x: Tensor
+) -> Forward:
+    """The member's forward for integrated gradients around the days ``x``.
+
+    A ``channel`` model's is :func:`member_forward`. A ``daily_map`` model standardises each map
+    by its own spatial mean and std and takes those moments as 1-D inputs: on the straight path
+    from the flat daily-mean map to ``x``, the standardised pattern ``a (x - m) / (a s + eps)``
+    already equals its final value for ``a`` of about ``eps / s``, so plain integrated gradients
+    would never see the network's response to the pattern and would not add up to the change
+    of the output. Here the day's moments are frozen at ``x`` (the map is standardised by them and
+    they stay the 1-D inputs), so the path scales the anomaly pattern from 0 to the day's: the
+    attributions say which predictor anomalies, where, make the prediction, given the day's
+    spatial means and spreads. At ``x`` itself the output is the model's prediction.
+
+    Args:
+        member: the emulator (in eval mode).
+        order: the names of the run's predictors (the channels of ``x``).
+        aux: the batch's 1-D inputs by name ([B] each).
+        x: the days' predictors [B, C, h, w] in ``order`` (physical units).
+
+    Returns:
+        The function ``u`` [B, C, h, w] -> predictions [B, V, H, W].
+    """
+    task = member.task
+    if task.hp.input_norm != "daily_map":
+        return member_forward(member, order, aux)
+    idx = [list(order).index(v) for v in member.variables]
+    ab = torch.stack([aux[n] for n in member.spec.aux_names], dim=1)
+    with torch.no_grad():
+        aux_n = task.on_after_batch_transfer({"x": x[:, idx], "aux": ab}, 0)["aux_n"]
+        mean, std = daily_spatial_moments(x[:, idx])
+    m, s = mean[..., None, None], std[..., None, None] + DAILY_MAP_EPS
+
+    def forward(u: Tensor) -> Tensor:
+        xu = u[:, idx]
+        batch = {"x": xu, "aux": ab, "x_n": torch.nan_to_num((xu - m) / s), "aux_n": aux_n}
         return task.predict_physical(batch).float()
 
     return forward
@@ -239,6 +283,7 @@ class TargetSensitivity:
         box: Box,
         baseline: Tensor,
         generators: Sequence[torch.Generator],
+        saliency: Forward | None = None,
     ) -> tuple[Tensor, Tensor, Tensor]:
         """Attack one batch.
 
@@ -252,6 +297,8 @@ class TargetSensitivity:
             box: the allowed perturbations (radius shaped as ``x``).
             baseline: the integrated gradients' reference input, shaped as ``x``.
             generators: one CPU generator per day (the random corners).
+            saliency: the target's forward for the integrated gradients
+                (:func:`saliency_forward`); default the attacked forward.
 
         Returns:
             ``(measures [B, attack, measure], saliency [B, C, h, w], bound_sensitivity
@@ -281,8 +328,11 @@ class TargetSensitivity:
             ],
             dim=1,
         )
-        saliency = integrated_gradients(ref.up, x, baseline, self.ig_steps)
-        return table, saliency, grad.abs() * box.radius
+        along = ref.forward if saliency is None else saliency
+        attributions = integrated_gradients(
+            lambda u: ref.domain_mean(along(u)), x, baseline, self.ig_steps
+        )
+        return table, attributions, grad.abs() * box.radius
 
     @staticmethod
     def _corner(x: Tensor, box: Box, generators: Sequence[torch.Generator]) -> Tensor:

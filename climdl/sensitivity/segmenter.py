@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,8 +170,7 @@ class TileSensitivity:
         self.random_draws = random_draws
         self.ig_steps = ig_steps
         self.device = task.band_mean.device
-        self.generator = torch.Generator(device=self.device)
-        self.generator.manual_seed(seed)
+        self.seed = seed
 
     @property
     def n_runs(self) -> int:
@@ -208,9 +208,24 @@ class TileSensitivity:
         box = self.box(x)
         out = {"fgsm": fgsm(objective, x, box)}
         out["pgd"] = pgd(objective, x, box, self.pgd_steps, start=out["fgsm"])
+        corners = self._corners(x)
         for i in range(self.random_draws):
-            out[f"random_{i}"] = random_corner(x, box, self.generator)
+            out[f"random_{i}"] = box.radius * corners[i]
         return out
+
+    def _corners(self, x: Tensor) -> list[Tensor]:
+        """Per draw, random signs for tiles ``x``: each tile's from a CPU generator seeded by the
+        run's seed and the tile's own values, so the draws depend neither on how tiles are
+        batched nor on the device."""
+        unit = Box(torch.ones(()))
+        signs: list[list[Tensor]] = [[] for _ in range(self.random_draws)]
+        for tile in x.detach().cpu():
+            digest = zlib.crc32(tile.numpy().tobytes())
+            state = np.random.SeedSequence([self.seed, digest]).generate_state(1, np.uint64)[0]
+            gen = torch.Generator().manual_seed(int(state >> 1))
+            for i in range(self.random_draws):
+                signs[i].append(random_corner(tile[None], unit, gen))
+        return [torch.cat(s).to(x) for s in signs]
 
     def __call__(self, tiles: np.ndarray) -> np.ndarray:
         """See the class docstring."""

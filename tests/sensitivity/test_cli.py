@@ -193,6 +193,21 @@ def test_a_segmenter_checkpoint_is_attacked_on_its_scene(
     with xr.open_dataset(out / "sensitivity.nc") as ds:
         assert ds.attrs["climdl_sensitivity"] == "segmenter"
         assert ds.attrs["random_draws"] == 2
+        assert "climdl sensitivity --checkpoint" in ds.attrs["history"]
+
+
+def test_a_segmenter_run_keeps_a_report_already_in_the_folder(
+    segmenter: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ckpt, scene = segmenter
+    out = tmp_path / "eval"
+    out.mkdir()
+    (out / "report.html").write_text("an evaluation's report")
+    assert main(_argv(ckpt, scene, out, "--tile", "32", "--overlap", "0")) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--overwrite" in err and len(err.splitlines()) == 1
+    assert (out / "report.html").read_text() == "an evaluation's report"
+    assert sorted(p.name for p in out.iterdir()) == ["report.html"]
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ import xarray as xr
 
 from climdl.errors import ConfigError, OutputError
 from climdl.inference.job import Job, JobConfig
-from climdl.sensitivity.attacks import Box
+from climdl.sensitivity.attacks import Box, integrated_gradients
 from climdl.sensitivity.bounds import parse_bounds, radius
 from climdl.sensitivity.emulator import run_emulator_sensitivity, sample_days
 from climdl.sensitivity.emulator_batch import (
@@ -23,6 +23,8 @@ from climdl.sensitivity.emulator_batch import (
     TargetSensitivity,
     day_seed,
     member_forward,
+    saliency_baseline,
+    saliency_forward,
     target_forward,
 )
 from climdl.sensitivity.output import ATTACKS
@@ -128,12 +130,72 @@ def test_the_adversary_moves_the_mean_at_least_as_far_as_random(
 
 
 def test_a_predictor_flat_in_space_has_zero_saliency(tasmax_run: dict[str, Any]) -> None:
-    """The tiny model standardises each daily map: a flat map is its own baseline."""
+    """A daily_map model's attributions are those of each day's anomaly pattern: a flat map has
+    none (its daily mean still reaches the model, as a 1-D input held along the path)."""
     with _open(tasmax_run["result"].path) as ds:
         sal = ds.tasmax_saliency
         assert (sal.sel(predictor=FLAT).values == 0).all()
         assert np.abs(sal.sel(predictor="t_850").values).max() > 0
         assert (ds.tasmax_bound_sensitivity.values >= 0).all()
+        assert "anomaly pattern" in sal.attrs["comment"]
+
+
+def _days(tasmax_ckpt: Path, predictors: Path) -> tuple[Job, torch.Tensor, dict[str, torch.Tensor]]:
+    job = Job(JobConfig(checkpoints=(str(tasmax_ckpt),), inputs=(str(predictors),)))
+    x_np, times = job.read_days(np.array([5, 33]))
+    x, aux = job.model_inputs(x_np, times)
+    job.emulators.members[0].task.eval().requires_grad_(False)
+    return job, x, aux
+
+
+def test_integrated_gradients_add_up_for_a_daily_map_model(
+    tasmax_ckpt: Path, predictors: Path
+) -> None:
+    """Completeness: the attributions sum to the change of the domain mean from the baseline
+    (plain integrated gradients through the daily standardisation did not: it is saturated
+    at a tiny fraction of the path), and the forward is the model's own at the days."""
+    job, x, aux = _days(tasmax_ckpt, predictors)
+    try:
+        member = job.emulators.members[0]
+        assert member.task.hp.input_norm == "daily_map"
+        channels = job.variables
+        plain = target_forward(member_forward(member, channels, aux), 0)
+        along = target_forward(saliency_forward(member, channels, aux, x), 0)
+        ref = Reference.of(plain, x)
+        base = saliency_baseline(member, x, channels)
+        attr = integrated_gradients(lambda u: ref.domain_mean(along(u)), x, base, 32)
+        with torch.no_grad():
+            assert torch.equal(along(x), plain(x))
+            change = ref.domain_mean(along(x)) - ref.domain_mean(along(base))
+    finally:
+        job.ds.close()
+    total = attr.sum(dim=(1, 2, 3))
+    assert change.abs().min() > 1e-3, "the test needs a visible change"
+    torch.testing.assert_close(total, change, rtol=0.03, atol=1e-4)
+
+
+def test_a_predictor_the_network_ignores_has_zero_saliency(
+    tasmax_ckpt: Path, predictors: Path
+) -> None:
+    job, x, aux = _days(tasmax_ckpt, predictors)
+    try:
+        member = job.emulators.members[0]
+        channels = job.variables
+        c = channels.index("q_850")  # not a lapse-rate baseline input (t_850, z_850)
+        first = next(
+            m
+            for m in member.task.net.modules()
+            if isinstance(m, torch.nn.Conv2d) and m.in_channels == len(channels)
+        )
+        first.weight[:, c] = 0  # the network no longer sees q_850's map
+        along = target_forward(saliency_forward(member, channels, aux, x), 0)
+        ref = Reference.of(along, x)
+        base = saliency_baseline(member, x, channels)
+        attr = integrated_gradients(lambda u: ref.domain_mean(along(u)), x, base, 4)
+    finally:
+        job.ds.close()
+    assert (attr[:, c] == 0).all()
+    assert attr[:, channels.index("t_850")].abs().max() > 0
 
 
 def test_perturbations_stay_within_their_physical_bounds(

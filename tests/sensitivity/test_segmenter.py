@@ -218,6 +218,16 @@ def test_same_seed_gives_the_same_file(run: dict[str, Any], tmp_path: Path) -> N
         }
 
 
+def test_random_draws_do_not_depend_on_the_batching(run: dict[str, Any], tmp_path: Path) -> None:
+    """Each tile draws from its own generator (seed and tile values): one tile per batch gives
+    the run of four tiles per batch."""
+    single = run_segmenter_sensitivity(
+        run["ckpt"], run["scene"], out_dir=tmp_path, **{**FAST, "batch_size": 1}
+    )
+    for attack in ("random", "random_max"):
+        assert single.changed_fraction[attack] == run["result"].changed_fraction[attack]
+
+
 def test_a_band_the_model_ignores_has_zero_saliency(run: dict[str, Any], tmp_path: Path) -> None:
     raw = torch.load(run["ckpt"], map_location="cpu", weights_only=True)
     swir22 = [b.name for b in LANDSAT_BANDS].index("swir22")
