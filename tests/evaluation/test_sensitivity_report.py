@@ -246,7 +246,8 @@ def test_report_of_a_file_from_the_segmenter_run(tmp_path: Path) -> None:
     from climdl.clouds.scene import write_scene
     from climdl.clouds.synthetic import make_scene
     from climdl.sensitivity.segmenter import run_segmenter_sensitivity
-    from tests.sensitivity.test_segmenter import FAST, _save, _train
+    from tests.sensitivity.segmenters import save_segmenter
+    from tests.sensitivity.test_segmenter import FAST, _train
 
     ds = scene_dataset(make_scene(np.random.SeedSequence([3, 0]), (48, 40)), 3, 0)
     ds["image"].values[:, :3, :5] = np.nan
@@ -254,7 +255,7 @@ def test_report_of_a_file_from_the_segmenter_run(tmp_path: Path) -> None:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny convolutions: one thread beats two contended ones
     try:
-        ckpt = _save(_train(ds), tmp_path / "seg.ckpt")
+        ckpt = save_segmenter(_train(ds), tmp_path / "seg.ckpt")
         result = run_segmenter_sensitivity(ckpt, scene, out_dir=tmp_path / "out", **FAST)
     finally:
         torch.set_num_threads(threads)

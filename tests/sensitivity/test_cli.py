@@ -4,10 +4,8 @@ output."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -15,21 +13,12 @@ import xarray as xr
 
 from climdl.cli import main
 from climdl.clouds.sample import scene_dataset
-from climdl.clouds.scene import CLASSES, LANDSAT_BANDS, NODATA, write_scene
-from climdl.clouds.spec import SegmenterSpec
+from climdl.clouds.scene import write_scene
 from climdl.clouds.synthetic import make_scene
 from climdl.tasks.segmentation import SegmentationTask
+from tests.sensitivity.segmenters import landsat_spec, save_segmenter
 
 FAST = ["--pgd-steps", "2", "--random-draws", "2", "--ig-steps", "2", "--device", "cpu"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny convolutions run faster on one thread than on two contended ones."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
@@ -151,33 +140,11 @@ def segmenter(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     ds = scene_dataset(make_scene(np.random.SeedSequence([5, 0]), (32, 32)), 3, 0)
     scene = write_scene(ds, root / "scene.nc")
     img = ds["image"].values
-    spec = SegmenterSpec.from_dict(
-        {
-            "bands": [b.name for b in LANDSAT_BANDS],
-            "wavelengths": [b.wavelength for b in LANDSAT_BANDS],
-            "band_units": [b.units for b in LANDSAT_BANDS],
-            "classes": list(CLASSES),
-            "ignore_index": NODATA,
-            "stats": {
-                "mean": torch.tensor(np.nanmean(img, (1, 2))),
-                "std": torch.tensor(np.nanstd(img, (1, 2))),
-            },
-            "class_counts": torch.ones(len(CLASSES)),
-        }
-    )
+    spec = landsat_spec(img)
     torch.manual_seed(0)
     task = SegmentationTask(depth=2, base_filters=4, max_filters=8, class_weights=None)
     task.build(spec)
-    trainer = L.Trainer(
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        max_epochs=0,
-    )
-    trainer.strategy.connect(task)
-    trainer.save_checkpoint(root / "seg.ckpt")
-    return root / "seg.ckpt", scene
+    return save_segmenter(task, root / "seg.ckpt"), scene
 
 
 def test_a_segmenter_checkpoint_is_attacked_on_its_scene(

@@ -4,7 +4,6 @@ reproducibility (seed, batch size) and the pr wet fraction."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,15 +33,6 @@ FAST: dict[str, Any] = {"pgd_steps": 2, "random_draws": 3, "ig_steps": 2, "devic
 """Few steps and draws: the tiny emulator's gradients are cheap only in small numbers."""
 FLAT = "u_500"
 """The predictor made constant in space in the test input (its daily map is its spatial mean)."""
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny convolutions run faster on one thread than on two contended ones."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

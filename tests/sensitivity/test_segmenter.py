@@ -4,11 +4,9 @@ the one-sentence errors."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -16,8 +14,7 @@ import xarray as xr
 
 from climdl.clouds.readers import load_scene
 from climdl.clouds.sample import scene_dataset
-from climdl.clouds.scene import CLASSES, LANDSAT_BANDS, NODATA, write_scene
-from climdl.clouds.spec import SegmenterSpec
+from climdl.clouds.scene import CLASSES, LANDSAT_BANDS, write_scene
 from climdl.clouds.synthetic import make_scene
 from climdl.errors import ConfigError, DataError, OutputError
 from climdl.inference.segment import segment
@@ -31,6 +28,7 @@ from climdl.sensitivity.segmenter import (
 from climdl.sensitivity.segmenter_output import ATTACKS
 from climdl.tasks.segmentation import SegmentationTask, load_segmenter
 from tests.cfcheck import cf_errors
+from tests.sensitivity.segmenters import landsat_spec, save_segmenter
 
 BANDS = [b.name for b in LANDSAT_BANDS]
 UNITS = {b.name: b.units for b in LANDSAT_BANDS}
@@ -45,34 +43,11 @@ FAST: dict[str, Any] = {
 """A 48 x 40 scene in four 32-pixel tiles, one batch, few steps."""
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny convolutions run far faster on one thread than on two contended ones (and the same
-    thread count gives the same float sums in every run)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _train(scene: xr.Dataset) -> SegmentationTask:
     """A small segmenter fitted (60 Adam steps) to the scene's own labels: decisive enough that
     bounded nudges change some classes and not others."""
     img = scene["image"].values
-    spec = SegmenterSpec.from_dict(
-        {
-            "bands": [b.name for b in LANDSAT_BANDS],
-            "wavelengths": [b.wavelength for b in LANDSAT_BANDS],
-            "band_units": [b.units for b in LANDSAT_BANDS],
-            "classes": list(CLASSES),
-            "ignore_index": NODATA,
-            "stats": {
-                "mean": torch.tensor(np.nanmean(img, (1, 2))),
-                "std": torch.tensor(np.nanstd(img, (1, 2))),
-            },
-            "class_counts": torch.ones(len(CLASSES)),
-        }
-    )
+    spec = landsat_spec(img)
     torch.manual_seed(0)
     task = SegmentationTask(
         depth=2, base_filters=8, max_filters=16, class_weights=None, loss="ce", augment=False
@@ -90,19 +65,6 @@ def _train(scene: xr.Dataset) -> SegmentationTask:
     return task.eval()
 
 
-def _save(task: SegmentationTask, path: Path) -> Path:
-    trainer = L.Trainer(
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        max_epochs=0,
-    )
-    trainer.strategy.connect(task)
-    trainer.save_checkpoint(path)
-    return path
-
-
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """A synthetic 48 x 40 scene with a corner and a pixel without data, a segmenter fitted to
@@ -113,7 +75,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     ds["image"].values[2, 20, 20] = np.nan  # one band missing: no data at that pixel
     scene = write_scene(ds, root / "scene.nc")
     task = _train(ds)
-    ckpt = _save(task, root / "seg.ckpt")
+    ckpt = save_segmenter(task, root / "seg.ckpt")
     result = run_segmenter_sensitivity(ckpt, scene, out_dir=root / "out", **FAST)
     return {"root": root, "scene": scene, "ckpt": ckpt, "result": result, "task": task}
 
