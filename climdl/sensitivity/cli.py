@@ -238,6 +238,8 @@ def _cmd_sensitivity(args: argparse.Namespace) -> int:
     scene = _segmenter_args(args) if segmenter else None
     days = None if segmenter else parse_days(args.days)
     console = Console(stderr=True, quiet=args.quiet)
+    if not console.is_terminal:  # a log file: the whole table, not 80 columns of ellipses
+        console.width = max(console.width, 150)
     unit = "tiles" if segmenter else "days"
     with Progress(
         TextColumn(f"attacking {unit}"),
