@@ -68,8 +68,21 @@ def register(sub: Any) -> None:
         choices=["perfect", "imperfect"],
         help="catalog predictors: perfect (upscaled RCM, default) or imperfect (GCM)",
     )
+    src.add_argument("--gcm", default=None, help="catalog GCM (default: the entry's training GCM)")
     src.add_argument("--start", default=None, help="first day (YYYY[-MM[-DD]])")
     src.add_argument("--end", default=None, help="last day (inclusive)")
+    src.add_argument(
+        "--regrid",
+        default=None,
+        choices=["conservative", "bilinear"],
+        help="remapping of predictors on another grid, as in downscale (default conservative)",
+    )
+    src.add_argument(
+        "--forcing",
+        type=Path,
+        default=None,
+        help="CSV of yearly forcing series (if the emulator uses one), as in downscale",
+    )
     att = s.add_argument_group("perturbations")
     att.add_argument(
         "--eps",
@@ -160,8 +173,11 @@ def _segmenter_args(args: argparse.Namespace) -> Path:
         for opt, value in (
             ("--catalog", args.catalog),
             ("--period", args.period),
+            ("--gcm", args.gcm),
             ("--start", args.start),
             ("--end", args.end),
+            ("--regrid", args.regrid),
+            ("--forcing", args.forcing),
             ("--days", args.days),
         )
         if value is not None
@@ -292,8 +308,11 @@ def _cmd_sensitivity(args: argparse.Namespace) -> int:
                 catalog=args.catalog,
                 period=args.period,
                 kind=args.kind,
+                gcm=args.gcm,
                 start=args.start,
                 end=args.end,
+                regrid=args.regrid or "conservative",
+                forcing=args.forcing,
                 eps=args.eps,
                 days=days,
                 pgd_steps=args.pgd_steps,

@@ -23,6 +23,7 @@ import torch
 import xarray as xr
 
 from climdl.errors import ConfigError, DataError, OutputError
+from climdl.inference.inputs import Regrid
 from climdl.inference.job import Job, JobConfig
 from climdl.sensitivity.attacks import Box
 from climdl.sensitivity.bounds import DEFAULT_EMULATOR_BOUNDS, describe, parse_bounds, radius
@@ -106,8 +107,11 @@ def run_emulator_sensitivity(
     catalog: str | None = None,
     period: str | None = None,
     kind: Literal["perfect", "imperfect"] = "perfect",
+    gcm: str | None = None,
     start: str | None = None,
     end: str | None = None,
+    regrid: Regrid = "conservative",
+    forcing: str | Path | None = None,
     eps: str | None = None,
     days: int | None = 64,
     pgd_steps: int = 5,
@@ -129,8 +133,12 @@ def run_emulator_sensitivity(
         catalog: a catalog entry whose test predictors are used (instead of ``inputs``).
         period: the catalog entry's test period.
         kind: the catalog entry's predictors, ``perfect`` (upscaled RCM) or ``imperfect`` (GCM).
+        gcm: the catalog entry's GCM (default: the entry's training GCM).
         start: first date of the series (inclusive).
         end: last date of the series (inclusive).
+        regrid: remapping of predictors on another grid (``conservative`` or ``bilinear``).
+        forcing: CSV of yearly forcing series, for emulators that use one (default: the
+            series stored in the checkpoint).
         eps: the bounds (``"t=0.5 K, q=5 %"``, see :func:`climdl.sensitivity.bounds.parse_bounds`);
             default :data:`~climdl.sensitivity.bounds.DEFAULT_EMULATOR_BOUNDS` (families the
             models lack skipped).
@@ -178,8 +186,11 @@ def run_emulator_sensitivity(
             catalog=catalog,
             period=period,
             kind=kind,
+            gcm=gcm,
             start=start,
             end=end,
+            regrid=regrid,
+            forcing=None if forcing is None else str(forcing),
             device=device,
             batch_size=batch_size,
         )

@@ -208,3 +208,23 @@ def test_emulators_and_a_segmenter_are_not_mixed(
     assert main(_argv([tasmax_ckpt, segmenter[0]], perfect, tmp_path / "sens")) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "mix emulators and a cloud segmenter" in err
+
+
+def test_a_transfer_gcm_of_the_catalog_is_attacked(
+    tasmax_ckpt: Path,
+    use_sample_cache: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The imperfect predictors of another GCM (360-day calendar), as downscale reads them."""
+    out = tmp_path / "sens"
+    argv = [
+        "sensitivity", "--checkpoint", str(tasmax_ckpt), "--catalog", "sample-alps",
+        "--period", "historical", "--kind", "imperfect", "--gcm", "MPI-ESM-LR",
+        "--regrid", "bilinear", "--days", "1", "--out", str(out), "-q", *FAST,
+    ]  # fmt: skip
+    assert main(argv) == 0
+    capsys.readouterr()
+    with xr.open_dataset(out / "sensitivity.nc", decode_times=False) as ds:
+        assert "MPI-ESM-LR" in ds.attrs["input_files"]
+        assert "360" in ds.time.attrs["calendar"]
