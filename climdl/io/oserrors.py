@@ -15,7 +15,14 @@ from pathlib import Path
 
 from climdl.errors import OutputError
 
-__all__ = ["PROBE_BYTES", "describe_os_error", "output_error", "space_error"]
+__all__ = [
+    "PROBE_BYTES",
+    "check_writable",
+    "describe_os_error",
+    "nearest_folder",
+    "output_error",
+    "space_error",
+]
 
 # The size of the probe write that tells a full disk or an exhausted quota from other failures.
 PROBE_BYTES = 2**20
@@ -34,6 +41,14 @@ def describe_os_error(exc: OSError) -> str | None:
     return _CAUSES.get(exc.errno) if exc.errno is not None else None
 
 
+def nearest_folder(path: str | os.PathLike[str]) -> Path:
+    """The folder ``path`` would be created in, or its nearest ancestor that exists."""
+    folder = Path(path).parent
+    while not folder.is_dir() and folder != folder.parent:
+        folder = folder.parent
+    return folder
+
+
 def space_error(path: str | os.PathLike[str]) -> int | None:
     """``ENOSPC`` or ``EDQUOT`` if a probe write of :data:`PROBE_BYTES` beside ``path`` (in its
     nearest existing folder) fails for lack of space or quota, else None.
@@ -42,11 +57,8 @@ def space_error(path: str | os.PathLike[str]) -> int | None:
     reports a create on a full device as "permission denied") are diagnosed by asking the file
     system directly: free-space figures miss quotas and reserved blocks.
     """
-    folder = Path(path).parent
-    while not folder.is_dir() and folder != folder.parent:
-        folder = folder.parent
     try:
-        with tempfile.TemporaryFile(dir=folder) as probe:
+        with tempfile.TemporaryFile(dir=nearest_folder(path)) as probe:
             probe.write(b"\0" * PROBE_BYTES)
             probe.flush()
             os.fsync(probe.fileno())
@@ -73,3 +85,26 @@ def output_error(exc: BaseException, path: str | os.PathLike[str]) -> OutputErro
     if cause is None:
         return None
     return OutputError(f"cannot write {final.parent}: {cause}; choose a folder you can write to.")
+
+
+def check_writable(path: str | os.PathLike[str]) -> None:
+    """Refuse, before any work, an output ``path`` whose folder (or nearest existing ancestor)
+    cannot take a file: a read-only or full file system, missing permissions.
+
+    Nothing is created (the probe is an anonymous temporary file), so a run refused later for
+    another reason leaves no folder behind.
+
+    Args:
+        path: the file to be written (need not exist, nor its folder).
+
+    Raises:
+        OutputError: one sentence naming the folder and the cause.
+    """
+    try:
+        with tempfile.TemporaryFile(dir=nearest_folder(path)):
+            pass
+    except OSError as exc:
+        err = output_error(exc, path)
+        if err is None:
+            raise
+        raise err from exc

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +30,7 @@ from climdl.data.spec import Grid
 from climdl.errors import OutputError
 from climdl.inference.output import TIME_UNITS, grid_coords, space_dims, time_bounds
 from climdl.io.netcdf import atomic_path, write_netcdf
-from climdl.io.oserrors import output_error
+from climdl.io.oserrors import check_writable
 from climdl.io.provenance import CF_CONVENTIONS, climdl_source, history_entry
 
 if TYPE_CHECKING:
@@ -159,17 +158,7 @@ def check_out_dir(out_dir: Path, overwrite: bool) -> None:
             f"{out_dir} already holds a sensitivity run ({', '.join(existing)}); pass "
             "--overwrite to replace it or choose another --out folder."
         )
-    folder = out_dir
-    while not folder.is_dir() and folder != folder.parent:
-        folder = folder.parent
-    try:
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as exc:
-        err = output_error(exc, out_dir / OUTPUT_NAME)
-        if err is None:
-            raise
-        raise err from exc
+    check_writable(out_dir / OUTPUT_NAME)
 
 
 def emulator_attrs(

@@ -49,3 +49,15 @@ def test_provenance_values() -> None:
     line = history_entry("climdl evaluate", "2000-01-01T00:00:00Z older")
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ climdl evaluate\n.* older", line)
     assert chain_history("new", None) == chain_history("new", "") == "new"
+
+
+def test_check_writable_refuses_a_read_only_folder_and_creates_nothing(
+    readonly_dir: Path, tmp_path: Path
+) -> None:
+    from climdl.errors import OutputError
+    from climdl.io.oserrors import check_writable
+
+    with pytest.raises(OutputError, match="choose a folder you can write to"):
+        check_writable(readonly_dir / "new" / "out.nc")
+    check_writable(tmp_path / "a" / "b" / "out.nc")  # the nearest existing folder is probed
+    assert not (tmp_path / "a").exists()
