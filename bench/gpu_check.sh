@@ -3,7 +3,8 @@
 # the GPU tests, CUDA training with bf16 through the real CLI, training/loader throughput
 # (bench/train_throughput.py), downscale end to end vs the bare forward
 # (bench/downscale_throughput.py), DDP/FSDP2/pipeline presets with NCCL, GPU preprocessing
-# (climdl prepare --device cuda), tiled cloud segmentation and full-size UNet throughput.
+# (climdl prepare --device cuda), tiled cloud segmentation, climdl sensitivity CUDA vs CPU and
+# full-size UNet throughput.
 # Usage on the device: bash bench/gpu_check.sh   (expects .venv or torch+deps importable)
 set -uo pipefail
 export PYTHONUNBUFFERED=1
@@ -26,6 +27,16 @@ $PY -m climdl.cli train --config configs/emulator/sample.yaml --trainer.accelera
   --model.base_filters 32 --model.max_filters 512 --model.extra_filters 64 2>&1 | tail -3
 echo "train wall: $(( $(date +%s) - start )) s (sample generation included)"
 cat "$WORK"/run/summary.json 2>/dev/null || find "$WORK/run" -name summary.json -exec cat {} \;
+
+echo "== climdl sensitivity on CUDA vs CPU (the model just trained; same 8 days, same seed) =="
+CKPT=$(find "$WORK/run" -name "*.ckpt" | sort | tail -1)
+for D in cuda cpu; do
+  start=$(date +%s)
+  $PY -m climdl.cli sensitivity -c "$CKPT" --catalog sample-alps --period historical --kind perfect \
+    --days 8 --device $D --out "$WORK/sens-$D" --overwrite -q > /dev/null 2>&1
+  echo "sensitivity --device $D: exit $?, $(( $(date +%s) - start )) s for 8 days"
+done
+$PY -c "import csv; r=[{(x['target'],x['attack']): x['median_abs_mean_change'] for x in csv.DictReader(open(f'$WORK/sens-{d}/summary.csv'))} for d in ('cuda','cpu')]; print('median |mean change| cuda vs cpu:', {k: (r[0][k], r[1][k]) for k in r[0]})" 2>&1 | tail -1
 
 echo "== bench/train_throughput.py on CUDA (Lightning vs hand-written loop; loader vs NumPy) =="
 $PY bench/train_throughput.py --device cuda --steps 40 2>&1 | grep -v -E "Warning|warn|INFO|^ *$"
