@@ -213,16 +213,14 @@ class Job:
 
     def read(self, i: int) -> tuple[np.ndarray, xr.DataArray]:
         """Chunk ``i``'s predictors [T, C, h, w] (float32) and times, read from the files."""
-        part = self.ds[self.variables].isel(
-            time=slice(self.starts[i], self.starts[i] + self.config.chunk_days)
-        )
-        with dask.config.set(scheduler="threads"):
-            arr = part.to_array("channel").transpose("time", "channel", *self.space).values
-        return np.ascontiguousarray(arr, dtype=np.float32), part.time.load()
+        return self._read(slice(self.starts[i], self.starts[i] + self.config.chunk_days))
 
     def read_days(self, days: np.ndarray) -> tuple[np.ndarray, xr.DataArray]:
         """The predictors [T, C, h, w] (float32) and times of the days at indices ``days``."""
-        part = self.ds[self.variables].isel(time=np.asarray(days, dtype=np.int64))
+        return self._read(np.asarray(days, dtype=np.int64))
+
+    def _read(self, when: slice | np.ndarray) -> tuple[np.ndarray, xr.DataArray]:
+        part = self.ds[self.variables].isel(time=when)
         with dask.config.set(scheduler="threads"):
             arr = part.to_array("channel").transpose("time", "channel", *self.space).values
         return np.ascontiguousarray(arr, dtype=np.float32), part.time.load()
