@@ -56,7 +56,6 @@ from climdl.preprocess.device import resolve_device
 from climdl.sensitivity.attacks import (
     Box,
     Objective,
-    fgsm,
     gradient,
     integrated_gradients,
     pgd,
@@ -204,14 +203,19 @@ class TileSensitivity:
     def perturbations(self, x: Tensor, objective: Objective | None = None) -> dict[str, Tensor]:
         """The perturbations of tiles ``x``: ``fgsm``, ``pgd`` (from FGSM, best iterate) and
         ``random_<i>`` for each draw, each inside :meth:`box`."""
-        objective = objective or self.objective(x)
+        return self._attack(x, objective or self.objective(x))[1]
+
+    def _attack(self, x: Tensor, objective: Objective) -> tuple[Tensor, dict[str, Tensor]]:
+        """The objective's gradient at ``x`` (also the bound sensitivity's) and the perturbations
+        of :meth:`perturbations`."""
         box = self.box(x)
-        out = {"fgsm": fgsm(objective, x, box)}
+        _, grad = gradient(objective, x)
+        out = {"fgsm": box.project(box.radius * torch.sign(grad))}  # attacks.fgsm, grad reused
         out["pgd"] = pgd(objective, x, box, self.pgd_steps, start=out["fgsm"])
         corners = self._corners(x)
         for i in range(self.random_draws):
             out[f"random_{i}"] = box.radius * corners[i]
-        return out
+        return grad, out
 
     def _corners(self, x: Tensor) -> list[Tensor]:
         """Per draw, random signs for tiles ``x``: each tile's from a CPU generator seeded by the
@@ -233,8 +237,8 @@ class TileSensitivity:
         x = torch.from_numpy(tiles).to(self.device)
         probs = [task.predict_proba(x)]
         objective = self.objective(x, probs[0])
-        probs += [task.predict_proba(x + d) for d in self.perturbations(x, objective).values()]
-        _, grad = gradient(objective, x)
+        grad, deltas = self._attack(x, objective)
+        probs += [task.predict_proba(x + d) for d in deltas.values()]
         sensitivity = grad.abs() * self.box(x).radius
         baseline = task.band_mean.to(x.dtype)
         saliency = integrated_gradients(lambda xp: -objective(xp), x, baseline, self.ig_steps)
