@@ -77,6 +77,48 @@ def pr_ckpt(sample_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     return _train_tiny(tmp_path_factory.mktemp("pr-run"), sample_cache, "[pr]")
 
 
+TINY_GENERATIVE = [
+    *["--model.init_args.depth", "2", "--model.init_args.base_filters", "4"],
+    *["--model.init_args.max_filters", "8", "--model.init_args.crop", "32"],
+    *["--model.init_args.sampler_steps", "2", "--model.init_args.members", "3"],
+    *["--model.init_args.val_members", "2", "--model.init_args.val_steps", "1"],
+    *["--model.init_args.val_days", "2", "--trainer.max_epochs", "1"],
+    *["--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1"],
+    *["--data.batch_size", "8", "--data.test_period", "null", "--quiet", *NO_LOGGERS],
+]
+"""Options that shrink configs/emulator/sample_generative.yaml to seconds (2 training steps)."""
+
+
+def train_generative(out: Path, cache: Path, stage1: Path, *extra: str) -> Path:
+    """A tiny generative emulator on the sample over ``stage1``: the path of its last checkpoint."""
+    from climdl.cli import main
+
+    config = CONFIGS / "emulator" / "sample_generative.yaml"
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("CLIMDL_CACHE", str(cache))
+        rc = main(
+            train_argv(
+                config,
+                out,
+                *TINY_GENERATIVE,
+                "--model.init_args.mean_checkpoint",
+                str(stage1),
+                *extra,
+            )
+        )
+    assert rc == 0
+    return next(out.rglob("last.ckpt"))
+
+
+@pytest.fixture(scope="session")
+def gen_pr_ckpt(
+    pr_ckpt: Path, sample_cache: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """A tiny generative pr emulator (flow-matching residual over ``pr_ckpt``), 3 members of
+    2 Heun steps by default; self-contained (needs no stage-1 file)."""
+    return train_generative(tmp_path_factory.mktemp("gen-pr-run"), sample_cache, pr_ckpt)
+
+
 @pytest.fixture()
 def figures(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     """The figures ``climdl plot`` saves (still written to disk), for inspection."""

@@ -1,5 +1,6 @@
 """Plain ``nn.Module`` networks: the Doury UNet emulator, DeepESD, the interpolation baseline,
-the cloud-segmentation UNet, and the conv blocks they share; and the non-learned baselines
+the cloud-segmentation UNet, the flow-matching residual network (:mod:`~climdl.models.residual_flow`)
+and the conv blocks they share; and the non-learned baselines
 (:mod:`~climdl.models.tasmax_baseline`, the Fmask-like :mod:`~climdl.models.threshold` cloud
 test). No Lightning here: tasks in :mod:`climdl.tasks` pick a network."""
 
@@ -15,6 +16,7 @@ from climdl.models.blocks import (
 from climdl.models.cloud_unet import CloudUNet
 from climdl.models.deepesd import DeepESD
 from climdl.models.interpolation import InterpolationBaseline, fit_linear, sampling_grid
+from climdl.models.residual_flow import ResidualFlowNet, heun_sample
 from climdl.models.unet import DecoderStage, DouryUNet, EncoderStage
 
 __all__ = [
@@ -28,7 +30,9 @@ __all__ = [
     "InceptionConvBlock",
     "InterpolationBaseline",
     "ResidualConvBlock",
+    "ResidualFlowNet",
     "fit_linear",
+    "heun_sample",
     "make_block",
     "sampling_grid",
 ]

@@ -17,7 +17,7 @@ by its own spatial mean and std, which enter the 1-D inputs with the day of year
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -93,6 +93,13 @@ class DownscalingTask(BaseTask[EmulatorSpec]):
 
     NAME = "downscaling"
     DATA_MODULE = "an EmulatorDataModule"
+    generative: ClassVar[bool] = False
+    """Deterministic: one prediction per day (see :mod:`climdl.tasks.generative`)."""
+
+    @property
+    def network_label(self) -> str:
+        """What the model is, for tables and output attributes (the network's name)."""
+        return str(self.hp.network)
 
     # ------------------------------------------------------------------ building
     @classmethod

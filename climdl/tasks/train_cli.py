@@ -9,6 +9,8 @@ LightningModule / LightningDataModule; options such as ``--model.base_filters 8`
 init_args). After fitting, the best checkpoint is re-validated and compared with the task's
 non-learned baseline, printed and written to ``<log_dir>/summary.json``:
 
+* generative emulator (:class:`~climdl.tasks.generative.GenerativeDownscalingTask`): as the
+  emulator, the RMSE being its stage-1 mean's, plus the fair CRPS of a small validation ensemble;
 * emulator (:class:`~climdl.tasks.downscaling.DownscalingTask`): validation RMSE beside the
   interpolation baselines' on the same days; with ``--data.test_period`` the best checkpoint is
   also scored on the held-out test period (and the baselines with it);
@@ -202,6 +204,7 @@ def run_train(argv: Sequence[str]) -> int:
         "LightningCLI's args parameter is intended",  # climdl passes its argv on purpose
         "You have overridden `on_after_batch_transfer`",  # the task normalises on the device
         r"`isinstance\(treespec, LeafSpec\)` is deprecated",  # Lightning vs torch 2.13
+        r"Found \d+ module\(s\) in eval mode",  # a generative task's frozen stage 1
     ):
         warnings.filterwarnings("ignore", message=note)
     with _held_until_checked():  # a refused run prints its error alone
@@ -222,11 +225,13 @@ def run_train(argv: Sequence[str]) -> int:
             raise ConfigError(_option_error(exc)) from exc
         trainer, model, dm = cli.trainer, cli.model, cli.datamodule
         from climdl.tasks.downscaling import DownscalingTask
+        from climdl.tasks.generative import GenerativeDownscalingTask
         from climdl.tasks.segmentation import SegmentationTask
 
-        if not isinstance(model, DownscalingTask | SegmentationTask):
+        if not isinstance(model, DownscalingTask | GenerativeDownscalingTask | SegmentationTask):
             raise ConfigError(
-                f"model.class_path must be climdl.tasks.downscaling.DownscalingTask or "
+                f"model.class_path must be climdl.tasks.downscaling.DownscalingTask, "
+                f"climdl.tasks.generative.GenerativeDownscalingTask or "
                 f"climdl.tasks.segmentation.SegmentationTask, got {type(model).__name__}."
             )
         # every checkpoint Lightning loads (given, 'last', hpc, the best one re-validated) is
@@ -282,19 +287,26 @@ def _emulator_summary(
     if tested:
         test_metrics = trainer.test(model, datamodule=dm, ckpt_path=best or None, verbose=False)[0]
         test_base = baseline_rmse(dm, model.spec, "test")
+    # a generative model's RMSE is its stage-1 mean's; its ensemble's CRPS comes beside it
+    label = "stage-1 mean" if model.generative else model.network_label
     summary: dict[str, Any] = {
-        "task": "downscaling",
+        "task": "generative downscaling" if model.generative else "downscaling",
         "best_checkpoint": best,
         "last_checkpoint": str(Path(best).with_name("last.ckpt")) if best else "",
-        "val_rmse": {t: metrics.get(f"val_rmse_{t}") for t in model.y_norm.names},
-        "val_bias": {t: metrics.get(f"val_bias_{t}") for t in model.y_norm.names},
+        "val_rmse": {t: metrics.get(f"val_rmse_{t}") for t in model.spec.targets},
+        "val_bias": {t: metrics.get(f"val_bias_{t}") for t in model.spec.targets},
+        **(
+            {"val_crps": {t: metrics.get(f"val_crps_{t}") for t in model.spec.targets}}
+            if model.generative
+            else {}
+        ),
         "baseline_val_rmse": base,
         "test": (
             {
                 "period": dm.test_period,
                 "kind": dm.test_kind,
-                "rmse": {t: test_metrics.get(f"test_rmse_{t}") for t in model.y_norm.names},
-                "bias": {t: test_metrics.get(f"test_bias_{t}") for t in model.y_norm.names},
+                "rmse": {t: test_metrics.get(f"test_rmse_{t}") for t in model.spec.targets},
+                "bias": {t: test_metrics.get(f"test_bias_{t}") for t in model.spec.targets},
                 "baseline_rmse": test_base,
             }
             if tested
@@ -310,12 +322,12 @@ def _emulator_summary(
 
         table = Table(
             "target",
-            f"{model.hparams.network} val RMSE",
+            f"{label} val RMSE",
             "baseline val RMSE",
             "units",
             title=f"validation on {dm.val_idx.size} held-out days (best checkpoint)",
         )
-        for t in model.y_norm.names:
+        for t in model.spec.targets:
             table.add_row(
                 t,
                 f"{summary['val_rmse'][t]:.3f}",
@@ -326,12 +338,12 @@ def _emulator_summary(
         if tested:
             table = Table(
                 "target",
-                f"{model.hparams.network} test RMSE",
+                f"{label} test RMSE",
                 "baseline test RMSE",
                 "units",
                 title=f"test period {dm.test_period or 'files'} ({dm.test_kind} predictors)",
             )
-            for t in model.y_norm.names:
+            for t in model.spec.targets:
                 table.add_row(
                     t,
                     f"{summary['test']['rmse'][t]:.3f}",
