@@ -8,6 +8,9 @@
 * :mod:`~climdl.evaluation.spectra` - radially averaged PSD and RALSD (Harris et al. 2022);
 * :mod:`~climdl.evaluation.signal` - climate-change signal of the emulator vs the RCM;
 * :mod:`~climdl.evaluation.summary` - one number per diagnostic, comparison table;
+* :mod:`~climdl.evaluation.ensemble` - fair CRPS, spread-skill ratio and rank histogram of a
+  prediction with a ``member`` dim (whose members are evaluated as models:
+  :mod:`~climdl.evaluation.members`);
 * :func:`evaluate` / :func:`evaluate_files` (:mod:`~climdl.evaluation.engine`) and
   :func:`write_outputs` - everything at once,
   written as NetCDF fields, JSON/CSV numbers and an HTML/Markdown report (``climdl evaluate``).

@@ -22,7 +22,10 @@ def register(sub: Any) -> None:
         "RMSE, bias, correlations, std ratio, index biases/ratios (mean, P01/P99, SU, "
         "TXx, TXn, Rx1day, SDII, CDD, CWD, lag-1 autocorrelation, interannual "
         "variability), PSD and RALSD, Wasserstein distances, tasmax-pr correlation "
-        "and, with a historical period, the climate-change signal.",
+        "and, with a historical period, the climate-change signal. A prediction with a "
+        "member dimension is an ensemble: each diagnostic per member (mean ± std over "
+        "members), its ensemble mean as '<name> (ens. mean)', and fair CRPS, spread-skill "
+        "ratio and rank histogram.",
     )
     e.add_argument(
         "--truth",
@@ -163,7 +166,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from climdl.evaluation.engine import evaluate_files
     from climdl.evaluation.indices import Thresholds
     from climdl.evaluation.output import check_out_dir, write_outputs
-    from climdl.evaluation.summary import fmt, models_of
+    from climdl.evaluation.summary import cell, models_of
 
     console = Console(stderr=True, quiet=args.quiet)
     baselines = parse_named(args.baseline, "--baseline")
@@ -233,10 +236,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                 escape(r.variable),
                 escape(r.label),
                 escape(r.units),
-                *(
-                    f"[bold green]{fmt(r.values.get(m))}[/]" if m in best else fmt(r.values.get(m))
-                    for m in models
-                ),
+                *(f"[bold green]{cell(r, m)}[/]" if m in best else cell(r, m) for m in models),
             )
         console.print(table)
         step = str(result.meta.get("time_step", "daily"))

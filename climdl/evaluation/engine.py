@@ -30,9 +30,12 @@ import xarray as xr
 
 from climdl.data import timeaxis
 from climdl.data.files import PathArg
+from climdl.data.reader import DEFAULT_CHUNKS
 from climdl.errors import DataError
-from climdl.evaluation import _pairs, _reduce, _time, indices, inputs, spectra, table
+from climdl.evaluation import _pairs, _reduce, _time, indices, inputs, members, spectra, table
 from climdl.evaluation.computed import Computed
+from climdl.evaluation.ensemble import MEMBER, EnsembleScores, ensemble_scores
+from climdl.evaluation.ensemble_table import ensemble_fields, ensemble_rows
 from climdl.evaluation.passes import Inputs, Progress, compute, lazy_variable
 from climdl.evaluation.summary import Row, spatial_mean, spatial_mean_abs
 
@@ -87,7 +90,11 @@ def evaluate(
 ) -> EvaluationResult:
     """Evaluate predictions against the truth; all inputs lazily opened Datasets.
 
-    ``preds`` maps model names (the emulator first, then baselines) to predictions.
+    ``preds`` maps model names (the emulator first, then baselines) to predictions. A
+    prediction with a ``member`` dim is an ensemble: every diagnostic is computed for each
+    member and reported as the mean over members with their std (the row's ``spread``), its
+    ensemble mean is evaluated as the model ``"<name> (ens. mean)"``, and the ensemble scores
+    (fair CRPS, spread-skill ratio, rank histogram; :mod:`climdl.evaluation.ensemble`) are added.
     ``hist_truth``/``hist_preds`` give the historical period for the climate-change signal
     (``truth``/``preds`` are then the future period). ``truth_space``/``preds_space`` are the same
     data opened with the whole time axis in a chunk (see :func:`evaluate_files`); without them
@@ -110,25 +117,42 @@ def evaluate(
         The summary rows, the computed fields per variable and what was evaluated.
 
     Raises:
-        DataError: no prediction, or inputs that cannot be compared (variables, days, grids).
+        DataError: no prediction, inputs that cannot be compared (variables, days, grids), a
+            truth with members, or historical and future predictions with other members.
     """
     if not preds:
         raise DataError("no prediction to evaluate; pass at least one.")
+    members.check_truth(truth)
+    if hist_truth is not None:
+        members.check_truth(hist_truth, "historical truth")
     started = time.perf_counter()
     th = (thresholds or indices.Thresholds()).check()
     seasons = [s for s in (_time.normalise_season(s) for s in seasons) if s is not None]
     variables = inputs.choose_variables({"truth": truth, **preds}, variables)
     t, ps = inputs.align(truth, preds, variables)
+    ens = members.find_ensembles(ps, variables)
+    for e in ens.values():
+        if e.size == 1:
+            log.warning(
+                "prediction %r has one member: it is evaluated as an ensemble of one (its CRPS "
+                "is its mean absolute error, its spread-skill ratio NaN)",
+                e.name,
+            )
+    ens_data = {name: ps[name] for name in ens}
+    ps = members.expand(ps, ens)
     ts_space: xr.Dataset | None = None
     ps_space: dict[str, xr.Dataset] = {}
     if truth_space is not None and preds_space:
         ts_space, ps_space = inputs.align(truth_space, preds_space, variables)
+        ps_space = members.expand(ps_space, ens)
     ht: xr.Dataset | None = None
     hps: dict[str, xr.Dataset] = {}
     if hist_truth is not None:
         have = {m: d for m, d in (hist_preds or {}).items() if m in preds}
         inputs.choose_variables({"historical truth": hist_truth, **have}, variables)
         ht, hps = inputs.align(hist_truth, have, variables)
+        members.check_historical(hps, ens, variables)
+        hps = members.expand(hps, ens)
     step = timeaxis.time_step(t["time"])
     if ht is not None and step.daily:
         step = timeaxis.time_step(ht["time"])
@@ -164,19 +188,47 @@ def evaluate(
                 indices.default_indices(var, th, daily=step.daily),
                 edges,
             )
-            rows += table.rows(c)
-            fields[var] = table.fields(c)
+            rows += members.collapse_rows(table.rows(c), ens)
+            fields[var] = members.collapse_fields(table.fields(c), ens)
+        if ens:
+            scores = _ensemble_pass(var, t[var], {n: d[var] for n, d in ens_data.items()}, progress)
+            rows += ensemble_rows(var, c.units, scores, seasons)
+            extra = ensemble_fields(c.units, scores, seasons)
+            fields[var] = fields[var].merge(extra, compat="override", join="outer")
     if {"tasmax", "pr"} <= set(variables):
         if progress is not None:
             progress.stage("tasmax-pr correlation")
         r, ds = _multivariate(t, ps, seasons=(), progress=progress)
-        rows += r
-        fields["tasmax-pr"] = ds
-    meta = _meta(t, ps, variables, seasons, ht, time.perf_counter() - started)
+        rows += members.collapse_rows(r, ens)
+        fields["tasmax-pr"] = members.collapse_fields(ds, ens)
+    names = members.collapsed_names(list(ps), ens)
+    meta = _meta(t, names, variables, seasons, ht, time.perf_counter() - started)
+    if ens:
+        meta["ensembles"] = {
+            e.name: {"members": e.size, "ensemble_mean": e.mean} for e in ens.values()
+        }
     meta["time_step"] = step.label
     if skipped:
         meta["skipped_indices"] = skipped
     return EvaluationResult(rows, fields, meta)
+
+
+def _ensemble_pass(
+    var: str,
+    truth: xr.DataArray,
+    ens: Mapping[str, xr.DataArray],
+    progress: Progress | None,
+) -> dict[str, EnsembleScores]:
+    """The ensemble scores of each ensemble prediction of ``var``, one Dask pass each."""
+    out: dict[str, EnsembleScores] = {}
+    for name, da in ens.items():
+        if progress is not None:
+            progress.stage(f"{var}/{name}: ensemble scores (CRPS, spread-skill, ranks)")
+        got = compute(
+            dict(zip(("sums", "ranks"), ensemble_scores(truth, da), strict=True)), progress
+        )
+        out[name] = EnsembleScores(got["sums"], got["ranks"])
+    return out
 
 
 def _skipped_indices(
@@ -245,7 +297,7 @@ def _multivariate(
 
 def _meta(
     t: xr.Dataset,
-    ps: Mapping[str, xr.Dataset],
+    models: Sequence[str],
     variables: Sequence[str],
     seasons: Sequence[str],
     ht: xr.Dataset | None,
@@ -257,7 +309,7 @@ def _meta(
     da = t[variables[0]]
     meta: dict[str, Any] = {
         "climdl_version": __version__,
-        "models": list(ps),
+        "models": list(models),
         "variables": list(variables),
         "seasons": list(seasons),
         "period": [str(tv[0])[:10], str(tv[-1])[:10]],
@@ -273,18 +325,32 @@ def _meta(
 
 
 # ----------------------------------------------------------------------------- from files
+def _open_pred(
+    paths: PathArg | Sequence[PathArg],
+    variables: Sequence[str] | None,
+    chunks: Mapping[str, int] | None = None,
+) -> xr.Dataset:
+    """A prediction opened lazily; an ensemble one member per chunk, so that the passes of
+    one member read only that member."""
+    ds = inputs.open_side(paths, variables, chunks=chunks)
+    if MEMBER in ds.dims:
+        ds = inputs.open_side(paths, variables, chunks={**(chunks or DEFAULT_CHUNKS), MEMBER: 1})
+    return ds
+
+
 def open_inputs(
     truth: PathArg | Sequence[PathArg],
     preds: Mapping[str, PathArg | Sequence[PathArg]],
     variables: Sequence[str] | None = None,
 ) -> tuple[xr.Dataset, dict[str, xr.Dataset], xr.Dataset, dict[str, xr.Dataset]]:
-    """Open truth and predictions twice: chunked by time, and by space with whole series."""
+    """Open truth and predictions twice: chunked by time, and by space with whole series
+    (ensembles one member per chunk)."""
     t = inputs.open_side(truth, variables)
-    ps = {m: inputs.open_side(p, variables) for m, p in preds.items()}
+    ps = {m: _open_pred(p, variables) for m, p in preds.items()}
     chosen = inputs.choose_variables({"truth": t, **ps}, variables)
     chunks = _space_chunks(t, chosen[0])
     ts = inputs.open_side(truth, chosen, chunks=chunks)
-    pss = {m: inputs.open_side(p, chosen, chunks=chunks) for m, p in preds.items()}
+    pss = {m: _open_pred(p, chosen, chunks) for m, p in preds.items()}
     return t[chosen], {m: d[chosen] for m, d in ps.items()}, ts, pss
 
 
@@ -325,7 +391,7 @@ def evaluate_files(
     t, ps, ts, pss = open_inputs(truth, preds, variables)
     chosen = [str(v) for v in t.data_vars]
     ht = inputs.open_side(hist_truth, chosen) if hist_truth is not None else None
-    hps = {m: inputs.open_side(p, chosen) for m, p in (hist_preds or {}).items()}
+    hps = {m: _open_pred(p, chosen) for m, p in (hist_preds or {}).items()}
     result = evaluate(
         t,
         ps,

@@ -87,7 +87,7 @@ def check_grid(truth: xr.Dataset, other: xr.Dataset, var: str, name: str) -> Non
     """Raise DataError unless ``other[var]`` is on the grid of ``truth[var]``."""
     t, o = truth[var], other[var]
     ts = {d: t.sizes[d] for d in _reduce.spatial_dims(t)}
-    os_ = {d: o.sizes[d] for d in _reduce.spatial_dims(o)}
+    os_ = {d: o.sizes[d] for d in _reduce.spatial_dims(o) if d != "member"}  # ensembles
     if ts != os_:
         raise DataError(
             f"{var} of the {name} is on another grid ({_shape(os_)}) than the truth "

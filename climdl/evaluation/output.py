@@ -4,7 +4,8 @@ Layout of ``out/``::
 
     summary.json  summary.csv  summary.md      one number per diagnostic and model
     fields_<variable>.nc, fields_tasmax-pr.nc   maps, spectra, histograms (CF NetCDF)
-    report.html (self-contained)  report.md  figures/*.png
+    report.html (self-contained)  report.md  figures/*.png (an "Ensemble" section for
+                                                ensemble predictions)
 
 Every file is written through a temporary name and renamed when complete. A folder that already
 holds an evaluation is not touched unless ``overwrite`` is given.
@@ -140,7 +141,9 @@ def write_outputs(
             render_markdown,
         )
 
-        figs = make_figures(result, out)
+        from climdl.evaluation.ensemble_report import ensemble_figures
+
+        figs = make_figures(result, out) + ensemble_figures(result.fields, out)
         extra_figs: list[ReportFigure] = []
         extra_html = extra_md = ""
         if sensitivity is not None:

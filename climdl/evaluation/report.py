@@ -5,7 +5,8 @@ Markdown file links the same PNGs in ``figures/``. Contents: what was evaluated,
 table (emulator vs each baseline, best value in bold), and per variable maps of the bias and of
 key indices on the native grid (:mod:`climdl.plot`, offline coastlines), the radially averaged
 spectra, histograms of all values, climate-change signal maps when a historical period was
-given, and the definitions of every summary number.
+given, an "Ensemble" section for ensemble predictions (:mod:`climdl.evaluation.ensemble_report`;
+their cells read "mean ± std over members") and the definitions of every summary number.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import xarray as xr
 
-from climdl.evaluation.summary import BETTER_TEXT, Row, fmt, models_of
+from climdl.evaluation.summary import BETTER_TEXT, Row, cell, fmt, models_of
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -206,7 +207,8 @@ def _save(fig: Figure, out: Path, variable: str, name: str, caption: str) -> Rep
 
 
 def make_figures(result: EvaluationResult, out: Path) -> list[ReportFigure]:
-    """Every figure of the report, written to ``out/figures``."""
+    """Every figure of the report per variable, written to ``out/figures`` (the "Ensemble"
+    section's come from :func:`climdl.evaluation.ensemble_report.ensemble_figures`)."""
     figs: list[ReportFigure] = []
     for variable, ds in result.fields.items():
         figs += _figures_for(variable, ds, out)
@@ -259,9 +261,7 @@ def _html_table(rows: Sequence[Row]) -> str:
     for r in rows:
         best = set(r.best())
         cells = "".join(
-            f'<td class="best">{fmt(r.values.get(m))}</td>'
-            if m in best
-            else f"<td>{fmt(r.values.get(m))}</td>"
+            f'<td class="best">{cell(r, m)}</td>' if m in best else f"<td>{cell(r, m)}</td>"
             for m in models
         )
         ref = fmt(r.reference) if r.reference is not None else ""

@@ -3,7 +3,10 @@
 The CORDEX ML-Bench evaluation asks that every diagnostic reduce to a single value, e.g. the
 RMSE over all dimensions or the bias of an index as the spatial mean of its absolute values.
 Each :class:`Row` holds that number for every model (the emulator and each baseline), the rule
-that says which is best, and optionally the truth's own value for reference.
+that says which is best, and optionally the truth's own value for reference. For an ensemble
+prediction the value is the mean over its members and ``spread`` their std, shown as
+``"v ± s"`` and written as a ``spread`` entry (JSON) or column (CSV) only when a row has one,
+so a deterministic evaluation's files keep their layout.
 """
 
 from __future__ import annotations
@@ -47,6 +50,8 @@ class Row:
     reduction: str  #: how the field became one number
     values: dict[str, float] = field(default_factory=dict)
     reference: float | None = None  #: the truth's own value (indices), for scale
+    #: for an ensemble: the std over its members of their values (``values`` has their mean)
+    spread: dict[str, float] = field(default_factory=dict)
 
     def best(self, tol: float = 1e-12) -> list[str]:
         """The model(s) with the best value (ties all marked); none unless two models have one."""
@@ -93,26 +98,39 @@ def fmt(v: float | None) -> str:
     return f"{v:.4g}"
 
 
+def cell(row: Row, model: str) -> str:
+    """The table cell of ``model``: its value, ``"v ± s"`` for an ensemble with a spread."""
+    s = row.spread.get(model)
+    return f"{fmt(row.values.get(model))} ± {fmt(s)}" if _finite(s) else fmt(row.values.get(model))
+
+
+def _has_spread(rows: Sequence[Row]) -> bool:
+    return any(r.spread for r in rows)
+
+
 def to_records(rows: Sequence[Row]) -> list[dict[str, Any]]:
-    """Long format: one record per (row, model)."""
+    """Long format: one record per (row, model); a ``spread`` field when a row has one."""
     out = []
+    spread = _has_spread(rows)
     for r in rows:
         best = set(r.best())
         for model, value in r.values.items():
-            out.append(
-                {
-                    "variable": r.variable,
-                    "diagnostic": r.key,
-                    "label": r.label,
-                    "model": model,
-                    "value": value if _finite(value) else None,
-                    "units": r.units,
-                    "better": r.better,
-                    "best": model in best,
-                    "reference": r.reference if _finite(r.reference) else None,
-                    "reduction": r.reduction,
-                }
-            )
+            rec = {
+                "variable": r.variable,
+                "diagnostic": r.key,
+                "label": r.label,
+                "model": model,
+                "value": value if _finite(value) else None,
+                "units": r.units,
+                "better": r.better,
+                "best": model in best,
+                "reference": r.reference if _finite(r.reference) else None,
+                "reduction": r.reduction,
+            }
+            if spread:
+                s = r.spread.get(model)
+                rec["spread"] = s if _finite(s) else None
+            out.append(rec)
     return out
 
 
@@ -124,6 +142,10 @@ def to_json(rows: Sequence[Row], meta: Mapping[str, Any]) -> str:
         d["values"] = {m: (v if _finite(v) else None) for m, v in r.values.items()}
         d["reference"] = r.reference if _finite(r.reference) else None
         d["best"] = r.best()
+        if r.spread:  # ensembles only: deterministic summaries keep their layout
+            d["spread"] = {m: (v if _finite(v) else None) for m, v in r.spread.items()}
+        else:
+            d.pop("spread")
         nested.setdefault(r.variable, {})[r.key] = d
     return json.dumps({"meta": dict(meta), "summary": nested}, indent=2, default=str)
 
@@ -144,6 +166,8 @@ def to_csv(rows: Sequence[Row]) -> str:
         "reference",
         "reduction",
     ]
+    if _has_spread(rows):
+        cols.insert(cols.index("value") + 1, "spread")
     writer = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
     writer.writeheader()
     for rec in records:
@@ -159,9 +183,7 @@ def to_markdown(rows: Sequence[Row], *, variable: str | None = None) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in sel:
         best = set(r.best())
-        cells = [
-            f"**{fmt(r.values.get(m))}**" if m in best else fmt(r.values.get(m)) for m in models
-        ]
+        cells = [f"**{cell(r, m)}**" if m in best else cell(r, m) for m in models]
         ref = fmt(r.reference) if r.reference is not None else ""
         texts = [r.variable, r.label, r.units, ref, *cells, BETTER_TEXT[r.better]]
         lines.append("| " + " | ".join(t.replace("|", "\\|") for t in texts) + " |")
