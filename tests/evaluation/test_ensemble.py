@@ -275,3 +275,20 @@ def test_climdl_evaluate_report_of_an_ensemble(files: Path, tmp_path: Path) -> N
     html = (tmp_path / "report.html").read_text()
     assert "<h2>Ensemble</h2>" in html and " ± " in html
     assert "figures/pr_ensemble_rank_histogram.png" in (tmp_path / "report.md").read_text()
+
+
+def test_two_ensembles_of_different_sizes() -> None:
+    truth = _truth()
+    res = evaluate(
+        truth,
+        {"a": _ensemble(truth, [1, 2, 3]), "b": _ensemble(truth, [4, 5])},
+        variables=["pr"],
+        seasons=[],
+    )
+    assert res.models == ["a", "a (ens. mean)", "b", "b (ens. mean)"]
+    f = res.fields["pr"]
+    assert list(f["ensemble"].values) == ["a", "b"] and f["rank_histogram"].shape == (2, 4)
+    assert np.isnan(f["rank_histogram"].values[1, 3])  # b has 2 members: 3 ranks
+    assert f["rank_histogram"].values[1, :3].sum() == f["rank_histogram"].values[0].sum()
+    rows = {r.key: r for r in res.rows}
+    assert set(rows["crps"].values) == {"a", "b"} and set(rows["rmse"].spread) == {"a", "b"}
