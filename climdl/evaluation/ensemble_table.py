@@ -124,7 +124,8 @@ def ensemble_fields(
     """The fields of the ensemble scores of one variable, stacked along ``ensemble``.
 
     Variables: ``crps`` (map), ``crps_season`` (map per season), ``rank_histogram`` and
-    ``rank_frequency`` (``rank`` 0..M; NaN beyond an ensemble's M when sizes differ),
+    ``rank_frequency`` (``rank`` 0..M of the largest ensemble; beyond a smaller one's M the
+    counts are 0 and the frequencies NaN; counts stay integers: float32 would round them),
     ``spread_skill_ratio``, ``ensemble_spread`` and ``ensemble_mean_rmse`` per ``period``
     (``all`` then the seasons).
     """
@@ -134,8 +135,8 @@ def ensemble_fields(
     nrank = max(e.members for e in scores.values()) + 1
     periods: list[str | None] = [None, *seasons]
 
-    def padded(v: np.ndarray) -> np.ndarray:
-        return np.r_[v.astype(np.float64), np.full(nrank - v.size, np.nan)]
+    def padded(v: np.ndarray, fill: float) -> np.ndarray:
+        return np.r_[v, np.full(nrank - v.size, fill, dtype=v.dtype)]
 
     ens = xr.DataArray(names, dims="ensemble")
     crps = xr.concat(
@@ -164,7 +165,7 @@ def ensemble_fields(
         ).assign_attrs(units=units, long_name="seasonal temporal mean of the fair CRPS")
     rank = np.arange(nrank)
     data["rank_histogram"] = xr.DataArray(
-        np.stack([padded(e.rank_counts()) for e in scores.values()]),
+        np.stack([padded(e.rank_counts(), 0) for e in scores.values()]),
         dims=("ensemble", "rank"),
         coords={"ensemble": names, "rank": rank},
         attrs={
@@ -173,7 +174,7 @@ def ensemble_fields(
         },
     )
     data["rank_frequency"] = xr.DataArray(
-        np.stack([padded(e.rank_frequency()) for e in scores.values()]),
+        np.stack([padded(e.rank_frequency(), np.nan) for e in scores.values()]),
         dims=("ensemble", "rank"),
         coords={"ensemble": names, "rank": rank},
         attrs={

@@ -134,14 +134,13 @@ def write_outputs(
             cf, out / f"fields_{variable}.nc", encoding=_encoding(cf), overwrite=True
         )
     if report:
+        from climdl.evaluation.ensemble_report import ensemble_figures
         from climdl.evaluation.report import (
             ReportFigure,
             make_figures,
             render_html,
             render_markdown,
         )
-
-        from climdl.evaluation.ensemble_report import ensemble_figures
 
         figs = make_figures(result, out) + ensemble_figures(result.fields, out)
         extra_figs: list[ReportFigure] = []

@@ -288,7 +288,8 @@ def test_two_ensembles_of_different_sizes() -> None:
     assert res.models == ["a", "a (ens. mean)", "b", "b (ens. mean)"]
     f = res.fields["pr"]
     assert list(f["ensemble"].values) == ["a", "b"] and f["rank_histogram"].shape == (2, 4)
-    assert np.isnan(f["rank_histogram"].values[1, 3])  # b has 2 members: 3 ranks
+    assert np.isnan(f["rank_frequency"].values[1, 3])  # b has 2 members: 3 ranks
+    assert f["rank_histogram"].dtype == np.int64 and f["rank_histogram"].values[1, 3] == 0
     assert f["rank_histogram"].values[1, :3].sum() == f["rank_histogram"].values[0].sum()
     rows = {r.key: r for r in res.rows}
     assert set(rows["crps"].values) == {"a", "b"} and set(rows["rmse"].spread) == {"a", "b"}
