@@ -293,3 +293,24 @@ def test_two_ensembles_of_different_sizes() -> None:
     assert f["rank_histogram"].values[1, :3].sum() == f["rank_histogram"].values[0].sum()
     rows = {r.key: r for r in res.rows}
     assert set(rows["crps"].values) == {"a", "b"} and set(rows["rmse"].spread) == {"a", "b"}
+
+
+def test_climate_change_signal_of_an_ensemble() -> None:
+    hist, fut = _truth(seed=10), _truth(seed=11)
+    fut["tasmax"] = fut["tasmax"] + np.float32(3.0)
+    res = evaluate(
+        fut,
+        {"emulator": _ensemble(fut, [1, 2, 3])},
+        hist_truth=hist,
+        hist_preds={"emulator": _ensemble(hist, [4, 5, 6])},
+        variables=["tasmax"],
+        seasons=[],
+    )
+    row = next(r for r in res.rows if r.key == "signal_mean")
+    assert set(row.values) == {"emulator", "emulator (ens. mean)"}
+    assert row.reference == pytest.approx(3.0, abs=0.3) and math.isfinite(row.spread["emulator"])
+    assert list(res.fields["tasmax"]["signal_source"].values) == [
+        "truth",
+        "emulator",
+        "emulator (ens. mean)",
+    ]
