@@ -11,6 +11,11 @@ spectra, histograms) are kept for the NetCDF output and the report. :func:`evalu
 the inputs from paths (twice: chunked by time, and with whole series per spatial block for the
 per-point Wasserstein distance); :func:`climdl.evaluation.output.write_outputs` writes it all.
 
+A prediction with a ``member`` dim (an ensemble) is evaluated member by member as extra models
+in the same passes (read one member per chunk), plus its ensemble mean and one more pass for
+the ensemble scores (:mod:`climdl.evaluation.members`, :mod:`climdl.evaluation.ensemble`); the
+members' rows are then summarised as their mean and std.
+
 Peak memory is bounded by a few chunks per thread (a year of 128 x 128 fields is 24 MB) and the
 per-point blocks (64 MB of whole series), not by the length of the series.
 """
