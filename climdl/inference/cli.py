@@ -15,7 +15,8 @@ def register(sub: Any) -> None:
         help="apply trained emulator(s) to GCM or RCM predictors and write CF NetCDF",
         description="Stream a predictor series through trained emulator(s), chunk by chunk, to a "
         "CF-1.10 NetCDF file (or the CORDEX ML-Bench submission layout). Runs under "
-        "torchrun/srun split the chunks across ranks.",
+        "torchrun/srun split the chunks across ranks. Generative checkpoints write an ensemble "
+        "(a member dimension, see the ensemble options).",
     )
     d.add_argument(
         "--checkpoint",
@@ -108,8 +109,35 @@ def register(sub: Any) -> None:
     run.add_argument(
         "--chunk-days",
         type=int,
-        default=365,
-        help="days read, computed and stored together; the resume unit (default 365)",
+        default=None,
+        help="days read, computed and stored together; the resume unit (default 365, or "
+        "365 // N with --members N so that a chunk's memory does not grow with N)",
+    )
+    ens = d.add_argument_group("ensemble (generative checkpoints only)")
+    ens.add_argument(
+        "--members",
+        type=int,
+        default=None,
+        metavar="N",
+        help="ensemble members to sample (at least 1; default: the members the first "
+        "checkpoint was configured with; --format mlbench needs 10); refused with "
+        "deterministic checkpoints",
+    )
+    ens.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        metavar="S",
+        help="seed of the ensemble's noise (default 0): member k of a day is the same whatever "
+        "--chunk-days, --batch-size, --start, the ranks or the workers",
+    )
+    ens.add_argument(
+        "--sampler-steps",
+        type=int,
+        default=None,
+        metavar="K",
+        help="steps of the flow-matching sampler (Heun: 2K-1 network evaluations; default: "
+        "the checkpoint's setting); fewer is faster and smoother",
     )
     dask = run.add_mutually_exclusive_group()
     dask.add_argument(
@@ -182,15 +210,19 @@ def _cmd_downscale(args: argparse.Namespace) -> int:
             dask_scheduler=dask_scheduler,
             history="climdl " + shlex.join(getattr(args, "argv", ["downscale"])),
             progress=report,
+            members=args.members,
+            seed=args.seed,
+            sampler_steps=args.sampler_steps,
         )
     if res.rank != 0:
         return 0
     res.dataset.close()
     resumed = f", {res.chunks_resumed} chunk(s) resumed" if res.chunks_resumed else ""
+    ensemble = f"{res.members} member(s) ({res.sampler}); " if res.members else ""
     console.print(
         f"{res.n_days} days ({res.n_days / 365.25:.1f} simulated years) on {res.device} in "
         f"{res.seconds:.1f} s: {res.years_per_second * 60:.1f} simulated years/min; "
-        f"{res.grid}{resumed}",
+        f"{ensemble}{res.grid}{resumed}",
         markup=False,  # names from files and checkpoints are text
     )
     print(res.path)

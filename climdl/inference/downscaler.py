@@ -7,7 +7,8 @@ whatever the length of the series. Each finished chunk is stored as its own file
 (:mod:`climdl.inference.parts`), which makes runs resumable and lets several ranks split the
 chunks (``torchrun --nproc-per-node N -m climdl downscale ...`` or SLURM ``srun``); the chunks are
 joined into one compressed file at the end. Without an output path the predictions come back as
-an in-memory ``xr.Dataset``.
+an in-memory ``xr.Dataset``. Generative checkpoints write an ensemble (a ``member`` dimension),
+reproducible for a seed whatever the chunking, ranks or workers (:mod:`climdl.inference.members`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from climdl.errors import ConfigError, OutputError
 from climdl.inference.emulators import Output
 from climdl.inference.inputs import InputSource, Regrid
 from climdl.inference.job import Job, JobConfig
+from climdl.inference.members import sampler_description
 from climdl.inference.output import Format, default_output, global_attrs
 from climdl.inference.parts import PartStore
 from climdl.parallel.launch import close_process_groups_at_exit
@@ -56,6 +58,8 @@ class DownscaleResult:
         rank: this process's rank (under torchrun).
         world_size: number of processes that shared the chunks.
         extra: further facts for the log (Dask cluster, ...).
+        members: ensemble members (None: a deterministic run).
+        sampler: how the members were sampled (one line; None: a deterministic run).
     """
 
     dataset: xr.Dataset
@@ -69,6 +73,8 @@ class DownscaleResult:
     rank: int = 0
     world_size: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
+    members: int | None = None
+    sampler: str | None = None
 
     @property
     def years_per_second(self) -> float:
@@ -120,7 +126,7 @@ def downscale(
     device: str = "auto",
     precision: Precision | str = "32",
     batch_size: int | None = None,
-    chunk_days: int = 365,
+    chunk_days: int | None = None,
     fmt: Format = "cf",
     emulator_output: Output = "emulator",
     forcing: str | Path | None = None,
@@ -131,6 +137,9 @@ def downscale(
     progress: Progress | None = None,
     dask_scheduler: str | int | None = None,
     max_chunks: int | None = None,
+    members: int | None = None,
+    seed: int | None = None,
+    sampler_steps: int | None = None,
 ) -> DownscaleResult:
     """Downscale a predictor series with one or several trained emulators.
 
@@ -151,6 +160,8 @@ def downscale(
         precision: ``32``, ``bf16`` (autocast, GPUs) or ``16`` (CUDA only).
         batch_size: days per forward pass (default: 16 on the CPU, 256 on a GPU).
         chunk_days: days per chunk (read, computed and stored together; the resume unit).
+            None: 365, or ``max(1, 365 // members)`` for an ensemble (a chunk's memory does
+            not grow with the members).
         fmt: ``cf`` (compressed CF-1.10) or ``mlbench`` (the benchmark's submission layout).
         emulator_output: ``emulator`` or ``baseline`` (the fitted interpolation baseline).
         forcing: CSV of yearly forcing series, when the emulator was trained with one and the
@@ -164,6 +175,13 @@ def downscale(
         dask_scheduler: run the chunks as tasks on a Dask cluster: its address
             (``tcp://host:8786``) or a number of local worker processes to start.
         max_chunks: stop after computing this many chunks, leaving the run resumable (tests).
+        members: ensemble members to sample with generative checkpoints (at least 1; None: the
+            first checkpoint's configured ``members``); refused with deterministic ones.
+            ``fmt="mlbench"`` needs exactly 10.
+        seed: the ensemble's seed (non-negative; None: 0): member k of a day is the same
+            whatever the chunking, batch size, ranks or workers. Generative checkpoints only.
+        sampler_steps: ODE steps of the sampler (None: each checkpoint's own setting).
+            Generative checkpoints only.
 
     Returns:
         The predictions (reopened lazily from the file when one was written), where they are,
@@ -197,6 +215,9 @@ def downscale(
         emulator_output=emulator_output,
         forcing=str(forcing) if forcing is not None else None,
         range_check=range_check,
+        members=members,
+        seed=seed,
+        sampler_steps=sampler_steps,
     )
     if isinstance(dask_scheduler, str):  # a malformed address fails before any work
         from climdl.dask_cluster import check_scheduler
@@ -204,6 +225,8 @@ def downscale(
         check_scheduler(dask_scheduler)
     job = Job(config)
     ds, targets, n_days, starts = job.ds, job.targets, job.n_days, job.starts
+    sampler = sampler_description(job.steps) if job.members else None
+    ensemble: dict[str, Any] = {"members": job.members, "sampler": sampler}
     out_path = _resolve_output(
         output, job.source, targets, fmt, job.emulators.members[0].experiment
     )
@@ -234,6 +257,9 @@ def downscale(
                 previous_history=str(ds.attrs["history"]) if "history" in ds.attrs else None,
                 fmt=fmt,
                 output=emulator_output,
+                members=job.members,
+                seed=job.seed,
+                sampler=sampler,
             )
         finished = store.done() if store is not None else set()
         todo = [i for i in range(len(starts)) if i % world == rank and i not in finished]
@@ -298,6 +324,7 @@ def downscale(
                 len(todo),
                 rank=rank,
                 world_size=world,
+                **ensemble,
             )
         _barrier(world)
         assert attrs is not None
@@ -313,6 +340,7 @@ def downscale(
                 resumed,
                 rank,
                 world,
+                **ensemble,
             )
         if rank == 0:
             store.join(len(starts), job.final_encoding(), attrs)
@@ -326,7 +354,17 @@ def downscale(
             chunks={},
         )
         return DownscaleResult(
-            reopened, out_path, n_days, seconds, dev, grid, len(todo), resumed, rank, world
+            reopened,
+            out_path,
+            n_days,
+            seconds,
+            dev,
+            grid,
+            len(todo),
+            resumed,
+            rank,
+            world,
+            **ensemble,
         )
 
 

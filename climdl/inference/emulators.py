@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, cast
 
 import numpy as np
 import torch
@@ -22,14 +22,21 @@ from climdl.errors import ConfigError, DataError
 from climdl.io.checksum import sha256_file
 from climdl.tasks.downscaling import DownscalingTask
 
+if TYPE_CHECKING:
+    from climdl.tasks.generative import GenerativeDownscalingTask
+
 Output = Literal["emulator", "baseline"]
+BASELINE_REFUSAL = (
+    "--baseline is not offered with generative checkpoints; run it with the stage-1 "
+    "(deterministic) checkpoint instead."
+)
 
 
 @dataclass
 class Emulator:
     """A loaded emulator with where it came from."""
 
-    task: DownscalingTask
+    task: DownscalingTask | GenerativeDownscalingTask
     path: Path
     sha256: str
     experiment: str | None
@@ -44,6 +51,16 @@ class Emulator:
     def targets(self) -> list[str]:
         """Names of the variables the emulator predicts."""
         return list(self.spec.targets)
+
+    @property
+    def generative(self) -> bool:
+        """Whether the emulator samples members (a stage-2 generative checkpoint)."""
+        return bool(self.task.generative)
+
+    @property
+    def network_label(self) -> str:
+        """The network's name for provenance (``unet``, ``unet + flow-matching residual``)."""
+        return self.task.network_label
 
     @property
     def variables(self) -> list[str]:
@@ -90,6 +107,13 @@ class EmulatorSet:
                 seen[t] = m.path
         first = self.members[0]
         for m in self.members[1:]:
+            if m.generative != first.generative:
+                gen, det = (m, first) if m.generative else (first, m)
+                raise ConfigError(
+                    f"{gen.path} is generative but {det.path} is deterministic; an ensemble "
+                    "needs generative checkpoints for every target: downscale them separately."
+                )
+        for m in self.members[1:]:
             if not first.spec.target_grid.same_as(m.spec.target_grid):
                 raise ConfigError(
                     f"{m.path} predicts on another target grid than {first.path}; "
@@ -104,6 +128,9 @@ class EmulatorSet:
         if output == "baseline":
             from climdl.models.tasmax_baseline import TasmaxBaseline
 
+            if self.generative:
+                raise ConfigError(BASELINE_REFUSAL)
+
             for m in self.members:
                 if m.spec.tasmax_baseline is None or m.targets != ["tasmax"]:
                     raise ConfigError(
@@ -113,6 +140,19 @@ class EmulatorSet:
                 self._baselines.append(
                     TasmaxBaseline(m.spec, m.spec.tasmax_baseline).to(self.device)
                 )
+
+    @property
+    def generative(self) -> bool:
+        """Whether the emulators sample ensemble members (all of them are, or none)."""
+        return self.members[0].generative
+
+    def default_members(self) -> int | None:
+        """Members the first generative emulator was configured with (``hp.members``)."""
+        return int(self.members[0].task.hp.members) if self.generative else None
+
+    def sampler_steps(self, steps: int | None = None) -> list[int]:
+        """ODE steps each emulator samples with (``steps``, or each one's ``hp.sampler_steps``)."""
+        return [int(steps or m.task.hp.sampler_steps) for m in self.members]
 
     @property
     def spec(self) -> EmulatorSpec:
@@ -172,6 +212,60 @@ class EmulatorSet:
                 outs.append(m.task.predict_physical(batch).float())
         return torch.cat(outs, dim=1)
 
+    @torch.inference_mode()
+    def predict_members(
+        self,
+        x: Tensor,
+        aux: dict[str, Tensor],
+        *,
+        noise: Sequence[Tensor] | None = None,
+        keys: Sequence[int] | None = None,
+        seed: int = 0,
+        members: Sequence[int] | int = 1,
+        steps: int | None = None,
+        autocast: torch.dtype | None = None,
+    ) -> Tensor:
+        """Ensemble members [B, M, V, H, W] in physical units (float32) of generative emulators.
+
+        Args:
+            x: predictors [B, C, h, w] ordered as :attr:`variables`.
+            aux: 1-D inputs by name ([B] each).
+            noise: one standard-normal tensor [B, M, V_k, H, W] per emulator; None: drawn for
+                the days ``keys`` and the ``members`` with ``seed``
+                (:func:`climdl.inference.members.member_noise`).
+            keys: :func:`~climdl.inference.members.day_key` of each of the B days.
+            seed: the run's seed.
+            members: the member indices wanted (an int N: members 0..N-1).
+            steps: ODE steps (None: each emulator's own setting).
+            autocast: autocast dtype (None: float32).
+
+        Returns:
+            The members, targets in :attr:`targets` order.
+        """
+        from climdl.inference.members import member_noise
+
+        if not self.generative:
+            raise ConfigError("ensemble members need generative checkpoints.")
+        wanted = list(range(members)) if isinstance(members, int) else list(members)
+        outs = []
+        order = self.variables
+        for k, m in enumerate(self.members):
+            if noise is not None:
+                z = noise[k]
+            else:
+                if keys is None or len(keys) != x.shape[0]:
+                    raise ValueError("predict_members needs noise or one day key per sample")
+                z = member_noise(seed, k, keys, wanted, (len(m.targets), *m.spec.out_size))
+            idx = [order.index(v) for v in m.variables]
+            xb = x[:, idx] if idx != list(range(len(order))) else x
+            ab = torch.stack([aux[n] for n in m.spec.aux_names], dim=1)
+            batch = m.task.on_after_batch_transfer({"x": xb, "aux": ab}, 0)
+            task = cast("GenerativeDownscalingTask", m.task)
+            with torch.autocast(xb.device.type, dtype=autocast, enabled=autocast is not None):
+                sample = task.sample_physical(batch, z.to(xb.device), steps)
+            outs.append(sample.float())
+        return torch.cat(outs, dim=2)
+
     def describe(self) -> list[dict[str, str]]:
         """Provenance of each member (file, SHA-256, targets, network, experiment)."""
         return [
@@ -179,7 +273,7 @@ class EmulatorSet:
                 "checkpoint": str(m.path.resolve()),
                 "sha256": m.sha256,
                 "targets": " ".join(m.targets),
-                "network": str(m.task.hp.network),
+                "network": m.network_label,
                 "experiment": str(m.experiment or "unknown"),
             }
             for m in self.members

@@ -4,7 +4,9 @@
 same :class:`Job` can be rebuilt in another process: a Dask worker or another rank. A job loads the
 emulators, opens the predictors lazily, checks them against the checkpoints and prepares the grid
 adapter once; then :meth:`Job.read` and :meth:`Job.compute` turn chunk ``i`` of the time axis
-into a CF ``xr.Dataset``.
+into a CF ``xr.Dataset``. With generative checkpoints a chunk holds ``members`` samples of each
+day (a ``member`` dimension), computed in batches of (day, member) pairs whose noise depends on
+the day's date and the member alone (:mod:`climdl.inference.members`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,13 @@ from climdl.inference.inputs import (
     check_ranges,
     open_inputs,
 )
+from climdl.inference.members import (
+    check_option_values,
+    day_keys,
+    default_chunk_days,
+    member_batches,
+    resolve_members,
+)
 from climdl.inference.output import Format, chunk_dataset, encoding
 from climdl.inference.parts import FINGERPRINTS, file_fingerprint
 from climdl.preprocess.device import resolve_device
@@ -50,11 +59,14 @@ class JobConfig:
     device: str = "auto"
     precision: str = "32"
     batch_size: int | None = None
-    chunk_days: int = 365
+    chunk_days: int | None = None
     fmt: Format = "cf"
     emulator_output: Output = "emulator"
     forcing: str | None = None
     range_check: bool = True
+    members: int | None = None
+    seed: int | None = None
+    sampler_steps: int | None = None
 
     def to_json(self) -> str:
         """The configuration as sorted JSON (stored in the parts folder's manifest)."""
@@ -112,8 +124,11 @@ class Job:
     """The loaded emulators, the opened predictors and the grid adapter of one run."""
 
     def __init__(self, config: JobConfig) -> None:
-        if config.chunk_days < 1 or (config.batch_size is not None and config.batch_size < 1):
+        if (config.chunk_days is not None and config.chunk_days < 1) or (
+            config.batch_size is not None and config.batch_size < 1
+        ):
             raise ConfigError("--chunk-days and --batch-size must be positive.")
+        check_option_values(config.members, config.seed, config.sampler_steps)
         self.config = config
         self.device = resolve_device(config.device)
         # CPU: small batches cost no speed and keep the activations' memory low; GPU: fill it
@@ -122,6 +137,19 @@ class Job:
         self.emulators = EmulatorSet(
             list(config.checkpoints), output=config.emulator_output, device=self.device
         )
+        self.members = resolve_members(
+            generative=self.emulators.generative,
+            first=str(config.checkpoints[0]),
+            default_members=self.emulators.default_members(),
+            members=config.members,
+            seed=config.seed,
+            sampler_steps=config.sampler_steps,
+            fmt=config.fmt,
+            output=config.emulator_output,
+        )
+        self.seed = config.seed or 0
+        self.steps = self.emulators.sampler_steps(config.sampler_steps) if self.members else []
+        self.chunk_days = config.chunk_days or default_chunk_days(self.members)
         self.ds, self.source = open_inputs(
             list(config.inputs) if config.inputs else None,
             self.emulators.variables,
@@ -141,7 +169,7 @@ class Job:
         self.calendar = str(t.dt.calendar) if hasattr(t.dt, "calendar") else "standard"
         self.targets = self.emulators.targets
         self.n_days = int(self.ds.sizes["time"])
-        self.starts = list(range(0, self.n_days, config.chunk_days))
+        self.starts = list(range(0, self.n_days, self.chunk_days))
         self.space = self.ds[self.variables[0]].dims[-2:]
 
     def _check_and_adapt(self, config: JobConfig) -> None:
@@ -184,7 +212,7 @@ class Job:
 
     def chunk_length(self, i: int) -> int:
         """Days in chunk ``i`` (the last chunk may be short)."""
-        return min(self.config.chunk_days, self.n_days - self.starts[i])
+        return min(self.chunk_days, self.n_days - self.starts[i])
 
     def manifest(self) -> dict[str, Any]:
         """What a resumed run must share with the interrupted one.
@@ -196,14 +224,19 @@ class Job:
         fingerprints: dict[str, dict[str, int | str]] = {p: file_fingerprint(p) for p in inputs}
         for m in self.emulators.members:
             fingerprints[str(m.path.resolve())] = {"sha256": m.sha256}
-        return {
+        ensemble = (
+            {"members": self.members, "seed": self.seed, "sampler_steps": self.steps}
+            if self.members
+            else {}
+        )
+        return ensemble | {
             "checkpoints": [e["sha256"] for e in self.emulators.describe()],
             "inputs": inputs,
             FINGERPRINTS: fingerprints,
             "first_day": str(self.ds.time.values[0]),
             "last_day": str(self.ds.time.values[-1]),
             "n_days": self.n_days,
-            "chunk_days": c.chunk_days,
+            "chunk_days": self.chunk_days,
             "regrid": self.adapter.describe(),
             "format": c.fmt,
             "output": c.emulator_output,
@@ -213,7 +246,7 @@ class Job:
 
     def read(self, i: int) -> tuple[np.ndarray, xr.DataArray]:
         """Chunk ``i``'s predictors [T, C, h, w] (float32) and times, read from the files."""
-        return self._read(slice(self.starts[i], self.starts[i] + self.config.chunk_days))
+        return self._read(slice(self.starts[i], self.starts[i] + self.chunk_days))
 
     def read_days(self, days: np.ndarray) -> tuple[np.ndarray, xr.DataArray]:
         """The predictors [T, C, h, w] (float32) and times of the days at indices ``days``."""
@@ -239,6 +272,8 @@ class Job:
         """Regrid on the device, check, predict in batches: the chunk as a CF Dataset."""
         bs = self.batch_size
         x, aux = self.model_inputs(x_np, times)
+        if self.members:
+            return self._compute_members(x, aux, times)
         out = np.empty((x.shape[0], len(self.targets), *self.emulators.spec.out_size), np.float32)
         for a in range(0, x.shape[0], bs):  # filled in place: no list of batches, no concatenation
             out[a : a + bs] = as_numpy(
@@ -247,6 +282,32 @@ class Job:
                 )
             )
         return chunk_dataset(out, times, self.emulators.spec, self.targets, self.config.fmt)
+
+    def _compute_members(
+        self, x: torch.Tensor, aux: dict[str, torch.Tensor], times: xr.DataArray
+    ) -> xr.Dataset:
+        """The chunk's ensemble [T, M, V, H, W], in batches of at most ``batch_size`` samples
+        (days x members); each member's noise is fixed by its day and index alone."""
+        assert self.members is not None
+        keys = day_keys(times)
+        shape = (x.shape[0], self.members, len(self.targets), *self.emulators.spec.out_size)
+        out = np.empty(shape, np.float32)
+        steps = self.config.sampler_steps
+        for days, mem in member_batches(x.shape[0], self.members, self.batch_size):
+            out[days, mem] = as_numpy(
+                self.emulators.predict_members(
+                    x[days],
+                    {n: v[days] for n, v in aux.items()},
+                    keys=keys[days],
+                    seed=self.seed,
+                    members=range(mem.start, mem.stop),
+                    steps=steps,
+                    autocast=self.amp,
+                )
+            )
+        return chunk_dataset(
+            out, times, self.emulators.spec, self.targets, self.config.fmt, members=self.members
+        )
 
     def part_encoding(self, chunk: xr.Dataset) -> dict[str, dict[str, Any]]:
         """Encoding of a stored chunk: uncompressed (the join compresses) and without a fill
@@ -258,16 +319,13 @@ class Job:
 
     def final_encoding(self) -> dict[str, dict[str, Any]]:
         """Encoding of the joined output (compressed, chunked for the whole series)."""
+        lead = (1,) if self.members is None else (1, self.members)
         sample = chunk_dataset(
-            np.zeros((1, len(self.targets), *self.emulators.spec.out_size), np.float32),
+            np.zeros((*lead, len(self.targets), *self.emulators.spec.out_size), np.float32),
             self.ds.time[:1],
             self.emulators.spec,
             self.targets,
             self.config.fmt,
+            members=self.members,
         )
-        enc = encoding(sample, self.targets, self.calendar, self.config.fmt)
-        for t in self.targets:
-            cs = enc[t].get("chunksizes")
-            if cs:
-                enc[t]["chunksizes"] = (min(self.n_days, 365), *cs[1:])
-        return enc
+        return encoding(sample, self.targets, self.calendar, self.config.fmt, n_time=self.n_days)

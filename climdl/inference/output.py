@@ -6,7 +6,8 @@ Lambert grids, or 1-D lat/lon; CF attributes per variable (units, standard_name,
 cell_methods, a 2 m height for near-surface temperature); daily time bounds in the input's own
 calendar. :func:`encoding` gives the on-disk layout of the joined file: zlib-compressed float32,
 chunked by a year of days and 16 x 16 points so that both a point's time series and a map are
-cheap to read.
+cheap to read. An ensemble adds a leading ``member`` dimension (CF: other dimensions left of T)
+with an integer ``realization`` coordinate, chunked one member at a time.
 
 ``fmt="mlbench"`` follows the benchmark's templates instead (``format_predictions/templates``):
 the same coordinates, the templates' variable attributes (``pr`` in ``mm/day``), no extra
@@ -28,6 +29,7 @@ import xarray as xr
 from climdl import __version__
 from climdl.data.spec import EmulatorSpec, Grid
 from climdl.data.variables import canonical_attrs
+from climdl.inference.members import MEMBER, member_coord
 from climdl.io.provenance import CF_CONVENTIONS, climdl_source, history_entry
 
 Format = Literal["cf", "mlbench"]
@@ -116,11 +118,27 @@ def chunk_dataset(
     spec: EmulatorSpec,
     targets: Sequence[str],
     fmt: Format,
+    members: int | None = None,
 ) -> xr.Dataset:
-    """Predictions ``values`` [T, V, H, W] (float32, physical units) as a CF Dataset."""
+    """Predictions as a CF Dataset.
+
+    Args:
+        values: [T, V, H, W] (float32, physical units), or [T, M, V, H, W] with ``members``.
+        time: the T days.
+        spec: the emulators' spec (target grid and attributes).
+        targets: the V variable names.
+        fmt: ``cf`` or ``mlbench``.
+        members: M for an ensemble (variables get dims member, time, y, x); None: none.
+
+    Returns:
+        The chunk's Dataset (views of ``values``, not copies).
+    """
     grid = spec.target_grid
-    dims = ("time", *space_dims(grid))
+    dims: tuple[str, ...] = ("time", *space_dims(grid))
     coords: dict[str, Any] = dict(grid_coords(grid))
+    if members is not None:
+        dims = (MEMBER, *dims)
+        coords[MEMBER] = member_coord(members)
     coords["time"] = xr.Variable(
         ("time",), time.values, {"standard_name": "time", "long_name": "time", "axis": "T"}
     )
@@ -128,7 +146,8 @@ def chunk_dataset(
     data: dict[str, Any] = {}
     for i, name in enumerate(targets):
         attrs = variable_attrs(name, spec.target_attrs.get(name, {}), fmt, gm[0] if gm else None)
-        data[name] = xr.Variable(dims, values[:, i], attrs)
+        field = values[:, i] if members is None else values[:, :, i].swapaxes(0, 1)
+        data[name] = xr.Variable(dims, field, attrs)
     if gm:  # coordinates (as xarray's decode_coords="all" reads them), not data variables
         gm_attrs = {
             "long_name": f"coordinate reference system ({gm[1].get('grid_mapping_name', '')})"
@@ -160,10 +179,28 @@ def chunk_dataset(
 
 
 def encoding(
-    ds: xr.Dataset, targets: Sequence[str], calendar: str, fmt: Format, compress: bool = True
+    ds: xr.Dataset,
+    targets: Sequence[str],
+    calendar: str,
+    fmt: Format,
+    compress: bool = True,
+    n_time: int | None = None,
 ) -> dict[str, dict[str, Any]]:
     """On-disk encoding: time units and calendar, no fill values on coordinates, compressed
-    float32 data chunked for time-series reads."""
+    float32 data chunked for time-series reads (one member per chunk in an ensemble).
+
+    Args:
+        ds: a chunk of the output (:func:`chunk_dataset`).
+        targets: its variables.
+        calendar: the time axis's calendar.
+        fmt: ``cf`` or ``mlbench``.
+        compress: zlib-compress and chunk the variables.
+        n_time: days of the whole file (the time chunk is at most a year of them); None: the
+            days of ``ds``.
+
+    Returns:
+        The encoding by variable name.
+    """
     enc: dict[str, dict[str, Any]] = {
         "time": {"units": TIME_UNITS, "calendar": calendar, "dtype": "float64", "_FillValue": None}
     }
@@ -172,9 +209,10 @@ def encoding(
     for name in ds.coords:
         if name not in enc:
             enc[str(name)] = {"_FillValue": None}
-    n_time = ds.sizes["time"]
+    n_time = ds.sizes["time"] if n_time is None else n_time
     for name in targets:
-        shape = ds[name].shape
+        shape = ds[name].shape[-2:]
+        lead = (1,) if MEMBER in ds[name].dims else ()
         aux = [str(c) for c in ("height", "lat", "lon") if c in ds.coords and c not in ds.dims]
         e: dict[str, Any] = {"dtype": "float32", "_FillValue": np.float32(1e20)}
         if aux:  # auxiliary coordinates only (not the grid mapping or the bounds)
@@ -185,9 +223,10 @@ def encoding(
                 "complevel": 1,
                 "shuffle": True,  # as CMOR writes CMIP data
                 "chunksizes": (
+                    *lead,
                     min(n_time, _TIME_CHUNK),
+                    min(shape[0], _SPACE_CHUNK),
                     min(shape[1], _SPACE_CHUNK),
-                    min(shape[2], _SPACE_CHUNK),
                 ),
             }
         enc[name] = e
@@ -206,10 +245,14 @@ def global_attrs(
     previous_history: str | None,
     fmt: Format,
     output: str,
-) -> dict[str, str]:
-    """Provenance: what made the file, from what, how."""
+    members: int | None = None,
+    seed: int = 0,
+    sampler: str | None = None,
+) -> dict[str, str | int]:
+    """Provenance: what made the file, from what, how (and the ensemble's members, seed and
+    sampler when ``members`` is given)."""
     names = ", ".join(sorted({e["network"] for e in emulators}))
-    attrs = {
+    attrs: dict[str, str | int] = {
         "Conventions": CF_CONVENTIONS,
         "title": "Downscaled daily fields emulated by climdl",
         "source": climdl_source(
@@ -230,6 +273,10 @@ def global_attrs(
     }
     if domain:
         attrs["domain"] = domain
+    if members is not None:
+        attrs["ensemble_members"] = members
+        attrs["ensemble_seed"] = seed
+        attrs["sampler"] = sampler or "unknown"
     for i, e in enumerate(emulators):
         prefix = "checkpoint" if len(emulators) == 1 else f"checkpoint_{i + 1}"
         attrs[prefix] = e["checkpoint"]

@@ -47,8 +47,8 @@ def register(sub: Any) -> None:
         action="append",
         required=True,
         type=Path,
-        help="emulator checkpoint (repeat for one emulator per target), or one cloud "
-        "segmenter checkpoint",
+        help="deterministic emulator checkpoint (repeat for one emulator per target; for a "
+        "generative model, its stage-1 checkpoint), or one cloud segmenter checkpoint",
     )
     src = s.add_argument_group("inputs (predictor files, a catalog entry, or a scene)")
     src.add_argument(
@@ -154,10 +154,16 @@ def checkpoint_kind(path: Path) -> str:
 
     Returns:
         The kind.
+
+    Raises:
+        ConfigError: a generative (ensemble) emulator: its stage-1 checkpoint is analysed.
     """
+    from climdl.sensitivity.emulator import GENERATIVE_REFUSAL
     from climdl.tasks.checkpoint import read_checkpoint
 
     kind = read_checkpoint(path)["climdl"].get("kind")
+    if kind == "generative_emulator":
+        raise ConfigError(GENERATIVE_REFUSAL.format(path=path))
     return "emulator" if kind is None else "segmenter"
 
 

@@ -7,7 +7,8 @@ batches through :class:`~climdl.sensitivity.emulator_batch.TargetSensitivity` (t
 their measures and the saliency maps of one target on one batch), once per target of each
 checkpoint. Only running sums of the maps and a few numbers per day are kept, so memory does not
 grow with the number of days; :mod:`climdl.sensitivity.output` writes ``sensitivity.nc`` and
-``summary.csv``.
+``summary.csv``. Generative (ensemble) checkpoints are refused: their members are random draws
+around the stage-1 mean, whose own checkpoint is the deterministic emulator to analyse.
 """
 
 from __future__ import annotations
@@ -100,6 +101,13 @@ def sample_days(n_days: int, days: int | None) -> np.ndarray:
     return np.unique(np.round(np.linspace(0, n_days - 1, days)).astype(np.int64))
 
 
+GENERATIVE_REFUSAL = (
+    "{path} is a generative checkpoint; climdl sensitivity analyses deterministic emulators; "
+    "give the generative model's stage-1 checkpoint (its mean)."
+)
+"""The one sentence refusing a generative checkpoint (``{path}``: the file)."""
+
+
 def run_emulator_sensitivity(
     checkpoints: str | Path | Sequence[str | Path],
     *,
@@ -160,7 +168,8 @@ def run_emulator_sensitivity(
 
     Raises:
         ConfigError: bad bounds (a variable the models do not use, negative, without a unit,
-            ...), days, steps or draws below 1, contradictory input options.
+            ...), days, steps or draws below 1, contradictory input options, a generative
+            checkpoint (give its stage-1 checkpoint).
         DataError: predictors the emulators cannot use (variables, units, grid, values).
         OutputError: earlier outputs in ``out_dir`` (without ``overwrite``), or a folder that
             cannot be written.
@@ -196,6 +205,9 @@ def run_emulator_sensitivity(
         )
     )
     try:
+        for m in job.emulators.members:
+            if m.generative:
+                raise ConfigError(GENERATIVE_REFUSAL.format(path=m.path))
         return _run(
             job,
             out,
