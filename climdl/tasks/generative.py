@@ -171,10 +171,29 @@ class GenerativeDownscalingTask(BaseTask[EmulatorSpec]):
         return f"{self.mean.network_label} + flow-matching residual"
 
     def setup(self, stage: str) -> None:
-        """Load and check stage 1, fit the residual std, build (once; a checkpoint may have)."""
+        """Load and check stage 1, build, fit the residual std (once; a checkpoint may have)."""
         if self.net is not None:
             return
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        self.load_stage1(dm)
+        assert self.mean.spec is not None
+        self.build(self.mean.spec)
+        device = self.trainer.strategy.root_device
+        self.residual_std = self._fit_residual_std(dm, device).cpu()
+
+    def load_stage1(self, dm: Any) -> None:
+        """Read stage 1 from ``mean_checkpoint`` and check it against the data module's spec
+        (once; ``climdl train`` calls it before fitting, so a wrong file fails in one line).
+
+        Args:
+            dm: the data module (an EmulatorDataModule).
+
+        Raises:
+            ConfigError: no data module, no ``mean_checkpoint``, a checkpoint of another kind,
+                or a stage 1 trained on other targets, predictors, grids or units.
+        """
+        if "mean" in self._modules:
+            return
         if dm is None or not hasattr(dm, "spec"):
             raise ConfigError(f"the {self.NAME} task needs {self.DATA_MODULE} (data:).")
         path = self.hp.mean_checkpoint
@@ -198,9 +217,6 @@ class GenerativeDownscalingTask(BaseTask[EmulatorSpec]):
         check_stage1(mean.spec, dm.spec(), str(path))
         digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
         self._attach_mean(mean, {"hyper_parameters": dict(mean.hparams), "sha256": digest})
-        self.build(mean.spec)
-        device = self.trainer.strategy.root_device
-        self.residual_std = self._fit_residual_std(dm, device).cpu()
 
     def _attach_mean(self, mean: DownscalingTask, meta: dict[str, Any]) -> None:
         mean.eval().requires_grad_(False)

@@ -240,6 +240,8 @@ def run_train(argv: Sequence[str]) -> int:
         ckpt_path = cli.config.get("ckpt_path")
         if ckpt_path and ckpt_path not in ("last", "best", "hpc") and "://" not in ckpt_path:
             check_checkpoint_path(ckpt_path)  # before any process or data set-up
+        if isinstance(model, GenerativeDownscalingTask):
+            model.load_stage1(dm)  # a missing or mismatched stage 1 fails here, in one line
     close_process_groups_at_exit()  # not left to the interpreter's teardown (aborts gloo runs)
     return _fit_and_report(cli, trainer, model, dm, ckpt_path)
 

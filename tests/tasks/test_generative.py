@@ -5,11 +5,15 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
 import torch
 
 from climdl.tasks.checkpoint import load_emulator, read_checkpoint
 from climdl.tasks.downscaling import DownscalingTask
 from climdl.tasks.generative import GenerativeDownscalingTask
+from tests.argv import train_argv
+from tests.conftest import TINY_GENERATIVE, train_generative
+from tests.paths import CONFIGS
 
 
 def _batch(task: GenerativeDownscalingTask, days: int = 2) -> dict[str, torch.Tensor]:
@@ -55,3 +59,56 @@ def test_generative_checkpoint_is_self_contained(
     det = load_emulator(pr_ckpt)
     assert type(det) is DownscalingTask and not det.generative and det.network_label == "unet"
     assert read_checkpoint(pr_ckpt)["climdl"].get("kind") is None
+
+
+def test_checkpoint_needs_no_stage1_file(pr_ckpt: Path, sample_cache: Path, tmp_path: Path) -> None:
+    stage1 = tmp_path / "stage1.ckpt"
+    shutil.copy(pr_ckpt, stage1)
+    ckpt = train_generative(tmp_path / "run", sample_cache, stage1)
+    stage1.unlink()
+    task = load_emulator(ckpt)
+    assert isinstance(task, GenerativeDownscalingTask)
+    assert task.hp.mean_checkpoint == str(stage1)  # provenance only
+    reference = load_emulator(pr_ckpt)
+    batch = _batch(task)
+    with torch.inference_mode():
+        torch.testing.assert_close(task.predict_physical(batch), reference.predict_physical(batch))
+        noise = torch.randn(1, 2, 1, *task.spec.out_size)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            members = task.sample_physical(batch, noise, steps=1)
+    assert members.dtype == torch.float32 and bool((members >= 0).all())
+
+
+@pytest.mark.parametrize(
+    ("stage1", "expected"),
+    [
+        (
+            "tasmax_ckpt",
+            "mismatched stage 1 ({}): it predicts [tasmax] but the data's targets are [pr]",
+        ),
+        ("gen_pr_ckpt", "{} is a 'generative_emulator' checkpoint; the generative task's stage 1"),
+        (
+            None,
+            "the generative task needs its stage-1 checkpoint: --model.init_args.mean_checkpoint",
+        ),
+    ],
+)
+def test_wrong_stage1_is_one_sentence(
+    stage1: str | None,
+    expected: str,
+    request: pytest.FixtureRequest,
+    use_sample_cache: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from climdl.cli import main
+
+    path = request.getfixturevalue(stage1) if stage1 else None
+    capsys.readouterr()  # the fixture's own training
+    extra = ["--model.init_args.mean_checkpoint", str(path)] if path else []
+    config = CONFIGS / "emulator" / "sample_generative.yaml"
+    rc = main(train_argv(config, tmp_path, *TINY_GENERATIVE, *extra))
+    err = capsys.readouterr().err.strip()
+    assert rc == 2
+    assert expected.format(path) in err and "Traceback" not in err
+    assert len(err.splitlines()) == 1
