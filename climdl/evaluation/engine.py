@@ -144,6 +144,7 @@ def evaluate(
                 e.name,
             )
     ens_data = {name: ps[name] for name in ens}
+    det_data = {name: d for name, d in ps.items() if name not in ens}
     ps = members.expand(ps, ens)
     ts_space: xr.Dataset | None = None
     ps_space: dict[str, xr.Dataset] = {}
@@ -197,7 +198,14 @@ def evaluate(
             fields[var] = members.collapse_fields(table.fields(c), ens)
         if ens:
             scores = _ensemble_pass(var, t[var], {n: d[var] for n, d in ens_data.items()}, progress)
-            rows += ensemble_rows(var, c.units, scores, seasons)
+            # a point forecast's CRPS is its MAE: the deterministic predictions join the CRPS rows
+            point = _ensemble_pass(
+                var,
+                t[var],
+                {m: d[var].expand_dims({MEMBER: 1}) for m, d in det_data.items()},
+                progress,
+            )
+            rows += ensemble_rows(var, c.units, scores, seasons, point)
             extra = ensemble_fields(c.units, scores, seasons)
             fields[var] = fields[var].merge(extra, compat="override", join="outer")
     if {"tasmax", "pr"} <= set(variables):

@@ -30,7 +30,11 @@ def _row(
 
 
 def ensemble_rows(
-    var: str, units: str, scores: Mapping[str, EnsembleScores], seasons: Sequence[str]
+    var: str,
+    units: str,
+    scores: Mapping[str, EnsembleScores],
+    seasons: Sequence[str],
+    point: Mapping[str, EnsembleScores] | None = None,
 ) -> list[Row]:
     """The summary rows of the ensemble scores of one variable (one value per ensemble).
 
@@ -39,6 +43,9 @@ def ensemble_rows(
         units: its units.
         scores: ensemble name -> its scores.
         seasons: the seasons of the seasonal rows.
+        point: deterministic prediction name -> its scores as a one-member ensemble: they join
+            the CRPS rows only (the CRPS of a point forecast is its mean absolute error, the
+            number an ensemble's CRPS is compared with).
 
     Returns:
         CRPS and spread-skill ratio (all days, then per season), the rank histogram's
@@ -46,12 +53,16 @@ def ensemble_rows(
     """
     if not scores:
         return []
-    crps = "spatial mean of the temporal mean of the fair CRPS (Ferro 2014)"
+    crps = (
+        "spatial mean of the temporal mean of the fair CRPS (Ferro 2014); for a deterministic "
+        "prediction its MAE"
+    )
+    both = {**scores, **(point or {})}
     ssr = (
         "sqrt((M+1)/M mean ensemble variance) / RMSE of the ensemble mean over all points and "
         "days (Fortin et al. 2014); < 1 under-dispersive; NaN for one member"
     )
-    rows = [_row(var, "crps", "CRPS (fair)", units, "lower", crps, _each(scores, _crps(None)))]
+    rows = [_row(var, "crps", "CRPS (fair)", units, "lower", crps, _each(both, _crps(None)))]
     rows += [
         _row(
             var,
@@ -60,7 +71,7 @@ def ensemble_rows(
             units,
             "lower",
             f"as CRPS, {s} days only",
-            _each(scores, _crps(s)),
+            _each(both, _crps(s)),
         )
         for s in seasons
     ]

@@ -236,6 +236,12 @@ def test_climdl_evaluate_with_an_ensemble_prediction(files: Path, tmp_path: Path
     assert "spread" not in det
     assert 0.0 < tas["crps"]["values"]["emulator"] < tas["rmse"]["values"]["emulator (ens. mean)"]
     assert set(tas["ssr_DJF"]["values"]) == {"emulator"}
+    # beside an ensemble, a deterministic prediction's CRPS is its MAE (the number to beat)
+    with xr.open_dataset(files / "truth.nc") as t, xr.open_dataset(files / "base.nc") as b:
+        mae = float(np.nanmean(np.abs(b["tasmax"].values - t["tasmax"].values)))
+    assert tas["crps"]["values"]["interpolation"] == pytest.approx(mae, rel=1e-5)
+    assert set(tas["crps_DJF"]["values"]) == {"emulator", "interpolation"}
+    assert "crps" not in alone["summary"]["tasmax"]
     assert doc["meta"]["ensembles"] == {
         "emulator": {"members": 4, "ensemble_mean": "emulator (ens. mean)"}
     }
