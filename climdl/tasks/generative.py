@@ -20,12 +20,10 @@ from __future__ import annotations
 import copy
 import hashlib
 import inspect
-import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -38,57 +36,21 @@ from climdl.tasks import losses as L_
 from climdl.tasks.base import BaseTask
 from climdl.tasks.checkpoint_file import read_checkpoint
 from climdl.tasks.downscaling import DownscalingTask
+from climdl.tasks.generative_parts import (
+    channel_std,
+    check_stage1,
+    ema_update,
+    fair_crps,
+    training_days,
+    warmup_cosine,
+)
 
-__all__ = ["GenerativeDownscalingTask", "check_stage1", "fair_crps"]
+__all__ = ["GenerativeDownscalingTask"]
 
 RESIDUAL_DAYS = 512
 """Training days the residual std is fitted on (a seeded random choice)."""
 SAMPLE_BATCH = 64
 """Samples (days x members) per network call when sampling."""
-
-
-def check_stage1(stage1: EmulatorSpec, data: EmulatorSpec, path: str) -> None:
-    """Raise :class:`ConfigError` naming what differs between the stage-1 and the data's spec
-    (targets in order, predictors, 1-D inputs, coarse and target grids, units)."""
-    problems: list[str] = []
-    if tuple(stage1.targets) != tuple(data.targets):
-        problems.append(
-            f"it predicts [{', '.join(stage1.targets)}] but the data's targets are "
-            f"[{', '.join(data.targets)}]"
-        )
-    if tuple(stage1.variables) != tuple(data.variables):
-        problems.append(
-            f"its predictors are [{', '.join(stage1.variables)}] but the data's are "
-            f"[{', '.join(data.variables)}]"
-        )
-    if tuple(stage1.aux_names) != tuple(data.aux_names):
-        problems.append(
-            f"its 1-D inputs are [{', '.join(stage1.aux_names)}] but the data's are "
-            f"[{', '.join(data.aux_names)}]"
-        )
-    for what, a, b in (
-        ("coarse", stage1.coarse_grid, data.coarse_grid),
-        ("target", stage1.target_grid, data.target_grid),
-    ):
-        if not a.same_as(b):
-            problems.append(f"its {what} grid is not the data's")
-    for name in (*data.variables, *data.targets):
-        u1, u2 = stage1.units.get(name), data.units.get(name)
-        if u1 is not None and u1 != u2:
-            problems.append(f"it has {name} in {u1} but the data in {u2}")
-    if problems:
-        raise ConfigError(f"mismatched stage 1 ({path}): {'; '.join(problems)}.")
-
-
-def fair_crps(members: Tensor, truth: Tensor) -> Tensor:
-    """The fair CRPS (Ferro 2014) of ``members`` ``[M, ...]`` (M >= 2) against ``truth``
-    ``[...]``, averaged over the finite truth points (0-d tensor)."""
-    m = members.shape[0]
-    valid = torch.isfinite(truth)
-    y = torch.nan_to_num(truth)
-    skill = (members - y).abs().mean(0)
-    spread = (members[:, None] - members[None]).abs().sum((0, 1)) / (2 * m * (m - 1))
-    return torch.where(valid, skill - spread, 0.0).sum() / valid.sum().clamp_min(1)
 
 
 class GenerativeDownscalingTask(BaseTask[EmulatorSpec]):
@@ -437,29 +399,14 @@ class GenerativeDownscalingTask(BaseTask[EmulatorSpec]):
     def _fit_residual_std(self, dm: Any, device: torch.device) -> Tensor:
         """The std of ``T(y) - T(mean)`` per target over up to :data:`RESIDUAL_DAYS` training
         days (seeded choice), finite points only."""
-        ds = dm.train_dataloader().dataset
-        n = min(len(ds), RESIDUAL_DAYS)
-        days = np.sort(np.random.default_rng(0).permutation(len(ds))[:n])
-        self.mean.to(device)
         self.to(device)
-        n_v = len(self.spec.targets) if self.spec else 0
-        acc = torch.zeros(3, n_v, dtype=torch.float64, device=device)
-        for start in range(0, n, 64):
-            items = [int(d) for d in days[start : start + 64]]
-            raw = ds.__getitems__(items) if hasattr(ds, "__getitems__") else None
-            if raw is None:
-                raw = torch.utils.data.default_collate([ds[i] for i in items])
-            batch = self.on_after_batch_transfer({k: v.to(device) for k, v in raw.items()}, 0)
-            base, _ = self._stage1(batch)
-            diff = (self._t(batch["y"].float()) - base).double()
-            ok = torch.isfinite(diff)
-            diff = torch.where(ok, diff, 0.0)
-            acc += torch.stack(
-                [ok.sum((0, 2, 3)), diff.sum((0, 2, 3)), diff.square().sum((0, 2, 3))]
-            )
-        count = acc[0].clamp_min(1)
-        var = acc[2] / count - (acc[1] / count).square()
-        return var.clamp_min(1e-12).sqrt().float()
+
+        def diffs() -> Iterator[Tensor]:
+            for raw in training_days(dm, RESIDUAL_DAYS):
+                batch = self.on_after_batch_transfer({k: v.to(device) for k, v in raw.items()}, 0)
+                yield self._t(batch["y"].float()) - self._stage1(batch)[0]
+
+        return channel_std(diffs())
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         """The flow-matching loss of one batch; logs it and its per-target parts."""
@@ -475,15 +422,7 @@ class GenerativeDownscalingTask(BaseTask[EmulatorSpec]):
         if self.ema is None or self.net is None:
             return
         n = self.global_step
-        decay = min(float(self.hp.ema_decay), (1 + n) / (10 + n))
-        with torch.no_grad():
-            for e, p in zip(self.ema.parameters(), self.net.parameters(), strict=True):
-                e.lerp_(p.detach(), 1.0 - decay)
-            for eb, b in zip(self.ema.buffers(), self.net.buffers(), strict=True):
-                if eb.is_floating_point():
-                    eb.lerp_(b, 1.0 - decay)
-                else:
-                    eb.copy_(b)
+        ema_update(self.ema, self.net, min(float(self.hp.ema_decay), (1 + n) / (10 + n)))
 
     # ------------------------------------------------------------------ validation
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
@@ -553,13 +492,5 @@ class GenerativeDownscalingTask(BaseTask[EmulatorSpec]):
         if hp.lr_schedule == "constant":
             return opt
         total = max(int(self.trainer.estimated_stepping_batches), 1)
-        warm = max(1, min(100, total // 20))
-
-        def factor(step: int) -> float:
-            if step < warm:
-                return (step + 1) / warm
-            frac = min((step - warm) / max(total - warm, 1), 1.0)
-            return 0.1 + 0.45 * (1 + math.cos(math.pi * frac))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(total))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

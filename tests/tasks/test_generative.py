@@ -112,3 +112,23 @@ def test_wrong_stage1_is_one_sentence(
     assert rc == 2
     assert expected.format(path) in err and "Traceback" not in err
     assert len(err.splitlines()) == 1
+
+
+def test_fair_crps_and_residual_scale_helpers() -> None:
+    from climdl.tasks.generative_parts import channel_std, ema_update, fair_crps, warmup_cosine
+
+    truth = torch.tensor([1.0, 0.0, float("nan")])
+    members = torch.tensor([[0.0, 0.0, 5.0], [2.0, 1.0, 5.0]])
+    # point 0: |0-1|,|2-1| -> 1, spread 2*2/(2*2*1) = 1 -> 0; point 1: 0.5 - 0.5 = 0
+    assert float(fair_crps(members, truth)) == 0.0
+    assert float(fair_crps(torch.zeros(3, 2), torch.ones(2))) == 1.0
+    chunk = torch.tensor([[1.0, 3.0], [float("nan"), 5.0]]).view(1, 2, 2, 1)
+    torch.testing.assert_close(channel_std([chunk, chunk]), torch.tensor([1.0, 0.0]))
+    a, b = torch.nn.BatchNorm2d(2), torch.nn.BatchNorm2d(2)
+    torch.nn.init.constant_(b.weight, 3.0)
+    b.num_batches_tracked += 5
+    ema_update(a, b, 0.75)
+    torch.testing.assert_close(a.weight, torch.full((2,), 1.5))
+    assert int(a.num_batches_tracked) == 5
+    f = warmup_cosine(1000)
+    assert f(0) == 1 / 50 and f(49) == 1.0 and abs(f(999) - 0.1) < 1e-4

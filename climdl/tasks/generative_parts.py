@@ -1,0 +1,141 @@
+"""What the generative task (:mod:`climdl.tasks.generative`) is made of besides its network:
+the stage-1 compatibility check, the days and moments behind its residual scale, the fair CRPS
+of its validation ensembles, the moving average of its weights and its learning-rate schedule."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from climdl.data.spec import EmulatorSpec
+from climdl.errors import ConfigError
+
+__all__ = [
+    "channel_std",
+    "check_stage1",
+    "ema_update",
+    "fair_crps",
+    "training_days",
+    "warmup_cosine",
+]
+
+
+def check_stage1(stage1: EmulatorSpec, data: EmulatorSpec, path: str) -> None:
+    """Raise :class:`ConfigError` naming what differs between the stage-1 and the data's spec
+    (targets in order, predictors, 1-D inputs, coarse and target grids, units)."""
+    problems: list[str] = []
+    if tuple(stage1.targets) != tuple(data.targets):
+        problems.append(
+            f"it predicts [{', '.join(stage1.targets)}] but the data's targets are "
+            f"[{', '.join(data.targets)}]"
+        )
+    if tuple(stage1.variables) != tuple(data.variables):
+        problems.append(
+            f"its predictors are [{', '.join(stage1.variables)}] but the data's are "
+            f"[{', '.join(data.variables)}]"
+        )
+    if tuple(stage1.aux_names) != tuple(data.aux_names):
+        problems.append(
+            f"its 1-D inputs are [{', '.join(stage1.aux_names)}] but the data's are "
+            f"[{', '.join(data.aux_names)}]"
+        )
+    for what, a, b in (
+        ("coarse", stage1.coarse_grid, data.coarse_grid),
+        ("target", stage1.target_grid, data.target_grid),
+    ):
+        if not a.same_as(b):
+            problems.append(f"its {what} grid is not the data's")
+    for name in (*data.variables, *data.targets):
+        u1, u2 = stage1.units.get(name), data.units.get(name)
+        if u1 is not None and u1 != u2:
+            problems.append(f"it has {name} in {u1} but the data in {u2}")
+    if problems:
+        raise ConfigError(f"mismatched stage 1 ({path}): {'; '.join(problems)}.")
+
+
+def fair_crps(members: Tensor, truth: Tensor) -> Tensor:
+    """The fair CRPS (Ferro 2014) of ``members`` ``[M, ...]`` (M >= 2) against ``truth``
+    ``[...]``, averaged over the finite truth points (0-d tensor)."""
+    m = members.shape[0]
+    valid = torch.isfinite(truth)
+    y = torch.nan_to_num(truth)
+    skill = (members - y).abs().mean(0)
+    spread = (members[:, None] - members[None]).abs().sum((0, 1)) / (2 * m * (m - 1))
+    return torch.where(valid, skill - spread, 0.0).sum() / valid.sum().clamp_min(1)
+
+
+def ema_update(ema: nn.Module, net: nn.Module, decay: float) -> None:
+    """Move ``ema``'s weights and float buffers towards ``net``'s by ``1 - decay``; integer
+    buffers (BatchNorm's counters) are copied.
+
+    Args:
+        ema: the averaged copy (same architecture as ``net``).
+        net: the trained network.
+        decay: the weight kept of the old average, in [0, 1].
+    """
+    with torch.no_grad():
+        for e, p in zip(ema.parameters(), net.parameters(), strict=True):
+            e.lerp_(p.detach(), 1.0 - decay)
+        for eb, b in zip(ema.buffers(), net.buffers(), strict=True):
+            if eb.is_floating_point():
+                eb.lerp_(b, 1.0 - decay)
+            else:
+                eb.copy_(b)
+
+
+def warmup_cosine(total: int, floor: float = 0.1) -> Callable[[int], float]:
+    """The learning-rate factor of step ``n`` of ``total``: a linear warm-up over
+    ``min(100, total / 20)`` steps, then a cosine decay from 1 to ``floor``."""
+    warm = max(1, min(100, total // 20))
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        frac = min((step - warm) / max(total - warm, 1), 1.0)
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * frac))
+
+    return factor
+
+
+def training_days(dm: Any, n: int, seed: int = 0, batch: int = 64) -> Iterator[dict[str, Tensor]]:
+    """Raw batches (``x``, ``y``, ``aux``, ...) of up to ``n`` training days of the data module
+    (a seeded random choice, in time order), read from its training dataset.
+
+    Args:
+        dm: the data module (its ``train_dataloader().dataset`` serves the days).
+        n: at most this many days.
+        seed: the seed of the choice.
+        batch: days per yielded batch.
+
+    Yields:
+        Dictionaries of CPU tensors, as the loader would collate them.
+    """
+    ds = dm.train_dataloader().dataset
+    days = np.sort(np.random.default_rng(seed).permutation(len(ds))[: min(len(ds), n)])
+    for start in range(0, days.size, batch):
+        items = [int(d) for d in days[start : start + batch]]
+        if hasattr(ds, "__getitems__"):
+            yield ds.__getitems__(items)
+        else:
+            yield torch.utils.data.default_collate([ds[i] for i in items])
+
+
+def channel_std(chunks: Iterable[Tensor]) -> Tensor:
+    """The standard deviation per channel of ``[B, C, H, W]`` chunks over their finite values
+    (float64 sums; float32 ``[C]`` on the CPU, at least 1e-6)."""
+    acc: Tensor | None = None
+    for chunk in chunks:
+        ok = torch.isfinite(chunk)
+        d = torch.where(ok, chunk.double(), 0.0)
+        part = torch.stack([ok.sum((0, 2, 3)), d.sum((0, 2, 3)), d.square().sum((0, 2, 3))])
+        acc = part if acc is None else acc + part
+    if acc is None:
+        raise ConfigError("the data module has no training days to fit the residual scale on.")
+    count = acc[0].clamp_min(1)
+    var = acc[2] / count - (acc[1] / count).square()
+    return var.clamp_min(1e-12).sqrt().clamp_min(1e-6).float().cpu()
