@@ -22,7 +22,9 @@ import xarray as xr
 
 from climdl.evaluation import distributions, spectra
 from climdl.evaluation.computed import Computed, Item, Scope
+from climdl.evaluation.indices import IndexSpec
 from climdl.evaluation.summary import Better, Row, spatial_mean, spatial_mean_abs
+from climdl.evaluation.thresholds import to_data_units
 
 #: Bins of the histograms kept for the report and the NetCDF output.
 REPORT_BINS = 120
@@ -34,6 +36,18 @@ Condition = Callable[[Computed, Item], bool]
 
 def _always(c: Computed, item: Item) -> bool:
     return True
+
+
+def _wet_spec(c: Computed) -> IndexSpec | None:
+    """The SDII index of a daily pr evaluation (it carries the wet-day threshold), or None."""
+    return next((s for s in c.specs if s.name == "sdii"), None)
+
+
+def _wet_threshold(c: Computed) -> float:
+    """The wet-day threshold in the variable's units."""
+    spec = _wet_spec(c)
+    assert spec is not None
+    return to_data_units(spec.kwargs["wet_threshold"], c.units, what="wet-day threshold")
 
 
 @dataclass(frozen=True)
@@ -154,6 +168,18 @@ ROWS: tuple[RowSpec, ...] = (
         lambda c, m, i: distributions.wasserstein_from_histograms(
             c.histogram("truth"), c.histogram(m)
         ),
+    ),
+    RowSpec(
+        "wasserstein_wet",
+        "Wasserstein distance (wet-day intensities)",
+        "{units}",
+        "lower",
+        "W1 between the distributions of the wet-day values (at or above the wet-day "
+        "threshold; space and time pooled)",
+        lambda c, m, i: distributions.wasserstein_above(
+            c.histogram("truth"), c.histogram(m), _wet_threshold(c)
+        ),
+        when=lambda c, i: _wet_spec(c) is not None,
     ),
     RowSpec(
         "wasserstein_map",

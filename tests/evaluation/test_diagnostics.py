@@ -182,3 +182,17 @@ def test_summary_row_marks_best() -> None:
     assert Row("pr", "c", "corr", "1", "zero", "", {"a": -0.1, "b": 0.2}).best() == ["a"]
     assert Row("pr", "c", "corr", "1", "lower", "", {"a": float("nan"), "b": 1.0}).best() == []
     assert Row("pr", "c", "corr", "1", "lower", "", {"a": 0.3}).best() == []  # nothing to compare
+
+
+def test_wet_day_wasserstein_matches_scipy_on_the_wet_values() -> None:
+    rng = np.random.default_rng(4)
+    truth = np.maximum(rng.gamma(0.6, 6.0, 40_000) - 2.0, 0.0)
+    pred = np.maximum(rng.gamma(0.9, 3.0, 40_000) - 1.0, 0.0)  # drizzle: more, weaker wet days
+    edges = W.histogram_edges("pr")
+    h0 = W.histogram(xr.DataArray(truth[:, None], dims=("time", "x")), edges)
+    h1 = W.histogram(xr.DataArray(pred[:, None], dims=("time", "x")), edges)
+    want = scipy.stats.wasserstein_distance(truth[truth >= 1.0], pred[pred >= 1.0])
+    got = W.wasserstein_above(h0, h1, 1.0)
+    assert got == pytest.approx(want, abs=0.02)  # binning error: at most a 0.01 mm/day bin
+    assert W.wasserstein_above(h0, h0, 1.0) == 0.0
+    assert np.isnan(W.wasserstein_above(h0, h1, 1e9))
