@@ -132,3 +132,28 @@ def test_fair_crps_and_residual_scale_helpers() -> None:
     assert int(a.num_batches_tracked) == 5
     f = warmup_cosine(1000)
     assert f(0) == 1 / 50 and f(49) == 1.0 and abs(f(999) - 0.1) < 1e-4
+
+
+@pytest.mark.distributed
+def test_ddp_two_processes(pr_ckpt: Path, sample_cache: Path, tmp_path: Path) -> None:
+    """``--config configs/strategy/ddp.yaml``: two gloo processes train the residual network
+    (BatchNorm converted to the global one, stage 1 frozen) and write a loadable checkpoint."""
+    from climdl.parallel.testing import check, climdl_cmd, run_all, strategy_config
+
+    config = CONFIGS / "emulator" / "sample_generative.yaml"
+    args = train_argv(
+        config,
+        tmp_path / "run",
+        "--config",
+        str(strategy_config("ddp")),
+        *TINY_GENERATIVE,
+        "--model.init_args.mean_checkpoint",
+        str(pr_ckpt),
+    )
+    log = tmp_path / "ddp.log"
+    check(
+        run_all([climdl_cmd(args)], [log], 300, envs=[{"CLIMDL_CACHE": str(sample_cache)}]), [log]
+    )
+    task = load_emulator(next((tmp_path / "run").rglob("last.ckpt")))
+    assert isinstance(task, GenerativeDownscalingTask) and float(task.residual_std[0]) > 0
+    assert task.ema is not None and all(torch.isfinite(p).all() for p in task.ema.parameters())
