@@ -19,6 +19,7 @@ from torch import Tensor
 
 from climdl.data.spec import EmulatorSpec
 from climdl.errors import ConfigError, DataError
+from climdl.inference.members import BASELINE_REFUSAL, member_noise
 from climdl.io.checksum import sha256_file
 from climdl.tasks.downscaling import DownscalingTask
 
@@ -26,10 +27,6 @@ if TYPE_CHECKING:
     from climdl.tasks.generative import GenerativeDownscalingTask
 
 Output = Literal["emulator", "baseline"]
-BASELINE_REFUSAL = (
-    "--baseline is not offered with generative checkpoints; run it with the stage-1 "
-    "(deterministic) checkpoint instead."
-)
 
 
 @dataclass
@@ -242,8 +239,6 @@ class EmulatorSet:
         Returns:
             The members, targets in :attr:`targets` order.
         """
-        from climdl.inference.members import member_noise
-
         if not self.generative:
             raise ConfigError("ensemble members need generative checkpoints.")
         wanted = list(range(members)) if isinstance(members, int) else list(members)

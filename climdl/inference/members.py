@@ -19,7 +19,6 @@ import torch
 import xarray as xr
 
 from climdl.errors import ConfigError
-from climdl.inference.emulators import BASELINE_REFUSAL
 
 MEMBER = "member"
 """Name of the ensemble dimension and its coordinate (CORDEX ML-Bench, CF ``realization``)."""
@@ -27,6 +26,10 @@ MEMBER_ATTRS = {"standard_name": "realization", "long_name": "ensemble member", 
 MLBENCH_MEMBERS = 10
 """Members a CORDEX ML-Bench generative submission carries."""
 SAMPLE_CONFIG = "configs/emulator/sample_generative.yaml"
+BASELINE_REFUSAL = (
+    "--baseline is not offered with generative checkpoints; run it with the stage-1 "
+    "(deterministic) checkpoint instead."
+)
 _YEAR_DAYS = 365
 _MASK63 = (1 << 63) - 1
 
