@@ -27,7 +27,6 @@ from typing import Any, ClassVar, Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchmetrics import SumMetric
 
 from climdl.data.spec import EmulatorSpec
 from climdl.errors import ConfigError, DataError
@@ -37,6 +36,7 @@ from climdl.tasks.base import BaseTask
 from climdl.tasks.checkpoint_file import read_checkpoint
 from climdl.tasks.downscaling import DownscalingTask
 from climdl.tasks.generative_parts import (
+    ErrorSums,
     channel_std,
     check_stage1,
     ema_update,
@@ -222,9 +222,7 @@ class GenerativeDownscalingTask(BaseTask[EmulatorSpec]):
         o_n = None if o is None else ((o - o.mean()) / (o.std() + 1e-6))[None, None]
         self.register_buffer("orog_n", o_n, persistent=False)
         self.register_buffer("residual_std", torch.ones(n_v))
-        self.sq_err = nn.ModuleDict({t: SumMetric() for t in targets})
-        self.err = nn.ModuleDict({t: SumMetric() for t in targets})
-        self.count = nn.ModuleDict({t: SumMetric() for t in targets})
+        self.mean_errors = ErrorSums(targets)
 
     def train(self, mode: bool = True) -> GenerativeDownscalingTask:
         """Train mode for stage 2 only: stage 1 and the EMA copy stay in eval mode."""
@@ -441,13 +439,7 @@ class GenerativeDownscalingTask(BaseTask[EmulatorSpec]):
         bs = batch["x"].shape[0]
         self.log(f"{prefix}_loss", loss, prog_bar=True, batch_size=bs, sync_dist=True)
         y = batch["y"].float()
-        pred = self.predict_physical(batch).float()
-        for i, t in enumerate(self.spec.targets if self.spec else ()):
-            valid = torch.isfinite(y[:, i])
-            diff = torch.where(valid, pred[:, i] - torch.nan_to_num(y[:, i]), 0.0)
-            self._metric(self.sq_err, t).update(diff.square().sum())
-            self._metric(self.err, t).update(diff.sum())
-            self._metric(self.count, t).update(valid.sum().float())
+        self.mean_errors.update(self.predict_physical(batch).float(), y)
         m, days = int(self.hp.val_members), int(self.hp.val_days)
         if batch_idx != 0 or m < 2 or days < 1:
             return
@@ -459,12 +451,6 @@ class GenerativeDownscalingTask(BaseTask[EmulatorSpec]):
             crps = fair_crps(members[:, :, i].transpose(0, 1), part["y"][:, i].float())
             self.log(f"{prefix}_crps_{t}", crps, batch_size=d, sync_dist=True)
 
-    @staticmethod
-    def _metric(metrics: nn.ModuleDict, name: str) -> SumMetric:
-        metric = metrics[name]
-        assert isinstance(metric, SumMetric)
-        return metric
-
     def on_validation_epoch_end(self) -> None:
         """Log the stage-1 mean's validation RMSE and bias per target (physical units)."""
         self._log_scores("val")
@@ -474,13 +460,9 @@ class GenerativeDownscalingTask(BaseTask[EmulatorSpec]):
         self._log_scores("test")
 
     def _log_scores(self, prefix: str) -> None:
-        for t in self.spec.targets if self.spec else ():
-            sq, err, count = (self._metric(g, t) for g in (self.sq_err, self.err, self.count))
-            n = count.compute().clamp_min(1)
-            self.log(f"{prefix}_rmse_{t}", (sq.compute() / n).sqrt(), sync_dist=True)
-            self.log(f"{prefix}_bias_{t}", err.compute() / n, sync_dist=True)
-            for metric in (sq, err, count):
-                metric.reset()
+        for t, (rmse, bias) in self.mean_errors.scores().items():
+            self.log(f"{prefix}_rmse_{t}", rmse, sync_dist=True)
+            self.log(f"{prefix}_bias_{t}", bias, sync_dist=True)
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> Any:

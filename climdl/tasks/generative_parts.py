@@ -1,6 +1,7 @@
 """What the generative task (:mod:`climdl.tasks.generative`) is made of besides its network:
 the stage-1 compatibility check, the days and moments behind its residual scale, the fair CRPS
-of its validation ensembles, the moving average of its weights and its learning-rate schedule."""
+of its validation ensembles, the error sums of its stage-1 mean, the moving average of its
+weights and its learning-rate schedule."""
 
 from __future__ import annotations
 
@@ -11,11 +12,13 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torchmetrics import SumMetric
 
 from climdl.data.spec import EmulatorSpec
 from climdl.errors import ConfigError
 
 __all__ = [
+    "ErrorSums",
     "channel_std",
     "check_stage1",
     "ema_update",
@@ -139,3 +142,46 @@ def channel_std(chunks: Iterable[Tensor]) -> Tensor:
     count = acc[0].clamp_min(1)
     var = acc[2] / count - (acc[1] / count).square()
     return var.clamp_min(1e-12).sqrt().clamp_min(1e-6).float().cpu()
+
+
+class ErrorSums(nn.Module):
+    """Sums of squared errors, errors and valid points per target (torchmetrics: summed over
+    ranks), behind the RMSE and bias of a deterministic prediction in physical units.
+
+    Args:
+        targets: the target names, in channel order.
+    """
+
+    KINDS = ("sq", "err", "n")
+
+    def __init__(self, targets: Iterable[str]) -> None:
+        super().__init__()
+        self.names = list(targets)
+        self.sums = nn.ModuleDict(
+            {f"{i}_{k}": SumMetric() for i in range(len(self.names)) for k in self.KINDS}
+        )
+
+    def _sum(self, i: int, kind: str) -> SumMetric:
+        metric = self.sums[f"{i}_{kind}"]
+        assert isinstance(metric, SumMetric)
+        return metric
+
+    def update(self, pred: Tensor, y: Tensor) -> None:
+        """Add a batch: ``pred`` and ``y`` ``[B, V, H, W]`` (NaN truth is left out)."""
+        for i in range(len(self.names)):
+            valid = torch.isfinite(y[:, i])
+            diff = torch.where(valid, pred[:, i] - torch.nan_to_num(y[:, i]), 0.0)
+            self._sum(i, "sq").update(diff.square().sum())
+            self._sum(i, "err").update(diff.sum())
+            self._sum(i, "n").update(valid.sum().float())
+
+    def scores(self) -> dict[str, tuple[Tensor, Tensor]]:
+        """``{target: (rmse, bias)}`` of what was added, then start again from zero."""
+        out: dict[str, tuple[Tensor, Tensor]] = {}
+        for i, name in enumerate(self.names):
+            sq, err, n = (self._sum(i, k).compute() for k in self.KINDS)
+            n = n.clamp_min(1)
+            out[name] = ((sq / n).sqrt(), err / n)
+            for k in self.KINDS:
+                self._sum(i, k).reset()
+        return out
