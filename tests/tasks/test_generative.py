@@ -12,7 +12,7 @@ from climdl.tasks.checkpoint import load_emulator, read_checkpoint
 from climdl.tasks.downscaling import DownscalingTask
 from climdl.tasks.generative import GenerativeDownscalingTask
 from tests.argv import train_argv
-from tests.conftest import TINY_GENERATIVE, train_generative
+from tests.conftest import TINY_GENERATIVE
 from tests.paths import CONFIGS
 
 
@@ -61,14 +61,14 @@ def test_generative_checkpoint_is_self_contained(
     assert read_checkpoint(pr_ckpt)["climdl"].get("kind") is None
 
 
-def test_checkpoint_needs_no_stage1_file(pr_ckpt: Path, sample_cache: Path, tmp_path: Path) -> None:
-    stage1 = tmp_path / "stage1.ckpt"
-    shutil.copy(pr_ckpt, stage1)
-    ckpt = train_generative(tmp_path / "run", sample_cache, stage1)
-    stage1.unlink()
-    task = load_emulator(ckpt)
+def test_checkpoint_needs_no_stage1_file(gen_pr_ckpt: Path, pr_ckpt: Path, tmp_path: Path) -> None:
+    ckpt = torch.load(gen_pr_ckpt, weights_only=True)
+    gone = tmp_path / "deleted-stage1.ckpt"  # the stage-1 file named inside no longer exists
+    ckpt["hyper_parameters"]["mean_checkpoint"] = str(gone)
+    torch.save(ckpt, tmp_path / "gen.ckpt")
+    task = load_emulator(tmp_path / "gen.ckpt")
     assert isinstance(task, GenerativeDownscalingTask)
-    assert task.hp.mean_checkpoint == str(stage1)  # provenance only
+    assert task.hp.mean_checkpoint == str(gone) and not gone.exists()  # provenance only
     reference = load_emulator(pr_ckpt)
     batch = _batch(task)
     with torch.inference_mode():
@@ -157,3 +157,15 @@ def test_ddp_two_processes(pr_ckpt: Path, sample_cache: Path, tmp_path: Path) ->
     task = load_emulator(next((tmp_path / "run").rglob("last.ckpt")))
     assert isinstance(task, GenerativeDownscalingTask) and float(task.residual_std[0]) > 0
     assert task.ema is not None and all(torch.isfinite(p).all() for p in task.ema.parameters())
+
+
+def test_error_sums_give_rmse_and_bias() -> None:
+    from climdl.tasks.generative_parts import ErrorSums
+
+    sums = ErrorSums(["pr", "tasmax"])
+    y = torch.tensor([[1.0, float("nan")], [0.0, 0.0]]).view(1, 2, 2, 1)
+    sums.update(y.nan_to_num() + torch.tensor([2.0, -1.0]).view(1, 2, 1, 1), y)
+    scores = sums.scores()
+    assert [float(v) for v in scores["pr"]] == [2.0, 2.0]
+    assert [float(v) for v in scores["tasmax"]] == [1.0, -1.0]
+    assert float(sums.scores()["pr"][0]) == 0.0  # reset
