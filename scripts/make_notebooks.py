@@ -13,6 +13,7 @@ from pathlib import Path
 
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+from notebook_generative import generative
 
 ROOT = Path(__file__).resolve().parents[1] / "notebooks"
 
@@ -501,6 +502,7 @@ def main() -> None:
         "02_evaluation": evaluation(),
         "03_cloud_segmentation": cloud_segmentation(),
         "04_scaling_out": scaling_out(),
+        "05_generative": generative(SETUP),
     }
     for name, cells in notebooks.items():
         for i, cell in enumerate(cells):  # stable ids: regenerating changes nothing in git
