@@ -70,10 +70,11 @@ from climdl.plot import panel_figure
 
 entry = get_entry("sample-alps")
 truth_file = next(f for f in entry.files("target", period="historical") if "CNRM-CM5" in f.name)
-truth = xr.open_dataset(truth_file, decode_coords="all")
+time_coder = xr.coders.CFDatetimeCoder(use_cftime=True)  # as climdl writes its outputs
+truth = xr.open_dataset(truth_file, decode_coords="all", decode_times=time_coder)
 members = ens.dataset.pr
 wettest = int(truth.pr.sel(time=members.time).mean(("y", "x")).argmax())
-day = members.time[wettest].values
+day = members.time.values[wettest]
 gm = truth.pr.coords.get("Lambert_Conformal")
 
 def on_grid(da):

@@ -149,7 +149,7 @@ def evaluate(
     ts_space: xr.Dataset | None = None
     ps_space: dict[str, xr.Dataset] = {}
     if truth_space is not None and preds_space:
-        ts_space, ps_space = inputs.align(truth_space, preds_space, variables)
+        ts_space, ps_space = inputs.align(truth_space, preds_space, variables, warn=False)
         ps_space = members.expand(ps_space, ens)
     ht: xr.Dataset | None = None
     hps: dict[str, xr.Dataset] = {}

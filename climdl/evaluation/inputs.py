@@ -123,11 +123,12 @@ def series_step(sides: Mapping[str, xr.Dataset]) -> timeaxis.TimeStep:
     return next(iter(known.values()), timeaxis.DAILY)
 
 
-def common_day_indices(sides: Mapping[str, xr.Dataset]) -> dict[str, np.ndarray]:
+def common_day_indices(sides: Mapping[str, xr.Dataset], warn: bool = True) -> dict[str, np.ndarray]:
     """For each side, the indices of the steps every side has, in time order.
 
     Daily steps are matched by calendar day whatever the hour of the stamp, sub-daily steps by
-    day and time of day, monthly (yearly) steps by month (year).
+    day and time of day, monthly (yearly) steps by month (year). ``warn``: say which steps are
+    left out and when calendars differ (False for a second view of the same inputs).
     """
     step = series_step(sides)
     unit = {"sub-daily": "time stamp", "monthly": "month", "yearly": "year"}.get(step.kind, "day")
@@ -143,7 +144,7 @@ def common_day_indices(sides: Mapping[str, xr.Dataset]) -> dict[str, np.ndarray]
             )
         keys[name] = k
     calendars = {name: timeaxis.calendar_of(ds["time"]) for name, ds in sides.items()}
-    if len(set(calendars.values())) > 1:
+    if warn and len(set(calendars.values())) > 1:
         log.warning(
             "calendars differ (%s); days are matched by their calendar date",
             ", ".join(f"{n}: {c}" for n, c in calendars.items()),
@@ -157,7 +158,7 @@ def common_day_indices(sides: Mapping[str, xr.Dataset]) -> dict[str, np.ndarray]
         raise DataError(f"truth and predictions have no {unit} in common ({spans}).")
     out = {name: np.flatnonzero(np.isin(k, common)) for name, k in keys.items()}
     dropped = {n: keys[n].size - idx.size for n, idx in out.items() if keys[n].size > idx.size}
-    if dropped:
+    if dropped and warn:
         log.warning(
             "evaluating the %d common %ss; left out: %s",
             common.size,
@@ -173,17 +174,21 @@ def _span(time: xr.DataArray) -> str:
 
 
 def align(
-    truth: xr.Dataset, preds: Mapping[str, xr.Dataset], variables: Sequence[str]
+    truth: xr.Dataset,
+    preds: Mapping[str, xr.Dataset],
+    variables: Sequence[str],
+    warn: bool = True,
 ) -> tuple[xr.Dataset, dict[str, xr.Dataset]]:
     """Truth and predictions on their common days, predictions on the truth's time stamps.
 
     Checks the grids of every variable. Indices are applied lazily (no data are read).
+    ``warn=False`` for a second view of the same inputs (each warning is given once).
     """
     for name, ds in preds.items():
         for var in variables:
             check_grid(truth, ds, var, name)
     sides = {"truth": truth, **{f"prediction {n!r}": ds for n, ds in preds.items()}}
-    idx = common_day_indices(sides)
+    idx = common_day_indices(sides, warn)
     t = _take(truth[list(variables)], idx["truth"])
     out = {}
     for name, ds in preds.items():

@@ -137,7 +137,7 @@ def register(sub: Any) -> None:
         default=None,
         metavar="K",
         help="steps of the flow-matching sampler (Heun: 2K-1 network evaluations; default: "
-        "the checkpoint's setting); fewer is faster and smoother",
+        "the checkpoint's setting); fewer is faster, and less exact an integration of the flow",
     )
     dask = run.add_mutually_exclusive_group()
     dask.add_argument(

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from climdl.data.spec import EmulatorSpec
 from climdl.errors import ConfigError, DataError
-from climdl.inference.members import BASELINE_REFUSAL, member_noise
+from climdl.inference.members import BASELINE_REFUSAL, member_noise, target_stream
 from climdl.io.checksum import sha256_file
 from climdl.tasks.downscaling import DownscalingTask
 
@@ -250,7 +250,8 @@ class EmulatorSet:
             else:
                 if keys is None or len(keys) != x.shape[0]:
                     raise ValueError("predict_members needs noise or one day key per sample")
-                z = member_noise(seed, k, keys, wanted, (len(m.targets), *m.spec.out_size))
+                stream = target_stream(m.targets)  # not k: the -c order must not matter
+                z = member_noise(seed, stream, keys, wanted, (len(m.targets), *m.spec.out_size))
             idx = [order.index(v) for v in m.variables]
             xb = x[:, idx] if idx != list(range(len(order))) else x
             ab = torch.stack([aux[n] for n in m.spec.aux_names], dim=1)

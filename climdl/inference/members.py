@@ -3,14 +3,16 @@
 A generative emulator turns standard-normal noise into one sample of the fine fields given the
 coarse predictors (:meth:`~climdl.tasks.generative.GenerativeDownscalingTask.sample_physical`,
 deterministic given the noise). Member ``k`` of day ``d`` is therefore fixed by its noise alone,
-which is drawn here from a generator seeded by ``(seed, emulator index, day, k)``: the same
-member comes out whatever the chunking, the batch size, the rank or Dask worker that computes
-it, or the ``--start`` of the run. The day is keyed by its calendar date (``year*10000 +
-month*100 + day``), which every calendar has, not by its position in the series.
+which is drawn here from a generator seeded by ``(seed, the emulator's targets, day, k)``: the
+same member comes out whatever the chunking, the batch size, the rank or Dask worker that
+computes it, the ``--start`` of the run or the order of the checkpoints. The day is keyed by its
+calendar date (``year*10000 + month*100 + day``), which every calendar has, not by its position
+in the series.
 """
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -68,12 +70,19 @@ def day_keys(times: xr.DataArray | np.ndarray | Sequence[Any]) -> list[int]:
     return [day_key(t) for t in values.ravel()]
 
 
+def target_stream(targets: Sequence[str]) -> int:
+    """A stable number for an emulator's targets (CRC-32 of their names): the noise of the pr
+    emulator differs from the tasmax one's, and neither depends on the order or the number of
+    the checkpoints given to the run."""
+    return zlib.crc32(",".join(targets).encode())
+
+
 def member_seed(seed: int, emulator: int, key: int, member: int) -> int:
-    """The 63-bit seed of member ``member`` of the day ``key`` for emulator number ``emulator``.
+    """The 63-bit seed of member ``member`` of the day ``key`` for the emulator ``emulator``.
 
     Args:
         seed: the run's ``--seed`` (non-negative).
-        emulator: the emulator's position in the run's checkpoint list (pr and tasmax differ).
+        emulator: the emulator's :func:`target_stream` (pr and tasmax differ).
         key: the day's :func:`day_key`.
         member: the member's index (0-based).
 
@@ -98,7 +107,7 @@ def member_noise(
 
     Args:
         seed: the run's seed.
-        emulator: the emulator's index in the run.
+        emulator: the emulator's :func:`target_stream`.
         keys: :func:`day_key` of each day of the batch (B of them).
         members: indices of the members wanted (M of them).
         shape: one sample's shape, [V, H, W] of the emulator's targets.
@@ -169,8 +178,8 @@ def check_option_values(members: int | None, seed: int | None, sampler_steps: in
         raise ConfigError("--members must be at least 1.")
     if sampler_steps is not None and sampler_steps < 1:
         raise ConfigError("--sampler-steps must be at least 1.")
-    if seed is not None and seed < 0:
-        raise ConfigError(f"--seed must be a non-negative integer, got {seed}.")
+    if seed is not None and not 0 <= seed < 2**63:  # stored as a 64-bit NetCDF attribute
+        raise ConfigError(f"--seed must be an integer from 0 to 2**63-1, got {seed}.")
 
 
 def resolve_members(

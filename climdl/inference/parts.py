@@ -146,6 +146,17 @@ class _RunLock:
         self.fd = None
 
 
+def _time_chunks(ds: xr.Dataset, encoding: Mapping[str, Mapping[str, Any]]) -> dict[str, int]:
+    """Dask chunks along time as long as the output's on-disk chunks (a year): each compressed
+    chunk is then written once, not once per part (an ensemble's parts hold 365 // N days, and
+    HDF5 would recompress a year's chunk for every part that touches it)."""
+    for name, enc in encoding.items():
+        sizes = enc.get("chunksizes")
+        if name in ds.data_vars and sizes and "time" in ds[name].dims:
+            return {"time": int(sizes[ds[name].dims.index("time")])}
+    return {}
+
+
 class PartStore:
     """The finished chunks of one output file.
 
@@ -309,8 +320,11 @@ class PartStore:
                 "run again with --resume."
             )
         paths: Sequence[Path] = [self.path(i) for i in range(n_chunks)]
+        # an ensemble's parts one member per dask chunk: the join reads only what it writes
         parts = [
-            xr.open_dataset(p, decode_times=xr.coders.CFDatetimeCoder(use_cftime=True), chunks={})
+            xr.open_dataset(
+                p, decode_times=xr.coders.CFDatetimeCoder(use_cftime=True), chunks={"member": 1}
+            )
             for p in paths
         ]
         try:
@@ -324,6 +338,7 @@ class PartStore:
                 combine_attrs="override",
             )
             ds.attrs = dict(attrs)
+            ds = ds.chunk(_time_chunks(ds, encoding))
             # one part in memory at a time (a threaded scheduler would load parts ahead of the
             # writer, and the join's memory would grow with the length of the series)
             with dask.config.set(scheduler="synchronous"):

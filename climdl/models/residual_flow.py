@@ -185,9 +185,10 @@ class ResidualFlowNet(nn.Module):
 def heun_sample(velocity: Callable[[Tensor, Tensor], Tensor], z: Tensor, steps: int) -> Tensor:
     """Integrate ``dx/dt = velocity(x, t)`` from ``t = 0`` (``x = z``, noise) to ``t = 1`` (data).
 
-    Heun's second-order method on ``steps`` equal steps, the last one Euler (as in Karras et al.
-    2022, EDM): ``2 * steps - 1`` evaluations. The state stays float32 whatever the velocity's
-    dtype (autocast), and the result is a deterministic function of ``z``.
+    Heun's second-order method on ``steps`` equal steps, the last one Euler (a choice that saves
+    one evaluation, as EDM's sampler ends; Karras et al. 2022): ``2 * steps - 1`` evaluations.
+    The state stays float32 whatever the velocity's dtype (autocast), and the result is a
+    deterministic function of ``z``.
 
     Args:
         velocity: ``(x [N, ...], t [N]) -> dx/dt`` (same shape as ``x``).

@@ -18,10 +18,8 @@ The checkpoint is self-contained: stage 1's hyper-parameters, spec and file hash
 from __future__ import annotations
 
 import copy
-import hashlib
 import inspect
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -33,14 +31,14 @@ from climdl.errors import ConfigError, DataError
 from climdl.models.residual_flow import ResidualFlowNet, heun_sample
 from climdl.tasks import losses as L_
 from climdl.tasks.base import BaseTask
-from climdl.tasks.checkpoint_file import read_checkpoint
 from climdl.tasks.downscaling import DownscalingTask
 from climdl.tasks.generative_parts import (
     ErrorSums,
     channel_std,
-    check_stage1,
     ema_update,
     fair_crps,
+    read_stage1,
+    stage1_from_meta,
     training_days,
     warmup_cosine,
 )
@@ -118,8 +116,21 @@ class GenerativeDownscalingTask(BaseTask[EmulatorSpec]):
         self.save_hyperparameters()
         if sampler_steps < 1 or members < 1:
             raise ConfigError("sampler_steps and members must be at least 1.")
+        if not 0.0 <= ema_decay < 1.0:
+            raise ConfigError(f"ema_decay must be in [0, 1), got {ema_decay}.")
+        if crop is not None and crop < 1:
+            raise ConfigError(f"crop must be a positive number of grid points, got {crop}.")
         self.ema: ResidualFlowNet | None = None
         self.mean_meta: dict[str, Any] = {}
+        self._draws: torch.Generator | None = None
+
+    def on_fit_start(self) -> None:
+        """One generator per rank for the training draws (noise, flow times, crops): with the
+        global RNG, seeded alike on every DDP rank, all ranks would draw the same ones and a
+        step would see one rank's batch of (noise, time) pairs instead of all ranks'."""
+        self._draws = torch.Generator().manual_seed(
+            torch.initial_seed() + 1_000_003 * self.global_rank
+        )
 
     # ------------------------------------------------------------------ building
     @classmethod
@@ -164,21 +175,8 @@ class GenerativeDownscalingTask(BaseTask[EmulatorSpec]):
                 "the generative task needs its stage-1 checkpoint: "
                 "--model.init_args.mean_checkpoint PATH"
             )
-        ckpt = read_checkpoint(path)
-        kind = ckpt["climdl"].get("kind")
-        if kind is not None:
-            raise ConfigError(
-                f"{path} is a {kind!r} checkpoint; the generative task's stage 1 must be a "
-                "deterministic emulator (climdl train --config configs/emulator/sample.yaml)."
-            )
-        try:
-            mean = DownscalingTask.from_checkpoint(ckpt)
-        except DataError as exc:
-            raise DataError(f"{path}: {exc}") from exc
-        assert mean.spec is not None
-        check_stage1(mean.spec, dm.spec(), str(path))
-        digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
-        self._attach_mean(mean, {"hyper_parameters": dict(mean.hparams), "sha256": digest})
+        mean, meta = read_stage1(str(path), dm.spec())
+        self._attach_mean(mean, meta)
 
     def _attach_mean(self, mean: DownscalingTask, meta: dict[str, Any]) -> None:
         mean.eval().requires_grad_(False)
@@ -256,10 +254,7 @@ class GenerativeDownscalingTask(BaseTask[EmulatorSpec]):
         meta = ckpt["climdl"].get("mean")
         if not isinstance(meta, Mapping) or "spec" not in meta:
             raise DataError("the generative checkpoint lacks its stage-1 part (climdl.mean).")
-        accepted = set(inspect.signature(DownscalingTask.__init__).parameters) - {"self"}
-        hp = {k: v for k, v in meta.get("hyper_parameters", {}).items() if k in accepted}
-        mean = DownscalingTask(**hp)
-        mean.build(DownscalingTask.read_spec(meta["spec"]))
+        mean = stage1_from_meta(meta)
         self._attach_mean(mean, {k: v for k, v in meta.items() if k != "spec"})
         self.build(self.read_spec(ckpt["climdl"]["spec"]))
 
@@ -369,6 +364,7 @@ class GenerativeDownscalingTask(BaseTask[EmulatorSpec]):
         """
         net = net if net is not None else self.net
         assert net is not None
+        generator = generator if generator is not None else self._draws
         base, cond = self._stage1(batch)
         r = (self._t(batch["y"].float()) - base) / self.residual_std.view(1, -1, 1, 1)
         aux = self._aux(batch)

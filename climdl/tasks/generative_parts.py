@@ -5,8 +5,9 @@ weights and its learning-rate schedule."""
 
 from __future__ import annotations
 
+import inspect
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -15,7 +16,10 @@ from torch import Tensor, nn
 from torchmetrics import SumMetric
 
 from climdl.data.spec import EmulatorSpec
-from climdl.errors import ConfigError
+from climdl.errors import ConfigError, DataError
+from climdl.io.checksum import sha256_file
+from climdl.tasks.checkpoint_file import read_checkpoint
+from climdl.tasks.downscaling import DownscalingTask
 
 __all__ = [
     "ErrorSums",
@@ -23,6 +27,8 @@ __all__ = [
     "check_stage1",
     "ema_update",
     "fair_crps",
+    "read_stage1",
+    "stage1_from_meta",
     "training_days",
     "warmup_cosine",
 ]
@@ -185,3 +191,37 @@ class ErrorSums(nn.Module):
             for k in self.KINDS:
                 self._sum(i, k).reset()
         return out
+
+
+def read_stage1(path: str, data: EmulatorSpec) -> tuple[DownscalingTask, dict[str, Any]]:
+    """The stage-1 task read safely from
+    ``path`` and checked against the data's spec, with its provenance (hyper-parameters, SHA-256).
+
+    Raises:
+        ConfigError: a checkpoint of another kind, or a stage 1 that does not fit the data.
+        DataError: a missing, damaged or foreign file.
+    """
+    ckpt = read_checkpoint(path)
+    kind = ckpt["climdl"].get("kind")
+    if kind is not None:
+        raise ConfigError(
+            f"{path} is a {kind!r} checkpoint; the generative task's stage 1 must be a "
+            "deterministic emulator (climdl train --config configs/emulator/sample.yaml)."
+        )
+    try:
+        mean = DownscalingTask.from_checkpoint(ckpt)
+    except DataError as exc:
+        raise DataError(f"{path}: {exc}") from exc
+    assert mean.spec is not None
+    check_stage1(mean.spec, data, path)
+    return mean, {"hyper_parameters": dict(mean.hparams), "sha256": sha256_file(path)}
+
+
+def stage1_from_meta(meta: Mapping[str, Any]) -> DownscalingTask:
+    """The stage-1 task rebuilt from a generative checkpoint's ``climdl.mean`` (hyper-parameters
+    this version knows, and the spec); the caller loads the weights."""
+    accepted = set(inspect.signature(DownscalingTask.__init__).parameters) - {"self"}
+    hp = {k: v for k, v in meta.get("hyper_parameters", {}).items() if k in accepted}
+    mean = DownscalingTask(**hp)
+    mean.build(DownscalingTask.read_spec(meta["spec"]))
+    return mean

@@ -241,9 +241,25 @@ def run_train(argv: Sequence[str]) -> int:
         if ckpt_path and ckpt_path not in ("last", "best", "hpc") and "://" not in ckpt_path:
             check_checkpoint_path(ckpt_path)  # before any process or data set-up
         if isinstance(model, GenerativeDownscalingTask):
+            _check_generative_strategy(trainer.strategy)
             model.load_stage1(dm)  # a missing or mismatched stage 1 fails here, in one line
     close_process_groups_at_exit()  # not left to the interpreter's teardown (aborts gloo runs)
     return _fit_and_report(cli, trainer, model, dm, ckpt_path)
+
+
+def _check_generative_strategy(strategy: Any) -> None:
+    """The generative task trains on one device or data-parallel (its residual network is
+    small; FSDP, tensor and pipeline parallelism are wired for the deterministic UNet only)."""
+    from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
+
+    from climdl.parallel.pipeline import PipelineStrategy
+
+    plain_ddp = isinstance(strategy, DDPStrategy) and not isinstance(strategy, PipelineStrategy)
+    if not (isinstance(strategy, SingleDeviceStrategy) or plain_ddp):
+        raise ConfigError(
+            f"the generative task trains under the single and ddp strategy presets, not "
+            f"{type(strategy).__name__}."
+        )
 
 
 def _fit_and_report(

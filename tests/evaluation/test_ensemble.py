@@ -320,3 +320,16 @@ def test_climate_change_signal_of_an_ensemble() -> None:
         "emulator",
         "emulator (ens. mean)",
     ]
+
+
+def test_days_left_out_are_warned_about_once(
+    files: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from climdl.evaluation.engine import evaluate_files
+
+    with xr.open_dataset(files / "base.nc") as b:
+        b.isel(time=slice(0, 200)).to_netcdf(tmp_path / "short.nc")
+    with caplog.at_level("WARNING", logger="climdl.evaluation.inputs"):
+        evaluate_files(files / "truth.nc", {"m": tmp_path / "short.nc"}, variables=["tasmax"])
+    said = [r.getMessage() for r in caplog.records if "common days" in r.getMessage()]
+    assert said == ["evaluating the 200 common days; left out: 165 day(s) of the truth"]

@@ -114,6 +114,20 @@ def test_wrong_stage1_is_one_sentence(
     assert len(err.splitlines()) == 1
 
 
+def test_sharded_strategies_are_refused_in_one_sentence(
+    pr_ckpt: Path, use_sample_cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from climdl.cli import main
+
+    capsys.readouterr()
+    config = CONFIGS / "emulator" / "sample_generative.yaml"
+    extra = ["--model.init_args.mean_checkpoint", str(pr_ckpt), "--config", "strategy/fsdp"]
+    rc = main(train_argv(config, tmp_path, *TINY_GENERATIVE, *extra))
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "Traceback" not in err and len(err.splitlines()) == 1
+    assert "the generative task trains under the single and ddp strategy presets" in err
+
+
 def test_fair_crps_and_residual_scale_helpers() -> None:
     from climdl.tasks.generative_parts import channel_std, ema_update, fair_crps, warmup_cosine
 
