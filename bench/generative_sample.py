@@ -1,16 +1,17 @@
 """Does the generative stage beat the deterministic UNet on the sample? And what does sampling cost?
 
     python bench/generative_sample.py [--targets pr tasmax] [--mean-epochs 12] [--members 10]
-                                      [--keep DIR] [--device cpu]
+                                      [--steps K] [--start DAY --end DAY] [--keep DIR]
+                                      [--device cpu] [--memory-only]
 
 Models, trained on the embedded sample by ``climdl train`` (reused from ``--keep DIR``):
 * stage 1: the sample config's Doury UNet (``--config sample --data.targets [T]``, ``--mean-epochs``);
 * stage 2: the flow-matching residual model on top of it (``--config sample_generative``, its own
   budget), taking the stage-1 checkpoint by path.
 
-Held-out test: the historical year of ``sample-alps`` (perfect predictors, training GCM), downscaled
-by stage 1 alone (deterministic) and by stage 2 with ``--members`` members, both scored by
-``climdl evaluate`` against the RCM truth. Printed per target, deterministic against ensemble (the
+Held-out test: the historical year of ``sample-alps`` (perfect predictors, training GCM; or its
+days ``--start`` to ``--end``), downscaled by stage 1 alone (deterministic) and by stage 2 with
+``--members`` members, both scored by ``climdl evaluate`` against the RCM truth. Printed per target, deterministic against ensemble (the
 ensemble's per-member scores as member mean ± std, and its ensemble mean): RALSD, |P99 bias|,
 |Rx1day bias| (pr), std ratio, Wasserstein distance of all values and of the wet-day intensities
 (pr), RMSE, the fair CRPS (for the deterministic model: its MAE), spread-skill ratio and the rank
@@ -97,6 +98,9 @@ def main() -> None:
     p.add_argument("--end", default=None, help="last held-out day scored (default: all)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--keep", type=Path, default=None, help="work folder to keep (default: temp)")
+    p.add_argument(
+        "--memory-only", action="store_true", help="only the peak-memory runs (models in --keep)"
+    )
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child is not None:
@@ -111,7 +115,7 @@ def main() -> None:
               "device": args.device, "overwrite": True}  # fmt: skip
     scored = {**common, "start": args.start, "end": args.end}
     truth = truth_file()
-    for target in args.targets:
+    for target in [] if args.memory_only else args.targets:
         mean = train(
             f"{target}-mean",
             ["--config", "sample", "--trainer.max_epochs", str(args.mean_epochs),
