@@ -3,8 +3,8 @@
 # the GPU tests, CUDA training with bf16 through the real CLI, training/loader throughput
 # (bench/train_throughput.py), downscale end to end vs the bare forward
 # (bench/downscale_throughput.py), DDP/FSDP2/pipeline presets with NCCL, GPU preprocessing
-# (climdl prepare --device cuda), tiled cloud segmentation, climdl sensitivity CUDA vs CPU and
-# full-size UNet throughput.
+# (climdl prepare --device cuda), tiled cloud segmentation, climdl sensitivity CUDA vs CPU, a
+# generative stage 2 trained and sampled on CUDA, and full-size UNet throughput.
 # Usage on the device: bash bench/gpu_check.sh   (expects .venv or torch+deps importable)
 set -uo pipefail
 export PYTHONUNBUFFERED=1
@@ -37,6 +37,24 @@ for D in cuda cpu; do
   echo "sensitivity --device $D: exit $?, $(( $(date +%s) - start )) s for 8 days"
 done
 $PY -c "import csv; r=[{(x['target'],x['attack']): x['median_abs_mean_change'] for x in csv.DictReader(open(f'$WORK/sens-{d}/summary.csv'))} for d in ('cuda','cpu')]; print('median |mean change| cuda vs cpu:', {k: (r[0][k], r[1][k]) for k in r[0]})" 2>&1 | tail -1
+
+echo "== generative stage 2 on CUDA (bf16-mixed, 3 epochs on the model just trained as stage 1), 10 members of 1981 vs the deterministic pass =="
+if [ -n "$CKPT" ] && [ -f "$CKPT" ]; then
+  start=$(date +%s)
+  CLIMDL_CACHE="$WORK/cache" $PY -m climdl.cli train --config configs/emulator/sample_generative.yaml \
+    --model.init_args.mean_checkpoint "$CKPT" --data.targets '[tasmax]' --trainer.accelerator gpu \
+    --trainer.precision bf16-mixed --trainer.max_epochs 3 --trainer.default_root_dir "$WORK/gen" \
+    --trainer.logger false --quiet --data.test_period null > "$WORK/gen.log" 2>&1
+  echo "generative train (3 epochs, bf16): exit $?, $(( $(date +%s) - start )) s"
+  GEN=$(ls "$WORK"/gen/checkpoints/last.ckpt 2>/dev/null)
+  for M in 0 10; do
+    start=$(date +%s)
+    if [ "$M" = 0 ]; then ARGS=(-c "$CKPT"); else ARGS=(-c "$GEN" --members "$M"); fi
+    CLIMDL_CACHE="$WORK/cache" $PY -m climdl.cli downscale "${ARGS[@]}" --catalog sample-alps \
+      --period historical --kind perfect --device cuda --batch-size 256 -o "$WORK/gen_$M.nc" --overwrite -q
+    echo "downscale 1981 on cuda, members $M (0: deterministic): exit $?, $(( $(date +%s) - start )) s"
+  done
+fi
 
 echo "== bench/train_throughput.py on CUDA (Lightning vs hand-written loop; loader vs NumPy) =="
 $PY bench/train_throughput.py --device cuda --steps 40 2>&1 | grep -v -E "Warning|warn|INFO|^ *$"
