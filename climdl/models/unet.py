@@ -191,6 +191,20 @@ class DouryUNet(nn.Module):
                 self.decoder.append(DecoderStage(cin, 0, cout, block))
             cin = cout
         self.head = nn.Conv2d(cin, out_channels, 1)
+        self.scatter: nn.Module = nn.Identity()
+        """Applied between :meth:`forward_coarse` and :meth:`forward_fine`; domain parallelism
+        (:mod:`climdl.parallel.domain`) puts a module here that keeps the rank's rows."""
+
+    @property
+    def split_level(self) -> int:
+        """Index of the first decoder level beyond the input resolution (it has no skip): the
+        levels from here on and the head work on any row strip of their input."""
+        return len(self.encoder)
+
+    @property
+    def fine_levels(self) -> int:
+        """Decoder levels beyond the input resolution; each doubles the rows of a strip."""
+        return len(self.decoder) - self.split_level
 
     def stages(self) -> list[nn.Module]:
         """The network's parts in forward order: entry, encoder levels, scalar MLP (if any),
@@ -204,6 +218,12 @@ class DouryUNet(nn.Module):
     def forward(self, x: Tensor, scalars: Tensor | None = None) -> Tensor:
         """``x``: ``[B, in_channels, *in_size]``; ``scalars``: ``[B, n_scalars]`` or None when
         ``n_scalars == 0``. Returns ``[B, out_channels, *out_size]``."""
+        return self.forward_fine(self.scatter(self.forward_coarse(x, scalars)))
+
+    def forward_coarse(self, x: Tensor, scalars: Tensor | None = None) -> Tensor:
+        """Entry, encoder, 1-D inputs and the decoder levels that take skips: the part that sees
+        the whole domain (down to the 1 x 1 bottleneck). Returns ``[B, C, S, S]`` at the trimmed
+        input size ``S``, the input of :meth:`forward_fine`."""
         check_input(x, self.in_channels, self.in_size, "DouryUNet")
         check_scalars(scalars, self.n_scalars, x.shape[0], "DouryUNet")
         h = self.entry(x)
@@ -215,7 +235,16 @@ class DouryUNet(nn.Module):
             s = self.scalar_mlp(scalars.to(h.dtype))
             h = torch.cat([h, s[:, :, None, None]], dim=1)
         n_skips = len(skips)
-        for level, stage in enumerate(self.decoder):
-            h = stage(h, skips[n_skips - 1 - level] if level < n_skips else None)
+        for level, stage in enumerate(self.decoder[: self.split_level]):
+            h = stage(h, skips[n_skips - 1 - level])
+        return h
+
+    def forward_fine(self, h: Tensor) -> Tensor:
+        """The decoder levels beyond the input resolution, then the head: ``[B, C, r, w]`` ->
+        ``[B, out_channels, r * 2**fine_levels, w * 2**fine_levels]``. Purely convolutional, so
+        it runs on any row strip of :meth:`forward_coarse`'s output (rows near a strip's edges
+        need a halo: see :mod:`climdl.parallel.domain` and :mod:`climdl.inference.strips`)."""
+        for stage in self.decoder[self.split_level :]:
+            h = stage(h)
         out: Tensor = self.head(h)
         return out

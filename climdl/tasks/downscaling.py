@@ -28,6 +28,7 @@ from climdl.errors import ConfigError
 from climdl.models import DeepESD, DouryUNet
 from climdl.models.heads import FineCovariateHead
 from climdl.models.tasmax_baseline import TasmaxBaseline, has_tasmax_baseline
+from climdl.parallel.domain import Domain, domain_loss
 from climdl.preprocess import Kind, Normaliser, spatial_standardise
 from climdl.preprocess.gamma import fit_gamma
 from climdl.tasks import losses as L_
@@ -195,6 +196,10 @@ class DownscalingTask(BaseTask[EmulatorSpec]):
         self.sq_err = nn.ModuleDict({t: SumMetric() for t in targets})
         self.err = nn.ModuleDict({t: SumMetric() for t in targets})
         self.count = nn.ModuleDict({t: SumMetric() for t in targets})
+        self.domain: Domain | None = None
+        """This rank's place in its domain group under domain parallelism, else None."""
+        self.domain_rows: tuple[int, int] | None = None
+        """The fine rows this rank computes under domain parallelism, else None."""
 
     def configure_model(self) -> None:
         """Shard the network when the strategy is Lightning's ``ModelParallelStrategy``: FSDP2
@@ -204,11 +209,28 @@ class DownscalingTask(BaseTask[EmulatorSpec]):
             return
         from lightning.pytorch.strategies import ModelParallelStrategy
 
+        from climdl.parallel.domain import DomainParallelStrategy
+
         strategy = self.trainer.strategy
         if isinstance(strategy, ModelParallelStrategy):
             from climdl.parallel.strategies import parallelize_task
 
             parallelize_task(self, strategy)
+        elif isinstance(strategy, DomainParallelStrategy):
+            self._shard_domain(strategy)
+
+    def _shard_domain(self, strategy: Any) -> None:
+        """Split the network's fine levels into row strips (:mod:`climdl.parallel.domain`), and
+        make the data module read, and the losses use, this rank's rows only."""
+        plan = strategy.shard(self.net)
+        assert plan.rows is not None
+        self.domain = strategy.domain
+        self.domain_rows = plan.rows
+        if hasattr(self, "pr_loss"):
+            self.pr_loss.row_start = plan.rows[0]
+        dm = getattr(self.trainer, "datamodule", None)
+        if dm is not None and hasattr(dm, "target_rows"):
+            dm.target_rows = plan.rows
 
     def _channels(self, target: str) -> int:
         return 3 if (target == "pr" and self.hp.loss_pr == "bernoulli_gamma") else 1
@@ -228,6 +250,11 @@ class DownscalingTask(BaseTask[EmulatorSpec]):
         out = dict(batch)
         out["x_n"] = torch.nan_to_num(x)
         out["aux_n"] = torch.nan_to_num(self.aux_norm.normalise(aux, dim=1))
+        if self.domain_rows is not None:  # domain parallelism: this rank's rows of the target
+            start, stop = self.domain_rows
+            if "y" in out and out["y"].shape[-2] != stop - start:
+                out["y"] = out["y"][..., start:stop, :]
+            out["rows"] = torch.tensor([start, stop])
         return out
 
     def forward(self, x_n: Tensor, aux_n: Tensor | None = None) -> Tensor:
@@ -241,7 +268,9 @@ class DownscalingTask(BaseTask[EmulatorSpec]):
         A batch may carry the network's output as ``net_out`` when it was computed elsewhere:
         the pipeline-parallel strategy (:mod:`climdl.parallel.pipeline`) runs the network's
         stages on several ranks and hands the last stage's output back to the same losses and
-        metrics.
+        metrics. ``rows``, a CPU tensor ``(start, stop)``, says that the output covers only
+        those fine rows (a domain-parallel rank's block, or a strip of the tiled inference of
+        :mod:`climdl.inference.strips`); the tasmax baseline is cut to them.
         """
         raw = batch["net_out"] if "net_out" in batch else self(batch["x_n"], batch["aux_n"])
         if self.baseline is None:
@@ -249,6 +278,9 @@ class DownscalingTask(BaseTask[EmulatorSpec]):
         i = self.y_norm.names.index("tasmax")
         c = sum(self.channels[:i])
         base = self.baseline(batch["x"].float())
+        if "rows" in batch:
+            start, stop = (int(v) for v in batch["rows"].tolist())
+            base = base[:, start:stop]
         base_n = (base - self.y_norm.mean[i]) / (self.y_norm.std[i] + self.y_norm.eps)
         return torch.cat(
             [raw[:, :c], raw[:, c : c + 1] + base_n[:, None].to(raw.dtype), raw[:, c + 1 :]], dim=1
@@ -302,12 +334,20 @@ class DownscalingTask(BaseTask[EmulatorSpec]):
                 parts[t] = L_.masked_mae(pred[:, 0], y_n[:, i])
             else:
                 parts[t] = L_.masked_mse(pred[:, 0], y_n[:, i])
+        if self.domain is not None:  # this rank's share; parts: the whole domain's losses
+            counts = {t: torch.isfinite(y[:, i]).sum() for i, t in enumerate(self.y_norm.names)}
+            objective, parts = domain_loss(parts, counts, self.domain)
+            return objective, parts
         return torch.stack(list(parts.values())).sum(), parts
+
+    def _shown(self, loss: Tensor, parts: dict[str, Tensor]) -> Tensor:
+        """The loss to log: under domain parallelism the whole domain's, not this rank's share."""
+        return torch.stack(list(parts.values())).sum() if self.domain is not None else loss
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         """Loss of one training batch; logs it and its per-target parts."""
         loss, parts = self.compute_loss(batch)
-        self.log_training(loss, parts, batch)
+        self.log_training(self._shown(loss, parts), parts, batch)
         return loss
 
     def log_training(
@@ -333,13 +373,15 @@ class DownscalingTask(BaseTask[EmulatorSpec]):
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         """Log the validation loss and accumulate the errors behind the RMSE/bias scores."""
-        loss, _ = self.compute_loss(batch)
+        loss, parts = self.compute_loss(batch)
+        loss = self._shown(loss, parts)
         self.log("val_loss", loss, prog_bar=True, batch_size=batch["x"].shape[0], sync_dist=True)
         self._accumulate(batch)
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         """Log the test loss and accumulate the errors behind the RMSE/bias scores."""
-        loss, _ = self.compute_loss(batch)
+        loss, parts = self.compute_loss(batch)
+        loss = self._shown(loss, parts)
         self.log("test_loss", loss, batch_size=batch["x"].shape[0], sync_dist=True)
         self._accumulate(batch)
 

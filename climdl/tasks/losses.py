@@ -128,6 +128,8 @@ class DouryAsymmetricLoss(nn.Module):
         self.register_buffer("gamma_shape", shape)
         self.register_buffer("gamma_scale", scale)
         self.threshold, self.asym_weight, self.cdf_power = threshold, asym_weight, cdf_power
+        self.row_start = 0
+        """First grid row of the targets (domain parallelism: the rank's strip)."""
 
     @classmethod
     def from_samples(
@@ -150,16 +152,20 @@ class DouryAsymmetricLoss(nn.Module):
 
     def weight(self, target: Tensor) -> Tensor:
         """``w(y) = F(max(y - t, 0))^p`` in float32 (0 at NaN targets); no gradient."""
-        grid = tuple(self.gamma_shape.shape)
+        shape, scale = self.gamma_shape, self.gamma_scale
+        if shape.ndim == 2 and target.ndim >= 2 and target.shape[-2] != shape.shape[0]:
+            rows = slice(self.row_start, self.row_start + target.shape[-2])  # a strip
+            shape, scale = shape[rows], scale[rows]
+        grid = tuple(shape.shape)
         if grid and tuple(target.shape[-len(grid) :]) != grid:
             raise DataError(
                 f"the target grid {tuple(target.shape)} does not end with the grid "
-                f"{grid} the gamma laws were fitted on."
+                f"{tuple(self.gamma_shape.shape)} the gamma laws were fitted on."
             )
         with torch.no_grad():
             y = torch.nan_to_num(target.float(), nan=0.0)
-            x = (y - self.threshold).clamp_min(0) / self.gamma_scale.float()
-            cdf = torch.special.gammainc(self.gamma_shape.float().expand_as(x), x)
+            x = (y - self.threshold).clamp_min(0) / scale.float()
+            cdf = torch.special.gammainc(shape.float().expand_as(x), x)
             return torch.nan_to_num(cdf, nan=0.0).pow(self.cdf_power)
 
     def forward(self, pred: Tensor, target: Tensor) -> Tensor:

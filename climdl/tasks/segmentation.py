@@ -29,6 +29,7 @@ from climdl.clouds.spec import SegmenterSpec
 from climdl.errors import ConfigError, DataError
 from climdl.models.blocks import BlockKind
 from climdl.models.cloud_unet import CloudUNet
+from climdl.parallel.domain import Domain
 from climdl.tasks.base import BaseTask, make_optimizer
 from climdl.tasks.seg_metrics import new_confusion, scores
 
@@ -123,6 +124,20 @@ class SegmentationTask(BaseTask[SegmenterSpec]):
         self.register_buffer("class_weight", self._class_weights(spec, k))
         self.val_conf = new_confusion(k)
         self.test_conf = new_confusion(k)
+        self.domain: Domain | None = None
+        """This rank's place in its domain group under domain parallelism, else None."""
+
+    def configure_model(self) -> None:
+        """Under the domain strategy, split the network into row strips
+        (:mod:`climdl.parallel.domain`); nothing happens otherwise."""
+        if self._trainer is None or self.net is None:
+            return
+        from climdl.parallel.domain import DomainParallelStrategy
+
+        strategy = self.trainer.strategy
+        if isinstance(strategy, DomainParallelStrategy):
+            strategy.shard(self.net)
+            self.domain = strategy.domain
 
     def _class_weights(self, spec: SegmenterSpec, k: int) -> Tensor:
         cw = self.hp.class_weights
@@ -166,6 +181,11 @@ class SegmentationTask(BaseTask[SegmenterSpec]):
                 x, y = augment(x, y)
             out["y"] = y
         out["x_n"] = x
+        if self.domain is not None:  # this rank's strip of the (augmented) whole sample
+            start, stop = self.domain.block(x.shape[-2], self.size_multiple)
+            out["x_n"] = x[..., start:stop, :]
+            if "y" in out:
+                out["y"] = out["y"][..., start:stop, :]
         return out
 
     # ------------------------------------------------------------------ forward
@@ -189,45 +209,81 @@ class SegmentationTask(BaseTask[SegmenterSpec]):
 
     def loss_from_logits(self, logits: Tensor, y: Tensor) -> Tensor:
         """The configured loss of ``logits`` [B, K, H, W] against labels ``y`` [B, H, W]
-        (no-data labels ignored)."""
+        (no-data labels ignored).
+
+        Every term is a ratio of sums over the batch and grid (weighted cross-entropy, BCE and
+        the any-cloud term: mean over valid pixels; Dice: per-class overlaps), so under domain
+        parallelism the sums of all strips are added with one differentiable all-reduce and
+        every rank gets the whole domain's loss.
+        """
         logits = logits.float()
         k = logits.shape[1]
         valid = y != NODATA
-        if not bool(valid.any()):
+        if self.domain is None and not bool(valid.any()):
             return logits.sum() * 0.0
         y0 = torch.where(valid, y, torch.zeros_like(y))
         onehot = F.one_hot(y0, k).permute(0, 3, 1, 2).float()
         w = self.class_weight
         loss_name = self.hp.loss
+        m = valid[:, None].float()
+        sums: list[Tensor] = []
         if loss_name.startswith("ce"):
-            loss = F.cross_entropy(logits, y, weight=w, ignore_index=NODATA)
+            nll = F.cross_entropy(logits, y, weight=w, ignore_index=NODATA, reduction="none")
+            sums += [nll.sum(), torch.where(valid, w[y0], 0.0).sum()]
         else:
             bce = F.binary_cross_entropy_with_logits(logits, onehot, reduction="none")
             bce = (bce * w.view(1, -1, 1, 1)).sum(1)
-            loss = bce[valid].mean()
+            sums += [torch.where(valid, bce, 0.0).sum(), valid.sum().float()]
+        dice_at = 2  # offsets in the flattened sums: two scalars, then 3 x k for Dice
         if loss_name.endswith("dice"):
             prob = torch.softmax(logits, 1) if loss_name.startswith("ce") else torch.sigmoid(logits)
-            m = valid[:, None].float()
-            inter = (prob * onehot * m).sum((0, 2, 3))
-            denom = ((prob + onehot) * m).sum((0, 2, 3))
-            present = onehot.mul(m).sum((0, 2, 3)) > 0
+            sums += [
+                (prob * onehot * m).sum((0, 2, 3)),
+                ((prob + onehot) * m).sum((0, 2, 3)),
+                onehot.mul(m).sum((0, 2, 3)),
+            ]
+        cloud_at = sum(v.numel() for v in sums)
+        any_cloud = self.hp.any_cloud_weight > 0 and self._mixed_cloud_classes()
+        if any_cloud:
+            sums += [self._any_cloud_nll(logits, y0, valid).sum(), valid.sum().float()]
+        total = self._reduce(torch.cat([v.reshape(-1) for v in sums]))
+        loss = total[0] / total[1].clamp_min(1e-12)
+        if loss_name.endswith("dice"):
+            inter = total[dice_at : dice_at + k]
+            denom = total[dice_at + k : dice_at + 2 * k]
+            present = total[dice_at + 2 * k : dice_at + 3 * k] > 0
             dice = 1.0 - (2.0 * inter + 1.0) / (denom + 1.0)
-            loss = loss + self.hp.dice_weight * dice[present].mean()
-        if self.hp.any_cloud_weight > 0:
-            loss = loss + self.hp.any_cloud_weight * self._any_cloud_loss(logits, y0, valid)
+            dice_mean = torch.where(present, dice, 0.0).sum() / present.sum().clamp_min(1)
+            loss = loss + self.hp.dice_weight * dice_mean
+        if any_cloud:
+            nll_sum, count = total[cloud_at], total[cloud_at + 1]
+            loss = loss + self.hp.any_cloud_weight * nll_sum / count.clamp_min(1)
         return loss
 
-    def _any_cloud_loss(self, logits: Tensor, y0: Tensor, valid: Tensor) -> Tensor:
-        """Binary cross-entropy of P(cloud or thin cloud), from log-sum-exps (stable)."""
+    def _reduce(self, sums: Tensor) -> Tensor:
+        """Sum over the strips of the domain group (differentiable); identity otherwise."""
+        if self.domain is None or self.domain.size == 1:
+            return sums
+        import torch.distributed as dist
+        from torch.distributed.nn.functional import all_reduce
+
+        out: Tensor = all_reduce(sums, op=dist.ReduceOp.SUM, group=self.domain.group)
+        return out
+
+    def _mixed_cloud_classes(self) -> bool:
+        """Whether the labels have cloudy and clear classes (else the any-cloud term is 0)."""
+        cloudy = [c in CLOUDY for c in self.classes]
+        return any(cloudy) and not all(cloudy)
+
+    def _any_cloud_nll(self, logits: Tensor, y0: Tensor, valid: Tensor) -> Tensor:
+        """Per-pixel binary cross-entropy of P(cloud or thin cloud), from log-sum-exps (stable),
+        0 where there is no data."""
         cloudy = torch.tensor([c in CLOUDY for c in self.classes], device=logits.device)
-        if not bool(cloudy.any()) or bool(cloudy.all()):
-            return logits.sum() * 0.0
         total = torch.logsumexp(logits, 1)
         log_p = torch.logsumexp(logits[:, cloudy], 1) - total
         log_q = torch.logsumexp(logits[:, ~cloudy], 1) - total
         target = cloudy[y0]
-        nll = -torch.where(target, log_p, log_q)
-        return nll[valid].mean()
+        return torch.where(valid, -torch.where(target, log_p, log_q), 0.0)
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         """Loss of one training batch; logs it."""

@@ -243,6 +243,7 @@ def run_train(argv: Sequence[str]) -> int:
         if isinstance(model, GenerativeDownscalingTask):
             _check_generative_strategy(trainer.strategy)
             model.load_stage1(dm)  # a missing or mismatched stage 1 fails here, in one line
+        _check_domain_strategy(trainer.strategy, model)
     close_process_groups_at_exit()  # not left to the interpreter's teardown (aborts gloo runs)
     return _fit_and_report(cli, trainer, model, dm, ckpt_path)
 
@@ -252,13 +253,33 @@ def _check_generative_strategy(strategy: Any) -> None:
     small; FSDP, tensor and pipeline parallelism are wired for the deterministic UNet only)."""
     from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
 
+    from climdl.parallel.domain import DomainParallelStrategy
     from climdl.parallel.pipeline import PipelineStrategy
 
-    plain_ddp = isinstance(strategy, DDPStrategy) and not isinstance(strategy, PipelineStrategy)
+    plain_ddp = isinstance(strategy, DDPStrategy) and not isinstance(
+        strategy, PipelineStrategy | DomainParallelStrategy
+    )
     if not (isinstance(strategy, SingleDeviceStrategy) or plain_ddp):
         raise ConfigError(
             f"the generative task trains under the single and ddp strategy presets, not "
             f"{type(strategy).__name__}."
+        )
+
+
+def _check_domain_strategy(strategy: Any, model: Any) -> None:
+    """Domain parallelism splits the Doury UNet and the cloud UNet only; say so before any
+    process or data set-up (the grid's divisibility is checked when the network is built)."""
+    from climdl.parallel.domain import DomainParallelStrategy
+    from climdl.tasks.generative import GenerativeDownscalingTask
+    from climdl.tasks.segmentation import SegmentationTask
+
+    if not isinstance(strategy, DomainParallelStrategy) or isinstance(model, SegmentationTask):
+        return
+    network = model.hparams.get("network")
+    if isinstance(model, GenerativeDownscalingTask) or network != "unet":
+        raise ConfigError(
+            "the domain strategy preset splits the unet emulator and the cloud UNet only, not "
+            f"{network or type(model).__name__}; use the ddp or fsdp preset."
         )
 
 
