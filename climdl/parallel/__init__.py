@@ -1,9 +1,11 @@
 """Scaling climdl training out: strategy presets, FSDP2/tensor-parallel wiring, pipeline stages,
-global-batch BatchNorm, launch detection (torchrun, SLURM) and checks of distributed runs.
+domain (spatial) strips, global-batch BatchNorm, launch detection (torchrun, SLURM) and checks of
+distributed runs.
 
 One concept per module: :mod:`~climdl.parallel.strategies` (Lightning strategies, FSDP2 and
 tensor-parallel plans), :mod:`~climdl.parallel.stages` (cutting the UNet into pipeline stages),
 :mod:`~climdl.parallel.pipeline` (the pipeline-parallel Lightning strategy),
+:mod:`~climdl.parallel.domain` (domain parallelism: row strips with halo exchanges),
 :mod:`~climdl.parallel.syncbn` (BatchNorm over the global batch on any device),
 :mod:`~climdl.parallel.launch` (ranks from torchrun/SLURM variables),
 :mod:`~climdl.parallel.checkpoint` (sharded checkpoints to one file),

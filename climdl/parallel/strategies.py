@@ -13,7 +13,8 @@ first: ``ddp`` is Lightning's ``DDPStrategy``; ``fsdp`` and ``tensor`` are Light
   ``nn.Linear`` and ``nn.Embedding`` only; splitting conv channels would put an all-gather after
   every layer of a network whose per-layer weights are small (at most 512 x 512 x 3 x 3 here),
   and splitting the spatial domain needs halo exchanges that DTensor does not do (sharded conv
-  inputs give wrong values in torch 2.13) — that is domain parallelism, a different design.
+  inputs give wrong values in torch 2.13) — that is domain parallelism,
+  :mod:`climdl.parallel.domain`, a different design.
 * **FSDP2** (mesh dimension ``data_parallel``): ``fully_shard`` on every block the network lists
   in ``stages()`` (entry conv, each encoder and decoder level, the 1-D MLP, head, orography
   fusion), then on the network itself; parameters, gradients and optimizer state are sharded
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
     from torch.distributed.device_mesh import DeviceMesh
     from torch.distributed.tensor.parallel import ParallelStyle
 
-StrategyName = Literal["single", "ddp", "fsdp", "tensor", "pipeline"]
+StrategyName = Literal["single", "ddp", "fsdp", "tensor", "pipeline", "domain"]
 
 
 class FSDP2Strategy(ModelParallelStrategy):
@@ -174,7 +175,8 @@ def build_strategy(name: StrategyName, **kwargs: Any) -> Strategy | str:
     """The strategy a preset names: ``single`` -> ``"auto"``, ``ddp`` -> ``DDPStrategy``,
     ``fsdp`` -> :class:`FSDP2Strategy`, ``tensor`` -> ``ModelParallelStrategy`` (tensor parallel
     across a node's devices, data parallel across nodes), ``pipeline`` ->
-    :class:`~climdl.parallel.pipeline.PipelineStrategy`. ``kwargs`` go to the class."""
+    :class:`~climdl.parallel.pipeline.PipelineStrategy`, ``domain`` ->
+    :class:`~climdl.parallel.domain.DomainParallelStrategy`. ``kwargs`` go to the class."""
     if name == "single":
         return "auto"
     if name == "ddp":
@@ -187,4 +189,10 @@ def build_strategy(name: StrategyName, **kwargs: Any) -> Strategy | str:
         from climdl.parallel.pipeline import PipelineStrategy
 
         return PipelineStrategy(**kwargs)
-    raise ConfigError(f"unknown strategy {name!r}; choose single, ddp, fsdp, tensor or pipeline.")
+    if name == "domain":
+        from climdl.parallel.domain import DomainParallelStrategy
+
+        return DomainParallelStrategy(**kwargs)
+    raise ConfigError(
+        f"unknown strategy {name!r}; choose single, ddp, fsdp, tensor, pipeline or domain."
+    )

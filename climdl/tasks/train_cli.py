@@ -196,6 +196,7 @@ def run_train(argv: Sequence[str]) -> int:
     from climdl.parallel.launch import close_process_groups_at_exit
 
     args = _translate(argv)
+    _check_one_strategy_preset(args)
     if "--quiet" in args:
         args[args.index("--quiet")] = "--quiet=true"
     configure_lightning_logging()
@@ -266,6 +267,38 @@ def _check_generative_strategy(strategy: Any) -> None:
         )
 
 
+def _check_one_strategy_preset(args: Sequence[str]) -> None:
+    """Refuse two stacked configs that each choose ``trainer.strategy`` (e.g. domain.yaml and
+    fsdp.yaml): the later one would silently replace the first. multinode.yaml and
+    restartable.yaml choose none and stack on any preset."""
+    import yaml
+
+    chosen: list[tuple[str, str]] = []
+    for i, a in enumerate(args):
+        if a in ("--config", "-c") and i + 1 < len(args):
+            path = Path(args[i + 1])
+        elif a.startswith(("--config=", "-c=")):
+            path = Path(a.split("=", 1)[1])
+        else:
+            continue
+        try:
+            doc = yaml.safe_load(path.read_text()) if path.is_file() else None
+        except (OSError, yaml.YAMLError):
+            continue  # the CLI's own parser reports an unreadable config
+        trainer = doc.get("trainer") if isinstance(doc, dict) else None
+        strategy = trainer.get("strategy") if isinstance(trainer, dict) else None
+        if strategy is None:
+            continue
+        name = strategy.get("class_path", "?") if isinstance(strategy, dict) else str(strategy)
+        chosen.append((path.name, str(name).rsplit(".", 1)[-1]))
+    if len({name for _, name in chosen}) > 1:
+        listed = " and ".join(f"{f} ({n})" for f, n in chosen)
+        raise ConfigError(
+            f"{listed} each choose trainer.strategy; stack one strategy preset (multinode.yaml "
+            "and restartable.yaml combine with any)."
+        )
+
+
 def _check_domain_strategy(strategy: Any, model: Any) -> None:
     """Domain parallelism splits the Doury UNet and the cloud UNet only; say so before any
     process or data set-up (the grid's divisibility is checked when the network is built)."""
@@ -273,7 +306,15 @@ def _check_domain_strategy(strategy: Any, model: Any) -> None:
     from climdl.tasks.generative import GenerativeDownscalingTask
     from climdl.tasks.segmentation import SegmentationTask
 
-    if not isinstance(strategy, DomainParallelStrategy) or isinstance(model, SegmentationTask):
+    if not isinstance(strategy, DomainParallelStrategy):
+        return
+    world = strategy.num_nodes * strategy.num_processes
+    if world % strategy.domain_size:
+        raise ConfigError(
+            f"{world} processes (devices x num_nodes) cannot form domain groups of "
+            f"{strategy.domain_size}; use a multiple of domain_size."
+        )
+    if isinstance(model, SegmentationTask):
         return
     network = model.hparams.get("network")
     if isinstance(model, GenerativeDownscalingTask) or network != "unet":

@@ -37,12 +37,16 @@ from climdl.parallel.domain import (
 from climdl.parallel.launch import free_port
 from climdl.parallel.testing import (
     check,
+    climdl_cmd,
     grad_rel_l2,
+    load_probe,
     max_rel_diff,
+    probe_config,
     run_all,
     strategy_config,
 )
-from tests.parallel.train_runs import run_options, train_and_probe
+from tests.clouds_harness import CLOUDS_CONFIG, TINY_CLOUDS, sample_clouds_argv
+from tests.parallel.train_runs import TIMEOUT, run_options, train_and_probe
 
 SCRIPT = Path(__file__).with_name("domain_script.py")
 
@@ -197,3 +201,26 @@ def test_a_data_by_domain_mesh_trains_as_one_process(
     _, probe = train_and_probe(tmp_path, "mesh", sample_cache, configs, *options)
     _compare(domain_ref, probe, [0, 1, 2], EARLY)
     assert probe["world_size"] == 4
+
+
+@pytest.mark.distributed
+def test_the_cloud_unet_trains_on_two_strips_as_one_process(tmp_path: Path) -> None:
+    """``climdl train --config configs/clouds/sample.yaml --config .../domain.yaml``: every crop
+    (and validation scene) in two strips, against the same run in one process."""
+    from climdl.cli import main
+
+    assert main(sample_clouds_argv(tmp_path / "scenes", 4, (48, 40), 3)) == 0
+    probes = {}
+    for name, devices in (("one", "1"), ("two", "2")):
+        preset = strategy_config("ddp" if devices == "1" else "domain")
+        probe = tmp_path / f"{name}.pt"
+        cfg = probe_config(tmp_path, probe)
+        args = ["train", "--config", str(CLOUDS_CONFIG), "--config", str(preset),
+                "--config", str(cfg), "--trainer.default_root_dir", str(tmp_path / name),
+                "--data.root", str(tmp_path / "scenes"), "--data.test_root", "null",
+                "--trainer.max_epochs", "1", *TINY_CLOUDS, "--trainer.devices", devices]  # fmt: skip
+        log = tmp_path / f"{name}.log"
+        check(run_all([climdl_cmd(args)], [log], TIMEOUT), [log])
+        probes[name] = load_probe(probe)
+    _compare(probes["one"], probes["two"], sorted(probes["one"]["losses"]), EARLY)
+    assert probes["two"]["ranks"][0]["modules"].get("HaloConv2d", 0) > 0

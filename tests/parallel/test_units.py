@@ -206,6 +206,7 @@ def test_build_strategy_names() -> None:
     assert isinstance(build_strategy("ddp"), DDPStrategy)
     assert isinstance(build_strategy("fsdp"), ModelParallelStrategy)
     assert isinstance(build_strategy("pipeline", schedule="gpipe"), PipelineStrategy)
+    assert type(build_strategy("domain", domain_size=4)).__name__ == "DomainParallelStrategy"
     with pytest.raises(ConfigError, match="unknown strategy"):
         build_strategy("zero")  # type: ignore[arg-type]
 
@@ -229,6 +230,7 @@ def test_every_preset_key_has_a_comment(path: Path) -> None:
         (["tensor"], "tensor"),
         (["pipeline"], "pipeline"),
         (["single"], "single"),
+        (["domain", "multinode"], "domain"),
     ],
 )
 def test_presets_stack_on_the_training_config(
@@ -264,6 +266,13 @@ def test_presets_stack_on_the_training_config(
         assert isinstance(trainer.strategy._layer_sync, GlobalSyncBatchNorm)
     elif check == "tensor":
         assert type(trainer.strategy) is ModelParallelStrategy
+    elif check == "domain":
+        from climdl.parallel.domain import DomainParallelStrategy
+
+        strategy = trainer.strategy
+        assert isinstance(strategy, DomainParallelStrategy) and strategy.domain_size == 2
+        assert trainer.num_nodes == 2 and strategy.data_size == 2  # 4 processes: 2 x 2 mesh
+        assert strategy.distributed_sampler_kwargs["num_replicas"] == 2
     elif check == "pipeline":
         assert isinstance(trainer.strategy, PipelineStrategy)
         assert trainer.strategy.schedule_name == "1f1b" and trainer.strategy.n_microbatches == 4
