@@ -113,6 +113,16 @@ def register(sub: Any) -> None:
         help="days read, computed and stored together; the resume unit (default 365, or "
         "365 // N with --members N so that a chunk's memory does not grow with N)",
     )
+    run.add_argument(
+        "--block-rows",
+        type=int,
+        default=None,
+        metavar="N",
+        help="run the networks' fine levels in strips of N output rows, each with a halo as "
+        "wide as their receptive field: the same values as the whole grid, with the activation "
+        "memory of one strip (for large grids); multiples of the output rows per coarse row "
+        "(8 for 16x16 -> 128x128) waste least; Doury UNet emulators only (default: whole grid)",
+    )
     ens = d.add_argument_group("ensemble (generative checkpoints only)")
     ens.add_argument(
         "--members",
@@ -213,6 +223,7 @@ def _cmd_downscale(args: argparse.Namespace) -> int:
             members=args.members,
             seed=args.seed,
             sampler_steps=args.sampler_steps,
+            block_rows=args.block_rows,
         )
     if res.rank != 0:
         return 0

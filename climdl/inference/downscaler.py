@@ -140,6 +140,7 @@ def downscale(
     members: int | None = None,
     seed: int | None = None,
     sampler_steps: int | None = None,
+    block_rows: int | None = None,
 ) -> DownscaleResult:
     """Downscale a predictor series with one or several trained emulators.
 
@@ -182,6 +183,12 @@ def downscale(
             whatever the chunking, batch size, ranks or workers. Generative checkpoints only.
         sampler_steps: ODE steps of the sampler (None: each checkpoint's own setting).
             Generative checkpoints only.
+        block_rows: run the networks' fine part (the decoder levels beyond the input
+            resolution, the orography fusion, the post-processing) in strips of this many
+            output rows, each with an exact halo (:mod:`climdl.inference.strips`): the same
+            values as the whole grid, with the activation memory of one strip. Any positive
+            number (multiples of the output rows per coarse row waste least); Doury UNet
+            emulators only. None: the whole grid.
 
     Returns:
         The predictions (reopened lazily from the file when one was written), where they are,
@@ -218,6 +225,7 @@ def downscale(
         members=members,
         seed=seed,
         sampler_steps=sampler_steps,
+        block_rows=block_rows,
     )
     if isinstance(dask_scheduler, str):  # a malformed address fails before any work
         from climdl.dask_cluster import check_scheduler

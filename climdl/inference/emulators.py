@@ -3,7 +3,9 @@
 Doury et al. train one emulator per variable; a CORDEX ML-Bench submission needs both ``tasmax``
 and ``pr`` in one file. :class:`EmulatorSet` loads any number of checkpoints, checks that they
 share the target grid, and runs each on the predictors it was trained with, so that
-``climdl downscale --checkpoint tasmax.ckpt --checkpoint pr.ckpt`` writes one file.
+``climdl downscale --checkpoint tasmax.ckpt --checkpoint pr.ckpt`` writes one file. With
+``block_rows`` the networks' fine part runs in strips of that many output rows
+(:mod:`climdl.inference.strips`): the same values in less activation memory.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from torch import Tensor
 from climdl.data.spec import EmulatorSpec
 from climdl.errors import ConfigError, DataError
 from climdl.inference.members import BASELINE_REFUSAL, member_noise, target_stream
+from climdl.inference.strips import StripPlan, plan_strips, predict_strips
 from climdl.io.checksum import sha256_file
 from climdl.tasks.downscaling import DownscalingTask
 
@@ -73,6 +76,9 @@ class EmulatorSet:
         output: ``emulator`` (the networks) or ``baseline`` (the fitted interpolation +
             lapse-rate baseline stored in the checkpoints, for comparison; tasmax only).
         device: torch device the networks run on.
+        block_rows: run each network's fine part in strips of this many output rows
+            (:func:`~climdl.inference.strips.plan_strips`), same values, activation memory
+            of one strip; None: the whole grid at once. Doury UNet emulators only.
     """
 
     def __init__(
@@ -80,11 +86,17 @@ class EmulatorSet:
         checkpoints: Sequence[str | Path],
         output: Output = "emulator",
         device: torch.device | str = "cpu",
+        block_rows: int | None = None,
     ) -> None:
         from climdl.tasks.checkpoint import load_emulator, read_checkpoint
 
         if not checkpoints:
             raise ConfigError("give at least one --checkpoint.")
+        if block_rows is not None and output == "baseline":
+            raise ConfigError(
+                "--block-rows applies to the emulator networks; the fitted baseline "
+                "(--baseline) runs on the whole grid, so leave it out."
+            )
         self.device = torch.device(device)
         self.output = output
         self.members: list[Emulator] = []
@@ -137,6 +149,22 @@ class EmulatorSet:
                 self._baselines.append(
                     TasmaxBaseline(m.spec, m.spec.tasmax_baseline).to(self.device)
                 )
+        self.strips: list[StripPlan | None] = [None] * len(self.members)
+        if block_rows is not None:
+            self.strips = self._plan_strips(block_rows)
+
+    def _plan_strips(self, block_rows: int) -> list[StripPlan | None]:
+        """Each network's strips (checked before any work: one clear sentence each)."""
+        if self.generative:
+            raise ConfigError(
+                "--block-rows works with deterministic Doury UNet emulators; generative "
+                "checkpoints sample on the whole grid, so leave it out."
+            )
+        plans: list[StripPlan | None] = []
+        for m in self.members:
+            assert m.task.net is not None  # loaded from a checkpoint
+            plans.append(plan_strips(m.task.net, block_rows, m.path.name))
+        return plans
 
     @property
     def generative(self) -> bool:
@@ -205,8 +233,12 @@ class EmulatorSet:
                 continue
             ab = torch.stack([aux[n] for n in m.spec.aux_names], dim=1)
             batch = m.task.on_after_batch_transfer({"x": xb, "aux": ab}, 0)
+            plan = self.strips[k]
             with torch.autocast(xb.device.type, dtype=autocast, enabled=autocast is not None):
-                outs.append(m.task.predict_physical(batch).float())
+                if plan is None:
+                    outs.append(m.task.predict_physical(batch).float())
+                else:
+                    outs.append(predict_strips(m.task, batch, plan).float())
         return torch.cat(outs, dim=1)
 
     @torch.inference_mode()

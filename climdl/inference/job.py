@@ -67,6 +67,7 @@ class JobConfig:
     members: int | None = None
     seed: int | None = None
     sampler_steps: int | None = None
+    block_rows: int | None = None
 
     def to_json(self) -> str:
         """The configuration as sorted JSON (stored in the parts folder's manifest)."""
@@ -135,7 +136,10 @@ class Job:
         self.batch_size = config.batch_size or (256 if self.device.type == "cuda" else 16)
         self.amp = _autocast(config.precision, self.device)
         self.emulators = EmulatorSet(
-            list(config.checkpoints), output=config.emulator_output, device=self.device
+            list(config.checkpoints),
+            output=config.emulator_output,
+            device=self.device,
+            block_rows=config.block_rows,
         )
         self.members = resolve_members(
             generative=self.emulators.generative,

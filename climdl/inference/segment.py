@@ -3,8 +3,10 @@
 :func:`segment` is the job: it loads the checkpoint, opens the scene lazily
 (:func:`~climdl.clouds.readers.open_scene`: scene NetCDF, Landsat product, GeoTIFF), matches and
 checks its bands against the checkpoint's (:mod:`climdl.inference.segment_bands`), runs the
-network over overlapping, smoothly blended tiles a row of tiles at a time
-(:mod:`climdl.inference.segment_tiling`; tiles go to the device in batches) and hands the
+network over overlapping, smoothly blended tiles a row of tiles at a time (or, with
+``tiling="exact"``, over tiles with a halo as wide as the network's receptive radius, cropped,
+which gives the whole scene's result; :mod:`climdl.inference.segment_tiling`; tiles go to the
+device in batches) and hands the
 finished rows to a :class:`MaskWriter`: CF NetCDF (:mod:`climdl.inference.segment_netcdf`) or,
 for an output ending in ``.tif``/``.tiff``, GeoTIFF (:mod:`climdl.inference.segment_geotiff`).
 The output is built under a temporary name and renamed when complete; memory is proportional to
@@ -36,6 +38,7 @@ from climdl.clouds.scene import (
     validate_scene,
 )
 from climdl.errors import ConfigError, OutputError
+from climdl.inference.receptive import cloud_unet_radius
 from climdl.inference.segment_bands import check_values, match_bands
 from climdl.inference.segment_geotiff import (
     GeoTiffMaskWriter,
@@ -44,10 +47,19 @@ from climdl.inference.segment_geotiff import (
     probability_path,
 )
 from climdl.inference.segment_netcdf import NetCDFMaskWriter
-from climdl.inference.segment_tiling import TileGrid, plan_tiles, run_tiled
+from climdl.inference.segment_tiling import (
+    ExactGrid,
+    TileGrid,
+    Tiling,
+    plan_exact,
+    plan_tiles,
+    run_exact,
+    run_tiled,
+)
 from climdl.io.checksum import sha256_file
 from climdl.io.netcdf import atomic_path
 from climdl.io.provenance import CF_CONVENTIONS, climdl_source, history_entry
+from climdl.models.cloud_unet import CloudUNet
 from climdl.preprocess.device import resolve_device
 
 __all__ = ["SegmentResult", "segment"]
@@ -103,6 +115,7 @@ def segment(
     probabilities: bool = False,
     tile: int = 512,
     overlap: int = 64,
+    tiling: Tiling = "blend",
     batch_size: int = 8,
     device: str = "auto",
     overwrite: bool = False,
@@ -122,7 +135,11 @@ def segment(
         probabilities: also write the class probabilities.
         tile: tile size in pixels the network runs on (a multiple of its ``2**depth``).
         overlap: least pixels shared by neighbouring tiles (blended, no seams), at most half
-            the tile.
+            the tile; ``blend`` tiling only.
+        tiling: ``blend`` (overlapping tiles, blended: close to the whole scene's result) or
+            ``exact`` (tiles with a halo of the network's receptive radius, on its pooling
+            grid, only their centres kept: the whole scene's result within float rounding, at
+            the cost of more tiles; the tile must hold the halo on both sides).
         batch_size: tiles per forward pass.
         device: ``auto``, ``cpu`` or ``cuda[:N]``.
         overwrite: replace existing outputs.
@@ -132,7 +149,8 @@ def segment(
         Where the mask went, the scene's shape, tiles, time, device and class fractions.
 
     Raises:
-        ConfigError: ``batch_size`` below 1, or a tile or overlap the network cannot use.
+        ConfigError: ``batch_size`` below 1, an unknown ``tiling``, or a tile or overlap the
+            network cannot use.
         DataError: an unreadable checkpoint or scene, or a scene without the bands the
             segmenter was trained on.
         OutputError: an output exists (without ``overwrite``), would replace the scene, or
@@ -146,6 +164,8 @@ def segment(
     prob_p = probability_path(out_p) if geotiff and probabilities else None
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {batch_size}.")
+    if tiling not in ("blend", "exact"):
+        raise ConfigError(f"--tiling must be blend or exact, got {tiling!r}.")
     for p in (out_p, prob_p):
         if p is not None and p.exists() and not overwrite:
             raise OutputError(f"{p} already exists; pass --overwrite to replace it.")
@@ -170,7 +190,11 @@ def segment(
         georef = geotiff_grid(ds, iname, ydim, xdim, scene_p, out_p) if geotiff else None
         image = ds[iname].transpose(BAND_DIM, ydim, xdim).isel({BAND_DIM: order})
         height, width = int(ds.sizes[ydim]), int(ds.sizes[xdim])
-        grid = plan_tiles(height, width, tile, overlap, task.size_multiple)
+        grid: TileGrid | ExactGrid
+        if tiling == "exact":
+            grid = plan_exact(height, width, tile, _radius(task.net, ckpt), task.size_multiple)
+        else:
+            grid = plan_tiles(height, width, tile, overlap, task.size_multiple)
         attrs = _global_attrs(ds, scene_p, ckpt, classes, grid, tile, overlap)
         checked = False
         valid_cache: dict[int, np.ndarray] = {}
@@ -228,16 +252,12 @@ def segment(
                     p = np.where(valid[None], probs, np.nan).astype(np.float32)
                 writer.write_rows(y0, labels, p)
 
+            n_classes = len(classes)
             with torch.inference_mode():
-                run_tiled(
-                    read_rows,
-                    predict,
-                    grid,
-                    len(classes),
-                    write_rows,
-                    batch_size=batch_size,
-                    progress=progress,
-                )
+                if isinstance(grid, ExactGrid):
+                    run_exact(read_rows, predict, grid, n_classes, write_rows, batch_size, progress)
+                else:
+                    run_tiled(read_rows, predict, grid, n_classes, write_rows, batch_size, progress)
     finally:
         ds.close()
     n_valid = max(int(counts[:-1].sum()), 1)
@@ -253,8 +273,24 @@ def segment(
     )
 
 
+def _radius(net: Any, ckpt: Path) -> tuple[int, int]:
+    """The segmenter's receptive radius (before, after) in pixels, for exact tiling."""
+    if not isinstance(net, CloudUNet):
+        raise ConfigError(
+            f"--tiling exact needs a CloudUNet segmenter, but {ckpt.name} holds a "
+            f"{type(net).__name__}; use --tiling blend."
+        )
+    return cloud_unet_radius(net)
+
+
 def _global_attrs(
-    ds: Any, scene: Path, ckpt: Path, classes: list[str], grid: TileGrid, tile: int, overlap: int
+    ds: Any,
+    scene: Path,
+    ckpt: Path,
+    classes: list[str],
+    grid: TileGrid | ExactGrid,
+    tile: int,
+    overlap: int,
 ) -> dict[str, Any]:
     keep = {
         k: v
@@ -262,9 +298,10 @@ def _global_attrs(
         if k not in ("Conventions", "title", "history", "source", "comment")
         and isinstance(v, str | int | float | np.number)
     }
+    how = f"overlap {overlap}" if isinstance(grid, TileGrid) else "exact tiling"
     line = (
         f"climdl segment --checkpoint {ckpt} --input {scene} (tile {tile}, "
-        f"overlap {overlap}; climdl {__version__})"
+        f"{how}; climdl {__version__})"
     )
     return {
         **{f"input_{k}": v for k, v in keep.items()},
@@ -278,6 +315,5 @@ def _global_attrs(
         "climdl_checkpoint": str(ckpt.resolve()),
         "climdl_checkpoint_sha256": sha256_file(ckpt),
         "classes": " ".join(classes),
-        "tiling": f"{grid.tile_h}x{grid.tile_w} tiles, overlap {grid.overlap}, "
-        f"{grid.n_tiles} tiles, sine-squared blending",
+        "tiling": grid.describe(),
     }

@@ -16,9 +16,10 @@ def register(sub: Any) -> None:
     g = sub.add_parser(
         "segment",
         help="cloud mask of a multispectral scene with a trained checkpoint (tiled, any size)",
-        description="Tiled inference with overlapping, smoothly blended tiles, in memory bounded "
-        "by tile x width; writes a CF NetCDF flag variable (and class probabilities) or a tiled, "
-        "DEFLATE-compressed GeoTIFF on the scene's grid.",
+        description="Tiled inference with overlapping, smoothly blended tiles (or, with --tiling "
+        "exact, tiles with a halo as wide as the network's receptive field: the whole scene's "
+        "result), in memory bounded by tile x width; writes a CF NetCDF flag variable (and "
+        "class probabilities) or a tiled, DEFLATE-compressed GeoTIFF on the scene's grid.",
     )
     g.add_argument(
         "--checkpoint",
@@ -61,7 +62,16 @@ def register(sub: Any) -> None:
         "--overlap",
         type=int,
         default=64,
-        help="pixels shared by neighbouring tiles, blended (default 64)",
+        help="pixels shared by neighbouring tiles, blended (default 64; --tiling blend)",
+    )
+    g.add_argument(
+        "--tiling",
+        default="blend",
+        choices=["blend", "exact"],
+        help="blend (default): overlapping tiles, blended, close to the whole scene's result; "
+        "exact: each tile carries a halo of the network's receptive radius (e.g. 112 px for "
+        "depth 4) that is dropped, giving the whole scene's result in the same memory, at the "
+        "cost of more tiles (the tile must exceed twice the halo)",
     )
     g.add_argument("--batch-size", type=int, default=8, help="tiles per forward pass (default 8)")
     g.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default auto)")
@@ -100,6 +110,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
             probabilities=args.probabilities,
             tile=args.tile,
             overlap=args.overlap,
+            tiling=args.tiling,
             batch_size=args.batch_size,
             device=args.device,
             overwrite=args.overwrite,

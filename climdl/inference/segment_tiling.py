@@ -1,19 +1,31 @@
-"""Tiling of a scene for ``climdl segment``: tile windows, blending weights, and the row-by-row
-blend of tile predictions.
+"""Tiling of a scene for ``climdl segment``: tile windows, blending weights, the row-by-row
+blend of tile predictions, and exact tiling with halos.
 
-The scene is cut into overlapping tiles (:class:`TileGrid`); each tile's class probabilities are
-weighted by a smooth window that falls towards the tile's edges (:func:`blend_window`) and
-summed, and the sum is divided by the summed weights, so overlapping predictions blend without
-seams and a pixel covered by one tile keeps exactly that tile's prediction. The work proceeds one
-row of tiles at a time (:func:`run_tiled`): the input is read a strip of ``tile`` rows at a time,
-and the rows that no later tile touches are handed on at once, so memory is proportional to
-``tile x width``, never to the scene.
+Two ways to cut a scene (``--tiling``):
+
+* ``blend`` (the default, :func:`plan_tiles`, :func:`run_tiled`): overlapping tiles whose
+  predictions are blended; close to the whole scene's, not equal to it near tile edges.
+* ``exact`` (:func:`plan_exact`, :func:`run_exact`): each tile keeps only its centre, whose
+  distance to the tile's edges is at least the network's receptive radius, and tiles start on
+  the network's pooling grid (multiples of ``2**depth``), so every kept pixel sees exactly what
+  it sees in the whole scene: the result is the network on the whole scene (padded at the
+  bottom and right to a multiple of ``2**depth`` as a single tile would be), within float
+  rounding. It costs more tiles, since the halo is computed and dropped.
+
+Blending: the scene is cut into overlapping tiles (:class:`TileGrid`); each tile's class
+probabilities are weighted by a smooth window that falls towards the tile's edges
+(:func:`blend_window`) and summed, and the sum is divided by the summed weights, so overlapping
+predictions blend without seams and a pixel covered by one tile keeps exactly that tile's
+prediction. Both ways proceed one row of tiles at a time: the input is read a strip of ``tile``
+rows at a time, and the rows that no later tile touches are handed on at once, so memory is
+proportional to ``tile x width``, never to the scene.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 
@@ -21,6 +33,9 @@ from climdl.errors import ConfigError
 
 Predict = Callable[[np.ndarray], np.ndarray]
 """``[B, C, h, w]`` float32 tiles -> ``[B, K, h, w]`` class probabilities."""
+
+Tiling = Literal["blend", "exact"]
+"""How ``climdl segment`` cuts a scene: blended overlapping tiles, or exact tiles with halos."""
 
 
 # ---------------------------------------------------------------------------- tiling
@@ -66,14 +81,25 @@ class TileGrid:
             for c in self.cols:
                 yield r, c
 
+    def describe(self) -> str:
+        """One line for the output's attributes."""
+        return (
+            f"{self.tile_h}x{self.tile_w} tiles, overlap {self.overlap}, {self.n_tiles} tiles, "
+            "sine-squared blending"
+        )
 
-def plan_tiles(height: int, width: int, tile: int, overlap: int, multiple: int) -> TileGrid:
-    """Check the tiling options against the network and lay out the tiles."""
+
+def _check_tile(tile: int, multiple: int) -> None:
     if tile < multiple or tile % multiple:
         raise ConfigError(
             f"--tile must be a positive multiple of {multiple} (the network's "
             f"2**depth), got {tile}; try {max(multiple, tile // multiple * multiple)}."
         )
+
+
+def plan_tiles(height: int, width: int, tile: int, overlap: int, multiple: int) -> TileGrid:
+    """Check the tiling options against the network and lay out the tiles."""
+    _check_tile(tile, multiple)
     if overlap < 0 or 2 * overlap > tile:
         raise ConfigError(
             f"--overlap must be between 0 and half the tile ({tile // 2}), got {overlap}."
@@ -156,3 +182,170 @@ def run_tiled(
         acc[:, th - n_final :] = 0.0
         wsum[th - n_final :] = 0.0
         buf0 = nxt
+
+
+# ---------------------------------------------------------------------------- exact tiling
+@dataclass(frozen=True)
+class AxisWindow:
+    """One tile's extent along an axis.
+
+    Attributes:
+        start: first pixel of the tile (the network's input) in the padded scene.
+        keep: ``(start, stop)`` of the pixels the tile delivers (its centre), in scene
+            coordinates, clipped to the scene.
+    """
+
+    start: int
+    keep: tuple[int, int]
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+def _axis_windows(n: int, tile: int, halo: tuple[int, int], multiple: int) -> list[AxisWindow]:
+    """Tiles of ``tile`` pixels (or the whole padded axis, if shorter) over an axis of ``n``
+    pixels, whose kept centres abut and lie ``halo`` pixels from the tile's inner edges."""
+    padded = _round_up(n, multiple)
+    if padded <= tile:
+        return [AxisWindow(0, (0, n))]
+    core = tile - halo[0] - halo[1]
+    out: list[AxisWindow] = []
+    for a in range(0, n, core):
+        start = min(max(a - halo[0], 0), padded - tile)
+        out.append(AxisWindow(start, (a, min(a + core, n))))
+    return out
+
+
+@dataclass(frozen=True)
+class ExactGrid:
+    """Where the exact tiles of a ``height x width`` scene lie.
+
+    Attributes:
+        height: scene rows.
+        width: scene columns.
+        tile_h: rows of every tile (the scene's rows rounded up to ``multiple`` if fewer).
+        tile_w: columns of every tile (likewise).
+        radius: ``(before, after)``: the network's receptive radius in pixels.
+        halo: ``(before, after)`` pixels of halo: ``radius`` rounded up to ``multiple``.
+        multiple: the network's ``2**depth``; tiles start on multiples of it.
+        rows: the tiles' extents along y.
+        cols: the tiles' extents along x.
+        edge_mode: how the scene is padded to a multiple of ``multiple`` (``reflect``, or
+            ``edge`` for scenes thinner than the padding): as for a single whole-scene tile.
+    """
+
+    height: int
+    width: int
+    tile_h: int
+    tile_w: int
+    radius: tuple[int, int]
+    halo: tuple[int, int]
+    multiple: int
+    rows: tuple[AxisWindow, ...]
+    cols: tuple[AxisWindow, ...]
+    edge_mode: Literal["reflect", "edge"]
+
+    @property
+    def n_tiles(self) -> int:
+        """Number of tiles."""
+        return len(self.rows) * len(self.cols)
+
+    def describe(self) -> str:
+        """One line for the output's attributes."""
+        return (
+            f"{self.tile_h}x{self.tile_w} tiles, {self.n_tiles} tiles, exact: a halo of "
+            f"{self.halo[0]}/{self.halo[1]} px (the receptive radius {self.radius[0]}/"
+            f"{self.radius[1]} px on the pooling grid) computed and cropped"
+        )
+
+
+def plan_exact(
+    height: int, width: int, tile: int, radius: tuple[int, int], multiple: int
+) -> ExactGrid:
+    """Lay out exact tiles: kept centres that abut, each ``radius`` (rounded up to
+    ``multiple``) from its tile's inner edges, tiles on the pooling grid.
+
+    Args:
+        height: scene rows.
+        width: scene columns.
+        tile: tile side (the network's input), a multiple of ``multiple``.
+        radius: ``(before, after)``: the network's receptive radius
+            (:func:`climdl.inference.receptive.cloud_unet_radius`); the same on both axes.
+        multiple: the network's ``2**depth``.
+
+    Raises:
+        ConfigError: a tile that is not a multiple of ``multiple``, or too small to keep
+            anything beside its halo (when the scene does not fit in one tile).
+    """
+    _check_tile(tile, multiple)
+    halo = (_round_up(radius[0], multiple), _round_up(radius[1], multiple))
+    least = halo[0] + halo[1] + multiple
+    if tile < least and max(_round_up(height, multiple), _round_up(width, multiple)) > tile:
+        raise ConfigError(
+            f"--tile {tile} is too small for --tiling exact: the network sees "
+            f"{max(radius)} pixels around each pixel, so a tile needs at least {least} "
+            f"pixels ({halo[0]} + {halo[1]} of halo and {multiple} kept); use --tile "
+            f"{_round_up(max(least, 2 * (halo[0] + halo[1])), multiple)} or more."
+        )
+    ph, pw = _round_up(height, multiple) - height, _round_up(width, multiple) - width
+    mode: Literal["reflect", "edge"] = "reflect" if ph < height and pw < width else "edge"
+    return ExactGrid(
+        height,
+        width,
+        min(tile, _round_up(height, multiple)),
+        min(tile, _round_up(width, multiple)),
+        radius,
+        halo,
+        multiple,
+        tuple(_axis_windows(height, tile, halo, multiple)),
+        tuple(_axis_windows(width, tile, halo, multiple)),
+        mode,
+    )
+
+
+def _pad_axis(a: np.ndarray, axis: int, size: int, mode: Literal["reflect", "edge"]) -> np.ndarray:
+    """``a`` padded at the end of ``axis`` to ``size`` as the whole scene is padded."""
+    extra = size - a.shape[axis]
+    if extra <= 0:
+        return a
+    pad = [(0, 0)] * a.ndim
+    pad[axis] = (0, extra)
+    return np.pad(a, pad, mode=mode)
+
+
+def run_exact(
+    read_rows: Callable[[int, int], np.ndarray],
+    predict: Predict,
+    grid: ExactGrid,
+    n_classes: int,
+    write_rows: Callable[[int, np.ndarray], None],
+    batch_size: int = 8,
+    progress: Callable[[int, int], None] | None = None,
+) -> None:
+    """Run exact tiles and hand on their kept centres, a row of tiles at a time.
+
+    Same calls as :func:`run_tiled`: ``read_rows(y0, y1)`` gives the input ``[C, y1 - y0,
+    width]``, ``write_rows(y0, probs)`` receives ``[K, rows, width]`` for rows ``y0 ..
+    y0 + rows``, in order and each row once. Memory: one strip of ``tile_h`` input rows and
+    the kept rows' ``K x rows x width`` probabilities.
+    """
+    th, tw = grid.tile_h, grid.tile_w
+    wp = _round_up(grid.width, grid.multiple)
+    done = 0
+    for rw in grid.rows:
+        strip = read_rows(rw.start, min(rw.start + th, grid.height))
+        strip = _pad_axis(_pad_axis(strip, 1, th, grid.edge_mode), 2, wp, grid.edge_mode)
+        y0, y1 = rw.keep
+        out = np.empty((n_classes, y1 - y0, grid.width), dtype=np.float32)
+        for b in range(0, len(grid.cols), batch_size):
+            cols = grid.cols[b : b + batch_size]
+            tiles = np.stack([strip[:, :, c.start : c.start + tw] for c in cols])
+            probs = predict(tiles)
+            for p, c in zip(probs, cols, strict=True):
+                x0, x1 = c.keep
+                out[:, :, x0:x1] = p[:, y0 - rw.start : y1 - rw.start, x0 - c.start : x1 - c.start]
+            done += len(cols)
+            if progress is not None:
+                progress(done, grid.n_tiles)
+        write_rows(y0, out)
