@@ -64,9 +64,10 @@ def _cmd_sample(args: argparse.Namespace) -> int:
                 seed=args.seed,
                 overwrite=args.overwrite,
                 progress=_describe(bar, task, domain),
+                size=args.size,
             )
         console.print(
-            f"[bold]{domain}[/]: {len(res.files)} files, {res.nbytes / 1e6:.1f} MB "
+            f"[bold]{res.root.parent.name}[/]: {len(res.files)} files, {res.nbytes / 1e6:.1f} MB "
             f"in {res.seconds:.1f} s"
         )
         print(res.root)
@@ -158,6 +159,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=str.upper,
         choices=["ALPS", "SA"],
         help="domain(s) to generate (default ALPS)",
+    )
+    s.add_argument(
+        "--size",
+        type=int,
+        default=None,
+        help="target cells per side: 128 (default, the benchmark grid), or 256 / 512 for a wider "
+        "ALPS domain on the same 12.5 km Lambert grid, written as ALPS256 / ALPS512",
     )
     s.add_argument("--years", type=int, default=1, help="years per period (default 1)")
     s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")

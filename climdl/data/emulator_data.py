@@ -6,7 +6,8 @@ random 80/20, or held-out years), computes normalisation statistics over the tra
 and serves batches as ``dict[str, Tensor]``:
 
 ``x`` [B, C, h, w] raw predictors; ``aux`` [B, A] raw 1-D inputs (day-of-year sine/cosine and
-optional forcing series); ``y`` [B, V, H, W] raw targets (NaN where masked); ``index`` [B].
+optional forcing series); ``y`` [B, V, H, W] raw targets (NaN where masked; only rows
+``start:stop`` when :attr:`EmulatorDataModule.target_rows` is set); ``index`` [B].
 
 Normalisation happens later on the device (the task's ``on_after_batch_transfer``) with the
 statistics that :meth:`EmulatorDataModule.spec` hands over and the checkpoint keeps. Data are
@@ -39,10 +40,20 @@ log = logging.getLogger(__name__)
 
 
 class _Source:
-    """Where the arrays come from: in memory, or lazily from files opened per process."""
+    """Where the arrays come from: in memory, or lazily from files opened per process.
+
+    :meth:`read` serves the whole target grid; :meth:`read_rows` serves the rows chosen by
+    :meth:`restrict` (a row block of the targets, for domain parallelism). Restricting an
+    in-memory source keeps a sliced copy of the targets and drops the full array, so only the
+    block stays in memory; full-grid reads then come lazily from the files. A lazy source reads
+    only the block from disk. Predictors always stay whole.
+    """
 
     def __init__(self, x: xr.DataArray, y: xr.DataArray, in_memory: bool) -> None:
         self.in_memory = in_memory
+        self.x_lazy, self.y_lazy = x, y  # whole grids, lazily (for full reads after restrict)
+        self.rows: tuple[int, int] | None = None
+        self.y_rows: np.ndarray | None = None
         if in_memory:
             with dask.config.set(scheduler="threads"):
                 self.x_np: np.ndarray | None = np.ascontiguousarray(x.values, dtype=np.float32)
@@ -52,21 +63,91 @@ class _Source:
             self.x_np = self.y_np = None
             self.x_da, self.y_da = x, y
 
+    @property
+    def n_rows(self) -> int:
+        """Rows of the whole target grid (its ``y`` dimension)."""
+        return int(self.y_lazy.shape[-2])
+
+    def restrict(self, rows: tuple[int, int] | None) -> None:
+        """Serve only target rows ``rows[0]:rows[1]`` from :meth:`read_rows` (None: all rows).
+
+        Raises:
+            ConfigError: an empty range or one beyond the grid.
+        """
+        rows = _check_rows(rows, self.n_rows)
+        if rows == self.rows:
+            return
+        if rows is None:
+            self.rows, self.y_rows = None, None
+            return
+        a, b = rows
+        if self.in_memory:
+            if self.y_np is not None:  # slice the full array, then let it go
+                block = self.y_np[:, :, a:b]
+            elif self.rows is not None and self.rows[0] <= a and b <= self.rows[1]:
+                assert self.y_rows is not None
+                block = self.y_rows[:, :, a - self.rows[0] : b - self.rows[0]]
+            else:
+                with dask.config.set(scheduler="threads"):
+                    block = self._rows_of(self.y_lazy, rows).values
+            self.y_rows = np.ascontiguousarray(block, dtype=np.float32)
+            self.y_np = None
+        self.rows = rows
+
+    @staticmethod
+    def _rows_of(y: xr.DataArray, rows: tuple[int, int]) -> xr.DataArray:
+        return y.isel({y.dims[-2]: slice(*rows)})
+
     def read(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Predictors and targets of days ``idx`` on the whole grids."""
         if self.x_np is not None and self.y_np is not None:
             return self.x_np[idx], self.y_np[idx]
-        assert self.x_da is not None and self.y_da is not None
-        order = np.argsort(idx)
-        inverse = np.empty_like(order)
-        inverse[order] = np.arange(order.size)
-        with dask.config.set(scheduler="synchronous"):  # no thread pools inside forked workers
-            x = self.x_da.isel(time=idx[order]).values[inverse]
-            y = self.y_da.isel(time=idx[order]).values[inverse]
-        return x.astype(np.float32, copy=False), y.astype(np.float32, copy=False)
+        x = self.x_np[idx] if self.x_np is not None else _read_lazy(self.x_lazy, idx)
+        return x, _read_lazy(self.y_lazy, idx)
+
+    def read_rows(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Predictors (whole) and targets (the :meth:`restrict` rows) of days ``idx``."""
+        if self.rows is None:
+            return self.read(idx)
+        if self.y_rows is not None:
+            assert self.x_np is not None
+            return self.x_np[idx], self.y_rows[idx]
+        x = self.x_np[idx] if self.x_np is not None else _read_lazy(self.x_lazy, idx)
+        return x, _read_lazy(self._rows_of(self.y_lazy, self.rows), idx)
+
+
+def _read_lazy(arr: xr.DataArray, idx: np.ndarray) -> np.ndarray:
+    """Days ``idx`` of a lazy array, read in sorted time order, returned in ``idx``'s order."""
+    order = np.argsort(idx)
+    inverse = np.empty_like(order)
+    inverse[order] = np.arange(order.size)
+    with dask.config.set(scheduler="synchronous"):  # no thread pools inside forked workers
+        out = arr.isel(time=idx[order]).values[inverse]
+    return out.astype(np.float32, copy=False)
+
+
+def _check_rows(rows: tuple[int, int] | None, n_rows: int | None) -> tuple[int, int] | None:
+    """``rows`` as a pair of ints, checked to be a non-empty range within ``n_rows`` rows."""
+    if rows is None:
+        return None
+    try:
+        a, b = (int(v) for v in rows)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(
+            f"target_rows must be a (start, stop) pair of row indices, got {rows!r}."
+        ) from exc
+    if not 0 <= a < b or (n_rows is not None and b > n_rows):
+        grid = f" of a grid with {n_rows} rows" if n_rows is not None else ""
+        raise ConfigError(
+            f"target_rows {(a, b)} is not a non-empty range start < stop within the rows{grid}."
+        )
+    return a, b
 
 
 class EmulatorDataset(Dataset[dict[str, torch.Tensor]]):
     """Days of (predictors, 1-D inputs, targets); ``__getitems__`` reads a whole batch at once.
+
+    The targets are the source's row block when it has one (:meth:`_Source.restrict`).
 
     Args:
         source: the predictor and target arrays (in memory or lazy).
@@ -82,7 +163,7 @@ class EmulatorDataset(Dataset[dict[str, torch.Tensor]]):
 
     def __getitems__(self, items: Sequence[int]) -> dict[str, torch.Tensor]:
         idx = self.indices[np.asarray(items)]
-        x, y = self.source.read(idx)
+        x, y = self.source.read_rows(idx)
         return {
             "x": torch.from_numpy(x),
             "y": torch.from_numpy(y),
@@ -126,6 +207,16 @@ class EmulatorDataModule(L.LightningDataModule):
         test_gcm: GCM of the test period (default: the entry's training GCM).
         test_predictors: explicit test predictor files/globs (instead of ``test_period``).
         test_target: explicit test target files/globs.
+
+    Attributes:
+        target_rows: None (default): batches hold the whole target grid. ``(start, stop)``:
+            the train, validation and test loaders' ``y`` holds target rows ``start:stop`` only
+            (``[B, V, stop - start, W]``, rows along the grid's ``y`` dimension, the first of
+            the two spatial ones), as a domain-parallel rank needs; predictors stay whole.
+            Settable after construction and after :meth:`setup` (the domain-parallel task sets
+            it in ``configure_model``, before the loaders are built): an in-memory source then
+            keeps only that block, a lazy one reads only that block from disk.
+            :meth:`training_sample` and :meth:`spec` keep the whole grid.
     """
 
     def __init__(
@@ -181,6 +272,17 @@ class EmulatorDataModule(L.LightningDataModule):
         self.test_predictors, self.test_target = test_predictors, test_target
         self._spec: EmulatorSpec | None = None
         self._test: tuple[_Source, np.ndarray] | None = None
+        self._target_rows: tuple[int, int] | None = None
+
+    @property
+    def target_rows(self) -> tuple[int, int] | None:
+        """The target rows ``(start, stop)`` the loaders serve; None: the whole grid."""
+        return self._target_rows
+
+    @target_rows.setter
+    def target_rows(self, rows: tuple[int, int] | None) -> None:
+        source: _Source | None = getattr(self, "source", None)
+        self._target_rows = _check_rows(rows, source.n_rows if source is not None else None)
 
     # ------------------------------------------------------------------ opening
     def _open(self) -> tuple[xr.Dataset, xr.Dataset, xr.Dataset | None]:
@@ -295,7 +397,7 @@ class EmulatorDataModule(L.LightningDataModule):
     # ------------------------------------------------------------------ statistics and spec
     def _train_batches(self, size: int = 256) -> Any:
         for start in range(0, self.train_idx.size, size):
-            yield self.source.read(self.train_idx[start : start + size])
+            yield self.source.read(self.train_idx[start : start + size])  # whole grid
 
     def training_sample(
         self, n_days: int, seed: int | None = None
@@ -391,6 +493,7 @@ class EmulatorDataModule(L.LightningDataModule):
     # ------------------------------------------------------------------ loaders
     def _loader(self, idx: np.ndarray, shuffle: bool) -> DataLoader[dict[str, torch.Tensor]]:
         self.setup("fit")
+        self.source.restrict(self.target_rows)
         ds = EmulatorDataset(self.source, self.aux, idx)
         return DataLoader(
             ds,
@@ -427,6 +530,7 @@ class EmulatorDataModule(L.LightningDataModule):
                 )
             self._test = (source, aux)
         source, aux = self._test
+        source.restrict(self.target_rows)
         ds = EmulatorDataset(source, aux, np.arange(aux.shape[0]))
         return DataLoader(ds, batch_size=self.batch_size, shuffle=False, collate_fn=_identity)
 

@@ -17,22 +17,38 @@ the coarse grid cannot see:
 Each calendar year is generated from its own random stream with a one-year spin-up, so any
 year is reproducible on its own and overlapping files (ESD and hist+future training, end
 century test) hold identical days, as they would from one RCM run.
+
+Sizes. The default target grid is the benchmark's own 128 x 128 grid. For domain parallelism,
+``size`` 256 or 512 widens the ALPS domain (:func:`wide_target_grid`): the same 12.5 km EUR-11
+Lambert projection and spacing, centred where the benchmark grid is, 3200 km or 6400 km a side
+(512 spans 13-72 N, and 52 W-74 E at its northern corners).
+Its coarse predictor grid (:func:`covering_coarse_grid`) is the 2-degree lat/lon box that covers
+the Lambert domain with one cell to spare (18 x 29 cells for 256, 32 x 67 for 512). The physics
+is the same everywhere: every field is an analytic function of position and day, so it stays
+smooth and plausible on the wider domain, but nothing there is realistic far from the Alps: the
+orography only has the ridges of the benchmark domain's neighbourhood (the rest is a rough
+continental plain, no sea), the temperature climatology keeps its linear meridional gradient
+(about 293 K at 850 hPa at 13 N and 258 K at 72 N), and the Coriolis parameter is the centre's.
 """
 
 from __future__ import annotations
 
 import datetime
+import re
 from dataclasses import dataclass
 from functools import cached_property
 
 import cftime
 import numpy as np
+import pyproj
 import torch
 import torch.nn.functional as F
+import xarray as xr
 from scipy.signal import lfilter
 
-from climdl.data.grids import DomainSpec, coarse_grid, domain_spec, target_grid
+from climdl.data.grids import DomainSpec, coarse_grid, domain_spec, grid_mapping_name, target_grid
 from climdl.data.orography import synthetic_orography
+from climdl.errors import ConfigError
 
 LEVELS = (500, 700, 850)
 G0 = 9.80665
@@ -48,8 +64,138 @@ _LEVEL = {
     500: (5570.0, 70.0, 18.0, -24.0, 1.1, 1.25, 0.75),
 }
 _FAMILIES = ("psi", "temp", "t850", "t700", "t500", "rh")
+#: cells per side of the target grid: 128 is the benchmark's own grid, 256 and 512 widen it
+SAMPLE_SIZES = (128, 256, 512)
+BENCHMARK_SIZE = 128
+#: domains whose (projected) target grid can be widened; SA's regular grid cannot yet
+WIDE_DOMAINS = ("ALPS",)
+#: noise lattice cells per side on the benchmark grid (~47 km each); scaled with the grid
+NOISE_LATTICE = 34
+#: values per array in one block of days of the surface fields on grids above 128 x 128 (memory)
+_BLOCK_VALUES = 2**23
 _PHI = {"psi": 0.80, "temp": 0.90, "t850": 0.75, "t700": 0.75, "t500": 0.75, "rh": 0.70}
 N_MODES = 24
+
+
+def sample_domain(domain: str, size: int | None = None) -> tuple[str, int]:
+    """The benchmark domain and the grid size of a sample domain.
+
+    Args:
+        domain: ``ALPS``/``SA``, or a sized sample's folder name such as ``ALPS512``.
+        size: cells per side of the target grid (None: the name's size, else 128).
+
+    Returns:
+        ``(domain, size)``, e.g. ``("ALPS", 512)``.
+
+    Raises:
+        ConfigError: an unknown domain, an unsupported size, or a name and size that disagree.
+    """
+    m = re.fullmatch(r"([A-Za-z]+?)(\d+)?", domain.strip())
+    base, named = (m[1], int(m[2])) if m and m[2] else (domain, None)
+    spec = domain_spec(base)
+    if named is not None and size is not None and named != size:
+        raise ConfigError(f"the domain {domain!r} has size {named}, not --size {size}.")
+    size = size if size is not None else (named if named is not None else BENCHMARK_SIZE)
+    if size not in SAMPLE_SIZES:
+        raise ConfigError(
+            f"--size {size} is not available; choose one of {', '.join(map(str, SAMPLE_SIZES))}."
+        )
+    if size != BENCHMARK_SIZE and spec.name not in WIDE_DOMAINS:
+        raise ConfigError(
+            f"--size {size} is available for {', '.join(WIDE_DOMAINS)} only; {spec.name} has "
+            f"its benchmark grid of {BENCHMARK_SIZE} x {BENCHMARK_SIZE} cells."
+        )
+    return spec.name, size
+
+
+def sample_domain_name(domain: str, size: int | None = None) -> str:
+    """Folder and label name of a sample domain: ``ALPS`` at 128 cells, ``ALPS512`` at 512."""
+    base, size = sample_domain(domain, size)
+    return base if size == BENCHMARK_SIZE else f"{base}{size}"
+
+
+def wide_target_grid(domain: str, size: int) -> xr.Dataset:
+    """A ``size`` x ``size`` target grid: the benchmark grid's projection and spacing, widened.
+
+    Same Lambert projection (grid-mapping variable and attributes), same 12.5 km spacing and the
+    same centre as the benchmark's 128 x 128 grid; x/y in km, 2-D lat/lon from the projection
+    (pyproj reproduces the benchmark's own lat/lon to 1e-8 degrees). At ``size`` 128 it is the
+    benchmark grid itself.
+
+    Args:
+        domain: a domain with a projected grid (``ALPS``).
+        size: cells per side.
+
+    Returns:
+        Coordinates (x, y, lat, lon) and the grid-mapping variable, like :func:`target_grid`.
+    """
+    base, size = sample_domain(domain, size)
+    ref = target_grid(base)
+    if size == BENCHMARK_SIZE:
+        return ref
+    gm = grid_mapping_name(ref)
+    ydim, xdim = ref.lat.dims
+    step = float(ref[xdim][1] - ref[xdim][0])
+    offsets = step * (np.arange(size) - (size - 1) / 2)
+    x = float(ref[xdim].mean()) + offsets
+    y = float(ref[ydim].mean()) + offsets
+    crs = pyproj.CRS.from_cf(ref[gm].attrs)
+    to_geo = pyproj.Transformer.from_crs(crs, crs.geodetic_crs, always_xy=True)
+    scale = 1000.0 if ref[xdim].attrs.get("units") == "km" else 1.0
+    xx, yy = np.meshgrid(x * scale, y * scale)
+    lon, lat = (np.asarray(a, dtype=np.float64) for a in to_geo.transform(xx, yy))
+    ds = xr.Dataset(
+        coords={
+            xdim: (xdim, x, dict(ref[xdim].attrs)),
+            ydim: (ydim, y, dict(ref[ydim].attrs)),
+            "lon": ((ydim, xdim), lon, dict(ref.lon.attrs)),
+            "lat": ((ydim, xdim), lat, dict(ref.lat.attrs)),
+        }
+    )
+    ds[gm] = ref[gm].copy()
+    ds.attrs = {
+        "title": f"climdl widened {base} target grid ({size} x {size}, {step:g} km spacing)",
+        "source": f"the projection and spacing of the {base} benchmark grid, widened by climdl",
+    }
+    return ds
+
+
+def covering_coarse_grid(target: xr.Dataset, step: float = 2.0, margin: int = 1) -> xr.Dataset:
+    """The regular ``step``-degree lat/lon predictor grid that covers a target grid.
+
+    Cell edges are multiples of ``step`` (like the benchmark's ALPS predictor box), spanning the
+    target's lat/lon range plus ``margin`` cells on every side; coordinates and CF bounds as
+    :func:`climdl.data.grids.coarse_grid` writes them. The grid is rectangular: a Lambert domain
+    fans out in longitude towards the pole (the Doury UNet's entry convolution takes any H x W).
+
+    Args:
+        target: a target grid with 1-D or 2-D lat/lon.
+        step: cell size in degrees.
+        margin: spare cells around the target's range.
+
+    Returns:
+        The coarse grid (ascending lat and lon).
+    """
+    lat, lon = np.asarray(target.lat.values), np.asarray(target.lon.values)
+    ref = coarse_grid("ALPS")  # attributes only
+
+    def edges(lo: float, hi: float) -> np.ndarray:
+        k0 = int(np.floor(lo / step)) - margin
+        k1 = int(np.ceil(hi / step)) + margin
+        return step * np.arange(k0, k1 + 1)
+
+    lat_e = np.clip(edges(float(lat.min()), float(lat.max())), -90.0, 90.0)
+    lat_e = np.unique(lat_e)
+    lon_e = edges(float(lon.min()), float(lon.max()))
+    ds = xr.Dataset(
+        coords={
+            "lat": ("lat", 0.5 * (lat_e[1:] + lat_e[:-1]), dict(ref.lat.attrs)),
+            "lon": ("lon", 0.5 * (lon_e[1:] + lon_e[:-1]), dict(ref.lon.attrs)),
+        }
+    )
+    ds["lat_bnds"] = (("lat", "bnds"), np.stack([lat_e[:-1], lat_e[1:]], axis=1))
+    ds["lon_bnds"] = (("lon", "bnds"), np.stack([lon_e[:-1], lon_e[1:]], axis=1))
+    return ds
 
 
 @dataclass(frozen=True)
@@ -85,13 +231,29 @@ def noon_dates(calendar: str, years: list[int]) -> np.ndarray:
 
 
 class SyntheticClimate:
-    """Deterministic synthetic atmosphere and surface climate for one domain and seed."""
+    """Deterministic synthetic atmosphere and surface climate for one domain and seed.
 
-    def __init__(self, domain: str, seed: int = 0) -> None:
-        self.spec: DomainSpec = domain_spec(domain)
+    Args:
+        domain: ``ALPS`` or ``SA`` (or a sized name such as ``ALPS512``).
+        seed: the random seed.
+        size: cells per side of the target grid: 128 (default, the benchmark grid), or 256 and
+            512 for the widened ALPS domain (see the module's docstring).
+
+    Attributes:
+        name: the sample domain's name, e.g. ``ALPS`` or ``ALPS512`` (its folder and label).
+    """
+
+    def __init__(self, domain: str, seed: int = 0, size: int | None = None) -> None:
+        base, self.size = sample_domain(domain, size)
+        self.spec: DomainSpec = domain_spec(base)
+        self.name = sample_domain_name(base, self.size)
         self.seed = int(seed)
-        self.coarse = coarse_grid(self.spec.name)
-        self.target = target_grid(self.spec.name)
+        if self.size == BENCHMARK_SIZE:
+            self.coarse = coarse_grid(self.spec.name)
+            self.target = target_grid(self.spec.name)
+        else:
+            self.target = wide_target_grid(self.spec.name, self.size)
+            self.coarse = covering_coarse_grid(self.target, self.spec.coarse_step)
         lat_c = float(self.coarse.lat.mean())
         lon_c = float(self.coarse.lon.mean())
         self.lat_c, self.lon_c = lat_c, lon_c
@@ -293,13 +455,13 @@ class SyntheticClimate:
         """Perfect predictors: the area-conservative 2-degree means of the fine state."""
         dates, fine = self.fine_state(run, years)
         w = np.cos(np.deg2rad(self.fine_lat))[:, None] * np.ones((1, self.fine_lon.size))
-        n = self.spec.coarse_n
-        wb = w.reshape(n, FINE_FACTOR, n, FINE_FACTOR)
+        ny, nx = self.coarse.lat.size, self.coarse.lon.size
+        wb = w.reshape(ny, FINE_FACTOR, nx, FINE_FACTOR)
         out = {}
         for name, val in fine.items():
             if name in ("rh", "dT"):
                 continue
-            vb = val.reshape(val.shape[0], n, FINE_FACTOR, n, FINE_FACTOR)
+            vb = val.reshape(val.shape[0], ny, FINE_FACTOR, nx, FINE_FACTOR)
             out[name] = ((vb * wb).sum(axis=(2, 4)) / wb.sum(axis=(1, 3))).astype(np.float32)
         return dates, out
 
@@ -308,8 +470,8 @@ class SyntheticClimate:
     ) -> dict[str, np.ndarray]:
         """Imperfect predictors: the driving GCM's fields, i.e. perfect ones plus smooth GCM biases."""
         rng = np.random.default_rng([self.seed, run.stream, 99])
-        n = self.spec.coarse_n
-        yy, xx = np.meshgrid(np.linspace(-1, 1, n), np.linspace(-1, 1, n), indexing="ij")
+        ny, nx = self.coarse.lat.size, self.coarse.lon.size
+        yy, xx = np.meshgrid(np.linspace(-1, 1, ny), np.linspace(-1, 1, nx), indexing="ij")
         doy = np.array([d.dayofyr for d in dates]) / 365.0
         seas = np.cos(2 * np.pi * (doy - rng.uniform()))[:, None, None]
         out = {}
@@ -334,36 +496,81 @@ class SyntheticClimate:
     ) -> np.ndarray:
         """Spatially correlated (~50 km), AR(1)-in-time unit Gaussian noise on the target grid.
 
-        Drawn on a 34 x 34 lattice and interpolated bicubically, year by year from per-year
-        random streams with a spin-up of the previous year's last 30 days, like the modes.
+        Drawn on a 34 x 34 lattice (on the 128 x 128 benchmark grid; the lattice grows with the
+        grid, so the correlation length stays ~50 km) and interpolated bicubically, year by year
+        from per-year random streams with a spin-up of the previous year's last 30 days, like the
+        modes. Returns the lattice noise ``[days, ly, lx]``; :meth:`_upsample` brings any block of
+        its days to the target grid.
         """
         ny, nx = self._tlat.shape
+        ly = round(NOISE_LATTICE * ny / BENCHMARK_SIZE)
+        lx = round(NOISE_LATTICE * nx / BENCHMARK_SIZE)
         parts = []
         for year, n in days_per_year:
             prev = np.random.default_rng([self.seed, run.stream, 500 + tag, year - 1])
             this = np.random.default_rng([self.seed, run.stream, 500 + tag, year])
             white = np.concatenate(
-                [prev.standard_normal((30, 34, 34)), this.standard_normal((n, 34, 34))]
+                [prev.standard_normal((30, ly, lx)), this.standard_normal((n, ly, lx))]
             )
             red = lfilter([np.sqrt(1 - phi**2)], [1.0, -phi], white, axis=0)[30:]
             parts.append(red.astype(np.float32))
-        t = torch.from_numpy(np.concatenate(parts))[:, None]
+        return np.concatenate(parts)
+
+    def _upsample(self, lattice: np.ndarray) -> np.ndarray:
+        """Bicubic interpolation of lattice noise ``[days, ly, lx]`` to the target grid."""
+        ny, nx = self._tlat.shape
+        t = torch.from_numpy(lattice)[:, None]
         up = F.interpolate(t, size=(ny + 8, nx + 8), mode="bicubic", align_corners=False)
         up = up[:, 0, 4 : ny + 4, 4 : nx + 4]
         return (up / 0.75).numpy()
 
     def surface(self, run: Run, years: list[int]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """RCM surface fields on the target grid: tasmax (K) and pr (mm/day), [days, ny, nx]."""
-        lat, lon = self._tlat, self._tlon
+        """RCM surface fields on the target grid: tasmax (K) and pr (mm/day), [days, ny, nx].
+
+        Grids larger than the benchmark's are computed in blocks of days (each day's fields
+        depend on that day only once the noise is drawn), so the memory stays that of a few
+        hundred MB of arrays at 512 x 512; the benchmark grid is computed in one block.
+        """
         daily = self._daily(run, years)
         dates = daily[0]
         per_year = [(y, sum(1 for d in dates if d.year == y)) for y in years]
+        noise = [
+            self._noise(run, per_year, 1, 0.5),
+            self._noise(run, per_year, 2, 0.3),
+            self._noise(run, per_year, 3, 0.2),
+        ]
+        n_days, points = len(dates), self._tlat.size
+        block = n_days if points <= BENCHMARK_SIZE**2 else max(1, _BLOCK_VALUES // points)
+        if block >= n_days:
+            return dates, self._surface_block(run, years, daily, noise)
+        out = {n: np.empty((n_days, *self._tlat.shape), np.float32) for n in ("tasmax", "pr")}
+        for a in range(0, n_days, block):
+            part = slice(a, min(a + block, n_days))
+            sub = (
+                dates[part],
+                {k: v[part] for k, v in daily[1].items()},
+                daily[2][part],
+                daily[3][part],
+            )
+            fields = self._surface_block(run, years, sub, [z[part] for z in noise])
+            for n, v in fields.items():
+                out[n][part] = v
+        return dates, out
+
+    def _surface_block(
+        self, run: Run, years: list[int], daily: tuple, noise: list[np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        """tasmax and pr of the days of ``daily`` from their lattice ``noise`` (temperature,
+        wet-day occurrence, intensity)."""
+        # float64 terrain arithmetic on the benchmark grid (its files stay as they were); float32
+        # on the widened grids, twice as fast and far below the files' 0.1 K / 0.1 mm precision
+        dt: type[np.floating] = np.float64 if self.size == BENCHMARK_SIZE else np.float32
         atm = self.atmosphere(run, years, "target", daily, levels=(850,))
-        h = self.orography.astype(float)
-        season = self._season(daily[2])[:, None, None]
+        h: np.ndarray = self.orography.astype(dt)
+        season: np.ndarray = self._season(daily[2])[:, None, None].astype(dt)
         rh = atm["rh"]
         z850_m = atm["z_850"] / G0
-        eps_t = self._noise(run, per_year, 1, 0.5)
+        eps_t = self._upsample(noise[0])
         tasmax = (
             atm["t_850"]
             + 0.0065 * (z850_m - h[None])
@@ -373,19 +580,19 @@ class SyntheticClimate:
             + 1.0 * eps_t
         )
         # orographic uplift: wind at 850 hPa . gradient of the orography (east/north, m per km)
-        dh_dn, dh_de = self._terrain_gradient(lat, lon, h)
+        dh_dn, dh_de = (g.astype(dt) for g in self._terrain_gradient(self._tlat, self._tlon, h))
         uplift = (atm["u_850"] * dh_de[None] + atm["v_850"] * dh_dn[None]) * 1e-3  # m/s
         oro = np.exp(1.2 * np.clip(uplift, -0.6, 0.8))
         rh700 = atm["rh"] * 0.9
         potential = np.clip((rh700 - 0.45) / 0.45, 0.0, None)
-        occ = self._noise(run, per_year, 2, 0.3)
+        occ = self._upsample(noise[1])
         wet = potential * oro + 0.3 * occ > 0.45
-        inten_noise = self._noise(run, per_year, 3, 0.2)
-        q_ref = qsat(np.array(278.0), 850.0) * 0.6
+        inten_noise = self._upsample(noise[2])
+        q_ref = (qsat(np.array(278.0), 850.0) * 0.6).astype(dt)
         cc = atm["q_850"] / q_ref
         intensity = 4.0 * (0.2 + potential * oro) * cc**0.8 * np.exp(0.6 * inten_noise - 0.18)
         pr = np.where(wet, 0.1 + intensity, 0.0)
-        return dates, {"tasmax": tasmax.astype(np.float32), "pr": pr.astype(np.float32)}
+        return {"tasmax": tasmax.astype(np.float32), "pr": pr.astype(np.float32)}
 
     def _terrain_gradient(
         self, lat: np.ndarray, lon: np.ndarray, h: np.ndarray

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 
 import netCDF4
@@ -10,9 +11,17 @@ import numpy as np
 import pytest
 import xarray as xr
 
+from climdl.data import synthetic
+from climdl.data.catalog import get_entry
 from climdl.data.grids import coarse_grid, target_grid
 from climdl.data.sample import write_sample
-from climdl.data.synthetic import FINE_FACTOR, Run, SyntheticClimate
+from climdl.data.synthetic import (
+    FINE_FACTOR,
+    Run,
+    SyntheticClimate,
+    covering_coarse_grid,
+    wide_target_grid,
+)
 from climdl.data.variables import ML_BENCH_PREDICTORS
 from tests.paths import SHARED
 
@@ -235,3 +244,167 @@ def test_target_grid_is_the_real_benchmark_grid() -> None:
     assert float(grid.x[1] - grid.x[0]) == 12.5
     sa = target_grid("SA")
     assert sa.lat.shape == (128,) and float(sa.lat[0]) == pytest.approx(-34.7)
+
+
+# ----------------------------------------------------------------- widened domains (size 256, 512)
+WIDE_COARSE = {256: (18, 29), 512: (32, 67)}
+
+
+@pytest.mark.parametrize("size", [256, 512])
+def test_widened_grid_keeps_the_projection_and_covers_it_with_predictors(size: int) -> None:
+    bench, wide = target_grid("ALPS"), wide_target_grid("ALPS", size)
+    assert wide.lat.shape == (size, size)
+    assert np.all(np.diff(wide.x.values) == 12.5) and np.all(np.diff(wide.y.values) == 12.5)
+    assert wide.Lambert_Conformal.identical(bench.Lambert_Conformal)
+    for name in ("x", "y", "lat", "lon"):
+        assert wide[name].attrs == bench[name].attrs
+    off = (size - 128) // 2  # same centre: the benchmark grid is the central block
+    np.testing.assert_allclose(wide.x.values[off : off + 128], bench.x.values)
+    np.testing.assert_allclose(wide.lat.values[off : off + 128, off : off + 128], bench.lat.values)
+    np.testing.assert_allclose(wide.lon.values[off : off + 128, off : off + 128], bench.lon.values)
+    coarse = covering_coarse_grid(wide)
+    assert (coarse.sizes["lat"], coarse.sizes["lon"]) == WIDE_COARSE[size]
+    assert np.all(np.diff(coarse.lat.values) == 2.0) and np.all(np.diff(coarse.lon.values) == 2.0)
+    # every target point lies at least one coarse cell inside the predictor box
+    assert float(coarse.lat_bnds.min()) + 2 <= float(wide.lat.min())
+    assert float(coarse.lat_bnds.max()) - 2 >= float(wide.lat.max())
+    assert float(coarse.lon_bnds.min()) + 2 <= float(wide.lon.min())
+    assert float(coarse.lon_bnds.max()) - 2 >= float(wide.lon.max())
+    # the Doury UNet trims the input to a power of two S; the output is S x 2**k
+    s = 2 ** int(np.log2(min(WIDE_COARSE[size])))
+    assert size % s == 0 and (size // s) & (size // s - 1) == 0
+
+
+def test_size_128_is_the_benchmark_sample() -> None:
+    assert wide_target_grid("ALPS", 128).identical(target_grid("ALPS"))
+    climate = SyntheticClimate("ALPS", size=128)
+    assert climate.name == "ALPS" and climate.coarse.identical(coarse_grid("ALPS"))
+    assert SyntheticClimate("alps512").name == "ALPS512"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--size", "300"], "--size 300 is not available; choose one of 128, 256, 512."),
+        (["--domain", "SA", "--size", "256"], "--size 256 is available for ALPS only"),
+    ],
+)
+def test_unsupported_size_is_one_sentence(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    from climdl.cli import main
+
+    assert main(["sample", str(tmp_path), "--quiet", *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not list(tmp_path.iterdir())
+
+
+def _first_days(n: int) -> Callable[[str, list[int]], np.ndarray]:
+    """``noon_dates`` cut to the first ``n`` days of each year: the whole pipeline, fast."""
+    full = synthetic.noon_dates
+
+    def dates(calendar: str, years: list[int]) -> np.ndarray:
+        return np.concatenate([full(calendar, [y])[:n] for y in years])
+
+    return dates
+
+
+@pytest.fixture(scope="module")
+def wide_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CLIMDL_CACHE whose ``sample-alps-256`` entry the catalog generated (10 days a year)."""
+    cache = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(synthetic, "noon_dates", _first_days(10))
+        mp.setenv("CLIMDL_CACHE", str(cache))
+        get_entry("sample-alps-256").root_path()  # generated on first use
+    return cache
+
+
+def test_widened_sample_is_generated_and_opened_by_the_catalog(
+    wide_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CLIMDL_CACHE", str(wide_cache))
+    entry = get_entry("sample-alps-256")
+    root = entry.root_path(ensure=False)
+    assert root == wide_cache / "sample/years1-seed0/ALPS256/ALPS256_domain"
+    assert sorted(str(p.relative_to(root)) for p in root.rglob("*.nc")) == sorted(
+        [
+            "train/ESD_pseudo_reality/predictors/CNRM-CM5_1961-1980.nc",
+            "train/ESD_pseudo_reality/predictors/Static_fields.nc",
+            "train/ESD_pseudo_reality/target/pr_tasmax_CNRM-CM5_1961-1980.nc",
+            "test/historical/predictors/perfect/CNRM-CM5_1981-2000.nc",
+            "test/historical/predictors/imperfect/CNRM-CM5_1981-2000.nc",
+            "test/historical/target/pr_tasmax_CNRM-CM5_1981-2000.nc",
+        ]
+    )
+    y = entry.open("target", experiment="ESD_pseudo_reality").load()
+    x = entry.open("predictors", period="historical", kind="imperfect")
+    s = entry.open("static", experiment="ESD_pseudo_reality")
+    assert y.tasmax.shape == (10, 256, 256) and y.attrs["domain"] == "ALPS256"
+    assert (x.sizes["lat"], x.sizes["lon"]) == WIDE_COARSE[256]
+    assert s.orog.shape == (256, 256) and float(s.orog.max()) > 2000  # the Alps are there
+    assert float(y.tasmax.min()) > 230 and float(y.tasmax.max()) < 320
+    assert float(y.pr.min()) == 0.0 and bool(np.isfinite(y.pr.values).all())
+    assert "ALPS256" in (root / "README.txt").read_text()
+
+
+def test_prepare_upscales_the_widened_targets_onto_their_predictor_grid(
+    wide_cache: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from climdl.data.prepare import prepare
+
+    monkeypatch.setenv("CLIMDL_CACHE", str(wide_cache))
+    entry = get_entry("sample-alps-256")
+    grid = entry.files("predictors", experiment="ESD_pseudo_reality")[0]
+    res = prepare(
+        entry.files("target", experiment="ESD_pseudo_reality"),
+        tmp_path / "coarse.nc",
+        coarse_grid=str(grid),
+        variables=["tasmax"],
+        device="cpu",
+        min_coverage=0.0,  # the lat/lon box holds the fan-shaped Lambert domain, and more
+    )
+    assert res.shape == WIDE_COARSE[256]
+    inside = res.coverage == 1.0
+    assert inside.sum() > 0.4 * inside.size
+    assert not inside[0].any() and not inside[-1].any()  # the margin lies outside the domain
+    with xr.open_dataset(res.path) as ds:
+        assert bool(np.isfinite(ds.tasmax.values[:, inside]).all())
+
+
+def test_widened_surface_in_blocks_of_days_equals_one_block(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    climate = SyntheticClimate("ALPS", size=256)
+    monkeypatch.setattr(synthetic, "noon_dates", _first_days(7))
+    _, whole = climate.surface(RUN, [1961])  # 7 days: one block
+    monkeypatch.setattr(synthetic, "_BLOCK_VALUES", 3 * 256 * 256)  # blocks of 3 days
+    _, blocked = climate.surface(RUN, [1961])
+    assert whole["tasmax"].shape == whole["pr"].shape == (7, 256, 256)
+    # the same days to float32 rounding (matrix products of other shapes round differently)
+    np.testing.assert_allclose(blocked["tasmax"], whole["tasmax"], atol=1e-3)
+    same = np.isclose(blocked["pr"], whole["pr"], rtol=1e-4, atol=1e-4)
+    assert same.mean() > 0.9999  # a value at the wet-day threshold may flip
+
+
+@pytest.mark.slow
+def test_widened_year_trains_a_data_module_on_row_blocks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A whole year at 256 x 256 through the CLI (~40 s on 2 cores), served in row blocks."""
+    from climdl.cli import main
+    from climdl.data.emulator_data import EmulatorDataModule
+
+    out = tmp_path / "sample" / "years1-seed0"
+    assert main(["sample", str(out), "--domain", "ALPS", "--size", "256", "--quiet"]) == 0
+    monkeypatch.setenv("CLIMDL_CACHE", str(tmp_path))
+    dm = EmulatorDataModule(catalog="sample-alps-256", batch_size=4)
+    dm.setup("fit")
+    assert dm.spec().out_size == (256, 256) and dm.spec().in_size == WIDE_COARSE[256]
+    assert dm.train_idx.size + dm.val_idx.size == 365
+    dm.target_rows = (128, 256)
+    batch = next(iter(dm.val_dataloader()))
+    assert tuple(batch["y"].shape) == (4, 1, 128, 256)
+    full = dm.training_sample(4)[1]
+    assert full.shape == (4, 1, 256, 256) and bool(np.isfinite(full).all())
