@@ -10,16 +10,36 @@ which the jobs never import (pyproject.toml's contract).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, RandomSampler, Sampler
 
 from climdl.clouds.scene import NODATA
 from climdl.clouds.training_scenes import SceneSource
 
-_VIRTUAL = 2**31 - 1  # crops are indexed by a seed, drawn by a RandomSampler
+_VIRTUAL = 2**31 - 1  # crops are indexed by a seed, drawn by a CropSampler
+
+
+class CropSampler(Sampler[int]):
+    """``n`` crop seeds per epoch, drawn with replacement from the torch generator as
+    ``RandomSampler(replacement=True)`` draws them.
+
+    Not a ``RandomSampler`` itself: Lightning replaces a ``RandomSampler`` under a distributed
+    strategy with a ``DistributedSampler`` over the whole dataset - 2**31 virtual crops, whose
+    permutation never ends - while any other sampler is sharded among the data-parallel ranks
+    (``DistributedSamplerWrapper``: each rank gets ``n / ranks`` of these seeds).
+    """
+
+    def __init__(self, dataset: Dataset[dict[str, torch.Tensor]], n: int) -> None:
+        self.draws = RandomSampler(dataset, replacement=True, num_samples=n)  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.draws)
+
+    def __len__(self) -> int:
+        return len(self.draws)
 
 
 class CropDataset(Dataset[dict[str, torch.Tensor]]):

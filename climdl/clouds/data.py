@@ -19,9 +19,9 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, RandomSampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
-from climdl.clouds.batches import CropDataset, PadCollate, SceneDataset
+from climdl.clouds.batches import CropDataset, CropSampler, PadCollate, SceneDataset
 from climdl.clouds.scene import NODATA
 from climdl.clouds.spec import SegmenterSpec
 from climdl.clouds.training_scenes import (
@@ -228,7 +228,7 @@ class CloudDataModule(L.LightningDataModule):
 
     # ------------------------------------------------------------------ loaders
     def _loader(
-        self, ds: Dataset[dict[str, torch.Tensor]], batch: int, sampler: RandomSampler | None = None
+        self, ds: Dataset[dict[str, torch.Tensor]], batch: int, sampler: Sampler[int] | None = None
     ) -> DataLoader[dict[str, torch.Tensor]]:
         return DataLoader(
             ds,
@@ -243,7 +243,7 @@ class CloudDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader[dict[str, torch.Tensor]]:
         """Random crops of the training scenes, ``samples_per_epoch`` of them per epoch."""
         ds = CropDataset(self.train_sources, self.crop_size, self.split_seed)
-        sampler = RandomSampler(ds, replacement=True, num_samples=self.samples_per_epoch)
+        sampler = CropSampler(ds, self.samples_per_epoch)
         return self._loader(ds, self.batch_size, sampler)
 
     def val_dataloader(self) -> DataLoader[dict[str, torch.Tensor]]:
