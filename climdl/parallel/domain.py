@@ -130,21 +130,25 @@ def _exchange(sends: list[tuple[Tensor, int]], recvs: list[tuple[Tensor, int]]) 
             work.wait()
 
 
-class _HaloExchange(torch.autograd.Function):
-    """Rows from the neighbours around a strip; their gradients go back to the neighbours."""
+class _HaloRows(torch.autograd.Function):
+    """The rows above and below a strip, from its neighbours; their gradients go back to the
+    neighbours, who add them to their edge rows. Only the thin halo rows are made: the strip is
+    neither copied nor saved (the layers add the halo's contribution to their output)."""
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor, top: int, bottom: int, domain: Domain, fill: float) -> Tensor:
-        ctx.top, ctx.bottom, ctx.domain = top, bottom, domain
+    def forward(
+        ctx: Any, x: Tensor, top: int, bottom: int, domain: Domain, fill: float
+    ) -> tuple[Tensor, Tensor]:
+        ctx.top, ctx.bottom, ctx.domain, ctx.shape = top, bottom, domain, tuple(x.shape)
         h = x.shape[2]
         if h < max(top, bottom):
             raise ConfigError(
                 f"a strip of {h} rows is narrower than the halo of {max(top, bottom)} rows its "
                 "layer needs; use fewer domain blocks."
             )
-        shape = list(x.shape)
-        above = x.new_full([shape[0], shape[1], top, shape[3]], fill)
-        below = x.new_full([shape[0], shape[1], bottom, shape[3]], fill)
+        b, c, _, w = x.shape
+        above = x.new_full([b, c, top, w], fill)
+        below = x.new_full([b, c, bottom, w], fill)
         sends: list[tuple[Tensor, int]] = []
         recvs: list[tuple[Tensor, int]] = []
         if domain.prev is not None:
@@ -158,25 +162,25 @@ class _HaloExchange(torch.autograd.Function):
             if bottom:
                 recvs.append((below, domain.next))
         _exchange(sends, recvs)
-        return torch.cat([above, x, below], dim=2)
+        return above, below
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+    def backward(ctx: Any, g_above: Tensor, g_below: Tensor) -> tuple[Tensor | None, ...]:
         top, bottom, domain = ctx.top, ctx.bottom, ctx.domain
-        h = grad.shape[2] - top - bottom
-        gx = grad[:, :, top : top + h].clone()
-        from_prev = grad.new_zeros([grad.shape[0], grad.shape[1], bottom, grad.shape[3]])
-        from_next = grad.new_zeros([grad.shape[0], grad.shape[1], top, grad.shape[3]])
+        b, c, h, w = ctx.shape
+        gx = g_above.new_zeros([b, c, h, w])
+        from_prev = g_above.new_zeros([b, c, bottom, w])
+        from_next = g_above.new_zeros([b, c, top, w])
         sends: list[tuple[Tensor, int]] = []
         recvs: list[tuple[Tensor, int]] = []
         if domain.prev is not None:
             if top:
-                sends.append((grad[:, :, :top], domain.prev))
+                sends.append((g_above, domain.prev))
             if bottom:
                 recvs.append((from_prev, domain.prev))
         if domain.next is not None:
             if bottom:
-                sends.append((grad[:, :, top + h :], domain.next))
+                sends.append((g_below, domain.next))
             if top:
                 recvs.append((from_next, domain.next))
         _exchange(sends, recvs)
@@ -187,15 +191,25 @@ class _HaloExchange(torch.autograd.Function):
         return gx, None, None, None, None
 
 
-def halo_exchange(x: Tensor, top: int, bottom: int, domain: Domain, fill: float = 0.0) -> Tensor:
-    """``x`` ``[B, C, h, W]`` (this rank's strip) with ``top`` rows of the strip above and
-    ``bottom`` rows of the strip below added, ``fill`` beyond the domain's edges: ``[B, C, top +
-    h + bottom, W]``. Differentiable: the halo rows' gradients are added to their owners' rows.
-    Every rank of the domain group must call it with the same ``top`` and ``bottom``."""
+def halo_rows(
+    x: Tensor, top: int, bottom: int, domain: Domain, fill: float = 0.0
+) -> tuple[Tensor, Tensor]:
+    """The ``top`` rows of the strip above and the ``bottom`` rows of the strip below ``x``
+    ``[B, C, h, W]`` (this rank's strip), ``fill`` beyond the domain's edges. Differentiable:
+    the halo rows' gradients are added to their owners' rows. Every rank of the domain group
+    must call it with the same ``top`` and ``bottom``."""
     if domain.size == 1:
-        return F.pad(x, (0, 0, top, bottom), value=fill)
-    out: Tensor = _HaloExchange.apply(x, top, bottom, domain, fill)
-    return out
+        b, c, _, w = x.shape
+        return x.new_full([b, c, top, w], fill), x.new_full([b, c, bottom, w], fill)
+    above, below = _HaloRows.apply(x, top, bottom, domain, fill)
+    return above, below
+
+
+def halo_exchange(x: Tensor, top: int, bottom: int, domain: Domain, fill: float = 0.0) -> Tensor:
+    """``x`` with its halo rows (:func:`halo_rows`) above and below: ``[B, C, top + h +
+    bottom, W]``."""
+    above, below = halo_rows(x, top, bottom, domain, fill)
+    return torch.cat([above, x, below], dim=2)
 
 
 # ---------------------------------------------------------------------------- halo layers
@@ -208,42 +222,63 @@ def _same_padding(kernel: int, padding: int, what: str) -> None:
 
 
 class HaloConv2d(nn.Conv2d):
-    """:class:`torch.nn.Conv2d` on a strip: the padding rows come from the neighbours."""
+    """:class:`torch.nn.Conv2d` on a strip: the zero-padded convolution of the strip, plus the
+    contribution of the neighbours' halo rows to the edge rows.
+
+    By linearity, the convolution of ``[above, x, below]`` is that of ``[0, x, 0]`` (the plain
+    zero-padded layer, which saves only ``x`` - the same tensor the previous layer keeps) plus
+    that of ``[above, 0, ..., 0, below]``, which touches the first and last ``p`` output rows
+    only and is computed on ``3p``-row slabs. So a strip keeps what the plain layer keeps for
+    its rows, and activation memory falls as 1 / strips.
+    """
 
     domain: Domain
 
     def forward(self, input: Tensor) -> Tensor:
-        """Convolve the strip with its halo; the output has the strip's rows."""
-        pad = int(self.padding[0])
-        x = halo_exchange(input, pad, pad, self.domain) if pad else input
-        pad_w = int(self.padding[1])
-        return F.conv2d(
-            x, self.weight, self.bias, self.stride, (0, pad_w), self.dilation, self.groups
-        )
+        """Convolve the strip as the whole-grid layer would; the output has the strip's rows."""
+        out = super().forward(input)
+        pad, pad_x = _pair(self.padding)
+        if pad == 0 or self.domain.size == 1:
+            return out
+        above, below = halo_rows(input, pad, pad, self.domain)
+        pad_w = (0, pad_x)
+        weight = self.weight
+
+        def edge(rows: Tensor, before: int, after: int) -> Tensor:
+            slab = F.pad(rows, (0, 0, before, after))
+            return F.conv2d(slab, weight, None, self.stride, pad_w, self.dilation, self.groups)
+
+        out[:, :, :pad] += edge(above, 0, 2 * pad)
+        out[:, :, -pad:] += edge(below, 2 * pad, 0)
+        return out
 
 
 class HaloConvTranspose2d(nn.ConvTranspose2d):
     """The stride-2 kernel-3 transposed convolution (padding 1, output padding 1) on a strip:
-    output rows ``2i`` and ``2i + 1`` need input rows ``i`` and ``i + 1``, so one row comes from
-    the strip below and the two extra output rows are cut."""
+    output row ``2i + 1`` also takes input row ``i + 1``, so the last output row gets the
+    first row of the strip below through the kernel's first row (added to the plain layer's
+    output, as in :class:`HaloConv2d`)."""
 
     domain: Domain
 
     def forward(self, input: Tensor, output_size: list[int] | None = None) -> Tensor:
         """Twice the strip's rows, as the whole-grid layer gives them."""
-        h = input.shape[2]
-        x = halo_exchange(input, 0, 1, self.domain)
-        out = F.conv_transpose2d(
-            x,
-            self.weight,
-            self.bias,
-            self.stride,
-            self.padding,  # type: ignore[arg-type]
-            self.output_padding,
+        out = super().forward(input)
+        if self.domain.size == 1:
+            return out
+        _, below = halo_rows(input, 0, 1, self.domain)
+        last = F.conv_transpose2d(
+            below,
+            self.weight[:, :, :1],
+            None,
+            (1, self.stride[1]),
+            (0, _pair(self.padding)[1]),
+            (0, self.output_padding[1]),
             self.groups,
-            self.dilation,
+            (1, self.dilation[1]),
         )
-        return out[:, :, : 2 * h]
+        out[:, :, -1:] += last
+        return out
 
 
 class HaloMaxPool2d(nn.MaxPool2d):

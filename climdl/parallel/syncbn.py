@@ -3,9 +3,9 @@
 Under data parallelism each rank normalises with the statistics of its own slice of the batch,
 so the same global batch trains differently on 1, 2 or 8 ranks, and with Doury's batch of 32
 split over 8 GPUs every BatchNorm sees 4 samples. :class:`GlobalBatchNorm` computes the mean
-and variance over the whole global batch (one small differentiable all-reduce per layer in the
-forward pass, one in the backward pass), which makes a data-parallel run reproduce the
-single-process run with the same global batch. ``torch.nn.SyncBatchNorm`` does the same on
+and variance over the whole global batch (one small all-reduce per layer in the forward pass,
+one in the backward pass; only the layer's input is kept for the backward pass), which makes a
+data-parallel run reproduce the single-process run with the same global batch. ``torch.nn.SyncBatchNorm`` does the same on
 GPUs only; this module also runs on CPU with gloo, which is how the tests check it.
 
 :class:`GlobalSyncBatchNorm` is the Lightning ``LayerSync`` plugin that swaps every BatchNorm of
@@ -28,12 +28,50 @@ from torch.nn.modules.batchnorm import _BatchNorm
 _PLAIN: dict[int, type[_BatchNorm]] = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
 
 
-def _all_reduce_sum(t: Tensor, group: Any) -> Tensor:
-    """Differentiable all-reduce (sum): the backward pass sums the gradients of all ranks."""
-    from torch.distributed.nn.functional import all_reduce
+class _GlobalNorm(torch.autograd.Function):
+    """``(x - mean) * invstd * weight + bias`` with global statistics; the backward pass is
+    BatchNorm's, with the per-channel sums of ``dy`` and ``dy * xhat`` all-reduced over the
+    group (the gradient of every rank's loss through the shared statistics)."""
 
-    out: Tensor = all_reduce(t, op=dist.ReduceOp.SUM, group=group)
-    return out
+    @staticmethod
+    def forward(
+        ctx: Any,
+        x: Tensor,
+        weight: Tensor | None,
+        bias: Tensor | None,
+        mean: Tensor,
+        invstd: Tensor,
+        total: Tensor,
+        group: Any,
+    ) -> Tensor:
+        shape = (1, -1, *[1] * (x.dim() - 2))
+        y = (x.float() - mean.view(shape)) * invstd.view(shape)
+        if weight is not None and bias is not None:
+            y = y * weight.float().view(shape) + bias.float().view(shape)
+        ctx.save_for_backward(x, weight, mean, invstd)
+        ctx.total, ctx.group = total, group
+        return y.to(x.dtype)
+
+    @staticmethod
+    def backward(ctx: Any, gy: Tensor) -> tuple[Tensor | None, ...]:
+        x, weight, mean, invstd = ctx.saved_tensors
+        shape = (1, -1, *[1] * (x.dim() - 2))
+        dims = [0, *range(2, x.dim())]
+        xhat = (x.float() - mean.view(shape)) * invstd.view(shape)
+        g = gy.float()
+        sum_dy = g.sum(dims)
+        sum_dy_xhat = (g * xhat).sum(dims)
+        table = torch.cat([sum_dy, sum_dy_xhat])
+        dist.all_reduce(table, group=ctx.group)
+        c = x.shape[1]
+        scale = invstd if weight is None else invstd * weight.float()
+        gx = scale.view(shape) * (
+            g - (table[:c] / ctx.total).view(shape) - xhat * (table[c:] / ctx.total).view(shape)
+        )
+        has_affine = weight is not None
+        gw = sum_dy_xhat.to(weight.dtype) if has_affine else None
+        gb = sum_dy.to(weight.dtype) if has_affine else None
+        return gx.to(x.dtype), gw, gb, None, None, None, None
 
 
 class GlobalBatchNorm(_BatchNorm):
@@ -69,32 +107,38 @@ class GlobalBatchNorm(_BatchNorm):
         return int(dist.get_world_size(self.process_group))
 
     def forward(self, input: Tensor) -> Tensor:
-        """Normalise ``[B, C, ...]`` with global batch statistics while training."""
+        """Normalise ``[B, C, ...]`` with global batch statistics while training.
+
+        The statistics are computed without autograd; :class:`_GlobalNorm` then normalises and
+        saves only the input for the backward pass (as plain BatchNorm does), where the
+        gradient's two per-channel sums are all-reduced - so a rank keeps one copy of the
+        layer's input, not the three the composed operations would keep.
+        """
         self._check_input_dim(input)
         world = self._world()
         if world == 1:
             return super().forward(input)
-        dims = [0, *range(2, input.dim())]
-        x = input.float()
-        count = torch.tensor(float(x.numel() // x.shape[1]), device=x.device)
-        mean = x.mean(dim=dims)
-        m2 = (x - mean.view(1, -1, *[1] * (x.dim() - 2))).square().sum(dim=dims)
-        rank = dist.get_rank(self.process_group)
-        row = torch.cat([count.view(1), mean, m2])
-        table = torch.zeros(world, row.numel(), device=x.device, dtype=row.dtype)
-        table = table.index_copy(0, torch.tensor([rank], device=x.device), row.view(1, -1))
-        table = _all_reduce_sum(table, self.process_group)  # an all-gather that autograd follows
-        counts, means, m2s = table[:, :1], table[:, 1 : 1 + x.shape[1]], table[:, 1 + x.shape[1] :]
-        total = counts.sum()
-        g_mean = (counts * means).sum(0) / total
-        g_m2 = (m2s + counts * (means - g_mean).square()).sum(0)
-        g_var = g_m2 / total
-        if (
-            self.track_running_stats
-            and self.running_mean is not None
-            and self.running_var is not None
-        ):
-            with torch.no_grad():
+        with torch.no_grad():
+            dims = [0, *range(2, input.dim())]
+            x = input.float()
+            c = x.shape[1]
+            count = torch.tensor(float(x.numel() // c), device=x.device)
+            mean = x.mean(dim=dims)
+            m2 = (x - mean.view(1, -1, *[1] * (x.dim() - 2))).square().sum(dim=dims)
+            rank = dist.get_rank(self.process_group)
+            table = torch.zeros(world, 1 + 2 * c, device=x.device, dtype=x.dtype)
+            table[rank] = torch.cat([count.view(1), mean, m2])
+            dist.all_reduce(table, group=self.process_group)  # an all-gather of (n, mean, M2)
+            counts, means, m2s = table[:, :1], table[:, 1 : 1 + c], table[:, 1 + c :]
+            total = counts.sum()
+            g_mean = (counts * means).sum(0) / total
+            g_m2 = (m2s + counts * (means - g_mean).square()).sum(0)
+            invstd = torch.rsqrt(g_m2 / total + self.eps)
+            if (
+                self.track_running_stats
+                and self.running_mean is not None
+                and self.running_var is not None
+            ):
                 assert self.num_batches_tracked is not None
                 self.num_batches_tracked.add_(1)
                 factor = (
@@ -104,16 +148,17 @@ class GlobalBatchNorm(_BatchNorm):
                 )
                 unbiased = g_m2 / (total - 1).clamp_min(1)
                 self.running_mean.mul_(1 - factor).add_(
-                    g_mean.detach().to(self.running_mean.dtype), alpha=factor
+                    g_mean.to(self.running_mean.dtype), alpha=factor
                 )
                 self.running_var.mul_(1 - factor).add_(
-                    unbiased.detach().to(self.running_var.dtype), alpha=factor
+                    unbiased.to(self.running_var.dtype), alpha=factor
                 )
-        shape = (1, -1, *[1] * (x.dim() - 2))
-        y = (x - g_mean.view(shape)) * torch.rsqrt(g_var.view(shape) + self.eps)
-        if self.affine:
-            y = y * self.weight.float().view(shape) + self.bias.float().view(shape)
-        return y.to(input.dtype)
+        weight = self.weight if self.affine else None
+        bias = self.bias if self.affine else None
+        out: Tensor = _GlobalNorm.apply(
+            input, weight, bias, g_mean, invstd, total, self.process_group
+        )
+        return out
 
     def to_plain(self) -> _BatchNorm:
         """The equivalent plain ``BatchNorm{1,2,3}d`` sharing this layer's tensors."""
