@@ -4,7 +4,8 @@
 # (bench/train_throughput.py), downscale end to end vs the bare forward
 # (bench/downscale_throughput.py), DDP/FSDP2/pipeline presets with NCCL, GPU preprocessing
 # (climdl prepare --device cuda), tiled cloud segmentation, climdl sensitivity CUDA vs CPU, a
-# generative stage 2 trained and sampled on CUDA, and full-size UNet throughput.
+# generative stage 2 trained and sampled on CUDA, domain parallelism's large grid on one GPU
+# (bench/domain_parallel.py, the domain preset with NCCL), and full-size UNet throughput.
 # Usage on the device: bash bench/gpu_check.sh   (expects .venv or torch+deps importable)
 set -uo pipefail
 export PYTHONUNBUFFERED=1
@@ -88,6 +89,18 @@ $PY -c "import xarray as xr, numpy as np; a=xr.open_dataset('$WORK/prep_cpu.nc')
 
 echo "== cloud segmentation on CUDA: climdl segment end to end vs the bare forward, 2000^2 and 8000^2 =="
 $PY bench/segment_throughput.py --device cuda --sizes 2000 8000 --batch-size 32 --folder "$WORK/seg" 2>&1 | grep -v -E "Warning|warn|INFO|^ *$" | tail -8
+
+echo "== domain parallelism on one GPU: Doury UNet 32x32 -> 512x512, 1 block (activation memory, step time), bf16 and fp32 =="
+for P in bf16 fp32; do
+  $PY bench/domain_parallel.py --device cuda --blocks 1 --batch 16 --steps 10 --warmup 3 --precision $P 2>&1 | grep -v -E "Warning|warn|INFO|^ *$"
+done
+start=$(date +%s)
+$PY -m climdl.cli train --config configs/emulator/sample.yaml --config configs/strategy/domain.yaml \
+  --trainer.accelerator gpu --trainer.devices 1 --trainer.strategy.init_args.domain_size 1 --trainer.precision bf16-mixed \
+  --trainer.max_epochs 2 --trainer.default_root_dir "$WORK/strategy-domain" --trainer.logger false --quiet \
+  --data.test_period null > "$WORK/strategy-domain.log" 2>&1
+rc=$?
+echo "climdl train domain (1 GPU, 1 strip, nccl, bf16-mixed): exit $rc, $(( $(date +%s) - start )) s, val_rmse $($PY -c "import json,sys; print(json.load(open(sys.argv[1]))['val_rmse'])" "$WORK/strategy-domain/summary.json" 2>/dev/null || tail -1 "$WORK/strategy-domain.log")"
 
 echo "== throughput: full-size Doury UNet forward/backward, bf16 vs fp32 =="
 $PY - <<'PYEOF'
