@@ -49,7 +49,7 @@ from torch import Tensor, nn
 from climdl.errors import ConfigError
 from climdl.models import CloudUNet, DouryUNet
 from climdl.models.heads import FineCovariateHead
-from climdl.parallel.syncbn import convert_batchnorm, revert_batchnorm
+from climdl.parallel.syncbn import convert_batchnorm, revert_batchnorm, swap_modules
 
 HALO_ROWS = 1
 """Rows a strip needs from each neighbour at every layer that sees across rows (3x3 kernels)."""
@@ -359,25 +359,14 @@ _PLAIN_OF: dict[type[nn.Module], type[nn.Module]] = {
 def convert_halo(module: nn.Module, domain: Domain) -> nn.Module:
     """Swap every layer of ``module`` that sees across rows for its halo version, in place (the
     returned module replaces ``module`` itself when it is such a layer)."""
-    new = _halo_layer(module, domain)
-    if new is not None:
-        return new
-    for name, child in module.named_children():
-        converted = convert_halo(child, domain)
-        if converted is not child:
-            setattr(module, name, converted)
-    return module
+    return swap_modules(module, lambda m: _halo_layer(m, domain))
 
 
 def revert_halo(module: nn.Module) -> nn.Module:
     """Undo :func:`convert_halo` (plain layers sharing the same tensors)."""
-    if type(module) in _PLAIN_OF:
-        return _recast(module, _PLAIN_OF[type(module)])
-    for name, child in module.named_children():
-        new = revert_halo(child)
-        if new is not child:
-            setattr(module, name, new)
-    return module
+    return swap_modules(
+        module, lambda m: _recast(m, _PLAIN_OF[type(m)]) if type(m) in _PLAIN_OF else None
+    )
 
 
 class RowScatter(nn.Module):

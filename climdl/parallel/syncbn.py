@@ -17,6 +17,7 @@ those of plain BatchNorm and load anywhere.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -180,40 +181,39 @@ def _share_state(src: _BatchNorm, dst: _BatchNorm) -> None:
     dst.train(src.training)
 
 
-def convert_batchnorm(module: nn.Module, process_group: Any = None) -> nn.Module:
-    """Swap every plain BatchNorm in ``module`` for a :class:`GlobalBatchNorm` (in place for
-    children; the returned module replaces ``module`` itself when it is a BatchNorm)."""
-    if isinstance(module, _BatchNorm) and not isinstance(
-        module, GlobalBatchNorm | nn.SyncBatchNorm
-    ):
-        dims = next((d for d, cls in _PLAIN.items() if isinstance(module, cls)), 2)
-        new = GlobalBatchNorm(
-            module.num_features,
-            module.eps,
-            module.momentum,
-            module.affine,
-            module.track_running_stats,
-            process_group,
-            dims,
-        )
-        _share_state(module, new)
+def swap_modules(module: nn.Module, swap: Callable[[nn.Module], nn.Module | None]) -> nn.Module:
+    """Replace, depth first, every submodule for which ``swap`` returns a module (in place for
+    children; the returned module replaces ``module`` itself when ``swap`` takes it)."""
+    new = swap(module)
+    if new is not None:
         return new
     for name, child in module.named_children():
-        new_child = convert_batchnorm(child, process_group)
+        new_child = swap_modules(child, swap)
         if new_child is not child:
             setattr(module, name, new_child)
     return module
+
+
+def convert_batchnorm(module: nn.Module, process_group: Any = None) -> nn.Module:
+    """Swap every plain BatchNorm in ``module`` for a :class:`GlobalBatchNorm` (in place for
+    children; the returned module replaces ``module`` itself when it is a BatchNorm)."""
+
+    def swap(m: nn.Module) -> nn.Module | None:
+        if not isinstance(m, _BatchNorm) or isinstance(m, GlobalBatchNorm | nn.SyncBatchNorm):
+            return None
+        dims = next((d for d, cls in _PLAIN.items() if isinstance(m, cls)), 2)
+        new = GlobalBatchNorm(
+            m.num_features, m.eps, m.momentum, m.affine, m.track_running_stats, process_group, dims
+        )
+        _share_state(m, new)
+        return new
+
+    return swap_modules(module, swap)
 
 
 def revert_batchnorm(module: nn.Module) -> nn.Module:
     """Undo :func:`convert_batchnorm`: plain BatchNorm layers sharing the same tensors."""
-    if isinstance(module, GlobalBatchNorm):
-        return module.to_plain()
-    for name, child in module.named_children():
-        new_child = revert_batchnorm(child)
-        if new_child is not child:
-            setattr(module, name, new_child)
-    return module
+    return swap_modules(module, lambda m: m.to_plain() if isinstance(m, GlobalBatchNorm) else None)
 
 
 class GlobalSyncBatchNorm(LayerSync):

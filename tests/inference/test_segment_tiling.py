@@ -48,6 +48,13 @@ def _tiled(
 ) -> tuple[np.ndarray, list[int]]:
     h, w = scene.shape[1:]
     grid = plan_tiles(h, w, tile, overlap, multiple)
+    out, written, write = _collector(h, w)
+    run_tiled(lambda a, b: scene[:, a:b], predict, grid, K, write, batch_size=batch)
+    return out, written
+
+
+def _collector(h: int, w: int) -> tuple[np.ndarray, list[int], Callable[[int, np.ndarray], None]]:
+    """An output array, the rows written to it (in order) and the writer that fills both."""
     out = np.full((K, h, w), np.nan, dtype=np.float32)
     written: list[int] = []
 
@@ -56,8 +63,7 @@ def _tiled(
         written.extend(range(y0, y0 + probs.shape[1]))
         out[:, y0 : y0 + probs.shape[1]] = probs
 
-    run_tiled(lambda a, b: scene[:, a:b], predict, grid, K, write, batch_size=batch)
-    return out, written
+    return out, written, write
 
 
 @settings(max_examples=40, deadline=None)
@@ -171,14 +177,7 @@ def _exact(
 ) -> tuple[np.ndarray, list[int]]:
     h, w = scene.shape[1:]
     grid = plan_exact(h, w, tile, cloud_unet_radius(net), net.size_multiple)
-    out = np.full((K, h, w), np.nan, dtype=np.float32)
-    written: list[int] = []
-
-    def write(y0: int, probs: np.ndarray) -> None:
-        assert probs.shape[2] == w
-        written.extend(range(y0, y0 + probs.shape[1]))
-        out[:, y0 : y0 + probs.shape[1]] = probs
-
+    out, written, write = _collector(h, w)
     run_exact(lambda a, b: scene[:, a:b], _logits(net), grid, K, write, batch_size=batch)
     return out, written
 
