@@ -337,9 +337,10 @@ def _halo_layer(m: nn.Module, domain: Domain) -> nn.Module | None:
         k, s, p = _pair(m.kernel_size), _pair(m.stride or m.kernel_size), _pair(m.padding)
         if k[0] == s[0] and p[0] == 0:
             return None  # local when every strip starts on a multiple of the stride
-        if s[0] != 1:
+        if s[0] != 1 or _pair(m.dilation) != (1, 1) or m.ceil_mode:
             raise ConfigError(
-                "domain parallelism supports max-pooling with kernel = stride or stride 1."
+                "domain parallelism supports max-pooling with kernel = stride, or stride 1 "
+                "without dilation or ceil_mode."
             )
         _same_padding(k[0], p[0], "max-pooling")
         new = _recast(m, HaloMaxPool2d)
@@ -565,6 +566,8 @@ class DomainParallelStrategy(DDPStrategy):
                 "multiple of domain_size processes (devices x num_nodes)."
             )
         super().setup_environment()
+        if self.domain is not None and (self.domain.size == 1 or self.domain.group is not None):
+            return  # a later fit/validate/test of the same trainer: the mesh is there
         if world == 1 or not dist.is_initialized():
             self.domain = Domain(1, 0)
             return
@@ -590,8 +593,31 @@ class DomainParallelStrategy(DDPStrategy):
         self._sharded.append(net)
         return plan
 
+    def setup(self, trainer: Any) -> None:
+        """DDP's set-up, then the same random state on every rank of a domain group: the
+        strips of a sample must come from the same crop, flips and dropout masks, whichever
+        seed (or none) the run was given."""
+        super().setup(trainer)
+        domain = self.domain
+        if domain is None or domain.size == 1:
+            return
+        source = dist.get_global_rank(domain.group, 0)
+        state = torch.get_rng_state()
+        dist.broadcast(state, src=source, group=domain.group)
+        torch.set_rng_state(state)
+        if self.root_device.type == "cuda":
+            cuda_state = torch.cuda.get_rng_state(self.root_device).to(self.root_device)
+            dist.broadcast(cuda_state, src=source, group=domain.group)
+            torch.cuda.set_rng_state(cuda_state.cpu(), self.root_device)
+
     def teardown(self) -> None:
-        """Unwrap DDP, then give the networks back their plain layers."""
+        """Undo the split (the task's rows and domain, the data module's row block, the
+        networks' halo layers), then DDP's teardown: the trained objects work whole again in
+        this process (a later trainer, a baseline read through the data module's loaders)."""
+        module = self.lightning_module
+        undo = getattr(module, "unshard_domain", None)
+        if callable(undo):
+            undo()
         super().teardown()
         for net in self._sharded:
             unshard_network(net)

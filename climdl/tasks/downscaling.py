@@ -232,6 +232,15 @@ class DownscalingTask(BaseTask[EmulatorSpec]):
         if dm is not None and hasattr(dm, "target_rows"):
             dm.target_rows = plan.rows
 
+    def unshard_domain(self) -> None:
+        """Forget the domain split (called by the strategy's teardown): whole targets again."""
+        self.domain, self.domain_rows = None, None
+        if hasattr(self, "pr_loss"):
+            self.pr_loss.row_start = 0
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if dm is not None and hasattr(dm, "target_rows"):
+            dm.target_rows = None
+
     def _channels(self, target: str) -> int:
         return 3 if (target == "pr" and self.hp.loss_pr == "bernoulli_gamma") else 1
 

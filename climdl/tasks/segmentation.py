@@ -139,6 +139,10 @@ class SegmentationTask(BaseTask[SegmenterSpec]):
             strategy.shard(self.net)
             self.domain = strategy.domain
 
+    def unshard_domain(self) -> None:
+        """Forget the domain split (called by the strategy's teardown): whole scenes again."""
+        self.domain = None
+
     def _class_weights(self, spec: SegmenterSpec, k: int) -> Tensor:
         cw = self.hp.class_weights
         if cw is None:

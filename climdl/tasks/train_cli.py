@@ -244,7 +244,7 @@ def run_train(argv: Sequence[str]) -> int:
         if isinstance(model, GenerativeDownscalingTask):
             _check_generative_strategy(trainer.strategy)
             model.load_stage1(dm)  # a missing or mismatched stage 1 fails here, in one line
-        _check_domain_strategy(trainer.strategy, model)
+        _check_domain_strategy(trainer.strategy, model, dm)
     close_process_groups_at_exit()  # not left to the interpreter's teardown (aborts gloo runs)
     return _fit_and_report(cli, trainer, model, dm, ckpt_path)
 
@@ -299,7 +299,7 @@ def _check_one_strategy_preset(args: Sequence[str]) -> None:
         )
 
 
-def _check_domain_strategy(strategy: Any, model: Any) -> None:
+def _check_domain_strategy(strategy: Any, model: Any, dm: Any) -> None:
     """Domain parallelism splits the Doury UNet and the cloud UNet only; say so before any
     process or data set-up (the grid's divisibility is checked when the network is built)."""
     from climdl.parallel.domain import DomainParallelStrategy
@@ -315,6 +315,13 @@ def _check_domain_strategy(strategy: Any, model: Any) -> None:
             f"{strategy.domain_size}; use a multiple of domain_size."
         )
     if isinstance(model, SegmentationTask):
+        crop, m = int(getattr(dm, "crop_size", 0) or 0), 2 ** int(model.hparams.get("depth", 0))
+        if crop and crop // m < strategy.domain_size:
+            raise ConfigError(
+                f"crops of {crop} rows cannot be cut into {strategy.domain_size} strips of "
+                f"multiples of {m} rows (the cloud UNet's 2**depth); use data.crop_size >= "
+                f"{m * strategy.domain_size} or a smaller domain_size."
+            )
         return
     network = model.hparams.get("network")
     if isinstance(model, GenerativeDownscalingTask) or network != "unet":

@@ -180,11 +180,15 @@ def test_two_strips_train_as_one_process_and_resume_in_one(
     128 x 128 grid (the UNet's 32-128 levels and the orography fusion), then the checkpoint
     carries on in one process."""
     configs = [strategy_config("domain")]
-    run, probe = train_and_probe(tmp_path, "dom", sample_cache, configs, *run_options(16, 1))
+    options = run_options(16, 1, "--data.test_period", "historical")  # scored after the fit
+    run, probe = train_and_probe(tmp_path, "dom", sample_cache, configs, *options)
     _compare(domain_ref, probe, [0, 1, 2], EARLY)
     assert probe["world_size"] == 2
     assert probe["ranks"][0]["modules"].get("HaloConv2d", 0) > 0
-    assert json.loads((run / "summary.json").read_text())["val_rmse"]["tasmax"] > 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["val_rmse"]["tasmax"] > 0
+    # the test period and its baselines are scored on whole grids after the split is undone
+    assert summary["test"]["rmse"]["tasmax"] > 0 and summary["test"]["baseline_rmse"]
     resume = run_options(16, 2, "--ckpt_path", "last", devices=1)
     ddp = [strategy_config("ddp")]
     _, one = train_and_probe(tmp_path, "one", sample_cache, ddp, *resume, run_dir=run)
