@@ -29,6 +29,11 @@ from torch.nn.modules.batchnorm import _BatchNorm
 _PLAIN: dict[int, type[_BatchNorm]] = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
 
 
+def _wide(t: Tensor) -> Tensor:
+    """``t`` in at least float32 (bf16/fp16 statistics lose too much; float64 stays)."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
+
+
 class _GlobalNorm(torch.autograd.Function):
     """``(x - mean) * invstd * weight + bias`` with global statistics; the backward pass is
     BatchNorm's, with the per-channel sums of ``dy`` and ``dy * xhat`` all-reduced over the
@@ -46,9 +51,9 @@ class _GlobalNorm(torch.autograd.Function):
         group: Any,
     ) -> Tensor:
         shape = (1, -1, *[1] * (x.dim() - 2))
-        y = (x.float() - mean.view(shape)) * invstd.view(shape)
+        y = (_wide(x) - mean.view(shape)) * invstd.view(shape)
         if weight is not None and bias is not None:
-            y = y * weight.float().view(shape) + bias.float().view(shape)
+            y = y * _wide(weight).view(shape) + _wide(bias).view(shape)
         ctx.save_for_backward(x, weight, mean, invstd)
         ctx.total, ctx.group = total, group
         return y.to(x.dtype)
@@ -58,14 +63,14 @@ class _GlobalNorm(torch.autograd.Function):
         x, weight, mean, invstd = ctx.saved_tensors
         shape = (1, -1, *[1] * (x.dim() - 2))
         dims = [0, *range(2, x.dim())]
-        xhat = (x.float() - mean.view(shape)) * invstd.view(shape)
-        g = gy.float()
+        xhat = (_wide(x) - mean.view(shape)) * invstd.view(shape)
+        g = _wide(gy)
         sum_dy = g.sum(dims)
         sum_dy_xhat = (g * xhat).sum(dims)
         table = torch.cat([sum_dy, sum_dy_xhat])
         dist.all_reduce(table, group=ctx.group)
         c = x.shape[1]
-        scale = invstd if weight is None else invstd * weight.float()
+        scale = invstd if weight is None else invstd * _wide(weight)
         gx = scale.view(shape) * (
             g - (table[:c] / ctx.total).view(shape) - xhat * (table[c:] / ctx.total).view(shape)
         )
@@ -121,7 +126,7 @@ class GlobalBatchNorm(_BatchNorm):
             return super().forward(input)
         with torch.no_grad():
             dims = [0, *range(2, input.dim())]
-            x = input.float()
+            x = _wide(input)
             c = x.shape[1]
             count = torch.tensor(float(x.numel() // c), device=x.device)
             mean = x.mean(dim=dims)
