@@ -22,13 +22,13 @@ import math
 from collections.abc import Sequence
 from typing import Any, Literal
 
-import dask
 import lightning as L
 import numpy as np
 import torch
 import xarray as xr
 from torch.utils.data import DataLoader, Dataset
 
+from climdl.data.emulator_source import Source, check_rows
 from climdl.data.forcing import day_of_year_features, forcing_features, read_forcing_table
 from climdl.data.spec import EmulatorSpec, EmulatorStats, Grid
 from climdl.data.variables import ML_BENCH_PREDICTORS
@@ -39,115 +39,10 @@ __all__ = ["EmulatorDataModule", "EmulatorDataset"]
 log = logging.getLogger(__name__)
 
 
-class _Source:
-    """Where the arrays come from: in memory, or lazily from files opened per process.
-
-    :meth:`read` serves the whole target grid; :meth:`read_rows` serves the rows chosen by
-    :meth:`restrict` (a row block of the targets, for domain parallelism). Restricting an
-    in-memory source keeps a sliced copy of the targets and drops the full array, so only the
-    block stays in memory; full-grid reads then come lazily from the files. A lazy source reads
-    only the block from disk. Predictors always stay whole.
-    """
-
-    def __init__(self, x: xr.DataArray, y: xr.DataArray, in_memory: bool) -> None:
-        self.in_memory = in_memory
-        self.x_lazy, self.y_lazy = x, y  # whole grids, lazily (for full reads after restrict)
-        self.rows: tuple[int, int] | None = None
-        self.y_rows: np.ndarray | None = None
-        if in_memory:
-            with dask.config.set(scheduler="threads"):
-                self.x_np: np.ndarray | None = np.ascontiguousarray(x.values, dtype=np.float32)
-                self.y_np: np.ndarray | None = np.ascontiguousarray(y.values, dtype=np.float32)
-            self.x_da = self.y_da = None
-        else:
-            self.x_np = self.y_np = None
-            self.x_da, self.y_da = x, y
-
-    @property
-    def n_rows(self) -> int:
-        """Rows of the whole target grid (its ``y`` dimension)."""
-        return int(self.y_lazy.shape[-2])
-
-    def restrict(self, rows: tuple[int, int] | None) -> None:
-        """Serve only target rows ``rows[0]:rows[1]`` from :meth:`read_rows` (None: all rows).
-
-        Raises:
-            ConfigError: an empty range or one beyond the grid.
-        """
-        rows = _check_rows(rows, self.n_rows)
-        if rows == self.rows:
-            return
-        if rows is None:
-            self.rows, self.y_rows = None, None
-            return
-        a, b = rows
-        if self.in_memory:
-            if self.y_np is not None:  # slice the full array, then let it go
-                block = self.y_np[:, :, a:b]
-            elif self.rows is not None and self.rows[0] <= a and b <= self.rows[1]:
-                assert self.y_rows is not None
-                block = self.y_rows[:, :, a - self.rows[0] : b - self.rows[0]]
-            else:
-                with dask.config.set(scheduler="threads"):
-                    block = self._rows_of(self.y_lazy, rows).values
-            self.y_rows = np.ascontiguousarray(block, dtype=np.float32)
-            self.y_np = None
-        self.rows = rows
-
-    @staticmethod
-    def _rows_of(y: xr.DataArray, rows: tuple[int, int]) -> xr.DataArray:
-        return y.isel({y.dims[-2]: slice(*rows)})
-
-    def read(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Predictors and targets of days ``idx`` on the whole grids."""
-        if self.x_np is not None and self.y_np is not None:
-            return self.x_np[idx], self.y_np[idx]
-        x = self.x_np[idx] if self.x_np is not None else _read_lazy(self.x_lazy, idx)
-        return x, _read_lazy(self.y_lazy, idx)
-
-    def read_rows(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Predictors (whole) and targets (the :meth:`restrict` rows) of days ``idx``."""
-        if self.rows is None:
-            return self.read(idx)
-        if self.y_rows is not None:
-            assert self.x_np is not None
-            return self.x_np[idx], self.y_rows[idx]
-        x = self.x_np[idx] if self.x_np is not None else _read_lazy(self.x_lazy, idx)
-        return x, _read_lazy(self._rows_of(self.y_lazy, self.rows), idx)
-
-
-def _read_lazy(arr: xr.DataArray, idx: np.ndarray) -> np.ndarray:
-    """Days ``idx`` of a lazy array, read in sorted time order, returned in ``idx``'s order."""
-    order = np.argsort(idx)
-    inverse = np.empty_like(order)
-    inverse[order] = np.arange(order.size)
-    with dask.config.set(scheduler="synchronous"):  # no thread pools inside forked workers
-        out = arr.isel(time=idx[order]).values[inverse]
-    return out.astype(np.float32, copy=False)
-
-
-def _check_rows(rows: tuple[int, int] | None, n_rows: int | None) -> tuple[int, int] | None:
-    """``rows`` as a pair of ints, checked to be a non-empty range within ``n_rows`` rows."""
-    if rows is None:
-        return None
-    try:
-        a, b = (int(v) for v in rows)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(
-            f"target_rows must be a (start, stop) pair of row indices, got {rows!r}."
-        ) from exc
-    if not 0 <= a < b or (n_rows is not None and b > n_rows):
-        grid = f" of a grid with {n_rows} rows" if n_rows is not None else ""
-        raise ConfigError(
-            f"target_rows {(a, b)} is not a non-empty range start < stop within the rows{grid}."
-        )
-    return a, b
-
-
 class EmulatorDataset(Dataset[dict[str, torch.Tensor]]):
     """Days of (predictors, 1-D inputs, targets); ``__getitems__`` reads a whole batch at once.
 
-    The targets are the source's row block when it has one (:meth:`_Source.restrict`).
+    The targets are the source's row block when it has one (:meth:`Source.restrict`).
 
     Args:
         source: the predictor and target arrays (in memory or lazy).
@@ -155,7 +50,7 @@ class EmulatorDataset(Dataset[dict[str, torch.Tensor]]):
         indices: the days (time indices) this dataset serves.
     """
 
-    def __init__(self, source: _Source, aux: np.ndarray, indices: np.ndarray) -> None:
+    def __init__(self, source: Source, aux: np.ndarray, indices: np.ndarray) -> None:
         self.source, self.aux, self.indices = source, aux, np.asarray(indices)
 
     def __len__(self) -> int:
@@ -271,7 +166,7 @@ class EmulatorDataModule(L.LightningDataModule):
         self.test_period, self.test_kind, self.test_gcm = test_period, test_kind, test_gcm
         self.test_predictors, self.test_target = test_predictors, test_target
         self._spec: EmulatorSpec | None = None
-        self._test: tuple[_Source, np.ndarray] | None = None
+        self._test: tuple[Source, np.ndarray] | None = None
         self._target_rows: tuple[int, int] | None = None
 
     @property
@@ -281,8 +176,8 @@ class EmulatorDataModule(L.LightningDataModule):
 
     @target_rows.setter
     def target_rows(self, rows: tuple[int, int] | None) -> None:
-        source: _Source | None = getattr(self, "source", None)
-        self._target_rows = _check_rows(rows, source.n_rows if source is not None else None)
+        source: Source | None = getattr(self, "source", None)
+        self._target_rows = check_rows(rows, source.n_rows if source is not None else None)
 
     # ------------------------------------------------------------------ opening
     def _open(self) -> tuple[xr.Dataset, xr.Dataset, xr.Dataset | None]:
@@ -371,7 +266,7 @@ class EmulatorDataModule(L.LightningDataModule):
             nbytes / 1e9,
             "in memory" if in_memory else "lazy",
         )
-        self.source = _Source(x, y, in_memory)
+        self.source = Source(x, y, in_memory)
         aux = day_of_year_features(x_ds.time)
         aux_names = ["doy_sin", "doy_cos"]
         if self.forcing_csv:
@@ -522,7 +417,7 @@ class EmulatorDataModule(L.LightningDataModule):
             x = x_ds[self.variables].to_array("channel").transpose("time", "channel", ...)
             y = y_ds[self.targets].to_array("channel").transpose("time", "channel", ...)
             nbytes = 4 * x.sizes["time"] * (math.prod(x.shape[1:]) + math.prod(y.shape[1:]))
-            source = _Source(x, y, nbytes <= self.memory_budget_gb * 1e9)
+            source = Source(x, y, nbytes <= self.memory_budget_gb * 1e9)
             aux = day_of_year_features(x_ds.time)
             if self.forcing_csv:
                 aux = np.concatenate(

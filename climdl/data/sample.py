@@ -39,7 +39,8 @@ import xarray as xr
 
 from climdl import __version__
 from climdl.data.grids import grid_mapping_name
-from climdl.data.synthetic import BENCHMARK_SIZE, Run, SyntheticClimate
+from climdl.data.sample_grids import BENCHMARK_SIZE
+from climdl.data.synthetic import Run, SyntheticClimate
 from climdl.data.variables import ML_BENCH_PREDICTORS, canonical_attrs
 from climdl.errors import ConfigError
 from climdl.io.netcdf import write_netcdf

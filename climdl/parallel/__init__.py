@@ -5,7 +5,8 @@ distributed runs.
 One concept per module: :mod:`~climdl.parallel.strategies` (Lightning strategies, FSDP2 and
 tensor-parallel plans), :mod:`~climdl.parallel.stages` (cutting the UNet into pipeline stages),
 :mod:`~climdl.parallel.pipeline` (the pipeline-parallel Lightning strategy),
-:mod:`~climdl.parallel.domain` (domain parallelism: row strips with halo exchanges),
+:mod:`~climdl.parallel.domain` (domain parallelism: the strategy, splitting the networks, the loss),
+:mod:`~climdl.parallel.halo` (halo exchange between row strips and the layers that use it),
 :mod:`~climdl.parallel.syncbn` (BatchNorm over the global batch on any device),
 :mod:`~climdl.parallel.launch` (ranks from torchrun/SLURM variables),
 :mod:`~climdl.parallel.checkpoint` (sharded checkpoints to one file),

@@ -15,13 +15,8 @@ from climdl.data import synthetic
 from climdl.data.catalog import get_entry
 from climdl.data.grids import coarse_grid, target_grid
 from climdl.data.sample import write_sample
-from climdl.data.synthetic import (
-    FINE_FACTOR,
-    Run,
-    SyntheticClimate,
-    covering_coarse_grid,
-    wide_target_grid,
-)
+from climdl.data.sample_grids import covering_coarse_grid, wide_target_grid
+from climdl.data.synthetic import FINE_FACTOR, Run, SyntheticClimate
 from climdl.data.variables import ML_BENCH_PREDICTORS
 from tests.paths import SHARED
 

@@ -21,14 +21,8 @@ from torch import nn
 
 from climdl.models import CloudUNet, DouryUNet
 from climdl.models.heads import FineCovariateHead
-from climdl.parallel.domain import (
-    Domain,
-    HaloConv2d,
-    convert_halo,
-    domain_loss,
-    partition,
-    shard_network,
-)
+from climdl.parallel.domain import domain_loss, shard_network
+from climdl.parallel.halo import Domain, HaloConv2d, convert_halo, partition
 from climdl.tasks.losses import masked_mse
 
 

@@ -26,14 +26,8 @@ import torch
 
 from climdl.errors import ConfigError
 from climdl.models import DeepESD, DouryUNet
-from climdl.parallel.domain import (
-    Domain,
-    halo_exchange,
-    partition,
-    plan_for,
-    shard_network,
-    unshard_network,
-)
+from climdl.parallel.domain import plan_for, shard_network, unshard_network
+from climdl.parallel.halo import Domain, halo_exchange, partition
 from climdl.parallel.launch import free_port
 from climdl.parallel.testing import (
     check,
