@@ -34,6 +34,7 @@ from climdl.inference.job import Job, JobConfig
 from climdl.inference.members import sampler_description
 from climdl.inference.output import Format, default_output, global_attrs
 from climdl.inference.parts import PartStore
+from climdl.inference.streamed import StreamedOutput
 from climdl.parallel.launch import close_process_groups_at_exit
 
 log = logging.getLogger(__name__)
@@ -232,9 +233,15 @@ def downscale(
 
         check_scheduler(dask_scheduler)
     job = Job(config)
+    # one-time start: checkpoints loaded, inputs opened and checked (reported, for benchmarks)
+    start_s = _time.perf_counter() - t0
     ds, targets, n_days, starts = job.ds, job.targets, job.n_days, job.starts
     sampler = sampler_description(job.steps) if job.members else None
-    ensemble: dict[str, Any] = {"members": job.members, "sampler": sampler}
+    ensemble: dict[str, Any] = {
+        "members": job.members,
+        "sampler": sampler,
+        "extra": {"start_seconds": start_s},
+    }
     out_path = _resolve_output(
         output, job.source, targets, fmt, job.emulators.members[0].experiment
     )
@@ -277,36 +284,35 @@ def downscale(
         done_days = sum(job.chunk_length(i) for i in finished if i % world == rank)
         if progress:
             progress(done_days, n_days)
+        stream: StreamedOutput | None = None
         if dask_scheduler is not None:
             from climdl.inference.dask_run import run_on_dask
 
             assert store is not None
             run_on_dask(job, todo, store, dask_scheduler, progress=progress, done_days=done_days)
         else:
-            # one I/O thread: reads of the next chunk and writes of the last overlap the
-            # computation, but never each other (HDF5 is not thread-safe)
-            with ThreadPoolExecutor(max_workers=1) as pool:
-                pending_read: Future[tuple[np.ndarray, xr.DataArray]] | None = (
-                    pool.submit(job.read, todo[0]) if todo else None
+            # a run that computes every chunk here writes the compressed output as it goes
+            stream = (
+                StreamedOutput(
+                    store.stream_path(),
+                    store.output,
+                    job.ds.time,
+                    job.emulators.spec,
+                    targets,
+                    fmt,
+                    job.final_encoding(),
+                    attrs or {},
                 )
-                pending_write: Future[None] | None = None
-                for k, i in enumerate(todo):
-                    assert pending_read is not None
-                    x_np, times = pending_read.result()
-                    pending_read = pool.submit(job.read, todo[k + 1]) if k + 1 < len(todo) else None
-                    chunk = job.compute(x_np, times)
-                    if store is None:
-                        results.append(chunk)
-                    else:
-                        if pending_write is not None:
-                            pending_write.result()
-                        pending_write = pool.submit(store.write, i, chunk, job.part_encoding(chunk))
-                    done_days += int(times.size)
-                    release_memory()
-                    if progress:
-                        progress(done_days, n_days)
-                if pending_write is not None:
-                    pending_write.result()
+                if store is not None
+                and world == 1
+                and job.members is None
+                and max_chunks is None
+                and todo == list(range(len(starts)))
+                else None
+            )
+            if stream is not None:
+                cleanup.callback(stream.close)
+            done_days = _run_chunks(job, todo, store, stream, results, done_days, n_days, progress)
         resumed = len([i for i in finished if i % world == rank])
         dev, grid = str(job.device), job.adapter.describe()
         if store is None:
@@ -350,7 +356,9 @@ def downscale(
                 world,
                 **ensemble,
             )
-        if rank == 0:
+        if rank == 0 and stream is not None:
+            store.adopt(stream.path)
+        elif rank == 0:
             store.join(len(starts), job.final_encoding(), attrs)
         _barrier(world)
         seconds = _time.perf_counter() - t0
@@ -374,6 +382,57 @@ def downscale(
             world,
             **ensemble,
         )
+
+
+def _run_chunks(
+    job: Job,
+    todo: list[int],
+    store: PartStore | None,
+    stream: StreamedOutput | None,
+    results: list[xr.Dataset],
+    done_days: int,
+    n_days: int,
+    progress: Progress | None,
+) -> int:
+    """Compute the chunks ``todo`` in order; returns the days done.
+
+    One I/O thread reads the next chunk, stores the last one's part and compresses the streamed
+    output's days as they come, while this thread runs the networks; the thread's work is
+    queued in that order and never runs twice at once (HDF5 is not thread-safe)."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending_read: Future[tuple[np.ndarray, xr.DataArray]] | None = (
+            pool.submit(job.read, todo[0]) if todo else None
+        )
+        queued: list[Future[None]] = []
+        if stream is not None:
+            queued.append(pool.submit(stream.open))
+
+        def emit_at(start: int) -> Callable[[int, np.ndarray], None]:
+            assert stream is not None
+            return lambda a, v: queued.append(pool.submit(stream.add, start + a, v))
+
+        for k, i in enumerate(todo):
+            assert pending_read is not None
+            x_np, times = pending_read.result()
+            pending_read = pool.submit(job.read, todo[k + 1]) if k + 1 < len(todo) else None
+            emit = emit_at(job.starts[i]) if stream is not None else None
+            chunk = job.compute(x_np, times, emit)
+            for f in [f for f in queued if f.done()]:  # a failed write stops the run now
+                f.result()
+                queued.remove(f)
+            if store is None:
+                results.append(chunk)
+            else:
+                queued.append(pool.submit(store.write, i, chunk, job.part_encoding(chunk)))
+            done_days += int(times.size)
+            release_memory()
+            if progress:
+                progress(done_days, n_days)
+        if stream is not None:
+            queued.append(pool.submit(stream.finish))
+        for f in queued:
+            f.result()
+    return done_days
 
 
 def _resolve_output(

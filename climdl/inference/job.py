@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -272,8 +273,18 @@ class Job:
             self._check_ranges(x, [str(t) for t in times.values])
         return x, _aux(self.emulators, times, self.forcing, self.device)
 
-    def compute(self, x_np: np.ndarray, times: xr.DataArray) -> xr.Dataset:
-        """Regrid on the device, check, predict in batches: the chunk as a CF Dataset."""
+    def compute(
+        self,
+        x_np: np.ndarray,
+        times: xr.DataArray,
+        emit: Callable[[int, np.ndarray], None] | None = None,
+    ) -> xr.Dataset:
+        """Regrid on the device, check, predict in batches: the chunk as a CF Dataset.
+
+        ``emit(offset, values)`` (deterministic emulators) receives each batch's predictions
+        [B, V, H, W] as soon as they are computed (a view that is not written again), with the
+        batch's first day counted from the chunk's start: the streamed output compresses them
+        while the next batches run."""
         bs = self.batch_size
         x, aux = self.model_inputs(x_np, times)
         if self.members:
@@ -285,6 +296,8 @@ class Job:
                     x[a : a + bs], {n: v[a : a + bs] for n, v in aux.items()}, self.amp
                 )
             )
+            if emit is not None:
+                emit(a, out[a : a + bs])
         return chunk_dataset(out, times, self.emulators.spec, self.targets, self.config.fmt)
 
     def _compute_members(

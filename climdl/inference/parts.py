@@ -33,6 +33,7 @@ import xarray as xr
 
 from climdl.errors import OutputError
 from climdl.io.netcdf import atomic_path, write_netcdf
+from climdl.io.oserrors import output_error
 
 log = logging.getLogger(__name__)
 
@@ -308,6 +309,24 @@ class PartStore:
             with contextlib.suppress(OSError):
                 path.parent.rmdir()  # recreated by the write alone: leave no empty folder
             raise
+
+    def stream_path(self) -> Path:
+        """Where a streamed output grows (:mod:`climdl.inference.streamed`): inside the parts
+        folder, so that a killed run's partial file goes with the folder."""
+        return self.dir / "output.nc.tmp"
+
+    def adopt(self, path: Path) -> Path:
+        """Move a complete file (the streamed output) onto the output and remove the folder."""
+        self._check_owner()
+        try:
+            os.replace(path, self.output)
+        except OSError as exc:
+            err = output_error(exc, self.output)
+            if err is None:
+                raise
+            raise err from exc
+        shutil.rmtree(self.dir, ignore_errors=True)
+        return self.output
 
     def join(
         self, n_chunks: int, encoding: Mapping[str, Mapping[str, Any]], attrs: Mapping[str, Any]

@@ -191,7 +191,7 @@ def test_default_chunks_shrink_with_members(stub_ckpt: Path, perfect: Path) -> N
         assert job.chunk_days == 36 and job.manifest()["members"] == 10
         assert job.manifest()["seed"] == 0 and job.manifest()["sampler_steps"] == [2]
         enc = job.final_encoding()["pr"]
-        assert enc["chunksizes"] == (1, 365, 16, 16)
+        assert enc["chunksizes"] == (1, 73, 16, 16)
     finally:
         job.ds.close()
     config = JobConfig(checkpoints=("a",), members=4, seed=9, sampler_steps=2)
