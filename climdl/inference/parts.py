@@ -24,6 +24,7 @@ import os
 import shutil
 import stat
 import uuid
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -357,7 +358,9 @@ class PartStore:
                 combine_attrs="override",
             )
             ds.attrs = dict(attrs)
-            ds = ds.chunk(_time_chunks(ds, encoding))
+            with warnings.catch_warnings():  # regrouping the parts' days is the point here
+                warnings.filterwarnings("ignore", "The specified chunks separate", UserWarning)
+                ds = ds.chunk(_time_chunks(ds, encoding))
             # one part in memory at a time (a threaded scheduler would load parts ahead of the
             # writer, and the join's memory would grow with the length of the series)
             with dask.config.set(scheduler="synchronous"):
