@@ -106,7 +106,9 @@ class StreamedOutput:
             "chunksizes": e.get("chunksizes"),
             "fill_value": e.get("_FillValue"),
         }
-        v = nc.createVariable(name, str(np.dtype(e.get("dtype", "float32"))), [str(d) for d in var.dims], **options)
+        v = nc.createVariable(
+            name, str(np.dtype(e.get("dtype", "float32"))), [str(d) for d in var.dims], **options
+        )
         attrs = dict(var.attrs)
         if "coordinates" in e:
             attrs["coordinates"] = e["coordinates"]
