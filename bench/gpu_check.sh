@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # One prepared device check (run on a lent GPU machine, well under 10 minutes):
-# the GPU tests, CUDA training with bf16 through the real CLI, training/loader throughput
-# (bench/train_throughput.py), downscale end to end vs the bare forward
-# (bench/downscale_throughput.py), DDP/FSDP2/pipeline presets with NCCL, GPU preprocessing
-# (climdl prepare --device cuda), tiled cloud segmentation, climdl sensitivity CUDA vs CPU, a
-# generative stage 2 trained and sampled on CUDA, domain parallelism's large grid on one GPU
-# (bench/domain_parallel.py, the domain preset with NCCL), and full-size UNet throughput.
+# the GPU tests, CUDA training with bf16 through the real CLI, training/loader throughput with
+# FLOPs and MFU for the sample and full-size UNet (bench/train_throughput.py), downscale end to
+# end vs the bare forward (bench/downscale_throughput.py), DDP/FSDP2/pipeline presets with
+# NCCL, GPU preprocessing (climdl prepare --device cuda), tiled cloud segmentation, climdl
+# sensitivity CUDA vs CPU, a generative stage 2 trained and sampled on CUDA, domain parallelism's
+# large grid on one GPU (bench/domain_parallel.py, the domain preset with NCCL), and full-size
+# UNet throughput.
 # Usage on the device: bash bench/gpu_check.sh   (expects .venv or torch+deps importable)
 set -uo pipefail
 export PYTHONUNBUFFERED=1
@@ -57,8 +58,16 @@ if [ -n "$CKPT" ] && [ -f "$CKPT" ]; then
   done
 fi
 
-echo "== bench/train_throughput.py on CUDA (Lightning vs hand-written loop; loader vs NumPy) =="
-$PY bench/train_throughput.py --device cuda --steps 40 2>&1 | grep -v -E "Warning|warn|INFO|^ *$"
+echo "== bench/train_throughput.py on CUDA: Lightning vs hand loop, sample and full-size UNet, FLOPs and MFU (< 2 min) =="
+# bf16 both models with climdl's automatic speed options (fused Adam, channels_last); fp32 the
+# sample model; then the full model in bf16 without fused Adam and channels_last (their effect)
+TT="bench/train_throughput.py --device cuda --steps 40 --warmup 5"
+for ARGS in "--precision bf16 --models sample full" "--precision 32 --models sample --no-loader" \
+            "--precision bf16 --models full --fused off --channels-last off --no-loader"; do
+  start=$(date +%s)
+  timeout 120 $PY $TT $ARGS 2>&1 | grep -E "^(device|==|model FLOPs|hand-written|climdl|achieved|plain NumPy|loader|peak)"
+  echo "train_throughput $ARGS: exit ${PIPESTATUS[0]}, $(( $(date +%s) - start )) s"
+done
 
 echo "== bench/downscale_throughput.py on CUDA: downscale end to end vs bare forward, fp32 and bf16 =="
 $PY bench/downscale_throughput.py --device cuda --years 1 10 --batch-size 256 --folder "$WORK/ds" 2>&1 | grep -v -E "Warning|warn|INFO|^ *$"

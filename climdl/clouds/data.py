@@ -230,6 +230,7 @@ class CloudDataModule(L.LightningDataModule):
     def _loader(
         self, ds: Dataset[dict[str, torch.Tensor]], batch: int, sampler: Sampler[int] | None = None
     ) -> DataLoader[dict[str, torch.Tensor]]:
+        cuda = self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
         return DataLoader(
             ds,
             batch_size=batch,
@@ -238,6 +239,7 @@ class CloudDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             collate_fn=PadCollate(self.pad_multiple),
             persistent_workers=self.num_workers > 0,
+            pin_memory=cuda,  # pinned: Lightning copies them to the GPU without blocking
         )
 
     def train_dataloader(self) -> DataLoader[dict[str, torch.Tensor]]:

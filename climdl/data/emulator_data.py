@@ -399,7 +399,13 @@ class EmulatorDataModule(L.LightningDataModule):
             drop_last=False,
             multiprocessing_context="spawn" if self.num_workers > 0 else None,
             persistent_workers=self.num_workers > 0,
+            pin_memory=self._pin_memory(),
         )
+
+    def _pin_memory(self) -> bool:
+        """Pinned batches when training on CUDA: Lightning then copies them to the GPU
+        without blocking (pinning costs a host copy; it only pays off with a GPU to feed)."""
+        return self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
 
     def train_dataloader(self) -> DataLoader[dict[str, torch.Tensor]]:
         """Training days in a shuffled order, raw (normalised on the device)."""
@@ -427,7 +433,13 @@ class EmulatorDataModule(L.LightningDataModule):
         source, aux = self._test
         source.restrict(self.target_rows)
         ds = EmulatorDataset(source, aux, np.arange(aux.shape[0]))
-        return DataLoader(ds, batch_size=self.batch_size, shuffle=False, collate_fn=_identity)
+        return DataLoader(
+            ds,
+            batch_size=self.batch_size,
+            shuffle=False,
+            collate_fn=_identity,
+            pin_memory=self._pin_memory(),
+        )
 
 
 def _pair(x: xr.Dataset, y: xr.Dataset) -> tuple[xr.Dataset, xr.Dataset]:

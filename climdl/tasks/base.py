@@ -5,7 +5,8 @@ config never repeats what the data say), store that spec in every checkpoint
 (``checkpoint["climdl"]``: ``spec`` as :meth:`to_dict`, the climdl version, and a ``kind`` for
 the segmenter) and rebuild themselves from a checkpoint alone (:meth:`BaseTask.from_checkpoint`,
 after a ``torch.load(weights_only=True)``). Each task says how it builds itself
-(:meth:`BaseTask.build`) and what its loss is (:meth:`BaseTask.compute_loss`).
+(:meth:`BaseTask.build`) and what its loss is (:meth:`BaseTask.compute_loss`). Every task
+trains with the speed options of :mod:`climdl.tasks.speed` (:attr:`BaseTask.speed`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from climdl.errors import ConfigError
+from climdl.tasks.speed import SpeedCallback, SpeedOptions, adam_kwargs
 
 
 class Spec(Protocol):
@@ -39,14 +41,22 @@ def make_optimizer(
     weight_decay: float,
     momentum: float,
     allowed: tuple[str, ...],
+    trainer: Any = None,
+    fused: bool | None = None,
 ) -> torch.optim.Optimizer:
-    """The optimiser ``name`` (one of ``allowed``: adam, adamw, sgd, rmsprop) over ``params``."""
+    """The optimiser ``name`` (one of ``allowed``: adam, adamw, sgd, rmsprop) over ``params``.
+
+    Adam and AdamW are the fused implementation where it helps (see
+    :func:`climdl.tasks.speed.use_fused_adam`: the parameters' device, the ``trainer``'s
+    precision and clipping, the user's choice ``fused``). Their state dicts are the same as the
+    for-each ones', so checkpoints resume across the two.
+    """
     if name not in allowed:
         raise ConfigError(f"unknown optimizer {name!r}; choose {', '.join(allowed)}.")
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    if name in ("adam", "adamw"):
+        params = list(params)
+        cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
+        return cls(params, lr=lr, weight_decay=weight_decay, **adam_kwargs(params, trainer, fused))
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
     return torch.optim.RMSprop(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
@@ -68,11 +78,22 @@ class BaseTask(L.LightningModule, Generic[SpecT]):
         super().__init__()
         self.spec: SpecT | None = None
         self.net: nn.Module | None = None
+        self.speed = SpeedOptions()
+        """The speed options of training (``climdl train --compile true`` sets ``compile``)."""
 
     @property
     def hp(self) -> Any:
         """The hyper-parameters (attribute access, typed loosely for mypy)."""
         return self.hparams
+
+    def configure_callbacks(self) -> list[L.Callback]:
+        """The callback that applies :attr:`speed` (channels_last, compile) when fitting."""
+        return [SpeedCallback()]
+
+    def adam_options(self) -> dict[str, Any]:
+        """Keyword arguments for an Adam/AdamW built by hand over this task's parameters
+        (``{"fused": True}`` where it helps; see :func:`climdl.tasks.speed.use_fused_adam`)."""
+        return adam_kwargs(self.parameters(), self._trainer, self.speed.fused)
 
     # ------------------------------------------------------------------ building
     @classmethod

@@ -33,6 +33,7 @@ from climdl.preprocess import Kind, Normaliser, spatial_standardise
 from climdl.preprocess.gamma import fit_gamma
 from climdl.tasks import losses as L_
 from climdl.tasks.base import BaseTask, make_optimizer
+from climdl.tasks.step_log import TrainingLog, log_lr
 
 __all__ = ["DownscalingTask", "fit_model_parts"]
 
@@ -91,6 +92,8 @@ class DownscalingTask(BaseTask[EmulatorSpec]):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        self.train_log = TrainingLog()
+        """Logs the training steps without a host-device sync (:mod:`climdl.tasks.step_log`)."""
 
     NAME = "downscaling"
     DATA_MODULE = "an EmulatorDataModule"
@@ -193,9 +196,11 @@ class DownscalingTask(BaseTask[EmulatorSpec]):
                     "residual_to_baseline needs t_850, z_850 and the orography in the data."
                 )
             self.baseline = TasmaxBaseline(spec, spec.tasmax_baseline)
-        self.sq_err = nn.ModuleDict({t: SumMetric() for t in targets})
-        self.err = nn.ModuleDict({t: SumMetric() for t in targets})
-        self.count = nn.ModuleDict({t: SumMetric() for t in targets})
+        # nan_strategy "disable": the default checks every update for NaN on the host (a sync
+        # per update on a GPU) and drops it; a diverged model's scores are NaN instead
+        self.sq_err = nn.ModuleDict({t: SumMetric(nan_strategy="disable") for t in targets})
+        self.err = nn.ModuleDict({t: SumMetric(nan_strategy="disable") for t in targets})
+        self.count = nn.ModuleDict({t: SumMetric(nan_strategy="disable") for t in targets})
         self.domain: Domain | None = None
         """This rank's place in its domain group under domain parallelism, else None."""
         self.domain_rows: tuple[int, int] | None = None
@@ -362,23 +367,19 @@ class DownscalingTask(BaseTask[EmulatorSpec]):
     def log_training(
         self, loss: Tensor, parts: dict[str, Tensor], batch: dict[str, Tensor]
     ) -> None:
-        """Log the training loss, its per-target parts, the masked fraction and the learning rate
-        (also called by the pipeline-parallel strategy, which computes the loss itself)."""
-        bs = batch["x"].shape[0]
-        self.log("train_loss", loss, prog_bar=True, batch_size=bs, sync_dist=True)
-        for t, v in parts.items():
-            self.log(f"train_loss_{t}", v, batch_size=bs, sync_dist=True)
-        masked = 1.0 - L_.valid_fraction(batch["y"])
-        self.log("train_masked_fraction", masked, batch_size=bs, sync_dist=True)
-        if self._trainer is not None and self.trainer.optimizers:  # the learning rate, per epoch
-            self.log(
-                "lr",
-                self.trainer.optimizers[0].param_groups[0]["lr"],
-                on_step=False,
-                on_epoch=True,
-                batch_size=bs,
-                sync_dist=True,
-            )
+        """Log the training loss (the progress bar's and the logger's step value from a host
+        copy; the epoch mean ``train_loss_epoch``), and the epoch means of its per-target parts
+        and of the masked fraction, all without a host-device sync per step (see
+        :mod:`climdl.tasks.step_log`; also called by the pipeline-parallel strategy, which
+        computes the loss itself)."""
+        means = {f"train_loss_{t}": v for t, v in parts.items()}
+        means["train_masked_fraction"] = 1.0 - L_.valid_fraction(batch["y"])
+        self.train_log.log(self, loss, batch["x"].shape[0], means)
+
+    def on_train_epoch_end(self) -> None:
+        """Log the learning rate of the epoch (once: a Python number logged per step would be a
+        host-to-device copy per step)."""
+        log_lr(self)
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         """Log the validation loss and accumulate the errors behind the RMSE/bias scores."""
@@ -448,6 +449,8 @@ class DownscalingTask(BaseTask[EmulatorSpec]):
             hp.weight_decay,
             hp.momentum,
             ("adam", "adamw", "sgd", "rmsprop"),
+            self._trainer,
+            self.speed.fused,
         )
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
             opt, factor=hp.lr_factor, patience=hp.lr_patience

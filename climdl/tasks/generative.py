@@ -42,6 +42,7 @@ from climdl.tasks.generative_parts import (
     training_days,
     warmup_cosine,
 )
+from climdl.tasks.step_log import TrainingLog
 
 __all__ = ["GenerativeDownscalingTask"]
 
@@ -114,6 +115,8 @@ class GenerativeDownscalingTask(BaseTask[EmulatorSpec]):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        self.train_log = TrainingLog()
+        """Logs the training steps without a host-device sync (:mod:`climdl.tasks.step_log`)."""
         if sampler_steps < 1 or members < 1:
             raise ConfigError("sampler_steps and members must be at least 1.")
         if not 0.0 <= ema_decay < 1.0:
@@ -374,11 +377,11 @@ class GenerativeDownscalingTask(BaseTask[EmulatorSpec]):
             j = int(torch.randint(r.shape[-1] - crop + 1, (1,), generator=generator))
             r, cond = r[..., i : i + crop, j : j + crop], cond[..., i : i + crop, j : j + crop]
         n = r.shape[0]
-        z = torch.randn(r.shape, generator=generator).to(r.device)
+        z = _to_device(torch.randn(r.shape, generator=generator), r.device)
         if self.hp.time_sampling == "logit_normal":
-            t = torch.sigmoid(torch.randn(n, generator=generator)).to(r.device)
+            t = _to_device(torch.sigmoid(torch.randn(n, generator=generator)), r.device)
         else:
-            t = torch.rand(n, generator=generator).to(r.device)
+            t = _to_device(torch.rand(n, generator=generator), r.device)
         tt = t.view(-1, 1, 1, 1)
         x_t = (1 - tt) * z + tt * torch.nan_to_num(r)
         v = net(x_t, cond, t, aux).float()
@@ -403,12 +406,11 @@ class GenerativeDownscalingTask(BaseTask[EmulatorSpec]):
         return channel_std(diffs())
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        """The flow-matching loss of one batch; logs it and its per-target parts."""
+        """The flow-matching loss of one batch; logs it and the epoch means of its per-target
+        parts without a host-device sync (:mod:`climdl.tasks.step_log`)."""
         loss, parts = self.compute_loss(batch)
-        bs = batch["x"].shape[0]
-        self.log("train_loss", loss, prog_bar=True, batch_size=bs, sync_dist=True)
-        for t, v in parts.items():
-            self.log(f"train_loss_{t}", v, batch_size=bs, sync_dist=True)
+        means = {f"train_loss_{t}": v for t, v in parts.items()}
+        self.train_log.log(self, loss, batch["x"].shape[0], means)
         return loss
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
@@ -441,7 +443,7 @@ class GenerativeDownscalingTask(BaseTask[EmulatorSpec]):
             return
         part = {k: v[:days] for k, v in batch.items()}
         d = part["y"].shape[0]
-        noise = torch.randn((d, m, *part["y"].shape[1:]), generator=gen).to(y.device)
+        noise = _to_device(torch.randn((d, m, *part["y"].shape[1:]), generator=gen), y.device)
         members = self.sample_physical(part, noise, int(self.hp.val_steps))
         for i, t in enumerate(self.spec.targets if self.spec else ()):
             crps = fair_crps(members[:, :, i].transpose(0, 1), part["y"][:, i].float())
@@ -466,9 +468,20 @@ class GenerativeDownscalingTask(BaseTask[EmulatorSpec]):
         constant learning rate."""
         assert self.net is not None
         hp = self.hp
-        opt = torch.optim.AdamW(self.net.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+        opt = torch.optim.AdamW(
+            self.net.parameters(), lr=hp.lr, weight_decay=hp.weight_decay, **self.adam_options()
+        )
         if hp.lr_schedule == "constant":
             return opt
         total = max(int(self.trainer.estimated_stepping_batches), 1)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(total))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def _to_device(t: Tensor, device: torch.device) -> Tensor:
+    """``t``, drawn on the host (CPU generators: the same draws on every device), on
+    ``device`` without making the host wait: on CUDA a blocking copy waits for all the work
+    queued on the device, and a non-blocking one is asynchronous from pinned memory only."""
+    if device.type == "cuda":
+        t = t.pin_memory()
+    return t.to(device, non_blocking=True)

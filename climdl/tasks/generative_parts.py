@@ -152,7 +152,8 @@ def channel_std(chunks: Iterable[Tensor]) -> Tensor:
 
 class ErrorSums(nn.Module):
     """Sums of squared errors, errors and valid points per target (torchmetrics: summed over
-    ranks), behind the RMSE and bias of a deterministic prediction in physical units.
+    ranks), behind the RMSE and bias of a deterministic prediction in physical units. The sums
+    are not checked for NaN (that check waits for the device): a NaN prediction gives NaN scores.
 
     Args:
         targets: the target names, in channel order.
@@ -164,7 +165,11 @@ class ErrorSums(nn.Module):
         super().__init__()
         self.names = list(targets)
         self.sums = nn.ModuleDict(
-            {f"{i}_{k}": SumMetric() for i in range(len(self.names)) for k in self.KINDS}
+            {
+                f"{i}_{k}": SumMetric(nan_strategy="disable")
+                for i in range(len(self.names))
+                for k in self.KINDS
+            }
         )
 
     def _sum(self, i: int, kind: str) -> SumMetric:

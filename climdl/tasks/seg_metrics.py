@@ -1,8 +1,9 @@
 """Segmentation scores from a confusion matrix: per class and for "any cloud" vs the rest.
 
-The confusion matrix comes from torchmetrics (``MulticlassConfusionMatrix`` with the no-data
-label ignored), both for the trained network (:mod:`climdl.tasks.segmentation`) and for the
-threshold baseline, so that the two are scored by the same formulas. Rows are the truth,
+The confusion matrix is a torchmetrics ``MulticlassConfusionMatrix`` with the no-data label
+ignored, counted on the device without a host-device sync (:class:`DeviceConfusion`), both for
+the trained network (:mod:`climdl.tasks.segmentation`) and for the threshold baseline, so that
+the two are scored by the same formulas. Rows are the truth,
 columns the prediction. A class absent from both truth and prediction scores NaN (None in
 JSON) and is left out of the means.
 """
@@ -19,9 +20,31 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 from climdl.clouds.scene import CLOUDY, NODATA
 
 
+class DeviceConfusion(MulticlassConfusionMatrix):
+    """A ``MulticlassConfusionMatrix`` whose update never waits for the device.
+
+    torchmetrics' update drops the ignored pixels with a boolean mask and checks the labels
+    with ``unique()``: both need the data on the host (four syncs per validation batch on a
+    GPU). Here every pixel adds one to a fixed-size vector with ``scatter_add_``: the ignored
+    ones to an extra last bin, which is dropped. Labels outside ``[0, K)`` other than the
+    ignored one still fail (an index out of range), as torchmetrics' checks make them.
+    Takes class indices (``argmax`` of the logits), not probabilities.
+    """
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
+        """Add the counts of ``preds`` against ``target`` (class indices, any same shape)."""
+        k = self.num_classes
+        p, t = preds.reshape(-1).long(), target.reshape(-1).long()
+        ignored = t.eq(-1 if self.ignore_index is None else self.ignore_index)
+        bins = torch.where(ignored, k * k, t * k + p)
+        counts = torch.zeros(k * k + 1, dtype=self.confmat.dtype, device=self.confmat.device)
+        counts.scatter_add_(0, bins, torch.ones_like(bins, dtype=counts.dtype))
+        self.confmat += counts[:-1].view(k, k)
+
+
 def new_confusion(num_classes: int) -> MulticlassConfusionMatrix:
-    """A torchmetrics confusion matrix that ignores the no-data label."""
-    return MulticlassConfusionMatrix(num_classes=num_classes, ignore_index=NODATA)
+    """A confusion matrix that ignores the no-data label (:class:`DeviceConfusion`)."""
+    return DeviceConfusion(num_classes=num_classes, ignore_index=NODATA, validate_args=False)
 
 
 def confusion(

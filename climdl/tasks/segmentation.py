@@ -32,6 +32,7 @@ from climdl.models.cloud_unet import CloudUNet
 from climdl.parallel.domain import Domain
 from climdl.tasks.base import BaseTask, make_optimizer
 from climdl.tasks.seg_metrics import new_confusion, scores
+from climdl.tasks.step_log import TrainingLog
 
 __all__ = ["SegmentationTask", "load_segmenter"]
 
@@ -89,6 +90,8 @@ class SegmentationTask(BaseTask[SegmenterSpec]):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        self.train_log = TrainingLog()
+        """Logs the training steps without a host-device sync (:mod:`climdl.tasks.step_log`)."""
         self.classes: list[str] = []
         self.last_confusion: dict[str, Tensor] = {}
 
@@ -218,13 +221,12 @@ class SegmentationTask(BaseTask[SegmenterSpec]):
         Every term is a ratio of sums over the batch and grid (weighted cross-entropy, BCE and
         the any-cloud term: mean over valid pixels; Dice: per-class overlaps), so under domain
         parallelism the sums of all strips are added with one differentiable all-reduce and
-        every rank gets the whole domain's loss.
+        every rank gets the whole domain's loss. A batch without valid pixels has loss 0 (every
+        sum is 0 and the denominators are clamped), with no test of the data on the host.
         """
         logits = logits.float()
         k = logits.shape[1]
         valid = y != NODATA
-        if self.domain is None and not bool(valid.any()):
-            return logits.sum() * 0.0
         y0 = torch.where(valid, y, torch.zeros_like(y))
         onehot = F.one_hot(y0, k).permute(0, 3, 1, 2).float()
         w = self.class_weight
@@ -290,10 +292,10 @@ class SegmentationTask(BaseTask[SegmenterSpec]):
         return torch.where(valid, -torch.where(target, log_p, log_q), 0.0)
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        """Loss of one training batch; logs it."""
+        """Loss of one training batch; logs it without a host-device sync
+        (:mod:`climdl.tasks.step_log`)."""
         loss, _ = self.compute_loss(batch)
-        bs = batch["x"].shape[0]
-        self.log("train_loss", loss, prog_bar=True, batch_size=bs, sync_dist=True)
+        self.train_log.log(self, loss, batch["x"].shape[0])
         return loss
 
     def _eval_step(self, batch: dict[str, Tensor], prefix: str) -> None:
@@ -339,7 +341,14 @@ class SegmentationTask(BaseTask[SegmenterSpec]):
         """The chosen optimizer, stepped along a one-cycle (cosine) schedule unless ``lr_schedule`` is constant."""
         hp = self.hp
         opt = make_optimizer(
-            hp.optimizer, self.parameters(), hp.lr, hp.weight_decay, 0.9, ("adam", "adamw", "sgd")
+            hp.optimizer,
+            self.parameters(),
+            hp.lr,
+            hp.weight_decay,
+            0.9,
+            ("adam", "adamw", "sgd"),
+            self._trainer,
+            self.speed.fused,
         )
         if hp.lr_schedule == "constant":
             return opt

@@ -1,7 +1,7 @@
 """``climdl train``: LightningCLI over the task and data module named in the config.
 
 ``climdl train --config configs/emulator/sample.yaml [--trainer.max_epochs 5] [--seed 1]
-[--ckpt_path last]``; ``configs/clouds/sample.yaml`` trains the cloud segmenter the same way.
+[--ckpt_path last] [--compile true]``; ``configs/clouds/sample.yaml`` trains the cloud segmenter the same way.
 A ``--config`` that is no file names a packaged preset (``sample``, ``clouds/sample``,
 ``strategy/ddp``; see :mod:`climdl.configs`), so the same commands work from any folder.
 The config's ``model:`` and ``data:`` carry ``class_path`` and ``init_args`` (any
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import logging
 import logging.handlers
@@ -49,6 +50,9 @@ class _CLI(LightningCLI):
         )
         parser.add_argument(
             "--quiet", type=bool, default=False, help="no progress bar or summary table"
+        )
+        parser.add_argument(
+            "--compile", type=bool, default=False, help="torch.compile the network (else eager)"
         )
 
 
@@ -197,8 +201,11 @@ def run_train(argv: Sequence[str]) -> int:
 
     args = _translate(argv)
     _check_one_strategy_preset(args)
-    if "--quiet" in args:
-        args[args.index("--quiet")] = "--quiet=true"
+    for flag in ("--quiet", "--compile"):  # alone: true; "--quiet false": one argument
+        if flag in args:
+            i = args.index(flag)
+            value = args.pop(i + 1) if args[i + 1 : i + 2] in (["true"], ["false"]) else "true"
+            args[i] = f"{flag}={value}"
     configure_lightning_logging()
     # Lightning's notes on climdl's own design and on its internals: nothing a user can act on
     for note in (
@@ -235,6 +242,7 @@ def run_train(argv: Sequence[str]) -> int:
                 f"climdl.tasks.generative.GenerativeDownscalingTask or "
                 f"climdl.tasks.segmentation.SegmentationTask, got {type(model).__name__}."
             )
+        model.speed = dataclasses.replace(model.speed, compile=bool(cli.config.get("compile")))
         # every checkpoint Lightning loads (given, 'last', hpc, the best one re-validated) is
         # checked first and read with weights_only: a crafted file runs no code
         guard_checkpoint_loads(trainer.strategy)
