@@ -100,7 +100,8 @@ def adam_kwargs(
     or nothing (``fused=False`` would also turn PyTorch's for-each default off on CUDA).
 
     Args:
-        params: the parameters (the first one's device decides; none: nothing).
+        params: the parameters (the first one's device decides; none: nothing). An iterator
+            loses its first element: pass a list, or a fresh ``module.parameters()``.
         trainer: the Lightning trainer, for its precision and gradient clipping (None: fp32).
         asked: the user's choice (:attr:`SpeedOptions.fused`).
     """
@@ -116,8 +117,8 @@ def adam_kwargs(
 def match_state_layout(optimizers: Iterable[torch.optim.Optimizer]) -> int:
     """Give each optimiser state tensor its parameter's memory layout; the count changed.
 
-    A checkpoint saved by a run whose weights had another layout (channels_last on a GPU,
-    NCHW on the CPU) restores moments with the old strides: the for-each path would then fall
+    A checkpoint saved by a run whose weights had another layout (NCHW under DDP or from an
+    older climdl, channels_last on one device) restores moments with the old strides: the for-each path would then fall
     back to a slow per-tensor loop and the fused kernel expects one layout per tensor list.
     """
     changed = 0
