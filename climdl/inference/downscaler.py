@@ -398,19 +398,21 @@ def _run_chunks(
 
     One I/O thread reads the next chunk, stores the last one's part and compresses the streamed
     output's days as they come, while this thread runs the networks; the thread's work is
-    queued in that order and never runs twice at once (HDF5 is not thread-safe)."""
-    with ThreadPoolExecutor(max_workers=1) as pool:
+    queued in that order and never runs twice at once (HDF5 is not thread-safe). On a failure
+    the queued reads and parts are dropped, so that the error is reported at once."""
+    pool = ThreadPoolExecutor(max_workers=1)
+    queued: list[Future[None]] = []
+
+    def emit_at(start: int) -> Callable[[int, np.ndarray], None]:
+        assert stream is not None
+        return lambda a, v: queued.append(pool.submit(stream.add, start + a, v))
+
+    try:
         pending_read: Future[tuple[np.ndarray, xr.DataArray]] | None = (
             pool.submit(job.read, todo[0]) if todo else None
         )
-        queued: list[Future[None]] = []
         if stream is not None:
             queued.append(pool.submit(stream.open))
-
-        def emit_at(start: int) -> Callable[[int, np.ndarray], None]:
-            assert stream is not None
-            return lambda a, v: queued.append(pool.submit(stream.add, start + a, v))
-
         for k, i in enumerate(todo):
             assert pending_read is not None
             x_np, times = pending_read.result()
@@ -432,6 +434,10 @@ def _run_chunks(
             queued.append(pool.submit(stream.finish))
         for f in queued:
             f.result()
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
     return done_days
 
 

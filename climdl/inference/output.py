@@ -199,7 +199,7 @@ def encoding(
         calendar: the time axis's calendar.
         fmt: ``cf`` or ``mlbench``.
         compress: zlib-compress and chunk the variables.
-        n_time: days of the whole file (the time chunk is at most a year of them); None: the
+        n_time: days of the whole file (the time chunk is at most 73 of them); None: the
             days of ``ds``.
 
     Returns:

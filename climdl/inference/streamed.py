@@ -84,20 +84,28 @@ class StreamedOutput:
             with netCDF4.Dataset(self.path, "a") as nc:
                 # xarray lists the coordinates that no variable names in a global attribute:
                 # without the data variables, all of them; keep those the joined file lists
-                listed = set(str(nc.getncattr("coordinates")).split())
+                listed = (
+                    set(str(nc.getncattr("coordinates")).split())
+                    if "coordinates" in nc.ncattrs()
+                    else set()
+                )
                 for name in self.targets:
-                    named = self._define(nc, name, template[name])
+                    named = self._define(nc, name, template[name], template)
                     listed -= set(named.split())
                 if listed:
                     nc.setncattr("coordinates", " ".join(sorted(listed)))
-                else:
+                elif "coordinates" in nc.ncattrs():
                     nc.delncattr("coordinates")
             self._writer = ChunkWriter(self.path, self.targets)
         except (OSError, RuntimeError) as exc:
             raise self._error(exc) from exc
 
-    def _define(self, nc: netCDF4.Dataset, name: str, var: xr.DataArray) -> str:
-        """Define data variable ``name`` as the join would; returns its coordinates attribute."""
+    def _define(
+        self, nc: netCDF4.Dataset, name: str, var: xr.DataArray, template: xr.Dataset
+    ) -> str:
+        """Define data variable ``name`` as the join would; returns its coordinates attribute
+        (the encoding's, else what xarray derives: the non-dimension coordinates on a subset of
+        the variable's dimensions, sorted)."""
         e = self.encoding[name]
         options: dict[str, Any] = {
             "zlib": bool(e.get("zlib", False)),
@@ -112,6 +120,14 @@ class StreamedOutput:
         attrs = dict(var.attrs)
         if "coordinates" in e:
             attrs["coordinates"] = e["coordinates"]
+        else:
+            own = sorted(
+                str(c)
+                for c in template.coords
+                if c not in template.dims and set(template[c].dims) <= set(var.dims)
+            )
+            if own:
+                attrs["coordinates"] = " ".join(own)
         v.setncatts(attrs)
         return str(attrs.get("coordinates", ""))
 
@@ -131,7 +147,10 @@ class StreamedOutput:
             self._flush(self._held)
         if self._written != self.n_days:
             raise ValueError(f"{self._written} of {self.n_days} days were written")
-        self.close()
+        try:  # closing flushes HDF5's metadata: a full disk can show here
+            self.close()
+        except (OSError, RuntimeError) as exc:
+            raise self._error(exc) from exc
 
     def close(self) -> None:
         """Close the file (finished or not)."""

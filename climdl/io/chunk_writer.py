@@ -12,7 +12,7 @@ their first axis, in any order, whole chunks at a time (a block may end at the v
 from __future__ import annotations
 
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -48,7 +48,7 @@ class ChunkWriter:
                 ds = self._file[name]
                 plist = ds.id.get_create_plist()
                 filters = [plist.get_filter(k)[0] for k in range(plist.get_nfilters())]
-                level = 0
+                level = None  # None: no deflate filter (0 is deflate at level 0: still zlib)
                 for k in range(plist.get_nfilters()):
                     if plist.get_filter(k)[0] == _DEFLATE:
                         level = int(plist.get_filter(k)[2][0])
@@ -81,7 +81,7 @@ class ChunkWriter:
             data = np.where(np.isnan(data), data.dtype.type(v.fill), data)
         for offset, piece in _chunks(data, chunks, v.fill):
             raw = piece.tobytes() if not v.shuffle else _shuffle(piece)
-            payload = zlib.compress(raw, v.level) if v.level else raw
+            payload = zlib.compress(raw, v.level) if v.level is not None else raw
             ds.id.write_direct_chunk((start + offset[0], *offset[1:]), payload)
 
     def close(self) -> None:
@@ -107,7 +107,7 @@ class _Var:
     ds: Any
     chunks: tuple[int, ...]
     shuffle: bool
-    level: int
+    level: int | None
     fill: Any
 
 
@@ -119,10 +119,9 @@ def _shuffle(piece: np.ndarray) -> bytes:
 
 def _chunks(
     data: np.ndarray, chunks: tuple[int, ...], fill: object
-) -> list[tuple[tuple[int, ...], np.ndarray]]:
+) -> Iterator[tuple[tuple[int, ...], np.ndarray]]:
     """The chunks of ``data`` (full chunk shape: edge chunks padded with the fill value, as HDF5
-    stores them) with their offsets."""
-    out = []
+    stores them) with their offsets, one at a time (no second copy of the block)."""
     ranges = [range(0, s, c) for s, c in zip(data.shape, chunks, strict=True)]
     for offset in np.ndindex(*(len(r) for r in ranges)):
         lo = tuple(r[i] for r, i in zip(ranges, offset, strict=True))
@@ -132,5 +131,4 @@ def _chunks(
             full = np.full(chunks, fill, dtype=data.dtype)
             full[tuple(slice(0, s) for s in piece.shape)] = piece
             piece = full
-        out.append((lo, np.ascontiguousarray(piece)))
-    return out
+        yield lo, np.ascontiguousarray(piece)

@@ -204,7 +204,8 @@ def run_train(argv: Sequence[str]) -> int:
     for flag in ("--quiet", "--compile"):  # alone: true; "--quiet false": one argument
         if flag in args:
             i = args.index(flag)
-            value = args.pop(i + 1) if args[i + 1 : i + 2] in (["true"], ["false"]) else "true"
+            given = [a.lower() for a in args[i + 1 : i + 2]]
+            value = args.pop(i + 1).lower() if given in (["true"], ["false"]) else "true"
             args[i] = f"{flag}={value}"
     configure_lightning_logging()
     # Lightning's notes on climdl's own design and on its internals: nothing a user can act on
