@@ -38,6 +38,7 @@ import lightning as L
 from lightning.pytorch.cli import LightningCLI
 
 from climdl.errors import ConfigError
+from climdl.tasks.lightning_logging import configure_lightning_logging
 
 
 class _CLI(LightningCLI):
@@ -54,61 +55,6 @@ class _CLI(LightningCLI):
         parser.add_argument(
             "--compile", type=bool, default=False, help="torch.compile the network (else eager)"
         )
-
-
-class _NoAdverts(logging.Filter):
-    """Drops Lightning's advertisements ("Tip: try installing litlogger / litmodels")."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        msg = record.getMessage()
-        return not ("Tip:" in msg or "litlogger" in msg or "litmodels" in msg)
-
-
-class _LevelFormatter(logging.Formatter):
-    """Lightning's INFO lines as they are; warnings and errors stand out with their level."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
-        return text if record.levelno <= logging.INFO else f"{record.levelname}: {text}"
-
-
-class _StderrHandler(logging.StreamHandler):
-    """Writes to the ``sys.stderr`` of the moment (not the one of its creation), so that a
-    replaced stderr (pytest, notebooks) does not receive a closed stream."""
-
-    @property
-    def stream(self) -> Any:
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, value: Any) -> None:
-        pass
-
-
-def configure_lightning_logging() -> None:
-    """Lightning's messages once each, on stderr, without advertisements.
-
-    ``import lightning`` gives the ``lightning`` logger its own handler while it still
-    propagates to the root logger that ``climdl.cli.main`` configures (every message twice),
-    and ``lightning.pytorch`` / ``lightning.fabric`` add a third when imported before that. Here
-    the ``lightning`` logger gets the one handler and stops propagating; its children only
-    propagate to it. DEBUG with ``climdl --debug`` (root logger at DEBUG), INFO otherwise."""
-    root = logging.getLogger()
-    top = logging.getLogger("lightning")
-    for name in ("lightning.pytorch", "lightning.fabric"):
-        child = logging.getLogger(name)
-        for h in list(child.handlers):
-            child.removeHandler(h)
-        child.propagate = True
-        child.setLevel(logging.NOTSET)
-    for h in list(top.handlers):
-        top.removeHandler(h)
-    handler = _StderrHandler()
-    handler.setFormatter(_LevelFormatter("%(message)s"))
-    handler.addFilter(_NoAdverts())
-    top.addHandler(handler)
-    top.propagate = False
-    top.setLevel(logging.DEBUG if root.getEffectiveLevel() <= logging.DEBUG else logging.INFO)
 
 
 @contextlib.contextmanager
