@@ -1,13 +1,15 @@
 """``downscale`` end to end vs the bare model forward, and its memory for 1 vs 10 years.
 
     python bench/downscale_throughput.py [--years 1 10] [--device cpu|cuda] [--precision 32|bf16]
+        [--channels-last auto|true|false]
 
 Model: the sample config's UNet (16/128/16 filters, orography head, residual to the baseline),
 built from the embedded sample's data spec (weights after one training step: speed does not
 depend on them). Inputs: the sample's perfect 1981 predictors repeated to make N-year series
 (written once to NetCDF in a scratch folder).
 
-Measured side by side in one run, on the same model and device:
+Measured side by side in one run, on the same model, device and weight layout (channels_last
+as ``downscale`` decides it, or as ``--channels-last`` says, on both sides):
 * bare forward: the whole series already in memory as one tensor; the task's device-side
   normalisation + network + denormalisation in batches (what a hand-written loop would do);
 * ``downscale``: loading the checkpoint, opening and checking the NetCDF, reading, regridding
@@ -90,6 +92,7 @@ def make_inputs(folder: Path, years: int) -> Path:
 def child(args: argparse.Namespace) -> None:
     from climdl.inference import downscale
     from climdl.tasks.checkpoint import load_emulator
+    from climdl.tasks.speed import use_channels_last
 
     folder, years = Path(args.folder), args.years[0]
     ckpt, inputs = folder / "bench.ckpt", folder / f"predictors_{years}y.nc"
@@ -102,6 +105,8 @@ def child(args: argparse.Namespace) -> None:
         from climdl.data.forcing import day_of_year_features
 
         task = load_emulator(ckpt).to(dev)
+        if use_channels_last(dev, args.precision, _asked(args.channels_last)):
+            task = task.to(memory_format=torch.channels_last)
         ds = xr.open_dataset(inputs, use_cftime=True)
         x = torch.from_numpy(
             ds[list(task.spec.variables)]
@@ -135,6 +140,7 @@ def child(args: argparse.Namespace) -> None:
             precision=args.precision,
             batch_size=args.batch_size,
             overwrite=True,
+            channels_last=_asked(args.channels_last),
         )
         out["pipeline_s"] = time.perf_counter() - t0
         out["start_s"] = float(res.extra.get("start_seconds", 0.0))
@@ -145,6 +151,10 @@ def child(args: argparse.Namespace) -> None:
     if dev.type == "cuda":
         out["peak_gpu_gb"] = torch.cuda.max_memory_allocated() / 1e9
     print(json.dumps(out))
+
+
+def _asked(choice: str) -> bool | None:
+    return None if choice == "auto" else choice == "true"
 
 
 def run_child(folder: Path, years: int, bare: bool, args: argparse.Namespace) -> dict[str, float]:
@@ -162,6 +172,8 @@ def run_child(folder: Path, years: int, bare: bool, args: argparse.Namespace) ->
         args.precision,
         "--batch-size",
         str(args.batch_size),
+        "--channels-last",
+        args.channels_last,
     ]
     if bare:
         cmd.append("--bare")
@@ -177,6 +189,12 @@ def main() -> None:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--precision", default="32", choices=["32", "bf16"])
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument(
+        "--channels-last",
+        default="auto",
+        choices=["auto", "true", "false"],
+        help="NHWC weights on both sides (auto: as downscale decides for the device)",
+    )
     p.add_argument("--repeats", type=int, default=3, help="runs of each (the best is kept)")
     p.add_argument("--folder", default=None)
     p.add_argument("--child", action="store_true")
@@ -185,11 +203,17 @@ def main() -> None:
     if args.child:
         child(args)
         return
+    from climdl.tasks.speed import use_channels_last
+
     folder = Path(args.folder or tempfile.mkdtemp(prefix="climdl-bench-"))
     os.environ.setdefault("CLIMDL_CACHE", str(folder / "cache"))
     make_checkpoint(folder)
+    layout = use_channels_last(
+        torch.device(args.device), args.precision, _asked(args.channels_last)
+    )
     print(
         f"device {args.device}, precision {args.precision}, batch {args.batch_size}, "
+        f"{'channels_last' if layout else 'NCHW'} weights, "
         f"torch threads {torch.get_num_threads()}, scratch {folder}"
     )
     for years in args.years:

@@ -16,7 +16,7 @@ from collections.abc import Hashable, Sequence
 import numpy as np
 import xarray as xr
 
-from climdl.data.units import UREG, parse_units
+from climdl.data.units import parse_units, registry
 from climdl.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -55,12 +55,18 @@ def time_step_days(time: xr.DataArray) -> float | None:
     return float(np.median(seconds)) / 86400.0
 
 
+#: hPa per unit of the pressure units nearly every file uses (the rest go through pint).
+_HPA_PER = {"Pa": 0.01, "hPa": 1.0, "mbar": 1.0}
+
+
 def _is_pressure(coord: xr.DataArray) -> bool:
     units = str(coord.attrs.get("units", "")).strip()
     if not units:
         return coord.attrs.get("standard_name", "air_pressure") == "air_pressure"
+    if units in _HPA_PER:
+        return True
     try:
-        return bool(UREG.Quantity(1.0, parse_units(units)).check("[pressure]"))
+        return bool(registry().Quantity(1.0, parse_units(units)).check("[pressure]"))
     except ValueError:
         return False
 
@@ -94,7 +100,9 @@ def levels_hpa(coord: xr.DataArray, *, where: str) -> np.ndarray:
     if not units:
         return values / 100.0 if np.nanmax(values) > 1100.0 else values
     try:
-        factor = UREG.Quantity(1.0, parse_units(units)).to("hPa").magnitude
+        factor = (
+            _HPA_PER.get(units) or registry().Quantity(1.0, parse_units(units)).to("hPa").magnitude
+        )
     except Exception:
         raise DataError(
             f"the vertical coordinate {coord.name!r} in {where} has units {units!r}, which are "

@@ -15,13 +15,13 @@ attribute that says degC over values in K converts without complaint, but gives 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
-import pint
 import xarray as xr
 
 from climdl.data.variables import (
@@ -33,11 +33,21 @@ from climdl.data.variables import (
 )
 from climdl.errors import DataError
 
+if TYPE_CHECKING:
+    import pint
+
 log = logging.getLogger(__name__)
 
 
-def _make_registry() -> pint.UnitRegistry:
-    """The cf_xarray registry if available, else a pint registry with udunits-style aliases."""
+@functools.cache
+def registry() -> pint.UnitRegistry:
+    """The CF-aware unit registry: cf_xarray's if available, else pint's with udunits aliases.
+
+    Built on first use, not on import: pint and its definitions take ~0.5 s to load, which every
+    command would pay while most inputs (climdl's own files above all) are already in canonical
+    units and need no conversion (:func:`conversion` answers those without the registry)."""
+    import pint
+
     pint_log = logging.getLogger("pint.util")
     level = pint_log.level
     pint_log.setLevel(logging.ERROR)  # cf_xarray redefines units on import: expected, not news
@@ -56,8 +66,6 @@ def _make_registry() -> pint.UnitRegistry:
         pint_log.setLevel(level)
     return cf_units
 
-
-UREG: pint.UnitRegistry = _make_registry()
 
 # Spellings seen in real files that neither udunits nor pint accept.
 _SPELLINGS: dict[str, str] = {
@@ -79,15 +87,16 @@ def parse_units(text: str) -> pint.Unit:
     """Parse a units string (udunits or pint spelling); ValueError if it is not understood."""
     clean = _SPELLINGS.get(text.strip().lower(), text.strip())
     try:
-        return cast(pint.Unit, UREG.Quantity(1.0, clean).units)
+        return cast("pint.Unit", registry().Quantity(1.0, clean).units)
     except Exception as exc:  # pint raises several types (UndefinedUnitError, Syntax, ...)
         raise ValueError(f"cannot parse units {text!r}") from exc
 
 
 def _affine(src: pint.Unit, dst: pint.Unit) -> tuple[float, float]:
     """Scale and offset with ``dst_value = src_value * scale + offset`` (offset for degC/degF)."""
-    zero = UREG.Quantity(0.0, src).to(dst).magnitude
-    one = UREG.Quantity(1.0, src).to(dst).magnitude
+    ureg = registry()
+    zero = ureg.Quantity(0.0, src).to(dst).magnitude
+    one = ureg.Quantity(1.0, src).to(dst).magnitude
     return float(one - zero), float(zero)
 
 
@@ -101,6 +110,11 @@ def conversion(
     the variable, the units found and the ones expected when no conversion exists.
     """
     target = canonical_units(name)
+    if units.strip() == target:  # already canonical (climdl's own files): nothing to parse
+        return 1.0, 0.0
+    import pint
+
+    ureg = registry()
     label = source if source is not None and source != name else name
     try:
         src = parse_units(units)
@@ -111,15 +125,15 @@ def conversion(
         ) from None
     dst = parse_units(target)
     factor = 1.0
-    dims = UREG.Quantity(1.0, src).dimensionality
+    dims = ureg.Quantity(1.0, src).dimensionality
     if name == "pr":
         if (
-            dims == UREG.Quantity(1.0, "kg m-2 s-1").dimensionality
-            or dims == UREG.Quantity(1.0, "kg m-2").dimensionality
+            dims == ureg.Quantity(1.0, "kg m-2 s-1").dimensionality
+            or dims == ureg.Quantity(1.0, "kg m-2").dimensionality
         ):
             factor /= WATER_DENSITY  # kg m-2 of water == 1 mm == 1e-3 m of depth
-            src = src / UREG.Unit("kg m-3")
-        if UREG.Quantity(1.0, src).check("[length]"):
+            src = src / ureg.Unit("kg m-3")
+        if ureg.Quantity(1.0, src).check("[length]"):
             step = time_step_days
             if step is None:
                 log.warning(
@@ -127,14 +141,14 @@ def conversion(
                 )
                 step = 1.0
             factor /= step
-            src = src / UREG.Unit("day")
-    elif target in ("m2 s-2", "m") and dims != UREG.Quantity(1.0, target).dimensionality:
-        if UREG.Quantity(1.0, src).check("[length]"):  # geopotential height -> geopotential
+            src = src / ureg.Unit("day")
+    elif target in ("m2 s-2", "m") and dims != ureg.Quantity(1.0, target).dimensionality:
+        if ureg.Quantity(1.0, src).check("[length]"):  # geopotential height -> geopotential
             factor *= G0
-            src = src * UREG.Unit("m s-2")
-        elif UREG.Quantity(1.0, src).check("[length] ** 2 / [time] ** 2"):  # geopotential -> height
+            src = src * ureg.Unit("m s-2")
+        elif ureg.Quantity(1.0, src).check("[length] ** 2 / [time] ** 2"):  # geopotential -> height
             factor /= G0
-            src = src / UREG.Unit("m s-2")
+            src = src / ureg.Unit("m s-2")
     try:
         scale, offset = _affine(src, dst)
     except pint.errors.DimensionalityError:

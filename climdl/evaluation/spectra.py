@@ -33,7 +33,7 @@ import numpy as np
 import scipy.fft
 import xarray as xr
 
-from climdl.data.units import UREG, parse_units
+from climdl.data.units import parse_units, registry
 from climdl.errors import DataError
 from climdl.evaluation import _reduce, _time
 
@@ -83,7 +83,7 @@ def _km_factor(coord: xr.DataArray) -> float:
     if not units:
         return 1.0
     try:
-        return float(UREG.Quantity(1.0, parse_units(units)).to("km").magnitude)
+        return float(registry().Quantity(1.0, parse_units(units)).to("km").magnitude)
     except Exception:
         return 1.0
 

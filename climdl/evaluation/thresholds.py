@@ -3,7 +3,7 @@
 The benchmark's summer-day index has a bare default of 300.0 while its docstring says 25 degC
 (CORDEX ML-Bench ``evaluation``): a number without units is a trap. Here every threshold is a
 quantity; it is parsed with the CF-aware pint registry climdl uses everywhere
-(:data:`climdl.data.units.UREG`) and converted to the data's own ``units`` attribute, offsets
+(:func:`climdl.data.units.registry`) and converted to the data's own ``units`` attribute, offsets
 included (degC -> K). Precipitation given as a mass flux (kg m-2 s-1) and a threshold as a depth
 rate (mm/day), or the reverse, are related through the density of liquid water.
 """
@@ -15,7 +15,7 @@ import re
 import pint
 import xarray as xr
 
-from climdl.data.units import UREG, parse_units
+from climdl.data.units import parse_units, registry
 from climdl.data.variables import WATER_DENSITY
 from climdl.errors import ConfigError, DataError
 
@@ -34,12 +34,12 @@ def parse_quantity(text: str) -> pint.Quantity:
         units = parse_units(m.group(2))
     except ValueError:
         raise ConfigError(f"cannot parse the units of threshold {text!r}.") from None
-    return UREG.Quantity(float(m.group(1)), units)
+    return registry().Quantity(float(m.group(1)), units)
 
 
 def _water(q: pint.Quantity, dst: pint.Unit) -> pint.Quantity | None:
     """Convert between water mass and depth (per time or not) through its density, else None."""
-    rho = UREG.Quantity(WATER_DENSITY, "kg m-3")
+    rho = registry().Quantity(WATER_DENSITY, "kg m-3")
     for candidate in (q / rho, q * rho):
         try:
             return candidate.to(dst)

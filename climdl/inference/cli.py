@@ -123,6 +123,13 @@ def register(sub: Any) -> None:
         "memory of one strip (for large grids); multiples of the output rows per coarse row "
         "(8 for 16x16 -> 128x128) waste least; Doury UNet emulators only (default: whole grid)",
     )
+    run.add_argument(
+        "--channels-last",
+        default="auto",
+        choices=["auto", "true", "false"],
+        help="NHWC network weights: auto (default) uses them on the CPU, where the "
+        "convolutions run ~1.7x faster, and on CUDA in bf16/16; the values agree to rounding",
+    )
     ens = d.add_argument_group("ensemble (generative checkpoints only)")
     ens.add_argument(
         "--members",
@@ -224,6 +231,7 @@ def _cmd_downscale(args: argparse.Namespace) -> int:
             seed=args.seed,
             sampler_steps=args.sampler_steps,
             block_rows=args.block_rows,
+            channels_last=None if args.channels_last == "auto" else args.channels_last == "true",
         )
     if res.rank != 0:
         return 0

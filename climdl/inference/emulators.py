@@ -79,6 +79,9 @@ class EmulatorSet:
         block_rows: run each network's fine part in strips of this many output rows
             (:func:`~climdl.inference.strips.plan_strips`), same values, activation memory
             of one strip; None: the whole grid at once. Doury UNet emulators only.
+        channels_last: NHWC network weights (:func:`climdl.tasks.speed.use_channels_last`
+            says where they help): the convolutions and their outputs then run in NHWC, with
+            the same values to rounding.
     """
 
     def __init__(
@@ -87,8 +90,12 @@ class EmulatorSet:
         output: Output = "emulator",
         device: torch.device | str = "cpu",
         block_rows: int | None = None,
+        channels_last: bool = False,
     ) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
         from climdl.tasks.checkpoint import load_emulator, read_checkpoint
+        from climdl.tasks.speed import to_channels_last
 
         if not checkpoints:
             raise ConfigError("give at least one --checkpoint.")
@@ -100,12 +107,17 @@ class EmulatorSet:
         self.device = torch.device(device)
         self.output = output
         self.members: list[Emulator] = []
-        for p in checkpoints:
-            path = Path(p)
-            ckpt = read_checkpoint(path)
-            experiment = (ckpt.get("datamodule_hyper_parameters") or {}).get("experiment")
-            task = load_emulator(path, ckpt=ckpt).to(self.device)  # refuses a segmenter
-            self.members.append(Emulator(task, path, sha256_file(path), experiment))
+        # the provenance hashes run beside the loading: hashlib works without the GIL
+        with ThreadPoolExecutor(max_workers=1) as hasher:
+            hashes = [hasher.submit(sha256_file, Path(p)) for p in checkpoints]
+            for p, digest in zip(checkpoints, hashes, strict=True):
+                path = Path(p)
+                ckpt = read_checkpoint(path)
+                experiment = (ckpt.get("datamodule_hyper_parameters") or {}).get("experiment")
+                task = load_emulator(path, ckpt=ckpt).to(self.device)  # refuses a segmenter
+                if channels_last:
+                    to_channels_last(task)
+                self.members.append(Emulator(task, path, digest.result(), experiment))
         seen: dict[str, Path] = {}
         for m in self.members:
             for t in m.targets:

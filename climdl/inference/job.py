@@ -41,6 +41,7 @@ from climdl.inference.members import (
 from climdl.inference.output import Format, chunk_dataset, encoding
 from climdl.inference.parts import FINGERPRINTS, file_fingerprint
 from climdl.preprocess.device import resolve_device
+from climdl.tasks.speed import use_channels_last
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,7 @@ class JobConfig:
     seed: int | None = None
     sampler_steps: int | None = None
     block_rows: int | None = None
+    channels_last: bool | None = None
 
     def to_json(self) -> str:
         """The configuration as sorted JSON (stored in the parts folder's manifest)."""
@@ -136,11 +138,13 @@ class Job:
         # CPU: small batches cost no speed and keep the activations' memory low; GPU: fill it
         self.batch_size = config.batch_size or (256 if self.device.type == "cuda" else 16)
         self.amp = _autocast(config.precision, self.device)
+        self.channels_last = use_channels_last(self.device, config.precision, config.channels_last)
         self.emulators = EmulatorSet(
             list(config.checkpoints),
             output=config.emulator_output,
             device=self.device,
             block_rows=config.block_rows,
+            channels_last=self.channels_last,
         )
         self.members = resolve_members(
             generative=self.emulators.generative,
@@ -247,6 +251,7 @@ class Job:
             "output": c.emulator_output,
             "precision": c.precision,
             "batch_size": self.batch_size,
+            "channels_last": self.channels_last,
         }
 
     def read(self, i: int) -> tuple[np.ndarray, xr.DataArray]:

@@ -79,11 +79,12 @@ def _to_units(da: xr.DataArray, units: str) -> xr.DataArray:
     have = str(da.attrs.get("units", "")).strip()
     if have == units.strip():
         return da
-    from climdl.data.units import UREG, parse_units
+    from climdl.data.units import parse_units, registry
 
     try:
         values = (
-            UREG.Quantity(np.asarray(da.values, float), parse_units(have))
+            registry()
+            .Quantity(np.asarray(da.values, float), parse_units(have))
             .to(parse_units(units))
             .magnitude
         )

@@ -24,7 +24,7 @@ import pint
 import torch
 from torch import Tensor
 
-from climdl.data.units import UREG, parse_units
+from climdl.data.units import parse_units, registry
 from climdl.data.variables import G0
 from climdl.errors import ConfigError, DataError
 
@@ -77,8 +77,8 @@ def _matches(key: str, channel: str) -> int:
 
 def _scale(src: pint.Unit, dst: pint.Unit) -> float:
     """The factor turning a *difference* in ``src`` into one in ``dst`` (offsets cancel)."""
-    zero = UREG.Quantity(0.0, src).to(dst).magnitude
-    one = UREG.Quantity(1.0, src).to(dst).magnitude
+    zero = registry().Quantity(0.0, src).to(dst).magnitude
+    one = registry().Quantity(1.0, src).to(dst).magnitude
     return float(one - zero)
 
 
@@ -93,11 +93,11 @@ def _convert(
             f"the model gives channel {channel!r} the units {channel_units!r}, which climdl "
             "cannot parse, so no bound can be converted to them."
         ) from None
-    geopotential = UREG.Quantity(1.0, "m2 s-2").dimensionality
-    if UREG.Quantity(1.0, dst).dimensionality == geopotential and UREG.Quantity(1.0, unit).check(
-        "[length]"
-    ):
-        value, unit = value * G0, unit * UREG.Unit("m s-2")  # geopotential height
+    geopotential = registry().Quantity(1.0, "m2 s-2").dimensionality
+    if registry().Quantity(1.0, dst).dimensionality == geopotential and registry().Quantity(
+        1.0, unit
+    ).check("[length]"):
+        value, unit = value * G0, unit * registry().Unit("m s-2")  # geopotential height
     try:
         return value * _scale(unit, dst)
     except pint.errors.DimensionalityError:
@@ -135,7 +135,7 @@ def _parse_value(item: str, value_text: str) -> tuple[float, pint.Unit | None, s
             f"bound {item!r} has the unit {unit_text!r}, which climdl cannot parse (use "
             "CF/udunits spellings such as K, m s-1, m2 s-2, kg kg-1, 1 or %)."
         ) from None
-    if unit == UREG.percent:
+    if unit == registry().percent:
         return value, None, "%"
     return value, unit, unit_text
 

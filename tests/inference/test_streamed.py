@@ -57,7 +57,7 @@ def test_direct_chunks_are_the_bytes_hdf5_writes(
         got = b["v"][:]
         np.testing.assert_array_equal(got, a["v"][:])
         assert got.mask.sum() == 1 and got.mask[3, 5, 7]  # NaN stored as the fill value
-    # the same chunks: their bytes, decompressed, are HDF5's (a zlib build may compress otherwise)
+    # the same chunks: their bytes, decompressed, are HDF5's (ISA-L deflates fast levels otherwise)
     import h5py
 
     with h5py.File(ref) as a, h5py.File(direct) as b:
