@@ -6,6 +6,8 @@
   standard deviations, bias/ratio of any index, tasmax-pr correlation);
 * :mod:`~climdl.evaluation.distributions` - Wasserstein distances between the value distributions;
 * :mod:`~climdl.evaluation.spectra` - radially averaged PSD and RALSD (Harris et al. 2022);
+* :mod:`~climdl.evaluation.mlbench` - RMSE, RALSD and Wasserstein distance exactly as the
+  benchmark's own code defines them (reported beside climdl's, for its leaderboard);
 * :mod:`~climdl.evaluation.signal` - climate-change signal of the emulator vs the RCM;
 * :mod:`~climdl.evaluation.summary` - one number per diagnostic, comparison table;
 * :mod:`~climdl.evaluation.ensemble` - fair CRPS, spread-skill ratio and rank histogram of a

@@ -18,7 +18,7 @@ import numpy as np
 import xarray as xr
 from dask.callbacks import Callback
 
-from climdl.evaluation import diagnostics, distributions, indices, spectra
+from climdl.evaluation import diagnostics, distributions, indices, mlbench, spectra
 
 #: Indices whose climate-change signal is evaluated, per variable (others: the mean only).
 SIGNAL_INDICES: dict[str, tuple[str, ...]] = {
@@ -118,6 +118,7 @@ def lazy_variable(
     hist_t = x.hist_truth
     truth: dict[str, Any] = {
         "truth/psd": spectra.psd(t, window=window),
+        "truth/psd_mlbench": mlbench.psd(t),
         "truth/hist": distributions.histogram(t, edges).counts,
         **{f"truth/index/{spec.name}": spec(t) for spec in specs},
     }
@@ -130,6 +131,7 @@ def lazy_variable(
             f"{m}/sums": diagnostics.pair_statistics(t, p, by_season=True),
             f"{m}/corr_space": diagnostics.spatial_correlation(t, p),
             f"{m}/psd": spectra.psd(p, window=window),
+            f"{m}/psd_mlbench": mlbench.psd(p),
             f"{m}/hist": distributions.histogram(p, edges).counts,
         }
         idx: dict[str, Any] = {f"{m}/index/{spec.name}": spec(p) for spec in specs}
@@ -147,5 +149,10 @@ def lazy_variable(
             (f"{v}/{m}: errors, spectra, histograms", stats),
             (f"{v}/{m}: indices", idx),
             (f"{v}/{m}: Wasserstein distance per point", dist),
+            # all values at once (sorted): its own pass, so that no other chunk is held with them
+            (
+                f"{v}/{m}: the benchmark's exact Wasserstein distance",
+                {f"{m}/w1_mlbench": mlbench.wasserstein(t, p)},
+            ),
         ]
     return passes, edges

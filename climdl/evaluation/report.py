@@ -339,7 +339,9 @@ def render_html(
     )
     parts.append(
         "<p>Definitions follow the CORDEX ML-Bench evaluation (indices: ETCCDI; RALSD: "
-        "Harris et al. 2022); see the climdl.evaluation docstrings for departures.</p>"
+        "Harris et al. 2022); see the climdl.evaluation docstrings for departures. Rows "
+        "labelled (ML-Bench definition) are computed as the benchmark's own code computes "
+        "them, for comparison with its leaderboard (climdl.evaluation.mlbench).</p>"
     )
     parts.append("</body></html>")
     return "\n".join(parts)

@@ -20,7 +20,7 @@ from typing import Any, Literal, TypeVar
 import numpy as np
 import xarray as xr
 
-from climdl.evaluation import distributions, spectra
+from climdl.evaluation import distributions, mlbench, spectra
 from climdl.evaluation.computed import Computed, Item, Scope
 from climdl.evaluation.indices import IndexSpec
 from climdl.evaluation.summary import Better, Row, spatial_mean, spatial_mean_abs
@@ -94,6 +94,15 @@ ROWS: tuple[RowSpec, ...] = (
         "lower",
         "sqrt of the mean squared error over all points and days",
         lambda c, m, i: float(c.full(m).rmse_all()),
+    ),
+    RowSpec(
+        "rmse_mlbench",
+        "RMSE (ML-Bench definition)",
+        "{units}",
+        "lower",
+        "the benchmark's: spatial mean (equal weights) of the temporal RMSE at each point",
+        lambda c, m, i: c.full(m).mse ** 0.5,
+        spatial_mean,
     ),
     RowSpec(
         "rmse_{season}",
@@ -170,6 +179,15 @@ ROWS: tuple[RowSpec, ...] = (
         ),
     ),
     RowSpec(
+        "wasserstein_mlbench",
+        "Wasserstein distance (ML-Bench definition)",
+        "{units}",
+        "lower",
+        "the benchmark's: exact W1 between all values (space and time pooled), missing "
+        "values counted as 0",
+        lambda c, m, i: float(c.got[f"{m}/w1_mlbench"]),
+    ),
+    RowSpec(
         "wasserstein_wet",
         "Wasserstein distance (wet-day intensities)",
         "{units}",
@@ -197,6 +215,15 @@ ROWS: tuple[RowSpec, ...] = (
         "lower",
         "log spectral distance of the time-mean radially averaged spectra (Harris et al. 2022)",
         lambda c, m, i: spectra.ralsd(c.got["truth/psd"], c.got[f"{m}/psd"]),
+    ),
+    RowSpec(
+        "ralsd_mlbench",
+        "RALSD (ML-Bench definition)",
+        "dB2",
+        "lower",
+        "the benchmark's: mean over pixel annuli of the squared dB ratio of the time-mean "
+        "spectra (gaps as 0, no root)",
+        lambda c, m, i: mlbench.ralsd(c.got["truth/psd_mlbench"], c.got[f"{m}/psd_mlbench"]),
     ),
     RowSpec(
         "bias_{index}",
