@@ -27,7 +27,10 @@ implementation, not a copy) and reported beside climdl's, labelled as the benchm
   memory (sorted float32 copies: 8 bytes per value), so it is left out, with a warning, above
   :data:`EXACT_W1_MAX_VALUES` values.
 
-Seasons select the same days as the benchmark's ``time.season`` filter.
+Seasons select the same days as the benchmark's ``time.season`` filter. As in the benchmark's
+code, the prediction is taken as it is for the spectrum and the Wasserstein distance (climdl's
+own diagnostics mask it where the truth is missing): where the truth has gaps (a sea mask) and the
+prediction has values, both count, the truth's gaps as 0.
 """
 
 from __future__ import annotations
