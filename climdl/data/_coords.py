@@ -257,6 +257,71 @@ def check_bbox(ds: xr.Dataset, bbox: Sequence[float], *, where: str) -> None:
         )
 
 
+def check_bbox_values(bbox: Sequence[float]) -> tuple[float, float, float, float]:
+    """``bbox`` as ``(lon_min, lon_max, lat_min, lat_max)`` floats; DataError when it is not one
+    (four numbers, latitudes within -90..90 and in order; ``lon_min > lon_max`` crosses the
+    antimeridian)."""
+    values = list(bbox)
+    if len(values) != 4:
+        raise DataError(
+            f"a bbox is four numbers, lon_min lon_max lat_min lat_max; got {len(values)}."
+        )
+    try:
+        lon_min, lon_max, lat_min, lat_max = (float(v) for v in values)
+    except (TypeError, ValueError):
+        raise DataError(f"a bbox is four numbers; got {values}.") from None
+    if not all(np.isfinite([lon_min, lon_max, lat_min, lat_max])):
+        raise DataError(f"a bbox is four finite numbers; got {values}.")
+    if not -90.0 <= lat_min < lat_max <= 90.0:
+        raise DataError(
+            f"the bbox's latitudes {lat_min:g}..{lat_max:g} must lie within -90..90 with "
+            "lat_min < lat_max (the order is lon_min lon_max lat_min lat_max)."
+        )
+    return lon_min, lon_max, lat_min, lat_max
+
+
+def cut_bbox(ds: xr.Dataset, bbox: Sequence[float], *, where: str) -> xr.Dataset:
+    """``ds`` cut, lazily, to the grid cells whose centres lie in ``bbox = (lon_min, lon_max,
+    lat_min, lat_max)`` (degrees; ``lon_min > lon_max`` crosses the antimeridian).
+
+    The grid must cover the bbox (:func:`check_bbox`). Regular grids keep the rows and columns
+    inside (west to east from ``lon_min``); curvilinear and projected grids keep the smallest
+    window of rows and columns that holds every cell centre inside, so the cut stays a
+    rectangle in the grid's own coordinates (with its projection and 2-D lat/lon). Nothing is
+    read: the data variables stay lazy.
+    """
+    lon_min, lon_max, lat_min, lat_max = check_bbox_values(bbox)
+    check_bbox(ds, bbox, where=where)
+    lat = np.asarray(ds["lat"].values, dtype=float)
+    lon = np.asarray(ds["lon"].values, dtype=float)
+    width = (lon_max - lon_min) % 360.0 or (360.0 if lon_max != lon_min else 0.0)
+    east = np.mod(lon - lon_min, 360.0)  # degrees east of lon_min
+    in_lon = east <= width + 1e-9
+    in_lat = (lat >= lat_min - 1e-9) & (lat <= lat_max + 1e-9)
+    sel: dict[Hashable, np.ndarray | slice] = {}
+    if lat.ndim == 1:
+        rows = np.flatnonzero(in_lat)
+        cols = np.flatnonzero(in_lon)
+        cols = cols[np.argsort(east[cols], kind="stable")]
+        sel = {ds["lat"].dims[0]: rows, ds["lon"].dims[0]: cols}
+    else:
+        inside = in_lat & in_lon
+        rows = np.flatnonzero(inside.any(axis=1))
+        cols = np.flatnonzero(inside.any(axis=0))
+        ydim, xdim = ds["lat"].dims
+        if rows.size and cols.size:
+            sel = {
+                ydim: slice(int(rows[0]), int(rows[-1]) + 1),
+                xdim: slice(int(cols[0]), int(cols[-1]) + 1),
+            }
+    if rows.size == 0 or cols.size == 0:
+        raise DataError(
+            f"no grid cell of {where} has its centre in the bbox lon {lon_min:g}..{lon_max:g}, "
+            f"lat {lat_min:g}..{lat_max:g} (it is smaller than one cell); widen it."
+        )
+    return ds.isel(sel)
+
+
 #: Horizontal dimension pairs in the order climdl's arrays use them (rows, then columns).
 _HORIZONTAL_PAIRS = (("lat", "lon"), ("y", "x"), ("rlat", "rlon"))
 

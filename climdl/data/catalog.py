@@ -26,6 +26,7 @@ from typing import Any, Literal
 import xarray as xr
 import yaml
 
+from climdl.data._coords import check_bbox_values
 from climdl.errors import ConfigError, DataError
 
 __all__ = ["CatalogEntry", "cache_dir", "catalog_paths", "expand", "get_entry", "load_catalog"]
@@ -93,6 +94,9 @@ class CatalogEntry:
         variables: canonical name -> variable name in the files, for names climdl does not
             recognise.
         assume_units: units of variables whose files lack a units attribute.
+        bbox: ``[lon_min, lon_max, lat_min, lat_max]`` (degrees): the target and static fields
+            (the regional model's domain) are cut to the cells whose centres lie inside, before
+            anything is read; the predictors keep their own, larger domain.
         generate: ``{years, seed}``: the entry is the embedded sample, made on first use.
         download: what to tell a user whose data are missing.
         source_file: the catalog file that defined the entry.
@@ -115,6 +119,8 @@ class CatalogEntry:
     variables: dict[str, str] = field(default_factory=dict)
     #: units of variables whose files lack a units attribute
     assume_units: dict[str, str] = field(default_factory=dict)
+    #: [lon_min, lon_max, lat_min, lat_max]: the target and static fields are cut to it
+    bbox: list[float] | None = None
     #: how to make the data when they are missing (the embedded sample): {years, seed}
     generate: dict[str, int] | None = None
     download: str | None = None
@@ -297,6 +303,7 @@ class CatalogEntry:
             chunks=chunks,
             assume_units=self.assume_units or None,
             rename=self.variables or None,
+            bbox=self.bbox if part in ("target", "static") else None,
         )
         ds.attrs.setdefault("climdl_catalog_entry", self.name)
         return ds
@@ -395,6 +402,11 @@ def load_catalog(files: Sequence[Path] | None = None) -> dict[str, CatalogEntry]
                     f"catalog entry {name!r} in {path} has unknown keys "
                     f"{', '.join(sorted(unknown))}; known: {', '.join(sorted(_FIELDS))}."
                 )
+            if spec.get("bbox") is not None:
+                try:
+                    spec = {**spec, "bbox": list(check_bbox_values(spec["bbox"]))}
+                except (DataError, TypeError) as exc:
+                    raise ConfigError(f"catalog entry {name!r} in {path}: {exc}") from None
             if name not in entries:
                 entries[name] = CatalogEntry(name=str(name), source_file=str(path), **spec)
     return entries

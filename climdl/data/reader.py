@@ -209,8 +209,9 @@ def open_dataset(
             source name.
         levels: the pressure levels (hPa) that pressure-level variables are split at.
         time_range: inclusive ('YYYY-MM-DD', 'YYYY-MM-DD').
-        bbox: (lon_min, lon_max, lat_min, lat_max) the grid must cover (checked only; no
-            subsetting).
+        bbox: (lon_min, lon_max, lat_min, lat_max) in degrees: the grid must cover it, and the
+            dataset is cut to the cells whose centres lie inside (lazily, before any data are
+            read; a rectangle of rows and columns on curvilinear and projected grids).
         strict: False warns instead of raising for missing variables or levels.
         rename: canonical name -> variable name in the files, for names climdl cannot
             recognise (catalog entries' ``variables``).
@@ -220,8 +221,11 @@ def open_dataset(
 
     Raises:
         DataError: no file matches, a file is unreadable, a variable is unknown or missing
-            (with ``strict``), units cannot be converted, or the grid does not cover ``bbox``.
+            (with ``strict``), units cannot be converted, or ``bbox`` is malformed or not
+            covered by the grid.
     """
+    if bbox is not None:  # a malformed bbox fails before any file is opened
+        _coords.check_bbox_values(bbox)
     files = resolve_paths(paths)
     where = describe(files)
     if isinstance(variables, str):
@@ -279,5 +283,5 @@ def open_dataset(
     if "time" in ds.dims:
         check_times(ds["time"], where)
     if bbox is not None:
-        _coords.check_bbox(ds, bbox, where=where)
+        ds = _coords.cut_bbox(ds, bbox, where=where)
     return ds

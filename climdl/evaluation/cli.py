@@ -96,6 +96,15 @@ def register(sub: Any) -> None:
         choices=["none", "hann"],
         help="window of the spectra (default none, as the benchmark)",
     )
+    e.add_argument(
+        "--bbox",
+        nargs=4,
+        type=float,
+        default=None,
+        metavar=("LON_MIN", "LON_MAX", "LAT_MIN", "LAT_MAX"),
+        help="evaluate the cells whose centres lie in this box only (degrees; cut before "
+        "anything is read; LON_MIN > LON_MAX crosses the antimeridian)",
+    )
     e.add_argument("--out", required=True, type=Path, help="output folder (created)")
     e.add_argument("--no-report", action="store_true", help="write numbers and fields, no report")
     e.add_argument(
@@ -191,6 +200,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             raise ConfigError("--sensitivity adds a section to the report; drop --no-report.")
         check_sensitivity_file(args.sensitivity)
     thresholds = Thresholds(args.summer_threshold, args.wet_threshold).check()
+    if args.bbox is not None:
+        from climdl.data._coords import check_bbox_values
+
+        check_bbox_values(args.bbox)
     check_out_dir(args.out, args.overwrite)
     preds: dict[str, list[str]] = {args.name: list(args.pred), **baselines}
     hist_preds = (
@@ -215,6 +228,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             window=None if args.window == "none" else args.window,
             thresholds=thresholds,
             progress=progress,
+            bbox=args.bbox,
         )
         progress.stage("writing fields and report")
         paths = write_outputs(

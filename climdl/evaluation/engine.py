@@ -345,12 +345,15 @@ def _open_pred(
     paths: PathArg | Sequence[PathArg],
     variables: Sequence[str] | None,
     chunks: Mapping[str, int] | None = None,
+    bbox: Sequence[float] | None = None,
 ) -> xr.Dataset:
     """A prediction opened lazily; an ensemble one member per chunk, so that the passes of
     one member read only that member."""
-    ds = inputs.open_side(paths, variables, chunks=chunks)
+    ds = inputs.open_side(paths, variables, chunks=chunks, bbox=bbox)
     if MEMBER in ds.dims:
-        ds = inputs.open_side(paths, variables, chunks={**(chunks or DEFAULT_CHUNKS), MEMBER: 1})
+        ds = inputs.open_side(
+            paths, variables, chunks={**(chunks or DEFAULT_CHUNKS), MEMBER: 1}, bbox=bbox
+        )
     return ds
 
 
@@ -358,15 +361,16 @@ def open_inputs(
     truth: PathArg | Sequence[PathArg],
     preds: Mapping[str, PathArg | Sequence[PathArg]],
     variables: Sequence[str] | None = None,
+    bbox: Sequence[float] | None = None,
 ) -> tuple[xr.Dataset, dict[str, xr.Dataset], xr.Dataset, dict[str, xr.Dataset]]:
     """Open truth and predictions twice: chunked by time, and by space with whole series
-    (ensembles one member per chunk)."""
-    t = inputs.open_side(truth, variables)
-    ps = {m: _open_pred(p, variables) for m, p in preds.items()}
+    (ensembles one member per chunk); all cut to ``bbox`` when given."""
+    t = inputs.open_side(truth, variables, bbox=bbox)
+    ps = {m: _open_pred(p, variables, bbox=bbox) for m, p in preds.items()}
     chosen = inputs.choose_variables({"truth": t, **ps}, variables)
     chunks = _space_chunks(t, chosen[0])
-    ts = inputs.open_side(truth, chosen, chunks=chunks)
-    pss = {m: _open_pred(p, chosen, chunks) for m, p in preds.items()}
+    ts = inputs.open_side(truth, chosen, chunks=chunks, bbox=bbox)
+    pss = {m: _open_pred(p, chosen, chunks, bbox) for m, p in preds.items()}
     return t[chosen], {m: d[chosen] for m, d in ps.items()}, ts, pss
 
 
@@ -381,6 +385,7 @@ def evaluate_files(
     window: spectra.Window = None,
     thresholds: indices.Thresholds | None = None,
     progress: Progress | None = None,
+    bbox: Sequence[float] | None = None,
 ) -> EvaluationResult:
     """:func:`evaluate` on files (paths or globs per side); nothing is written.
 
@@ -394,20 +399,23 @@ def evaluate_files(
         window: taper of the spectra (``"hann"`` or None).
         thresholds: thresholds of the indices (default: ETCCDI's, with units).
         progress: receives the stages and Dask task counts (the CLI's progress bar).
+        bbox: (lon_min, lon_max, lat_min, lat_max) in degrees: every input is cut to the cells
+            whose centres lie inside, before anything is read.
 
     Returns:
         The summary rows, the computed fields per variable and what was evaluated.
 
     Raises:
-        DataError: missing or unreadable files, or inputs that cannot be compared.
+        DataError: missing or unreadable files, inputs that cannot be compared, or a bbox that
+            is malformed or not covered by the inputs.
     """
     thresholds = (thresholds or indices.Thresholds()).check()  # before any reading
     for s in seasons:
         _time.normalise_season(s)
-    t, ps, ts, pss = open_inputs(truth, preds, variables)
+    t, ps, ts, pss = open_inputs(truth, preds, variables, bbox)
     chosen = [str(v) for v in t.data_vars]
-    ht = inputs.open_side(hist_truth, chosen) if hist_truth is not None else None
-    hps = {m: _open_pred(p, chosen) for m, p in (hist_preds or {}).items()}
+    ht = inputs.open_side(hist_truth, chosen, bbox=bbox) if hist_truth is not None else None
+    hps = {m: _open_pred(p, chosen, bbox=bbox) for m, p in (hist_preds or {}).items()}
     result = evaluate(
         t,
         ps,

@@ -32,9 +32,11 @@ def open_side(
     variables: Sequence[str] | None,
     *,
     chunks: Mapping[str, int | str] | None = None,
+    bbox: Sequence[float] | None = None,
 ) -> xr.Dataset:
-    """Open one side (truth or a prediction) lazily with canonical names and units."""
-    ds = open_dataset(paths, variables, chunks=chunks, strict=variables is not None)
+    """Open one side (truth or a prediction) lazily with canonical names and units (cut to
+    ``bbox``, lon_min lon_max lat_min lat_max, when given)."""
+    ds = open_dataset(paths, variables, chunks=chunks, strict=variables is not None, bbox=bbox)
     if "time" not in ds.dims:
         raise DataError(f"{_describe(paths)} has no time axis; evaluation needs time series.")
     return ds

@@ -112,6 +112,16 @@ my-rcm:
     assert out.tasmax.attrs["units"] == "K"
     assert float(out.tasmax.max()) == pytest.approx(293.15)
     assert list(out.lat.values) == [48.0, 49.0, 50.0]  # ascending
+    # bbox: the regional fields cut to a sub-domain (lon 1.5..3, lat 48.5..50)
+    text = cat_file.read_text().replace(
+        "  layout: files", "  layout: files\n  bbox: [1.5, 3, 48.5, 50]"
+    )
+    cat_file.write_text(text)
+    cut = get_entry("my-rcm").open("target")
+    assert list(cut.lat.values) == [49.0, 50.0] and list(cut.lon.values) == [2.0, 3.0]
+    cat_file.write_text(text.replace("[1.5, 3, 48.5, 50]", "[1.5, 3, 50, 48.5]"))
+    with pytest.raises(ConfigError, match=r"my-rcm.*lat_min < lat_max"):
+        get_entry("my-rcm")
     assert out.time.dt.calendar == "noleap"
 
 

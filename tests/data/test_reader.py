@@ -350,9 +350,14 @@ def test_global_0_360_grid_becomes_minus180_180(tmp_path: Path) -> None:
 )
 def test_antimeridian_domain_kept_contiguous(tmp_path: Path, lon: list[float]) -> None:
     p = write(tmp_path / "a.nc", {"tas": (TLL, field(), {"units": "K"})}, lon=np.array(lon))
+    whole = open_dataset(p)
+    np.testing.assert_array_equal(whole.lon.values, [170.0, 175.0, 180.0, 185.0, 190.0])
+    np.testing.assert_allclose(whole.tas.values, field(), rtol=1e-6)
+    # the bbox crosses the antimeridian: the cells whose centres lie in it, west to east
     ds = open_dataset(p, bbox=(172.0, -172.0, 44.5, 46.5))
-    np.testing.assert_array_equal(ds.lon.values, [170.0, 175.0, 180.0, 185.0, 190.0])
-    np.testing.assert_allclose(ds.tas.values, field(), rtol=1e-6)
+    np.testing.assert_array_equal(ds.lon.values, [175.0, 180.0, 185.0])
+    np.testing.assert_array_equal(ds.lat.values, [45.0, 46.0])
+    np.testing.assert_allclose(ds.tas.values, field()[:, 1:3, 1:4], rtol=1e-6)
     with pytest.raises(DataError, match=r"covers lon 167\.50\.\.192\.50"):
         open_dataset(p, bbox=(160.0, 175.0, 44.5, 46.5))
 
@@ -457,6 +462,24 @@ def test_packed_int16_with_fill_value(tmp_path: Path) -> None:
     np.testing.assert_allclose(out.tas.values[0, 0, 1], 270.01, rtol=1e-6)
     np.testing.assert_allclose(out.tas.values[-1, -1, -1], 270.0 + 119 * 0.01, rtol=1e-6)
     assert out.tas.dtype == np.float32
+
+
+def test_bbox_cuts_before_reading(tmp_path: Path) -> None:
+    p = write(tmp_path / "c.nc", {"tas": (TLL, field(), {"units": "K"})})
+    ds = open_dataset(p, bbox=(5.5, 7.0, 44.0, 45.2))
+    assert ds.tas.chunks is not None  # still lazy
+    np.testing.assert_array_equal(ds.lon.values, [6.0, 7.0])
+    np.testing.assert_array_equal(ds.lat.values, [44.0, 45.0])
+    np.testing.assert_allclose(ds.tas.values, field()[:, 0:2, 1:3], rtol=1e-6)
+    with pytest.raises(DataError, match="smaller than one cell"):
+        open_dataset(p, bbox=(6.2, 6.4, 45.2, 45.4))
+    for bad, words in (
+        ((5.0, 9.0, 47.0, 44.0), "lat_min < lat_max"),
+        ((5.0, 9.0, 44.0), "four numbers"),
+        ((5.0, float("nan"), 44.0, 47.0), "finite"),
+    ):
+        with pytest.raises(DataError, match=words):
+            open_dataset(tmp_path / "not_opened.nc", bbox=bad)  # refused before any file
 
 
 def test_bbox_not_covered(tmp_path: Path) -> None:

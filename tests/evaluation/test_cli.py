@@ -301,6 +301,8 @@ def test_other_units_and_stamps_are_aligned(files: dict[str, Path], tmp_path: Pa
         "hist_alone",
         "threshold_units",
         "threshold_without_units",
+        "bbox_outside",
+        "bbox_malformed",
     ],
 )
 def test_predictable_mistakes_exit_2(
@@ -336,8 +338,51 @@ def test_predictable_mistakes_exit_2(
         extra = ["--wet-threshold", "25 degC"]
     elif case == "threshold_without_units":
         extra = ["--summer-threshold", "300"]  # the benchmark's bare default
+    elif case == "bbox_outside":
+        extra = ["--bbox", "100", "110", "-10", "0"]  # the crop lies over the Alps
+    elif case == "bbox_malformed":
+        extra = ["--bbox", "5", "10", "48", "44"]  # latitudes swapped
     rc = _run(["--truth", truth, "--pred", pred_path, "--out", out, "--no-report", *extra])
     err = capsys.readouterr().err
     assert rc == 2, err
     assert err.startswith("climdl: error:") and err.count("\n") == 1, err
     assert "Traceback" not in err
+    assert not Path(out).exists()  # nothing written
+
+
+def test_bbox_cuts_every_input_before_reading(files: dict[str, Path], tmp_path: Path) -> None:
+    with xr.open_dataset(files["truth"]) as ds:
+        lat, lon = ds["lat"].values, ds["lon"].values
+    # a box around the crop's central cells: a rectangle of rows and columns of the Lambert grid
+    box = [
+        float(np.percentile(lon, 30)),
+        float(np.percentile(lon, 70)),
+        float(np.percentile(lat, 30)),
+        float(np.percentile(lat, 70)),
+    ]
+    out = tmp_path / "cut"
+    bbox = ["--bbox", *(str(v) for v in box)]
+    rc = _run(
+        [
+            "--truth",
+            str(files["truth"]),
+            "--pred",
+            str(files["pred"]),
+            "--out",
+            str(out),
+            "--no-report",
+            *bbox,
+        ]
+    )
+    assert rc == 0
+    with xr.open_dataset(out / "fields_tasmax.nc") as f:
+        ny, nx = f.sizes["y"], f.sizes["x"]
+        assert 0 < ny < lat.shape[0] and 0 < nx < lat.shape[1]
+        inside = (
+            (f["lat"].values >= box[2])
+            & (f["lat"].values <= box[3])
+            & (f["lon"].values >= box[0])
+            & (f["lon"].values <= box[1])
+        )
+        # the smallest window: each of its edge rows and columns holds a cell inside the box
+        assert inside[0].any() and inside[-1].any() and inside[:, 0].any() and inside[:, -1].any()
