@@ -75,6 +75,13 @@ def register(sub: Any) -> None:
     )
     g.add_argument("--batch-size", type=int, default=8, help="tiles per forward pass (default 8)")
     g.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default auto)")
+    g.add_argument(
+        "--channels-last",
+        default="auto",
+        choices=["auto", "true", "false"],
+        help="NHWC network weights: auto (default) uses them on the CPU, where the "
+        "convolutions run ~1.8x faster; the values agree to rounding",
+    )
     g.add_argument("--overwrite", action="store_true", help="replace an existing output")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     g.set_defaults(func=_cmd_segment)
@@ -115,6 +122,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
             device=args.device,
             overwrite=args.overwrite,
             progress=lambda d, t: bar.update(task, completed=d, total=t),
+            channels_last=None if args.channels_last == "auto" else args.channels_last == "true",
         )
     shares = ", ".join(f"{c} {100 * f:.1f}%" for c, f in res.class_fractions.items())
     console.print(
