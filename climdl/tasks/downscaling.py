@@ -33,6 +33,7 @@ from climdl.preprocess import Kind, Normaliser, spatial_standardise
 from climdl.preprocess.gamma import fit_gamma
 from climdl.tasks import losses as L_
 from climdl.tasks.base import BaseTask, make_optimizer
+from climdl.tasks.speed import channels_last_before_ddp
 from climdl.tasks.step_log import TrainingLog, log_lr
 
 __all__ = ["DownscalingTask", "fit_model_parts"]
@@ -212,6 +213,7 @@ class DownscalingTask(BaseTask[EmulatorSpec]):
         :func:`climdl.parallel.strategies.parallelize_task`); nothing happens otherwise."""
         if self._trainer is None or self.net is None:
             return
+        channels_last_before_ddp(self)  # before DDP wraps the network (Lightning's DDP only)
         from lightning.pytorch.strategies import ModelParallelStrategy
 
         from climdl.parallel.domain import DomainParallelStrategy

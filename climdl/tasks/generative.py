@@ -42,6 +42,7 @@ from climdl.tasks.generative_parts import (
     training_days,
     warmup_cosine,
 )
+from climdl.tasks.speed import channels_last_before_ddp
 from climdl.tasks.step_log import TrainingLog
 
 __all__ = ["GenerativeDownscalingTask"]
@@ -156,6 +157,12 @@ class GenerativeDownscalingTask(BaseTask[EmulatorSpec]):
         self.build(self.mean.spec)
         device = self.trainer.strategy.root_device
         self.residual_std = self._fit_residual_std(dm, device).cpu()
+
+    def configure_model(self) -> None:
+        """NHWC weights before Lightning's DDP wraps the network, where they help
+        (:func:`climdl.tasks.speed.channels_last_before_ddp`)."""
+        if self._trainer is not None and self.net is not None:
+            channels_last_before_ddp(self)
 
     def load_stage1(self, dm: Any) -> None:
         """Read stage 1 from ``mean_checkpoint`` and check it against the data module's spec

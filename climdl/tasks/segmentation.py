@@ -32,6 +32,7 @@ from climdl.models.cloud_unet import CloudUNet
 from climdl.parallel.domain import Domain
 from climdl.tasks.base import BaseTask, make_optimizer
 from climdl.tasks.seg_metrics import new_confusion, scores
+from climdl.tasks.speed import channels_last_before_ddp
 from climdl.tasks.step_log import TrainingLog
 
 __all__ = ["SegmentationTask", "load_segmenter"]
@@ -135,6 +136,7 @@ class SegmentationTask(BaseTask[SegmenterSpec]):
         (:mod:`climdl.parallel.domain`); nothing happens otherwise."""
         if self._trainer is None or self.net is None:
             return
+        channels_last_before_ddp(self)  # before DDP wraps the network (Lightning's DDP only)
         from climdl.parallel.domain import DomainParallelStrategy
 
         strategy = self.trainer.strategy

@@ -269,15 +269,35 @@ def plain_strategy(strategy: Any) -> bool:
     ).__module__.startswith("lightning.")
 
 
+def channels_last_before_ddp(task: L.LightningModule) -> None:
+    """Under Lightning's DDP, give the network NHWC weights before DDP wraps it (called from
+    the tasks' ``configure_model``, which runs before the strategy's set-up): DDP then builds
+    its gradient buckets with the NHWC strides, and every step's gradients are right.
+    Converting after the wrap is what :class:`SpeedCallback` must not do (see there)."""
+    from lightning.pytorch.strategies import DDPStrategy
+
+    trainer = task._trainer
+    net = getattr(task, "net", None)
+    if trainer is None or not isinstance(net, nn.Module):
+        return
+    strategy = trainer.strategy
+    if type(strategy) is not DDPStrategy:  # Lightning's own DDP only; climdl's shard themselves
+        return
+    options: SpeedOptions = getattr(task, "speed", SpeedOptions())
+    if use_channels_last(strategy.root_device, str(trainer.precision), options.channels_last):
+        to_channels_last(net)
+
+
 class SpeedCallback(L.Callback):
     """Applies the task's :class:`SpeedOptions` to its network when fitting starts (the
     network is on its device then): channels_last, then ``torch.compile``; and once the
     checkpoint's optimiser state is restored, gives it the weights' layout.
 
-    channels_last applies under the single-device strategy only: by then DDP has built its
-    gradient buckets with the NCHW strides, and PyTorch's reducer then scatters the first
+    channels_last applies here under the single-device strategy only: by then DDP has built
+    its gradient buckets with the NCHW strides, and PyTorch's reducer then scatters the first
     step's convolution gradients into the wrong elements (measured: relative error 1.3 on CPU
-    with gloo); the sharding strategies lay the weights out themselves.
+    with gloo). Under DDP the tasks convert before the wrap (:func:`channels_last_before_ddp`);
+    the sharding strategies lay the weights out themselves.
     """
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

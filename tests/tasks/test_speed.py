@@ -120,6 +120,21 @@ def test_channels_last_applies_on_a_single_device_only(ddp: bool) -> None:
     assert conv.is_contiguous(memory_format=torch.channels_last) is not ddp
 
 
+@pytest.mark.parametrize("ddp", [False, True])
+def test_ddp_gets_channels_last_before_the_wrap(ddp: bool) -> None:
+    """Under Lightning's DDP the task converts in configure_model (before DDP builds its
+    buckets); on a single device it leaves that to the callback at fit start."""
+    from climdl.tasks.downscaling import DownscalingTask
+
+    task = DownscalingTask()
+    task.net = _net()
+    strategy = DDPStrategy(parallel_devices=[CPU]) if ddp else SingleDeviceStrategy(CPU)
+    task._trainer = SimpleNamespace(strategy=strategy, precision="32-true")  # type: ignore[assignment]
+    task.configure_model()
+    conv = next(p for p in task.net.parameters() if p.dim() == 4)
+    assert conv.is_contiguous(memory_format=torch.channels_last) is ddp
+
+
 def test_pin_memory_only_when_training_on_cuda() -> None:
     """The emulator's loaders pin their batches when the trainer's device is a GPU."""
     dm = EmulatorDataModule(catalog="sample-alps")
