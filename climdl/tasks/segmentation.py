@@ -70,6 +70,9 @@ class SegmentationTask(BaseTask[SegmenterSpec]):
     band_mean: Tensor
     band_std: Tensor
     class_weight: Tensor
+    is_cloudy: Tensor
+    cloudy_index: Tensor
+    clear_index: Tensor
 
     def __init__(
         self,
@@ -126,6 +129,18 @@ class SegmentationTask(BaseTask[SegmenterSpec]):
         self.register_buffer("band_mean", spec.mean.float().view(1, -1, 1, 1))
         self.register_buffer("band_std", spec.std.float().view(1, -1, 1, 1))
         self.register_buffer("class_weight", self._class_weights(spec, k))
+        # the any-cloud term's class split, on the device with the network (indexing with them
+        # needs no data-dependent shape and no host copy: no host-device sync per step)
+        cloudy = [c in CLOUDY for c in self.classes]
+        self.register_buffer("is_cloudy", torch.tensor(cloudy), persistent=False)
+        self.register_buffer(
+            "cloudy_index", torch.tensor([i for i, c in enumerate(cloudy) if c]), persistent=False
+        )
+        self.register_buffer(
+            "clear_index",
+            torch.tensor([i for i, c in enumerate(cloudy) if not c]),
+            persistent=False,
+        )
         self.val_conf = new_confusion(k)
         self.test_conf = new_confusion(k)
         self.domain: Domain | None = None
@@ -286,11 +301,10 @@ class SegmentationTask(BaseTask[SegmenterSpec]):
     def _any_cloud_nll(self, logits: Tensor, y0: Tensor, valid: Tensor) -> Tensor:
         """Per-pixel binary cross-entropy of P(cloud or thin cloud), from log-sum-exps (stable),
         0 where there is no data."""
-        cloudy = torch.tensor([c in CLOUDY for c in self.classes], device=logits.device)
         total = torch.logsumexp(logits, 1)
-        log_p = torch.logsumexp(logits[:, cloudy], 1) - total
-        log_q = torch.logsumexp(logits[:, ~cloudy], 1) - total
-        target = cloudy[y0]
+        log_p = torch.logsumexp(logits.index_select(1, self.cloudy_index), 1) - total
+        log_q = torch.logsumexp(logits.index_select(1, self.clear_index), 1) - total
+        target = self.is_cloudy[y0]
         return torch.where(valid, -torch.where(target, log_p, log_q), 0.0)
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:

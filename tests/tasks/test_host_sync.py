@@ -220,3 +220,40 @@ def test_a_training_step_that_syncs_is_caught(
         # float(loss) here, and Lightning's device tensor made from that float
         assert {op for _, op in step.events} >= {"__float__", "tensor(host->device)"}
         assert any("test_host_sync.py" in origin for origin, _ in step.events)
+
+
+def test_the_any_cloud_term_does_not_sync() -> None:
+    """The segmentation loss with its any-cloud term: class splits are device buffers, so no
+    boolean-mask indexing (data-dependent shape) and no host copy per step."""
+    from climdl.clouds.scene import CLASSES
+    from climdl.clouds.spec import SegmenterSpec
+    from climdl.tasks.segmentation import SegmentationTask
+
+    spec = SegmenterSpec.from_dict(
+        {
+            "bands": ["blue", "red"],
+            "wavelengths": [0.48, 0.66],
+            "band_units": ["1", "1"],
+            "classes": list(CLASSES),
+            "ignore_index": 255,
+            "stats": {"mean": torch.full((2,), 0.2), "std": torch.full((2,), 0.2)},
+            "class_counts": torch.ones(len(CLASSES)),
+        }
+    )
+    task = SegmentationTask(depth=2, base_filters=4, max_filters=8, any_cloud_weight=0.5)
+    task.build(spec)
+    scores = torch.randn(2, len(CLASSES), 16, 16, requires_grad=True)
+    y = torch.randint(0, len(CLASSES), (2, 16, 16))
+    y[0, 0] = NODATA
+    task.loss_from_logits(scores, y)  # first call: nothing lazy left to make
+    assert _ops(lambda: task.loss_from_logits(scores, y).backward()) == []
+    # the term is the binary cross-entropy of P(any cloud), by hand
+    logits = torch.randn(1, len(CLASSES), 2, 2)
+    labels = torch.tensor([[[0, 1], [2, NODATA]]])
+    cloudy = torch.tensor([c in ("cloud", "thin_cloud") for c in CLASSES])
+    p = logits.softmax(1)[:, cloudy].sum(1)
+    target = cloudy[labels.clamp_max(len(CLASSES) - 1)]
+    want = -torch.where(target, p.log(), (1 - p).log())
+    want[labels == NODATA] = 0.0
+    got = task._any_cloud_nll(logits, labels.where(labels != NODATA, 0), labels != NODATA)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
