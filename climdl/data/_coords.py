@@ -157,10 +157,78 @@ def _wrap(lon: np.ndarray, origin: float) -> np.ndarray:
     return origin + np.mod(lon - origin, 360.0)
 
 
+def _rotated_axis(ds: xr.Dataset, standard_name: str) -> Hashable | None:
+    """The 1-D dimension coordinate of ``ds`` with this standard_name (grid_latitude/longitude)."""
+    for name, coord in ds.coords.items():
+        if (
+            coord.ndim == 1
+            and coord.dims[0] == name
+            and coord.attrs.get("standard_name") == standard_name
+        ):
+            return name
+    return None
+
+
+def add_rotated_latlon(ds: xr.Dataset) -> xr.Dataset:
+    """Add the 2-D ``lat``/``lon`` of a rotated-pole grid that comes without them.
+
+    CF requires true latitude/longitude beside rotated ``grid_latitude``/``grid_longitude``, but
+    many writers (the Met Office UM through Iris, among others) leave them out and give only the
+    ``rotated_latitude_longitude`` grid mapping. The coordinates are then computed from the
+    mapping (spherical rotation, exact); any other grid is returned unchanged.
+    """
+    gm = next(
+        (
+            v
+            for v in ds.variables.values()
+            if v.attrs.get("grid_mapping_name") == "rotated_latitude_longitude"
+        ),
+        None,
+    )
+    ry, rx = _rotated_axis(ds, "grid_latitude"), _rotated_axis(ds, "grid_longitude")
+    if gm is None or ry is None or rx is None:
+        return ds
+    try:
+        pole_lat = float(gm.attrs["grid_north_pole_latitude"])
+        pole_lon = float(gm.attrs["grid_north_pole_longitude"])
+    except (KeyError, TypeError, ValueError):
+        log.debug("rotated_latitude_longitude mapping without a usable pole; grid left as is")
+        return ds
+    offset = float(gm.attrs.get("north_pole_grid_longitude", 0.0))
+    x = np.deg2rad(np.asarray(ds[rx].values, dtype=np.float64) - offset)[np.newaxis, :]
+    y = np.deg2rad(np.asarray(ds[ry].values, dtype=np.float64))[:, np.newaxis]
+    sin_p, cos_p = np.sin(np.deg2rad(pole_lat)), np.cos(np.deg2rad(pole_lat))
+    lat = np.rad2deg(np.arcsin(np.clip(sin_p * np.sin(y) + cos_p * np.cos(y) * np.cos(x), -1, 1)))
+    lon = (
+        pole_lon
+        - 180.0
+        + np.rad2deg(
+            np.arctan2(np.cos(y) * np.sin(x), sin_p * np.cos(y) * np.cos(x) - cos_p * np.sin(y))
+        )
+    )
+    dims = (ry, rx)
+    return ds.assign_coords(
+        lat=(dims, lat, {"standard_name": "latitude", "units": "degrees_north"}),
+        lon=(
+            dims,
+            np.mod(lon + 180.0, 360.0) - 180.0,
+            {"standard_name": "longitude", "units": "degrees_east"},
+        ),
+    )
+
+
 def normalise_horizontal(ds: xr.Dataset) -> xr.Dataset:
-    """Rename lat/lon, sort regular grids south to north and put longitudes on one convention."""
+    """Rename lat/lon, sort regular grids south to north and put longitudes on one convention.
+
+    A rotated-pole grid without latitude/longitude gets them from its grid mapping
+    (:func:`add_rotated_latlon`).
+    """
     lat_name = _find(ds, _LAT_NAMES, _LAT_UNITS, "latitude")
     lon_name = _find(ds, _LON_NAMES, _LON_UNITS, "longitude")
+    if lat_name is None or lon_name is None:
+        ds = add_rotated_latlon(ds)
+        if "lat" in ds.coords and "lon" in ds.coords and ds["lat"].ndim == 2:
+            lat_name, lon_name = "lat", "lon"
     if lat_name is None or lon_name is None:
         log.debug("no latitude/longitude coordinates found; grid left as is")
         return ds
@@ -323,7 +391,12 @@ def cut_bbox(ds: xr.Dataset, bbox: Sequence[float], *, where: str) -> xr.Dataset
 
 
 #: Horizontal dimension pairs in the order climdl's arrays use them (rows, then columns).
-_HORIZONTAL_PAIRS = (("lat", "lon"), ("y", "x"), ("rlat", "rlon"))
+_HORIZONTAL_PAIRS = (
+    ("lat", "lon"),
+    ("y", "x"),
+    ("rlat", "rlon"),
+    ("grid_latitude", "grid_longitude"),
+)
 
 
 def canonical_dim_order(ds: xr.Dataset) -> xr.Dataset:

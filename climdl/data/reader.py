@@ -26,7 +26,14 @@ from climdl.data.files import (
     select_time,
 )
 from climdl.data.units import assumed_units_for, to_canonical
-from climdl.data.variables import FAMILIES, identify, is_canonical, known_names, parse_level_name
+from climdl.data.variables import (
+    FAMILIES,
+    SINGLE_LEVEL,
+    identify,
+    is_canonical,
+    known_names,
+    parse_level_name,
+)
 from climdl.errors import DataError
 
 __all__ = ["open_dataset"]
@@ -69,6 +76,16 @@ def _grid_mapping(ds: xr.Dataset, da: xr.DataArray, where: str) -> str | None:
         return name
     log.debug("%s: grid_mapping %r of %s is not in the file; ignored", where, gm, da.name)
     return None
+
+
+def _data_names(ds: xr.Dataset) -> list[str]:
+    """Names of the data variables proper: not grid mappings, not bounds of a coordinate."""
+    bounds = {str(v.attrs.get("bounds")) for v in ds.variables.values() if "bounds" in v.attrs}
+    return [
+        str(n)
+        for n, v in ds.data_vars.items()
+        if "grid_mapping_name" not in v.attrs and str(n) not in bounds
+    ]
 
 
 def _clean(da: xr.DataArray, keep: Sequence[Hashable]) -> xr.DataArray:
@@ -139,7 +156,7 @@ def _canonical_file(
     """Open one file and return its recognised variables in canonical form."""
     where = str(path)
     ds = _prepare(open_file(path), chunks)
-    seen.update(dict.fromkeys(map(str, ds.data_vars)))
+    seen.update(dict.fromkeys(_data_names(ds)))
     mapping = {
         src: can for can, src in (rename or {}).items() if src in ds.data_vars and can not in ds
     }
@@ -166,7 +183,8 @@ def _canonical_file(
         )
         if gm:
             da.attrs["grid_mapping"] = gm
-            da = da.assign_coords({gm: ds[gm]})
+            # the bare variable: ds[gm] would bring back the scalar coordinates _clean dropped
+            da = da.assign_coords({gm: ds[gm].variable.load()})
         found[canonical] = da
     out = xr.Dataset(found, attrs=ds.attrs)
     for coord in out.coords.values():  # bounds variables are not kept: drop dangling references
@@ -272,7 +290,9 @@ def open_dataset(
     if not ds.data_vars:
         raise DataError(
             f"{where} has no variable climdl recognises (found: {', '.join(seen) or 'none'}); "
-            "name them canonically or give them a CF standard_name."
+            f"climdl reads {', '.join(SINGLE_LEVEL)} and z/t/u/v/q on pressure levels, known by "
+            "name or CF standard_name: rename a variable that is one of them, or give it its "
+            "standard_name."
         )
     names = (
         [v for v in wanted if v in ds.data_vars]

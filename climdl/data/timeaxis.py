@@ -8,7 +8,7 @@ days) do not change it; numpy datetimes and cftime dates of any calendar are rea
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import cftime
@@ -26,11 +26,22 @@ class TimeStep:
 
     kind: StepKind
     label: str
+    #: the median spacing in days (not compared: two daily series are alike at 1 or 1.005 days)
+    days: float = field(default=1.0, compare=False)
 
     @property
     def daily(self) -> bool:
         """Whether the series holds one value per day (what the daily indices need)."""
         return self.kind == "daily"
+
+    @property
+    def within_season(self) -> bool:
+        """Whether each step lies within one season (DJF, MAM, JJA, SON: at most 92 days).
+
+        A yearly (or longer) step does not: its values are means over several seasons, and the
+        season of its time stamp (often mid-year) says nothing about them.
+        """
+        return self.days <= 92.5
 
 
 DAILY = TimeStep("daily", "daily")
@@ -71,16 +82,16 @@ def step_of_days(days: np.ndarray) -> TimeStep:
     gaps = gaps[gaps > 0]
     step = float(np.median(gaps)) if gaps.size else 1.0
     if 0.99 <= step <= 1.01:
-        return DAILY
+        return TimeStep("daily", "daily", step)
     if step < 0.99:
         hours = step * 24.0
         label = "hourly" if abs(hours - 1) < 0.01 else f"{hours:.3g}-hourly"
-        return TimeStep("sub-daily", label)
+        return TimeStep("sub-daily", label, step)
     if 27.0 <= step <= 32.0:
-        return TimeStep("monthly", "monthly")
+        return TimeStep("monthly", "monthly", step)
     if 359.0 <= step <= 367.0:
-        return TimeStep("yearly", "yearly")
-    return TimeStep("other", f"{step:.3g}-daily")
+        return TimeStep("yearly", "yearly", step)
+    return TimeStep("other", f"{step:.3g}-daily", step)
 
 
 def time_step(time: xr.DataArray) -> TimeStep:

@@ -163,6 +163,15 @@ def evaluate(
     if ht is not None and step.daily:
         step = timeaxis.time_step(ht["time"])
     skipped = {} if step.daily else _skipped_indices(variables, th, step)
+    no_seasons: list[str] = []
+    if seasons and not step.within_season:  # yearly means stamped mid-year are not JJA values
+        no_seasons, seasons = list(seasons), []
+        log.warning(
+            "the data are %s: each step spans several seasons, so the per-season rows (%s) "
+            "are left out",
+            step.label,
+            ", ".join(no_seasons),
+        )
     rows: list[Row] = []
     fields: dict[str, xr.Dataset] = {}
     for var in variables:
@@ -223,6 +232,8 @@ def evaluate(
     meta["time_step"] = step.label
     if skipped:
         meta["skipped_indices"] = skipped
+    if no_seasons:
+        meta["skipped_seasons"] = no_seasons
     return EvaluationResult(rows, fields, meta)
 
 

@@ -244,6 +244,13 @@ def _meta_lines(meta: dict[str, object]) -> list[tuple[str, str]]:
     ]
     for v, names in dict(meta.get("skipped_indices", {})).items():  # type: ignore[call-overload]
         items.append((f"left out for {v} (not daily)", ", ".join(map(str, names))))
+    if meta.get("skipped_seasons"):
+        items.append(
+            (
+                f"seasons left out ({meta.get('time_step')} steps span several)",
+                ", ".join(map(str, meta["skipped_seasons"])),  # type: ignore[call-overload]
+            )
+        )
     if "historical_period" in meta:
         items.append(("historical period", " to ".join(map(str, meta["historical_period"]))))  # type: ignore[call-overload]
     for k, v in dict(meta.get("inputs", {})).items():  # type: ignore[call-overload]
