@@ -24,7 +24,9 @@ proportional to ``tile x width``, never to the scene.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from types import TracebackType
 from typing import Literal
 
 import numpy as np
@@ -135,6 +137,70 @@ def _pad_to(a: np.ndarray, h: int, w: int) -> np.ndarray:
     return np.pad(a, pad, mode="edge")
 
 
+class StripIO:
+    """The scene's reads and the mask's writes, in one background thread, while the caller runs
+    the network: the next strip is read as soon as the last one is taken, and finished rows are
+    written in order behind the computation (at most :attr:`MAX_PENDING` strip waits). Only
+    that thread touches the files (HDF5 and GDAL are not thread-safe), and it runs the calls in
+    the order they were made; an error in either is raised by the next :meth:`strip` or
+    :meth:`write`, or by leaving the context, which drops the queued work on failure.
+
+    Args:
+        read_rows: ``read_rows(y0, y1)``, the input ``[C, y1 - y0, width]``.
+        write_rows: ``write_rows(y0, probs)``, called with each :meth:`write`'s arguments.
+        spans: the ``(y0, y1)`` of every strip, in the order they will be taken.
+    """
+
+    MAX_PENDING = 1
+
+    def __init__(
+        self,
+        read_rows: Callable[[int, int], np.ndarray],
+        write_rows: Callable[[int, np.ndarray], None],
+        spans: list[tuple[int, int]],
+    ) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="climdl-segment-io")
+        self._read, self._write_rows, self._spans = read_rows, write_rows, spans
+        self._taken = 0
+        self._next: Future[np.ndarray] | None = (
+            self._pool.submit(read_rows, *spans[0]) if spans else None
+        )
+        self._writes: list[Future[None]] = []
+
+    def strip(self) -> np.ndarray:
+        """The next strip's input (read ahead), and the read of the one after it started."""
+        assert self._next is not None, "every strip was taken"
+        out = self._next.result()
+        self._taken += 1
+        more = self._taken < len(self._spans)
+        self._next = self._pool.submit(self._read, *self._spans[self._taken]) if more else None
+        return out
+
+    def write(self, y0: int, probs: np.ndarray) -> None:
+        """Queue ``write_rows(y0, probs)`` (``probs`` must not change afterwards)."""
+        while self._writes and (self._writes[0].done() or len(self._writes) >= self.MAX_PENDING):
+            self._writes.pop(0).result()
+        self._writes.append(self._pool.submit(self._write_rows, y0, probs))
+
+    def __enter__(self) -> StripIO:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            return
+        try:
+            for f in self._writes:
+                f.result()
+        finally:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+
 def run_tiled(
     read_rows: Callable[[int, int], np.ndarray],
     predict: Predict,
@@ -148,7 +214,8 @@ def run_tiled(
 
     ``read_rows(y0, y1)`` gives the input ``[C, y1 - y0, width]``; ``write_rows(y0, probs)``
     receives ``[K, rows, width]`` blended probabilities for rows ``y0..y0 + rows``, in order and
-    each row once. Memory: one strip of input and ``K x tile_h x width`` accumulators.
+    each row once. Both run in :class:`StripIO`'s thread, beside the network. Memory: two
+    strips of input, ``K x tile_h x width`` accumulators and the rows waiting to be written.
     """
     th, tw, w = grid.tile_h, grid.tile_w, grid.width
     weights = blend_window(th, tw, grid.overlap)
@@ -156,32 +223,29 @@ def run_tiled(
     wsum = np.zeros((th, w), dtype=np.float32)
     buf0 = 0  # scene row of the accumulators' first row
     done = 0
-    for ri, y0 in enumerate(grid.rows):
-        y1 = min(y0 + th, grid.height)
-        strip = read_rows(y0, y1)
-        tiles: list[np.ndarray] = []
-        places: list[int] = []
-        for x0 in grid.cols:
-            tiles.append(_pad_to(strip[:, :, x0 : x0 + tw], th, tw))
-            places.append(x0)
-        for b in range(0, len(tiles), batch_size):
-            probs = predict(np.stack(tiles[b : b + batch_size]))
-            for p, x0 in zip(probs, places[b : b + batch_size], strict=True):
-                hh, ww = y1 - y0, min(tw, w - x0)
-                wt = weights[:hh, :ww]
-                acc[:, y0 - buf0 : y0 - buf0 + hh, x0 : x0 + ww] += p[:, :hh, :ww] * wt
-                wsum[y0 - buf0 : y0 - buf0 + hh, x0 : x0 + ww] += wt
-            done += len(probs)
-            if progress is not None:
-                progress(done, grid.n_tiles)
-        nxt = grid.rows[ri + 1] if ri + 1 < len(grid.rows) else grid.height
-        n_final = nxt - buf0
-        write_rows(buf0, (acc[:, :n_final] / wsum[None, :n_final]).astype(np.float32))
-        acc = np.roll(acc, -n_final, axis=1)
-        wsum = np.roll(wsum, -n_final, axis=0)
-        acc[:, th - n_final :] = 0.0
-        wsum[th - n_final :] = 0.0
-        buf0 = nxt
+    spans = [(y0, min(y0 + th, grid.height)) for y0 in grid.rows]
+    with StripIO(read_rows, write_rows, spans) as io:
+        for ri, (y0, y1) in enumerate(spans):
+            strip = io.strip()
+            tiles = [_pad_to(strip[:, :, x0 : x0 + tw], th, tw) for x0 in grid.cols]
+            for b in range(0, len(tiles), batch_size):
+                probs = predict(np.stack(tiles[b : b + batch_size]))
+                for p, x0 in zip(probs, grid.cols[b : b + batch_size], strict=True):
+                    hh, ww = y1 - y0, min(tw, w - x0)
+                    wt = weights[:hh, :ww]
+                    acc[:, y0 - buf0 : y0 - buf0 + hh, x0 : x0 + ww] += p[:, :hh, :ww] * wt
+                    wsum[y0 - buf0 : y0 - buf0 + hh, x0 : x0 + ww] += wt
+                done += len(probs)
+                if progress is not None:
+                    progress(done, grid.n_tiles)
+            nxt = grid.rows[ri + 1] if ri + 1 < len(grid.rows) else grid.height
+            n_final = nxt - buf0
+            io.write(buf0, (acc[:, :n_final] / wsum[None, :n_final]).astype(np.float32))
+            acc = np.roll(acc, -n_final, axis=1)
+            wsum = np.roll(wsum, -n_final, axis=0)
+            acc[:, th - n_final :] = 0.0
+            wsum[th - n_final :] = 0.0
+            buf0 = nxt
 
 
 # ---------------------------------------------------------------------------- exact tiling
@@ -327,25 +391,43 @@ def run_exact(
 
     Same calls as :func:`run_tiled`: ``read_rows(y0, y1)`` gives the input ``[C, y1 - y0,
     width]``, ``write_rows(y0, probs)`` receives ``[K, rows, width]`` for rows ``y0 ..
-    y0 + rows``, in order and each row once. Memory: one strip of ``tile_h`` input rows and
-    the kept rows' ``K x rows x width`` probabilities.
+    y0 + rows``, in order and each row once (both in :class:`StripIO`'s thread). Memory: two
+    strips of ``tile_h`` input rows and the kept rows' ``K x rows x width`` probabilities of
+    the rows waiting to be written.
     """
-    th, tw = grid.tile_h, grid.tile_w
+    th = grid.tile_h
     wp = _round_up(grid.width, grid.multiple)
     done = 0
-    for rw in grid.rows:
-        strip = read_rows(rw.start, min(rw.start + th, grid.height))
-        strip = _pad_axis(_pad_axis(strip, 1, th, grid.edge_mode), 2, wp, grid.edge_mode)
-        y0, y1 = rw.keep
-        out = np.empty((n_classes, y1 - y0, grid.width), dtype=np.float32)
-        for b in range(0, len(grid.cols), batch_size):
-            cols = grid.cols[b : b + batch_size]
-            tiles = np.stack([strip[:, :, c.start : c.start + tw] for c in cols])
-            probs = predict(tiles)
-            for p, c in zip(probs, cols, strict=True):
-                x0, x1 = c.keep
-                out[:, :, x0:x1] = p[:, y0 - rw.start : y1 - rw.start, x0 - c.start : x1 - c.start]
-            done += len(cols)
-            if progress is not None:
-                progress(done, grid.n_tiles)
-        write_rows(y0, out)
+    spans = [(rw.start, min(rw.start + th, grid.height)) for rw in grid.rows]
+    with StripIO(read_rows, write_rows, spans) as io:
+        for rw in grid.rows:
+            done = _exact_strip(io, rw, grid, n_classes, wp, predict, batch_size, done, progress)
+
+
+def _exact_strip(
+    io: StripIO,
+    rw: AxisWindow,
+    grid: ExactGrid,
+    n_classes: int,
+    wp: int,
+    predict: Predict,
+    batch_size: int,
+    done: int,
+    progress: Callable[[int, int], None] | None,
+) -> int:
+    """One row of exact tiles: their kept centres queued for writing; the tiles done so far."""
+    th, tw = grid.tile_h, grid.tile_w
+    strip = _pad_axis(_pad_axis(io.strip(), 1, th, grid.edge_mode), 2, wp, grid.edge_mode)
+    y0, y1 = rw.keep
+    out = np.empty((n_classes, y1 - y0, grid.width), dtype=np.float32)
+    for b in range(0, len(grid.cols), batch_size):
+        cols = grid.cols[b : b + batch_size]
+        probs = predict(np.stack([strip[:, :, c.start : c.start + tw] for c in cols]))
+        for p, c in zip(probs, cols, strict=True):
+            x0, x1 = c.keep
+            out[:, :, x0:x1] = p[:, y0 - rw.start : y1 - rw.start, x0 - c.start : x1 - c.start]
+        done += len(cols)
+        if progress is not None:
+            progress(done, grid.n_tiles)
+    io.write(y0, out)
+    return done

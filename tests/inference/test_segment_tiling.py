@@ -319,3 +319,51 @@ def test_cli_exact_tiling_refuses_a_small_tile(
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--tile 32 is too small for --tiling exact" in err
     assert not out.exists()
+
+
+def test_strip_io_reads_ahead_writes_behind_in_order_and_reports_errors() -> None:
+    """Reads and writes run in one background thread in call order; a failure is raised in
+    the caller, and the work queued behind it is dropped."""
+    import threading
+
+    from climdl.inference.segment_tiling import StripIO
+
+    calls: list[tuple[str, int, str]] = []
+
+    def read(y0: int, y1: int) -> np.ndarray:
+        calls.append(("read", y0, threading.current_thread().name))
+        return np.full((1, y1 - y0, 2), float(y0))
+
+    def write(y0: int, probs: np.ndarray) -> None:
+        calls.append(("write", y0, threading.current_thread().name))
+
+    spans = [(0, 4), (4, 8), (8, 10)]
+    with StripIO(read, write, spans) as io:
+        for y0, _ in spans:
+            assert io.strip()[0, 0, 0] == y0
+            io.write(y0, np.zeros((1, 1, 2)))
+    assert [(k, y) for k, y, _ in calls] == [
+        ("read", 0),
+        ("read", 4),
+        ("write", 0),
+        ("read", 8),
+        ("write", 4),
+        ("write", 8),
+    ]
+    assert {t for _, _, t in calls} != {threading.current_thread().name}  # not the caller's
+
+    def bad_read(y0: int, y1: int) -> np.ndarray:
+        if y0 == 4:
+            raise OSError("disk read error")
+        return np.zeros((1, y1 - y0, 2))
+
+    with pytest.raises(OSError, match="disk read error"), StripIO(bad_read, write, spans) as io:
+        io.strip()
+        io.strip()
+
+    def bad_write(y0: int, probs: np.ndarray) -> None:
+        raise OSError("No space left on device")
+
+    with pytest.raises(OSError, match="No space"), StripIO(read, bad_write, spans[:1]) as io:
+        io.strip()
+        io.write(0, np.zeros((1, 1, 2)))
