@@ -14,6 +14,23 @@ from tests.argv import train_argv
 from tests.paths import CONFIGS
 
 
+@pytest.fixture
+def offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The test runs offline: sockets refuse to connect and cartopy's downloaders raise (use
+    with ``pytestmark = pytest.mark.usefixtures("offline")``)."""
+    import socket
+
+    import cartopy.io
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("network access attempted")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(cartopy.io.Downloader, "acquire_resource", refuse)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """GPU tests skip where there is no CUDA device."""
     if torch.cuda.is_available():

@@ -44,6 +44,7 @@ from dask.delayed import Delayed
 
 from climdl.errors import DataError
 from climdl.evaluation import _reduce, _time
+from climdl.evaluation.spectra import spectrum_pair
 
 log = logging.getLogger(__name__)
 
@@ -130,10 +131,7 @@ def ralsd(psd_truth: xr.DataArray | np.ndarray, psd_pred: xr.DataArray | np.ndar
     Raises:
         DataError: the spectra have different lengths.
     """
-    a = np.asarray(psd_truth, dtype=np.float64)
-    b = np.asarray(psd_pred, dtype=np.float64)
-    if a.shape != b.shape:
-        raise DataError(f"spectra of different lengths ({a.size}, {b.size}); use one grid.")
+    a, b = spectrum_pair(psd_truth, psd_pred)
     ratio = a / np.maximum(b, _FLOOR)
     return float(np.mean((10.0 * np.log10(np.maximum(ratio, _FLOOR))) ** 2))
 

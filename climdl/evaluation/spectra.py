@@ -221,6 +221,17 @@ def psd(
     return out
 
 
+def spectrum_pair(
+    psd_truth: xr.DataArray | np.ndarray, psd_pred: xr.DataArray | np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Two spectra as float64 arrays; DataError when their lengths differ (other grids)."""
+    a = np.asarray(psd_truth, dtype=np.float64)
+    b = np.asarray(psd_pred, dtype=np.float64)
+    if a.shape != b.shape:
+        raise DataError(f"spectra of different lengths ({a.size}, {b.size}); use one grid.")
+    return a, b
+
+
 def ralsd(
     psd_truth: xr.DataArray | np.ndarray,
     psd_pred: xr.DataArray | np.ndarray,
@@ -242,10 +253,7 @@ def ralsd(
     Raises:
         DataError: the spectra have different lengths.
     """
-    a = np.asarray(psd_truth, dtype=np.float64)
-    b = np.asarray(psd_pred, dtype=np.float64)
-    if a.shape != b.shape:
-        raise DataError(f"spectra of different lengths ({a.size}, {b.size}); use one grid.")
+    a, b = spectrum_pair(psd_truth, psd_pred)
     ok = np.isfinite(a) & np.isfinite(b) & (a > 0) & (b > 0)
     if not ok.any():
         return float("nan")

@@ -17,10 +17,8 @@ import io
 import json
 import math
 import shutil
-import socket
 import subprocess
 from pathlib import Path
-from typing import Any
 
 import cftime
 import numpy as np
@@ -41,15 +39,7 @@ OSTIA = SAMPLE / "ostia_monthly.nc"
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Everything runs offline: the sample files are local, nothing is fetched."""
-
-    def refuse(*args: Any, **kwargs: Any) -> None:
-        raise AssertionError("network access attempted")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
+pytestmark = pytest.mark.usefixtures("offline")  # the sample files are local, nothing is fetched
 
 
 def _raw(path: Path) -> xr.Dataset:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -13,18 +12,7 @@ import pytest
 from climdl.cli import main
 from climdl.data.grids import target_grid
 
-
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The command runs offline: sockets and cartopy's downloaders refuse."""
-    import cartopy.io
-
-    def refuse(*args: Any, **kwargs: Any) -> None:
-        raise AssertionError("network access attempted")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(cartopy.io.Downloader, "acquire_resource", refuse)
+pytestmark = pytest.mark.usefixtures("offline")  # sockets and cartopy downloads refuse
 
 
 def _write(

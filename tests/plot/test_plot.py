@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,10 +31,11 @@ ALPS_GM = dict(target_grid("ALPS")["Lambert_Conformal"].attrs)
 
 @pytest.fixture(autouse=True)
 def no_network(
-    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+    offline: None, monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Path]:
-    """Every test runs offline: sockets refuse to connect, cartopy's downloaders raise, and
-    cartopy's data folders point to an empty directory that must stay empty."""
+    """Every test runs offline (the ``offline`` fixture: sockets and cartopy's downloaders
+    refuse), cartopy cannot even name a download, and its data folders point to an empty
+    directory that must stay empty."""
     import cartopy
     import cartopy.io
     from cartopy.mpl.geoaxes import GeoAxes
@@ -43,10 +43,6 @@ def no_network(
     def refuse(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("network access attempted")
 
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(cartopy.io.Downloader, "acquire_resource", refuse)
     monkeypatch.setattr(cartopy.io.Downloader, "path", refuse)
     monkeypatch.setattr(GeoAxes, "coastlines", refuse)  # it would download Natural Earth
     empty = tmp_path_factory.mktemp("cartopy_data")
