@@ -363,15 +363,24 @@ def cut_bbox(ds: xr.Dataset, bbox: Sequence[float], *, where: str) -> xr.Dataset
     lat = np.asarray(ds["lat"].values, dtype=float)
     lon = np.asarray(ds["lon"].values, dtype=float)
     width = (lon_max - lon_min) % 360.0 or (360.0 if lon_max != lon_min else 0.0)
-    east = np.mod(lon - lon_min, 360.0)  # degrees east of lon_min
-    in_lon = east <= width + 1e-9
-    in_lat = (lat >= lat_min - 1e-9) & (lat <= lat_max + 1e-9)
+    tol = 1e-6  # degrees: centres stored in float32 on the bbox's edge still count
+    east = np.mod(lon - lon_min + tol, 360.0) - tol  # degrees east of lon_min
+    in_lon = east <= width + tol
+    in_lat = (lat >= lat_min - tol) & (lat <= lat_max + tol)
     sel: dict[Hashable, np.ndarray | slice] = {}
     if lat.ndim == 1:
         rows = np.flatnonzero(in_lat)
         cols = np.flatnonzero(in_lon)
         cols = cols[np.argsort(east[cols], kind="stable")]
-        sel = {ds["lat"].dims[0]: rows, ds["lon"].dims[0]: cols}
+        if rows.size and cols.size:
+            sel = {ds["lat"].dims[0]: slice(int(rows[0]), int(rows[-1]) + 1)}
+            contiguous = bool(np.all(np.diff(cols) == 1))
+            sel[ds["lon"].dims[0]] = slice(int(cols[0]), int(cols[-1]) + 1) if contiguous else cols
+            if not contiguous:  # across the grid's seam: longitudes continue from lon_min
+                out = ds.isel(sel)
+                return out.assign_coords(
+                    lon=out["lon"].copy(data=(lon_min + east[cols]).astype(out["lon"].dtype))
+                )
     else:
         inside = in_lat & in_lon
         rows = np.flatnonzero(inside.any(axis=1))

@@ -36,7 +36,11 @@ from climdl.data.variables import (
 )
 from climdl.errors import DataError
 
-__all__ = ["open_dataset"]
+__all__ = ["check_bbox_values", "open_dataset"]
+
+#: A bbox's four numbers, checked (lon_min, lon_max, lat_min, lat_max): for the command lines
+#: that take ``--bbox`` and refuse a malformed one before any work.
+check_bbox_values = _coords.check_bbox_values
 
 log = logging.getLogger(__name__)
 

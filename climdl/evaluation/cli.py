@@ -201,7 +201,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         check_sensitivity_file(args.sensitivity)
     thresholds = Thresholds(args.summer_threshold, args.wet_threshold).check()
     if args.bbox is not None:
-        from climdl.data._coords import check_bbox_values
+        from climdl.data.reader import check_bbox_values
 
         check_bbox_values(args.bbox)
     check_out_dir(args.out, args.overwrite)

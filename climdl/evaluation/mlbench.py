@@ -27,7 +27,8 @@ implementation, not a copy) and reported beside climdl's, labelled as the benchm
   memory (sorted float32 copies: 8 bytes per value), so it is left out, with a warning, above
   :data:`EXACT_W1_MAX_VALUES` values.
 
-Seasons select the same days as the benchmark's ``time.season`` filter. As in the benchmark's
+Seasons select the same days as the benchmark's ``time.season`` filter. For an ensemble, as for
+every row, climdl reports the mean over the members of each member's value. As in the benchmark's
 code, the prediction is taken as it is for the spectrum and the Wasserstein distance (climdl's
 own diagnostics mask it where the truth is missing): where the truth has gaps (a sea mask) and the
 prediction has values, both count, the truth's gaps as 0.
@@ -150,12 +151,14 @@ def _sorted_values(da: xr.DataArray) -> np.ndarray:
     out = np.empty(da.size, dtype=np.float32)
     per_day = max(1, da.size // max(da.shape[0], 1))
     step = max(1, (16 << 20) // per_day)  # ~64 MB of float32 per read
-    with dask.config.set(scheduler="synchronous"):  # inside a task: no nested thread pool
-        for start in range(0, da.shape[0], step):
-            block = np.asarray(da.isel(time=slice(start, start + step)).values, dtype=np.float32)
-            out[start * per_day : start * per_day + block.size] = np.nan_to_num(
-                block.ravel(), nan=0.0
-            )
+    for start in range(0, da.shape[0], step):
+        part = da.isel(time=slice(start, start + step))
+        # inside a Dask task: computed in this thread (no nested pool, no global setting)
+        values = part.compute(scheduler="synchronous").values
+        block = np.asarray(values, dtype=np.float32).ravel()
+        out[start * per_day : start * per_day + block.size] = np.nan_to_num(
+            block, nan=0.0, posinf=np.inf, neginf=-np.inf
+        )
     out.sort()
     return out
 

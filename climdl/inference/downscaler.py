@@ -193,7 +193,8 @@ def downscale(
             emulators only. None: the whole grid.
         channels_last: NHWC network weights. None: on the CPU (oneDNN's convolutions run
             natively in NHWC: the sample UNet's forward takes ~0.6x the time) and on CUDA in
-            bf16/16; the values agree with NCHW to rounding (part of what ``resume`` checks).
+            bf16/16; the values agree with NCHW to rounding (a kernel choice, like the device:
+            a run may be resumed with the other layout).
 
     Returns:
         The predictions (reopened lazily from the file when one was written), where they are,

@@ -108,7 +108,8 @@ class EmulatorSet:
         self.output = output
         self.members: list[Emulator] = []
         # the provenance hashes run beside the loading: hashlib works without the GIL
-        with ThreadPoolExecutor(max_workers=1) as hasher:
+        hasher = ThreadPoolExecutor(max_workers=1)
+        try:
             hashes = [hasher.submit(sha256_file, Path(p)) for p in checkpoints]
             for p, digest in zip(checkpoints, hashes, strict=True):
                 path = Path(p)
@@ -118,6 +119,8 @@ class EmulatorSet:
                 if channels_last:
                     to_channels_last(task)
                 self.members.append(Emulator(task, path, digest.result(), experiment))
+        finally:  # a refused checkpoint does not wait for the others' hashes
+            hasher.shutdown(wait=True, cancel_futures=True)
         seen: dict[str, Path] = {}
         for m in self.members:
             for t in m.targets:

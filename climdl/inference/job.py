@@ -251,7 +251,6 @@ class Job:
             "output": c.emulator_output,
             "precision": c.precision,
             "batch_size": self.batch_size,
-            "channels_last": self.channels_last,
         }
 
     def read(self, i: int) -> tuple[np.ndarray, xr.DataArray]:

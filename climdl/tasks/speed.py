@@ -157,7 +157,7 @@ def use_channels_last(device: torch.device, precision: str, asked: bool | None =
         return asked
     if device.type == "cpu":
         return True
-    return device.type == "cuda" and precision.startswith(("bf16", "16"))
+    return device.type == "cuda" and precision.startswith(("bf16", "16", "fp16"))
 
 
 def to_channels_last(module: nn.Module) -> nn.Module:

@@ -55,6 +55,13 @@ class _CLI(LightningCLI):
         parser.add_argument(
             "--compile", type=bool, default=False, help="torch.compile the network (else eager)"
         )
+        parser.add_argument(
+            "--channels_last",
+            type=bool | None,
+            default=None,
+            help="NHWC network weights, true or false (default: on the CPU and on GPUs in "
+            "bf16/16, on one device and under ddp)",
+        )
 
 
 @contextlib.contextmanager
@@ -189,7 +196,11 @@ def run_train(argv: Sequence[str]) -> int:
                 f"climdl.tasks.generative.GenerativeDownscalingTask or "
                 f"climdl.tasks.segmentation.SegmentationTask, got {type(model).__name__}."
             )
-        model.speed = dataclasses.replace(model.speed, compile=bool(cli.config.get("compile")))
+        model.speed = dataclasses.replace(
+            model.speed,
+            compile=bool(cli.config.get("compile")),
+            channels_last=cli.config.get("channels_last"),
+        )
         # every checkpoint Lightning loads (given, 'last', hpc, the best one re-validated) is
         # checked first and read with weights_only: a crafted file runs no code
         guard_checkpoint_loads(trainer.strategy)

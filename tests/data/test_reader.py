@@ -482,6 +482,25 @@ def test_bbox_cuts_before_reading(tmp_path: Path) -> None:
             open_dataset(tmp_path / "not_opened.nc", bbox=bad)  # refused before any file
 
 
+def test_bbox_across_the_seam_of_a_global_grid(tmp_path: Path) -> None:
+    """A global grid is kept on -180..180; a bbox across 180 gives continuous longitudes."""
+    lon = np.arange(-179.5, 180.0, 1.0)
+    lat = np.array([-1.5, -0.5, 0.5, 1.5])
+    values = np.broadcast_to(lon, (6, 4, lon.size)).astype("f8")  # each cell holds its longitude
+    p = write(
+        tmp_path / "g.nc",
+        {"tas": (TLL, 250.0 + np.mod(values, 360.0) / 10, {"units": "K"})},
+        lat=lat,
+        lon=lon,
+    )
+    ds = open_dataset(p, bbox=(170.0, -170.0, -1.0, 1.0))
+    np.testing.assert_allclose(ds.lon.values, np.arange(170.5, 190.0, 1.0))
+    np.testing.assert_array_equal(ds.lat.values, [-0.5, 0.5])
+    np.testing.assert_allclose(  # the values followed their longitudes across the seam
+        ds.tas.values[0, 0], 250.0 + np.mod(np.arange(170.5, 190.0, 1.0), 360.0) / 10, rtol=1e-6
+    )
+
+
 def test_bbox_not_covered(tmp_path: Path) -> None:
     p = write(tmp_path / "b.nc", {"tas": (TLL, 280.0, {"units": "K"})})
     open_dataset(p, bbox=(5.0, 9.0, 44.0, 47.0))

@@ -39,9 +39,11 @@ def _cut(schedule: str, before: str) -> list[str]:
 def accumulated(
     sample_cache: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[Path, dict[str, Any]]:
-    """One process, 4 micro-batches of 4 accumulated per step, 2 epochs of 3 steps."""
+    """One process, 4 micro-batches of 4 accumulated per step, 2 epochs of 3 steps; NCHW
+    weights like the pipeline's stages (compared to 1e-5: the layouts' kernels round apart)."""
     folder = tmp_path_factory.mktemp("accumulated")
     accumulate = ["--trainer.accumulate_grad_batches", "4", "--trainer.limit_train_batches", "12"]
+    accumulate += ["--channels_last", "false"]
     options = run_options(4, 2, *accumulate, devices=1)
     return train_and_probe(folder, "ref", sample_cache, [strategy_config("ddp")], *options)
 
