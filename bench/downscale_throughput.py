@@ -34,6 +34,8 @@ import numpy as np
 import torch
 from _memory import peak_rss_bytes
 
+from climdl.inference.cli import CHANNELS_LAST_CHOICES
+
 MODEL = {
     "base_filters": 16,
     "max_filters": 128,
@@ -105,7 +107,7 @@ def child(args: argparse.Namespace) -> None:
         from climdl.data.forcing import day_of_year_features
 
         task = load_emulator(ckpt).to(dev)
-        if use_channels_last(dev, args.precision, _asked(args.channels_last)):
+        if use_channels_last(dev, args.precision, CHANNELS_LAST_CHOICES[args.channels_last]):
             task = task.to(memory_format=torch.channels_last)
         ds = xr.open_dataset(inputs, use_cftime=True)
         x = torch.from_numpy(
@@ -140,7 +142,7 @@ def child(args: argparse.Namespace) -> None:
             precision=args.precision,
             batch_size=args.batch_size,
             overwrite=True,
-            channels_last=_asked(args.channels_last),
+            channels_last=CHANNELS_LAST_CHOICES[args.channels_last],
         )
         out["pipeline_s"] = time.perf_counter() - t0
         out["start_s"] = float(res.extra.get("start_seconds", 0.0))
@@ -151,10 +153,6 @@ def child(args: argparse.Namespace) -> None:
     if dev.type == "cuda":
         out["peak_gpu_gb"] = torch.cuda.max_memory_allocated() / 1e9
     print(json.dumps(out))
-
-
-def _asked(choice: str) -> bool | None:
-    return None if choice == "auto" else choice == "true"
 
 
 def run_child(folder: Path, years: int, bare: bool, args: argparse.Namespace) -> dict[str, float]:
@@ -192,7 +190,7 @@ def main() -> None:
     p.add_argument(
         "--channels-last",
         default="auto",
-        choices=["auto", "true", "false"],
+        choices=list(CHANNELS_LAST_CHOICES),
         help="NHWC weights on both sides (auto: as downscale decides for the device)",
     )
     p.add_argument("--repeats", type=int, default=3, help="runs of each (the best is kept)")
@@ -209,7 +207,7 @@ def main() -> None:
     os.environ.setdefault("CLIMDL_CACHE", str(folder / "cache"))
     make_checkpoint(folder)
     layout = use_channels_last(
-        torch.device(args.device), args.precision, _asked(args.channels_last)
+        torch.device(args.device), args.precision, CHANNELS_LAST_CHOICES[args.channels_last]
     )
     print(
         f"device {args.device}, precision {args.precision}, batch {args.batch_size}, "

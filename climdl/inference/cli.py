@@ -7,6 +7,10 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+#: The ``--channels-last`` choices of ``downscale`` and ``segment``, and the ``channels_last``
+#: each passes on (None: :func:`climdl.tasks.speed.use_channels_last` decides).
+CHANNELS_LAST_CHOICES: dict[str, bool | None] = {"auto": None, "true": True, "false": False}
+
 
 def register(sub: Any) -> None:
     """Add the ``downscale`` subcommand."""
@@ -126,7 +130,7 @@ def register(sub: Any) -> None:
     run.add_argument(
         "--channels-last",
         default="auto",
-        choices=["auto", "true", "false"],
+        choices=list(CHANNELS_LAST_CHOICES),
         help="NHWC network weights: auto (default) uses them on the CPU, where the "
         "convolutions run ~1.7x faster, and on CUDA in bf16/16; the values agree to rounding",
     )
@@ -231,7 +235,7 @@ def _cmd_downscale(args: argparse.Namespace) -> int:
             seed=args.seed,
             sampler_steps=args.sampler_steps,
             block_rows=args.block_rows,
-            channels_last=None if args.channels_last == "auto" else args.channels_last == "true",
+            channels_last=CHANNELS_LAST_CHOICES[args.channels_last],
         )
     if res.rank != 0:
         return 0

@@ -10,6 +10,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from climdl.inference.cli import CHANNELS_LAST_CHOICES
+
 
 def register(sub: Any) -> None:
     """Add the ``segment`` subcommand."""
@@ -78,7 +80,7 @@ def register(sub: Any) -> None:
     g.add_argument(
         "--channels-last",
         default="auto",
-        choices=["auto", "true", "false"],
+        choices=list(CHANNELS_LAST_CHOICES),
         help="NHWC network weights: auto (default) uses them on the CPU, where the "
         "convolutions run ~1.8x faster; the values agree to rounding",
     )
@@ -122,7 +124,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
             device=args.device,
             overwrite=args.overwrite,
             progress=lambda d, t: bar.update(task, completed=d, total=t),
-            channels_last=None if args.channels_last == "auto" else args.channels_last == "true",
+            channels_last=CHANNELS_LAST_CHOICES[args.channels_last],
         )
     shares = ", ".join(f"{c} {100 * f:.1f}%" for c, f in res.class_fractions.items())
     console.print(
