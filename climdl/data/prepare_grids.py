@@ -1,6 +1,7 @@
 """The grids of ``climdl prepare``: the fine grid of the input, and the coarse grid to fill.
 
-:func:`fine_grid` recognises a regular lat/lon or a projected x/y grid with a CF grid mapping;
+:func:`fine_grid` recognises a regular lat/lon, a projected x/y or a rotated-pole rlat/rlon grid
+with a CF grid mapping;
 :func:`resolve_coarse_grid` turns a domain name, ``covered[:STEP]``, a file or a Dataset into a
 coarse lat/lon grid; :func:`covered_coarse_grid` finds the largest regular grid whose cells lie
 wholly inside the fine domain (the ALPS Lambert domain does not cover its predictor box).
@@ -23,27 +24,37 @@ from climdl.data.grids import DOMAINS
 from climdl.data.grids import coarse_grid as domain_coarse_grid
 from climdl.errors import ConfigError, DataError
 from climdl.preprocess import LatLonGrid, ProjectedGrid
+from climdl.preprocess.grids import RotatedGrid
 
-__all__ = ["covered_coarse_grid", "fine_grid", "resolve_coarse_grid"]
+__all__ = ["FineGrid", "covered_coarse_grid", "fine_grid", "resolve_coarse_grid"]
 
 
-def fine_grid(ds: xr.Dataset) -> tuple[LatLonGrid | ProjectedGrid, tuple[str, str]]:
+FineGrid = LatLonGrid | ProjectedGrid | RotatedGrid
+"""The fine grids ``climdl prepare`` upscales conservatively."""
+
+
+def fine_grid(ds: xr.Dataset) -> tuple[FineGrid, tuple[str, str]]:
     """The fine grid of a reader dataset and its (y, x) dimension names.
 
     Projected grids (1-D ``projection_x/y_coordinate`` axes and a CF grid-mapping variable,
-    e.g. Lambert) and regular lat/lon grids (1-D ``lat``/``lon``) are supported.
+    e.g. Lambert), rotated-pole grids (1-D ``grid_latitude``/``grid_longitude`` axes and a
+    ``rotated_latitude_longitude`` mapping, e.g. EURO-CORDEX EUR-11) and regular lat/lon grids
+    (1-D ``lat``/``lon``) are supported.
     """
     axes = {ds[c].attrs.get("standard_name"): c for c in ds.coords if ds[c].ndim == 1}
     if "projection_x_coordinate" in axes and "projection_y_coordinate" in axes:
         ydim = str(ds[axes["projection_y_coordinate"]].dims[0])
         xdim = str(ds[axes["projection_x_coordinate"]].dims[0])
         return ProjectedGrid.from_dataset(ds), (ydim, xdim)
+    if "grid_longitude" in axes and "grid_latitude" in axes:
+        ydim = str(ds[axes["grid_latitude"]].dims[0])
+        xdim = str(ds[axes["grid_longitude"]].dims[0])
+        return RotatedGrid.from_dataset(ds), (ydim, xdim)
     if "lat" in ds.dims and "lon" in ds.dims:
         return LatLonGrid.from_centres(ds["lat"].values, ds["lon"].values), ("lat", "lon")
     raise DataError(
-        "the fine fields are neither on a regular lat/lon grid nor on a projected x/y grid with "
-        "a CF grid mapping (rotated-pole and curvilinear grids are not supported by prepare); "
-        "remap them to one of those first."
+        "the fine fields are on none of the grids prepare supports (regular lat/lon, projected "
+        "x/y or rotated-pole rlat/rlon with a CF grid mapping); remap them to one of those first."
     )
 
 
@@ -105,7 +116,7 @@ def _aligned_edges(lo: float, hi: float, offset: float, step: float) -> np.ndarr
 
 
 def _domain_test(
-    grid: LatLonGrid | ProjectedGrid,
+    grid: FineGrid,
 ) -> tuple[
     Callable[[np.ndarray, np.ndarray], np.ndarray], tuple[float, float], tuple[float, float]
 ]:
@@ -119,6 +130,11 @@ def _domain_test(
             return in_lat & (lon >= lon_b[0] - tol) & (lon <= lon_b[1] + tol)
 
         return inside_ll, (lat_b[0], lat_b[1]), (lon_b[0], lon_b[1])
+    if isinstance(grid, RotatedGrid):
+        ring_lon, ring_lat = grid.outline()
+        origin = lon_origin(ring_lon)
+        ring_lon = origin + np.mod(ring_lon - origin, 360.0)
+        return grid.contains, (ring_lat.min(), ring_lat.max()), (ring_lon.min(), ring_lon.max())
     (x0, x1), (y0, y1) = np.sort(grid.x_bounds[[0, -1]]), np.sort(grid.y_bounds[[0, -1]])
     t = np.linspace(0.0, 1.0, 257)
     ones = np.ones_like(t)
@@ -142,7 +158,8 @@ def covered_coarse_grid(fine: xr.Dataset, step: float = 2.0, samples: int = 16) 
 
     Candidate grids aligned at quarter-steps are tested on ``samples`` points per cell side
     (edges included) against the fine grid's outer cell edges (x/y for projected grids,
-    lat/lon for regular ones); the one with most cells wins. Returns coordinates with CF
+    rotated lon/lat for rotated-pole ones, lat/lon for regular ones); the one with most cells
+    wins. Returns coordinates with CF
     bounds, like :func:`climdl.data.grids.coarse_grid`.
     """
     grid, _ = fine_grid(fine)

@@ -16,6 +16,10 @@ its period (``--years``). The test periods exist for the training GCM and the tr
 whose RCM run uses another calendar. Values come from :mod:`climdl.data.synthetic`: plausible
 physics, not real data, and no claim about skill on real data can rest on them.
 
+``EUR12-ROT`` writes the same layout on a 128 x 128 window of the EURO-CORDEX EUR-11 rotated-pole
+grid around the Alps (``rlat``/``rlon`` axes, 2-D ``lat``/``lon`` and a ``crs`` grid mapping, as
+CORDEX files hold them), with ALPS's climate and predictor grid.
+
 ``size`` (``--size``) 256 or 512 writes the widened ALPS domain of that many 12.5 km cells a
 side (for domain parallelism) under its own folder name, ``ALPS256`` or ``ALPS512``, so it
 never mixes with the benchmark-sized sample; the default (128) writes the benchmark's grid.
@@ -152,7 +156,15 @@ _Job = tuple[Path, Callable[[], xr.Dataset], dict[str, int], set[tuple[str, int]
 
 
 def _grid_text(climate: SyntheticClimate) -> str:
-    """README lines on a widened domain's grids (nothing for the benchmark grid)."""
+    """README lines on a rotated or widened domain's grids (nothing for the benchmark grids)."""
+    window = climate.spec.rotated
+    if window is not None:
+        return (
+            f"\n{climate.name}: {window.size} x {window.size} target cells of {window.step:g} "
+            f"degrees on a rotated pole\n(grid_north_pole_latitude {window.pole_lat:g}, "
+            f"grid_north_pole_longitude {window.pole_lon:g}), a window of the {window.parent}.\n"
+            "Its climate and predictor grid are ALPS's.\n"
+        )
     if climate.size == BENCHMARK_SIZE:
         return ""
     ny, nx = climate.target.lat.shape
@@ -416,7 +428,8 @@ def write_sample(
 
     Args:
         out_dir: the folder the benchmark tree is written under.
-        domain: ``ALPS`` or ``SA``; a sized folder name such as ``ALPS512`` also works.
+        domain: ``ALPS``, ``SA`` or ``EUR12-ROT`` (the EURO-CORDEX rotated-pole window around
+            the Alps); a sized folder name such as ``ALPS512`` also works.
         years: years per period (at least 1).
         seed: the random seed (same seed, same files).
         overwrite: replace existing files.

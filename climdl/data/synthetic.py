@@ -18,6 +18,10 @@ Each calendar year is generated from its own random stream with a one-year spin-
 year is reproducible on its own and overlapping files (ESD and hist+future training, end
 century test) hold identical days, as they would from one RCM run.
 
+Rotated pole. ``EUR12-ROT`` is a 128 x 128 window around the Alps of the EURO-CORDEX EUR-11
+rotated-pole grid (:func:`~climdl.data.grids.rotated_target_grid`); its climate is ALPS's (same
+orography, climatology and 2-degree predictor box), evaluated at the rotated grid's true lat/lon.
+
 Sizes. The default target grid is the benchmark's own 128 x 128 grid. For domain parallelism,
 ``size`` 256 or 512 widens the ALPS domain (:func:`~climdl.data.sample_grids.wide_target_grid`): the same 12.5 km EUR-11
 Lambert projection and spacing, centred where the benchmark grid is, 3200 km or 6400 km a side
@@ -111,7 +115,7 @@ class SyntheticClimate:
     """Deterministic synthetic atmosphere and surface climate for one domain and seed.
 
     Args:
-        domain: ``ALPS`` or ``SA`` (or a sized name such as ``ALPS512``).
+        domain: ``ALPS``, ``SA``, ``EUR12-ROT`` (or a sized name such as ``ALPS512``).
         seed: the random seed.
         size: cells per side of the target grid: 128 (default, the benchmark grid), or 256 and
             512 for the widened ALPS domain (see the module's docstring).
@@ -170,7 +174,7 @@ class SyntheticClimate:
     def orography(self) -> np.ndarray:
         """Surface altitude (m) on the target grid."""
         return synthetic_orography(
-            self.spec.name, self.target.lat.values * np.ones_like(self._tlon), self._tlon
+            self.spec.physics, self.target.lat.values * np.ones_like(self._tlon), self._tlon
         )
 
     @cached_property
@@ -285,14 +289,14 @@ class SyntheticClimate:
         season = self._season(doy)[:, None].astype(np.float32)
         dT = (warming(yr) * run.sensitivity)[:, None].astype(np.float32)
         latf = lat.ravel()[None, :].astype(np.float32)
-        cfg = {"ALPS": (276.0, -0.6, 9.0), "SA": (285.0, 0.45, 5.0)}[self.spec.name]
+        cfg = {"ALPS": (276.0, -0.6, 9.0), "SA": (285.0, 0.45, 5.0)}[self.spec.physics]
         t850_clim = cfg[0] + cfg[1] * (latf - self.lat_c) + cfg[2] * season
         t_shared = A["temp"] @ self._basis(where, "temp") * 3.0
         psi = A["psi"] @ self._basis(where, "psi")
         psi_dx = A["psi"] @ self._basis(where, "psi", "x")
         psi_dy = A["psi"] @ self._basis(where, "psi", "y")
         rh_anom = A["rh"] @ self._basis(where, "rh")
-        moist_season = {"ALPS": -0.25, "SA": 0.45}[self.spec.name] * season
+        moist_season = {"ALPS": -0.25, "SA": 0.45}[self.spec.physics] * season
         rh = 0.12 + 0.83 / (1.0 + np.exp(-(1.2 * rh_anom - 0.8 * psi + moist_season + 0.2)))
         out: dict[str, np.ndarray] = {
             "rh": rh.reshape(shape),

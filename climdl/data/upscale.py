@@ -21,13 +21,11 @@ from torch import Tensor
 
 from climdl.data._prepare_io import CoarseGrid
 from climdl.data.files import PathArg, describe
-from climdl.data.prepare_grids import fine_grid
+from climdl.data.prepare_grids import FineGrid, fine_grid
 from climdl.data.reader import open_dataset
 from climdl.data.units import check_plausible, value_range
 from climdl.errors import ConfigError, DataError
 from climdl.preprocess import (
-    LatLonGrid,
-    ProjectedGrid,
     RegridWeights,
     StreamingStats,
     apply_regrid,
@@ -70,7 +68,7 @@ def day_text(d: object) -> str:
 
 def open_fine(
     files: Sequence[PathArg], variables: Sequence[str] | None, chunk_days: int
-) -> tuple[xr.Dataset, LatLonGrid | ProjectedGrid, tuple[str, str], list[str]]:
+) -> tuple[xr.Dataset, FineGrid, tuple[str, str], list[str]]:
     """The fine dataset, its grid, its (y, x) dimensions and variable names, checked for prepare.
 
     Used by :func:`prepare` and, on a Dask cluster, by every worker, so that both read the same
@@ -136,7 +134,7 @@ class Upscaler:
     def build(
         cls,
         ds: xr.Dataset,
-        src: LatLonGrid | ProjectedGrid,
+        src: FineGrid,
         dims: tuple[str, str],
         names: list[str],
         coarse: CoarseGrid,

@@ -1,6 +1,7 @@
 """Regridding weights built once on the CPU and applied as sparse matmuls on the device.
 
-:func:`conservative_weights` (fine lat/lon or projected grid to a coarse lat/lon grid) and
+:func:`conservative_weights` (fine lat/lon, projected or rotated-pole grid to a coarse lat/lon
+grid) and
 :func:`bilinear_weights` (regular lat/lon grid to arbitrary points) build a
 :class:`RegridWeights` with NumPy/SciPy and cache it in memory; :func:`apply` then remaps a
 tensor on its own device, NaN-aware. :func:`coarsen_blocks` covers integer block averaging
@@ -12,14 +13,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import pyproj
 import scipy.sparse as sp
 import torch
 from numpy.typing import ArrayLike
 from torch import Tensor
 
 from climdl.errors import DataError
-from climdl.preprocess.grids import F64, LatLonGrid, ProjectedGrid, _digest
+from climdl.preprocess.grids import F64, LatLonGrid, ProjectedGrid, RotatedGrid, _digest
 from climdl.preprocess.remap import _CACHE, RegridWeights, apply
 
 __all__ = [
@@ -79,10 +79,19 @@ def _dst_index(dst: LatLonGrid, lon: F64, lat: F64) -> np.ndarray:
     return np.where(ok, j * nx + i, -1)
 
 
-def _projected_conservative(
-    src: ProjectedGrid, dst: LatLonGrid, k: int, samples: int
+SubcellGrid = ProjectedGrid | RotatedGrid
+"""Source grids split into sub-cells for conservative weights (curvilinear in true lon/lat)."""
+
+
+def _subcell_conservative(
+    src: SubcellGrid, dst: LatLonGrid, k: int, samples: int
 ) -> tuple[sp.csr_matrix, F64]:
-    """Sub-cell areas assigned to destination cells by centre; coverage by equal-area sampling."""
+    """Sub-cell areas assigned to destination cells by centre; coverage by equal-area sampling.
+
+    Works for any source whose cells are curvilinear in true lon/lat (projected, rotated pole):
+    each of the k x k sub-cells of a source cell carries its true area on the sphere to the
+    destination cell that holds its centre, so the source area is conserved exactly.
+    """
     ny, nx = src.shape
     rows, cols, vals = [], [], []
     for block, lon, lat, area in src.iter_subcells(k):
@@ -103,7 +112,7 @@ def _projected_conservative(
 
 
 def _sampled_coverage(
-    src: ProjectedGrid, dst: LatLonGrid, samples: int, max_points: int = 2**21
+    src: SubcellGrid, dst: LatLonGrid, samples: int, max_points: int = 2**21
 ) -> F64:
     """Fraction of each destination cell inside the source extent, from samples spread
     uniformly in lon and sin(lat) (equal area on the sphere), a block of rows at a time."""
@@ -111,8 +120,6 @@ def _sampled_coverage(
     s_b = np.sin(np.deg2rad(dst.lat_bounds))
     lat_s = np.rad2deg(np.arcsin(s_b[:-1, None] + np.diff(s_b)[:, None] * f[None, :]))
     lon_s = dst.lon_bounds[:-1, None] + np.diff(dst.lon_bounds)[:, None] * f[None, :]
-    to_xy = pyproj.Transformer.from_crs(src.crs.geodetic_crs, src.crs, always_xy=True)
-    (x0, x1), (y0, y1) = np.sort(src.x_bounds[[0, -1]]), np.sort(src.y_bounds[[0, -1]])
     ny, nx = dst.shape
     step = max(1, max_points // (nx * samples * samples))
     out = []
@@ -121,13 +128,12 @@ def _sampled_coverage(
             lat_s[j : j + step, None, :, None], (lat_s[j : j + step].shape[0], nx, samples, samples)
         )
         lon_g = np.broadcast_to(lon_s[None, :, None, :], lat_g.shape)
-        x, y = (np.asarray(a) for a in to_xy.transform(lon_g, lat_g))
-        out.append(((x >= x0) & (x <= x1) & (y >= y0) & (y <= y1)).mean(axis=(2, 3)))
+        out.append(src.contains(lon_g, lat_g).mean(axis=(2, 3)))
     return np.concatenate(out, axis=0)
 
 
 def conservative_weights(
-    src: LatLonGrid | ProjectedGrid,
+    src: LatLonGrid | ProjectedGrid | RotatedGrid,
     dst: LatLonGrid,
     k: int = 8,
     min_coverage: float | None = 0.999,
@@ -137,20 +143,22 @@ def conservative_weights(
     """Area-conservative weights from a fine source grid to a coarse lat/lon grid.
 
     Lat/lon sources use exact spherical overlap areas, so destination cells that are unions of
-    source cells get exact area-weighted block means. Projected sources are split into k x k
-    sub-cells in their own coordinates; each sub-cell's true area (projected area over the
-    areal scale factor) goes to the destination cell containing its centre; the source area is
-    conserved exactly, while the split along destination edges is off by about one sub-cell
-    strip (ALPS 12.5 km to 2 degrees: <0.25% of a cell's area at k=8, halving as k doubles).
+    source cells get exact area-weighted block means. Projected and rotated-pole sources are
+    split into k x k sub-cells in their own coordinates; each sub-cell's true area (projected
+    area over the areal scale factor; for a rotated pole the exact spherical area in rotated
+    coordinates) goes to the destination cell containing its centre; the source area is
+    conserved exactly (``overlap`` holds the area each destination cell received), while the
+    split along destination edges is off by about one sub-cell strip (ALPS 12.5 km to 2
+    degrees: <0.25% of a cell's area at k=8, halving as k doubles).
     ``coverage`` comes from ``coverage_samples``^2 equal-area samples per destination cell
     tested against the source extent, so fully inside cells read exactly 1. Raises
     :class:`DataError` when some destination cell is covered less than ``min_coverage``
     (``None`` disables the check).
 
     Args:
-        src: the fine source grid (lat/lon or projected).
+        src: the fine source grid (lat/lon, projected or rotated pole).
         dst: the coarse lat/lon destination grid.
-        k: sub-cells per projected source cell and axis.
+        k: sub-cells per projected or rotated source cell and axis.
         min_coverage: least covered fraction allowed for any destination cell; None: no check.
         coverage_samples: samples per destination cell and axis for its coverage.
         cache: reuse (and keep) the weights computed for the same grids in this process.
@@ -168,11 +176,13 @@ def conservative_weights(
         if isinstance(src, LatLonGrid):
             m, cov = _latlon_conservative(src, dst)
         else:
-            m, cov = _projected_conservative(src, dst, k, coverage_samples)
+            m, cov = _subcell_conservative(src, dst, k, coverage_samples)
         m.eliminate_zeros()
         sums = np.asarray(m.sum(axis=1)).ravel()
         m = sp.diags(np.where(sums > 0, 1.0 / np.where(sums > 0, sums, 1.0), 0.0)) @ m
-        weights = RegridWeights(m, src.shape, dst.shape, cov, "conservative")
+        # lat/lon overlaps are areas per R^2: scale to m^2 like the sub-cell areas
+        r2 = src.radius**2 if isinstance(src, LatLonGrid) else 1.0
+        weights = RegridWeights(m, src.shape, dst.shape, cov, "conservative", sums * r2)
         if cache:
             _CACHE[key] = weights
     if min_coverage is not None:

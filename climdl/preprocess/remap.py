@@ -35,6 +35,9 @@ class RegridWeights:
         dst_shape: the destination grid's shape.
         coverage: covered fraction of each destination cell, ``dst_shape`` (or flat).
         method: how the weights were made (``conservative``, ``bilinear``).
+        overlap: for conservative weights, the source area (m^2) each destination cell
+            received, ``dst_shape`` (or flat); ``sum(regridded * overlap)`` is then the source's
+            area integral. None: not known (bilinear weights, weights read from a file).
     """
 
     def __init__(
@@ -44,6 +47,7 @@ class RegridWeights:
         dst_shape: tuple[int, ...],
         coverage: ArrayLike,
         method: str,
+        overlap: ArrayLike | None = None,
     ) -> None:
         csr = sp.csr_matrix(matrix, dtype=np.float64)
         csr.sort_indices()
@@ -60,6 +64,11 @@ class RegridWeights:
                 check_invariants=False,
             )
         self.coverage: Tensor = torch.as_tensor(np.asarray(coverage, np.float64).reshape(dst_shape))
+        self.overlap: Tensor | None = (
+            None
+            if overlap is None
+            else torch.as_tensor(np.asarray(overlap, np.float64).reshape(dst_shape))
+        )
         self._copies: dict[tuple[torch.device, torch.dtype], Tensor] = {}
 
     @property
