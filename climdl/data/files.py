@@ -4,16 +4,22 @@ Every failure a user can cause (no such file, a glob matching nothing, a truncat
 overlapping or misordered times, files that do not fit together) becomes a :class:`DataError`
 that names the file(s). Public: the reader, prepare, evaluation and inference all take paths
 through here.
+
+An input is a NetCDF file or a Zarr store (a folder ending in ``.zarr``, or any folder with Zarr
+metadata at its top: ``.zgroup``/``.zmetadata`` of format 2, ``zarr.json`` of format 3). A store
+opens with its consolidated metadata when it has some; a folder without Zarr metadata, or with
+metadata that cannot be parsed, is refused in one sentence, like a corrupt NetCDF file.
 """
 
 from __future__ import annotations
 
 import glob
 import itertools
+import json
 import os
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +29,16 @@ from climdl.errors import DataError
 
 PathArg = str | os.PathLike[str]
 _DATE = re.compile(r"^\d{1,4}(-\d{1,2}(-\d{1,2})?)?$")
+_ZARR_MARKERS = (".zmetadata", ".zgroup", "zarr.json")
+"""Files at the top of a Zarr store (format 2: the first two; format 3: the last)."""
+
+
+def is_store(path: Path) -> bool:
+    """Whether ``path`` is meant as a Zarr store: it ends in ``.zarr``, or it is a folder with
+    Zarr metadata at its top."""
+    if path.suffix.lower() == ".zarr":
+        return True
+    return path.is_dir() and any((path / m).is_file() for m in _ZARR_MARKERS)
 
 
 def resolve_paths(paths: PathArg | Sequence[PathArg]) -> list[Path]:
@@ -40,12 +56,12 @@ def resolve_paths(paths: PathArg | Sequence[PathArg]) -> list[Path]:
             found.extend(Path(m) for m in matches)
         else:
             path = Path(text).expanduser()
-            if path.is_dir():
+            if path.is_dir() and not is_store(path):
                 raise DataError(
-                    f"input {path} is a folder, not a file; give the files in it "
-                    f"(e.g. '{path / '*.nc'}')."
+                    f"input {path} is a folder, not a file or a Zarr store; give the files in "
+                    f"it (e.g. '{path / '*.nc'}')."
                 )
-            if not path.is_file():
+            if not (path.is_file() or path.is_dir()):
                 raise DataError(f"input file {path} does not exist; check the path.")
             found.append(path)
     return list(dict.fromkeys(found))
@@ -73,15 +89,75 @@ def _check_classic_size(path: Path) -> None:
         raise _corrupt(path) from exc
 
 
+def _not_a_store(path: Path, why: str) -> DataError:
+    return DataError(
+        f"{path} is not a readable Zarr store ({why}); give a store written by xarray or "
+        "zarr (or write it again), or the NetCDF files instead."
+    )
+
+
+def _consolidated(path: Path) -> bool:
+    """Whether the store ``path`` has consolidated metadata (DataError: it is no store, or its
+    top metadata cannot be parsed)."""
+    if not path.is_dir():
+        raise _not_a_store(path, "it is a file; a Zarr store is a folder")
+    if (path / ".zmetadata").is_file():
+        return True
+    if (path / "zarr.json").is_file():
+        try:
+            meta = json.loads((path / "zarr.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise _not_a_store(path, "its zarr.json is not valid JSON") from exc
+        return isinstance(meta, dict) and bool(meta.get("consolidated_metadata"))
+    if (path / ".zgroup").is_file():
+        return False
+    raise _not_a_store(path, "no .zgroup, .zmetadata or zarr.json in it")
+
+
+def _open_store(path: Path, kwargs: Mapping[str, Any]) -> xr.Dataset:
+    """Open one Zarr store lazily (as :func:`open_file` opens a NetCDF file)."""
+    import zarr
+
+    consolidated = _consolidated(path)
+    try:
+        return xr.open_dataset(
+            path,
+            engine="zarr",
+            consolidated=consolidated,
+            mask_and_scale=True,
+            decode_timedelta=False,
+            **kwargs,
+        )
+    except ValueError as exc:
+        if "time" in str(exc) or "calendar" in str(exc):
+            raise DataError(
+                f"the times in {path} cannot be decoded ({exc}); fix the time units/calendar."
+            ) from exc
+        raise _not_a_store(path, "its metadata cannot be parsed") from exc
+    except (
+        zarr.errors.BaseZarrError,
+        OSError,
+        KeyError,
+        TypeError,
+        AttributeError,
+        IndexError,
+    ) as exc:  # corrupt metadata surfaces as any of these, from zarr or the JSON in it
+        raise _not_a_store(path, "its metadata cannot be parsed") from exc
+
+
 def open_file(path: Path) -> xr.Dataset:
-    """Open one file lazily (netCDF4 engine), decoding times as cftime in any calendar."""
-    _check_classic_size(path)
+    """Open one file (or Zarr store) lazily, decoding times as cftime in any calendar."""
     coders = getattr(xr, "coders", None)
     kwargs: dict[str, Any] = (
         {"decode_times": coders.CFDatetimeCoder(use_cftime=True)}
         if coders is not None and hasattr(coders, "CFDatetimeCoder")
         else {"use_cftime": True}
     )
+    if is_store(path):
+        return _open_store(path, kwargs)
+    if path.is_dir():  # a glob's match: a folder without Zarr metadata
+        raise _not_a_store(path, "no .zgroup, .zmetadata or zarr.json in it")
+    _check_classic_size(path)
     try:
         return xr.open_dataset(
             path, engine="netcdf4", mask_and_scale=True, decode_timedelta=False, **kwargs

@@ -78,7 +78,8 @@ def register(sub: Any) -> None:
         "-o",
         required=True,
         type=Path,
-        help="output .nc file, or an existing folder (name derived; ML-Bench tree with --format mlbench)",
+        help="output .nc file, .zarr store (Zarr format 2, consolidated), or an existing folder "
+        "(name derived; ML-Bench tree with --format mlbench)",
     )
     out.add_argument(
         "--format",

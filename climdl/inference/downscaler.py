@@ -35,6 +35,7 @@ from climdl.inference.members import sampler_description
 from climdl.inference.output import Format, default_output, global_attrs
 from climdl.inference.parts import PartStore
 from climdl.inference.streamed import StreamedOutput
+from climdl.io.zarr_store import is_zarr
 from climdl.parallel.launch import close_process_groups_at_exit
 
 log = logging.getLogger(__name__)
@@ -369,11 +370,15 @@ def downscale(
         _barrier(world)
         seconds = _time.perf_counter() - t0
         assert out_path is not None
+        store_kw: dict[str, Any] = (
+            {"engine": "zarr", "consolidated": True} if is_zarr(out_path) else {}
+        )
         reopened = xr.open_dataset(
             out_path,
             decode_times=xr.coders.CFDatetimeCoder(use_cftime=True),
             decode_coords="all",
             chunks={},
+            **store_kw,
         )
         return DownscaleResult(
             reopened,
@@ -457,6 +462,12 @@ def _resolve_output(
     if output is None:
         return None
     out = Path(output)
+    if is_zarr(out):  # a store is a folder too, but never one to derive a name in
+        if fmt != "cf":
+            raise ConfigError(
+                f"--format {fmt} is written as NetCDF; give --output a .nc file or a folder."
+            )
+        return out
     if out.is_dir() or str(output).endswith(os.sep):
         stem = (
             source.files[0].stem
@@ -481,5 +492,7 @@ def _resolve_output(
             )
         return path
     if out.suffix.lower() not in (".nc", ".nc4"):
-        raise ConfigError(f"--output {out} should be a .nc file or an existing folder.")
+        raise ConfigError(
+            f"--output {out} should be a .nc file, a .zarr store or an existing folder."
+        )
     return out

@@ -10,6 +10,11 @@ Several ranks (GPUs, nodes) or Dask workers share the folder, each writing its o
 coordinating process (rank 0, the Dask client) holds an exclusive lock on ``.OUT.nc.lock`` for
 the whole run and joins them. A folder that holds no finished chunk protects nothing and is
 removed (after a failed run, or when found by the next one).
+
+An output ending in ``.zarr`` is a Zarr store (:mod:`climdl.io.zarr_store`): the parts are
+NetCDF all the same (they are only read back by the join); the store is built inside the parts
+folder (``output.zarr.tmp``) and renamed onto the output when complete, so a killed run leaves
+no folder under the output's name and the partial store goes with the parts folder.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ import xarray as xr
 from climdl.errors import OutputError
 from climdl.io.netcdf import atomic_path, write_netcdf
 from climdl.io.oserrors import output_error
+from climdl.io.zarr_store import is_zarr, replace_tree, write_zarr
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +74,11 @@ def file_fingerprint(path: str | Path) -> dict[str, int | str]:
     Enough to notice a file rewritten in place under a resumed run (any rewrite changes the
     modification time; the ends hold NetCDF's header and chunk index), at a fixed cost whatever
     the file's size: a full hash of a century of daily predictors (tens of GB) would add minutes
-    to every start. A file of at most 2 MiB is hashed whole.
+    to every start. A file of at most 2 MiB is hashed whole. A folder (a Zarr store) is
+    fingerprinted by :func:`tree_fingerprint`.
     """
+    if os.path.isdir(path):
+        return tree_fingerprint(path)
     st = os.stat(path)
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -78,6 +87,30 @@ def file_fingerprint(path: str | Path) -> dict[str, int | str]:
             f.seek(max(_EDGE, st.st_size - _EDGE))
             h.update(f.read(_EDGE))
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256_ends": h.hexdigest()}
+
+
+def tree_fingerprint(path: str | Path) -> dict[str, int | str]:
+    """Total size, latest modification time (ns) and a SHA-256 of a folder (a Zarr store).
+
+    The hash covers every file's relative name, size and modification time, and the whole
+    content of the small metadata files (``.zmetadata``, ``.zarray``, ``zarr.json``, ...): a
+    chunk rewritten in place changes its modification time, a variable redefined changes its
+    metadata. Only ``stat`` calls for the chunks, however large they are.
+    """
+    root = Path(path)
+    h = hashlib.sha256()
+    size, latest = 0, 0
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            f = Path(dirpath) / name
+            st = f.stat()
+            size += st.st_size
+            latest = max(latest, st.st_mtime_ns)
+            h.update(f"{f.relative_to(root)}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
+            if name.startswith(".z") or name == "zarr.json":
+                h.update(f.read_bytes())
+    return {"size": size, "mtime_ns": latest, "sha256_ends": h.hexdigest()}
 
 
 class _RunLock:
@@ -313,14 +346,18 @@ class PartStore:
 
     def stream_path(self) -> Path:
         """Where a streamed output grows (:mod:`climdl.inference.streamed`): inside the parts
-        folder, so that a killed run's partial file goes with the folder."""
-        return self.dir / "output.nc.tmp"
+        folder, so that a killed run's partial file (or Zarr store) goes with the folder."""
+        return self.dir / ("output.zarr.tmp" if is_zarr(self.output) else "output.nc.tmp")
 
     def adopt(self, path: Path) -> Path:
-        """Move a complete file (the streamed output) onto the output and remove the folder."""
+        """Move a complete file or store (the streamed output) onto the output and remove the
+        folder."""
         self._check_owner()
         try:
-            os.replace(path, self.output)
+            if is_zarr(self.output):
+                replace_tree(path, self.output)
+            else:
+                os.replace(path, self.output)
         except OSError as exc:
             err = output_error(exc, self.output)
             if err is None:
@@ -332,7 +369,9 @@ class PartStore:
     def join(
         self, n_chunks: int, encoding: Mapping[str, Mapping[str, Any]], attrs: Mapping[str, Any]
     ) -> Path:
-        """Concatenate chunks 0..n-1 into the output (atomically) and remove the folder."""
+        """Concatenate chunks 0..n-1 into the output (atomically) and remove the folder.
+
+        A ``.zarr`` output is built in the parts folder and renamed onto the output."""
         missing = sorted(set(range(n_chunks)) - self.done())
         if missing:
             raise OutputError(
@@ -364,7 +403,12 @@ class PartStore:
             # one part in memory at a time (a threaded scheduler would load parts ahead of the
             # writer, and the join's memory would grow with the length of the series)
             with dask.config.set(scheduler="synchronous"):
-                write_netcdf(ds, self.output, encoding=encoding, overwrite=True)
+                if is_zarr(self.output):
+                    write_zarr(
+                        ds, self.output, encoding=encoding, overwrite=True, tmp=self.stream_path()
+                    )
+                else:
+                    write_netcdf(ds, self.output, encoding=encoding, overwrite=True)
         finally:
             for p in parts:
                 p.close()

@@ -12,6 +12,11 @@ value for value and attribute for attribute, without reading the parts back and 
 them after the last chunk. The parts are still written: they are what a killed run resumes from.
 The file grows under a temporary name in the parts folder and is moved onto the output when
 complete (:meth:`~climdl.inference.parts.PartStore.adopt`).
+
+An output ending in ``.zarr`` grows the same way as a Zarr store: xarray creates it with the
+join's coordinates, attributes and (translated) encoding (:func:`climdl.io.zarr_store.create_store`)
+and each time-chunk of days is written into it as it completes
+(:class:`climdl.io.zarr_store.ZarrBlockWriter`, whose codecs also run off the GIL).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from climdl.data.spec import EmulatorSpec
 from climdl.inference.output import Format, chunk_dataset
 from climdl.io.chunk_writer import ChunkWriter
 from climdl.io.oserrors import output_error
+from climdl.io.zarr_store import ZarrBlockWriter, create_store, is_zarr
 
 
 class StreamedOutput:
@@ -64,19 +70,25 @@ class StreamedOutput:
         self.attrs = dict(attrs)
         self.n_days = int(times.size)
         self.time_chunk = int(self.encoding[self.targets[0]]["chunksizes"][0])
-        self._writer: ChunkWriter | None = None
+        self._writer: ChunkWriter | ZarrBlockWriter | None = None
         self._pending: list[np.ndarray] = []
         self._written = 0
         self._held = 0
 
     def open(self) -> None:
-        """Create the file: coordinates, time axis and attributes; data variables defined."""
+        """Create the file (or Zarr store): coordinates, time axis and attributes; data
+        variables defined."""
         try:
             shape = (self.n_days, len(self.targets), *self.spec.out_size)
             # a zero-stride view: the template's data variables cost no memory
             template = chunk_dataset(
                 np.broadcast_to(np.float32(0), shape), self.times, self.spec, self.targets, self.fmt
             )
+            if is_zarr(self.output):
+                template.attrs = dict(self.attrs)
+                create_store(template, self.path, self.targets, self.encoding, self.time_chunk)
+                self._writer = ZarrBlockWriter(self.path, self.targets)
+                return
             skeleton = template.drop_vars(self.targets)
             skeleton.attrs = dict(self.attrs)
             coords_enc = {k: v for k, v in self.encoding.items() if k not in self.targets}
