@@ -117,7 +117,8 @@ class GridMapping:
 
 @dataclass(frozen=True, eq=False)
 class Grid:
-    """A horizontal grid: coordinates by name (``lat``, ``lon``, ``x``, ``y``), grid mapping.
+    """A horizontal grid: coordinates by name (``lat``, ``lon``, ``x``, ``y``; ``rlat``, ``rlon``
+    on a rotated pole), grid mapping.
 
     Attributes:
         coords: the coordinates by name.
@@ -159,11 +160,24 @@ class Grid:
             for k, a in self.coords.items()
         )
 
+    @property
+    def axes(self) -> tuple[str, str] | None:
+        """(rows, columns) dimension names of a curvilinear grid: the dims of its 2-D ``lat``
+        (``rlat``/``rlon`` on a rotated pole, ``y``/``x`` on a projection); None otherwise."""
+        lat = self.coords.get("lat")
+        if lat is None or len(lat.dims) != 2:
+            return None
+        return (lat.dims[0], lat.dims[1])
+
     @classmethod
     def from_dataset(cls, ds: xr.Dataset) -> Grid:
-        """The grid of a dataset: its lat/lon/x/y coordinates and grid-mapping variable."""
+        """The grid of a dataset: its lat/lon/x/y coordinates, the 1-D axes of a curvilinear
+        grid's 2-D lat/lon (``rlat``/``rlon`` of a rotated pole) and the grid-mapping variable."""
         coords: dict[str, Coordinate] = {}
-        for name in ("lat", "lon", "x", "y"):
+        names = ["lat", "lon", "x", "y"]
+        if "lat" in ds.coords and ds["lat"].ndim == 2:
+            names += [str(d) for d in ds["lat"].dims if d in ds.coords and str(d) not in names]
+        for name in names:
             if name in ds.coords:
                 c = ds.coords[name]
                 coords[name] = Coordinate(

@@ -32,7 +32,9 @@ from climdl.data.variables import canonical_attrs
 from climdl.inference.members import MEMBER, member_coord
 from climdl.io.provenance import CF_CONVENTIONS, climdl_source, history_entry
 
-Format = Literal["cf", "mlbench"]
+Format = Literal["cf", "mlbench", "cordex-cmip6"]
+"""cordex-cmip6 runs as cf into a staging file, split into the archive by
+:mod:`climdl.inference.cordex_archive`."""
 
 TIME_UNITS = "days since 1949-12-01"
 """Time units of every output (CORDEX's reference date); the calendar is the input's."""
@@ -55,17 +57,20 @@ compression with the network instead of doing it all after the last day."""
 
 
 def space_dims(grid: Grid) -> tuple[str, str]:
-    """(y, x) or (lat, lon): the target grid's dimensions, from the checkpoint's grid."""
+    """(y, x), (rlat, rlon) or (lat, lon): the target grid's dimensions, from the checkpoint's
+    grid (the dims of its 2-D lat/lon on a projected or rotated-pole grid)."""
     c = grid.coords
     if "x" in c and "y" in c and c["x"].values.ndim == 1:
         return ("y", "x")
-    return ("lat", "lon")
+    axes = grid.axes
+    return axes if axes is not None else ("lat", "lon")
 
 
 def grid_coords(grid: Grid) -> dict[str, xr.Variable]:
-    """Coordinates of the target grid as stored in the checkpoint's spec."""
+    """Coordinates of the target grid as stored in the checkpoint's spec (1-D axes first)."""
     coords: dict[str, xr.Variable] = {}
-    for name in ("y", "x", "lat", "lon"):
+    axes = [a for a in grid.axes or () if a not in ("y", "x")]
+    for name in ("y", "x", *axes, "lat", "lon"):
         if name in grid.coords:
             c = grid.coords[name]
             attrs = {k: v for k, v in c.attrs.items() if k not in ("bounds", "_FillValue")}
@@ -157,7 +162,7 @@ def chunk_dataset(
             "long_name": f"coordinate reference system ({gm[1].get('grid_mapping_name', '')})"
         }
         coords[gm[0]] = xr.Variable((), np.int32(0), gm_attrs | gm[1])
-    if fmt == "cf":
+    if fmt != "mlbench":
         coords["time"].attrs["bounds"] = "time_bnds"
         coords["time_bnds"] = xr.Variable(("time", "bnds"), time_bounds(time))
         if any("coordinates" in data[t].attrs for t in targets):
