@@ -2,8 +2,10 @@
 
 :func:`coarse_from_dataset` reads a coarse lat/lon grid (centres, CF bounds) from a Dataset.
 :class:`CoarseWriter` creates the CF-1.10 file (time, lat, lon, bounds, coverage) up front and
-then takes one block of time steps at a time, so the output never has to fit in memory. The
-caller owns the path (a temporary name from :func:`climdl.io.netcdf.atomic_path`).
+then takes one block of time steps at a time, so the output never has to fit in memory;
+:class:`ZarrCoarseWriter` does the same into a Zarr store, with the same variables, attributes
+and chunks (:mod:`climdl.io.zarr_store`). The caller owns the path (a temporary name from
+:func:`climdl.io.netcdf.atomic_path` or :func:`climdl.io.zarr_store.atomic_store`).
 :func:`write_stats` / :func:`load_stats` store the per-variable statistics as JSON or NetCDF.
 """
 
@@ -16,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import netCDF4
 import numpy as np
@@ -24,6 +26,7 @@ import xarray as xr
 
 from climdl.errors import ConfigError, DataError
 from climdl.io.netcdf import atomic_path, write_netcdf
+from climdl.io.zarr_store import ZarrBlockWriter, create_store
 from climdl.preprocess import LatLonGrid, bounds_from_centres
 
 Which = Literal["coarse", "fine"]
@@ -285,6 +288,31 @@ def load_stats(path: str | os.PathLike[str]) -> PrepareStats:
         raise DataError(f"{p} is not a climdl stats file ({exc}).") from exc
 
 
+def _time_attrs(time_units: str, calendar: str) -> dict[str, str]:
+    return {"standard_name": "time", "long_name": "time", "axis": "T", "units": time_units,
+            "calendar": calendar}  # fmt: skip
+
+
+def _encode_dates(dates: np.ndarray, time_units: str, calendar: str) -> np.ndarray:
+    """The dates as float64 numbers of ``time_units`` in ``calendar`` (DataError if they
+    cannot be)."""
+    try:
+        values = netCDF4.date2num(list(dates), time_units, calendar=calendar)
+    except (ValueError, TypeError) as exc:
+        raise DataError(
+            f"the dates cannot be encoded as {time_units!r} in the {calendar} calendar ({exc})."
+        ) from exc
+    return np.asarray(values, dtype=np.float64)
+
+
+_COVERAGE_ATTRS = {
+    "long_name": "fraction of the coarse cell covered by the fine input grid",
+    "units": "1",
+}
+_DATA_LEVEL: Final = 4
+"""Compression level of the coarse fields (zlib in NetCDF, zstd in Zarr)."""
+
+
 class CoarseWriter:
     """A CF-1.10 (time, lat, lon) NetCDF4 file filled one block of time steps at a time.
 
@@ -320,18 +348,9 @@ class CoarseWriter:
             nc.createDimension("lat", lat.size)
             nc.createDimension("lon", lon.size)
             nc.createDimension("bnds", 2)
-            try:
-                values = netCDF4.date2num(list(dates), time_units, calendar=calendar)
-            except (ValueError, TypeError) as exc:
-                raise DataError(
-                    f"the dates cannot be encoded as {time_units!r} in the {calendar} calendar ({exc})."
-                ) from exc
             t = nc.createVariable("time", "f8", ("time",))
-            t.setncatts(
-                {"standard_name": "time", "long_name": "time", "axis": "T", "units": time_units,
-                 "calendar": calendar}
-            )  # fmt: skip
-            t[:] = np.asarray(values, dtype=np.float64)
+            t.setncatts(_time_attrs(time_units, calendar))
+            t[:] = _encode_dates(dates, time_units, calendar)
             for name, centres, bnds, attrs in (
                 ("lat", lat, lat_bnds, _LAT_ATTRS),
                 ("lon", lon, lon_bnds, _LON_ATTRS),
@@ -342,15 +361,12 @@ class CoarseWriter:
                 b = nc.createVariable(f"{name}_bnds", "f8", (name, "bnds"))
                 b[:] = bnds
             cov = nc.createVariable("climdl_coverage", "f4", ("lat", "lon"))
-            cov.setncatts(
-                {"long_name": "fraction of the coarse cell covered by the fine input grid",
-                 "units": "1", "coordinates": "lat lon"}
-            )  # fmt: skip
+            cov.setncatts({**_COVERAGE_ATTRS, "coordinates": "lat lon"})
             cov[:] = coverage.astype(np.float32)
             chunks = (max(1, min(chunk_t, nt)), lat.size, lon.size)
             for name in self.names:
                 v = nc.createVariable(
-                    name, "f4", ("time", "lat", "lon"), zlib=True, complevel=4, shuffle=True,
+                    name, "f4", ("time", "lat", "lon"), zlib=True, complevel=_DATA_LEVEL, shuffle=True,
                     chunksizes=chunks, fill_value=np.float32(np.nan),
                 )  # fmt: skip
                 v.setncatts(dict(var_attrs[name]))
@@ -369,6 +385,85 @@ class CoarseWriter:
             self.nc.close()
 
     def __enter__(self) -> CoarseWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class ZarrCoarseWriter:
+    """:class:`CoarseWriter`'s output as a Zarr store (same arguments, same content).
+
+    The store holds the NetCDF file's variables, attributes, fill values and chunks: the time
+    axis as the same float64 numbers with ``units``/``calendar``, coordinates and bounds
+    without a fill value, the fields float32 with NaN as ``_FillValue``, compressed at the same
+    level (zstd instead of zlib). Created on construction (every variable but the fields'
+    data); :meth:`write` stores each block.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        names: Sequence[str],
+        var_attrs: Mapping[str, Mapping[str, Any]],
+        lat: np.ndarray,
+        lon: np.ndarray,
+        lat_bnds: np.ndarray,
+        lon_bnds: np.ndarray,
+        dates: np.ndarray,
+        time_units: str,
+        calendar: str,
+        coverage: np.ndarray,
+        global_attrs: Mapping[str, Any],
+        chunk_t: int,
+    ) -> None:
+        self.names = list(names)
+        nt = len(dates)
+        shape = (nt, lat.size, lon.size)
+        chunks = (max(1, min(chunk_t, nt)), lat.size, lon.size)
+        blank = np.broadcast_to(np.float32(np.nan), shape)  # never read: only its shape
+        enc: dict[str, dict[str, Any]] = {}
+        data: dict[str, Any] = {
+            "lat_bnds": (("lat", "bnds"), np.asarray(lat_bnds, np.float64)),
+            "lon_bnds": (("lon", "bnds"), np.asarray(lon_bnds, np.float64)),
+            "climdl_coverage": (("lat", "lon"), coverage.astype(np.float32), _COVERAGE_ATTRS),
+        }
+        enc["climdl_coverage"] = {"coordinates": "lat lon"}
+        for name in self.names:
+            attrs = dict(var_attrs[name])
+            enc[name] = {
+                "dtype": "float32", "_FillValue": np.float32(np.nan), "zlib": True,
+                "complevel": _DATA_LEVEL, "chunksizes": chunks,
+                **({"coordinates": attrs.pop("coordinates")} if "coordinates" in attrs else {}),
+            }  # fmt: skip
+            data[name] = (("time", "lat", "lon"), blank, attrs)
+        coords = {
+            "time": ("time", _encode_dates(dates, time_units, calendar),
+                     _time_attrs(time_units, calendar)),
+            "lat": ("lat", np.asarray(lat, np.float64), dict(_LAT_ATTRS)),
+            "lon": ("lon", np.asarray(lon, np.float64), dict(_LON_ATTRS)),
+        }  # fmt: skip
+        template = xr.Dataset(data, coords=coords, attrs=dict(global_attrs))
+        for var in template.variables:  # as netCDF4 writes them: no fill value but the fields'
+            enc.setdefault(str(var), {}).setdefault("_FillValue", None)
+        create_store(template, path, self.names, enc, chunks[0])
+        self._writer = ZarrBlockWriter(path, self.names)
+
+    def write(self, start: int, block: np.ndarray) -> None:
+        """Store ``block[T, C, lat, lon]`` (C in ``names`` order) at time offset ``start``."""
+        for c, name in enumerate(self.names):
+            self._writer.write(name, start, block[:, c])
+
+    def close(self) -> None:
+        self._writer.close()
+
+    def __enter__(self) -> ZarrCoarseWriter:
         return self
 
     def __exit__(

@@ -44,6 +44,7 @@ from climdl.data._prepare_io import (
     CoarseWriter,
     PrepareStats,
     VariableStats,
+    ZarrCoarseWriter,
     load_stats,
     stats_format,
     write_stats,
@@ -55,6 +56,7 @@ from climdl.data.variables import canonical_attrs
 from climdl.errors import ConfigError, DataError, OutputError
 from climdl.io.netcdf import atomic_path
 from climdl.io.provenance import CF_CONVENTIONS, chain_history, climdl_source, stamped
+from climdl.io.zarr_store import atomic_store, is_zarr
 from climdl.preprocess import LatLonGrid, ProjectedGrid, StreamingStats
 from climdl.preprocess.device import resolve_device
 
@@ -261,7 +263,8 @@ def prepare(
 
     Args:
         fine: files/globs the reader accepts (regular lat/lon or projected x/y grid).
-        out: the coarse NetCDF file to write.
+        out: the coarse NetCDF file to write (a path ending in ``.zarr``: a Zarr store with
+            the same content, :mod:`climdl.io.zarr_store`).
         coarse_grid: a domain name (its 16 x 16 predictor grid), ``"covered[:STEP]"``
             (:func:`~climdl.data.prepare_grids.covered_coarse_grid`), a NetCDF path or a
             Dataset with 1-D lat/lon (and bounds).
@@ -348,13 +351,20 @@ def prepare(
             from climdl.dask_cluster import client_for
 
             client = stack.enter_context(client_for(scheduler))
-        tmp = stack.enter_context(atomic_path(out, overwrite=overwrite))
-        writer = stack.enter_context(CoarseWriter(
+        zarr_out = is_zarr(out)  # a store: built in a hidden folder, renamed when complete
+        tmp = stack.enter_context(
+            (atomic_store if zarr_out else atomic_path)(out, overwrite=overwrite)
+        )
+        make: type[CoarseWriter] | type[ZarrCoarseWriter] = (
+            ZarrCoarseWriter if zarr_out else CoarseWriter
+        )
+        writer: CoarseWriter | ZarrCoarseWriter = make(
             tmp, names=names, var_attrs={v: _var_attrs(v, smoothing) for v in names},
             lat=coarse.lat, lon=coarse.lon, lat_bnds=coarse.lat_bnds, lon_bnds=coarse.lon_bnds,
             dates=dates, time_units=time_units, calendar=calendar, coverage=cov,
             global_attrs=gattrs, chunk_t=min(chunk_days, 365),
-        ))  # fmt: skip
+        )  # fmt: skip
+        stack.enter_context(writer)
 
         def take(block: UpscaledBlock) -> None:
             """Write one block and merge its statistics: blocks must come in time order."""
