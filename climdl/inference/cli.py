@@ -85,8 +85,21 @@ def register(sub: Any) -> None:
         "--format",
         dest="fmt",
         default="cf",
-        choices=["cf", "mlbench"],
-        help="cf (compressed CF-1.10, default) or mlbench (benchmark submission layout)",
+        choices=["cf", "mlbench", "cordex-cmip6"],
+        help="cf (compressed CF-1.10, default), mlbench (benchmark submission layout) or "
+        "cordex-cmip6 (the CORDEX-CMIP6 archive under the folder --output: DRS paths, one "
+        "variable and five years per file; needs --metadata)",
+    )
+    out.add_argument(
+        "--metadata",
+        type=Path,
+        default=None,
+        metavar="RUN.yaml",
+        help="--format cordex-cmip6: the attributes climdl cannot know (domain_id, "
+        "institution_id, source_id, driving_source_id, driving_experiment_id, "
+        "driving_variant_label, driving_institution_id, contact; optional version_realization, "
+        "version, references, comment, cmor_tables), checked against the CORDEX-CMIP6 "
+        "vocabulary before any work",
     )
     out.add_argument(
         "--baseline",
@@ -237,6 +250,7 @@ def _cmd_downscale(args: argparse.Namespace) -> int:
             sampler_steps=args.sampler_steps,
             block_rows=args.block_rows,
             channels_last=CHANNELS_LAST_CHOICES[args.channels_last],
+            metadata=args.metadata,
         )
     if res.rank != 0:
         return 0
@@ -249,5 +263,9 @@ def _cmd_downscale(args: argparse.Namespace) -> int:
         f"{ensemble}{res.grid}{resumed}",
         markup=False,  # names from files and checkpoints are text
     )
+    if "files" in res.extra:
+        console.print(
+            f"{len(res.extra['files'])} CORDEX-CMIP6 archive file(s) under:", markup=False
+        )
     print(res.path)
     return 0

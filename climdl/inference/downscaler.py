@@ -27,7 +27,19 @@ from typing import Any, Literal
 import numpy as np
 import xarray as xr
 
+from climdl.data.cordex import CordexRun, load_run
 from climdl.errors import ConfigError, OutputError
+from climdl.inference.cordex_archive import (
+    FORMAT as CORDEX_FORMAT,
+)
+from climdl.inference.cordex_archive import (
+    STAGING,
+    PlannedFile,
+    check_targets,
+    plan,
+    publish,
+    refuse_existing,
+)
 from climdl.inference.emulators import Output
 from climdl.inference.inputs import InputSource, Regrid
 from climdl.inference.job import Job, JobConfig
@@ -144,6 +156,7 @@ def downscale(
     sampler_steps: int | None = None,
     block_rows: int | None = None,
     channels_last: bool | None = None,
+    metadata: str | Path | None = None,
 ) -> DownscaleResult:
     """Downscale a predictor series with one or several trained emulators.
 
@@ -166,7 +179,9 @@ def downscale(
         chunk_days: days per chunk (read, computed and stored together; the resume unit).
             None: 365, or ``max(1, 365 // members)`` for an ensemble (a chunk's memory does
             not grow with the members).
-        fmt: ``cf`` (compressed CF-1.10) or ``mlbench`` (the benchmark's submission layout).
+        fmt: ``cf`` (compressed CF-1.10), ``mlbench`` (the benchmark's submission layout) or
+            ``cordex-cmip6`` (the CORDEX-CMIP6 archive under the folder ``output``: one
+            variable per file, five years per file, DRS paths and names; needs ``metadata``).
         emulator_output: ``emulator`` or ``baseline`` (the fitted interpolation baseline).
         forcing: CSV of yearly forcing series, when the emulator was trained with one and the
             table in its checkpoint does not cover the period.
@@ -196,6 +211,10 @@ def downscale(
             natively in NHWC: the sample UNet's forward takes ~0.6x the time) and on CUDA in
             bf16/16; the values agree with NCHW to rounding (a kernel choice, like the device:
             a run may be resumed with the other layout).
+        metadata: RUN.yaml, the CORDEX-CMIP6 attributes climdl cannot know (institution,
+            registered model, driving simulation, contact, ...), checked against the
+            controlled vocabulary before any work (:func:`climdl.data.cordex.load_run`).
+            ``fmt="cordex-cmip6"`` only.
 
     Returns:
         The predictions (reopened lazily from the file when one was written), where they are,
@@ -208,6 +227,7 @@ def downscale(
             written.
     """
     t0 = _time.perf_counter()
+    archive = _archive_metadata(fmt, metadata, output)  # checked before any work
     ckpts = [checkpoints] if isinstance(checkpoints, (str, Path)) else list(checkpoints)
     inputs_list = [inputs] if isinstance(inputs, str) else (list(inputs) if inputs else None)
     config = JobConfig(
@@ -240,6 +260,8 @@ def downscale(
 
         check_scheduler(dask_scheduler)
     job = Job(config)
+    if archive is not None:
+        check_targets(archive, job.targets)
     # one-time start: checkpoints loaded, inputs opened and checked (reported, for benchmarks)
     start_s = _time.perf_counter() - t0
     ds, targets, n_days, starts = job.ds, job.targets, job.n_days, job.starts
@@ -249,15 +271,27 @@ def downscale(
         "sampler": sampler,
         "extra": {"start_seconds": start_s},
     }
-    out_path = _resolve_output(
-        output, job.source, targets, fmt, job.emulators.members[0].experiment
-    )
+    planned: list[PlannedFile] = []
+    if archive is not None:
+        assert output is not None
+        out_path: Path | None = _staging_path(Path(output), job.source, targets)
+        planned = plan(archive, Path(output), targets, job.ds.time, job.members)
+        refuse_existing(planned, overwrite=overwrite, resume=resume)
+        assert out_path is not None
+        if resume and out_path.exists():  # the run finished, its publication was interrupted
+            return _published(job, planned, archive, out_path, t0, 0, 0, ensemble)
+    else:
+        out_path = _resolve_output(
+            output, job.source, targets, fmt, job.emulators.members[0].experiment
+        )
     if dask_scheduler is not None and out_path is None:
         raise ConfigError("running on a Dask cluster needs an output file (--output).")
 
     rank, world = _dist() if (out_path is not None and dask_scheduler is None) else (0, 1)
     # the lock and a parts folder left without a finished chunk are released on any exit
     with contextlib.ExitStack() as cleanup:
+        if archive is not None and out_path is not None:  # runs last: after the lock is gone
+            cleanup.callback(_remove_if_empty, out_path.parent)
         store = None
         attrs = None
         if out_path is not None:
@@ -368,8 +402,24 @@ def downscale(
         elif rank == 0:
             store.join(len(starts), job.final_encoding(), attrs)
         _barrier(world)
-        seconds = _time.perf_counter() - t0
         assert out_path is not None
+        if archive is not None:
+            if rank != 0:
+                return DownscaleResult(
+                    xr.Dataset(),
+                    None,
+                    n_days,
+                    _time.perf_counter() - t0,
+                    dev,
+                    grid,
+                    len(todo),
+                    resumed,
+                    rank,
+                    world,
+                    **ensemble,
+                )
+            return _published(job, planned, archive, out_path, t0, len(todo), resumed, ensemble)
+        seconds = _time.perf_counter() - t0
         store_kw: dict[str, Any] = (
             {"engine": "zarr", "consolidated": True} if is_zarr(out_path) else {}
         )
@@ -450,6 +500,100 @@ def _run_chunks(
         raise
     pool.shutdown(wait=True)
     return done_days
+
+
+def _archive_metadata(
+    fmt: Format, metadata: str | Path | None, output: str | Path | None
+) -> CordexRun | None:
+    """RUN.yaml checked against the CV for ``--format cordex-cmip6`` (else refused)."""
+    if fmt != CORDEX_FORMAT:
+        if metadata is not None:
+            raise ConfigError("--metadata is read by --format cordex-cmip6 only.")
+        return None
+    if metadata is None:
+        raise ConfigError(
+            "--format cordex-cmip6 needs --metadata RUN.yaml (institution_id, source_id, "
+            "driving_source_id, ... : the attributes climdl cannot know)."
+        )
+    if output is None:
+        raise ConfigError("--format cordex-cmip6 needs an archive folder (--output ROOT/).")
+    root = Path(output)
+    if root.suffix.lower() in (".nc", ".nc4", ".zarr") or (root.exists() and not root.is_dir()):
+        raise ConfigError(
+            f"--format cordex-cmip6 writes a tree of files: give the archive's root folder as "
+            f"--output, not {root}."
+        )
+    return load_run(metadata)
+
+
+def _staging_path(root: Path, source: InputSource, targets: Sequence[str]) -> Path:
+    """The run's CF file in the archive root's hidden staging folder (resumable like any
+    output; split into the archive's files at the end, then removed)."""
+    stem = (
+        source.files[0].stem
+        if len(source.files) == 1
+        else f"{source.gcm or 'input'}_{source.period or 'series'}"
+    )
+    return default_output(
+        root / STAGING,
+        targets=targets,
+        stem=stem,
+        fmt="cf",
+        domain=None,
+        experiment=None,
+        period=None,
+        kind=None,
+    )
+
+
+def _remove_if_empty(folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        folder.rmdir()
+
+
+def _published(
+    job: Job,
+    planned: list[PlannedFile],
+    archive: CordexRun,
+    staging: Path,
+    t0: float,
+    computed: int,
+    resumed: int,
+    ensemble: dict[str, Any],
+) -> DownscaleResult:
+    """Split the finished staging file into the archive's files, remove it, and reopen them."""
+    files = publish(staging, planned, archive)
+    staging.unlink(missing_ok=True)
+    _remove_if_empty(staging.parent)
+    by_var: dict[str, list[Path]] = {}
+    for f in planned:
+        if f.member in (None, 0):
+            by_var.setdefault(f.variable, []).append(f.path)
+    opened = [
+        xr.open_mfdataset(
+            paths,
+            decode_times=xr.coders.CFDatetimeCoder(use_cftime=True),
+            decode_coords="all",
+            combine="by_coords",
+            data_vars="minimal",
+            coords="minimal",
+            compat="override",
+        )
+        for paths in by_var.values()
+    ]
+    extra = dict(ensemble.get("extra", {})) | {"files": files}
+    return DownscaleResult(
+        xr.merge(opened, compat="override", combine_attrs="drop_conflicts"),
+        staging.parent.parent,  # the archive root (the staging folder is directly under it)
+        job.n_days,
+        _time.perf_counter() - t0,
+        str(job.device),
+        job.adapter.describe(),
+        computed,
+        resumed,
+        **{k: v for k, v in ensemble.items() if k != "extra"},
+        extra=extra,
+    )
 
 
 def _resolve_output(

@@ -1,0 +1,461 @@
+"""``--format cordex-cmip6``: a downscaled run published as the CORDEX-CMIP6 archive lays it out.
+
+The run itself is the ordinary one (chunked, resumable, streamed into one compressed CF file,
+kept in a hidden staging folder under the archive root); this module then splits that file
+into the archive's files: **one variable per file, five years per file** (daily data; the
+files end in years ending in 0 or 5, the first and last of a series may be shorter), each under
+its DRS folder and file name (:mod:`climdl.data.cordex`), with
+
+- the variable as the CMOR day table defines it: its units (``pr`` in kg m-2 s-1, converted
+  from climdl's mm day-1), standard_name, long_name, cell_methods, cell_measures (the cell
+  areas are external: ``external_variables = "areacella"``), float32, ``missing_value`` and
+  ``_FillValue`` 1e20, deflate level 1 with shuffle;
+- the coordinates the archive specification asks for: ``time`` in ``days since 1950-01-01``
+  (1850 for series that start earlier) stamped at the middle of each day with ``time_bnds``;
+  projected ``x``/``y`` in metres (or ``rlat``/``rlon``) with bounds, 2-D ``lat``/``lon`` with
+  their cell vertices, the grid mapping named ``crs`` (int, with the Earth's radius), the
+  2 m ``height`` of near-surface variables; all float64;
+- every required global attribute: the run's (RUN.yaml, checked against the CV before any
+  work), then ``frequency``, ``variable_id``, ``creation_date``, ``grid``, a fresh
+  ``tracking_id`` (``hdl:21.14103/<uuid>``), and climdl's provenance (``history``, the
+  checkpoints and their SHA-256, the predictors) under their own names;
+- the NETCDF4_CLASSIC data model the archive expects.
+
+Each file is written under a hidden temporary name and renamed when complete: a killed
+publication leaves whole files only, and ``--resume`` rewrites them all from the staging file.
+Ensemble member k of a generative run becomes realization ``r<base + k>`` (``version_realization``
+``v1-r1``, ``v1-r2``, ...), each member its own files, as the archive stores realizations.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyproj
+import xarray as xr
+
+from climdl.data.cordex import CordexRun, drs_filename, drs_folder, file_years
+from climdl.data.units import conversion
+from climdl.errors import ConfigError, DataError, OutputError
+from climdl.inference.members import MEMBER
+from climdl.io.netcdf import atomic_path
+from climdl.io.provenance import utc_timestamp
+
+__all__ = ["PlannedFile", "check_targets", "plan", "publish"]
+
+FORMAT = "cordex-cmip6"
+STAGING = ".climdl-cordex"
+"""Hidden folder under the archive root that holds the run's staging file and its parts."""
+_CARRIED = (
+    "title",
+    "history",
+    "climdl_version",
+    "predictor_type",
+    "input_files",
+    "input_regridding",
+    "ensemble_members",
+    "ensemble_seed",
+    "sampler",
+)
+"""Provenance attributes of the staging file kept in the archive's files (the CV's own
+``source``, ``institution``, ``product``, ... replace climdl's)."""
+_RENAMED = {"product": "climdl_product", "driving_model_id": "predictors_driving_model"}
+
+
+@dataclass(frozen=True)
+class PlannedFile:
+    """One file of the archive.
+
+    Attributes:
+        variable: its variable.
+        member: the ensemble member (0-based) it holds, or None.
+        first: first year in the file.
+        last: last year in the file.
+        path: where it goes (under the archive root).
+    """
+
+    variable: str
+    member: int | None
+    first: int
+    last: int
+    path: Path
+
+
+def check_targets(run: CordexRun, targets: Sequence[str]) -> None:
+    """Refuse, before any work, a variable the CMOR day table does not define.
+
+    Raises:
+        ConfigError: a target outside the day table, or units climdl cannot convert to it.
+    """
+    for name in targets:
+        entry = run.tables.variable(name)
+        _scale_offset(name, entry["units"])
+
+
+def _scale_offset(name: str, cmor_units: str) -> tuple[float, float]:
+    """``(scale, offset)`` from climdl's canonical units of ``name`` to the table's."""
+    try:
+        scale, offset = conversion(name, cmor_units)  # table's units -> canonical
+    except (DataError, KeyError) as err:
+        raise ConfigError(
+            f"cannot write {name} in the CORDEX-CMIP6 table's units {cmor_units!r}: {err}"
+        ) from None
+    return 1.0 / scale, -offset / scale
+
+
+def _period_days(time: xr.DataArray, first: int, last: int) -> np.ndarray:
+    years = time.dt.year.values
+    return np.flatnonzero((years >= first) & (years <= last))
+
+
+def plan(
+    run: CordexRun,
+    root: Path,
+    targets: Sequence[str],
+    time: xr.DataArray,
+    members: int | None = None,
+) -> list[PlannedFile]:
+    """The archive's files for a run: variables x members x five-year spans present.
+
+    Args:
+        run: the checked RUN.yaml.
+        root: the archive root (``-o ROOT/``).
+        targets: the run's variables.
+        time: its days (decoded, in the input's calendar).
+        members: the ensemble's size (None: deterministic).
+
+    Returns:
+        The files in writing order, each with its DRS path under ``root``.
+    """
+    spans = file_years(time.dt.year.values.tolist())
+    out: list[PlannedFile] = []
+    for name in targets:
+        for m in [None] if members is None else list(range(members)):
+            folder = root / drs_folder(run, name, m)
+            for first, last in spans:
+                idx = _period_days(time, first, last)
+                t0, t1 = time.values[idx[0]], time.values[idx[-1]]
+                period = f"{t0.strftime('%Y%m%d')}-{t1.strftime('%Y%m%d')}"
+                out.append(
+                    PlannedFile(name, m, first, last, folder / drs_filename(run, name, period, m))
+                )
+    return out
+
+
+def _grid_description(ds: xr.Dataset) -> str:
+    """The ``grid`` attribute: the native grid and its spacing (the archive's suggested form)."""
+    if "x" in ds.dims and "y" in ds.dims:
+        dx_km = abs(float(np.diff(ds["x"].values[:2])[0])) * _km_factor(ds["x"])
+        gm = _mapping_name(ds)
+        kind = {
+            "lambert_conformal_conic": "Lambert conformal conic",
+            "rotated_latitude_longitude": "Rotated-pole latitude-longitude",
+        }.get(gm or "", "Projected")
+        return f"{kind} with {dx_km:g} km grid spacing (the emulator's target grid)"
+    for y, x, kind in (
+        ("rlat", "rlon", "Rotated-pole latitude-longitude"),
+        ("lat", "lon", "Regular latitude-longitude"),
+    ):
+        if x in ds.dims and y in ds.dims:
+            d = abs(float(np.diff(ds[x].values[:2])[0]))
+            return f"{kind} with {d:g} degree grid spacing (the emulator's target grid)"
+    return "unknown grid with unknown grid spacing"
+
+
+def _km_factor(coord: xr.DataArray) -> float:
+    units = str(coord.attrs.get("units", "m")).strip()
+    return {"km": 1.0, "m": 1e-3}.get(units, 1e-3)
+
+
+def _mapping_name(ds: xr.Dataset) -> str | None:
+    for v in ds.variables.values():
+        if "grid_mapping_name" in v.attrs:
+            return str(v.attrs["grid_mapping_name"])
+    return None
+
+
+def _bounds_1d(c: np.ndarray) -> np.ndarray:
+    """[n, 2] cell edges of 1-D centres (midpoints; the ends extrapolated)."""
+    edges = np.concatenate(
+        ([1.5 * c[0] - 0.5 * c[1]], (c[1:] + c[:-1]) / 2, [1.5 * c[-1] - 0.5 * c[-2]])
+    )
+    return np.stack([edges[:-1], edges[1:]], axis=1).astype(np.float64)
+
+
+def _vertices(x_b: np.ndarray, y_b: np.ndarray, crs: pyproj.CRS) -> tuple[np.ndarray, np.ndarray]:
+    """[ny, nx, 4] lat and lon of the cell corners, counter-clockwise from the lower left."""
+    xs = np.stack([x_b[None, :, 0], x_b[None, :, 1], x_b[None, :, 1], x_b[None, :, 0]], axis=-1)
+    ys = np.stack([y_b[:, None, 0], y_b[:, None, 0], y_b[:, None, 1], y_b[:, None, 1]], axis=-1)
+    xs, ys = np.broadcast_arrays(xs, ys)
+    to_geo = pyproj.Transformer.from_crs(crs, crs.geodetic_crs, always_xy=True)
+    lon, lat = to_geo.transform(xs, ys)
+    return np.asarray(lat, dtype=np.float64), np.asarray(lon, dtype=np.float64)
+
+
+def _grid_variables(
+    src: xr.Dataset,
+) -> tuple[dict[str, xr.Variable], dict[str, xr.Variable], str | None]:
+    """Coordinates (x/y in m or rlat/rlon, lat, lon) and further variables (bounds, crs) of
+    the archive's grid, from the staging file's; and the name of the grid mapping (``crs``)."""
+    coords: dict[str, xr.Variable] = {}
+    extra: dict[str, xr.Variable] = {}
+    gm_name = next(
+        (str(n) for n, v in src.variables.items() if "grid_mapping_name" in v.attrs), None
+    )
+    crs_attrs = dict(src[gm_name].attrs) if gm_name else None
+    projected = "x" in src.dims and "y" in src.dims
+    if projected:
+        for name in ("y", "x"):
+            c = src[name]
+            metres = c.values.astype(np.float64) * _km_factor(c) * 1e3
+            coords[name] = xr.Variable(
+                (name,),
+                metres,
+                {
+                    "standard_name": f"projection_{name}_coordinate",
+                    "long_name": f"{name} coordinate of projection",
+                    "units": "m",
+                    "axis": name.upper(),
+                    "bounds": f"{name}_bnds",
+                },
+            )
+            extra[f"{name}_bnds"] = xr.Variable((name, "bnds"), _bounds_1d(metres))
+    else:
+        for name in ("rlat", "rlon", "lat", "lon"):
+            if name in src.dims:
+                c = src[name]
+                coords[name] = xr.Variable((name,), c.values.astype(np.float64), dict(c.attrs))
+                coords[name].attrs["bounds"] = f"{name}_bnds"
+                extra[f"{name}_bnds"] = xr.Variable(
+                    (name, "bnds"), _bounds_1d(c.values.astype(np.float64))
+                )
+    for name in ("lat", "lon"):
+        if name in src.coords and name not in coords:
+            c = src[name]
+            coords[name] = xr.Variable(
+                c.dims,
+                c.values.astype(np.float64),
+                {
+                    "standard_name": "latitude" if name == "lat" else "longitude",
+                    "long_name": "latitude" if name == "lat" else "longitude",
+                    "units": "degrees_north" if name == "lat" else "degrees_east",
+                },
+            )
+    if crs_attrs is not None:
+        crs_attrs.pop("long_name", None)
+        extra["crs"] = xr.Variable((), np.int32(0), crs_attrs)
+        ydim, xdim = ("y", "x") if projected else ("rlat", "rlon")
+        if (
+            ydim in coords
+            and xdim in coords
+            and coords.get("lat") is not None
+            and coords["lat"].ndim == 2
+        ):
+            try:
+                crs = pyproj.CRS.from_cf(crs_attrs)
+            except pyproj.exceptions.CRSError:
+                crs = None
+            if crs is not None:
+                xb = extra[f"{xdim}_bnds"].values
+                yb = extra[f"{ydim}_bnds"].values
+                vlat, vlon = _vertices(xb, yb, crs)
+                dims2 = (*coords["lat"].dims, "vertices")
+                extra["vertices_lat"] = xr.Variable(dims2, vlat, {"units": "degrees_north"})
+                extra["vertices_lon"] = xr.Variable(dims2, vlon, {"units": "degrees_east"})
+                coords["lat"].attrs["bounds"] = "vertices_lat"
+                coords["lon"].attrs["bounds"] = "vertices_lon"
+    return coords, extra, "crs" if crs_attrs is not None else None
+
+
+def _time_variables(time: xr.DataArray) -> tuple[xr.Variable, xr.Variable]:
+    """Mid-day time stamps and [day start, next day start) bounds (the archive's daily means)."""
+    lower = time.dt.floor("D").values
+    upper = np.array([t + dt.timedelta(days=1) for t in lower])
+    mid = np.array([t + dt.timedelta(hours=12) for t in lower])
+    attrs = {
+        "standard_name": "time",
+        "long_name": "time",
+        "axis": "T",
+        "bounds": "time_bnds",
+    }
+    return xr.Variable(("time",), mid, attrs), xr.Variable(
+        ("time", "bnds"), np.stack([lower, upper], 1)
+    )
+
+
+def _file_dataset(
+    staging: xr.Dataset,
+    item: PlannedFile,
+    run: CordexRun,
+    grid: tuple[dict[str, xr.Variable], dict[str, xr.Variable], str | None],
+    description: str,
+) -> tuple[xr.Dataset, dict[str, dict[str, Any]]]:
+    entry = run.tables.variable(item.variable)
+    scale, offset = _scale_offset(item.variable, entry["units"])
+    da = staging[item.variable]
+    if item.member is not None:
+        da = da.isel({MEMBER: item.member}, drop=True)
+    idx = _period_days(staging["time"], item.first, item.last)
+    da = da.isel(time=idx)
+    values = (
+        da.data * np.float32(scale) + np.float32(offset)
+        if (scale, offset) != (1.0, 0.0)
+        else da.data
+    )
+    coords, extra, crs = grid
+    time, bnds = _time_variables(staging["time"].isel(time=idx))
+    var_attrs: dict[str, Any] = {
+        k: entry[k]
+        for k in ("standard_name", "long_name", "units", "cell_methods", "cell_measures", "comment")
+        if entry.get(k)
+    }
+    aux: list[str] = [c for c in ("lat", "lon") if c in coords and c not in da.dims]
+    data_coords: dict[str, Any] = {"time": time, **coords}
+    if "height2m" in entry.get("dimensions", "").split():
+        h = run.tables.coordinates.get("height2m", {})
+        data_coords["height"] = xr.Variable(
+            (),
+            np.float64(float(h.get("value", 2.0) or 2.0)),
+            {
+                "standard_name": "height",
+                "long_name": "height",
+                "units": "m",
+                "axis": "Z",
+                "positive": "up",
+            },
+        )
+        aux.insert(0, "height")
+    if crs:
+        var_attrs["grid_mapping"] = crs
+    variables: dict[str, xr.Variable] = {
+        item.variable: xr.Variable(da.dims, values, var_attrs),
+        "time_bnds": bnds,
+        **extra,
+    }
+    ds = xr.Dataset(variables, coords=data_coords)
+    t_start = staging["time"].values[0]
+    ref = "1950-01-01T00:00:00" if t_start.year >= 1950 else "1850-01-01T00:00:00"
+    calendar = str(
+        staging["time"].encoding.get("calendar") or getattr(t_start, "calendar", "standard")
+    )
+    missing = np.float32(run.tables.missing_value)
+    enc: dict[str, dict[str, Any]] = {
+        "time": {
+            "units": f"days since {ref}",
+            "calendar": calendar,
+            "dtype": "float64",
+            "_FillValue": None,
+        },
+        "time_bnds": {"dtype": "float64", "_FillValue": None},
+        item.variable: {
+            "dtype": "float32",
+            "_FillValue": missing,
+            "missing_value": missing,
+            "zlib": True,
+            "complevel": 1,
+            "shuffle": True,
+            "chunksizes": (min(ds.sizes["time"], 73), *(min(n, 16) for n in da.shape[-2:])),
+            "coordinates": " ".join(aux),
+        },
+    }
+    for name in ds.variables:
+        if name not in enc:
+            enc[str(name)] = {"_FillValue": None}
+    ds.attrs = _global_attrs(staging.attrs, run, item, description)
+    return ds, enc
+
+
+def _global_attrs(
+    staging: dict[str, Any], run: CordexRun, item: PlannedFile, description: str
+) -> dict[str, Any]:
+    attrs: dict[str, Any] = dict(run.attrs)
+    attrs["version_realization"] = run.realization(item.member)
+    attrs |= {
+        "frequency": "day",
+        "variable_id": item.variable,
+        "grid": description,
+        "creation_date": utc_timestamp(),
+        "tracking_id": f"hdl:21.14103/{uuid.uuid4()}",
+        "external_variables": "areacella",
+    }
+    if item.member is not None and "version_realization_info" not in run.attrs:
+        attrs["version_realization_info"] = (
+            f"realization r{attrs['version_realization'].split('-r')[1]} is member "
+            f"{item.member + 1} of a {staging.get('ensemble_members', '?')}-member generative "
+            f"ensemble sampled by climdl (seed {staging.get('ensemble_seed', '?')})"
+        )
+    attrs.setdefault("references", str(staging.get("references", "")))
+    for key in _CARRIED:
+        if key in staging:
+            attrs[key] = staging[key]
+    for key, new in _RENAMED.items():
+        if key in staging:
+            attrs[new] = staging[key]
+    for key, value in staging.items():
+        if key.startswith("checkpoint"):
+            attrs[key] = value
+    attrs["climdl_format"] = FORMAT
+    return {k: v for k, v in attrs.items() if v != ""}
+
+
+def publish(
+    staging_path: Path, files: Sequence[PlannedFile], run: CordexRun, *, overwrite: bool = True
+) -> list[Path]:
+    """Write the archive's files from the run's staging file, each atomically.
+
+    Args:
+        staging_path: the run's joined CF file.
+        files: what :func:`plan` gave for the run.
+        run: the checked RUN.yaml.
+        overwrite: replace files already there (an interrupted publication, ``--overwrite``).
+
+    Returns:
+        The files written, in order.
+
+    Raises:
+        OutputError: a file that cannot be written (permissions, full disk), or one that
+            exists without ``overwrite``.
+    """
+    written: list[Path] = []
+    with xr.open_dataset(
+        staging_path,
+        decode_times=xr.coders.CFDatetimeCoder(use_cftime=True),
+        decode_coords="all",
+        chunks={"time": 365},
+    ) as staging:
+        grid = _grid_variables(staging)
+        description = _grid_description(staging)
+        for item in files:
+            ds, enc = _file_dataset(staging, item, run, grid, description)
+            for name, e in enc.items():  # the coordinates attribute goes through the encoding
+                if "coordinates" in e:
+                    ds[name].encoding["coordinates"] = e.pop("coordinates")
+            with atomic_path(item.path, overwrite=overwrite) as tmp:
+                ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4_CLASSIC", encoding=enc)
+            written.append(item.path)
+    return written
+
+
+def existing(files: Sequence[PlannedFile]) -> list[Path]:
+    """The planned files that are there already."""
+    return [f.path for f in files if f.path.exists()]
+
+
+def refuse_existing(files: Sequence[PlannedFile], *, overwrite: bool, resume: bool) -> None:
+    """Refuse, before any work, to replace archive files without ``--overwrite``/``--resume``.
+
+    Raises:
+        OutputError: naming the first file found.
+    """
+    found = existing(files)
+    if found and not (overwrite or resume):
+        raise OutputError(
+            f"{found[0]} already exists ({len(found)} of this run's {len(files)} archive files "
+            "do); pass --overwrite to replace them, or --resume to finish an interrupted run."
+        )
