@@ -18,6 +18,7 @@ import xarray as xr
 
 from climdl.data.units import parse_units, registry
 from climdl.errors import DataError
+from climdl.preprocess.grids import rotated_to_geographic
 
 log = logging.getLogger(__name__)
 
@@ -195,25 +196,13 @@ def add_rotated_latlon(ds: xr.Dataset) -> xr.Dataset:
         log.debug("rotated_latitude_longitude mapping without a usable pole; grid left as is")
         return ds
     offset = float(gm.attrs.get("north_pole_grid_longitude", 0.0))
-    x = np.deg2rad(np.asarray(ds[rx].values, dtype=np.float64) - offset)[np.newaxis, :]
-    y = np.deg2rad(np.asarray(ds[ry].values, dtype=np.float64))[:, np.newaxis]
-    sin_p, cos_p = np.sin(np.deg2rad(pole_lat)), np.cos(np.deg2rad(pole_lat))
-    lat = np.rad2deg(np.arcsin(np.clip(sin_p * np.sin(y) + cos_p * np.cos(y) * np.cos(x), -1, 1)))
-    lon = (
-        pole_lon
-        - 180.0
-        + np.rad2deg(
-            np.arctan2(np.cos(y) * np.sin(x), sin_p * np.cos(y) * np.cos(x) - cos_p * np.sin(y))
-        )
-    )
+    rlon = np.asarray(ds[rx].values, dtype=np.float64)[np.newaxis, :]
+    rlat = np.asarray(ds[ry].values, dtype=np.float64)[:, np.newaxis]
+    lon, lat = rotated_to_geographic(rlon, rlat, pole_lat, pole_lon, offset)
     dims = (ry, rx)
     return ds.assign_coords(
         lat=(dims, lat, {"standard_name": "latitude", "units": "degrees_north"}),
-        lon=(
-            dims,
-            np.mod(lon + 180.0, 360.0) - 180.0,
-            {"standard_name": "longitude", "units": "degrees_east"},
-        ),
+        lon=(dims, lon, {"standard_name": "longitude", "units": "degrees_east"}),
     )
 
 
