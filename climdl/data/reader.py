@@ -1,5 +1,8 @@
 """The CF-aware reader: any CF NetCDF (one file, a glob, many files) into a canonical Dataset.
 
+Zarr stores (``*.zarr`` folders, Zarr format 2 or 3, consolidated or not) are read exactly like
+NetCDF files, alone, by glob or mixed with files (:func:`climdl.data.files.open_file`).
+
 The result has canonical variable names and units (see :mod:`climdl.data.variables`), float32
 values, NaN where the file had fill/missing values, cftime dates in the file's calendar, the
 canonical horizontal layout (see :mod:`climdl.data._coords`) and dask chunks along time only.
@@ -219,10 +222,11 @@ def open_dataset(
     strict: bool = True,
     rename: Mapping[str, str] | None = None,
 ) -> xr.Dataset:
-    """Open CF NetCDF file(s) lazily as a canonical Dataset (names, units, coordinates).
+    """Open CF NetCDF file(s) or Zarr store(s) lazily as a canonical Dataset (names, units,
+    coordinates).
 
     Args:
-        paths: a file, a glob, or a sequence of files/globs; many files are combined by
+        paths: a file or Zarr store, a glob, or a sequence of them; many are combined by
             coordinates along time.
         variables: canonical names to return (default: all recognised; pressure-level variables
             are split at ``levels`` hPa).
@@ -242,7 +246,7 @@ def open_dataset(
         The lazily loaded, Dask-chunked dataset: canonical names, units and coordinates.
 
     Raises:
-        DataError: no file matches, a file is unreadable, a variable is unknown or missing
+        DataError: no file matches, a file or store is unreadable, a variable is unknown or missing
             (with ``strict``), units cannot be converted, or ``bbox`` is malformed or not
             covered by the grid.
     """
