@@ -20,6 +20,7 @@ from climdl.data.files import PathArg
 from climdl.data.reader import open_dataset
 from climdl.errors import DataError
 from climdl.evaluation import _reduce, _time
+from climdl.preprocess.length_units import metres_per_unit
 
 log = logging.getLogger(__name__)
 
@@ -74,11 +75,15 @@ def choose_variables(sides: Mapping[str, xr.Dataset], requested: Sequence[str] |
 
 
 def _grid_coords(ds: xr.Dataset, var: str) -> dict[Hashable, np.ndarray]:
+    """The grid's coordinates, projected ones in metres (an archive in m, a truth in km)."""
     da = ds[var]
     out: dict[Hashable, np.ndarray] = {}
     for d in _reduce.spatial_dims(da):
         if d in da.coords:
-            out[d] = np.asarray(da[d].values, dtype=np.float64)
+            c = da[d]
+            out[d] = np.asarray(c.values, dtype=np.float64)
+            if str(c.attrs.get("standard_name", "")).startswith("projection_"):
+                out[d] = out[d] * (metres_per_unit(c.attrs.get("units", "km")) or 1.0)
     for name in ("lat", "lon"):
         if name in da.coords and name not in out:
             out[name] = np.asarray(da[name].values, dtype=np.float64)
