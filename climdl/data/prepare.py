@@ -50,14 +50,14 @@ from climdl.data._prepare_io import (
     write_stats,
 )
 from climdl.data.files import PathArg, describe, resolve_paths
-from climdl.data.prepare_grids import resolve_coarse_grid
+from climdl.data.prepare_grids import FineGrid, resolve_coarse_grid
 from climdl.data.upscale import UpscaledBlock, Upscaler, day_text, open_fine
 from climdl.data.variables import canonical_attrs
 from climdl.errors import ConfigError, DataError, OutputError
 from climdl.io.netcdf import atomic_path
 from climdl.io.provenance import CF_CONVENTIONS, chain_history, climdl_source, stamped
-from climdl.io.zarr_store import atomic_store, is_zarr
-from climdl.preprocess import LatLonGrid, ProjectedGrid, StreamingStats
+from climdl.io.zarr_store import atomic_store, check_replaceable, is_zarr
+from climdl.preprocess import LatLonGrid, StreamingStats
 from climdl.preprocess.device import resolve_device
 
 __all__ = ["PrepareResult", "PrepareStats", "VariableStats", "load_stats", "prepare"]
@@ -153,7 +153,7 @@ def _global_attrs(
     attrs: dict[Any, Any],
     files: list[Path],
     out: Path,
-    src: LatLonGrid | ProjectedGrid,
+    src: FineGrid,
     coarse: CoarseGrid,
     cov: np.ndarray,
     smoothing: int,
@@ -170,7 +170,7 @@ def _global_attrs(
     more = f" and {len(listed) - 20} more" if len(listed) > 20 else ""
     method = (
         f"conservative ({subcells} x {subcells} sub-cells per fine cell)"
-        if isinstance(src, ProjectedGrid)
+        if not isinstance(src, LatLonGrid)  # projected and rotated-pole grids: sub-cells
         else "conservative (exact spherical overlaps)"
     )
     coverage = (
@@ -297,7 +297,8 @@ def prepare(
             that is one of the inputs.
         DataError: unreadable inputs, values outside their plausible range, a coarse cell
             covered less than ``min_coverage``, or a variable with no valid value.
-        OutputError: ``out`` exists (without ``overwrite``) or cannot be written.
+        OutputError: ``out`` exists (without ``overwrite``), is a folder that is not a Zarr
+            store (a ``.zarr`` output), or cannot be written.
     """
     t0 = time.perf_counter()
     out = Path(out)
@@ -310,6 +311,8 @@ def prepare(
     for target in (out, None if stats_out is None else Path(stats_out)):
         if target is not None and target.exists() and not overwrite:
             raise OutputError(f"{target} already exists; pass --overwrite to replace it.")
+    if is_zarr(out):  # a folder of other files is never replaced, even with overwrite
+        check_replaceable(out)
     if stats_out is not None:
         stats_format(stats_out)
     on_dask = scheduler is not None

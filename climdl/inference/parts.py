@@ -40,7 +40,7 @@ import xarray as xr
 from climdl.errors import OutputError
 from climdl.io.netcdf import atomic_path, write_netcdf
 from climdl.io.oserrors import output_error
-from climdl.io.zarr_store import is_zarr, replace_tree, write_zarr
+from climdl.io.zarr_store import check_replaceable, is_zarr, replace_tree, write_zarr
 
 log = logging.getLogger(__name__)
 
@@ -238,6 +238,8 @@ class PartStore:
             raise OutputError(f"{self.dir} is a symbolic link; remove it and run again.")
         if self.output.exists() and not overwrite:
             raise OutputError(f"{self.output} already exists; pass --overwrite to replace it.")
+        if is_zarr(self.output):  # before any work: a folder of other files is never replaced
+            check_replaceable(self.output)
         if self.dir.exists():
             if not self.done():  # left by a run that failed before its first chunk
                 log.info("removing %s: it holds no finished chunk", self.dir)

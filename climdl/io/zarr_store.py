@@ -42,6 +42,7 @@ __all__ = [
     "ZARR_FORMAT",
     "ZarrBlockWriter",
     "atomic_store",
+    "check_replaceable",
     "create_store",
     "is_zarr",
     "replace_tree",
@@ -53,6 +54,8 @@ SUFFIX = ".zarr"
 """The suffix that selects a Zarr store (case-insensitive)."""
 ZARR_FORMAT: Final[Literal[2]] = 2
 """The Zarr format written (see the module's docstring for why 2)."""
+_MARKERS = (".zmetadata", ".zgroup", "zarr.json")
+"""Files at the top of a Zarr store (format 2: the first two; format 3: the last)."""
 _CF_KEYS = ("units", "calendar", "dtype", "_FillValue", "scale_factor", "add_offset")
 """Encoding keys xarray's CF coders apply before the store sees the variable."""
 
@@ -104,13 +107,37 @@ def zarr_encoding(
     return out
 
 
+def check_replaceable(path: Path) -> None:
+    """Refuse to replace ``path`` when it is a folder that is neither empty nor a Zarr store.
+
+    ``--overwrite`` replaces the output the user named; a store is a folder, and removing a
+    folder of other files (a typo, a data folder that happens to end in ``.zarr``) would
+    destroy what climdl never wrote. Files, links, empty folders and stores may be replaced.
+
+    Raises:
+        OutputError: ``path`` is a folder of other files.
+    """
+    if path.is_symlink() or not path.is_dir():
+        return
+    if any((path / m).is_file() for m in _MARKERS) or not any(path.iterdir()):
+        return
+    raise OutputError(
+        f"{path} is a folder that is not a Zarr store; climdl replaces only a store: move or "
+        "remove the folder, or choose another output."
+    )
+
+
 def replace_tree(src: Path, dst: Path) -> None:
     """Move the complete store ``src`` onto ``dst`` (which may exist: a store, a file).
 
     A folder cannot be renamed over a non-empty one, so an existing ``dst`` is first renamed
     aside to a hidden name and removed after the move: ``dst`` is at all times the old output,
     absent for an instant, or the new one, never a mix. Both paths must be on one file system.
+
+    Raises:
+        OutputError: ``dst`` is a folder of other files (:func:`check_replaceable`).
     """
+    check_replaceable(dst)
     old: Path | None = None
     if dst.exists() or dst.is_symlink():
         old = dst.parent / f".{dst.name}.{uuid.uuid4().hex[:8]}.old"
@@ -150,12 +177,14 @@ def atomic_store(path: str | os.PathLike[str], *, overwrite: bool = False) -> It
     (``mkdtemp`` makes it private).
 
     Raises:
-        OutputError: ``path`` exists (without ``overwrite``), or the folder is not writable,
+        OutputError: ``path`` exists (without ``overwrite``) or is a folder of other files,
+            or the folder is not writable,
             full or read-only.
     """
     final = Path(path)
     if (final.exists() or final.is_symlink()) and not overwrite:
         raise OutputError(f"{final} already exists; pass --overwrite to replace it.")
+    check_replaceable(final)  # before any work, not only at the final rename
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))

@@ -147,4 +147,10 @@ def test_prepare_store_is_atomic_and_needs_overwrite(tmp_path: Path) -> None:
     replaced = _open(out)
     assert replaced.attrs["climdl_input_files"] == str(other)
     assert not np.array_equal(replaced.tasmax.values, first.tasmax.values)
+    folder = tmp_path / "folder.zarr"  # not a store: never replaced, refused before any work
+    folder.mkdir()
+    (folder / "keep.txt").write_text("user data")
+    with pytest.raises(OutputError, match="not a Zarr store"):
+        prepare(src, folder, coarse_grid="covered", device="cpu", overwrite=True)
+    assert (folder / "keep.txt").is_file() and not list(tmp_path.glob(".folder.zarr*"))
     assert not list(tmp_path.glob(".out.zarr*"))

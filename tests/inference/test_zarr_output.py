@@ -103,17 +103,28 @@ def test_existing_store_needs_overwrite_and_is_replaced_whole(
     tasmax_ckpt: Path, perfect: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "o.zarr"
-    out.mkdir()
-    (out / "stale.txt").write_text("from an older run")
+    xr.Dataset({"stale": ("t", np.arange(3))}).to_zarr(out, zarr_format=2, consolidated=True)
     argv = downscale_argv(tasmax_ckpt, perfect, out, "--end", "1981-01-20", "-q")
     capsys.readouterr()
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert "already exists" in err and "--overwrite" in err and "\n" not in err
-    assert (out / "stale.txt").is_file(), "a refused run leaves the existing output alone"
+    assert (out / "stale").is_dir(), "a refused run leaves the existing output alone"
     assert main([*argv, "--overwrite"]) == 0
-    assert not (out / "stale.txt").exists() and _open(out).sizes["time"] == 20
+    replaced = _open(out)
+    assert "stale" not in replaced and replaced.sizes["time"] == 20
     assert _nothing_beside(out) == []
+    # a folder that is not a store is never removed, even with --overwrite
+    data = tmp_path / "data.zarr"
+    data.mkdir()
+    (data / "thesis.tex").write_text("years of work")
+    capsys.readouterr()
+    assert (
+        main(downscale_argv(tasmax_ckpt, perfect, data, "--end", "1981-01-20", "--overwrite")) == 2
+    )
+    err = capsys.readouterr().err.strip()
+    assert "not a Zarr store" in err and "\n" not in err
+    assert (data / "thesis.tex").read_text() == "years of work" and _nothing_beside(data) == []
 
 
 # ----------------------------------------------------------------------------- kill -9
