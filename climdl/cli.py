@@ -157,8 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         default=["ALPS"],
         type=str.upper,
-        choices=["ALPS", "SA"],
-        help="domain(s) to generate (default ALPS)",
+        choices=["ALPS", "SA", "EUR12-ROT"],
+        help="domain(s) to generate (default ALPS): the benchmark's ALPS (Lambert) and SA "
+        "(regular lat/lon) domains, or EUR12-ROT, a EURO-CORDEX rotated-pole grid",
     )
     s.add_argument(
         "--size",

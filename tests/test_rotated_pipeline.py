@@ -94,6 +94,24 @@ def test_downscale_evaluate_and_plot_on_the_rotated_grid(
         v = ds.tasmax.values
         assert np.isfinite(v).all() and 250 < v.mean() < 310
 
+    # the same output published as a CORDEX-CMIP6 archive on its rotated grid (cc6 "Required")
+    from climdl.data.cordex import load_run, shipped_tables_dir
+    from climdl.inference.cordex_archive import plan, publish
+    from tests.cfcheck import cc6_required
+    from tests.inference.test_cordex import _run_yaml
+
+    run = load_run(_run_yaml(tmp_path))
+    with xr.open_dataset(out, decode_times=xr.coders.CFDatetimeCoder(use_cftime=True)) as ds:
+        files = plan(run, tmp_path / "archive", ["tasmax"], ds.time)
+    (published,) = publish(out, files, run)
+    assert cc6_required(published, shipped_tables_dir()) == []
+    with xr.open_dataset(published, decode_coords="all") as arch:
+        assert (
+            arch.tasmax.dims == ("time", "rlat", "rlon") and "rotated" in arch.attrs["grid"].lower()
+        )
+        centre = arch.vertices_lat.mean("vertices")  # the cell corners surround the centres
+        assert float(np.abs(centre - arch.lat).max()) < 1e-3
+
     report = tmp_path / "eval"
     argv = ["evaluate", "--truth", str(rot_files["test_target"]), "--pred", str(out)]
     assert main([*argv, "--variables", "tasmax", "--out", str(report), "--no-report", "-q"]) == 0

@@ -46,6 +46,7 @@ from climdl.errors import ConfigError, DataError, OutputError
 from climdl.inference.members import MEMBER
 from climdl.io.netcdf import atomic_path
 from climdl.io.provenance import utc_timestamp
+from climdl.preprocess.grids import rotated_to_geographic
 
 __all__ = ["PlannedFile", "check_targets", "plan", "publish"]
 
@@ -188,13 +189,30 @@ def _bounds_1d(c: np.ndarray) -> np.ndarray:
     return np.stack([edges[:-1], edges[1:]], axis=1).astype(np.float64)
 
 
-def _vertices(x_b: np.ndarray, y_b: np.ndarray, crs: pyproj.CRS) -> tuple[np.ndarray, np.ndarray]:
-    """[ny, nx, 4] lat and lon of the cell corners, counter-clockwise from the lower left."""
+def _vertices(
+    x_b: np.ndarray, y_b: np.ndarray, crs_attrs: dict[str, Any]
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """[ny, nx, 4] lat and lon of the cell corners, counter-clockwise from the lower left
+    (x/y bounds in the grid mapping's own axes: metres, or rotated degrees); None for a
+    mapping pyproj cannot read."""
     xs = np.stack([x_b[None, :, 0], x_b[None, :, 1], x_b[None, :, 1], x_b[None, :, 0]], axis=-1)
     ys = np.stack([y_b[:, None, 0], y_b[:, None, 0], y_b[:, None, 1], y_b[:, None, 1]], axis=-1)
     xs, ys = np.broadcast_arrays(xs, ys)
-    to_geo = pyproj.Transformer.from_crs(crs, crs.geodetic_crs, always_xy=True)
-    lon, lat = to_geo.transform(xs, ys)
+    if crs_attrs.get("grid_mapping_name") == "rotated_latitude_longitude":
+        lon, lat = rotated_to_geographic(
+            xs,
+            ys,
+            float(crs_attrs["grid_north_pole_latitude"]),
+            float(crs_attrs["grid_north_pole_longitude"]),
+            float(crs_attrs.get("north_pole_grid_longitude", 0.0)),
+        )
+    else:
+        try:
+            crs = pyproj.CRS.from_cf(crs_attrs)
+        except pyproj.exceptions.CRSError:
+            return None
+        to_geo = pyproj.Transformer.from_crs(crs, crs.geodetic_crs, always_xy=True)
+        lon, lat = to_geo.transform(xs, ys)
     return np.asarray(lat, dtype=np.float64), np.asarray(lon, dtype=np.float64)
 
 
@@ -257,14 +275,11 @@ def _grid_variables(
             and coords.get("lat") is not None
             and coords["lat"].ndim == 2
         ):
-            try:
-                crs = pyproj.CRS.from_cf(crs_attrs)
-            except pyproj.exceptions.CRSError:
-                crs = None
-            if crs is not None:
-                xb = extra[f"{xdim}_bnds"].values
-                yb = extra[f"{ydim}_bnds"].values
-                vlat, vlon = _vertices(xb, yb, crs)
+            xb = extra[f"{xdim}_bnds"].values
+            yb = extra[f"{ydim}_bnds"].values
+            corners = _vertices(xb, yb, crs_attrs)
+            if corners is not None:
+                vlat, vlon = corners
                 dims2 = (*coords["lat"].dims, "vertices")
                 extra["vertices_lat"] = xr.Variable(dims2, vlat, {"units": "degrees_north"})
                 extra["vertices_lon"] = xr.Variable(dims2, vlon, {"units": "degrees_east"})

@@ -18,6 +18,7 @@ import ctypes
 import logging
 import os
 import time as _time
+import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -569,18 +570,9 @@ def _published(
     for f in planned:
         if f.member in (None, 0):
             by_var.setdefault(f.variable, []).append(f.path)
-    opened = [
-        xr.open_mfdataset(
-            paths,
-            decode_times=xr.coders.CFDatetimeCoder(use_cftime=True),
-            decode_coords="all",
-            combine="by_coords",
-            data_vars="minimal",
-            coords="minimal",
-            compat="override",
-        )
-        for paths in by_var.values()
-    ]
+    with warnings.catch_warnings():  # areacella is named in external_variables, as CF says
+        warnings.filterwarnings("ignore", "Variable.* referenced in cell_measures", UserWarning)
+        opened = _open_archive(by_var)
     extra = dict(ensemble.get("extra", {})) | {"files": files}
     return DownscaleResult(
         xr.merge(opened, compat="override", combine_attrs="drop_conflicts"),
@@ -594,6 +586,22 @@ def _published(
         **{k: v for k, v in ensemble.items() if k != "extra"},
         extra=extra,
     )
+
+
+def _open_archive(by_var: dict[str, list[Path]]) -> list[xr.Dataset]:
+    """Each variable's archive files (the first realization), reopened lazily."""
+    return [
+        xr.open_mfdataset(
+            paths,
+            decode_times=xr.coders.CFDatetimeCoder(use_cftime=True),
+            decode_coords="all",
+            combine="by_coords",
+            data_vars="minimal",
+            coords="minimal",
+            compat="override",
+        )
+        for paths in by_var.values()
+    ]
 
 
 def _resolve_output(

@@ -29,7 +29,16 @@ RUN = {
     "driving_institution_id": "CNRM-CERFACS",
     "contact": "climdl-tests@example.org",
 }
-CATALOG = "--catalog sample-alps --period historical --kind imperfect --gcm MPI-ESM-LR".split()
+CATALOG = [
+    "--catalog",
+    "sample-alps",
+    "--period",
+    "historical",
+    "--kind",
+    "imperfect",
+    "--gcm",
+    "MPI-ESM-LR",
+]
 
 
 def _run_yaml(folder: Path, **changes: object) -> Path:
@@ -178,6 +187,8 @@ def test_archive_values_units_and_coordinates(archive: tuple[Path, Path]) -> Non
     assert all(t.hour == 12 for t in tx.time.values[:3])
     assert (tx.time_bnds.values[:, 0] < tx.time.values).all()
     assert tx.vertices_lat.shape == (*tx.lat.shape, 4)
+    assert float(np.abs(tx.vertices_lat.mean("vertices") - tx.lat).max()) < 1e-3
+    assert float(np.abs(tx.vertices_lon.mean("vertices") - tx.lon).max()) < 1e-3
     assert tx.attrs["tracking_id"] != pr.attrs["tracking_id"]
     assert tx.attrs["tracking_id"].startswith("hdl:21.14103/")
     assert tx.attrs["checkpoint_1_sha256"] and "history" in tx.attrs
