@@ -49,7 +49,7 @@ from climdl.inference.output import Format, default_output, global_attrs
 from climdl.inference.parts import PartStore
 from climdl.inference.streamed import StreamedOutput
 from climdl.io.zarr_store import is_zarr
-from climdl.parallel.launch import close_process_groups_at_exit
+from climdl.parallel.launch import barrier, join_ranks
 
 log = logging.getLogger(__name__)
 
@@ -105,24 +105,12 @@ def release_memory() -> None:
 
 
 def _dist() -> tuple[int, int]:
-    """(rank, world size) from torchrun/SLURM variables; joins a gloo group for barriers (kept
-    for the process's life: a second run in the same process reuses it; closed at exit)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group("gloo")
-        close_process_groups_at_exit()  # not left to the interpreter's teardown (aborts gloo)
-    return dist.get_rank(), dist.get_world_size()
+    """(rank, world size) under torchrun (:func:`climdl.parallel.launch.join_ranks`)."""
+    return join_ranks()
 
 
 def _barrier(world: int) -> None:
-    if world > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
+    barrier(world)
 
 
 def downscale(

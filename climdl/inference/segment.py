@@ -47,19 +47,29 @@ from climdl.inference.segment_geotiff import (
     probability_path,
 )
 from climdl.inference.segment_netcdf import NetCDFMaskWriter
+from climdl.inference.segment_ranks import (
+    RowPart,
+    join_parts,
+    parts_folder,
+    prepare_folder,
+    remove_folder,
+)
 from climdl.inference.segment_tiling import (
     ExactGrid,
     TileGrid,
     Tiling,
+    block_rows,
     plan_exact,
     plan_tiles,
     run_exact,
     run_tiled,
+    split_blocks,
 )
 from climdl.io.checksum import sha256_file
 from climdl.io.netcdf import atomic_path
 from climdl.io.provenance import CF_CONVENTIONS, climdl_source, history_entry
 from climdl.models.cloud_unet import CloudUNet
+from climdl.parallel.launch import barrier, join_ranks
 from climdl.preprocess.device import resolve_device
 from climdl.tasks.speed import to_channels_last, use_channels_last
 
@@ -101,6 +111,10 @@ class SegmentResult:
     class_fractions: dict[str, float]
     probability_path: Path | None = None
     """The separate probability GeoTIFF (``--probabilities`` with a GeoTIFF output), else None."""
+    rank: int = 0
+    """This process's rank under torchrun (only rank 0 wrote the output)."""
+    world_size: int = 1
+    """Ranks that shared the scene's rows."""
 
     @property
     def megapixels_per_second(self) -> float:
@@ -176,6 +190,7 @@ def segment(
             raise OutputError(f"{p} already exists; pass --overwrite to replace it.")
         if p is not None and p.resolve() == scene_p.resolve():
             raise OutputError(f"the output {p} would replace the input scene; choose another name.")
+    rank, world = join_ranks()
     dev = resolve_device(device)
     task = load_segmenter(ckpt).to(dev)
     if use_channels_last(dev, "32", channels_last):  # segment runs in float32
@@ -231,22 +246,9 @@ def segment(
             out: np.ndarray = task.predict_proba(x).cpu().numpy()
             return out
 
-        with contextlib.ExitStack() as stack:
-            tmp = stack.enter_context(atomic_path(out_p, overwrite=overwrite))
-            writer: MaskWriter
-            if georef is not None:
-                tmp_prob = (
-                    stack.enter_context(atomic_path(prob_p, overwrite=overwrite))
-                    if prob_p is not None
-                    else None
-                )
-                writer = GeoTiffMaskWriter(tmp, tmp_prob, georef, height, width, classes, attrs)
-            else:
-                writer = NetCDFMaskWriter(
-                    tmp, ds, iname, ydim, xdim, height, width, classes, probabilities, attrs
-                )
-            stack.callback(writer.close)  # closed before the files are renamed into place
+        n_classes = len(classes)
 
+        def finished(sink: Callable[[int, np.ndarray, np.ndarray | None], None]) -> RowSink:
             def write_rows(y0: int, probs: np.ndarray) -> None:
                 valid = valid_rows(y0, probs.shape[1])
                 labels = probs.argmax(0).astype(np.uint8)
@@ -257,14 +259,71 @@ def segment(
                 p = None
                 if probabilities:
                     p = np.where(valid[None], probs, np.nan).astype(np.float32)
-                writer.write_rows(y0, labels, p)
+                sink(y0, labels, p)
 
-            n_classes = len(classes)
+            return write_rows
+
+        def run(write_rows: RowSink, blocks: range | None) -> None:
             with torch.inference_mode():
                 if isinstance(grid, ExactGrid):
-                    run_exact(read_rows, predict, grid, n_classes, write_rows, batch_size, progress)
+                    run_exact(
+                        read_rows,
+                        predict,
+                        grid,
+                        n_classes,
+                        write_rows,
+                        batch_size,
+                        progress,
+                        blocks,
+                    )
                 else:
-                    run_tiled(read_rows, predict, grid, n_classes, write_rows, batch_size, progress)
+                    run_tiled(
+                        read_rows,
+                        predict,
+                        grid,
+                        n_classes,
+                        write_rows,
+                        batch_size,
+                        progress,
+                        blocks,
+                    )
+
+        def write_output(fill: Callable[[MaskWriter], None]) -> None:
+            """The output, built under a temporary name and renamed when complete."""
+            with contextlib.ExitStack() as stack:
+                tmp = stack.enter_context(atomic_path(out_p, overwrite=overwrite))
+                writer: MaskWriter
+                if georef is not None:
+                    tmp_prob = (
+                        stack.enter_context(atomic_path(prob_p, overwrite=overwrite))
+                        if prob_p is not None
+                        else None
+                    )
+                    writer = GeoTiffMaskWriter(tmp, tmp_prob, georef, height, width, classes, attrs)
+                else:
+                    writer = NetCDFMaskWriter(
+                        tmp, ds, iname, ydim, xdim, height, width, classes, probabilities, attrs
+                    )
+                stack.callback(writer.close)  # closed before the files are renamed into place
+                fill(writer)
+
+        if world == 1:
+            write_output(lambda writer: run(finished(writer.write_rows), None))
+        else:
+            _shared_rows(
+                rank,
+                world,
+                grid,
+                width,
+                n_classes,
+                probabilities,
+                counts,
+                out_p,
+                run,
+                finished,
+                write_output,
+                height,
+            )
     finally:
         ds.close()
     n_valid = max(int(counts[:-1].sum()), 1)
@@ -277,7 +336,54 @@ def segment(
         device=str(dev),
         class_fractions=fractions,
         probability_path=prob_p,
+        rank=rank,
+        world_size=world,
     )
+
+
+RowSink = Callable[[int, np.ndarray], None]
+"""Receives finished probability rows ``(y0, [K, rows, x])`` from the tiling."""
+
+
+def _shared_rows(
+    rank: int,
+    world: int,
+    grid: TileGrid | ExactGrid,
+    width: int,
+    n_classes: int,
+    probabilities: bool,
+    counts: np.ndarray,
+    out_p: Path,
+    run: Callable[[RowSink, range | None], None],
+    finished: Callable[[Callable[[int, np.ndarray, np.ndarray | None], None]], RowSink],
+    write_output: Callable[[Callable[[MaskWriter], None]], None],
+    height: int,
+) -> None:
+    """Under torchrun: this rank's share of the rows of tiles to its part, then rank 0 joins
+    the parts into the output (:mod:`climdl.inference.segment_ranks`); ``counts`` ends up
+    holding the whole scene's class counts on rank 0, this rank's share's elsewhere."""
+    folder = parts_folder(out_p)
+    if rank == 0:
+        prepare_folder(folder)
+    barrier(world)
+    try:
+        share = split_blocks(len(grid.rows), world)[rank]
+        if share:
+            y0, y1 = block_rows(grid, share)
+            with RowPart(folder, rank, y0, y1, width, n_classes, probabilities) as part:
+                run(finished(part.write_rows), share)
+                part.finish(counts)
+        barrier(world)
+        if rank == 0:
+
+            def fill(writer: MaskWriter) -> None:
+                counts[:] = join_parts(folder, world, writer.write_rows, counts.size, height)
+
+            write_output(fill)
+    finally:
+        if rank == 0:
+            remove_folder(folder)
+    barrier(world)
 
 
 def _radius(net: Any, ckpt: Path) -> tuple[int, int]:

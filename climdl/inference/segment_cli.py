@@ -101,7 +101,10 @@ def _cmd_segment(args: argparse.Namespace) -> int:
 
     from climdl.inference.segment import segment
 
-    console = Console(stderr=True, quiet=args.quiet)
+    import os
+
+    # under torchrun, rank 0 speaks for the job (the others share its rows silently)
+    console = Console(stderr=True, quiet=args.quiet or os.environ.get("RANK", "0") != "0")
     with Progress(
         TextColumn("tiles"),
         BarColumn(),
@@ -109,7 +112,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         TimeRemainingColumn(),
         console=console,
         transient=True,
-        disable=args.quiet,
+        disable=console.quiet,
     ) as bar:
         task = bar.add_task("tiles", total=None)
         res = segment(
@@ -126,6 +129,8 @@ def _cmd_segment(args: argparse.Namespace) -> int:
             progress=lambda d, t: bar.update(task, completed=d, total=t),
             channels_last=CHANNELS_LAST_CHOICES[args.channels_last],
         )
+    if res.rank != 0:
+        return 0
     shares = ", ".join(f"{c} {100 * f:.1f}%" for c, f in res.class_fractions.items())
     console.print(
         f"{res.shape[0]} x {res.shape[1]} px, {res.n_tiles} tiles on {res.device} in "

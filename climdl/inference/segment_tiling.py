@@ -23,6 +23,7 @@ proportional to ``tile x width``, never to the scene.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -201,6 +202,26 @@ class StripIO:
             self._pool.shutdown(wait=True, cancel_futures=True)
 
 
+def block_rows(grid: TileGrid | ExactGrid, blocks: range) -> tuple[int, int]:
+    """The scene rows ``(y0, y1)`` that the row blocks ``blocks`` deliver.
+
+    Block ``i`` of a :class:`TileGrid` is the rows made final by its ``i``-th row of tiles
+    (from that row's start to the next row's); of an :class:`ExactGrid`, the kept centre of
+    its ``i``-th row of tiles. Consecutive blocks abut, and all of them cover the scene once.
+    """
+    if isinstance(grid, ExactGrid):
+        return grid.rows[blocks.start].keep[0], grid.rows[blocks.stop - 1].keep[1]
+    ends = (*grid.rows[1:], grid.height)
+    return (0 if blocks.start == 0 else grid.rows[blocks.start]), ends[blocks.stop - 1]
+
+
+def split_blocks(n_blocks: int, parts: int) -> list[range]:
+    """``n_blocks`` row blocks in ``parts`` contiguous, near-equal ranges (some may be empty
+    when there are fewer blocks than parts), in scene order."""
+    bounds = [i * n_blocks // parts for i in range(parts + 1)]
+    return [range(a, b) for a, b in itertools.pairwise(bounds)]
+
+
 def run_tiled(
     read_rows: Callable[[int, int], np.ndarray],
     predict: Predict,
@@ -209,6 +230,7 @@ def run_tiled(
     write_rows: Callable[[int, np.ndarray], None],
     batch_size: int = 8,
     progress: Callable[[int, int], None] | None = None,
+    blocks: range | None = None,
 ) -> None:
     """Blend tile predictions into full rows and hand them on as soon as they are final.
 
@@ -216,16 +238,30 @@ def run_tiled(
     receives ``[K, rows, width]`` blended probabilities for rows ``y0..y0 + rows``, in order and
     each row once. Both run in :class:`StripIO`'s thread, beside the network. Memory: two
     strips of input, ``K x tile_h x width`` accumulators and the rows waiting to be written.
+
+    ``blocks`` (one rank's share, :func:`split_blocks`) delivers only those row blocks
+    (:func:`block_rows`). It starts at the first row of tiles that reaches into them, so that
+    every delivered pixel sums the same tiles in the same order as a run over the whole scene:
+    the values are identical, bit for bit, at the cost of recomputing the rows of tiles that
+    overlap the previous share.
     """
     th, tw, w = grid.tile_h, grid.tile_w, grid.width
     weights = blend_window(th, tw, grid.overlap)
     acc = np.zeros((n_classes, th, w), dtype=np.float32)
     wsum = np.zeros((th, w), dtype=np.float32)
-    buf0 = 0  # scene row of the accumulators' first row
+    keep = blocks if blocks is not None else range(len(grid.rows))
+    if not keep:
+        return
+    first_row = block_rows(grid, keep)[0]
+    first = next(i for i, r in enumerate(grid.rows) if r + th > first_row)
+    first = min(first, keep.start)
+    todo = range(first, keep.stop)
+    buf0 = grid.rows[first] if first > 0 else 0  # scene row of the accumulators' first row
     done = 0
-    spans = [(y0, min(y0 + th, grid.height)) for y0 in grid.rows]
+    total = len(todo) * len(grid.cols)
+    spans = [(grid.rows[i], min(grid.rows[i] + th, grid.height)) for i in todo]
     with StripIO(read_rows, write_rows, spans) as io:
-        for ri, (y0, y1) in enumerate(spans):
+        for ri, (y0, y1) in zip(todo, spans, strict=True):
             strip = io.strip()
             tiles = [_pad_to(strip[:, :, x0 : x0 + tw], th, tw) for x0 in grid.cols]
             for b in range(0, len(tiles), batch_size):
@@ -237,10 +273,11 @@ def run_tiled(
                     wsum[y0 - buf0 : y0 - buf0 + hh, x0 : x0 + ww] += wt
                 done += len(probs)
                 if progress is not None:
-                    progress(done, grid.n_tiles)
+                    progress(done, total)
             nxt = grid.rows[ri + 1] if ri + 1 < len(grid.rows) else grid.height
             n_final = nxt - buf0
-            io.write(buf0, (acc[:, :n_final] / wsum[None, :n_final]).astype(np.float32))
+            if ri in keep:
+                io.write(buf0, (acc[:, :n_final] / wsum[None, :n_final]).astype(np.float32))
             acc = np.roll(acc, -n_final, axis=1)
             wsum = np.roll(wsum, -n_final, axis=0)
             acc[:, th - n_final :] = 0.0
@@ -386,6 +423,7 @@ def run_exact(
     write_rows: Callable[[int, np.ndarray], None],
     batch_size: int = 8,
     progress: Callable[[int, int], None] | None = None,
+    blocks: range | None = None,
 ) -> None:
     """Run exact tiles and hand on their kept centres, a row of tiles at a time.
 
@@ -393,15 +431,20 @@ def run_exact(
     width]``, ``write_rows(y0, probs)`` receives ``[K, rows, width]`` for rows ``y0 ..
     y0 + rows``, in order and each row once (both in :class:`StripIO`'s thread). Memory: two
     strips of ``tile_h`` input rows and the kept rows' ``K x rows x width`` probabilities of
-    the rows waiting to be written.
+    the rows waiting to be written. ``blocks``: only those rows of tiles (one rank's share,
+    :func:`split_blocks`; each row of tiles is independent of the others).
     """
     th = grid.tile_h
     wp = _round_up(grid.width, grid.multiple)
     done = 0
-    spans = [(rw.start, min(rw.start + th, grid.height)) for rw in grid.rows]
+    rows = [grid.rows[i] for i in (blocks if blocks is not None else range(len(grid.rows)))]
+    spans = [(rw.start, min(rw.start + th, grid.height)) for rw in rows]
+    total = len(rows) * len(grid.cols)
     with StripIO(read_rows, write_rows, spans) as io:
-        for rw in grid.rows:
-            done = _exact_strip(io, rw, grid, n_classes, wp, predict, batch_size, done, progress)
+        for rw in rows:
+            done = _exact_strip(
+                io, rw, grid, n_classes, wp, predict, batch_size, done, progress, total
+            )
 
 
 def _exact_strip(
@@ -414,6 +457,7 @@ def _exact_strip(
     batch_size: int,
     done: int,
     progress: Callable[[int, int], None] | None,
+    total: int,
 ) -> int:
     """One row of exact tiles: their kept centres queued for writing; the tiles done so far."""
     th, tw = grid.tile_h, grid.tile_w
@@ -428,6 +472,6 @@ def _exact_strip(
             out[:, :, x0:x1] = p[:, y0 - rw.start : y1 - rw.start, x0 - c.start : x1 - c.start]
         done += len(cols)
         if progress is not None:
-            progress(done, grid.n_tiles)
+            progress(done, total)
     io.write(y0, out)
     return done

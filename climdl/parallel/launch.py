@@ -146,3 +146,27 @@ def close_process_groups_at_exit() -> None:
     if not _closing_at_exit:
         atexit.register(close_process_groups)
         _closing_at_exit = True
+
+
+def join_ranks() -> tuple[int, int]:
+    """(rank, world size) of a job that shares its work across ranks (``downscale``'s chunks,
+    ``segment``'s rows): from torchrun's ``WORLD_SIZE``; with more than one rank, joins a gloo
+    group for barriers (kept for the process's life: a second run in the same process reuses
+    it; closed at exit, not left to the interpreter's teardown, which aborts gloo)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("gloo")
+        close_process_groups_at_exit()
+    return dist.get_rank(), dist.get_world_size()
+
+
+def barrier(world: int) -> None:
+    """Wait for every rank of :func:`join_ranks`'s group (nothing with one rank)."""
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
