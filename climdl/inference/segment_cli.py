@@ -90,6 +90,8 @@ def register(sub: Any) -> None:
 
 
 def _cmd_segment(args: argparse.Namespace) -> int:
+    import os
+
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -100,8 +102,6 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     )
 
     from climdl.inference.segment import segment
-
-    import os
 
     # under torchrun, rank 0 speaks for the job (the others share its rows silently)
     console = Console(stderr=True, quiet=args.quiet or os.environ.get("RANK", "0") != "0")
