@@ -6,7 +6,9 @@ Landsat 8/9 Collection 2 Level-1 conversions follow the USGS Landsat 8 Data User
 (:class:`Reflectance`; the scene-centre sun elevation, as the handbook's scene-wide form), and
 for the thermal band the radiance ``L = RADIANCE_MULT_BAND_10 * DN + RADIANCE_ADD_BAND_10`` and
 brightness temperature ``K2 / ln(K1 / L + 1)`` (:class:`BrightnessTemperature`); DN 0 is the fill
-value and becomes NaN. :class:`Scaled` applies a GeoTIFF's GDAL scale/offset and nodata value.
+value and becomes NaN. Sentinel-2 Level-1C digital numbers are already TOA reflectance, scaled:
+``(DN + RADIO_ADD_OFFSET) / QUANTIFICATION_VALUE`` (:class:`Sentinel2Reflectance`; the offset is
+-1000 from processing baseline 04.00, 0 before), DN 0 being no data. :class:`Scaled` applies a GeoTIFF's GDAL scale/offset and nodata value.
 Each is a :data:`~climdl.clouds.raster.Converter`: a frozen dataclass, not a closure, so that
 scenes pickle (copies, Dask).
 """
@@ -66,3 +68,21 @@ class Scaled:
         if self.nodata is not None and not math.isnan(self.nodata):
             v = np.where(raw == self.nodata, np.nan, v)
         return v.astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Sentinel2Reflectance:
+    """Sentinel-2 L1C DN -> TOA reflectance ``(DN + offset) / quantification``; DN 0 -> NaN.
+
+    ``offset`` is the band's ``RADIO_ADD_OFFSET`` (-1000 from processing baseline 04.00, 0
+    before), ``quantification`` the product's ``QUANTIFICATION_VALUE`` (10000). L1C values are
+    already corrected for the sun angle (ESA's Level-1C algorithm), so no cosine is applied.
+    """
+
+    offset: float
+    quantification: float
+
+    def __call__(self, dn: np.ndarray) -> np.ndarray:
+        """Reflectance (float32) of a window of digital numbers ``dn``."""
+        rho = (dn.astype(np.float64) + self.offset) / self.quantification
+        return np.where(dn == 0, np.nan, rho).astype(np.float32)

@@ -18,8 +18,10 @@ def register(sub: Any) -> None:
         "sample-clouds",
         help="write labelled synthetic multispectral scenes (clouds, shadows, snow) as NetCDF",
         description="Write deterministic labelled scenes: Landsat-like bands (blue .. swir22, "
-        "thermal 10.9 um) over real Blue Marble surfaces with procedural convective, "
-        "stratiform and cirrus clouds, their shadows, and snow/desert confusers.",
+        "thermal 10.9 um) or, with --sensor sentinel2, Sentinel-2 MSI bands (blue, green, red, "
+        "nir, cirrus 1.375 um, swir16, swir22; no thermal band) over real Blue Marble surfaces "
+        "with procedural convective, stratiform and cirrus clouds, their shadows, and "
+        "snow/desert confusers.",
     )
     s.add_argument("out_dir", type=Path, help="folder to write scene_000.nc ... into (created)")
     s.add_argument("--n-scenes", type=int, default=16, help="number of scenes (default 16)")
@@ -32,6 +34,13 @@ def register(sub: Any) -> None:
         help="scene size in pixels (default 256 256)",
     )
     s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    s.add_argument(
+        "--sensor",
+        choices=("landsat", "sentinel2"),
+        default="landsat",
+        help="whose bands the scenes have: landsat (8/9 OLI/TIRS, default) or sentinel2 (MSI); "
+        "the same seed gives the same clouds and labels for both",
+    )
     s.add_argument("--overwrite", action="store_true", help="replace existing files")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress or summary")
     s.set_defaults(func=_cmd_sample_clouds)
@@ -53,6 +62,7 @@ def _cmd_sample_clouds(args: argparse.Namespace) -> int:
             args.seed,
             overwrite=args.overwrite,
             progress=lambda d, t: bar.update(task, completed=d, total=t),
+            sensor=args.sensor,
         )
     console.print(
         f"{len(res.files)} scenes of {args.size[0]} x {args.size[1]}, "

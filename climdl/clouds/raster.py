@@ -4,7 +4,10 @@
 files (:class:`BandSource`: a file, a band index and a conversion of the stored values). Nothing
 is read when the array is made: each read (a strip of rows, say) opens the files, reads just that
 window and converts it, so memory follows the window, never the scene; a thinned read (every
-n-th pixel) is read in bounded strips (:data:`STRIP_PIXELS`), each thinned in turn. A band file
+n-th pixel) is read in bounded strips (:data:`STRIP_PIXELS`), each thinned in turn. Bands stored
+at another resolution than the scene grid (Sentinel-2's 10/20/60 m) are brought to it in the same
+window-by-window way (:attr:`BandSource.up`/:attr:`BandSource.down`): a coarser band by block
+replication, a finer one by the mean of its valid pixels in each block. A band file
 that opens but cannot be read (cut short) is a :class:`~climdl.errors.DataError` naming it.
 :class:`LatLonArray` gives 2-D ``lat``/``lon`` of projected pixel centres the same lazy way
 (:class:`LatLonGrid`). Everything pickles and copies (to Dask, say).
@@ -99,11 +102,53 @@ def _read_error(path: Path, exc: Exception) -> DataError:
 
 @dataclass(frozen=True)
 class BandSource:
-    """Where one band of a scene lives: a GeoTIFF, its 1-based band index, and the conversion."""
+    """Where one band of a scene lives: a raster file (GeoTIFF, JPEG 2000), its 1-based band
+    index, the conversion, and how its pixels map onto the scene grid.
+
+    ``up``: each stored pixel covers ``up`` x ``up`` scene pixels (a coarser band, replicated:
+    a 60 m band on a 20 m grid has ``up`` 3); ``down``: each scene pixel is the mean of
+    ``down`` x ``down`` stored pixels, NaN only where all of them are no data (a finer band,
+    averaged: a 10 m band on a 20 m grid has ``down`` 2). Both 1: the file is on the grid.
+    Replication invents no detail and averaging is the area mean, so neither makes up values
+    between pixels (as bilinear resampling would across a cloud edge).
+    """
 
     path: Path
     index: int
     convert: Converter
+    up: int = 1
+    down: int = 1
+
+    @property
+    def on_grid(self) -> bool:
+        """True when the file's pixels are the scene's."""
+        return self.up == 1 and self.down == 1
+
+    def window(self, f: Any, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
+        """Scene values (float32 ``[r1 - r0, c1 - c0]``) of scene rows ``r0:r1`` and columns
+        ``c0:c1``, read from the open rasterio dataset ``f`` (just the stored pixels they
+        cover) and converted, then averaged or replicated onto the scene grid."""
+        from rasterio.windows import Window
+
+        if r1 <= r0 or c1 <= c0:
+            return np.empty((max(r1 - r0, 0), max(c1 - c0, 0)), np.float32)
+        if self.down > 1:
+            d = self.down
+            raw = f.read(self.index, window=Window(c0 * d, r0 * d, (c1 - c0) * d, (r1 - r0) * d))
+            v = self.convert(raw).reshape(r1 - r0, d, c1 - c0, d)
+            ok = np.isfinite(v)
+            n = ok.sum(axis=(1, 3))
+            total = np.where(ok, v, 0.0).sum(axis=(1, 3), dtype=np.float64)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                return np.where(n > 0, total / np.maximum(n, 1), np.nan).astype(np.float32)
+        u = self.up
+        s0, s1 = r0 // u, (r1 - 1) // u + 1
+        t0, t1 = c0 // u, (c1 - 1) // u + 1
+        raw = f.read(self.index, window=Window(t0, s0, t1 - t0, s1 - s0))
+        v = np.repeat(np.repeat(self.convert(raw), u, axis=0), u, axis=1)
+        return np.ascontiguousarray(
+            v[r0 - s0 * u : r1 - s0 * u, c0 - t0 * u : c1 - t0 * u], dtype=np.float32
+        )
 
 
 class RasterBands(BackendArray):
@@ -135,16 +180,42 @@ class RasterBands(BackendArray):
                 by_file.setdefault(self.sources[int(b)].path, []).append(i)
             for path, positions in by_file.items():
                 srcs = [self.sources[int(bands[i])] for i in positions]
+                plain = [j for j, s in enumerate(srcs) if s.on_grid]
                 try:
                     with rasterio.open(path) as f:
-                        for k0, raw in self._strips(f, [s.index for s in srcs], rows, cols):
-                            for j, i in enumerate(positions):
-                                out[i, k0 : k0 + raw.shape[1]] = srcs[j].convert(raw[j])
+                        if plain:
+                            indexes = [srcs[j].index for j in plain]
+                            for k0, raw in self._strips(f, indexes, rows, cols):
+                                for m, j in enumerate(plain):
+                                    out[positions[j], k0 : k0 + raw.shape[1]] = srcs[j].convert(
+                                        raw[m]
+                                    )
+                        for j, s in enumerate(srcs):
+                            if not s.on_grid:
+                                out[positions[j]] = self._resampled(f, s, rows, cols)
                 except rasterio.errors.RasterioError as exc:
                     raise _read_error(path, exc) from exc
         out = _finish(out, (rows, cols))
         if np.ndim(np.arange(self.shape[0])[key[0]]) == 0:
             out = out[0]
+        return out
+
+    @staticmethod
+    def _resampled(f: Any, src: BandSource, rows: _Axis, cols: _Axis) -> np.ndarray:
+        """``[rows, columns]`` of a band not on the scene grid: the window in one read or,
+        thinned, in strips of at most :data:`STRIP_PIXELS` stored pixels, each thinned in turn."""
+        width = cols.stop - cols.start
+        if rows.step == 1 and cols.step == 1:
+            return src.window(f, rows.start, rows.stop, cols.start, cols.stop)
+        out = np.empty((rows.size, cols.size), np.float32)
+        span = max(1, STRIP_PIXELS // max(width * src.down * src.down, 1))  # scene rows per read
+        per = max(1, (span - 1) // rows.step + 1)  # output rows per read
+        for k0 in range(0, rows.size, per):
+            k1 = min(k0 + per, rows.size)
+            r0 = rows.start + k0 * rows.step
+            r1 = r0 + (k1 - k0 - 1) * rows.step + 1
+            win = src.window(f, r0, r1, cols.start, cols.stop)
+            out[k0:k1] = win[:: rows.step, :: cols.step]
         return out
 
     @staticmethod

@@ -1,7 +1,8 @@
-"""Opening a scene from any file climdl reads: scene NetCDF, Landsat product or GeoTIFF.
+"""Opening a scene from any file climdl reads: scene NetCDF, Landsat or Sentinel-2 product, GeoTIFF.
 
 :func:`open_scene` picks the reader by name (a Landsat MTL file or its folder:
-:mod:`climdl.clouds.landsat`; a ``.tif``/``.tiff``: :mod:`climdl.clouds.geotiff`; else a scene
+:mod:`climdl.clouds.landsat`; a Sentinel-2 ``.SAFE`` folder or its ``MTD_MSIL1C.xml``:
+:mod:`climdl.clouds.sentinel2`; a ``.tif``/``.tiff``: :mod:`climdl.clouds.geotiff`; else a scene
 NetCDF in the layout of :mod:`climdl.clouds.scene`) and returns the scene lazily;
 :func:`load_scene` reads a whole (small) scene into memory.
 """
@@ -17,6 +18,7 @@ from climdl.clouds.geotiff import open_geotiff
 from climdl.clouds.landsat import open_landsat
 from climdl.clouds.mtl import is_landsat_path
 from climdl.clouds.scene import image_name
+from climdl.clouds.sentinel2 import is_sentinel2_path, open_sentinel2
 from climdl.errors import DataError
 
 __all__ = ["load_scene", "open_scene"]
@@ -26,11 +28,14 @@ def open_scene(path: str | os.PathLike[str]) -> xr.Dataset:
     """Open a scene lazily (nothing is read yet); clear errors for missing or foreign files.
 
     By name: a Landsat 8/9 Collection 2 Level-1 ``*_MTL.txt``/``*_MTL.json`` file or a folder
-    holding one (:func:`climdl.clouds.landsat.open_landsat`), a ``.tif``/``.tiff`` multi-band
-    GeoTIFF with named bands (:func:`climdl.clouds.geotiff.open_geotiff`), else a scene NetCDF.
+    holding one (:func:`climdl.clouds.landsat.open_landsat`), a Sentinel-2 Level-1C ``.SAFE``
+    folder or its ``MTD_MSIL1C.xml`` (:func:`climdl.clouds.sentinel2.open_sentinel2`, on its
+    20 m grid), a ``.tif``/``.tiff`` multi-band GeoTIFF with named bands
+    (:func:`climdl.clouds.geotiff.open_geotiff`), else a scene NetCDF.
 
     Args:
-        path: a scene NetCDF, a Landsat MTL file or its folder, or a multi-band GeoTIFF.
+        path: a scene NetCDF, a Landsat MTL file or its folder, a Sentinel-2 L1C product (the
+            ``.SAFE`` folder or its ``MTD_MSIL1C.xml``), or a multi-band GeoTIFF.
 
     Returns:
         The scene: band variables with names, wavelengths and units, and the mask when labelled.
@@ -39,11 +44,23 @@ def open_scene(path: str | os.PathLike[str]) -> xr.Dataset:
         DataError: a missing, unreadable or foreign file.
     """
     p = Path(path)
+    if is_sentinel2_path(p):
+        return open_sentinel2(p)
+    if p.suffix.lower() == ".jp2":
+        raise DataError(
+            f"{p.name} is one band file of a Sentinel-2 product; pass its .SAFE folder or "
+            "MTD_MSIL1C.xml instead."
+        )
+    if p.name.upper().endswith(".SAFE.ZIP"):
+        raise DataError(
+            f"{p.name} is a zipped Sentinel-2 product; unzip it and pass the .SAFE folder."
+        )
     if p.is_dir() or p.name.upper().endswith(("_MTL.TXT", "_MTL.JSON")):
         if p.is_dir() and not is_landsat_path(p):
             raise DataError(
-                f"{p} is a folder without a Landsat *_MTL.txt or *_MTL.json file; give a scene "
-                "NetCDF, a Landsat MTL file (or its folder) or a GeoTIFF."
+                f"{p} is a folder without a Landsat *_MTL.txt or *_MTL.json file or a Sentinel-2 "
+                "MTD_MSIL1C.xml; give a scene NetCDF, a Landsat MTL file (or its folder), a "
+                "Sentinel-2 .SAFE folder or a GeoTIFF."
             )
         return open_landsat(p)
     if p.suffix.lower() in (".tif", ".tiff"):

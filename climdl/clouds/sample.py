@@ -4,7 +4,10 @@
 CF flag ``mask``, band names and wavelengths, projected ``y``/``x`` on an azimuthal-equidistant
 grid mapping, 2-D ``lat``/``lon``) and is made by :func:`climdl.clouds.synthetic.make_scene`
 from ``SeedSequence([seed, index])``: the same seed and size give the same files, and scene
-``i`` does not depend on how many scenes are written.
+``i`` does not depend on how many scenes are written. ``sensor="sentinel2"`` writes the same
+scenes (same labels) through Sentinel-2 MSI bands
+(:data:`~climdl.clouds.scene.SENTINEL2_SAMPLE_BANDS`, no thermal band) instead of Landsat's,
+so that a Sentinel-2 segmenter can be trained and demonstrated offline.
 """
 
 from __future__ import annotations
@@ -18,8 +21,8 @@ import numpy as np
 import xarray as xr
 
 from climdl import __version__
-from climdl.clouds.scene import CLASSES, IMAGE_VAR, LANDSAT_BANDS, MASK_VAR, make_scene, write_scene
-from climdl.clouds.synthetic import SyntheticScene
+from climdl.clouds.scene import CLASSES, IMAGE_VAR, MASK_VAR, make_scene, write_scene
+from climdl.clouds.synthetic import SENSORS, Sensor, SyntheticScene, sensor_bands
 from climdl.clouds.synthetic import make_scene as synthesise
 from climdl.errors import ConfigError
 from climdl.io.provenance import CF_CONVENTIONS, stamped
@@ -39,8 +42,10 @@ class CloudSample:
         return sum(p.stat().st_size for p in self.files)
 
 
-def scene_dataset(scene: SyntheticScene, seed: int, index: int) -> xr.Dataset:
-    """The CF Dataset of a synthetic scene."""
+def scene_dataset(
+    scene: SyntheticScene, seed: int, index: int, sensor: Sensor = "landsat"
+) -> xr.Dataset:
+    """The CF Dataset of a synthetic scene whose bands are those of ``sensor``."""
     cf = scene.crs.to_cf()
     crs_var = xr.DataArray(
         np.int32(0),
@@ -79,17 +84,16 @@ def scene_dataset(scene: SyntheticScene, seed: int, index: int) -> xr.Dataset:
             {"standard_name": "longitude", "units": "degrees_east"},
         ),
     }
+    how = f"seed {seed}, scene {index}" + (f", sensor {sensor}" if sensor != "landsat" else "")
     attrs = dict(scene.attrs) | {
         "Conventions": CF_CONVENTIONS,
-        "history": stamped(
-            f"climdl sample-clouds (climdl {__version__}, seed {seed}, scene {index})"
-        ),
+        "history": stamped(f"climdl sample-clouds (climdl {__version__}, {how})"),
         "climdl_version": __version__,
         "seed": seed,
         "scene_index": index,
     }
     ds = make_scene(
-        scene.image, LANDSAT_BANDS, coords, mask=scene.mask, classes=CLASSES, attrs=attrs
+        scene.image, sensor_bands(sensor), coords, mask=scene.mask, classes=CLASSES, attrs=attrs
     )
     ds["crs"] = crs_var
     for name in (IMAGE_VAR, MASK_VAR):
@@ -106,12 +110,16 @@ def write_cloud_sample(
     overwrite: bool = False,
     skip_existing: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    sensor: Sensor = "landsat",
 ) -> CloudSample:
     """Write ``n_scenes`` labelled scenes of ``size`` (rows, columns) into ``out_dir``.
 
     ``skip_existing`` keeps files already there (a cache being filled); otherwise an existing
-    file is an :class:`~climdl.errors.OutputError` unless ``overwrite``.
+    file is an :class:`~climdl.errors.OutputError` unless ``overwrite``. ``sensor``: whose
+    bands the scenes have (``landsat`` or ``sentinel2``).
     """
+    if sensor not in SENSORS:
+        raise ConfigError(f"--sensor must be one of {', '.join(SENSORS)}, got {sensor!r}.")
     if n_scenes < 1:
         raise ConfigError(f"--n-scenes must be at least 1, got {n_scenes}.")
     if min(size) < 16 or max(size) > 8192:
@@ -122,8 +130,8 @@ def write_cloud_sample(
     for i in range(n_scenes):
         path = root / f"scene_{i:03d}.nc"
         if not (skip_existing and path.is_file()):
-            scene = synthesise(np.random.SeedSequence([seed, i]), size)
-            write_scene(scene_dataset(scene, seed, i), path, overwrite=overwrite)
+            scene = synthesise(np.random.SeedSequence([seed, i]), size, sensor=sensor)
+            write_scene(scene_dataset(scene, seed, i, sensor), path, overwrite=overwrite)
         files.append(path)
         if progress is not None:
             progress(i + 1, n_scenes)

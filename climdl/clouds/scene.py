@@ -71,6 +71,34 @@ LANDSAT_BANDS: tuple[Band, ...] = (
     Band("tir", 10.895, "K"),
 )
 
+# Sentinel-2 MSI bands B01 .. B12 (with B8A) in the product's band-id order, named by their STAC
+# ``eo`` common names so that a band means the same thing on every sensor: a checkpoint trained
+# on Landsat blue .. swir22 matches Sentinel-2 blue .. swir22 by name, and the 5 % wavelength
+# check of ``climdl segment`` passes (nir: B08 at 0.842 um vs OLI's 0.865 um). Central
+# wavelengths (um) of Sentinel-2A; a product's own MTD values replace them when read.
+SENTINEL2_BANDS: tuple[Band, ...] = (
+    Band("coastal", 0.443),  # B01, 60 m
+    Band("blue", 0.490),  # B02, 10 m
+    Band("green", 0.560),  # B03, 10 m
+    Band("red", 0.665),  # B04, 10 m
+    Band("rededge1", 0.705),  # B05, 20 m
+    Band("rededge2", 0.740),  # B06, 20 m
+    Band("rededge3", 0.783),  # B07, 20 m
+    Band("nir", 0.842),  # B08, 10 m
+    Band("nir08", 0.865),  # B8A, 20 m
+    Band("nir09", 0.945),  # B09, 60 m (water vapour)
+    Band("cirrus", 1.375),  # B10, 60 m (cirrus: the surface is hidden by water vapour)
+    Band("swir16", 1.610),  # B11, 20 m
+    Band("swir22", 2.190),  # B12, 20 m
+)
+# The synthetic sample's Sentinel-2 bands (``climdl sample-clouds --sensor sentinel2``): the
+# Landsat sample's reflective bands at MSI wavelengths plus the cirrus band; no thermal band.
+SENTINEL2_SAMPLE_BANDS: tuple[Band, ...] = tuple(
+    b
+    for b in SENTINEL2_BANDS
+    if b.name in ("blue", "green", "red", "nir", "cirrus", "swir16", "swir22")
+)
+
 
 def label_attrs(classes: Sequence[str]) -> dict[str, Any]:
     """CF flag attributes of a label variable with these classes (flag values 0..K-1)."""

@@ -25,6 +25,19 @@ same seed gives the same scene:
    least half the pixel, *clear* elsewhere; :data:`~climdl.clouds.scene.NODATA` in the no-data
    margin some scenes have (like Landsat's black borders).
 
+**Sensors.** ``sensor="landsat"`` (the default) gives the Landsat 8 bands above;
+``sensor="sentinel2"`` the same scene (same surface, clouds, shadows and labels from the same
+seed) seen by Sentinel-2 MSI (:data:`~climdl.clouds.scene.SENTINEL2_SAMPLE_BANDS`: blue, green,
+red, nir at 490, 560, 665, 842 nm, cirrus 1375 nm, swir16 1610 nm, swir22 2190 nm; no thermal
+band). The per-band tables (surface spectra, cloud absorption, Rayleigh path, diffuse sky) are
+given at the Landsat wavelengths and evaluated at the MSI ones by linear interpolation in
+wavelength (:func:`at_wavelengths`); the cirrus band sees through the water vapour only from
+high up: every contribution from height ``z`` is weighted by the two-way water-vapour
+transmittance ``exp(-WV_DEPTH exp(-z / WV_SCALE_HEIGHT))`` (:func:`water_vapour_transmittance`:
+~2 % from the ground, ~20-40 % from a stratiform top, > 90 % from cirrus), which is why real
+cirrus masks use it. The Sentinel-2 noise comes from a generator spawned from the scene's, so
+the Landsat scenes of a seed are exactly those climdl made before the sensor existed.
+
 Bright deserts and snow are as bright as clouds in the visible, stratiform tops are nearly as
 warm as the ground, and cirrus barely brightens it: brightness thresholds fail and the spectral
 shape (NDSI, SWIR, thermal) and texture are needed. The physics is plausible, not calibrated;
@@ -34,13 +47,13 @@ no claim about real imagery rests on these scenes.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pyproj import CRS, Transformer
 
 from climdl.clouds import surface as S
-from climdl.clouds.scene import CLASSES, LANDSAT_BANDS, NODATA
+from climdl.clouds.scene import CLASSES, LANDSAT_BANDS, NODATA, SENTINEL2_SAMPLE_BANDS, Band
 
 TAU_CLOUD = 4.0
 """Total optical depth from which a pixel is labelled (thick) cloud."""
@@ -54,6 +67,40 @@ WATER_CLOUD = np.array([1.0, 1.0, 1.0, 0.98, 0.80, 0.55], dtype=np.float32)
 ICE_CLOUD = np.array([1.0, 1.0, 1.0, 0.97, 0.50, 0.38], dtype=np.float32)
 RAYLEIGH = np.array([0.05, 0.025, 0.012, 0.004, 0.001, 0.0], dtype=np.float32)
 DIFFUSE_SKY = np.array([0.30, 0.22, 0.17, 0.10, 0.06, 0.05], dtype=np.float32)
+WV_DEPTH = 4.0
+"""Water-vapour optical depth (two-way) of the whole column in the 1.375 um cirrus band."""
+WV_SCALE_HEIGHT = 2000.0
+"""Scale height (m) of atmospheric water vapour."""
+
+Sensor = Literal["landsat", "sentinel2"]
+SENSORS: tuple[Sensor, ...] = ("landsat", "sentinel2")
+"""The sensors whose bands the generator makes."""
+CIRRUS_UM = (1.3, 1.45)
+"""Wavelengths (um) of the water-vapour absorption band that the cirrus channel sits in."""
+
+
+def sensor_bands(sensor: Sensor) -> tuple[Band, ...]:
+    """The bands of the synthetic scenes of ``sensor``, in order."""
+    if sensor == "landsat":
+        return LANDSAT_BANDS
+    if sensor == "sentinel2":
+        return SENTINEL2_SAMPLE_BANDS
+    raise ValueError(f"unknown sensor {sensor!r}; one of {', '.join(SENSORS)}")
+
+
+def at_wavelengths(table: np.ndarray, wavelengths: np.ndarray) -> np.ndarray:
+    """A per-band table ``[..., 6]`` given at the Landsat reflective wavelengths (blue ..
+    swir22), linearly interpolated in wavelength (um) to ``wavelengths`` (held constant beyond
+    the ends): the spectra are smooth between the Landsat bands at the scale of the MSI shifts."""
+    ref = np.array([b.wavelength for b in LANDSAT_BANDS if not b.thermal])
+    flat = table.reshape(-1, table.shape[-1])
+    out = np.stack([np.interp(wavelengths, ref, row) for row in flat])
+    return out.reshape(*table.shape[:-1], len(wavelengths)).astype(np.float32)
+
+
+def water_vapour_transmittance(height: np.ndarray | float) -> np.ndarray:
+    """Two-way transmittance of the water vapour above ``height`` (m) in the cirrus band."""
+    return np.asarray(np.exp(-WV_DEPTH * np.exp(-np.asarray(height) / WV_SCALE_HEIGHT)))
 
 
 @dataclass
@@ -117,9 +164,13 @@ def make_scene(
     size: tuple[int, int] = (256, 256),
     pixel_size: float | None = None,
     theme: S.Theme | None = None,
+    sensor: Sensor = "landsat",
 ) -> SyntheticScene:
-    """One labelled scene (see the module docstring); ``pixel_size`` in metres."""
+    """One labelled scene (see the module docstring); ``pixel_size`` in metres; ``sensor``:
+    whose bands (:func:`sensor_bands`) the image holds."""
+    bands = sensor_bands(sensor)
     rng = np.random.default_rng(seed)
+    sensor_rng = rng.spawn(1)[0] if sensor != "landsat" else None  # leaves rng's stream as is
     h, w = size
     theme = theme or S.THEMES[int(rng.choice(len(S.THEMES), p=S.THEME_WEIGHTS))]
     px = float(pixel_size if pixel_size is not None else rng.uniform(400.0, 1200.0))
@@ -236,6 +287,10 @@ def make_scene(
         bt = eps_i * float(np.asarray(t_top["cirrus"])) + (1.0 - eps_i) * bt
     bt = bt + 0.3 * rng.standard_normal(bt.shape)
     image = np.concatenate([refl, bt[None]], axis=0).astype(np.float32)
+    if sensor_rng is not None:  # the same scene through another sensor's bands
+        image = _other_sensor(
+            bands, sensor_rng, frac, texture, direct, tau, heights, crop, mu0
+        ).astype(np.float32)
 
     # ------------------------------------------------------------------ labels
     tau_tot = tau_w + tau_i
@@ -254,7 +309,7 @@ def make_scene(
         mask[out] = NODATA
 
     valid = mask != NODATA
-    attrs = {
+    attrs: dict[str, Any] = {
         "title": "climdl synthetic multispectral scene with labelled clouds",
         "source": "climdl.clouds.synthetic: procedural clouds over a real global surface mosaic",
         "surface_source": S.surface_source(),
@@ -270,9 +325,46 @@ def make_scene(
         ),
         "comment": "Plausible physics, not calibrated: no claim about real imagery rests on it.",
     }
+    if sensor != "landsat":
+        attrs["sensor"] = "Sentinel-2 MSI (synthetic)"
     return SyntheticScene(image=image, mask=mask, x=x, y=y, lat=lat, lon=lon, crs=crs, attrs=attrs)
 
 
-def band_names() -> list[str]:
-    """Names of the synthetic scenes' bands, in order."""
-    return [b.name for b in LANDSAT_BANDS]
+def _other_sensor(
+    bands: tuple[Band, ...],
+    rng: np.random.Generator,
+    frac: np.ndarray,
+    texture: np.ndarray,
+    direct: np.ndarray,
+    tau: dict[str, np.ndarray],
+    heights: dict[str, float],
+    crop: tuple[slice, slice],
+    mu0: float,
+) -> np.ndarray:
+    """TOA reflectance ``[band, y, x]`` of the scene's fields in ``bands`` (no thermal band):
+    the Landsat radiative transfer with each per-band table evaluated at the bands'
+    wavelengths, and in the cirrus band each layer and the surface dimmed by the water vapour
+    above them (:func:`water_vapour_transmittance`); the layers are added top-down by height."""
+    wl = np.array([b.wavelength for b in bands])
+    cirrus = ((wl >= CIRRUS_UM[0]) & (wl <= CIRRUS_UM[1]))[:, None, None]
+    spectra = at_wavelengths(S.SURFACE_SPECTRA, wl)
+    diffuse = at_wavelengths(DIFFUSE_SKY, wl)[:, None, None]
+    water, ice = (at_wavelengths(t, wl)[:, None, None] for t in (WATER_CLOUD, ICE_CLOUD))
+    rayleigh = at_wavelengths(RAYLEIGH, wl)[:, None, None]
+    refl_s = np.einsum("yxk,kb->byx", frac, spectra) * (1.0 + 0.06 * texture[None])
+    refl = refl_s * (diffuse + (1.0 - diffuse) * direct[None])
+    refl = np.where(cirrus, refl * water_vapour_transmittance(0.0), refl)
+    for name in sorted(tau, key=lambda n: heights[n]):  # bottom-up: each layer over what is below
+        r_cloud = (ice if name == "cirrus" else water) * two_stream(tau[name][crop])[None]
+        t_wv = water_vapour_transmittance(heights[name])
+        r_cloud = np.where(cirrus, r_cloud * t_wv, r_cloud)
+        refl = _add_layer(refl, r_cloud)
+    refl = refl + np.where(cirrus, 0.0, rayleigh * (0.5 + 0.5 / mu0))
+    noise = 1.0 + 0.01 * rng.standard_normal(refl.shape)
+    out: np.ndarray = refl * noise + 0.003 * rng.standard_normal(refl.shape)
+    return out
+
+
+def band_names(sensor: Sensor = "landsat") -> list[str]:
+    """Names of the synthetic scenes' bands of ``sensor``, in order."""
+    return [b.name for b in sensor_bands(sensor)]
