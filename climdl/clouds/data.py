@@ -1,7 +1,7 @@
 """The cloud-segmentation DataModule: labelled scenes split, described and served for training.
 
-Scenes come from a folder of scene NetCDF files (:mod:`climdl.clouds.scene`), a 38-Cloud folder
-(:mod:`climdl.clouds.layouts`), or - with no folder given - the embedded synthetic sample,
+Scenes come from a folder of scene NetCDF files (:mod:`climdl.clouds.scene`), a 38-Cloud or
+CloudSEN12 folder (:mod:`climdl.clouds.layouts`), or - with no folder given - the embedded synthetic sample,
 generated into the cache (``$CLIMDL_CACHE/clouds-sample``) on first use; their sources are
 :mod:`climdl.clouds.training_scenes`. The split into training and validation is by scene, seeded.
 Batches are raw: ``{"x": float32 [B, C, H, W]`` (NaN where there are no data),
@@ -44,9 +44,11 @@ class CloudDataModule(L.LightningDataModule):
     """Labelled scenes for :class:`~climdl.tasks.segmentation.SegmentationTask`.
 
     Args:
-        root: folder of scene NetCDF files, or the ``38-Cloud_training`` folder with
-            ``layout: 38-cloud``; None: the embedded synthetic sample (cached).
-        layout: ``netcdf`` (climdl scenes) or ``38-cloud``.
+        root: folder of scene NetCDF files, the ``38-Cloud_training`` folder with
+            ``layout: 38-cloud``, or the CloudSEN12 folder (patch folders with ``S2L1C.tif``
+            and ``labels/manual_hq.tif``) with ``layout: cloudsen12``; None: the embedded
+            synthetic sample (cached).
+        layout: ``netcdf`` (climdl scenes), ``38-cloud`` or ``cloudsen12``.
         files: explicit scene files instead of ``root``.
         sample_scenes: scenes of the embedded sample (``root: null``).
         sample_size: their size (rows, columns).

@@ -1,7 +1,7 @@
 """The labelled scenes a training run reads: one source per scene, checked to agree.
 
 A :class:`SceneSource` describes one labelled scene (shape, bands, classes) and reads a window
-of it from a scene NetCDF (:mod:`climdl.clouds.scene`), a 38-Cloud patch
+of it from a scene NetCDF (:mod:`climdl.clouds.scene`), a 38-Cloud or CloudSEN12 patch
 (:mod:`climdl.clouds.layouts`) or memory. :func:`scene_sources` finds the scenes of a folder or
 a list of files and checks that they share bands (reordered by name to the first scene's order)
 and classes; :func:`ensure_sample` generates the embedded synthetic sample into the cache on
@@ -34,7 +34,7 @@ from climdl.errors import ConfigError, DataError
 
 __all__ = ["Layout", "SceneSource", "ensure_sample", "sample_root", "scene_sources"]
 
-Layout = Literal["netcdf", "38-cloud"]
+Layout = Literal["netcdf", "38-cloud", "cloudsen12"]
 
 
 @dataclass
@@ -42,7 +42,8 @@ class SceneSource:
     """One labelled scene: its shape, bands, classes and attributes, and a window reader.
 
     ``image``/``mask`` hold the data when loaded into memory; otherwise ``path`` (NetCDF) or
-    ``patch`` (38-Cloud: ``(root, name, split)``) is read at each access.
+    ``patch`` (38-Cloud or CloudSEN12, as ``layout`` says: ``(root, name, split)``) is read at
+    each access.
 
     Attributes:
         name: the scene's name.
@@ -51,10 +52,11 @@ class SceneSource:
         classes: the class names, in label order.
         attrs: the scene's attributes.
         path: the scene NetCDF, read at each access.
-        patch: a 38-Cloud patch ``(root, name, split)``, read at each access.
+        patch: a 38-Cloud or CloudSEN12 patch ``(root, name, split)``, read at each access.
         order: band indices that bring the bands into the first scene's order.
         image: the bands in memory ``[C, H, W]``, or None.
         mask: the labels in memory ``[H, W]``, or None.
+        layout: the dataset layout of ``patch`` (``38-cloud`` or ``cloudsen12``).
     """
 
     name: str
@@ -67,6 +69,7 @@ class SceneSource:
     order: list[int] | None = None
     image: np.ndarray | None = None
     mask: np.ndarray | None = None
+    layout: Layout = "38-cloud"
 
     def read(self, window: tuple[slice, slice] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``([C, h, w] float32, [h, w] uint8)`` of the window (the whole scene by default)."""
@@ -77,10 +80,10 @@ class SceneSource:
             with open_scene(self.path) as ds:
                 return read_image(ds, win, self.order), read_mask(ds, win)
         assert self.patch is not None
-        from climdl.clouds.layouts import read_38cloud_patch
+        from climdl.clouds.layouts import read_patch
 
         root, pname, split = self.patch
-        ds = read_38cloud_patch(root, pname, split)  # type: ignore[arg-type]
+        ds = read_patch(self.layout, root, pname, split)  # type: ignore[arg-type]
         return read_image(ds, win, self.order), read_mask(ds, win)
 
     def load(self) -> None:
@@ -124,6 +127,20 @@ def _38cloud_sources(root: Path, max_scenes: int | None) -> list[SceneSource]:
     ]
 
 
+def _cloudsen12_sources(root: Path, max_scenes: int | None) -> list[SceneSource]:
+    from climdl.clouds.layouts import list_cloudsen12_patches, read_cloudsen12_patch
+
+    names = list_cloudsen12_patches(root)[: max_scenes or None]
+    first = read_cloudsen12_patch(root, names[0])
+    shape = (first.sizes["y"], first.sizes["x"])
+    bands, classes = bands_of(first), classes_of(first)
+    return [
+        SceneSource(name=n, shape=shape, bands=list(bands), classes=list(classes),
+                    patch=(root, n, "train"), layout="cloudsen12")
+        for n in names
+    ]  # fmt: skip
+
+
 def scene_sources(
     root: str | Path | None,
     layout: Layout = "netcdf",
@@ -135,7 +152,8 @@ def scene_sources(
 
     Args:
         root: folder of the scenes (or of the 38-Cloud tree); None: use ``files``.
-        layout: ``netcdf`` (scene files) or ``38-cloud`` (the 38-Cloud training folder).
+        layout: ``netcdf`` (scene files), ``38-cloud`` (the 38-Cloud training folder) or
+            ``cloudsen12`` (the CloudSEN12 folder of patch folders).
         files: scene NetCDF files, instead of ``root``.
         max_scenes: use at most this many scenes.
 
@@ -143,13 +161,17 @@ def scene_sources(
         One source per scene.
 
     Raises:
-        ConfigError: layout ``38-cloud`` without ``root``.
+        ConfigError: layout ``38-cloud`` or ``cloudsen12`` without ``root``.
         DataError: no scene, or scenes that disagree on bands or classes.
     """
     if layout == "38-cloud":
         if root is None:
             raise ConfigError("layout 38-cloud needs data.root: the 38-Cloud_training folder.")
         srcs = _38cloud_sources(Path(root), max_scenes)
+    elif layout == "cloudsen12":
+        if root is None:
+            raise ConfigError("layout cloudsen12 needs data.root: the CloudSEN12 folder.")
+        srcs = _cloudsen12_sources(Path(root), max_scenes)
     else:
         paths: list[Path] = []
         if files:
