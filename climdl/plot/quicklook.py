@@ -210,14 +210,15 @@ MAX_SCENE_SIDE = 2048
 
 
 def _is_scene(path: PathLike) -> bool:
-    """True if ``path`` names a scene: a Landsat MTL file or its folder, a GeoTIFF, or a
-    readable NetCDF file with an image variable (a ``band`` dimension)."""
+    """True if ``path`` names a scene: a Landsat MTL file or its folder, a Sentinel-2 product
+    (``.SAFE`` folder or ``MTD_MSIL1C.xml``), a GeoTIFF, or a readable NetCDF file with an image
+    variable (a ``band`` dimension)."""
     import xarray as xr
 
     from climdl.clouds.scene import BAND_DIM
 
     p = Path(path)
-    if p.is_dir() or p.name.upper().endswith(("_MTL.TXT", "_MTL.JSON")):
+    if p.is_dir() or p.name.upper().endswith(("_MTL.TXT", "_MTL.JSON", "MTD_MSIL1C.XML")):
         return True
     if p.suffix.lower() in (".tif", ".tiff"):
         return p.is_file()

@@ -448,6 +448,9 @@ def test_segment_and_plot_a_safe_product(
         main(["plot", str(safe), "--mask", str(out), "--out", str(tmp_path / "q.png"), "-q"]) == 0
     )
     assert (tmp_path / "q.png").is_file() and figures
+    mtd = str(safe / "MTD_MSIL1C.xml")  # the metadata file plots as the scene too
+    assert main(["plot", mtd, "--out", str(tmp_path / "m.png"), "-q"]) == 0
+    assert (tmp_path / "m.png").is_file()
     # a product without a band the checkpoint needs: one sentence, exit 2, no output
     partial = tmp_path / "partial" / safe.name
     shutil.copytree(safe, partial)
