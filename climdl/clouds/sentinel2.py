@@ -215,10 +215,19 @@ def read_product_metadata(mtd: str | os.PathLike[str]) -> ProductMetadata:
         Product type, baseline, quantification, offsets, wavelengths and band files.
 
     Raises:
-        DataError: an L2A or otherwise foreign product, missing keys, a multi-granule product,
-            or a band file named outside the product.
+        DataError: an L2A or otherwise foreign product, missing keys or malformed numbers, a
+            multi-granule product, or a band file named outside the product.
     """
-    path = Path(mtd)
+    try:
+        return _product_metadata(Path(mtd))
+    except ValueError as exc:  # a band id, offset or wavelength that is not a number
+        raise DataError(
+            f"{mtd} holds a malformed number ({exc}); re-download the product."
+        ) from exc
+
+
+def _product_metadata(path: Path) -> ProductMetadata:
+    """:func:`read_product_metadata`, letting a malformed number raise ValueError."""
     root = parse_xml(path, "the Sentinel-2 product metadata")
     ptype = text_of(root, "PRODUCT_TYPE") or ""
     level = text_of(root, "PROCESSING_LEVEL") or ""
@@ -326,21 +335,29 @@ class _Tile:
 
 def _tile_metadata(meta: ProductMetadata) -> _Tile | None:
     """The ``MTD_TL.xml`` of the granule holding the band files, if it is there."""
-    from rasterio.crs import CRS
-
     any_file = next(iter(meta.image_files.values()), None)
     if any_file is None:
         return None
     tl = any_file.parent.parent / "MTD_TL.xml"
     if not tl.is_file():
         return None
+    try:
+        return _read_tile(tl)
+    except ValueError as exc:
+        raise DataError(f"{tl} holds a malformed number ({exc}); re-download the product.") from exc
+
+
+def _read_tile(tl: Path) -> _Tile:
+    """The tile metadata ``tl``, letting a malformed number raise ValueError."""
+    from rasterio.crs import CRS
+
     root = parse_xml(tl, "the Sentinel-2 tile metadata")
     code = text_of(root, "HORIZONTAL_CS_CODE")
     crs = None
     if code:
         try:
             crs = CRS.from_string(code)
-        except Exception as exc:  # rasterio raises CRSError, a ValueError on some versions
+        except Exception as exc:  # rasterio's CRSError
             raise DataError(f"{tl}: HORIZONTAL_CS_CODE {code!r} is not a known CRS.") from exc
     sizes: dict[int, tuple[int, int]] = {}
     for el in find_all(root, "Size"):

@@ -291,6 +291,30 @@ def test_windows_and_thinned_reads_match_the_full_read(
         np.testing.assert_array_equal(thin, full[:, 1::3, ::2])
 
 
+def test_a_strip_reads_only_the_stored_pixels_it_covers(
+    product: tuple[Path, dict[str, np.ndarray]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing is read on opening; 20 m rows 7..12 read 10 m rows 14..25 of a 10 m band, the
+    same rows of a 20 m band and 60 m rows 2..4 of a 60 m band, and nothing else."""
+    safe, _ = product
+    reads: list[tuple[str, Any]] = []
+    real_read = rasterio.io.DatasetReader.read
+
+    def spy(self: Any, *args: Any, **kwargs: Any) -> Any:
+        reads.append((Path(self.name).stem[-3:], kwargs.get("window")))
+        return real_read(self, *args, **kwargs)
+
+    monkeypatch.setattr(rasterio.io.DatasetReader, "read", spy)
+    ds = open_scene(safe)
+    assert reads == []
+    names = list(ds["band"].values)
+    idx = [names.index(n) for n in ("blue", "swir16", "cirrus")]
+    strip = ds["image"].isel(band=idx, y=slice(7, 13), x=slice(4, 10)).values
+    assert strip.shape == (3, 6, 6)
+    got = {b: (w.row_off, w.height, w.col_off, w.width) for b, w in reads}
+    assert got == {"B02": (14, 12, 8, 12), "B11": (7, 6, 4, 6), "B10": (2, 3, 1, 3)}
+
+
 def test_scene_pickles(product: tuple[Path, dict[str, np.ndarray]]) -> None:
     safe, _ = product
     with open_scene(safe) as ds:
@@ -380,9 +404,18 @@ def test_a_band_file_or_a_zip_is_pointed_to_the_product(
     assert "unzip it" in _error(z)
 
 
-def test_baseline_4_without_offsets_is_refused(tmp_path: Path) -> None:
+def test_baseline_4_without_offsets_or_with_malformed_numbers_is_refused(tmp_path: Path) -> None:
     safe, _ = write_safe(tmp_path, offsets=False)
     assert "lacks the RADIO_ADD_OFFSET" in _error(safe)
+    mtd = safe / "MTD_MSIL1C.xml"
+    mtd.write_text(_mtd().replace('band_id="3">-1000<', 'band_id="3">-1e3x<'))
+    assert "holds a malformed number" in _error(safe)
+    mtd.write_text(_mtd())
+    tl = safe / "GRANULE" / GRANULE / "MTD_TL.xml"
+    tl.write_text(_mtd_tl().replace("<NROWS>60<", "<NROWS>sixty<"))
+    assert "MTD_TL.xml holds a malformed number" in _error(safe)
+    tl.write_text(_mtd_tl().replace("EPSG:32632", "EPSG:nope"))
+    assert "is not a known CRS" in _error(safe)
 
 
 # ----------------------------------------------------------------------------- synthetic sample
