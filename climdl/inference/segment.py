@@ -101,6 +101,8 @@ class SegmentResult:
         class_fractions: class name -> fraction of the scene's valid pixels.
         probability_path: the separate probability GeoTIFF (``--probabilities`` with a GeoTIFF
             output), else None.
+        rank: this process's rank under torchrun (only rank 0 wrote the output).
+        world_size: ranks that shared the scene's rows of tiles.
     """
 
     path: Path
@@ -112,9 +114,7 @@ class SegmentResult:
     probability_path: Path | None = None
     """The separate probability GeoTIFF (``--probabilities`` with a GeoTIFF output), else None."""
     rank: int = 0
-    """This process's rank under torchrun (only rank 0 wrote the output)."""
     world_size: int = 1
-    """Ranks that shared the scene's rows."""
 
     @property
     def megapixels_per_second(self) -> float:
