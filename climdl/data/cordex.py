@@ -21,8 +21,10 @@ RUN.yaml: a folder holding ``CORDEX-CMIP6_CV.json`` and ``CORDEX-CMIP6_day.json`
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
+import logging
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,6 +40,7 @@ from climdl.errors import ConfigError
 __all__ = [
     "CordexRun",
     "CordexTables",
+    "check_period",
     "drs_filename",
     "drs_folder",
     "file_years",
@@ -69,6 +72,7 @@ OPTIONAL_KEYS: dict[str, str | None] = {
     "cmor_tables": None,
 }
 _VERSION = re.compile(r"v\d{8}")
+log = logging.getLogger(__name__)
 _REALIZATION = re.compile(r"v[1-9]\d*-r[1-9]\d*")
 _VARIANT = re.compile(r"r[1-9]\d*i[1-9]\d*p[1-9]\d*f[1-9]\d*")
 _DRS_BLOCK = re.compile(r"<([^<>]+)>")
@@ -167,12 +171,19 @@ class CordexRun:
         version: the DRS folder's version (``vYYYYMMDD``).
         tables: the CV and CMOR tables checked against.
         source: the RUN.yaml file read (for messages and provenance).
+        version_given: whether RUN.yaml named the version (else it is the day of the run, and
+            a resumed run keeps the day it started: :meth:`with_version`).
     """
 
     attrs: Mapping[str, str]
     version: str
     tables: CordexTables
     source: Path
+    version_given: bool = True
+
+    def with_version(self, version: str) -> CordexRun:
+        """The same run under another DRS version (a resumed run's first day)."""
+        return dataclasses.replace(self, version=version)
 
     @property
     def tables_dir(self) -> Path:
@@ -294,8 +305,9 @@ def _check(values: dict[str, str], tables: CordexTables, source: Path, today: dt
             f"{where}: version_realization {values['version_realization']!r} should look like "
             "v1-r1 (v<version>-r<realization>, each at least 1)."
         )
-    version = values.pop("version", None) or f"v{today:%Y%m%d}"
-    if not _VERSION.fullmatch(version):
+    given = values.pop("version", None)
+    version = given or f"v{today:%Y%m%d}"
+    if not valid_version(version):
         raise ConfigError(
             f"{where}: version {version!r} should be v followed by a date (vYYYYMMDD)."
         )
@@ -304,6 +316,15 @@ def _check(values: dict[str, str], tables: CordexTables, source: Path, today: dt
     driving = _cv_key(tables, "driving_source_id", values["driving_source_id"], where)
     if not isinstance(source_entry, Mapping) or not isinstance(driving, Mapping):
         raise ConfigError(f"the CV in {tables.folder} has an unexpected source_id structure.")
+    activities = source_entry.get("activity_participation")
+    if isinstance(activities, list) and values["activity_id"] not in activities:
+        log.warning(
+            "source_id %s is registered in the CV for %s, not %s: register the emulator in the "
+            "CORDEX-CMIP6 CV (and point cmor_tables at the new CV) before publishing",
+            values["source_id"],
+            "/".join(map(str, activities)),
+            values["activity_id"],
+        )
     owners = source_entry.get("institution_id", [])
     if values["institution_id"] not in owners:
         raise ConfigError(
@@ -353,7 +374,44 @@ def _check(values: dict[str, str], tables: CordexTables, source: Path, today: dt
     for key in ("version_realization_info", "references", "comment", "further_info_url"):
         if key in values:
             attrs[key] = values[key]
-    return CordexRun({k: v for k, v in attrs.items() if v != ""}, version, tables, source)
+    return CordexRun(
+        {k: v for k, v in attrs.items() if v != ""}, version, tables, source, given is not None
+    )
+
+
+def valid_version(version: str) -> bool:
+    """Whether ``version`` is ``v`` and a real date (``v20261207``)."""
+    if not _VERSION.fullmatch(version):
+        return False
+    try:
+        dt.datetime.strptime(version[1:], "%Y%m%d")
+    except ValueError:
+        return False
+    return True
+
+
+#: the years each driving experiment covers (a run outside them is mislabelled)
+EXPERIMENT_YEARS: dict[str, tuple[int | None, int | None]] = {
+    "historical": (None, 2014),
+    **{f"ssp{n}": (2015, None) for n in ("119", "126", "245", "370", "585")},
+}
+
+
+def check_period(run: CordexRun, first: int, last: int) -> None:
+    """Refuse a period outside the driving experiment's years (historical ends in 2014, the
+    scenarios start in 2015), before any work.
+
+    Raises:
+        ConfigError: naming the experiment, its years and the run's.
+    """
+    exp = run.attrs["driving_experiment_id"]
+    lo, hi = EXPERIMENT_YEARS.get(exp, (None, None))
+    if (lo is not None and first < lo) or (hi is not None and last > hi):
+        span = f"{lo or '...'}-{hi or '...'}"
+        raise ConfigError(
+            f"{run.source}: driving_experiment_id {exp} covers {span}, but the run spans "
+            f"{first}-{last}; downscale each experiment's years on their own (--start/--end)."
+        )
 
 
 def _template(tables: CordexTables, key: str) -> list[str]:

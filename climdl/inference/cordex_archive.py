@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,11 +48,21 @@ from climdl.io.netcdf import atomic_path
 from climdl.io.provenance import utc_timestamp
 from climdl.preprocess.grids import rotated_to_geographic
 
-__all__ = ["PlannedFile", "check_targets", "plan", "publish"]
+__all__ = [
+    "RUN_DIGEST",
+    "STAGING",
+    "PlannedFile",
+    "check_targets",
+    "plan",
+    "publish",
+    "staging_name",
+]
 
 FORMAT = "cordex-cmip6"
 STAGING = ".climdl-cordex"
 """Hidden folder under the archive root that holds the run's staging file and its parts."""
+RUN_DIGEST = "climdl_run_sha256"
+"""Staging-file attribute: the digest of what defines the run (checked on ``--resume``)."""
 _CARRIED = (
     "title",
     "history",
@@ -97,15 +107,67 @@ def check_targets(run: CordexRun, targets: Sequence[str]) -> None:
     for name in targets:
         entry = run.tables.variable(name)
         _scale_offset(name, entry["units"])
+        _scalar_coords(run, name, entry)
+
+
+_GRID_DIMS = ("longitude", "latitude", "time", "time1", "time2")
+
+
+def _scalar_coords(run: CordexRun, name: str, entry: Mapping[str, Any]) -> dict[str, xr.Variable]:
+    """The scalar coordinates the table gives a variable (``height2m`` for tas, ``height10m``
+    for sfcWind, ``p850`` for ta850, ...), from the coordinate table.
+
+    Raises:
+        ConfigError: a dimension that is not a single value (a level axis climdl's 2-D fields
+            cannot fill).
+    """
+    out: dict[str, xr.Variable] = {}
+    for dim in str(entry.get("dimensions", "")).split():
+        if dim in _GRID_DIMS:
+            continue
+        c = run.tables.coordinates.get(dim, {})
+        try:
+            value = float(str(c.get("value", "")).split()[0])
+        except (IndexError, ValueError):
+            raise ConfigError(
+                f"{name} in the CORDEX-CMIP6 day table has the dimension {dim!r}, which is not a "
+                "single value: climdl writes 2-D fields only."
+            ) from None
+        attrs = {
+            k: str(c[k])
+            for k in ("standard_name", "long_name", "units", "axis", "positive")
+            if c.get(k)
+        }
+        out[str(c.get("out_name") or dim)] = xr.Variable((), np.float64(value), attrs)
+    return out
+
+
+def staging_name(run: CordexRun, targets: Sequence[str], first: str, last: str) -> str:
+    """The staging file's name: the archive identity (variables, DRS elements) and the days,
+    so that runs of other experiments, models or periods never share one."""
+    a = run.attrs
+    parts = [
+        "-".join(targets),
+        a["domain_id"],
+        a["driving_source_id"],
+        a["driving_experiment_id"],
+        a["driving_variant_label"],
+        a["institution_id"],
+        a["source_id"],
+        a["version_realization"],
+        f"{first}-{last}",
+    ]
+    return "_".join(parts) + ".nc"
 
 
 def _scale_offset(name: str, cmor_units: str) -> tuple[float, float]:
     """``(scale, offset)`` from climdl's canonical units of ``name`` to the table's."""
     try:
         scale, offset = conversion(name, cmor_units)  # table's units -> canonical
-    except (DataError, KeyError) as err:
+    except (DataError, KeyError):
         raise ConfigError(
-            f"cannot write {name} in the CORDEX-CMIP6 table's units {cmor_units!r}: {err}"
+            f"climdl cannot convert {name} to the CORDEX-CMIP6 table's units {cmor_units!r}; "
+            "leave it out of the archive run."
         ) from None
     return 1.0 / scale, -offset / scale
 
@@ -183,6 +245,8 @@ def _mapping_name(ds: xr.Dataset) -> str | None:
 
 def _bounds_1d(c: np.ndarray) -> np.ndarray:
     """[n, 2] cell edges of 1-D centres (midpoints; the ends extrapolated)."""
+    if c.size < 2:
+        raise ConfigError("a grid axis of one cell has no spacing to publish its bounds from.")
     edges = np.concatenate(
         ([1.5 * c[0] - 0.5 * c[1]], (c[1:] + c[:-1]) / 2, [1.5 * c[-1] - 0.5 * c[-2]])
     )
@@ -332,20 +396,9 @@ def _file_dataset(
     }
     aux: list[str] = [c for c in ("lat", "lon") if c in coords and c not in da.dims]
     data_coords: dict[str, Any] = {"time": time, **coords}
-    if "height2m" in entry.get("dimensions", "").split():
-        h = run.tables.coordinates.get("height2m", {})
-        data_coords["height"] = xr.Variable(
-            (),
-            np.float64(float(h.get("value", 2.0) or 2.0)),
-            {
-                "standard_name": "height",
-                "long_name": "height",
-                "units": "m",
-                "axis": "Z",
-                "positive": "up",
-            },
-        )
-        aux.insert(0, "height")
+    scalars = _scalar_coords(run, item.variable, entry)
+    data_coords |= scalars
+    aux = [*scalars, *aux]
     if crs:
         var_attrs["grid_mapping"] = crs
     variables: dict[str, xr.Variable] = {
@@ -355,7 +408,8 @@ def _file_dataset(
     }
     ds = xr.Dataset(variables, coords=data_coords)
     t_start = staging["time"].values[0]
-    ref = "1950-01-01T00:00:00" if t_start.year >= 1950 else "1850-01-01T00:00:00"
+    # one reference for every file of a series, also across runs (earlier days are negative)
+    ref = "1950-01-01T00:00:00"
     calendar = str(
         staging["time"].encoding.get("calendar") or getattr(t_start, "calendar", "standard")
     )
@@ -451,6 +505,8 @@ def publish(
             for name, e in enc.items():  # the coordinates attribute goes through the encoding
                 if "coordinates" in e:
                     ds[name].encoding["coordinates"] = e.pop("coordinates")
+            for stale in item.path.parent.glob(f".{item.path.name}.*.tmp"):
+                stale.unlink(missing_ok=True)  # left by a killed publication (our own names)
             with atomic_path(item.path, overwrite=overwrite) as tmp:
                 ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4_CLASSIC", encoding=enc)
             written.append(item.path)

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import hashlib
+import json
 import logging
 import os
 import time as _time
@@ -28,25 +30,28 @@ from typing import Any, Literal
 import numpy as np
 import xarray as xr
 
-from climdl.data.cordex import CordexRun, load_run
+from climdl.data.cordex import CordexRun, check_period, load_run, valid_version
 from climdl.errors import ConfigError, OutputError
 from climdl.inference.cordex_archive import (
     FORMAT as CORDEX_FORMAT,
 )
 from climdl.inference.cordex_archive import (
+    RUN_DIGEST,
     STAGING,
     PlannedFile,
     check_targets,
     plan,
     publish,
     refuse_existing,
+    staging_name,
 )
 from climdl.inference.emulators import Output
 from climdl.inference.inputs import InputSource, Regrid
 from climdl.inference.job import Job, JobConfig
-from climdl.inference.members import sampler_description
+from climdl.inference.members import MEMBER, sampler_description
 from climdl.inference.output import Format, default_output, global_attrs
-from climdl.inference.parts import PartStore
+from climdl.inference.parts import PartStore, parts_dir
+from climdl.inference.parts import _RunLock as RunLock
 from climdl.inference.streamed import StreamedOutput
 from climdl.io.zarr_store import is_zarr
 from climdl.parallel.launch import barrier, join_ranks
@@ -263,12 +268,11 @@ def downscale(
     planned: list[PlannedFile] = []
     if archive is not None:
         assert output is not None
-        out_path: Path | None = _staging_path(Path(output), job.source, targets)
+        out_path: Path | None = None
+        archive, staging = _archive_plan(archive, Path(output), job, resume)
         planned = plan(archive, Path(output), targets, job.ds.time, job.members)
         refuse_existing(planned, overwrite=overwrite, resume=resume)
-        assert out_path is not None
-        if resume and out_path.exists():  # the run finished, its publication was interrupted
-            return _published(job, planned, archive, out_path, t0, 0, 0, ensemble)
+        out_path = staging
     else:
         out_path = _resolve_output(
             output, job.source, targets, fmt, job.emulators.members[0].experiment
@@ -277,6 +281,12 @@ def downscale(
         raise ConfigError("running on a Dask cluster needs an output file (--output).")
 
     rank, world = _dist() if (out_path is not None and dask_scheduler is None) else (0, 1)
+    if archive is not None and out_path is not None and resume:
+        done = _archive_resume(job, planned, archive, out_path, rank, world, t0, ensemble)
+        if done is not None:
+            return done
+    if archive is not None and out_path is not None and rank == 0:
+        _record_version(archive, out_path)
     # the lock and a parts folder left without a finished chunk are released on any exit
     with contextlib.ExitStack() as cleanup:
         if archive is not None and out_path is not None:  # runs last: after the lock is gone
@@ -306,6 +316,8 @@ def downscale(
                 seed=job.seed,
                 sampler=sampler,
             )
+            if archive is not None:  # compared before a resumed run publishes the file
+                attrs[RUN_DIGEST] = _run_digest(job)
         finished = store.done() if store is not None else set()
         todo = [i for i in range(len(starts)) if i % world == rank and i not in finished]
         if max_chunks is not None:
@@ -407,7 +419,9 @@ def downscale(
                     world,
                     **ensemble,
                 )
-            return _published(job, planned, archive, out_path, t0, len(todo), resumed, ensemble)
+            publish(out_path, planned, archive, overwrite=overwrite or resume)
+            _discard_staging(out_path)
+            return _archive_result(job, planned, out_path, t0, len(todo), resumed, ensemble)
         seconds = _time.perf_counter() - t0
         store_kw: dict[str, Any] = (
             {"engine": "zarr", "consolidated": True} if is_zarr(out_path) else {}
@@ -515,55 +529,135 @@ def _archive_metadata(
     return load_run(metadata)
 
 
-def _staging_path(root: Path, source: InputSource, targets: Sequence[str]) -> Path:
-    """The run's CF file in the archive root's hidden staging folder (resumable like any
-    output; split into the archive's files at the end, then removed)."""
-    stem = (
-        source.files[0].stem
-        if len(source.files) == 1
-        else f"{source.gcm or 'input'}_{source.period or 'series'}"
-    )
-    return default_output(
-        root / STAGING,
-        targets=targets,
-        stem=stem,
-        fmt="cf",
-        domain=None,
-        experiment=None,
-        period=None,
-        kind=None,
-    )
+def _run_digest(job: Job) -> str:
+    """SHA-256 of what defines the run (checkpoints, inputs and their fingerprints, period,
+    settings): stored in the staging file, compared before a resumed run publishes it."""
+    text = json.dumps(job.manifest(), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _remove_if_empty(folder: Path) -> None:
-    with contextlib.suppress(OSError):
-        folder.rmdir()
+def _version_file(staging: Path) -> Path:
+    return staging.with_name(staging.name + ".version")
 
 
-def _published(
+def _archive_plan(archive: CordexRun, root: Path, job: Job, resume: bool) -> tuple[CordexRun, Path]:
+    """The run's years checked against the experiment, its staging file (named by the archive
+    identity and the days, in ``ROOT/.climdl-cordex``), and the DRS version: RUN.yaml's, or
+    the day the run started when it is resumed (recorded beside the staging file)."""
+    time = job.ds.time
+    years = time.dt.year.values
+    check_period(archive, int(years[0]), int(years[-1]))
+    first, last = (t.strftime("%Y%m%d") for t in (time.values[0], time.values[-1]))
+    staging = root / STAGING / staging_name(archive, job.targets, first, last)
+    side = _version_file(staging)
+    if not archive.version_given and resume and side.is_file():
+        recorded = side.read_text(encoding="utf-8", errors="replace").strip()
+        if valid_version(recorded):
+            archive = archive.with_version(recorded)
+    return archive, staging
+
+
+def _record_version(archive: CordexRun, staging: Path) -> None:
+    if archive.version_given:
+        return
+    staging.parent.mkdir(parents=True, exist_ok=True)
+    _version_file(staging).write_text(archive.version + "\n", encoding="utf-8")
+
+
+def _discard_staging(staging: Path) -> None:
+    """The published run's staging file and version record, and the folder if empty."""
+    staging.unlink(missing_ok=True)
+    _version_file(staging).unlink(missing_ok=True)
+    _remove_if_empty(staging.parent)
+
+
+def _archive_resume(
     job: Job,
     planned: list[PlannedFile],
     archive: CordexRun,
+    staging: Path,
+    rank: int,
+    world: int,
+    t0: float,
+    ensemble: dict[str, Any],
+) -> DownscaleResult | None:
+    """``--resume`` of an archive run whose computation is over: publish a finished staging
+    file (its publication was interrupted), or report an archive that is complete. None: the
+    run goes on as usual (its computation was interrupted, or never started)."""
+    finished = staging.exists()
+    complete = (
+        not finished and not parts_dir(staging).exists() and all(f.path.exists() for f in planned)
+    )
+    barrier(world)  # every rank has looked before rank 0 changes anything
+    if not (finished or complete):
+        return None
+    if rank != 0:
+        return DownscaleResult(
+            xr.Dataset(), None, job.n_days, 0.0, str(job.device), "", 0, 0, rank, world
+        )
+    if finished:
+        lock = RunLock(staging)  # no other run publishes it at the same time
+        try:
+            with xr.open_dataset(staging, decode_times=False) as ds:
+                digest = ds.attrs.get(RUN_DIGEST)
+            if digest != _run_digest(job):
+                raise OutputError(
+                    f"the finished run in {staging} was made from other checkpoints, inputs or "
+                    "settings; pass --overwrite to start again."
+                )
+            publish(staging, planned, archive, overwrite=True)
+            _discard_staging(staging)
+        finally:
+            lock.release()
+            _remove_if_empty(staging.parent)  # once the lock file is gone
+    else:
+        log.info("the archive of this run is complete; nothing to resume")
+    return _archive_result(job, planned, staging, t0, 0, 0, ensemble)
+
+
+def _archive_result(
+    job: Job,
+    planned: list[PlannedFile],
     staging: Path,
     t0: float,
     computed: int,
     resumed: int,
     ensemble: dict[str, Any],
 ) -> DownscaleResult:
-    """Split the finished staging file into the archive's files, remove it, and reopen them."""
-    files = publish(staging, planned, archive)
-    staging.unlink(missing_ok=True)
-    _remove_if_empty(staging.parent)
-    by_var: dict[str, list[Path]] = {}
+    """The published archive, reopened lazily: each variable's files in time, realizations
+    along ``member`` for an ensemble (closing the result closes every file)."""
+    groups: dict[str, dict[int | None, list[Path]]] = {}
     for f in planned:
-        if f.member in (None, 0):
-            by_var.setdefault(f.variable, []).append(f.path)
+        groups.setdefault(f.variable, {}).setdefault(f.member, []).append(f.path)
+    opened: list[xr.Dataset] = []
     with warnings.catch_warnings():  # areacella is named in external_variables, as CF says
         warnings.filterwarnings("ignore", "Variable.* referenced in cell_measures", UserWarning)
-        opened = _open_archive(by_var)
-    extra = dict(ensemble.get("extra", {})) | {"files": files}
+        variables = []
+        for name, members in groups.items():
+            series = [_open_series(paths) for paths in members.values()]
+            opened += series
+            variables.append(
+                series[0]
+                if len(series) == 1
+                else xr.concat(  # the realizations of the variable; the rest from the first
+                    series,
+                    dim=MEMBER,
+                    data_vars=[name],
+                    coords="minimal",
+                    compat="override",
+                    combine_attrs="drop_conflicts",
+                )
+            )
+    merged = xr.merge(variables, compat="override", combine_attrs="drop_conflicts")
+
+    def close() -> None:
+        for d in opened:
+            d.close()
+
+    merged.set_close(close)
+    files = [f.path for f in planned]
     return DownscaleResult(
-        xr.merge(opened, compat="override", combine_attrs="drop_conflicts"),
+        merged,
         staging.parent.parent,  # the archive root (the staging folder is directly under it)
         job.n_days,
         _time.perf_counter() - t0,
@@ -572,24 +666,26 @@ def _published(
         computed,
         resumed,
         **{k: v for k, v in ensemble.items() if k != "extra"},
-        extra=extra,
+        extra=dict(ensemble.get("extra", {})) | {"files": files},
     )
 
 
-def _open_archive(by_var: dict[str, list[Path]]) -> list[xr.Dataset]:
-    """Each variable's archive files (the first realization), reopened lazily."""
-    return [
-        xr.open_mfdataset(
-            paths,
-            decode_times=xr.coders.CFDatetimeCoder(use_cftime=True),
-            decode_coords="all",
-            combine="by_coords",
-            data_vars="minimal",
-            coords="minimal",
-            compat="override",
-        )
-        for paths in by_var.values()
-    ]
+def _open_series(paths: list[Path]) -> xr.Dataset:
+    """One variable's (and realization's) archive files, reopened lazily as one series."""
+    return xr.open_mfdataset(
+        paths,
+        decode_times=xr.coders.CFDatetimeCoder(use_cftime=True),
+        decode_coords="all",
+        combine="by_coords",
+        data_vars="minimal",
+        coords="minimal",
+        compat="override",
+    )
+
+
+def _remove_if_empty(folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        folder.rmdir()
 
 
 def _resolve_output(

@@ -219,6 +219,10 @@ def segment(
             grid = plan_tiles(height, width, tile, overlap, task.size_multiple)
         attrs = _global_attrs(ds, scene_p, ckpt, classes, grid, tile, overlap)
         checked = False
+        if world > 1:  # every rank judges the scene by the strip one process checks: the first
+            first = image.isel({ydim: slice(0, min(grid.tile_h, height))}).values
+            check_values(np.asarray(first, dtype=np.float32), model_bands, mean, std, scene_p)
+            checked = True
         valid_cache: dict[int, np.ndarray] = {}
         counts = np.zeros(len(classes) + 1, dtype=np.int64)
 
@@ -308,6 +312,7 @@ def segment(
                 fill(writer)
 
         if world == 1:
+            remove_folder(parts_folder(out_p))  # a killed multi-rank run's parts, if any
             write_output(lambda writer: run(finished(writer.write_rows), None))
         else:
             _shared_rows(
@@ -373,7 +378,7 @@ def _shared_rows(
             with RowPart(folder, rank, y0, y1, width, n_classes, probabilities) as part:
                 run(finished(part.write_rows), share)
                 part.finish(counts)
-        barrier(world)
+        barrier(world)  # every share is on disk; the other ranks are done (no wait on the join)
         if rank == 0:
 
             def fill(writer: MaskWriter) -> None:
@@ -383,7 +388,6 @@ def _shared_rows(
     finally:
         if rank == 0:
             remove_folder(folder)
-    barrier(world)
 
 
 def _radius(net: Any, ckpt: Path) -> tuple[int, int]:

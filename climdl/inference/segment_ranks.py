@@ -13,6 +13,8 @@ removed at the end, and a folder left by a killed run is cleared by the next one
 
 from __future__ import annotations
 
+import errno
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +23,7 @@ from types import TracebackType
 import numpy as np
 
 from climdl.errors import OutputError
+from climdl.io.oserrors import output_error
 
 __all__ = ["RowPart", "join_parts", "parts_folder", "prepare_folder", "remove_folder"]
 
@@ -43,7 +46,7 @@ def prepare_folder(folder: Path) -> None:
         raise OutputError(f"{folder} is in the way (not a folder climdl made); remove it.")
     shutil.rmtree(folder, ignore_errors=True)
     try:
-        folder.mkdir(parents=True)
+        folder.mkdir(mode=0o700, parents=True)
     except OSError as exc:
         raise OutputError(f"cannot create {folder}: {exc.strerror or exc}.") from exc
 
@@ -51,6 +54,22 @@ def prepare_folder(folder: Path) -> None:
 def remove_folder(folder: Path) -> None:
     """Remove the parts folder (after the join, or after a failure)."""
     shutil.rmtree(folder, ignore_errors=True)
+
+
+def _allocated(path: Path, dtype: type[np.generic], shape: tuple[int, ...]) -> np.memmap:
+    """A ``.npy`` memory map whose blocks are reserved on disk first: writing through a map
+    onto a full disk would kill the process (SIGBUS); reserving turns it into an error."""
+    arr = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+    try:
+        with open(path, "r+b") as f:
+            os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+    except OSError as exc:
+        if exc.errno in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+            return arr  # a file system that cannot reserve: written as it comes
+        del arr
+        err = output_error(exc, path)
+        raise (err or OutputError(f"cannot write {path}: {exc.strerror or exc}.")) from exc
+    return arr
 
 
 class RowPart:
@@ -80,16 +99,9 @@ class RowPart:
         stem = folder / f"rank{rank:05d}"
         self._meta = stem.with_suffix(".rows.npy")
         self._done = stem.with_suffix(".counts.npy")
-        self.labels = np.lib.format.open_memmap(
-            stem.with_suffix(".labels.npy"), mode="w+", dtype=np.uint8, shape=(y1 - y0, width)
-        )
+        self.labels = _allocated(stem.with_suffix(".labels.npy"), np.uint8, (y1 - y0, width))
         self.probs = (
-            np.lib.format.open_memmap(
-                stem.with_suffix(".probs.npy"),
-                mode="w+",
-                dtype=np.float32,
-                shape=(n_classes, y1 - y0, width),
-            )
+            _allocated(stem.with_suffix(".probs.npy"), np.float32, (n_classes, y1 - y0, width))
             if probabilities
             else None
         )

@@ -150,10 +150,16 @@ def close_process_groups_at_exit() -> None:
 
 def join_ranks() -> tuple[int, int]:
     """(rank, world size) of a job that shares its work across ranks (``downscale``'s chunks,
-    ``segment``'s rows): from torchrun's ``WORLD_SIZE``; with more than one rank, joins a gloo
+    ``segment``'s rows): from torchrun's ``WORLD_SIZE`` (on SLURM, ``srun torchrun ...``: plain
+    ``srun`` tasks do not set it and each would run the whole job); with more than one rank, joins a gloo
     group for barriers (kept for the process's life: a second run in the same process reuses
     it; closed at exit, not left to the interpreter's teardown, which aborts gloo)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    text = os.environ.get("WORLD_SIZE", "1").strip() or "1"
+    if not text.isdigit():
+        from climdl.errors import ConfigError
+
+        raise ConfigError(f"WORLD_SIZE={text!r} is not a number of ranks; run under torchrun.")
+    world = int(text)
     if world <= 1:
         return 0, 1
     import torch.distributed as dist

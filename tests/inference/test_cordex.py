@@ -279,4 +279,77 @@ def test_ensemble_members_become_realizations(
     assert a.attrs["version_realization"] == "v1-r1" and b.attrs["version_realization"] == "v1-r2"
     assert "member 2 of a 2-member" in b.attrs["version_realization_info"]
     assert not np.array_equal(a.pr.values, b.pr.values)
+    from climdl.inference import downscale
+
+    res = downscale(
+        gen_pr_ckpt,
+        catalog="sample-alps",
+        period="historical",
+        kind="imperfect",
+        gcm="MPI-ESM-LR",
+        end="1981-01-20",
+        output=tmp_path / "again",
+        fmt="cordex-cmip6",
+        metadata=_run_yaml(tmp_path),
+        members=2,
+    )
+    assert res.dataset.pr.sizes["member"] == 2 and len(res.extra["files"]) == 2
+    res.dataset.close()
     assert cc6_required(files[1], shipped_tables_dir()) == []
+
+
+def test_scalar_coordinates_come_from_the_coordinate_table(tmp_path: Path) -> None:
+    from climdl.inference.cordex_archive import _scalar_coords
+
+    run = load_run(_run_yaml(tmp_path))
+    wind = _scalar_coords(run, "sfcWind", run.tables.variable("sfcWind"))
+    assert float(wind["height"]) == 10.0 and wind["height"].attrs["units"] == "m"
+    ta = _scalar_coords(run, "ta850", run.tables.variable("ta850"))
+    assert float(ta["plev"]) == 85000.0
+    with pytest.raises(ConfigError, match="not a single value"):
+        _scalar_coords(run, "cdnc", run.tables.variable("cdnc"))
+
+
+def test_run_outside_the_experiments_years_is_refused(
+    tmp_path: Path, tasmax_ckpt: Path, use_sample_cache: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "archive"
+    end = [*CATALOG[:3], "end_century", *CATALOG[4:]]  # 2080: not historical
+    meta = ["--format", "cordex-cmip6", "--metadata", str(_run_yaml(tmp_path)), "-q"]
+    assert main(downscale_argv(tasmax_ckpt, [], root, *end, *meta)) == 2
+    assert "covers ...-2014, but the run spans 2080-2080" in capsys.readouterr().err
+    assert not root.exists()
+
+
+def test_resume_keeps_the_version_and_refuses_another_run(
+    tmp_path: Path,
+    tasmax_ckpt: Path,
+    use_sample_cache: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import climdl.inference.cordex_archive as archive_mod
+
+    root = tmp_path / "archive"
+    meta = ["--format", "cordex-cmip6", "--metadata", str(_run_yaml(tmp_path)), "-q"]
+    real = archive_mod.atomic_path
+
+    def killed(*args: object, **kwargs: object) -> object:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(archive_mod, "atomic_path", killed)
+    assert main(downscale_argv(tasmax_ckpt, [], root, *CATALOG, *meta)) == 130
+    monkeypatch.setattr(archive_mod, "atomic_path", real)
+    (side,) = (root / archive_mod.STAGING).glob("*.version")
+    side.write_text("v20260101\n")  # as if the run had started on another day
+    # other settings: the finished staging file is not this run's
+    other = ["--batch-size", "3", "--resume"]
+    assert main(downscale_argv(tasmax_ckpt, [], root, *CATALOG, *meta, *other)) == 2
+    assert "made from other checkpoints, inputs or settings" in capsys.readouterr().err
+    assert main(downscale_argv(tasmax_ckpt, [], root, *CATALOG, *meta, "--resume")) == 0
+    (f,) = root.rglob("tasmax_*.nc")
+    assert f.parts[-2] == "v20260101"  # the day the run started, not the day it was resumed
+    before = f.stat().st_mtime_ns
+    assert main(downscale_argv(tasmax_ckpt, [], root, *CATALOG, *meta, "--resume")) == 0
+    assert f.stat().st_mtime_ns == before  # complete: nothing recomputed or rewritten
+    assert not (root / archive_mod.STAGING).exists()
