@@ -1,6 +1,6 @@
 """``downscale`` output as NetCDF vs Zarr: write time, read time (full and one point), memory.
 
-    python bench/zarr_vs_netcdf.py [--years 10] [--repeats 2] [--folder DIR]
+    python bench/zarr_vs_netcdf.py [--years 10] [--repeats 2] [--folder DIR] [--steps ...]
 
 Data as in ``bench/downscale_throughput.py``: the sample config's UNet (one training step) and
 the sample's perfect 1981 predictors repeated into an N-year noleap series; its output is
@@ -124,6 +124,13 @@ def main() -> None:
     p.add_argument("--years", type=int, default=10)
     p.add_argument("--repeats", type=int, default=2, help="runs of each (the best is kept)")
     p.add_argument("--folder", default=None, help="scratch folder (kept; default: a new one)")
+    p.add_argument(
+        "--steps",
+        nargs="+",
+        choices=STEPS,
+        default=list(STEPS),
+        help="what to measure (the reads and the join need the downscale outputs in --folder)",
+    )
     p.add_argument("--child", nargs=2, metavar=("STEP", "FORMAT"), default=None)
     args = p.parse_args()
     folder = Path(args.folder or tempfile.mkdtemp(prefix="climdl-bench-zarr-"))
@@ -137,22 +144,27 @@ def main() -> None:
     make_inputs(folder, args.years)
     print(f"{args.years} years, torch threads {torch.get_num_threads()}, scratch {folder}")
     best: dict[tuple[str, str], dict[str, float]] = {}
-    for step in STEPS:  # the downscale runs first: they write what the others read
+    runs: dict[tuple[str, str], list[float]] = {}
+    steps = [s for s in STEPS if s in args.steps]
+    for step in steps:  # the downscale runs first: they write what the others read
         for _ in range(args.repeats):
             for fmt in FORMATS:  # alternated: robust to other load on the machine
                 r = run_child(folder, args.years, step, fmt)
+                runs.setdefault((step, fmt), []).append(r["seconds"])
                 if (step, fmt) not in best or r["seconds"] < best[step, fmt]["seconds"]:
                     best[step, fmt] = r
                 best[step, fmt]["peak_rss_mb"] = max(
                     best[step, fmt]["peak_rss_mb"], r["peak_rss_mb"]
                 )
-    for step in ("read_full", "read_point"):
+    for step in [s for s in ("read_full", "read_point") if s in steps]:
         a, b = best[step, "nc"]["checksum"], best[step, "zarr"]["checksum"]
         if abs(a - b) > 1e-6 * max(abs(a), 1.0):
             sys.exit(f"{step}: the two formats read different values ({a} vs {b})")
+    for (step, fmt), seconds in runs.items():  # the spread says how busy the machine was
+        print(f"{step} {fmt}: " + ", ".join(f"{t:.2f}" for t in seconds) + " s")
     print("| step | NetCDF s | Zarr s | Zarr / NetCDF | peak RSS NetCDF | peak RSS Zarr | size |")
     print("|---|---|---|---|---|---|---|")
-    for step in STEPS:
+    for step in steps:
         nc, zr = best[step, "nc"], best[step, "zarr"]
         size = f"{nc['size_mb']:.0f} MB / {zr['size_mb']:.0f} MB" if "size_mb" in nc else "-"
         print(
