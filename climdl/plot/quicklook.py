@@ -28,26 +28,32 @@ PathLike = str | os.PathLike[str]
 
 
 def open_field(path: PathLike, var: str | None = None) -> xr.DataArray:
-    """One variable of a NetCDF file, lazily, with its grid mapping as a coordinate.
+    """One variable of a NetCDF file or Zarr store, lazily, with its grid mapping as a coordinate.
 
     Without ``var`` the file must hold exactly one data variable.
     """
     import xarray as xr
 
     p = Path(path)
-    if p.is_dir():
+    if p.suffix.lower() == ".zarr" and p.is_dir():  # a Zarr store, read as the data layer does
+        from climdl.data.files import open_file
+
+        ds = open_file(p)  # a folder that is not a store: one sentence
+        ds = ds.set_coords([n for n, v in ds.data_vars.items() if "grid_mapping_name" in v.attrs])
+    elif p.is_dir():
         raise DataError(f"{p} is a folder, not a file; give the NetCDF file inside it.")
-    if not p.is_file():
+    elif not p.is_file():
         raise DataError(f"{p} does not exist; check the path.")
-    try:
-        ds = xr.open_dataset(
-            p, decode_coords="all", decode_times=xr.coders.CFDatetimeCoder(use_cftime=True)
-        )
-    except Exception as exc:  # netCDF4/h5py/xarray raise many types for unreadable files
-        raise DataError(
-            f"cannot read {p} as NetCDF ({type(exc).__name__}: {exc}); check that "
-            "the file is complete."
-        ) from None
+    else:
+        try:
+            ds = xr.open_dataset(
+                p, decode_coords="all", decode_times=xr.coders.CFDatetimeCoder(use_cftime=True)
+            )
+        except Exception as exc:  # netCDF4/h5py/xarray raise many types for unreadable files
+            raise DataError(
+                f"cannot read {p} as NetCDF ({type(exc).__name__}: {exc}); check that "
+                "the file is complete."
+            ) from None
     names = [
         str(n)
         for n, v in ds.data_vars.items()

@@ -190,7 +190,6 @@ def test_grid_mapping_from_file_km_or_metres_and_explicit_crs(tmp_path: Path) ->
     da = alps_field()
     ds = da.to_dataset().reset_coords("Lambert_Conformal")
     ds["tasmax"].encoding.clear()
-    ds["tasmax"].attrs["grid_mapping"] = "Lambert_Conformal"
     path = tmp_path / "f.nc"
     ds.to_netcdf(path)
     with xr.open_dataset(path, decode_coords="all") as opened:
@@ -532,3 +531,18 @@ def test_save_figure_formats_and_refusals(tmp_path: Path) -> None:
     with pytest.raises(OutputError, match="overwrite"):
         save_figure(fig, tmp_path / "f.png", overwrite=False)
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_open_field_reads_a_zarr_store_like_netcdf(tmp_path: Path) -> None:
+    from climdl.plot.quicklook import open_field
+
+    da = alps_field()
+    ds = da.to_dataset()
+    ds.to_netcdf(tmp_path / "f.nc")
+    ds.to_zarr(tmp_path / "f.zarr", consolidated=True, zarr_format=2)
+    nc, zr = open_field(tmp_path / "f.nc", "tasmax"), open_field(tmp_path / "f.zarr", "tasmax")
+    np.testing.assert_array_equal(nc.values, zr.values)
+    assert "Lambert_Conformal" in zr.coords and zr.attrs["units"] == "K"
+    (tmp_path / "junk.zarr").mkdir()
+    with pytest.raises(DataError, match="not a readable Zarr store"):
+        open_field(tmp_path / "junk.zarr", "tasmax")
