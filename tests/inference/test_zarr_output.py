@@ -205,3 +205,34 @@ def test_zarr_output_refused_for_the_netcdf_only_layouts(
     assert "NetCDF" in err and "\n" not in err
     assert not out.exists() and _nothing_beside(out) == []
     assert not lock_path(out).exists()
+
+
+# ----------------------------------------------------------------------------- ensembles
+def test_ensemble_store_equals_the_netcdf_ensemble(
+    pr_ckpt: Path, perfect: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An ensemble is joined from its parts (never streamed): the member dimension, the
+    realization coordinate and the one-member chunks survive the Zarr join."""
+    import climdl.tasks.checkpoint as ck
+    from tests.inference.test_members import STUB, _Stub
+
+    load = ck.load_emulator  # the pr checkpoint, loaded as test_members' generative stub
+    monkeypatch.setattr(
+        ck,
+        "load_emulator",
+        lambda path, *a, **k: (
+            _Stub(load(path, *a, **k)) if STUB in Path(path).name else load(path, *a, **k)
+        ),
+    )
+    ckpt = tmp_path / f"{STUB}.ckpt"
+    ckpt.write_bytes(pr_ckpt.read_bytes())
+    when = {"start": "1981-03-01", "end": "1981-03-20", "chunk_days": 10}
+    a = downscale(ckpt, [str(perfect)], tmp_path / "e.nc", members=3, seed=1, **when)  # type: ignore[arg-type]
+    b = downscale(ckpt, [str(perfect)], tmp_path / "e.zarr", members=3, seed=1, **when)  # type: ignore[arg-type]
+    a.dataset.close()
+    b.dataset.close()
+    nc, store = _open(tmp_path / "e.nc"), _open(tmp_path / "e.zarr")
+    assert store.pr.dims[0] == "member" and store.sizes["member"] == 3
+    assert store.pr.encoding["chunks"] == nc.pr.encoding["chunksizes"] == (1, 20, 16, 16)
+    xr.testing.assert_identical(_no_history(store), _no_history(nc))
+    assert _nothing_beside(tmp_path / "e.zarr") == []
