@@ -182,7 +182,12 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument(
         "fine", nargs="+", help="RCM NetCDF files or globs (any CF layout the reader accepts)"
     )
-    pp.add_argument("--out", type=Path, required=True, help="output NetCDF file, or a Zarr store (ending in .zarr)")
+    pp.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="output NetCDF file, or a Zarr store (ending in .zarr)",
+    )
     pp.add_argument(
         "--coarse-grid",
         default="covered",
