@@ -7,8 +7,8 @@ the data say, and stores that spec in every checkpoint (``checkpoint["climdl"]``
 alone, read with ``torch.load(weights_only=True)``.
 
 Batches arrive raw (:mod:`climdl.clouds.data`); :meth:`on_after_batch_transfer` marks pixels
-without data as ignored, standardises each band with the training statistics (module buffers)
-and, in training, flips and rotates every sample by multiples of 90 degrees on the device.
+without data as ignored, standardises each band with the training statistics (module buffers),
+optionally appends pixel-wise spectral indices (:mod:`climdl.models.spectral_indices`) and, in training, flips and rotates every sample by multiples of 90 degrees on the device.
 Losses: cross-entropy (optionally class-weighted) or one-vs-rest BCE, each optionally plus
 soft Dice; the no-data label is ignored throughout. Metrics: a torchmetrics confusion matrix
 per epoch, from which IoU, F1, precision, recall and accuracy per class, mean IoU and the
@@ -29,6 +29,7 @@ from climdl.clouds.spec import SegmenterSpec
 from climdl.errors import ConfigError, DataError
 from climdl.models.blocks import BlockKind
 from climdl.models.cloud_unet import CloudUNet
+from climdl.models.spectral_indices import SpectralIndices
 from climdl.parallel.domain import Domain
 from climdl.tasks.base import BaseTask, make_optimizer
 from climdl.tasks.seg_metrics import new_confusion, scores
@@ -39,6 +40,7 @@ __all__ = ["SegmentationTask", "load_segmenter"]
 
 Loss = Literal["ce", "ce_dice", "bce", "bce_dice"]
 Optimizer = Literal["adam", "adamw", "sgd"]
+Features = Literal["bands", "bands+indices"]
 KIND = "cloud_segmentation"
 
 
@@ -52,6 +54,11 @@ class SegmentationTask(BaseTask[SegmenterSpec]):
         max_filters: cap on the filters.
         block: ``plain``, ``residual`` or ``inception`` conv blocks.
         dropout: bottleneck channel dropout.
+        features: the network's inputs: ``bands`` (each standardised with the training
+            statistics) or ``bands+indices`` (plus the normalised differences of
+            :class:`~climdl.models.spectral_indices.SpectralIndices` - NDSI, NDVI, SWIR ratios -
+            that the bands allow: the spectral shape Fmask's tests read, given to the network
+            instead of left for it to learn from sums of ReLUs).
         loss: ``ce``, ``ce_dice``, ``bce`` (one-vs-rest) or ``bce_dice``.
         dice_weight: weight of the Dice term.
         any_cloud_weight: weight of an extra binary cross-entropy on "any cloud" (the summed
@@ -82,6 +89,7 @@ class SegmentationTask(BaseTask[SegmenterSpec]):
         max_filters: int = 256,
         block: BlockKind = "plain",
         dropout: float = 0.0,
+        features: Features = "bands",
         loss: Loss = "ce_dice",
         dice_weight: float = 1.0,
         any_cloud_weight: float = 0.0,
@@ -97,6 +105,7 @@ class SegmentationTask(BaseTask[SegmenterSpec]):
         self.train_log = TrainingLog()
         """Logs the training steps without a host-device sync (:mod:`climdl.tasks.step_log`)."""
         self.classes: list[str] = []
+        self.indices: SpectralIndices | None = None
         self.last_confusion: dict[str, Tensor] = {}
 
     KIND = KIND
@@ -117,8 +126,15 @@ class SegmentationTask(BaseTask[SegmenterSpec]):
         self.spec = spec
         self.classes = list(spec.classes)
         k = len(self.classes)
+        self.indices = None
+        extra = 0
+        if hp.features == "bands+indices":
+            self.indices = SpectralIndices(spec.bands)
+            extra = self.indices.num_features
+        elif hp.features != "bands":
+            raise ConfigError(f"unknown features {hp.features!r}; choose bands or bands+indices.")
         self.net = CloudUNet(
-            len(spec.bands),
+            len(spec.bands) + extra,
             k,
             depth=hp.depth,
             base_filters=hp.base_filters,
@@ -188,9 +204,12 @@ class SegmentationTask(BaseTask[SegmenterSpec]):
 
     # ------------------------------------------------------------------ preprocessing
     def normalise(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Standardised, NaN-free input and the ``[B, H, W]`` mask of pixels with all bands."""
+        """The network's NaN-free input (standardised bands, then the spectral indices if
+        ``features`` asks for them) and the ``[B, H, W]`` mask of pixels with all bands."""
         valid = torch.isfinite(x).all(dim=1)
         xn = (x.float() - self.band_mean) / self.band_std
+        if self.indices is not None:
+            xn = torch.cat([xn, self.indices(x.float())], dim=1)
         return torch.nan_to_num(xn, nan=0.0, posinf=0.0, neginf=0.0), valid
 
     def on_after_batch_transfer(

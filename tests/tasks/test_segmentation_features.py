@@ -1,0 +1,104 @@
+"""The cloud CNN's optional spectral-index inputs (``features: bands+indices``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+
+from climdl.clouds.scene import LANDSAT_BANDS, NODATA
+from climdl.clouds.spec import SegmenterSpec
+from climdl.errors import ConfigError
+from climdl.models.spectral_indices import SpectralIndices, index_names
+from climdl.tasks.segmentation import SegmentationTask
+
+LANDSAT = [b.name for b in LANDSAT_BANDS]  # blue .. swir22, tir
+
+
+def _spec(bands: list[str]) -> SegmenterSpec:
+    n = len(bands)
+    return SegmenterSpec.from_dict(
+        {
+            "bands": bands,
+            "wavelengths": [0.5 + i for i in range(n)],
+            "band_units": ["1"] * n,
+            "classes": ["clear", "cloud", "thin_cloud", "cloud_shadow", "snow"],
+            "ignore_index": NODATA,
+            "stats": {"mean": torch.full((n,), 0.2), "std": torch.full((n,), 0.1)},
+            "class_counts": torch.tensor([500.0, 200.0, 100.0, 50.0, 50.0]),
+        }
+    )
+
+
+def test_indices_follow_the_bands_a_sensor_has() -> None:
+    assert index_names(LANDSAT) == [
+        "ndsi",
+        "ndvi",
+        "ndmi",
+        "swir_ratio",
+        "blue_red",
+        "blue_swir",
+    ]
+    # 38-Cloud: red, green, blue, nir only (no SWIR): the SWIR indices are left out
+    assert index_names(["red", "green", "blue", "nir"]) == ["ndvi", "blue_red"]
+    assert SpectralIndices(["b0", "b1"]).num_features == 0
+
+
+def test_indices_are_normalised_differences_bounded_and_nan_preserving() -> None:
+    # a snow pixel (bright green, dark SWIR) and a cloud pixel (bright everywhere)
+    snow = [0.9, 0.9, 0.88, 0.8, 0.1, 0.05, 265.0]
+    cloud = [0.7, 0.7, 0.7, 0.7, 0.6, 0.45, 240.0]
+    x = torch.tensor([snow, cloud]).T.reshape(1, 7, 1, 2).clone()
+    x[0, 0, 0, 1] = -0.5  # noise can make a dark reflectance negative: still bounded
+    out = SpectralIndices(LANDSAT)(x)
+    assert out.shape == (1, 6, 1, 2)
+    ndsi = out[0, 0, 0]
+    assert ndsi[0] == pytest.approx((0.9 - 0.1) / (0.9 + 0.1 + 0.02))
+    assert ndsi[0] > 0.7 > 0.1 > ndsi[1]
+    assert out.abs().max() <= 1.0
+    x[0, 1, 0, 0] = float("nan")
+    assert torch.isnan(SpectralIndices(LANDSAT)(x)[0, 0, 0, 0])
+
+
+def _task(**kw: Any) -> SegmentationTask:
+    task = SegmentationTask(depth=2, base_filters=4, max_filters=8, **kw)
+    task.build(_spec(LANDSAT))
+    return task
+
+
+def test_task_appends_indices_to_the_standardised_bands() -> None:
+    plain, with_idx = _task(), _task(features="bands+indices")
+    assert plain.net is not None and with_idx.net is not None
+    assert plain.net.in_channels == 7 and with_idx.net.in_channels == 13
+    x = 0.3 * torch.rand(2, 7, 16, 16)
+    x[:, 6] = 280.0
+    x[0, :, 0, 0] = float("nan")  # no data: zero input, ignored label
+    xn, valid = with_idx.normalise(x)
+    assert xn.shape == (2, 13, 16, 16)
+    assert torch.isfinite(xn).all() and not valid[0, 0, 0]
+    torch.testing.assert_close(xn[:, :7], plain.normalise(x)[0])
+    torch.testing.assert_close(xn[:, 7:], SpectralIndices(LANDSAT)(x).nan_to_num(0.0))
+    prob = with_idx.predict_proba(x)
+    assert prob.shape == (2, 5, 16, 16)
+    torch.testing.assert_close(prob.sum(1), torch.ones(2, 16, 16))
+
+
+def test_checkpoint_remembers_the_features() -> None:
+    task = _task(features="bands+indices")
+    assert task.spec is not None
+    ckpt = {
+        "hyper_parameters": dict(task.hparams),
+        "climdl": {"spec": task.spec.to_dict()},
+        "state_dict": task.state_dict(),
+    }
+    again = SegmentationTask.from_checkpoint(ckpt)
+    assert again.indices is not None and again.net is not None
+    assert again.net.in_channels == 13
+    x = torch.rand(1, 7, 16, 16)
+    torch.testing.assert_close(again.predict_proba(x), task.eval().predict_proba(x))
+
+
+def test_unknown_features_are_refused() -> None:
+    with pytest.raises(ConfigError, match="unknown features"):
+        _task(features="ratios")
