@@ -21,7 +21,8 @@ def test_cnn_beats_the_threshold_baseline_on_held_out_scenes(
 ) -> None:
     """Train the sample config for 6 short epochs (a few CPU minutes) on 96 sample scenes and
     score the best checkpoint on 8 scenes of another seed: the CNN has the higher mean IoU and
-    the higher IoU on each class that the threshold test also predicts (cloud, shadow, snow).
+    the higher IoU on every class (bench/RESULTS.md, 2026-12-07: true for seeds 123, 1 and 2 with
+    margins of at least 0.1 IoU).
 
     The threshold test, which thresholds the thermal band against the scene's own clear-sky
     percentiles, can still be ahead on "any cloud" (thin cirrus) after so short a training
@@ -34,5 +35,5 @@ def test_cnn_beats_the_threshold_baseline_on_held_out_scenes(
     cnn, base = summary["test"]["model"], summary["test"]["baseline"]
     assert len(summary["test"]["scenes"]) == 8
     assert cnn["miou"] > base["miou"], (cnn["miou"], base["miou"])
-    for cls in ("cloud", "cloud_shadow", "snow"):
+    for cls in summary["classes"]:  # every class (the threshold test has no thin cloud: IoU 0)
         assert cnn[f"iou_{cls}"] > base[f"iou_{cls}"], (cls, cnn[f"iou_{cls}"], base[f"iou_{cls}"])
