@@ -190,6 +190,7 @@ def test_grid_mapping_from_file_km_or_metres_and_explicit_crs(tmp_path: Path) ->
     da = alps_field()
     ds = da.to_dataset().reset_coords("Lambert_Conformal")
     ds["tasmax"].encoding.clear()
+    ds["tasmax"].attrs["grid_mapping"] = "Lambert_Conformal"
     path = tmp_path / "f.nc"
     ds.to_netcdf(path)
     with xr.open_dataset(path, decode_coords="all") as opened:
