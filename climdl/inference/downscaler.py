@@ -15,43 +15,42 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import hashlib
-import json
 import logging
 import os
 import time as _time
-import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import xarray as xr
 
-from climdl.data.cordex import CordexRun, check_period, load_run, valid_version
 from climdl.errors import ConfigError, OutputError
 from climdl.inference.cordex_archive import (
-    FORMAT as CORDEX_FORMAT,
-)
-from climdl.inference.cordex_archive import (
     RUN_DIGEST,
-    STAGING,
     PlannedFile,
     check_targets,
     plan,
-    publish,
     refuse_existing,
-    staging_name,
+)
+from climdl.inference.cordex_run import (
+    archive_metadata,
+    archive_plan,
+    archive_result,
+    archive_resume,
+    publish_run,
+    record_version,
+    remove_if_empty,
+    run_digest,
 )
 from climdl.inference.emulators import Output
 from climdl.inference.inputs import InputSource, Regrid
 from climdl.inference.job import Job, JobConfig
-from climdl.inference.members import MEMBER, sampler_description
+from climdl.inference.members import sampler_description
 from climdl.inference.output import Format, default_output, global_attrs
-from climdl.inference.parts import PartStore, parts_dir
-from climdl.inference.parts import _RunLock as RunLock
+from climdl.inference.parts import PartStore
+from climdl.inference.result import DownscaleResult
 from climdl.inference.streamed import StreamedOutput
 from climdl.io.zarr_store import is_zarr
 from climdl.parallel.launch import barrier, join_ranks
@@ -62,60 +61,11 @@ Precision = Literal["32", "bf16", "16"]
 Progress = Callable[[int, int], None]
 
 
-@dataclass
-class DownscaleResult:
-    """What a run produced: the dataset (lazily reopened from the file when one was written).
-
-    Attributes:
-        dataset: the predictions (reopened lazily from ``path``, or in memory without one).
-        path: the written NetCDF file (or submission folder), or None for in-memory runs.
-        n_days: days downscaled.
-        seconds: wall time of the run.
-        device: the device the networks ran on.
-        grid: how the predictors were brought onto the training grid (one line).
-        chunks_computed: chunks computed by this run.
-        chunks_resumed: chunks taken from an interrupted run (``resume``).
-        rank: this process's rank (under torchrun).
-        world_size: number of processes that shared the chunks.
-        extra: further facts for the log (Dask cluster, ...).
-        members: ensemble members (None: a deterministic run).
-        sampler: how the members were sampled (one line; None: a deterministic run).
-    """
-
-    dataset: xr.Dataset
-    path: Path | None
-    n_days: int
-    seconds: float
-    device: str
-    grid: str
-    chunks_computed: int
-    chunks_resumed: int = 0
-    rank: int = 0
-    world_size: int = 1
-    extra: dict[str, Any] = field(default_factory=dict)
-    members: int | None = None
-    sampler: str | None = None
-
-    @property
-    def years_per_second(self) -> float:
-        """Simulated years downscaled per second of wall time."""
-        return self.n_days / 365.25 / max(self.seconds, 1e-9)
-
-
 def release_memory() -> None:
     """Hand freed heap memory back to the OS after each chunk (glibc keeps it otherwise, and a
     long series' peak RSS would creep up from fragmentation although nothing is retained)."""
     with contextlib.suppress(OSError, AttributeError):  # not glibc (macOS, musl): nothing to do
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
-def _dist() -> tuple[int, int]:
-    """(rank, world size) under torchrun (:func:`climdl.parallel.launch.join_ranks`)."""
-    return join_ranks()
-
-
-def _barrier(world: int) -> None:
-    barrier(world)
 
 
 def downscale(
@@ -221,7 +171,7 @@ def downscale(
             written.
     """
     t0 = _time.perf_counter()
-    archive = _archive_metadata(fmt, metadata, output)  # checked before any work
+    archive = archive_metadata(fmt, metadata, output)  # checked before any work
     ckpts = [checkpoints] if isinstance(checkpoints, (str, Path)) else list(checkpoints)
     inputs_list = [inputs] if isinstance(inputs, str) else (list(inputs) if inputs else None)
     config = JobConfig(
@@ -269,7 +219,7 @@ def downscale(
     if archive is not None:
         assert output is not None
         out_path: Path | None = None
-        archive, staging = _archive_plan(archive, Path(output), job, resume)
+        archive, staging = archive_plan(archive, Path(output), job, resume)
         planned = plan(archive, Path(output), targets, job.ds.time, job.members)
         refuse_existing(planned, overwrite=overwrite, resume=resume)
         out_path = staging
@@ -280,24 +230,24 @@ def downscale(
     if dask_scheduler is not None and out_path is None:
         raise ConfigError("running on a Dask cluster needs an output file (--output).")
 
-    rank, world = _dist() if (out_path is not None and dask_scheduler is None) else (0, 1)
+    rank, world = join_ranks() if (out_path is not None and dask_scheduler is None) else (0, 1)
     if archive is not None and out_path is not None and resume:
-        done = _archive_resume(job, planned, archive, out_path, rank, world, t0, ensemble)
+        done = archive_resume(job, planned, archive, out_path, rank, world, t0, ensemble)
         if done is not None:
             return done
     if archive is not None and out_path is not None and rank == 0:
-        _record_version(archive, out_path)
+        record_version(archive, out_path)
     # the lock and a parts folder left without a finished chunk are released on any exit
     with contextlib.ExitStack() as cleanup:
         if archive is not None and out_path is not None:  # runs last: after the lock is gone
-            cleanup.callback(_remove_if_empty, out_path.parent)
+            cleanup.callback(remove_if_empty, out_path.parent)
         store = None
         attrs = None
         if out_path is not None:
             if rank == 0:  # the coordinating process: locks the output, owns the folder
                 store = PartStore(out_path, job.manifest(), resume=resume, overwrite=overwrite)
                 cleanup.callback(store.close)
-            _barrier(world)
+            barrier(world)
             if rank != 0:  # the folder's manifest names the run
                 store = PartStore(out_path, {}, create=False)
             assert store is not None
@@ -317,7 +267,7 @@ def downscale(
                 sampler=sampler,
             )
             if archive is not None:  # compared before a resumed run publishes the file
-                attrs[RUN_DIGEST] = _run_digest(job)
+                attrs[RUN_DIGEST] = run_digest(job)
         finished = store.done() if store is not None else set()
         todo = [i for i in range(len(starts)) if i % world == rank and i not in finished]
         if max_chunks is not None:
@@ -382,7 +332,7 @@ def downscale(
                 world_size=world,
                 **ensemble,
             )
-        _barrier(world)
+        barrier(world)
         assert attrs is not None
         if max_chunks is not None and len(store.done()) < len(starts):
             return DownscaleResult(
@@ -402,7 +352,7 @@ def downscale(
             store.adopt(stream.path)
         elif rank == 0:
             store.join(len(starts), job.final_encoding(), attrs)
-        _barrier(world)
+        barrier(world)
         assert out_path is not None
         if archive is not None:
             if rank != 0:
@@ -419,9 +369,8 @@ def downscale(
                     world,
                     **ensemble,
                 )
-            publish(out_path, planned, archive, overwrite=overwrite or resume)
-            _discard_staging(out_path)
-            return _archive_result(job, planned, out_path, t0, len(todo), resumed, ensemble)
+            publish_run(out_path, planned, archive, overwrite=overwrite or resume)
+            return archive_result(job, planned, out_path, t0, len(todo), resumed, ensemble)
         seconds = _time.perf_counter() - t0
         store_kw: dict[str, Any] = (
             {"engine": "zarr", "consolidated": True} if is_zarr(out_path) else {}
@@ -503,189 +452,6 @@ def _run_chunks(
         raise
     pool.shutdown(wait=True)
     return done_days
-
-
-def _archive_metadata(
-    fmt: Format, metadata: str | Path | None, output: str | Path | None
-) -> CordexRun | None:
-    """RUN.yaml checked against the CV for ``--format cordex-cmip6`` (else refused)."""
-    if fmt != CORDEX_FORMAT:
-        if metadata is not None:
-            raise ConfigError("--metadata is read by --format cordex-cmip6 only.")
-        return None
-    if metadata is None:
-        raise ConfigError(
-            "--format cordex-cmip6 needs --metadata RUN.yaml (institution_id, source_id, "
-            "driving_source_id, ... : the attributes climdl cannot know)."
-        )
-    if output is None:
-        raise ConfigError("--format cordex-cmip6 needs an archive folder (--output ROOT/).")
-    root = Path(output)
-    if root.suffix.lower() in (".nc", ".nc4", ".zarr") or (root.exists() and not root.is_dir()):
-        raise ConfigError(
-            f"--format cordex-cmip6 writes a tree of files: give the archive's root folder as "
-            f"--output, not {root}."
-        )
-    return load_run(metadata)
-
-
-def _run_digest(job: Job) -> str:
-    """SHA-256 of what defines the run (checkpoints, inputs and their fingerprints, period,
-    settings): stored in the staging file, compared before a resumed run publishes it."""
-    text = json.dumps(job.manifest(), sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _version_file(staging: Path) -> Path:
-    return staging.with_name(staging.name + ".version")
-
-
-def _archive_plan(archive: CordexRun, root: Path, job: Job, resume: bool) -> tuple[CordexRun, Path]:
-    """The run's years checked against the experiment, its staging file (named by the archive
-    identity and the days, in ``ROOT/.climdl-cordex``), and the DRS version: RUN.yaml's, or
-    the day the run started when it is resumed (recorded beside the staging file)."""
-    time = job.ds.time
-    years = time.dt.year.values
-    check_period(archive, int(years[0]), int(years[-1]))
-    first, last = (t.strftime("%Y%m%d") for t in (time.values[0], time.values[-1]))
-    staging = root / STAGING / staging_name(archive, job.targets, first, last)
-    side = _version_file(staging)
-    if not archive.version_given and resume and side.is_file():
-        recorded = side.read_text(encoding="utf-8", errors="replace").strip()
-        if valid_version(recorded):
-            archive = archive.with_version(recorded)
-    return archive, staging
-
-
-def _record_version(archive: CordexRun, staging: Path) -> None:
-    if archive.version_given:
-        return
-    staging.parent.mkdir(parents=True, exist_ok=True)
-    _version_file(staging).write_text(archive.version + "\n", encoding="utf-8")
-
-
-def _discard_staging(staging: Path) -> None:
-    """The published run's staging file and version record, and the folder if empty."""
-    staging.unlink(missing_ok=True)
-    _version_file(staging).unlink(missing_ok=True)
-    _remove_if_empty(staging.parent)
-
-
-def _archive_resume(
-    job: Job,
-    planned: list[PlannedFile],
-    archive: CordexRun,
-    staging: Path,
-    rank: int,
-    world: int,
-    t0: float,
-    ensemble: dict[str, Any],
-) -> DownscaleResult | None:
-    """``--resume`` of an archive run whose computation is over: publish a finished staging
-    file (its publication was interrupted), or report an archive that is complete. None: the
-    run goes on as usual (its computation was interrupted, or never started)."""
-    finished = staging.exists()
-    complete = (
-        not finished and not parts_dir(staging).exists() and all(f.path.exists() for f in planned)
-    )
-    barrier(world)  # every rank has looked before rank 0 changes anything
-    if not (finished or complete):
-        return None
-    if rank != 0:
-        return DownscaleResult(
-            xr.Dataset(), None, job.n_days, 0.0, str(job.device), "", 0, 0, rank, world
-        )
-    if finished:
-        lock = RunLock(staging)  # no other run publishes it at the same time
-        try:
-            with xr.open_dataset(staging, decode_times=False) as ds:
-                digest = ds.attrs.get(RUN_DIGEST)
-            if digest != _run_digest(job):
-                raise OutputError(
-                    f"the finished run in {staging} was made from other checkpoints, inputs or "
-                    "settings; pass --overwrite to start again."
-                )
-            publish(staging, planned, archive, overwrite=True)
-            _discard_staging(staging)
-        finally:
-            lock.release()
-            _remove_if_empty(staging.parent)  # once the lock file is gone
-    else:
-        log.info("the archive of this run is complete; nothing to resume")
-    return _archive_result(job, planned, staging, t0, 0, 0, ensemble)
-
-
-def _archive_result(
-    job: Job,
-    planned: list[PlannedFile],
-    staging: Path,
-    t0: float,
-    computed: int,
-    resumed: int,
-    ensemble: dict[str, Any],
-) -> DownscaleResult:
-    """The published archive, reopened lazily: each variable's files in time, realizations
-    along ``member`` for an ensemble (closing the result closes every file)."""
-    groups: dict[str, dict[int | None, list[Path]]] = {}
-    for f in planned:
-        groups.setdefault(f.variable, {}).setdefault(f.member, []).append(f.path)
-    opened: list[xr.Dataset] = []
-    with warnings.catch_warnings():  # areacella is named in external_variables, as CF says
-        warnings.filterwarnings("ignore", "Variable.* referenced in cell_measures", UserWarning)
-        variables = []
-        for name, members in groups.items():
-            series = [_open_series(paths) for paths in members.values()]
-            opened += series
-            variables.append(
-                series[0]
-                if len(series) == 1
-                else xr.concat(  # the realizations of the variable; the rest from the first
-                    series,
-                    dim=MEMBER,
-                    data_vars=[name],
-                    coords="minimal",
-                    compat="override",
-                    combine_attrs="drop_conflicts",
-                )
-            )
-    merged = xr.merge(variables, compat="override", combine_attrs="drop_conflicts")
-
-    def close() -> None:
-        for d in opened:
-            d.close()
-
-    merged.set_close(close)
-    files = [f.path for f in planned]
-    return DownscaleResult(
-        merged,
-        staging.parent.parent,  # the archive root (the staging folder is directly under it)
-        job.n_days,
-        _time.perf_counter() - t0,
-        str(job.device),
-        job.adapter.describe(),
-        computed,
-        resumed,
-        **{k: v for k, v in ensemble.items() if k != "extra"},
-        extra=dict(ensemble.get("extra", {})) | {"files": files},
-    )
-
-
-def _open_series(paths: list[Path]) -> xr.Dataset:
-    """One variable's (and realization's) archive files, reopened lazily as one series."""
-    return xr.open_mfdataset(
-        paths,
-        decode_times=xr.coders.CFDatetimeCoder(use_cftime=True),
-        decode_coords="all",
-        combine="by_coords",
-        data_vars="minimal",
-        coords="minimal",
-        compat="override",
-    )
-
-
-def _remove_if_empty(folder: Path) -> None:
-    with contextlib.suppress(OSError):
-        folder.rmdir()
 
 
 def _resolve_output(
