@@ -77,14 +77,16 @@ def train(seed: int, epochs: int, sets: list[str], root: Path) -> tuple[Path, fl
 
 
 def predict(task: SegmentationTask, src: SceneSource) -> np.ndarray:
-    """The CNN's labels of one whole scene (padded with no data to the network's multiple)."""
+    """The CNN's labels of one whole scene (padded with no data to the network's multiple;
+    with the scene's thermal context, :mod:`climdl.clouds.context`, when the model reads it)."""
     x, _ = src.read()
     m = task.size_multiple
     h, w = x.shape[1:]
     ph, pw = -(-h // m) * m, -(-w // m) * m
     xp = np.full((x.shape[0], ph, pw), np.nan, np.float32)
     xp[:, :h, :w] = x
-    prob = task.predict_proba(torch.from_numpy(xp)[None])
+    ctx = torch.from_numpy(src.context())[None] if task.needs_context else None
+    prob = task.predict_proba(torch.from_numpy(xp)[None], ctx)
     out: np.ndarray = prob[0, :, :h, :w].argmax(0).numpy().astype(np.uint8)
     return out
 

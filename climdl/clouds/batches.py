@@ -3,7 +3,9 @@
 :class:`CropDataset` draws training crops (scenes in proportion to their area, positions from a
 generator seeded by the item's index, so runs repeat); :class:`SceneDataset` gives whole
 validation and test scenes; :class:`PadCollate` pads the items of a batch to one size, a multiple
-of the network's ``2**depth``, with no data (NaN, :data:`~climdl.clouds.scene.NODATA`). Kept apart
+of the network's ``2**depth``, with no data (NaN, :data:`~climdl.clouds.scene.NODATA`). Every item
+also carries ``ctx``, its whole scene's thermal context (:mod:`climdl.clouds.context`, computed
+once per scene before any crop: a crop sees the scene's percentiles, not its own). Kept apart
 from the DataModule's setup and statistics (:mod:`climdl.clouds.data`); training data only,
 which the jobs never import (pyproject.toml's contract).
 """
@@ -62,7 +64,7 @@ class CropDataset(Dataset[dict[str, torch.Tensor]]):
         y0 = int(rng.integers(0, max(h - self.crop, 0) + 1))
         x0 = int(rng.integers(0, max(w - self.crop, 0) + 1))
         x, y = src.read((slice(y0, y0 + self.crop), slice(x0, x0 + self.crop)))
-        return _pad_item(x, y, self.crop, self.crop)
+        return {**_pad_item(x, y, self.crop, self.crop), "ctx": _ctx(src)}
 
 
 class SceneDataset(Dataset[dict[str, torch.Tensor]]):
@@ -75,11 +77,18 @@ class SceneDataset(Dataset[dict[str, torch.Tensor]]):
         return len(self.sources)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        x, y = self.sources[i].read()
+        src = self.sources[i]
+        x, y = src.read()
         return {
             "x": torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
             "y": torch.from_numpy(y.astype(np.int64)),
+            "ctx": _ctx(src),
         }
+
+
+def _ctx(src: SceneSource) -> torch.Tensor:
+    """The scene's thermal context ``[P]`` float32 (empty without a thermal band)."""
+    return torch.from_numpy(np.array(src.context(), dtype=np.float32))
 
 
 def _pad_item(x: np.ndarray, y: np.ndarray, h: int, w: int) -> dict[str, torch.Tensor]:
@@ -104,4 +113,7 @@ class PadCollate:
         w = max(int(it["x"].shape[2]) for it in items)
         h, w = -(-h // m) * m, -(-w // m) * m
         padded = [_pad_item(it["x"].numpy(), it["y"].numpy(), h, w) for it in items]
-        return {k: torch.stack([p[k] for p in padded]) for k in ("x", "y")}
+        out = {k: torch.stack([p[k] for p in padded]) for k in ("x", "y")}
+        if all("ctx" in it for it in items):
+            out["ctx"] = torch.stack([it["ctx"] for it in items])
+        return out

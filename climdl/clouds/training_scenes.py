@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from climdl.clouds.context import read_context, thermal_band
 from climdl.clouds.readers import open_scene
 from climdl.clouds.scene import (
     MASK_VAR,
@@ -57,6 +58,7 @@ class SceneSource:
         image: the bands in memory ``[C, H, W]``, or None.
         mask: the labels in memory ``[H, W]``, or None.
         layout: the dataset layout of ``patch`` (``38-cloud`` or ``cloudsen12``).
+        ctx: the scene's thermal context once computed (:meth:`context`), else None.
     """
 
     name: str
@@ -70,6 +72,7 @@ class SceneSource:
     image: np.ndarray | None = None
     mask: np.ndarray | None = None
     layout: Layout = "38-cloud"
+    ctx: np.ndarray | None = None
 
     def read(self, window: tuple[slice, slice] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``([C, h, w] float32, [h, w] uint8)`` of the window (the whole scene by default)."""
@@ -85,6 +88,19 @@ class SceneSource:
         root, pname, split = self.patch
         ds = read_patch(self.layout, root, pname, split)  # type: ignore[arg-type]
         return read_image(ds, win, self.order), read_mask(ds, win)
+
+    def context(self) -> np.ndarray:
+        """The whole scene's thermal context (:mod:`climdl.clouds.context`), computed on first
+        use and kept: the percentiles every crop of the scene carries; empty without a
+        thermal band."""
+        if self.ctx is None:
+            t = thermal_band(self.bands)
+            if t is None:
+                self.ctx = np.zeros(0, np.float32)
+            else:
+                h, w = self.shape
+                self.ctx = read_context(lambda r, c: self.read((r, c))[0], h, w, t)
+        return self.ctx
 
     def load(self) -> None:
         """Keep the scene in memory."""

@@ -2,7 +2,9 @@
 
 :func:`segment` is the job: it loads the checkpoint, opens the scene lazily
 (:func:`~climdl.clouds.readers.open_scene`: scene NetCDF, Landsat product, GeoTIFF), matches and
-checks its bands against the checkpoint's (:mod:`climdl.inference.segment_bands`), runs the
+checks its bands against the checkpoint's (:mod:`climdl.inference.segment_bands`), computes the
+whole scene's thermal context first when the checkpoint reads it
+(:mod:`climdl.inference.segment_context`), runs the
 network over overlapping, smoothly blended tiles a row of tiles at a time (or, with
 ``tiling="exact"``, over tiles with a halo as wide as the network's receptive radius, cropped,
 which gives the whole scene's result; :mod:`climdl.inference.segment_tiling`; tiles go to the
@@ -40,6 +42,7 @@ from climdl.clouds.scene import (
 from climdl.errors import ConfigError, OutputError
 from climdl.inference.receptive import cloud_unet_radius
 from climdl.inference.segment_bands import check_values, match_bands
+from climdl.inference.segment_context import require_thermal, segment_context
 from climdl.inference.segment_geotiff import (
     GeoTiffMaskWriter,
     geotiff_grid,
@@ -207,11 +210,16 @@ def segment(
     try:
         validate_scene(ds, scene_p)
         ydim, xdim = spatial_dims(ds, scene_p)
-        order = match_bands(bands_of(ds, scene_p), model_bands, scene_p)
+        scene_bands = bands_of(ds, scene_p)
+        require_thermal(
+            task.needs_context, task.hp.features, scene_bands, model_bands, scene_p, ckpt
+        )
+        order = match_bands(scene_bands, model_bands, scene_p)
         iname = image_name(ds, scene_p)
         georef = geotiff_grid(ds, iname, ydim, xdim, scene_p, out_p) if geotiff else None
         image = ds[iname].transpose(BAND_DIM, ydim, xdim).isel({BAND_DIM: order})
         height, width = int(ds.sizes[ydim]), int(ds.sizes[xdim])
+        ctx = segment_context(image, model_bands, ydim, xdim, dev) if task.needs_context else None
         grid: TileGrid | ExactGrid
         if tiling == "exact":
             grid = plan_exact(height, width, tile, _radius(task.net, ckpt), task.size_multiple)
@@ -247,7 +255,8 @@ def segment(
 
         def predict(tiles: np.ndarray) -> np.ndarray:
             x = torch.from_numpy(tiles).to(dev, non_blocking=True)
-            out: np.ndarray = task.predict_proba(x).cpu().numpy()
+            c = None if ctx is None else ctx.expand(x.shape[0], -1)
+            out: np.ndarray = task.predict_proba(x, c).cpu().numpy()
             return out
 
         n_classes = len(classes)

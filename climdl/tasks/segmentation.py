@@ -8,7 +8,10 @@ alone, read with ``torch.load(weights_only=True)``.
 
 Batches arrive raw (:mod:`climdl.clouds.data`); :meth:`on_after_batch_transfer` marks pixels
 without data as ignored, standardises each band with the training statistics (module buffers),
-optionally appends pixel-wise spectral indices (:mod:`climdl.models.spectral_indices`) and, in training, flips and rotates every sample by multiples of 90 degrees on the device.
+optionally appends pixel-wise spectral indices (:mod:`climdl.models.spectral_indices`) and the
+pixel's temperature relative to its whole scene (:mod:`climdl.models.scene_context`, from the
+batch's ``ctx``: :mod:`climdl.clouds.context`) and, in training, flips and rotates every sample
+by multiples of 90 degrees on the device.
 Losses: cross-entropy (optionally class-weighted) or one-vs-rest BCE, each optionally plus
 soft Dice; the no-data label is ignored throughout. Metrics: a torchmetrics confusion matrix
 per epoch, from which IoU, F1, precision, recall and accuracy per class, mean IoU and the
@@ -29,9 +32,11 @@ from climdl.clouds.spec import SegmenterSpec
 from climdl.errors import ConfigError, DataError
 from climdl.models.blocks import BlockKind
 from climdl.models.cloud_unet import CloudUNet
+from climdl.models.scene_context import SceneContextChannels
 from climdl.models.spectral_indices import SpectralIndices
 from climdl.parallel.domain import Domain
 from climdl.tasks.base import BaseTask, make_optimizer
+from climdl.tasks.seg_inputs import Features, build_inputs, whole_scene_context
 from climdl.tasks.seg_metrics import new_confusion, scores
 from climdl.tasks.speed import channels_last_before_ddp
 from climdl.tasks.step_log import TrainingLog
@@ -40,7 +45,6 @@ __all__ = ["SegmentationTask", "load_segmenter"]
 
 Loss = Literal["ce", "ce_dice", "bce", "bce_dice"]
 Optimizer = Literal["adam", "adamw", "sgd"]
-Features = Literal["bands", "bands+indices"]
 KIND = "cloud_segmentation"
 
 
@@ -58,7 +62,10 @@ class SegmentationTask(BaseTask[SegmenterSpec]):
             statistics) or ``bands+indices`` (plus the normalised differences of
             :class:`~climdl.models.spectral_indices.SpectralIndices` - NDSI, NDVI, SWIR ratios -
             that the bands allow: the spectral shape Fmask's tests read, given to the network
-            instead of left for it to learn from sums of ReLUs).
+            instead of left for it to learn from sums of ReLUs). ``+scene`` adds the pixel's
+            brightness temperature minus the whole scene's 82.5th and 50th percentiles
+            (:mod:`climdl.clouds.context`, Fmask's context, which a crop or tile cannot see;
+            scaled by the thermal band's std): the checkpoint then needs a thermal band.
         loss: ``ce``, ``ce_dice``, ``bce`` (one-vs-rest) or ``bce_dice``.
         dice_weight: weight of the Dice term.
         any_cloud_weight: weight of an extra binary cross-entropy on "any cloud" (the summed
@@ -106,6 +113,7 @@ class SegmentationTask(BaseTask[SegmenterSpec]):
         """Logs the training steps without a host-device sync (:mod:`climdl.tasks.step_log`)."""
         self.classes: list[str] = []
         self.indices: SpectralIndices | None = None
+        self.context: SceneContextChannels | None = None
         self.last_confusion: dict[str, Tensor] = {}
 
     KIND = KIND
@@ -126,13 +134,8 @@ class SegmentationTask(BaseTask[SegmenterSpec]):
         self.spec = spec
         self.classes = list(spec.classes)
         k = len(self.classes)
-        self.indices = None
-        extra = 0
-        if hp.features == "bands+indices":
-            self.indices = SpectralIndices(spec.bands)
-            extra = self.indices.num_features
-        elif hp.features != "bands":
-            raise ConfigError(f"unknown features {hp.features!r}; choose bands or bands+indices.")
+        self.indices, self.context = build_inputs(hp.features, spec)
+        extra = sum(m.num_features for m in (self.indices, self.context) if m is not None)
         self.net = CloudUNet(
             len(spec.bands) + extra,
             k,
@@ -203,24 +206,47 @@ class SegmentationTask(BaseTask[SegmenterSpec]):
         return int(2**self.hp.depth)
 
     # ------------------------------------------------------------------ preprocessing
-    def normalise(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """The network's NaN-free input (standardised bands, then the spectral indices if
-        ``features`` asks for them) and the ``[B, H, W]`` mask of pixels with all bands."""
+    @property
+    def needs_context(self) -> bool:
+        """Whether the network reads the scene's thermal context (``features`` ``...+scene``)."""
+        return self.context is not None
+
+    def normalise(self, x: Tensor, ctx: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """The network's NaN-free input (standardised bands, then the spectral indices and the
+        scene-relative temperatures if ``features`` asks for them) and the ``[B, H, W]`` mask
+        of pixels with all bands.
+
+        Args:
+            x: raw bands ``[B, C, H, W]`` (NaN without data).
+            ctx: ``[B, P]`` thermal context of each sample's scene (:mod:`climdl.clouds.context`);
+                None: each sample is taken as a whole scene
+                (:func:`~climdl.tasks.seg_inputs.whole_scene_context`). Ignored unless
+                ``features`` has ``scene``.
+        """
         valid = torch.isfinite(x).all(dim=1)
         xn = (x.float() - self.band_mean) / self.band_std
         if self.indices is not None:
             xn = torch.cat([xn, self.indices(x.float())], dim=1)
+        if self.context is not None:
+            assert self.spec is not None
+            c = whole_scene_context(x, self.spec) if ctx is None else ctx
+            xn = torch.cat([xn, self.context(x, c)], dim=1)
         return torch.nan_to_num(xn, nan=0.0, posinf=0.0, neginf=0.0), valid
 
     def on_after_batch_transfer(
         self, batch: dict[str, Tensor], dataloader_idx: int
     ) -> dict[str, Tensor]:
         """Normalise on the device, ignore pixels without data, augment training batches."""
-        x, valid = self.normalise(batch["x"])
+        if self.context is not None and "ctx" not in batch and self._in_training():
+            raise DataError(
+                f"features {self.hp.features} needs the scene context (the batch's ctx, from "
+                "CloudDataModule) with every training batch: a crop cannot compute its scene's."
+            )
+        x, valid = self.normalise(batch["x"], batch.get("ctx"))
         out = dict(batch)
         if "y" in batch:
             y = torch.where(valid, batch["y"], torch.full_like(batch["y"], NODATA))
-            if self.hp.augment and self._trainer is not None and self.trainer.training:
+            if self.hp.augment and self._in_training():
                 x, y = augment(x, y)
             out["y"] = y
         out["x_n"] = x
@@ -231,6 +257,9 @@ class SegmentationTask(BaseTask[SegmenterSpec]):
                 out["y"] = out["y"][..., start:stop, :]
         return out
 
+    def _in_training(self) -> bool:
+        return self._trainer is not None and self.trainer.training
+
     # ------------------------------------------------------------------ forward
     def forward(self, x_n: Tensor) -> Tensor:
         """Logits ``[B, K, H, W]`` of a normalised input."""
@@ -239,9 +268,10 @@ class SegmentationTask(BaseTask[SegmenterSpec]):
         return out
 
     @torch.no_grad()
-    def predict_proba(self, x: Tensor) -> Tensor:
-        """Class probabilities ``[B, K, H, W]`` of a raw input ``[B, C, H, W]`` (NaN allowed)."""
-        x_n, _ = self.normalise(x)
+    def predict_proba(self, x: Tensor, ctx: Tensor | None = None) -> Tensor:
+        """Class probabilities ``[B, K, H, W]`` of a raw input ``[B, C, H, W]`` (NaN allowed);
+        ``ctx``: the scene context, as for :meth:`normalise`."""
+        x_n, _ = self.normalise(x, ctx)
         return torch.softmax(self(x_n).float(), dim=1)
 
     # ------------------------------------------------------------------ losses

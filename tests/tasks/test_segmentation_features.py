@@ -102,3 +102,56 @@ def test_checkpoint_remembers_the_features() -> None:
 def test_unknown_features_are_refused() -> None:
     with pytest.raises(ConfigError, match="unknown features"):
         _task(features="ratios")
+
+
+def _thermal_spec() -> SegmenterSpec:
+    d = _spec(LANDSAT).to_dict()
+    d["band_units"] = ["1"] * 6 + ["K"]
+    d["stats"] = {"mean": torch.tensor([0.2] * 6 + [280.0]), "std": torch.tensor([0.1] * 6 + [8.0])}
+    return SegmenterSpec.from_dict(d)
+
+
+def test_scene_feature_appends_the_temperature_relative_to_the_scene() -> None:
+    """``+scene``: (BT - p82.5, BT - p50) of the sample's scene, in units of the thermal std;
+    the context comes with the batch (``ctx``), or from the input taken as a whole scene."""
+    task = SegmentationTask(depth=2, base_filters=4, max_filters=8, features="bands+indices+scene")
+    task.build(_thermal_spec())
+    assert task.needs_context and task.net is not None and task.net.in_channels == 15
+    x = 0.3 * torch.rand(2, 7, 16, 16)
+    x[:, 6] = 270.0 + 20.0 * torch.rand(2, 16, 16)
+    ctx = torch.tensor([[285.0, 280.0], [275.0, 270.0]])
+    xn, _ = task.normalise(x, ctx)
+    assert xn.shape == (2, 15, 16, 16)
+    torch.testing.assert_close(xn[:, 13], (x[:, 6] - ctx[:, :1, None]) / 8.0)
+    torch.testing.assert_close(xn[:, 14], (x[:, 6] - ctx[:, 1:, None]) / 8.0)
+    from climdl.tasks.seg_inputs import whole_scene_context
+
+    own = whole_scene_context(x, _thermal_spec())
+    torch.testing.assert_close(task.normalise(x)[0], task.normalise(x, own)[0])
+    q = torch.quantile(x[:, 6].reshape(2, -1).double(), torch.tensor([0.825, 0.5]).double(), 1)
+    torch.testing.assert_close(own, q.T.float())
+    # outside training, a batch without ctx takes each sample as a whole scene
+    batch = task.on_after_batch_transfer({"x": x, "y": torch.zeros(2, 16, 16).long()}, 0)
+    torch.testing.assert_close(batch["x_n"], task.normalise(x, own)[0])
+
+
+def test_scene_feature_needs_a_thermal_band() -> None:
+    with pytest.raises(ConfigError, match=r"needs a thermal band \(units K\)"):
+        _task(features="bands+scene")  # _spec: all reflectances
+
+
+def test_checkpoint_remembers_the_scene_feature() -> None:
+    task = SegmentationTask(depth=2, base_filters=4, max_filters=8, features="bands+scene")
+    task.build(_thermal_spec())
+    assert task.spec is not None
+    ckpt = {
+        "hyper_parameters": dict(task.hparams),
+        "climdl": {"spec": task.spec.to_dict()},
+        "state_dict": task.state_dict(),
+    }
+    again = SegmentationTask.from_checkpoint(ckpt)
+    assert again.needs_context and again.indices is None
+    x = torch.rand(1, 7, 16, 16)
+    x[:, 6] += 280.0
+    ctx = torch.tensor([[281.0, 280.5]])
+    torch.testing.assert_close(again.predict_proba(x, ctx), task.eval().predict_proba(x, ctx))
