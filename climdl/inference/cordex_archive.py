@@ -44,6 +44,7 @@ from climdl.data.units import conversion
 from climdl.errors import ConfigError, DataError, OutputError
 from climdl.inference.cordex_grid import grid_description, grid_variables
 from climdl.inference.members import MEMBER
+from climdl.inference.output import time_bounds
 from climdl.io.netcdf import atomic_path
 from climdl.io.provenance import utc_timestamp
 
@@ -212,18 +213,20 @@ def plan(
 
 def _time_variables(time: xr.DataArray) -> tuple[xr.Variable, xr.Variable]:
     """Mid-day time stamps and [day start, next day start) bounds (the archive's daily means)."""
-    lower = time.dt.floor("D").values
-    upper = np.array([t + dt.timedelta(days=1) for t in lower])
-    mid = np.array([t + dt.timedelta(hours=12) for t in lower])
+    bounds = time_bounds(time)
+    lower = bounds[:, 0]
+    mid = (
+        np.array([t + dt.timedelta(hours=12) for t in lower])
+        if lower.dtype == object
+        else (lower + np.timedelta64(12, "h"))
+    )
     attrs = {
         "standard_name": "time",
         "long_name": "time",
         "axis": "T",
         "bounds": "time_bnds",
     }
-    return xr.Variable(("time",), mid, attrs), xr.Variable(
-        ("time", "bnds"), np.stack([lower, upper], 1)
-    )
+    return xr.Variable(("time",), mid, attrs), xr.Variable(("time", "bnds"), bounds)
 
 
 def _file_dataset(

@@ -9,7 +9,9 @@ and stored as soon as the network has produced it (:class:`climdl.io.chunk_write
 which compresses off the GIL, so the I/O thread does it while the network computes the next
 days). The result is the file :meth:`climdl.inference.parts.PartStore.join` would have written,
 value for value and attribute for attribute, without reading the parts back and recompressing
-them after the last chunk. The parts are still written: they are what a killed run resumes from.
+them after the last chunk. The parts of every chunk but the last are still written: they are
+what a killed run resumes from (the last chunk's days go into the stream, which is finished
+right after them; a run killed in between recomputes that one chunk).
 The file grows under a temporary name in the parts folder and is moved onto the output when
 complete (:meth:`~climdl.inference.parts.PartStore.adopt`).
 

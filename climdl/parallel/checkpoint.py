@@ -31,7 +31,6 @@ import io
 import os
 import pickle
 import re
-import warnings
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,13 +44,13 @@ from torch.distributed.checkpoint.default_planner import _EmptyStateDictLoadPlan
 from torch.distributed.checkpoint.metadata import BytesStorageMetadata, Metadata, StorageMeta
 
 from climdl.errors import ConfigError, DataError, OutputError
+from climdl.parallel.checkpoint_files import META, is_sharded, quiet_unpickler, unpickling_refusal
 
 if TYPE_CHECKING:
     from lightning.pytorch.strategies import Strategy
     from torch.distributed.checkpoint.planner import LoadPlan, LoadPlanner, ReadItem
     from torch.futures import Future
 
-META = "meta.pt"
 _METADATA = ".metadata"
 
 _METADATA_GLOBALS = frozenset(
@@ -242,12 +241,6 @@ def check_sharded(path: str | Path) -> None:
     _read_meta(folder)
 
 
-def is_sharded(path: str | Path) -> bool:
-    """Whether ``path`` is a distributed-checkpoint folder (``meta.pt`` and ``*.distcp``)."""
-    p = Path(path)
-    return p.is_dir() and (p / META).is_file() and any(p.glob("*.distcp"))
-
-
 def _indexed_optimizer(state: dict[str, Any]) -> dict[str, Any]:
     """A name-keyed optimizer state (``get_optimizer_state_dict``) in ``optimizer.state_dict()``
     layout: parameters numbered in the order of the param groups."""
@@ -261,33 +254,6 @@ def _indexed_optimizer(state: dict[str, Any]) -> dict[str, Any]:
             index += 1
         groups.append({**{k: v for k, v in group.items() if k != "params"}, "params": ids})
     return {"state": out_state, "param_groups": groups}
-
-
-def unpickling_refusal(path: str | Path, exc: BaseException) -> str:
-    """One sentence for a checkpoint file that ``torch.load(weights_only=True)`` does not read;
-    never torch's advice to retry with ``weights_only=False`` (that would run the file's code)."""
-    if isinstance(exc, OSError) and exc.strerror:  # permission denied, I/O error, ...
-        return f"cannot read the checkpoint {path}: {exc.strerror}."
-    found = re.search(r"GLOBAL ([\w.]+)|reduce for unrecognized function (\S+)", str(exc))
-    if isinstance(exc, pickle.UnpicklingError) and found:
-        return (
-            f"{path} refused: it holds objects other than tensors and plain values "
-            f"({found.group(1) or found.group(2)}), so it is not a checkpoint written by "
-            "climdl train."
-        )
-    return (
-        f"{path} is not a readable climdl checkpoint (truncated, corrupt, or written by other "
-        "software); give a .ckpt file written by climdl train."
-    )
-
-
-@contextlib.contextmanager
-def quiet_unpickler() -> Iterator[None]:
-    """Hide torch's warning about a pickle protocol its weights-only unpickler does not
-    expect: a file that is not a torch checkpoint gets climdl's one sentence, nothing more."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Detected pickle protocol")
-        yield
 
 
 def check_checkpoint_path(path: str | Path) -> None:

@@ -20,7 +20,7 @@ __all__ = ["read_checkpoint"]
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """The checkpoint's dictionary, read safely; clear errors for missing or foreign files."""
-    from climdl.parallel.checkpoint import (
+    from climdl.parallel.checkpoint_files import (
         is_sharded,
         quiet_unpickler,
         unpickling_refusal,

@@ -140,3 +140,37 @@ def test_full_disk_while_streaming_leaves_no_output_and_stays_resumable(
     res = downscale(tasmax_ckpt, [str(perfect)], out, chunk_days=100, resume=True)
     res.dataset.close()
     assert res.n_days == 365 and out.exists() and not parts_dir(out).exists()
+
+
+def test_streamed_run_writes_no_part_for_its_last_chunk_and_resumes_it(
+    tasmax_ckpt: Path, perfect: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stream holds the last chunk's days: its part is not written (a 1-year run writes
+    none); a run that dies before the stream is moved onto the output recomputes that chunk."""
+    from climdl.inference.parts import PartStore
+    from climdl.inference.streamed import StreamedOutput
+
+    reference = tmp_path / "ref.nc"
+    downscale(tasmax_ckpt, [str(perfect)], reference, chunk_days=100).dataset.close()
+    written: list[int] = []
+    real_write = PartStore.write
+
+    def record(self: PartStore, i: int, *args: Any, **kwargs: Any) -> Any:
+        written.append(i)
+        return real_write(self, i, *args, **kwargs)
+
+    def die(self: StreamedOutput) -> None:
+        raise KeyboardInterrupt  # the run is stopped before the stream is finished
+
+    monkeypatch.setattr(PartStore, "write", record)
+    monkeypatch.setattr(StreamedOutput, "finish", die)
+    out = tmp_path / "out.nc"
+    with pytest.raises(KeyboardInterrupt):
+        downscale(tasmax_ckpt, [str(perfect)], out, chunk_days=100)
+    assert written == [0, 1, 2] and not out.exists()  # 4 chunks of 100, 100, 100, 65 days
+    monkeypatch.undo()
+    res = downscale(tasmax_ckpt, [str(perfect)], out, chunk_days=100, resume=True)
+    res.dataset.close()
+    assert (res.chunks_resumed, res.chunks_computed, res.n_days) == (3, 1, 365)
+    with netCDF4.Dataset(reference) as a, netCDF4.Dataset(out) as b:
+        np.testing.assert_array_equal(a["tasmax"][:], b["tasmax"][:])
