@@ -39,7 +39,7 @@ from climdl.clouds.scene import (
     spatial_dims,
     validate_scene,
 )
-from climdl.errors import ConfigError, OutputError
+from climdl.errors import ConfigError, DataError, OutputError
 from climdl.inference.receptive import cloud_unet_radius
 from climdl.inference.segment_bands import check_values, match_bands
 from climdl.inference.segment_context import require_thermal, segment_context
@@ -219,12 +219,14 @@ def segment(
         georef = geotiff_grid(ds, iname, ydim, xdim, scene_p, out_p) if geotiff else None
         image = ds[iname].transpose(BAND_DIM, ydim, xdim).isel({BAND_DIM: order})
         height, width = int(ds.sizes[ydim]), int(ds.sizes[xdim])
-        ctx = segment_context(image, model_bands, ydim, xdim, dev) if task.needs_context else None
         grid: TileGrid | ExactGrid
         if tiling == "exact":
             grid = plan_exact(height, width, tile, _radius(task.net, ckpt), task.size_multiple)
         else:
             grid = plan_tiles(height, width, tile, overlap, task.size_multiple)
+        ctx = None  # the whole scene's thermal context, after the options are checked
+        if task.needs_context:
+            ctx = segment_context(image, model_bands, ydim, xdim, dev, scene_p)
         attrs = _global_attrs(ds, scene_p, ckpt, classes, grid, tile, overlap)
         checked = False
         if world > 1:  # every rank judges the scene by the strip one process checks: the first
@@ -238,7 +240,14 @@ def segment(
             """The input strip (checked against the training statistics once), remembering
             which of its pixels have data in every band."""
             nonlocal checked
-            a = np.asarray(image.isel({ydim: slice(y0, y1)}).values, dtype=np.float32)
+            try:
+                a = np.asarray(image.isel({ydim: slice(y0, y1)}).values, dtype=np.float32)
+            except (OSError, RuntimeError) as exc:  # netCDF-C reports damage as RuntimeError
+                why = str(exc).strip(" '") or repr(exc)
+                raise DataError(
+                    f"cannot read rows {y0}..{y1} of {scene_p}: {why}; the file may be "
+                    "damaged or cut short."
+                ) from exc
             if not checked:
                 check_values(a, model_bands, mean, std, scene_p)
                 checked = True

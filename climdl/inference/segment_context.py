@@ -64,15 +64,27 @@ def segment_context(
     ydim: str,
     xdim: str,
     device: torch.device,
+    source: object = "the scene",
 ) -> torch.Tensor:
     """``[1, P]`` float32 on ``device``: the thermal context of the whole scene ``image``
     (``(band, y, x)``, bands in the model's order), from a strided subsample
-    (:func:`climdl.clouds.context.read_context`)."""
+    (:func:`climdl.clouds.context.read_context`).
+
+    Raises:
+        DataError: the scene's values cannot be read (a damaged file: netCDF-C says
+            "HDF error", a cut-short file an OSError).
+    """
     t = thermal_band(model_bands)
     assert t is not None, "a context-reading checkpoint has a thermal band"
 
     def read(rows: slice, cols: slice) -> np.ndarray:
         return np.asarray(image.isel({ydim: rows, xdim: cols}).values, dtype=np.float32)
 
-    ctx = read_context(read, int(image.sizes[ydim]), int(image.sizes[xdim]), t)
+    try:
+        ctx = read_context(read, int(image.sizes[ydim]), int(image.sizes[xdim]), t)
+    except (OSError, RuntimeError, ValueError) as exc:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(
+            f"cannot read the values of {source}: {detail}; the file may be damaged or cut short."
+        ) from exc
     return torch.from_numpy(ctx)[None].to(device)

@@ -12,6 +12,7 @@ whole scenes, with the same code as training and ``climdl segment``.
 
 from __future__ import annotations
 
+import logging
 from typing import Literal
 
 import torch
@@ -26,18 +27,25 @@ from climdl.models.spectral_indices import SpectralIndices
 
 __all__ = ["FEATURES", "Features", "build_inputs", "whole_scene_context"]
 
+log = logging.getLogger(__name__)
+
 Features = Literal["bands", "bands+indices", "bands+scene", "bands+indices+scene"]
 FEATURES: tuple[str, ...] = ("bands", "bands+indices", "bands+scene", "bands+indices+scene")
 """The accepted values of ``features`` (old checkpoints hold ``bands`` or ``bands+indices``)."""
 
 
 def build_inputs(
-    features: str, spec: SegmenterSpec
+    features: str, spec: SegmenterSpec, warn: bool = True
 ) -> tuple[SpectralIndices | None, SceneContextChannels | None]:
     """The index and scene-context modules that ``features`` asks for (None where not).
 
+    ``+scene`` on bands without a thermal band (Sentinel-2, 38-Cloud, CloudSEN12) adds
+    nothing, with a warning: the sample config then trains on such data as ``bands+indices``,
+    and its checkpoints need no thermal band (the spec's bands decide, the same at training
+    and when a checkpoint is loaded). ``warn``: say so (at training, not at every load).
+
     Raises:
-        ConfigError: unknown ``features``, or ``+scene`` without a thermal band (units K).
+        ConfigError: unknown ``features``.
     """
     if features not in FEATURES:
         raise ConfigError(f"unknown features {features!r}; choose {', '.join(FEATURES)}.")
@@ -46,14 +54,16 @@ def build_inputs(
     context = None
     if "scene" in parts:
         thermal = [i for i, u in enumerate(spec.band_units) if u == "K"]
-        if not thermal:
-            raise ConfigError(
-                f"features {features} needs a thermal band (units K) for the scene's thermal "
-                f"context, but the bands are {', '.join(spec.bands)}; choose bands or "
-                "bands+indices."
+        if thermal:
+            t = thermal[0]
+            context = SceneContextChannels(t, len(PERCENTILES), float(spec.std[t]))
+        elif warn:
+            log.warning(
+                "features %s: the bands (%s) have no thermal band (units K), so the scene's "
+                "thermal context is left out.",
+                features,
+                ", ".join(spec.bands),
             )
-        t = thermal[0]
-        context = SceneContextChannels(t, len(PERCENTILES), float(spec.std[t]))
     return indices, context
 
 

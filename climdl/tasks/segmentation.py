@@ -65,7 +65,8 @@ class SegmentationTask(BaseTask[SegmenterSpec]):
             instead of left for it to learn from sums of ReLUs). ``+scene`` adds the pixel's
             brightness temperature minus the whole scene's 82.5th and 50th percentiles
             (:mod:`climdl.clouds.context`, Fmask's context, which a crop or tile cannot see;
-            scaled by the thermal band's std): the checkpoint then needs a thermal band.
+            scaled by the thermal band's std): the checkpoint then needs a thermal band
+            (bands without one - Sentinel-2, 38-Cloud - get no context, with a warning).
         loss: ``ce``, ``ce_dice``, ``bce`` (one-vs-rest) or ``bce_dice``.
         dice_weight: weight of the Dice term.
         any_cloud_weight: weight of an extra binary cross-entropy on "any cloud" (the summed
@@ -134,7 +135,7 @@ class SegmentationTask(BaseTask[SegmenterSpec]):
         self.spec = spec
         self.classes = list(spec.classes)
         k = len(self.classes)
-        self.indices, self.context = build_inputs(hp.features, spec)
+        self.indices, self.context = build_inputs(hp.features, spec, warn=self._trainer is not None)
         extra = sum(m.num_features for m in (self.indices, self.context) if m is not None)
         self.net = CloudUNet(
             len(spec.bands) + extra,

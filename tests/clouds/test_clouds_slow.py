@@ -25,8 +25,10 @@ def test_cnn_beats_the_threshold_baseline_on_held_out_scenes(
     margins of at least 0.1 IoU).
 
     The threshold test, which thresholds the thermal band against the scene's own clear-sky
-    percentiles, can still be ahead on "any cloud" (thin cirrus) after so short a training
-    (bench/RESULTS.md, 2026-12-07: 0.889 vs 0.935 with seed 123); see summary["test"] for both.
+    percentiles, can still be ahead on "any cloud" after so short a training, though barely now
+    that the network reads the scene's thermal context too (bench/RESULTS.md, 2026-12-07,
+    issue 18: 0.932-0.934 vs 0.935 for seeds 123, 1, 2; ahead at the config's 10 epochs), so
+    that is not asserted; see summary["test"] for both.
     """
     monkeypatch.setenv("CLIMDL_CACHE", str(tmp_path / "cache"))
     rc = main(train_argv(CONFIG, tmp_path, "--trainer.max_epochs", "6", *NO_LOGGERS, "--quiet"))

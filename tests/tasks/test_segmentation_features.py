@@ -135,9 +135,18 @@ def test_scene_feature_appends_the_temperature_relative_to_the_scene() -> None:
     torch.testing.assert_close(batch["x_n"], task.normalise(x, own)[0])
 
 
-def test_scene_feature_needs_a_thermal_band() -> None:
-    with pytest.raises(ConfigError, match=r"needs a thermal band \(units K\)"):
-        _task(features="bands+scene")  # _spec: all reflectances
+def test_scene_feature_without_thermal_band_adds_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Sentinel-2-like bands (no thermal band): the sample config's ``+scene`` trains as
+    ``bands+indices`` would, with a warning, and its checkpoint needs no context."""
+    from climdl.tasks.seg_inputs import build_inputs
+
+    task = _task(features="bands+indices+scene")  # _spec: all reflectances
+    assert not task.needs_context and task.net is not None and task.net.in_channels == 13
+    with caplog.at_level("WARNING"):
+        indices, context = build_inputs("bands+indices+scene", _spec(LANDSAT[:6]))
+    assert indices is not None and context is None and "no thermal band" in caplog.text
 
 
 def test_checkpoint_remembers_the_scene_feature() -> None:
