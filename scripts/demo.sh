@@ -58,7 +58,7 @@ climdl plot "$DS/tasmax_historical_imperfect_MPI-ESM-LR.nc" --var tasmax --time 
 echo
 echo "== 6/6 cloud segmentation: train a small UNet on labelled synthetic scenes, segment new ones =="
 CLIMDL_CACHE="$OUT/cache" PYTHONWARNINGS=ignore climdl train --config configs/clouds/sample.yaml \
-  --trainer.max_epochs "${DEMO_CLOUD_EPOCHS:-6}" --trainer.enable_progress_bar false
+  --trainer.max_epochs "${DEMO_CLOUD_EPOCHS:-10}" --trainer.enable_progress_bar false
 CRUN=$(ls -d runs/clouds-sample/csv/version_* | sort -V | tail -1)
 CCKPT=$(ls "$CRUN"/checkpoints/best-*.ckpt | sort | tail -1)
 CL="$OUT/clouds"
