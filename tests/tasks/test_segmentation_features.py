@@ -84,15 +84,20 @@ def test_task_appends_indices_to_the_standardised_bands() -> None:
     torch.testing.assert_close(prob.sum(1), torch.ones(2, 16, 16))
 
 
-def test_checkpoint_remembers_the_features() -> None:
-    task = _task(features="bands+indices")
+def _checkpoint_of(task: SegmentationTask) -> dict[str, object]:
+    """What a checkpoint file holds for ``task`` (as :func:`torch.load` gives it back)."""
     assert task.spec is not None
-    ckpt = {
+    return {
         "hyper_parameters": dict(task.hparams),
         "climdl": {"spec": task.spec.to_dict()},
         "state_dict": task.state_dict(),
     }
-    again = SegmentationTask.from_checkpoint(ckpt)
+
+
+def test_checkpoint_remembers_the_features() -> None:
+    task = _task(features="bands+indices")
+    assert task.spec is not None
+    again = SegmentationTask.from_checkpoint(_checkpoint_of(task))
     assert again.indices is not None and again.net is not None
     assert again.net.in_channels == 13
     x = torch.rand(1, 7, 16, 16)
@@ -153,12 +158,7 @@ def test_checkpoint_remembers_the_scene_feature() -> None:
     task = SegmentationTask(depth=2, base_filters=4, max_filters=8, features="bands+scene")
     task.build(_thermal_spec())
     assert task.spec is not None
-    ckpt = {
-        "hyper_parameters": dict(task.hparams),
-        "climdl": {"spec": task.spec.to_dict()},
-        "state_dict": task.state_dict(),
-    }
-    again = SegmentationTask.from_checkpoint(ckpt)
+    again = SegmentationTask.from_checkpoint(_checkpoint_of(task))
     assert again.needs_context and again.indices is None
     x = torch.rand(1, 7, 16, 16)
     x[:, 6] += 280.0
