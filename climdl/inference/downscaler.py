@@ -437,11 +437,8 @@ def _run_chunks(
                 queued.remove(f)
             if store is None:
                 results.append(chunk)
-            elif stream is None or k + 1 < len(todo):
+            elif stream is None or k + 1 < len(todo):  # the stream holds the last chunk's days
                 queued.append(pool.submit(store.write, i, chunk, job.part_encoding(chunk)))
-            # the last chunk's part is not written under a streamed output: the stream, finished
-            # right after it, holds those days, and a run killed before it is moved onto the
-            # output resumes by recomputing that one chunk (a 1-year run writes no part at all)
             done_days += int(times.size)
             release_memory()
             if progress:
