@@ -303,9 +303,11 @@ def cloud_segmentation() -> list:
         new_markdown_cell(
             "## 3. Train a small segmentation UNet\n\n"
             "The sample config trains on 96 generated scenes (random 64 x 64 crops, flips and "
-            "rotations on the device, cross-entropy + Dice), validates on whole scenes and, after "
-            "fitting, scores the best checkpoint and the threshold test on 8 scenes of another "
-            "seed. Ten epochs, the config's own (about a minute on two CPU cores)."
+            "rotations on the device, cross-entropy + Dice + an any-cloud term; the bands, "
+            "spectral indices and each pixel's temperature relative to its whole scene's), "
+            "validates on whole scenes and, after fitting, scores the best checkpoint and the "
+            "threshold test on 8 scenes of another seed. Ten epochs, the config's own (about a "
+            "minute on two CPU cores)."
         ),
         new_code_cell(
             "import json\n\n"

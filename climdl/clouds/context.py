@@ -45,8 +45,9 @@ changes what trained checkpoints expect."""
 
 MAX_PIXELS = 2**21
 """At most this many pixels (~2 M) are sampled: percentiles of a regular subsample of that
-size are within a few hundredths of a kelvin of the whole scene's, and reading them costs a
-fraction of the scene."""
+size are within a few hundredths of a kelvin of the whole scene's. Memory is bounded by the
+subsample; time is not a fraction of the scene's for compressed files, whose every chunk the
+strided rows touch (a scene NetCDF's 512 x 512 chunks are all decompressed once more)."""
 
 _ROWS_PER_READ = 64
 """Sampled rows taken per read: memory is ``bands x 64 x width / stride`` values at a time."""

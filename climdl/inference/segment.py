@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
+import xarray as xr
 
 from climdl import __version__
 from climdl.clouds.readers import open_scene
@@ -123,6 +124,17 @@ class SegmentResult:
     def megapixels_per_second(self) -> float:
         """Scene megapixels segmented per second (reading and writing included)."""
         return self.shape[0] * self.shape[1] / 1e6 / max(self.seconds, 1e-9)
+
+
+def _read_strip(image: xr.DataArray, ydim: str, y0: int, y1: int, scene: Path) -> np.ndarray:
+    """Rows ``y0:y1`` of the scene's bands as float32; a damaged file is one sentence."""
+    try:
+        return np.asarray(image.isel({ydim: slice(y0, y1)}).values, dtype=np.float32)
+    except (OSError, RuntimeError) as exc:  # netCDF-C reports damage as RuntimeError
+        why = str(exc).strip(" '") or repr(exc)
+        raise DataError(
+            f"cannot read rows {y0}..{y1} of {scene}: {why}; the file may be damaged or cut short."
+        ) from exc
 
 
 def segment(
@@ -224,15 +236,17 @@ def segment(
             grid = plan_exact(height, width, tile, _radius(task.net, ckpt), task.size_multiple)
         else:
             grid = plan_tiles(height, width, tile, overlap, task.size_multiple)
+        checked = False
+        # every rank judges the scene by the strip one process checks (the first), and a units
+        # mistake stops before the whole-scene pass of the thermal context
+        if world > 1 or task.needs_context:
+            first = _read_strip(image, ydim, 0, min(grid.tile_h, height), scene_p)
+            check_values(first, model_bands, mean, std, scene_p)
+            checked = True
         ctx = None  # the whole scene's thermal context, after the options are checked
         if task.needs_context:
             ctx = segment_context(image, model_bands, ydim, xdim, dev, scene_p)
         attrs = _global_attrs(ds, scene_p, ckpt, classes, grid, tile, overlap)
-        checked = False
-        if world > 1:  # every rank judges the scene by the strip one process checks: the first
-            first = image.isel({ydim: slice(0, min(grid.tile_h, height))}).values
-            check_values(np.asarray(first, dtype=np.float32), model_bands, mean, std, scene_p)
-            checked = True
         valid_cache: dict[int, np.ndarray] = {}
         counts = np.zeros(len(classes) + 1, dtype=np.int64)
 
@@ -240,14 +254,7 @@ def segment(
             """The input strip (checked against the training statistics once), remembering
             which of its pixels have data in every band."""
             nonlocal checked
-            try:
-                a = np.asarray(image.isel({ydim: slice(y0, y1)}).values, dtype=np.float32)
-            except (OSError, RuntimeError) as exc:  # netCDF-C reports damage as RuntimeError
-                why = str(exc).strip(" '") or repr(exc)
-                raise DataError(
-                    f"cannot read rows {y0}..{y1} of {scene_p}: {why}; the file may be "
-                    "damaged or cut short."
-                ) from exc
+            a = _read_strip(image, ydim, y0, y1, scene_p)
             if not checked:
                 check_values(a, model_bands, mean, std, scene_p)
                 checked = True

@@ -52,9 +52,9 @@ def require_thermal(
         raise DataError(
             f"{checkpoint.name} compares each pixel with its scene's temperatures (features "
             f"{features}) and needs the thermal band {name!r} (brightness temperature, K), "
-            f"but {scene} has none (bands {', '.join(b.name for b in scene_bands)}; "
-            "Sentinel-2 has no thermal band); use a checkpoint trained with features bands "
-            "or bands+indices."
+            f"but {scene} has no band named {name!r} (bands "
+            f"{', '.join(b.name for b in scene_bands)}; Sentinel-2 has no thermal band); use "
+            "a checkpoint trained with features bands or bands+indices."
         )
 
 

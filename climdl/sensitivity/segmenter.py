@@ -48,6 +48,7 @@ from climdl.clouds.scene import (
 )
 from climdl.errors import ConfigError, DataError, OutputError
 from climdl.inference.segment_bands import check_values, match_bands
+from climdl.inference.segment_context import require_thermal, segment_context
 from climdl.inference.segment_tiling import plan_tiles, run_tiled
 from climdl.io.checksum import sha256_file
 from climdl.io.netcdf import atomic_path
@@ -170,6 +171,14 @@ class TileSensitivity:
         self.ig_steps = ig_steps
         self.device = task.band_mean.device
         self.seed = seed
+        #: ``[1, P]`` the scene's thermal context for checkpoints that read it (set by
+        #: :func:`run_segmenter_sensitivity` before the tiles, as ``segment`` computes it); held
+        #: fixed under the perturbations, which move pixels, not the scene's percentiles
+        self.context: Tensor | None = None
+
+    def _ctx(self, x: Tensor) -> Tensor | None:
+        """The scene context for a batch ``x`` of tiles (None for checkpoints without it)."""
+        return None if self.context is None else self.context.expand(x.shape[0], -1)
 
     @property
     def n_runs(self) -> int:
@@ -190,11 +199,11 @@ class TileSensitivity:
         probabilities, when already known), summed over each tile's pixels with data in every
         band: the untargeted adversary's objective, one value per tile."""
         task = self.task
-        target = (task.predict_proba(x) if probs is None else probs).argmax(1)
+        target = (task.predict_proba(x, self._ctx(x)) if probs is None else probs).argmax(1)
         valid = torch.isfinite(x).all(1)
 
         def cross_entropy(xp: Tensor) -> Tensor:
-            logits = task(task.normalise(xp)[0]).float()
+            logits = task(task.normalise(xp, self._ctx(xp))[0]).float()
             ce = F.cross_entropy(logits, target, reduction="none")
             return torch.where(valid, ce, torch.zeros_like(ce)).sum((1, 2))
 
@@ -235,10 +244,10 @@ class TileSensitivity:
         """See the class docstring."""
         task = self.task
         x = torch.from_numpy(tiles).to(self.device)
-        probs = [task.predict_proba(x)]
+        probs = [task.predict_proba(x, self._ctx(x))]
         objective = self.objective(x, probs[0])
         grad, deltas = self._attack(x, objective)
-        probs += [task.predict_proba(x + d) for d in deltas.values()]
+        probs += [task.predict_proba(x + d, self._ctx(x)) for d in deltas.values()]
         sensitivity = grad.abs() * self.box(x).radius
         baseline = task.band_mean.to(x.dtype)
         saliency = integrated_gradients(lambda xp: -objective(xp), x, baseline, self.ig_steps)
@@ -337,10 +346,16 @@ def run_segmenter_sensitivity(
     try:
         validate_scene(ds, scene_p)
         ydim, xdim = spatial_dims(ds, scene_p)
-        order = match_bands(bands_of(ds, scene_p), model_bands, scene_p)
+        scene_bands = bands_of(ds, scene_p)
+        require_thermal(
+            task.needs_context, task.hp.features, scene_bands, model_bands, scene_p, ckpt
+        )
+        order = match_bands(scene_bands, model_bands, scene_p)
         iname = image_name(ds, scene_p)
         image = ds[iname].transpose(BAND_DIM, ydim, xdim).isel({BAND_DIM: order})
         height, width = int(ds.sizes[ydim]), int(ds.sizes[xdim])
+        if task.needs_context:  # the whole scene's, before the tiles, as segment computes it
+            sens.context = segment_context(image, model_bands, ydim, xdim, dev)
         grid = plan_tiles(height, width, tile, overlap, task.size_multiple)
         checked = False
 

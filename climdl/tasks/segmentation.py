@@ -36,7 +36,7 @@ from climdl.models.scene_context import SceneContextChannels
 from climdl.models.spectral_indices import SpectralIndices
 from climdl.parallel.domain import Domain
 from climdl.tasks.base import BaseTask, make_optimizer
-from climdl.tasks.seg_inputs import Features, build_inputs, whole_scene_context
+from climdl.tasks.seg_inputs import Features, build_inputs
 from climdl.tasks.seg_metrics import new_confusion, scores
 from climdl.tasks.speed import channels_last_before_ddp
 from climdl.tasks.step_log import TrainingLog
@@ -219,10 +219,10 @@ class SegmentationTask(BaseTask[SegmenterSpec]):
 
         Args:
             x: raw bands ``[B, C, H, W]`` (NaN without data).
-            ctx: ``[B, P]`` thermal context of each sample's scene (:mod:`climdl.clouds.context`);
-                None: each sample is taken as a whole scene
-                (:func:`~climdl.tasks.seg_inputs.whole_scene_context`). Ignored unless
-                ``features`` has ``scene``.
+            ctx: ``[B, P]`` thermal context of each sample's scene (:mod:`climdl.clouds.context`;
+                :func:`~climdl.tasks.seg_inputs.whole_scene_context` for samples that are whole
+                scenes). Required when ``features`` has ``scene``, ignored otherwise: a tile or
+                crop cannot compute its scene's, so there is no silent fallback.
         """
         valid = torch.isfinite(x).all(dim=1)
         xn = (x.float() - self.band_mean) / self.band_std
@@ -230,18 +230,22 @@ class SegmentationTask(BaseTask[SegmenterSpec]):
             xn = torch.cat([xn, self.indices(x.float())], dim=1)
         if self.context is not None:
             assert self.spec is not None
-            c = whole_scene_context(x, self.spec) if ctx is None else ctx
-            xn = torch.cat([xn, self.context(x, c)], dim=1)
+            if ctx is None:
+                raise ValueError(
+                    f"features {self.hp.features} read the scene's thermal context: pass ctx "
+                    "(climdl.clouds.context, or seg_inputs.whole_scene_context for whole scenes)."
+                )
+            xn = torch.cat([xn, self.context(x, ctx)], dim=1)
         return torch.nan_to_num(xn, nan=0.0, posinf=0.0, neginf=0.0), valid
 
     def on_after_batch_transfer(
         self, batch: dict[str, Tensor], dataloader_idx: int
     ) -> dict[str, Tensor]:
         """Normalise on the device, ignore pixels without data, augment training batches."""
-        if self.context is not None and "ctx" not in batch and self._in_training():
+        if self.context is not None and "ctx" not in batch:
             raise DataError(
                 f"features {self.hp.features} needs the scene context (the batch's ctx, from "
-                "CloudDataModule) with every training batch: a crop cannot compute its scene's."
+                "CloudDataModule) with every batch: a crop or tile cannot compute its scene's."
             )
         x, valid = self.normalise(batch["x"], batch.get("ctx"))
         out = dict(batch)

@@ -6,6 +6,7 @@ band is refused in one sentence; old checkpoints are untouched."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -76,10 +77,17 @@ def test_tiles_see_the_whole_scenes_context(files: dict[str, Path], tmp_path: Pa
         image = ds["image"].values.astype(np.float32)
     ctx = scene_context(image, LANDSAT_BANDS)
     expect = _whole(task, image, ctx)
-    # without a context given, each input is taken as a whole scene: the same computation
+    # no silent fallback: a tile cannot compute its scene's context, so none given is an error;
+    # whole_scene_context is the same computation for callers that hold whole scenes
+    from climdl.tasks.seg_inputs import whole_scene_context
+
     part = image[:, :88, :88]
+    with pytest.raises(ValueError, match="pass ctx"):
+        task.predict_proba(torch.from_numpy(part[None]))
+    assert task.spec is not None
     np.testing.assert_array_equal(
-        _whole(task, part, None), _whole(task, part, scene_context(part, LANDSAT_BANDS))
+        whole_scene_context(torch.from_numpy(part[None]), task.spec)[0].numpy(),
+        scene_context(part, LANDSAT_BANDS),
     )
     for opts in (["--tiling", "exact", "--tile", "64"], ["--tile", "128"]):
         out = tmp_path / f"mask{len(opts)}.nc"
@@ -112,3 +120,32 @@ def test_old_checkpoints_read_no_context() -> None:
     assert task.spec is not None
     x = torch.rand(1, len(task.spec.bands), 16, 16)
     torch.testing.assert_close(task.predict_proba(x), task.predict_proba(x, torch.zeros(1, 2)))
+
+
+def test_sensitivity_attacks_under_the_whole_scenes_context(
+    files: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``climdl sensitivity`` predicts every tile, perturbed or not, with the whole scene's
+    context (the one ``segment`` uses), held fixed under the perturbations; a scene without
+    the thermal band is refused as ``segment`` refuses it."""
+    from climdl.errors import DataError
+    from climdl.sensitivity.segmenter import run_segmenter_sensitivity
+
+    with open_scene(files["scene"]) as ds:
+        expect = scene_context(ds["image"].values.astype(np.float32), LANDSAT_BANDS)
+    seen: list[torch.Tensor] = []
+    real = SegmentationTask.normalise
+
+    def spy(self: SegmentationTask, x: torch.Tensor, ctx: torch.Tensor | None = None) -> object:
+        assert ctx is not None and ctx.shape == (x.shape[0], 2)
+        seen.append(ctx.detach().cpu())
+        return real(self, x, ctx)
+
+    monkeypatch.setattr(SegmentationTask, "normalise", spy)
+    opts: dict[str, Any] = {"pgd_steps": 1, "random_draws": 1, "ig_steps": 2, "tile": 64}
+    res = run_segmenter_sensitivity(files["ckpt"], files["scene"], out_dir=tmp_path, **opts)
+    assert res.path.exists() and len(seen) > 4
+    for ctx in seen:
+        np.testing.assert_array_equal(ctx.numpy(), np.broadcast_to(expect, ctx.shape))
+    with pytest.raises(DataError, match="thermal band 'tir'"):
+        run_segmenter_sensitivity(files["ckpt"], files["s2"], out_dir=tmp_path / "s2", **opts)

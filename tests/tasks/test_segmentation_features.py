@@ -9,7 +9,7 @@ import torch
 
 from climdl.clouds.scene import LANDSAT_BANDS, NODATA
 from climdl.clouds.spec import SegmenterSpec
-from climdl.errors import ConfigError
+from climdl.errors import ConfigError, DataError
 from climdl.models.spectral_indices import SpectralIndices, index_names
 from climdl.tasks.segmentation import SegmentationTask
 
@@ -118,7 +118,7 @@ def _thermal_spec() -> SegmenterSpec:
 
 def test_scene_feature_appends_the_temperature_relative_to_the_scene() -> None:
     """``+scene``: (BT - p82.5, BT - p50) of the sample's scene, in units of the thermal std;
-    the context comes with the batch (``ctx``), or from the input taken as a whole scene."""
+    the context comes with the batch (``ctx``); none is an error, never a silent fallback."""
     task = SegmentationTask(depth=2, base_filters=4, max_filters=8, features="bands+indices+scene")
     task.build(_thermal_spec())
     assert task.needs_context and task.net is not None and task.net.in_channels == 15
@@ -132,11 +132,16 @@ def test_scene_feature_appends_the_temperature_relative_to_the_scene() -> None:
     from climdl.tasks.seg_inputs import whole_scene_context
 
     own = whole_scene_context(x, _thermal_spec())
-    torch.testing.assert_close(task.normalise(x)[0], task.normalise(x, own)[0])
     q = torch.quantile(x[:, 6].reshape(2, -1).double(), torch.tensor([0.825, 0.5]).double(), 1)
     torch.testing.assert_close(own, q.T.float())
-    # outside training, a batch without ctx takes each sample as a whole scene
-    batch = task.on_after_batch_transfer({"x": x, "y": torch.zeros(2, 16, 16).long()}, 0)
+    # no silent fallback to the input's own percentiles (a tile's would be wrong): ctx or an error
+    with pytest.raises(ValueError, match="pass ctx"):
+        task.normalise(x)
+    with pytest.raises(DataError, match="scene context"):
+        task.on_after_batch_transfer({"x": x, "y": torch.zeros(2, 16, 16).long()}, 0)
+    batch = task.on_after_batch_transfer(
+        {"x": x, "y": torch.zeros(2, 16, 16).long(), "ctx": own}, 0
+    )
     torch.testing.assert_close(batch["x_n"], task.normalise(x, own)[0])
 
 
