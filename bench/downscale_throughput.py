@@ -142,6 +142,8 @@ def child(args: argparse.Namespace) -> None:
         def timed(self: EmulatorSet, *a: object, **k: object) -> torch.Tensor:
             s = time.perf_counter()
             r = network(self, *a, **k)  # type: ignore[arg-type]
+            if dev.type == "cuda":  # the span is the network's work, not its launch
+                torch.cuda.synchronize()
             spans.append((s, time.perf_counter()))
             return r
 
