@@ -103,10 +103,15 @@ def test_segment_equals_the_model_on_the_whole_scene(run: dict[str, Path], tmp_p
     out = tmp_path / "whole.nc"
     options = ["--tile", "48", "--overlap", "0", "--quiet", "--probabilities"]
     assert main(segment_argv(run["ckpt"], run["scene"], out, *options)) == 0
+    from climdl.tasks.seg_inputs import whole_scene_context
+
     task = load_segmenter(run["ckpt"])
+    assert task.spec is not None
     with open_scene(run["scene"]) as ds:
         x = torch.from_numpy(ds["image"].values[None])
-    expect = task.predict_proba(x)[0].numpy()
+    # the sample config reads the scene's thermal context: here the input is the whole scene
+    ctx = whole_scene_context(x, task.spec) if task.needs_context else None
+    expect = task.predict_proba(x, ctx)[0].numpy()
     with xr.open_dataset(out) as got:
         ok = np.isfinite(got["probability"].values)
         np.testing.assert_allclose(got["probability"].values[ok], expect[ok], atol=1e-3)
