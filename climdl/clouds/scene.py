@@ -46,6 +46,31 @@ CLOUDY = ("cloud", "thin_cloud")
 """Classes that count as cloud in the binary (any cloud vs the rest) scores."""
 
 
+BAND_ALIASES: dict[str, tuple[str, ...]] = {
+    "blue": ("blue", "b2", "b02"),
+    "green": ("green", "b3", "b03"),
+    "red": ("red", "b4", "b04"),
+    "nir": ("nir", "b5", "b8", "b08", "nir08"),
+    "swir16": ("swir16", "swir1", "b6", "b11"),
+    "swir22": ("swir22", "swir2", "b7", "b12"),
+    "tir": ("tir", "tir1", "b10", "lwir11", "bt"),
+}
+"""Landsat and Sentinel-2 names of the bands the threshold test and the spectral indices read."""
+
+
+def find_bands(names: Sequence[str]) -> dict[str, int]:
+    """Index of each :data:`BAND_ALIASES` key among band ``names`` (case-insensitive; the
+    first alias present wins); keys without a band are left out."""
+    low = [n.lower() for n in names]
+    out: dict[str, int] = {}
+    for key, aliases in BAND_ALIASES.items():
+        for a in aliases:
+            if a in low:
+                out[key] = low.index(a)
+                break
+    return out
+
+
 @dataclass(frozen=True)
 class Band:
     """One spectral band: name, central wavelength (um) and units (``"1"`` or ``"K"``)."""

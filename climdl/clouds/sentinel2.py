@@ -10,7 +10,8 @@ the threshold baseline take it like any scene NetCDF or Landsat product.
   ``QUANTIFICATION_VALUE``, the per-band ``RADIO_ADD_OFFSET`` (baseline >= 04.00), the bands'
   central wavelengths and the band files (``IMAGE_FILE``, relative to the product; one that
   would lead outside the product is refused). The granule's ``MTD_TL.xml`` gives the tile's
-  CRS, upper-left corner, size at 10/20/60 m and mean sun angles. Both are parsed without DTDs
+  CRS, upper-left corner, size at 10/20/60 m and mean sun angles
+  (:mod:`climdl.clouds.sentinel2_tile`). Both are parsed without DTDs
   or entities (:mod:`climdl.clouds.safexml`).
 * **Values.** L1C digital numbers are TOA reflectance, scaled:
   ``(DN + RADIO_ADD_OFFSET) / QUANTIFICATION_VALUE``; DN 0 is no data (NaN)
@@ -57,6 +58,7 @@ from climdl.clouds.geotiff import assemble_scene, grid_coords
 from climdl.clouds.raster import BandSource
 from climdl.clouds.safexml import find, find_all, parse_xml, text_of
 from climdl.clouds.scene import SENTINEL2_BANDS, Band
+from climdl.clouds.sentinel2_tile import tile_metadata
 from climdl.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -325,64 +327,6 @@ class _Grid:
     crs: Any
 
 
-@dataclass(frozen=True)
-class _Tile:
-    """What the granule's ``MTD_TL.xml`` says: CRS, corner, sizes per resolution, sun."""
-
-    crs: Any
-    ulx: float | None
-    uly: float | None
-    sizes: dict[int, tuple[int, int]]
-    sun_zenith: float | None
-    sun_azimuth: float | None
-
-
-def _tile_metadata(meta: ProductMetadata) -> _Tile | None:
-    """The ``MTD_TL.xml`` of the granule holding the band files, if it is there."""
-    any_file = next(iter(meta.image_files.values()), None)
-    if any_file is None:
-        return None
-    tl = any_file.parent.parent / "MTD_TL.xml"
-    if not tl.is_file():
-        return None
-    try:
-        return _read_tile(tl)
-    except ValueError as exc:
-        raise DataError(f"{tl} holds a malformed number ({exc}); re-download the product.") from exc
-
-
-def _read_tile(tl: Path) -> _Tile:
-    """The tile metadata ``tl``, letting a malformed number raise ValueError."""
-    from rasterio.crs import CRS
-
-    root = parse_xml(tl, "the Sentinel-2 tile metadata")
-    code = text_of(root, "HORIZONTAL_CS_CODE")
-    crs = None
-    if code:
-        try:
-            crs = CRS.from_string(code)
-        except Exception as exc:  # rasterio's CRSError
-            raise DataError(f"{tl}: HORIZONTAL_CS_CODE {code!r} is not a known CRS.") from exc
-    sizes: dict[int, tuple[int, int]] = {}
-    for el in find_all(root, "Size"):
-        rows, cols = text_of(el, "NROWS"), text_of(el, "NCOLS")
-        if rows and cols and el.get("resolution"):
-            sizes[int(el.get("resolution", "0"))] = (int(rows), int(cols))
-    ulx = uly = None
-    for el in find_all(root, "Geoposition"):
-        x, y = text_of(el, "ULX"), text_of(el, "ULY")
-        if x is not None and y is not None:
-            ulx, uly = float(x), float(y)
-            break
-    zen = azi = None
-    sun = find(root, "Mean_Sun_Angle")
-    if sun is not None:
-        z, a = text_of(sun, "ZENITH_ANGLE"), text_of(sun, "AZIMUTH_ANGLE")
-        zen = float(z) if z is not None else None
-        azi = float(a) if a is not None else None
-    return _Tile(crs, ulx, uly, sizes, zen, azi)
-
-
 def open_sentinel2(
     path: str | os.PathLike[str],
     *,
@@ -419,7 +363,7 @@ def open_sentinel2(
         )
     if missing:
         log.info("%s: band files missing, left out: %s", meta.product_id, ", ".join(missing))
-    tile = _tile_metadata(meta)
+    tile = tile_metadata(meta.image_files.values())
     sizes = dict(tile.sizes) if tile is not None else {}
     ids = [b for b in SENTINEL2_BAND_IDS if b in present]
     shapes: dict[str, tuple[int, int, Any, Any]] = {}

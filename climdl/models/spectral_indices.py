@@ -20,16 +20,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-__all__ = ["INDICES", "SpectralIndices", "index_names"]
+from climdl.clouds.scene import find_bands
 
-_ALIASES: dict[str, tuple[str, ...]] = {
-    "blue": ("blue", "b2", "b02"),
-    "green": ("green", "b3", "b03"),
-    "red": ("red", "b4", "b04"),
-    "nir": ("nir", "b5", "b8", "b08", "nir08"),
-    "swir16": ("swir16", "swir1", "b6", "b11"),
-    "swir22": ("swir22", "swir2", "b7", "b12"),
-}
+__all__ = ["INDICES", "SpectralIndices", "index_names"]
 
 INDICES: tuple[tuple[str, str, str], ...] = (
     ("ndsi", "green", "swir16"),  # snow (+) vs cloud and land
@@ -45,20 +38,9 @@ _EPS = 0.02
 """Reflectance added to the denominators: noise on dark pixels (water, shadow) stays small."""
 
 
-def _find(bands: Sequence[str]) -> dict[str, int]:
-    low = [b.lower() for b in bands]
-    out: dict[str, int] = {}
-    for key, aliases in _ALIASES.items():
-        for a in aliases:
-            if a in low:
-                out[key] = low.index(a)
-                break
-    return out
-
-
 def index_names(bands: Sequence[str]) -> list[str]:
     """The indices :class:`SpectralIndices` computes for these bands, in order."""
-    have = _find(bands)
+    have = find_bands(bands)
     return [name for name, a, b in INDICES if a in have and b in have]
 
 
@@ -73,7 +55,7 @@ class SpectralIndices(nn.Module):
 
     def __init__(self, bands: Sequence[str]) -> None:
         super().__init__()
-        have = _find(bands)
+        have = find_bands(bands)
         self.names = index_names(bands)
         pairs = [(have[a], have[b]) for name, a, b in INDICES if name in self.names]
         self.register_buffer(

@@ -20,28 +20,12 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from scipy import ndimage
 
-from climdl.clouds.scene import NODATA, Band
-
-_ALIASES = {
-    "blue": ("blue", "b2", "b02"),
-    "green": ("green", "b3", "b03"),
-    "red": ("red", "b4", "b04"),
-    "nir": ("nir", "b5", "b8", "b08", "nir08"),
-    "swir16": ("swir16", "swir1", "b6", "b11"),
-    "swir22": ("swir22", "swir2", "b7", "b12"),
-    "tir": ("tir", "tir1", "b10", "lwir11", "bt"),
-}
+from climdl.clouds.scene import NODATA, Band, find_bands
 
 
 def _pick(image: np.ndarray, bands: Sequence[Band]) -> dict[str, np.ndarray]:
-    names = [b.name.lower() for b in bands]
-    out: dict[str, np.ndarray] = {}
-    for key, aliases in _ALIASES.items():
-        for a in aliases:
-            if a in names:
-                out[key] = image[names.index(a)].astype(np.float32)
-                break
-    return out
+    found = find_bands([b.name for b in bands])
+    return {key: image[i].astype(np.float32) for key, i in found.items()}
 
 
 def _pct(values: np.ndarray, q: float, default: float) -> float:
