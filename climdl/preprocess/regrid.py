@@ -31,6 +31,12 @@ __all__ = [
 ]
 
 
+EDGE_TOL = 1e-9
+"""Degrees below which two cells' overlap is rounding, not area: edges that coincide but were
+computed differently (e.g. -4.000000000000001 + 360 vs 356.0) would otherwise give a sliver of
+~1e-15 coverage, and without ``min_coverage`` a full-valued destination cell from it."""
+
+
 def _overlap_lat(dst: F64, src: F64) -> F64:
     """Matrix of sin(lat) overlaps ``[n_dst, n_src]`` (exact area per unit R^2 per radian lon)."""
     d, s = (
@@ -39,7 +45,7 @@ def _overlap_lat(dst: F64, src: F64) -> F64:
     )
     lo = np.maximum(d[:, None, 0], s[None, :, 0])
     hi = np.minimum(d[:, None, 1], s[None, :, 1])
-    return np.where(hi > lo, np.sin(np.deg2rad(hi)) - np.sin(np.deg2rad(lo)), 0.0)
+    return np.where(hi - lo > EDGE_TOL, np.sin(np.deg2rad(hi)) - np.sin(np.deg2rad(lo)), 0.0)
 
 
 def _overlap_lon(dst: F64, src: F64) -> F64:
@@ -48,7 +54,7 @@ def _overlap_lon(dst: F64, src: F64) -> F64:
     for shift in (-360.0, 0.0, 360.0):
         lo = np.maximum(dst[:-1, None], src[None, :-1] + shift)
         hi = np.minimum(dst[1:, None], src[None, 1:] + shift)
-        total += np.deg2rad(np.clip(hi - lo, 0.0, None))
+        total += np.deg2rad(np.where(hi - lo > EDGE_TOL, hi - lo, 0.0))
     return total
 
 

@@ -10,7 +10,7 @@ import pyproj
 import pytest
 import torch
 import xarray as xr
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from climdl.errors import ConfigError, DataError
@@ -174,6 +174,8 @@ def test_block_case_equals_cos_lat_block_mean() -> None:
     offset=st.tuples(st.floats(-2.0, 6.0), st.floats(-2.0, 6.0)),
     flip=st.booleans(),
 )
+# edges that coincide up to rounding (-4.000000000000001 + 360 vs 356): no sliver of coverage
+@example(seed=0, src_step=0.25, dst_step=1.0, offset=(0.0, 5.999999999999999), flip=False)
 def test_conservative_keeps_area_mean(
     seed: int, src_step: float, dst_step: float, offset: tuple, flip: bool
 ) -> None:
