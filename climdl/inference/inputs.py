@@ -156,7 +156,9 @@ class GridAdapter:
             rows, cols = _nearest(src_lat, self.dst_lat), _nearest(src_lon, self.dst_lon)
             if rows is not None and cols is not None:
                 self.mode: str = "select"
-                self.rows, self.cols = rows, cols
+                # the training grid itself: nothing to gather (a 1-year chunk's copy saved)
+                self.rows = None if _all_in_order(rows, src_lat.size) else rows
+                self.cols = None if _all_in_order(cols, src_lon.size) else cols
                 return
             self.mode = method
             if method == "conservative":
@@ -214,12 +216,18 @@ class GridAdapter:
         if self.lon_order is not None:
             x = x[..., torch.as_tensor(self.lon_order, device=x.device)]
         if self.mode == "select":
-            assert self.rows is not None and self.cols is not None
-            r = torch.as_tensor(self.rows, device=x.device)
-            c = torch.as_tensor(self.cols, device=x.device)
-            return x.index_select(-2, r).index_select(-1, c)
+            if self.rows is not None:
+                x = x.index_select(-2, torch.as_tensor(self.rows, device=x.device))
+            if self.cols is not None:
+                x = x.index_select(-1, torch.as_tensor(self.cols, device=x.device))
+            return x
         assert self.weights is not None
         return apply_regrid(self.weights, x)
+
+
+def _all_in_order(idx: np.ndarray, n: int) -> bool:
+    """Whether the indices ``idx`` are ``0, 1, ..., n - 1``: every source point, in order."""
+    return idx.size == n and bool(np.all(idx == np.arange(n)))
 
 
 def _nearest(src: np.ndarray, dst: np.ndarray) -> np.ndarray | None:

@@ -34,6 +34,7 @@ import xarray as xr
 from climdl.data.spec import EmulatorSpec
 from climdl.inference.output import Format, chunk_dataset
 from climdl.io.chunk_writer import ChunkWriter
+from climdl.io.netcdf import write_skeleton
 from climdl.io.oserrors import output_error
 from climdl.io.zarr_store import ZarrBlockWriter, create_store, is_zarr
 
@@ -94,7 +95,7 @@ class StreamedOutput:
             skeleton = template.drop_vars(self.targets)
             skeleton.attrs = dict(self.attrs)
             coords_enc = {k: v for k, v in self.encoding.items() if k not in self.targets}
-            skeleton.to_netcdf(self.path, engine="netcdf4", format="NETCDF4", encoding=coords_enc)
+            write_skeleton(skeleton, self.path, encoding=coords_enc)
             with netCDF4.Dataset(self.path, "a") as nc:
                 # xarray lists the coordinates that no variable names in a global attribute:
                 # without the data variables, all of them; keep those the joined file lists
