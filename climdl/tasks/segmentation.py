@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from climdl.clouds.context import PERCENTILES
 from climdl.clouds.scene import CLOUDY, NODATA
 from climdl.clouds.spec import SegmenterSpec
 from climdl.errors import ConfigError, DataError
@@ -205,6 +206,13 @@ class SegmentationTask(BaseTask[SegmenterSpec]):
     def size_multiple(self) -> int:
         """Inputs must be multiples of this in height and width."""
         return int(2**self.hp.depth)
+
+    # ------------------------------------------------------------------ checkpoint
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """The base's metadata, and the percentiles that define the scene context (if read)."""
+        super().on_save_checkpoint(checkpoint)
+        if self.context is not None:
+            checkpoint["climdl"]["scene_percentiles"] = [float(p) for p in PERCENTILES]
 
     # ------------------------------------------------------------------ preprocessing
     @property
@@ -475,6 +483,26 @@ def load_segmenter(path: str | Path, map_location: str | torch.device = "cpu") -
             "with climdl train --config configs/clouds/sample.yaml."
         )
     try:
+        check_scene_percentiles(ckpt["climdl"].get("scene_percentiles"))
         return SegmentationTask.from_checkpoint(ckpt)
     except DataError as exc:
         raise DataError(f"{path}: {exc}") from exc
+
+
+def check_scene_percentiles(recorded: Any) -> None:
+    """Refuse a checkpoint whose scene context was defined by other percentiles than this
+    version's :data:`~climdl.clouds.context.PERCENTILES`: its network would get inputs it was
+    not trained on, with no error. Checkpoints that record none predate the record and used
+    the same (82.5, 50)."""
+    if recorded is None:
+        return
+    try:
+        same = [float(p) for p in recorded] == [float(p) for p in PERCENTILES]
+    except (TypeError, ValueError):
+        same = False
+    if not same:
+        raise DataError(
+            f"its scene context is the brightness temperature's percentiles {recorded!r}, this "
+            f"climdl computes {list(PERCENTILES)}; use the climdl version that trained it, "
+            "or retrain."
+        )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -169,3 +170,29 @@ def test_checkpoint_remembers_the_scene_feature() -> None:
     x[:, 6] += 280.0
     ctx = torch.tensor([[281.0, 280.5]])
     torch.testing.assert_close(again.predict_proba(x, ctx), task.eval().predict_proba(x, ctx))
+
+
+def test_checkpoint_records_the_scene_percentiles_and_refuses_others(tmp_path: Path) -> None:
+    """A ``+scene`` checkpoint records the percentiles its context was computed with; one
+    recorded with other percentiles is refused in one sentence (its network would silently get
+    inputs it was not trained on), one without a record (older) loads."""
+    from climdl import __version__
+    from climdl.clouds.context import PERCENTILES
+    from climdl.tasks.segmentation import load_segmenter
+
+    task = SegmentationTask(depth=2, base_filters=4, max_filters=8, features="bands+scene")
+    task.build(_thermal_spec())
+    ckpt: dict[str, Any] = _checkpoint_of(task)
+    ckpt["climdl"] = {**ckpt["climdl"], "version": __version__, "kind": task.KIND}
+    task.on_save_checkpoint(ckpt)
+    assert ckpt["climdl"]["scene_percentiles"] == list(PERCENTILES)
+    path = tmp_path / "seg.ckpt"
+    torch.save(ckpt, path)
+    assert load_segmenter(path).needs_context
+    ckpt["climdl"]["scene_percentiles"] = [90.0, 50.0]
+    torch.save(ckpt, path)
+    with pytest.raises(DataError, match=r"seg\.ckpt: its scene context .*\[90\.0, 50\.0\]"):
+        load_segmenter(path)
+    del ckpt["climdl"]["scene_percentiles"]
+    torch.save(ckpt, path)
+    assert load_segmenter(path).needs_context
