@@ -32,7 +32,7 @@ import os
 import pickle
 import re
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -276,6 +276,41 @@ def check_checkpoint_path(path: str | Path) -> None:
             torch.load(p, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(p))
     except Exception as exc:  # damaged bytes make torch's unpickler fail in any way
         raise DataError(unpickling_refusal(p, exc)) from exc
+
+
+def newest_last_checkpoint(folders: Iterable[str | Path]) -> Path | None:
+    """The newest ``last*.ckpt`` (a file, or a sharded checkpoint's folder) in any of
+    ``folders`` (not below them), or None.
+
+    What ``--ckpt_path last`` means to a user: the run that stopped last. Lightning looks only
+    in the checkpoint folder of the logger's *current* version (``csv/version_N/checkpoints``),
+    which a new run has just created empty, and then trains from scratch with a warning; the
+    caller passes every version's folder instead (:func:`checkpoint_folders`).
+    ``consolidated-*`` files are not candidates."""
+    found = [
+        p
+        for folder in {Path(f) for f in folders}
+        if folder.is_dir()
+        for p in folder.glob("last*.ckpt")
+        if p.is_file() or is_sharded(p)
+    ]
+    return max(found, key=lambda p: (p.stat().st_mtime, str(p)), default=None)
+
+
+def checkpoint_folders(trainer: Any) -> list[Path]:
+    """Every folder this run's checkpoint callbacks write to in *any* logger version, as
+    Lightning's ModelCheckpoint places them: its own ``dirpath`` if set, else
+    ``<first logger's save_dir>/<name>/<version>/checkpoints`` (every existing version), else
+    ``<default_root_dir>/checkpoints`` (no logger; :class:`RestartCheckpoint` too). The
+    logger's version is not asked for: that would pick the new run's."""
+    root = Path(trainer.default_root_dir)
+    folders = [root / "checkpoints"]
+    folders += [Path(cb.dirpath) for cb in trainer.checkpoint_callbacks if cb.dirpath]
+    if trainer.loggers:
+        first = trainer.loggers[0]
+        base = Path(first.save_dir or root) / str(first.name or "")
+        folders += [v / "checkpoints" for v in sorted(base.glob("*")) if v.is_dir()]
+    return folders
 
 
 def guard_checkpoint_loads(strategy: Strategy) -> None:

@@ -33,7 +33,9 @@ def _owned(obj: Any) -> Any:
     return obj
 
 
-def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def read_checkpoint(
+    path: str | Path, map_location: str | torch.device = "cpu", *, optimizer: bool = False
+) -> dict[str, Any]:
     """The checkpoint's dictionary for inference, read safely; clear errors for missing or
     foreign files.
 
@@ -42,7 +44,8 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     checkpoint written during Adam training, are never read from disk (bench/RESULTS.md: a
     quarter of the time and 160 MB less memory for the full-size UNet). The copies own their
     memory, so a checkpoint file rewritten later (training still running) cannot change a
-    loaded model. Where the file cannot be mapped it is read whole, as before."""
+    loaded model. Where the file cannot be mapped it is read whole, as before. ``optimizer``:
+    keep the optimiser's state too (to inspect a training run, not to predict)."""
     from climdl.parallel.checkpoint_files import (
         is_sharded,
         quiet_unpickler,
@@ -72,7 +75,8 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not isinstance(ckpt, dict) or "climdl" not in ckpt or "state_dict" not in ckpt:
         raise DataError(f"{path} is not a climdl emulator checkpoint (no climdl data spec inside).")
     if mapped:
-        ckpt = {k: _owned(v) for k, v in ckpt.items() if k not in TRAINING_ONLY}
+        skip = () if optimizer else TRAINING_ONLY
+        ckpt = {k: _owned(v) for k, v in ckpt.items() if k not in skip}
     made_by = str(ckpt["climdl"].get("version", "0"))
     if made_by.split(".")[0] != __version__.split(".")[0]:
         raise DataError(

@@ -47,7 +47,7 @@ class _CLI(LightningCLI):
             "--ckpt_path",
             type=str | None,
             default=None,
-            help="resume from this checkpoint ('last' for the newest)",
+            help="resume from this checkpoint ('last': the newest last*.ckpt under the run's root folder)",
         )
         parser.add_argument(
             "--quiet", type=bool, default=False, help="no progress bar or summary table"
@@ -205,6 +205,8 @@ def run_train(argv: Sequence[str]) -> int:
         # checked first and read with weights_only: a crafted file runs no code
         guard_checkpoint_loads(trainer.strategy)
         ckpt_path = cli.config.get("ckpt_path")
+        if ckpt_path == "last":
+            ckpt_path = _last_checkpoint(trainer, bool(cli.config.get("quiet")))
         if ckpt_path and ckpt_path not in ("last", "best", "hpc") and "://" not in ckpt_path:
             check_checkpoint_path(ckpt_path)  # before any process or data set-up
         if isinstance(model, GenerativeDownscalingTask):
@@ -213,6 +215,21 @@ def run_train(argv: Sequence[str]) -> int:
         _check_domain_strategy(trainer.strategy, model, dm)
     close_process_groups_at_exit()  # not left to the interpreter's teardown (aborts gloo runs)
     return _fit_and_report(cli, trainer, model, dm, ckpt_path)
+
+
+def _last_checkpoint(trainer: L.Trainer, quiet: bool) -> str | None:
+    """``--ckpt_path last``: the newest ``last*.ckpt`` this run's checkpoint callbacks wrote,
+    whichever logger version it was (:func:`climdl.parallel.checkpoint.newest_last_checkpoint`),
+    or None (a first run: training starts from the beginning). Said once, on rank 0."""
+    from climdl.parallel.checkpoint import checkpoint_folders, newest_last_checkpoint
+
+    found = newest_last_checkpoint(checkpoint_folders(trainer))
+    if not quiet and trainer.is_global_zero:
+        what = (
+            f"resuming from {found}" if found else "no last checkpoint yet: training from the start"
+        )
+        print(f"--ckpt_path last: {what}.", file=sys.stderr)
+    return None if found is None else str(found)
 
 
 def _check_generative_strategy(strategy: Any) -> None:

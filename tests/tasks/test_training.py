@@ -122,6 +122,41 @@ def test_resume_from_last(trained: Path, use_sample_cache: Path) -> None:
     assert last["epoch"] == 2
 
 
+def test_ckpt_path_last_resumes_across_logger_versions(
+    tmp_path: Path,
+    use_sample_cache: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With the config's CSV logger, each run writes into a new ``csv/version_N``; Lightning's
+    own ``last`` looks only in the new, empty one and trains from scratch. climdl's finds the
+    newest ``last*.ckpt`` of every version: the second run continues at epoch 1."""
+    monkeypatch.chdir(tmp_path)  # the config's loggers write to runs/sample-alps, relative
+    short = ["--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1"]
+    base = [*SMALL, *short, "--data.test_period", "null", "--trainer.enable_progress_bar", "false"]
+    assert main(train_argv(CONFIG, tmp_path, *base, "--trainer.max_epochs", "1")) == 0
+    first = next(tmp_path.rglob("csv/version_0/checkpoints/last.ckpt"))
+    capsys.readouterr()
+    rc = main(
+        train_argv(CONFIG, tmp_path, *base, "--trainer.max_epochs", "2", "--ckpt_path", "last")
+    )
+    assert rc == 0
+    said = f"--ckpt_path last: resuming from {first.relative_to(tmp_path)}."
+    assert capsys.readouterr().err.count(said) == 1
+    second = read_checkpoint(next(tmp_path.rglob("csv/version_1/checkpoints/last.ckpt")))
+    assert second["epoch"] == 1 and second["global_step"] == 4  # 2 epochs x 2 batches, not 2
+
+
+def test_ckpt_path_last_without_a_checkpoint_starts_from_the_beginning(
+    tmp_path: Path, use_sample_cache: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A first run with ``--ckpt_path last`` (a SLURM job's first submission) trains from the
+    start and says so once."""
+    rc = main(_two_targets(tmp_path, 1, "--ckpt_path", "last", "--quiet", "false"))
+    assert rc == 0
+    assert capsys.readouterr().err.count("--ckpt_path last: no last checkpoint yet") == 1
+
+
 def test_bad_checkpoints_are_refused(tmp_path: Path) -> None:
     bad = tmp_path / "x.ckpt"
     bad.write_bytes(b"not a checkpoint")
