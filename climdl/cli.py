@@ -234,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
         "in-process run because each worker uses this process's torch thread count, which on "
         "one machine oversubscribes the cores (N x cores threads): Dask pays off across nodes",
     )
-    pp.add_argument("-q", "--quiet", action="store_true")
+    pp.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     pp.set_defaults(func=_cmd_prepare)
 
     c = sub.add_parser("catalog", help="list or show data catalog entries")

@@ -10,6 +10,7 @@ and report a malformed or unreachable scheduler with the same one-sentence
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -85,6 +86,21 @@ def _restore_environ(before: dict[str, str], keys: set[str]) -> None:
 
 
 @contextlib.contextmanager
+def _quiet_distributed() -> Iterator[None]:
+    """Dask's ``distributed`` logs its scheduler's and nannies' INFO lines (~40 per run) with a
+    handler of its own, whatever the root logger's level: they are kept for ``--debug`` (the
+    root logger at DEBUG) and otherwise raised to WARNING for the block, then restored."""
+    logger = logging.getLogger("distributed")
+    level = logger.level
+    if not logging.getLogger().isEnabledFor(logging.DEBUG):
+        logger.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+@contextlib.contextmanager
 def client_for(scheduler: str | int, *, timeout: float | str | None = None) -> Iterator[Any]:
     """A Dask client: connected to ``scheduler`` (an address) or to N new local worker processes.
 
@@ -94,11 +110,18 @@ def client_for(scheduler: str | int, *, timeout: float | str | None = None) -> I
     ``distributed.comm.timeouts.connect`` (30 s unless configured otherwise, e.g. with
     ``DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT=5s``).
     """
-    try:
-        import dask
-        from distributed import Client, LocalCluster
+    try:  # imported before the loggers are quieted: its import sets their levels
+        import distributed  # noqa: F401
     except ImportError as exc:  # pragma: no cover - distributed is a dependency
         raise ConfigError("running on Dask needs the 'distributed' package.") from exc
+    with _quiet_distributed():
+        yield from _client_for(scheduler, timeout)
+
+
+def _client_for(scheduler: str | int, timeout: float | str | None) -> Iterator[Any]:
+    import dask
+    from distributed import Client, LocalCluster
+
     if isinstance(scheduler, int):
         if scheduler < 1:
             raise ConfigError(f"--workers must be at least 1, got {scheduler}.")

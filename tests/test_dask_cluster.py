@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 import pytest
@@ -14,7 +15,7 @@ def _worker_threads_env() -> tuple[str | None, str | None]:
 
 
 def test_local_workers_get_one_thread_and_the_host_keeps_its_environment(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
     # Dask's nanny writes OMP_NUM_THREADS=1 etc. into the spawning process and never takes them
     # back: a later subprocess (torchrun, a resumed climdl run) then summed floats differently
@@ -28,3 +29,6 @@ def test_local_workers_get_one_thread_and_the_host_keeps_its_environment(
     assert on_worker == ("1", "3")
     assert during == before
     assert dict(os.environ) == before
+    # the scheduler's and nannies' INFO lines (~40 a run) are not a user's business
+    assert "INFO" not in capfd.readouterr().err
+    assert logging.getLogger("distributed").level == logging.INFO  # restored afterwards

@@ -42,14 +42,16 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
-def configure_lightning_logging() -> None:
-    """Lightning's messages once each, on stderr, without advertisements.
+def configure_lightning_logging(quiet: bool = False) -> None:
+    """Lightning's messages once each, on stderr, without advertisements (``quiet``: its
+    warnings and errors only).
 
     ``import lightning`` gives the ``lightning`` logger its own handler while it still
     propagates to the root logger that ``climdl.cli.main`` configures (every message twice),
     and ``lightning.pytorch`` / ``lightning.fabric`` add a third when imported before that. Here
     the ``lightning`` logger gets the one handler and stops propagating; its children only
-    propagate to it. DEBUG with ``climdl --debug`` (root logger at DEBUG), INFO otherwise."""
+    propagate to it. DEBUG with ``climdl --debug`` (root logger at DEBUG), else WARNING when
+    ``quiet`` and INFO otherwise."""
     root = logging.getLogger()
     top = logging.getLogger("lightning")
     for name in ("lightning.pytorch", "lightning.fabric"):
@@ -65,4 +67,7 @@ def configure_lightning_logging() -> None:
     handler.addFilter(_NoAdverts())
     top.addHandler(handler)
     top.propagate = False
-    top.setLevel(logging.DEBUG if root.getEffectiveLevel() <= logging.DEBUG else logging.INFO)
+    if root.getEffectiveLevel() <= logging.DEBUG:
+        top.setLevel(logging.DEBUG)
+    else:
+        top.setLevel(logging.WARNING if quiet else logging.INFO)

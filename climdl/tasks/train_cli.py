@@ -50,7 +50,10 @@ class _CLI(LightningCLI):
             help="resume from this checkpoint ('last': the newest last*.ckpt under the run's root folder)",
         )
         parser.add_argument(
-            "--quiet", type=bool, default=False, help="no progress bar or summary table"
+            "--quiet",
+            type=bool,
+            default=False,
+            help="no progress bar, model summary, result tables or Lightning's notes",
         )
         parser.add_argument(
             "--compile", type=bool, default=False, help="torch.compile the network (else eager)"
@@ -160,7 +163,8 @@ def run_train(argv: Sequence[str]) -> int:
             given = [a.lower() for a in args[i + 1 : i + 2]]
             value = args.pop(i + 1).lower() if given in (["true"], ["false"]) else "true"
             args[i] = f"{flag}={value}"
-    configure_lightning_logging()
+    quiet = "--quiet=true" in args
+    configure_lightning_logging(quiet)
     # Lightning's notes on climdl's own design and on its internals: nothing a user can act on
     for note in (
         "LightningCLI's args parameter is intended",  # climdl passes its argv on purpose
@@ -180,7 +184,10 @@ def run_train(argv: Sequence[str]) -> int:
                 run=False,
                 save_config_kwargs={"overwrite": True},
                 seed_everything_default=123,
-                trainer_defaults={"enable_progress_bar": "--quiet=true" not in args},
+                trainer_defaults={
+                    "enable_progress_bar": not quiet,
+                    "enable_model_summary": not quiet,
+                },
                 parser_kwargs={"exit_on_error": False},  # one line, not the whole usage
             )
         except argparse.ArgumentError as exc:

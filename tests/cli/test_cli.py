@@ -43,6 +43,11 @@ def test_console_script_reports_errors_without_traceback(tmp_path: Path) -> None
         [str(exe), "sample", str(tmp_path), "--years", "0"], capture_output=True, text=True
     )
     assert proc.returncode == 2 and "--years" in proc.stderr
+    # python -m climdl (how torchrun launches it on each rank) is the same command
+    proc = subprocess.run(
+        [sys.executable, "-m", "climdl", "catalog", "show", "nope"], capture_output=True, text=True
+    )
+    assert proc.returncode == 2 and "climdl: error:" in proc.stderr
 
 
 def test_prepare_cli(tmp_path: Path, sample_root: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -43,7 +43,12 @@ def _two_targets(root: Path, epochs: int, *extra: str) -> list[str]:
     ],
 )
 def test_fast_dev_run_through_the_cli(
-    tmp_path: Path, use_sample_cache: Path, network: str, targets: str, loss_pr: str
+    tmp_path: Path,
+    use_sample_cache: Path,
+    network: str,
+    targets: str,
+    loss_pr: str,
+    capfd: pytest.CaptureFixture[str],
 ) -> None:
     rc = _train(
         tmp_path,
@@ -59,6 +64,8 @@ def test_fast_dev_run_through_the_cli(
         "[4, 4, 2]",
     )
     assert rc == 0
+    out, err = capfd.readouterr()  # --quiet: no model summary, no Lightning notes
+    assert "┏" not in out and "Seed set" not in err and "GPU available" not in err
 
 
 @pytest.fixture(scope="module")
