@@ -2,13 +2,13 @@
 
 Time is processed in fixed chunks (``chunk_days``, a year by default): one background I/O thread
 reads the next chunk and writes the previous one while the current one is regridded (on the
-device), normalised and passed through the network in batches. Peak memory is therefore a few chunks
-whatever the length of the series. Each finished chunk is stored as its own file
-(:mod:`climdl.inference.parts`), which makes runs resumable and lets several ranks split the
-chunks (``torchrun --nproc-per-node N -m climdl downscale ...`` or SLURM ``srun``); the chunks are
-joined into one compressed file at the end. Without an output path the predictions come back as
-an in-memory ``xr.Dataset``. Generative checkpoints write an ensemble (a ``member`` dimension),
-reproducible for a seed whatever the chunking, ranks or workers (:mod:`climdl.inference.members`).
+device), normalised and passed through the network in batches: peak memory is a few chunks
+whatever the series' length. Each finished chunk is stored as its own file
+(:mod:`climdl.inference.parts`): runs resume, and ranks split the chunks (``torchrun
+--nproc-per-node N -m climdl downscale ...`` or ``srun``) and are joined into one compressed file
+at the end; a one-process deterministic run writes its output as it goes
+(:mod:`climdl.inference.streamed`). Without an output path the predictions come back in memory.
+Generative checkpoints write a reproducible ensemble (:mod:`climdl.inference.members`).
 """
 
 from __future__ import annotations
