@@ -178,8 +178,7 @@ def test_fsdp2_checkpoint_resumes_on_two_then_one_rank(
     )
     assert args.func(args) == 0
     assert load_emulator(full).net is not None  # one file for inference
-    got = read_checkpoint(full, optimizer=True)
-    want = read_checkpoint(ref[0] / "checkpoints" / "last.ckpt", optimizer=True)
+    got, want = read_checkpoint(full), read_checkpoint(ref[0] / "checkpoints" / "last.ckpt")
     assert got["global_step"] == want["global_step"] == 9
     assert {float(s["step"]) for s in got["optimizer_states"][0]["state"].values()} == {9.0}
     diffs = state_rel_l2(want, got)
