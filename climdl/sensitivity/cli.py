@@ -105,7 +105,12 @@ def register(sub: Any) -> None:
     att.add_argument(
         "--ig-steps", type=int, default=16, help="integrated-gradient steps (default 16)"
     )
-    att.add_argument("--seed", type=int, default=0, help="seed of the random draws (default 0)")
+    att.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the random draws, 0 to 2**63-1 (default 0)",
+    )
     run = s.add_argument_group("execution")
     run.add_argument(
         "--batch-size",
@@ -246,6 +251,10 @@ def _cmd_sensitivity(args: argparse.Namespace) -> int:
         TimeRemainingColumn,
     )
 
+    from climdl.inference.members import check_option_values
+
+    # before the checkpoints are read: the seed is stored as a 64-bit attribute, as downscale's
+    check_option_values(None, args.seed, None)
     kinds = {checkpoint_kind(p) for p in args.checkpoint}
     if len(kinds) > 1:
         raise ConfigError(

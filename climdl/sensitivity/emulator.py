@@ -26,6 +26,7 @@ import xarray as xr
 from climdl.errors import ConfigError, DataError, OutputError
 from climdl.inference.inputs import Regrid
 from climdl.inference.job import Job, JobConfig
+from climdl.inference.members import check_option_values
 from climdl.sensitivity.attacks import Box
 from climdl.sensitivity.bounds import DEFAULT_EMULATOR_BOUNDS, describe, parse_bounds, radius
 from climdl.sensitivity.emulator_batch import (
@@ -184,6 +185,7 @@ def run_emulator_sensitivity(
     ):
         if value < 1:
             raise ConfigError(f"{name} must be at least 1, got {value}.")
+    check_option_values(None, seed, None)  # the same range and sentence as downscale's --seed
     out = Path(out_dir)
     check_out_dir(out, overwrite)
     ckpts = [checkpoints] if isinstance(checkpoints, (str, Path)) else list(checkpoints)

@@ -47,6 +47,7 @@ from climdl.clouds.scene import (
     validate_scene,
 )
 from climdl.errors import ConfigError, DataError, OutputError
+from climdl.inference.members import check_option_values
 from climdl.inference.segment_bands import check_values, match_bands
 from climdl.inference.segment_context import require_thermal, segment_context
 from climdl.inference.segment_tiling import plan_tiles, run_tiled
@@ -318,6 +319,7 @@ def run_segmenter_sensitivity(
     ):
         if value < 1:
             raise ConfigError(f"{name} must be at least 1, got {value}.")
+    check_option_values(None, seed, None)  # the same range and sentence as downscale's --seed
     ckpt, scene_p = Path(checkpoint), Path(scene)
     out_p = Path(out_dir) / OUTPUT_NAME
     if out_p.resolve() == scene_p.resolve():

@@ -83,6 +83,7 @@ def test_quiet_prints_only_the_paths_and_overwrite_replaces_a_run(
         (["--eps", "t=0.5 m"], "cannot be converted to the units of t_500"),
         (["--days", "some"], "--days 'some' is neither a number of days nor 'all'"),
         (["--days", "0"], "--days must be at least 1"),
+        (["--seed", "-1"], "--seed must be an integer from 0 to 2**63-1, got -1"),
         (["--tile", "64"], "--tile and --overlap apply to cloud segmenter checkpoints"),
     ],
 )

@@ -270,6 +270,7 @@ def test_pr_reports_the_wet_fraction_change(
         ({"eps": "t=0.5"}, ConfigError, "has no unit"),
         ({"days": 0}, ConfigError, "--days must be at least 1"),
         ({"pgd_steps": 0}, ConfigError, "--pgd-steps must be at least 1"),
+        ({"seed": 2**63}, ConfigError, r"--seed must be an integer from 0 to 2\*\*63-1"),
     ],
 )
 def test_mistakes_stop_with_one_sentence_and_write_nothing(

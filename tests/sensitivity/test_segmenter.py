@@ -212,6 +212,7 @@ def test_a_band_the_model_ignores_has_zero_saliency(run: dict[str, Any], tmp_pat
         ({"eps": "tir=0.5 m"}, ConfigError, "cannot be converted to the units of tir"),
         ({"eps": "red=0.01"}, ConfigError, "has no unit"),
         ({"pgd_steps": 0}, ConfigError, "--pgd-steps must be at least 1"),
+        ({"seed": -1}, ConfigError, r"--seed must be an integer from 0 to 2\*\*63-1"),
         ({"tile": 30}, ConfigError, "--tile must be a positive multiple of 4"),
         ({}, OutputError, "already exists; pass --overwrite"),
     ],
