@@ -272,6 +272,8 @@ def _run_guarded(func: Callable[[], int], debug: bool) -> int:
             raise
         verb = "access" if exc.errno in (errno.EACCES, errno.EPERM) else "write"
         where = f" {exc.filename}" if exc.filename else ""
+        if exc.errno in (errno.ENOTDIR, errno.EEXIST, errno.EISDIR):  # the cause names the path
+            where = ""
         print(f"climdl: error: cannot {verb}{where}: {cause}.", file=sys.stderr)
         return 2
 

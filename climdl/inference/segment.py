@@ -200,7 +200,14 @@ def segment(
         raise ConfigError(f"--batch-size must be at least 1, got {batch_size}.")
     if tiling not in ("blend", "exact"):
         raise ConfigError(f"--tiling must be blend or exact, got {tiling!r}.")
+    if not geotiff and out_p.suffix.lower() not in (".nc", ".nc4"):
+        raise ConfigError(
+            f"--output {out_p} should end in .nc (CF NetCDF) or .tif (GeoTIFF); the format "
+            "follows the name."
+        )
     for p in (out_p, prob_p):
+        if p is not None and p.is_dir():
+            raise OutputError(f"--output {p} is a folder; give the mask's file name.")
         if p is not None and p.exists() and not overwrite:
             raise OutputError(f"{p} already exists; pass --overwrite to replace it.")
         if p is not None and p.resolve() == scene_p.resolve():

@@ -10,6 +10,7 @@ probabilities go to a second float32 GeoTIFF, :func:`probability_path`
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,8 @@ import numpy as np
 import xarray as xr
 
 from climdl.clouds.scene import NODATA, label_attrs
-from climdl.errors import ConfigError
+from climdl.errors import ConfigError, OutputError
+from climdl.io.oserrors import space_error
 from climdl.preprocess.length_units import metres_per_unit
 
 
@@ -256,8 +258,48 @@ class GeoTiffMaskWriter:
             self._prob.write(np.ascontiguousarray(probs, dtype=np.float32), window=window)
 
     def close(self) -> None:
-        """See :meth:`~climdl.inference.segment.MaskWriter.close`."""
-        for f in (self._mask, self._prob):
-            if f is not None and not f.closed:
+        """See :meth:`~climdl.inference.segment.MaskWriter.close`.
+
+        GDAL reports a write that fails as the file is flushed and closed (a full disk) on
+        stderr only: rasterio raises nothing. A writer that received every row therefore checks
+        its files after closing them (:func:`_complete`) and raises instead of letting a
+        truncated GeoTIFF be renamed into place."""
+        files = [(f, Path(f.name)) for f in (self._mask, self._prob) if f is not None]
+        for f, _ in files:
+            if not f.closed:
                 f.close()
         self._labels, self._probs = [], []
+        if self._next != self._height:  # closed after a failure: nothing is kept anyway
+            return
+        for _, path in files:
+            if not _complete(path):
+                code = space_error(path)
+                if code is not None:  # named with the output's final name by atomic_path
+                    raise OSError(code, os.strerror(code), str(path))
+                raise OutputError(
+                    "GDAL could not write the GeoTIFF completely (its message is above); "
+                    "the output was not kept."
+                )
+
+
+def _complete(path: Path) -> bool:
+    """Whether the GeoTIFF ``path`` opens and every block lies within the file (a write cut
+    short leaves a header that points past the end, or no readable header at all). Reads the
+    TIFF's block table only, not the data: milliseconds for a scene's thousands of blocks."""
+    import rasterio
+    from rasterio.errors import RasterioIOError
+
+    size = path.stat().st_size
+    try:
+        with rasterio.open(path) as ds:
+            bh, bw = ds.block_shapes[0]
+            for b in ds.indexes:
+                for j in range(-(-ds.height // bh)):
+                    for i in range(-(-ds.width // bw)):
+                        off = ds.get_tag_item(f"BLOCK_OFFSET_{i}_{j}", "TIFF", bidx=b)
+                        n = ds.get_tag_item(f"BLOCK_SIZE_{i}_{j}", "TIFF", bidx=b)
+                        if not off or not n or int(off) + int(n) > size:
+                            return False
+    except RasterioIOError:
+        return False
+    return True

@@ -36,8 +36,23 @@ _CAUSES = {
 }
 
 
+# Paths of the wrong shape: a file where the path needs a folder, or a folder where it names a
+# file (``-o results.nc/x.nc`` with results.nc a file; ``-o existing_folder`` for a file).
+_SHAPES = {
+    errno.ENOTDIR: "{name} is a file, not a folder",
+    errno.EEXIST: "{name} is a file, not a folder",
+    errno.EISDIR: "{name} is a folder, not a file",
+}
+
+
 def describe_os_error(exc: OSError) -> str | None:
-    """The cause of a user-fixable file-system error ("permission denied", ...), else None."""
+    """The cause of a user-fixable file-system error ("permission denied", "x.nc is a file, not
+    a folder", ...), else None."""
+    if exc.errno in _SHAPES:
+        name = exc.filename
+        if exc.errno != errno.EISDIR and name:  # the file in the way, not the folder wanted
+            name = str(next((p for p in Path(name).parents if p.is_file()), name))
+        return _SHAPES[exc.errno].format(name=name or "a part of the path")
     return _CAUSES.get(exc.errno) if exc.errno is not None else None
 
 
@@ -84,6 +99,8 @@ def output_error(exc: BaseException, path: str | os.PathLike[str]) -> OutputErro
     cause = describe_os_error(exc) if isinstance(exc, OSError) else None
     if cause is None:
         return None
+    if code in _SHAPES:
+        return OutputError(f"cannot write {final}: {cause}; choose another output path.")
     return OutputError(f"cannot write {final.parent}: {cause}; choose a folder you can write to.")
 
 

@@ -510,6 +510,38 @@ def test_segment_a_truncated_band_file_is_one_clear_line(
 CLASS_NAMES = ["clear", "cloud", "thin_cloud", "cloud_shadow", "snow"]
 
 
+def test_a_geotiff_cut_short_by_a_full_disk_is_an_error_not_a_file(
+    ckpt: Path,
+    product: tuple[Path, np.ndarray],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """GDAL reports a write that fails at close only on stderr and rasterio raises nothing:
+    a truncated GeoTIFF is found by its block table, and on a full disk segment exits 2 with
+    one sentence and leaves no file."""
+    import errno
+
+    mtl, _ = product
+    good = tmp_path / "good.tif"
+    assert _segment(ckpt, mtl, good) == 0
+    assert segment_geotiff._complete(good)
+    data = good.read_bytes()
+    (tmp_path / "cut.tif").write_bytes(data[: len(data) - 10])
+    (tmp_path / "head.tif").write_bytes(data[:100])
+    assert not segment_geotiff._complete(tmp_path / "cut.tif")
+    assert not segment_geotiff._complete(tmp_path / "head.tif")
+    out = tmp_path / "out"
+    out.mkdir()
+    monkeypatch.setattr(segment_geotiff, "_complete", lambda path: False)  # as on a full disk
+    monkeypatch.setattr(segment_geotiff, "space_error", lambda path: errno.ENOSPC)
+    capsys.readouterr()
+    assert _segment(ckpt, mtl, out / "mask.tif", "--probabilities") == 2
+    err = capsys.readouterr().err.strip()
+    assert "no space left on the device" in err and str(out / "mask") in err, err
+    assert list(out.iterdir()) == []
+
+
 def test_segment_a_landsat_product_to_a_geotiff(
     ckpt: Path,
     product: tuple[Path, np.ndarray],
