@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from climdl.plot.figures import MAX_DPI
+
 _KINDS = ("auto", "sequential", "diverging", "precip", "temperature")
 
 
@@ -67,10 +69,20 @@ def register(sub: Any) -> None:
         choices=_KINDS,
         help="colour map family (default auto: from the variable and its values)",
     )
-    p.add_argument("--vmin", type=float, default=None, help="lower colour limit")
+    p.add_argument("--vmin", type=float, default=None, help="lower colour limit (below --vmax)")
     p.add_argument("--vmax", type=float, default=None, help="upper colour limit")
-    p.add_argument("--title", default=None, help="figure title (default: variable and date)")
-    p.add_argument("--dpi", type=float, default=None, help="resolution of PNG output (default 150)")
+    p.add_argument(
+        "--title",
+        default=None,
+        help="figure title (default: variable and date); $...$ is drawn as matplotlib "
+        "mathtext where it parses, and as typed where it does not",
+    )
+    p.add_argument(
+        "--dpi",
+        type=float,
+        default=None,
+        help=f"resolution of PNG output, 1 to {MAX_DPI} (default 150)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing figure")
     p.add_argument("-q", "--quiet", action="store_true", help="do not print the figure's path")
     p.set_defaults(func=_cmd_plot)

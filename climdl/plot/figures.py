@@ -9,6 +9,7 @@ referenced instead of piling up in pyplot's registry. Jupyter still shows a retu
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -20,6 +21,9 @@ if TYPE_CHECKING:
 #: the figure formats climdl writes, from the file suffix
 FORMATS = ("png", "pdf", "svg")
 DEFAULT_DPI = 150
+#: the highest resolution ``climdl plot --dpi`` takes: 1200 dpi is print quality, and far more
+#: exhausts the memory of the canvas (a 6-inch map at 100000 dpi is 600000 pixels wide)
+MAX_DPI = 1200
 
 
 def new_figure(
@@ -44,6 +48,42 @@ def new_figure(
     fig = Figure(figsize=figsize, layout=layout, dpi=dpi)
     FigureCanvasAgg(fig)
     return fig
+
+
+_UNESCAPED_DOLLAR = re.compile(r"(?<!\\)\$")
+
+
+def drawable_text(text: str) -> str:
+    """``text`` as matplotlib should draw it: mathtext where it parses, else literally.
+
+    Matplotlib reads a line with an even number of unescaped ``$`` as mathtext and raises a
+    ParseException while *saving* the figure when that math does not parse (``'$\\foo$'``,
+    ``'a $x^$ b'``). A title, label or attribute comes from a user or a file, so a line that
+    fails to parse gets its dollar signs escaped and is drawn as typed; valid mathtext
+    (``'$\\alpha$ index'``) is kept. Matplotlib lays out each line of a text on its own, so
+    each line is judged on its own.
+
+    Args:
+        text: the text to draw (may hold several lines).
+
+    Returns:
+        The text, with the ``$`` of its unparsable lines escaped.
+    """
+    if "$" not in text:
+        return text
+    from matplotlib import cbook
+    from matplotlib.mathtext import MathTextParser
+
+    parser = MathTextParser("path")
+    lines = text.split("\n")
+    for i, line in enumerate(lines):
+        if not cbook.is_math_text(line):
+            continue
+        try:
+            parser.parse(line, dpi=72)
+        except ValueError:  # matplotlib's ParseException, re-raised as ValueError
+            lines[i] = _UNESCAPED_DOLLAR.sub(r"\\$", line)
+    return "\n".join(lines)
 
 
 def figure_format(path: str | os.PathLike[str]) -> str:

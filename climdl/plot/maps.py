@@ -28,7 +28,7 @@ from climdl.plot.colours import (
     is_precipitation,
     robust_limits,
 )
-from climdl.plot.figures import new_figure
+from climdl.plot.figures import drawable_text, new_figure
 from climdl.plot.projection import Grid, MapFrame, grid_of, map_frame
 
 if TYPE_CHECKING:
@@ -228,11 +228,12 @@ def plot_field(
             ax=ax,
             orientation=cbar_orientation,
             extend=spec.extend,
-            label=colourbar_label(field),
+            label=drawable_text(colourbar_label(field)),
             shrink=0.9,
             pad=0.03 if cbar_orientation == "vertical" else 0.05,
         )
-    ax.set_title(default_title(field) if title is None else title, fontsize="medium")
+    # a title from the user or the file's attributes: math where it parses, else as typed
+    ax.set_title(drawable_text(default_title(field) if title is None else title), fontsize="medium")
     return ax
 
 
@@ -361,5 +362,5 @@ def panel_figure(
             cbar_orientation="horizontal",
         )
     if suptitle:
-        fig.suptitle(suptitle)
+        fig.suptitle(drawable_text(suptitle))
     return fig

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from climdl.errors import DataError
-from climdl.plot.figures import new_figure
+from climdl.plot.figures import drawable_text, new_figure
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -131,7 +131,7 @@ def plot_mask_over_rgb(
     if legend:
         ax.legend(handles=handles, loc="lower right", fontsize="small", framealpha=0.8)
     if title:
-        ax.set_title(title, fontsize="medium")
+        ax.set_title(drawable_text(title), fontsize="medium")
     return ax
 
 
@@ -257,5 +257,5 @@ def mask_panels(
             legend=k == len(masks) - 1,
         )
     if suptitle:
-        fig.suptitle(suptitle)
+        fig.suptitle(drawable_text(suptitle))
     return fig

@@ -9,14 +9,17 @@ a :class:`climdl.errors.ClimdlError` with one sentence that says what to do.
 
 from __future__ import annotations
 
+import logging
+import math
 import os
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from climdl.errors import ConfigError, DataError, OutputError
-from climdl.plot.figures import figure_format, save_figure
+from climdl.plot.figures import MAX_DPI, figure_format, save_figure
 from climdl.plot.timesel import TimeChoice, select_time
 
 if TYPE_CHECKING:
@@ -26,14 +29,74 @@ if TYPE_CHECKING:
 
 PathLike = str | os.PathLike[str]
 
+_log = logging.getLogger(__name__)
+
+_BOUNDS_WARNING = "Variable(s) referenced in bounds not in variables"
+
+
+def check_plot_options(
+    dpi: float | None = None, vmin: float | None = None, vmax: float | None = None
+) -> None:
+    """Refuse, before any file is read, a resolution or colour limits that cannot make a figure.
+
+    Args:
+        dpi: the resolution of raster output (None: the default).
+        vmin: the lower colour limit (None: from the data).
+        vmax: the upper colour limit (None: from the data).
+
+    Raises:
+        ConfigError: a dpi outside 1 to :data:`MAX_DPI`, a limit that is not a finite number,
+            or ``vmin`` not below ``vmax``.
+    """
+    if dpi is not None and not (math.isfinite(dpi) and 1 <= dpi <= MAX_DPI):
+        raise ConfigError(f"--dpi must be a number from 1 to {MAX_DPI}, got {dpi:g}.")
+    for flag, value in (("--vmin", vmin), ("--vmax", vmax)):
+        if value is not None and not math.isfinite(value):
+            raise ConfigError(f"{flag} must be a finite number, got {value:g}.")
+    if vmin is not None and vmax is not None and not vmin < vmax:
+        raise ConfigError(f"--vmin {vmin:g} must be below --vmax {vmax:g}.")
+
+
+def _open_netcdf(p: Path) -> xr.Dataset:
+    """``p`` opened lazily with its grid mapping and bounds as coordinates, cftime dates.
+
+    Failures to open are the data readers' sentence (a truncated or corrupt file), not
+    xarray's advice on IO engines. A file whose ``bounds`` attributes name variables it lacks
+    (bounds dropped by a tool) is drawn all the same: xarray's warning about it is logged at
+    debug level instead of reaching the user as a raw Python warning.
+    """
+    import xarray as xr
+
+    from climdl.data.files import _check_classic_size, _corrupt
+
+    _check_classic_size(p)  # a NetCDF-3 file cut short would read zeros
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            ds = xr.open_dataset(
+                p, decode_coords="all", decode_times=xr.coders.CFDatetimeCoder(use_cftime=True)
+            )
+        except ValueError as exc:
+            if "time" in str(exc) or "calendar" in str(exc):
+                raise DataError(
+                    f"the times in {p} cannot be decoded ({exc}); fix the time units/calendar."
+                ) from None
+            raise _corrupt(p) from None
+        except Exception:  # netCDF4/h5py/xarray raise many types for unreadable files
+            raise _corrupt(p) from None
+    for w in caught:
+        if _BOUNDS_WARNING in str(w.message):
+            _log.debug("%s: %s; drawn without those cell bounds", p, w.message)
+        else:  # anything else is passed on as it came
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+    return ds
+
 
 def open_field(path: PathLike, var: str | None = None) -> xr.DataArray:
     """One variable of a NetCDF file or Zarr store, lazily, with its grid mapping as a coordinate.
 
     Without ``var`` the file must hold exactly one data variable.
     """
-    import xarray as xr
-
     p = Path(path)
     if p.suffix.lower() == ".zarr" and p.is_dir():  # a Zarr store, read as the data layer does
         from climdl.data.files import open_file
@@ -45,15 +108,7 @@ def open_field(path: PathLike, var: str | None = None) -> xr.DataArray:
     elif not p.is_file():
         raise DataError(f"{p} does not exist; check the path.")
     else:
-        try:
-            ds = xr.open_dataset(
-                p, decode_coords="all", decode_times=xr.coders.CFDatetimeCoder(use_cftime=True)
-            )
-        except Exception as exc:  # netCDF4/h5py/xarray raise many types for unreadable files
-            raise DataError(
-                f"cannot read {p} as NetCDF ({type(exc).__name__}: {exc}); check that "
-                "the file is complete."
-            ) from None
+        ds = _open_netcdf(p)
     names = [
         str(n)
         for n, v in ds.data_vars.items()
@@ -153,6 +208,7 @@ def plot_file(
     from climdl.plot.maps import as_2d, default_title, panel_figure, plot_field
 
     figure_format(out)
+    check_plot_options(dpi, vmin, vmax)
     if Path(out).exists() and not overwrite:
         raise OutputError(f"{out} already exists; pass --overwrite to replace it.")
     if _is_scene(path) and var is None:
@@ -340,6 +396,7 @@ def plot_scene_file(
     from climdl.clouds.scene import BAND_DIM, bands_of, image_name, spatial_dims
     from climdl.plot.masks import RGB_BANDS, mask_panels, rgb_composite, rgb_indices
 
+    check_plot_options(dpi)
     p = Path(path)
     with open_scene(p) as lazy:
         ydim, xdim = spatial_dims(lazy, p)

@@ -201,6 +201,8 @@ def select_time(da: xr.DataArray, choice: TimeChoice) -> tuple[xr.DataArray, str
         t = _scalar_time(da)
         return da, _fmt(t) if t is not None else ""
     n = da.sizes[tdim]
+    if n == 0:  # a mean of nothing is all NaN: an empty map that looks like a result
+        raise DataError(f"{name} in {where} has a time axis with no steps; nothing to draw.")
     times = da[tdim].values if tdim in da.coords and _is_dates(da[tdim].values) else None
     calendar = (getattr(times[0], "calendar", None) or "standard") if times is not None else ""
     days = _as_days(times, calendar) if times is not None else np.zeros(0)

@@ -251,7 +251,21 @@ def test_plot_real_sample_target_file(
         (["{a}", "--var", "tasmax", "--time", "2010-01-01"], "outside the period"),
         (["{a}", "--var", "tasmax", "--time", "8"], "out of range"),
         (["{a}", "--var", "tasmax", "--time", "0", "--vs", "{sa}"], "same grid"),
-        (["{a}", "--var", "tasmax", "--time", "0", "--vs", "{broken}"], "cannot read"),
+        (
+            ["{a}", "--var", "tasmax", "--time", "0", "--vs", "{broken}"],
+            "broken.nc is not a readable NetCDF file (truncated or corrupt?); download or write",
+        ),
+        (["{garbage}", "--var", "tasmax", "-t", "0"], "garbage.nc is not a readable NetCDF file"),
+        (["{a}", "--var", "tasmax", "-t", "0", "--vs", "{garbage}"], "not a readable NetCDF"),
+        (["{zero}", "--var", "tasmax", "--mean"], "has a time axis with no steps"),
+        (["{zero}", "--var", "tasmax", "-t", "0"], "has a time axis with no steps"),
+        (["{a}", "--var", "tasmax", "-t", "0", "--dpi", "-5"], "--dpi must be a number from 1"),
+        (["{a}", "--var", "tasmax", "-t", "0", "--dpi", "0"], "from 1 to 1200, got 0."),
+        (["{a}", "--var", "tasmax", "-t", "0", "--dpi", "100000"], "from 1 to 1200"),
+        (["{a}", "--var", "tasmax", "-t", "0", "--dpi", "nan"], "from 1 to 1200"),
+        (["{a}", "--var", "tasmax", "-t", "0", "--vmin", "10", "--vmax", "0"], "must be below"),
+        (["{a}", "--var", "tasmax", "-t", "0", "--vmin", "nan"], "--vmin must be a finite"),
+        (["{a}", "--var", "tasmax", "-t", "0", "--vmax", "inf"], "--vmax must be a finite"),
         (["{levels}", "--var", "ta", "--time", "0"], "2-D"),
         (["{static}", "--var", "orog", "--mean"], "no time dimension"),
         (["{a}", "--var", "tasmax", "--time", "0", "--out", "{tmp}/x.jpg"], ".png, .pdf or .svg"),
@@ -269,6 +283,8 @@ def test_predictable_mistakes_are_one_line_errors(
     sa["tasmax"] = (("time", "lat", "lon"), np.zeros((1, 128, 128), "f4"), {"units": "K"})
     sa.to_netcdf(tmp_path / "sa.nc")
     (tmp_path / "broken.nc").write_bytes(b"CDF\x01 truncated")
+    (tmp_path / "garbage.nc").write_bytes(b"\x89HDF\r\n\x1a\n but not really" * 20)
+    _write(tmp_path / "zero.nc", n=0)
     lev = g.copy()
     lev["ta"] = (
         ("time", "plev", "y", "x"),
@@ -288,6 +304,8 @@ def test_predictable_mistakes_are_one_line_errors(
         "missing": str(tmp_path / "missing.nc"),
         "sa": str(tmp_path / "sa.nc"),
         "broken": str(tmp_path / "broken.nc"),
+        "garbage": str(tmp_path / "garbage.nc"),
+        "zero": str(tmp_path / "zero.nc"),
         "levels": str(tmp_path / "levels.nc"),
         "static": str(tmp_path / "static.nc"),
         "tmp": str(tmp_path),
@@ -300,6 +318,43 @@ def test_predictable_mistakes_are_one_line_errors(
     assert message in err and "Traceback" not in err
     assert err.count("\n") == 1 and err.startswith("climdl: error:")
     assert not (tmp_path / "err.png").exists() and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_title_that_is_not_valid_mathtext_is_drawn_as_typed(
+    pair: tuple[Path, Path], tmp_path: Path, figures: list[Any]
+) -> None:
+    """Matplotlib would raise a ParseException while saving; the text is drawn literally."""
+    out = tmp_path / "t.png"
+    base = ["plot", str(pair[0]), "--var", "tasmax", "-t", "0", "--dpi", "20", "-q"]
+    assert main([*base, "-o", str(out), "--title", r"a $x^$ b and $\foo$"]) == 0
+    assert out.stat().st_size > 0
+    assert _maps(figures[-1])[0].get_title() == r"a \$x^\$ b and \$\foo\$"  # drawn as typed
+    assert main([*base, "-o", str(out), "--overwrite", "--title", r"$\alpha$ index"]) == 0
+    assert _maps(figures[-1])[0].get_title() == r"$\alpha$ index"  # valid mathtext is kept
+    three = tmp_path / "vs.png"
+    assert main([*base, "-o", str(three), "--vs", str(pair[1]), "--title", "$x^$"]) == 0
+    assert figures[-1].get_suptitle() == r"\$x^\$"
+
+
+def test_missing_bounds_variables_raise_no_python_warning(
+    pair: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A file whose bounds variables were dropped: drawn, and -q prints nothing at all."""
+    import warnings
+
+    import xarray as xr
+
+    src = tmp_path / "no_bounds.nc"
+    with xr.open_dataset(pair[0]) as ds:
+        ds = ds.load()
+    ds["y"].attrs["bounds"] = "y_bnds"  # names a variable the file does not have
+    ds.to_netcdf(src)
+    out = tmp_path / "nb.png"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a raw warning would fail the run
+        assert main(["plot", str(src), "--var", "tasmax", "-t", "0", "-o", str(out), "-q"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == "" and out.is_file()
 
 
 def test_time_and_mean_are_exclusive_and_static_fields_plot(
