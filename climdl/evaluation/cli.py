@@ -118,6 +118,13 @@ def register(sub: Any) -> None:
     e.add_argument(
         "--overwrite", action="store_true", help="replace an existing evaluation in --out"
     )
+    e.add_argument(
+        "--no-range-check",
+        dest="range_check",
+        action="store_false",
+        help="accept truth and prediction values outside their variable's plausible range "
+        "(by default such values, e.g. degC labelled K, stop the evaluation)",
+    )
     e.add_argument("-q", "--quiet", action="store_true", help="no progress or summary table")
     e.set_defaults(func=_cmd_evaluate)
 
@@ -229,6 +236,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             thresholds=thresholds,
             progress=progress,
             bbox=args.bbox,
+            range_check=args.range_check,
         )
         progress.stage("writing fields and report")
         paths = write_outputs(

@@ -34,10 +34,20 @@ import numpy as np
 import xarray as xr
 
 from climdl.data import timeaxis
-from climdl.data.files import PathArg
+from climdl.data.files import PathArg, describe, resolve_paths
 from climdl.data.reader import DEFAULT_CHUNKS
 from climdl.errors import DataError
-from climdl.evaluation import _pairs, _reduce, _time, indices, inputs, members, spectra, table
+from climdl.evaluation import (
+    _pairs,
+    _reduce,
+    _time,
+    indices,
+    inputs,
+    members,
+    screening,
+    spectra,
+    table,
+)
 from climdl.evaluation.computed import Computed
 from climdl.evaluation.ensemble import MEMBER, EnsembleScores, ensemble_scores
 from climdl.evaluation.ensemble_table import ensemble_fields, ensemble_rows
@@ -92,6 +102,8 @@ def evaluate(
     window: spectra.Window = None,
     thresholds: indices.Thresholds | None = None,
     progress: Progress | None = None,
+    range_check: bool = True,
+    files: Mapping[str, str] | None = None,
 ) -> EvaluationResult:
     """Evaluate predictions against the truth; all inputs lazily opened Datasets.
 
@@ -117,13 +129,19 @@ def evaluate(
         window: taper of the spectra (``"hann"`` or None).
         thresholds: thresholds of the indices (default: ETCCDI's, with units).
         progress: receives the stages and Dask task counts (the CLI's progress bar).
+        range_check: refuse values outside their variable's plausible range (a units mistake
+            such as degC labelled K); the check for valid values is always made.
+        files: the inputs' files for messages, keyed ``"truth"``, ``"prediction 'NAME'"``,
+            ``"historical truth"`` and ``"historical prediction 'NAME'"``.
 
     Returns:
         The summary rows, the computed fields per variable and what was evaluated.
 
     Raises:
         DataError: no prediction, inputs that cannot be compared (variables, days, grids), a
-            truth with members, or historical and future predictions with other members.
+            truth with members, historical and future predictions with other members, an input
+            with no valid value where it is evaluated, or (with ``range_check``) values outside
+            their plausible range. All are found before the diagnostics are computed.
     """
     if not preds:
         raise DataError("no prediction to evaluate; pass at least one.")
@@ -135,6 +153,7 @@ def evaluate(
     seasons = [s for s in (_time.normalise_season(s) for s in seasons) if s is not None]
     variables = inputs.choose_variables({"truth": truth, **preds}, variables)
     t, ps = inputs.align(truth, preds, variables)
+    sides = screening.sides_of(t, ps, files)
     ens = members.find_ensembles(ps, variables)
     for e in ens.values():
         if e.size == 1:
@@ -158,7 +177,11 @@ def evaluate(
         inputs.choose_variables({"historical truth": hist_truth, **have}, variables)
         ht, hps = inputs.align(hist_truth, have, variables)
         members.check_historical(hps, ens, variables)
+        sides += screening.sides_of(ht, hps, files, period="historical")
         hps = members.expand(hps, ens)
+    if progress is not None:
+        progress.stage("checking the inputs' values")
+    screening.screen(sides, variables, range_check=range_check, progress=progress)
     step = timeaxis.time_step(t["time"])
     if ht is not None and step.daily:
         step = timeaxis.time_step(ht["time"])
@@ -397,6 +420,7 @@ def evaluate_files(
     thresholds: indices.Thresholds | None = None,
     progress: Progress | None = None,
     bbox: Sequence[float] | None = None,
+    range_check: bool = True,
 ) -> EvaluationResult:
     """:func:`evaluate` on files (paths or globs per side); nothing is written.
 
@@ -412,13 +436,16 @@ def evaluate_files(
         progress: receives the stages and Dask task counts (the CLI's progress bar).
         bbox: (lon_min, lon_max, lat_min, lat_max) in degrees: every input is cut to the cells
             whose centres lie inside, before anything is read.
+        range_check: refuse values outside their variable's plausible range (a units mistake
+            such as degC labelled K).
 
     Returns:
         The summary rows, the computed fields per variable and what was evaluated.
 
     Raises:
-        DataError: missing or unreadable files, inputs that cannot be compared, or a bbox that
-            is malformed or not covered by the inputs.
+        DataError: missing or unreadable files, inputs that cannot be compared, an input with
+            no valid value or (with ``range_check``) implausible values, or a bbox that is
+            malformed or not covered by the inputs.
     """
     thresholds = (thresholds or indices.Thresholds()).check()  # before any reading
     for s in seasons:
@@ -439,6 +466,8 @@ def evaluate_files(
         window=window,
         thresholds=thresholds,
         progress=progress,
+        range_check=range_check,
+        files=_file_labels(truth, preds, hist_truth, hist_preds),
     )
     result.meta["inputs"] = {
         "truth": _paths(truth),
@@ -449,6 +478,26 @@ def evaluate_files(
         for m, p in (hist_preds or {}).items():
             result.meta["inputs"][f"historical prediction:{m}"] = _paths(p)
     return result
+
+
+def _file_labels(
+    truth: PathArg | Sequence[PathArg],
+    preds: Mapping[str, PathArg | Sequence[PathArg]],
+    hist_truth: PathArg | Sequence[PathArg] | None,
+    hist_preds: Mapping[str, PathArg | Sequence[PathArg]] | None,
+) -> dict[str, str]:
+    """The inputs' files for messages, keyed as :func:`evaluate`'s ``files``."""
+    out = {"truth": _describe(truth)}
+    out |= {f"prediction {m!r}": _describe(p) for m, p in preds.items()}
+    if hist_truth is not None:
+        out["historical truth"] = _describe(hist_truth)
+        out |= {f"historical prediction {m!r}": _describe(p) for m, p in (hist_preds or {}).items()}
+    return out
+
+
+def _describe(p: PathArg | Sequence[PathArg]) -> str:
+    """The files behind paths or globs, shortly (the first and how many more)."""
+    return describe(resolve_paths(p))
 
 
 def _paths(p: PathArg | Sequence[PathArg]) -> list[str]:

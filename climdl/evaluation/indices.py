@@ -15,6 +15,7 @@ values (NaN) are skipped; points missing throughout give NaN.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +23,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from climdl.errors import DataError
+from climdl.errors import ConfigError, DataError
 from climdl.evaluation import _pairs, _reduce, _time
 from climdl.evaluation.thresholds import Threshold, threshold_for, to_data_units
 
@@ -386,9 +387,22 @@ class Thresholds:
     wet: Threshold = WET_THRESHOLD  #: wet day (SDII, CWD) at or above it; dry day (CDD) below
 
     def check(self) -> Thresholds:
-        """Raise ConfigError now for a threshold without units or of the wrong kind."""
-        to_data_units(self.summer, "K", what="summer-day threshold")
-        to_data_units(self.wet, "mm day-1", what="wet-day threshold")
+        """Raise ConfigError now for a threshold without units, of the wrong kind, not finite,
+        or (the wet-day threshold) negative: precipitation is never below 0, so a negative
+        threshold would count every day as wet without saying so."""
+        summer = to_data_units(self.summer, "K", what="summer-day threshold")
+        wet = to_data_units(self.wet, "mm day-1", what="wet-day threshold")
+        if not math.isfinite(summer):
+            raise ConfigError(
+                f"the summer-day threshold (--summer-threshold) {self.summer!r} is not a finite "
+                "number; give a temperature such as '25 degC'."
+            )
+        if not math.isfinite(wet) or wet < 0:
+            problem = "is negative" if wet < 0 else "is not a finite number"
+            raise ConfigError(
+                f"the wet-day threshold (--wet-threshold) {self.wet!r} {problem}; give a "
+                "precipitation rate of 0 or more, such as '1 mm/day'."
+            )
         return self
 
 

@@ -75,11 +75,14 @@ def choose_variables(sides: Mapping[str, xr.Dataset], requested: Sequence[str] |
 
 
 def _grid_coords(ds: xr.Dataset, var: str) -> dict[Hashable, np.ndarray]:
-    """The grid's coordinates, projected ones in metres (an archive in m, a truth in km)."""
+    """The grid's coordinates, projected ones in metres (an archive in m, a truth in km).
+
+    An ensemble's ``member`` labels are no grid coordinate (they are often text, r1i1p1f1).
+    """
     da = ds[var]
     out: dict[Hashable, np.ndarray] = {}
     for d in _reduce.spatial_dims(da):
-        if d in da.coords:
+        if d in da.coords and d != "member":
             c = da[d]
             out[d] = np.asarray(c.values, dtype=np.float64)
             if str(c.attrs.get("standard_name", "")).startswith("projection_"):

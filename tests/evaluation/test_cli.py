@@ -303,6 +303,11 @@ def test_other_units_and_stamps_are_aligned(files: dict[str, Path], tmp_path: Pa
         "threshold_without_units",
         "bbox_outside",
         "bbox_malformed",
+        "wet_threshold_negative",
+        "wet_threshold_infinite",
+        "prediction_all_nan",
+        "prediction_degc_labelled_k",
+        "truth_mm_per_s_labelled_mm_per_day",
     ],
 )
 def test_predictable_mistakes_exit_2(
@@ -342,12 +347,48 @@ def test_predictable_mistakes_exit_2(
         extra = ["--bbox", "100", "110", "-10", "0"]  # the crop lies over the Alps
     elif case == "bbox_malformed":
         extra = ["--bbox", "5", "10", "48", "44"]  # latitudes swapped
+    elif case == "wet_threshold_negative":
+        extra = ["--wet-threshold", "-1 mm/day"]
+    elif case == "wet_threshold_infinite":
+        extra = ["--wet-threshold", "1e999 mm/day"]
+    elif case == "prediction_all_nan":
+        pred_path = str(_write(pred.assign(tasmax=pred["tasmax"] * np.nan), tmp_path / "p.nc"))
+    elif case == "prediction_degc_labelled_k":
+        degc = (pred["tasmax"] - 273.15).assign_attrs(units="K")
+        pred_path = str(_write(pred.assign(tasmax=degc), tmp_path / "p.nc"))
+    elif case == "truth_mm_per_s_labelled_mm_per_day":
+        with xr.open_dataset(files["truth"]) as ds:
+            t = ds.load()
+        t["pr"] = (t["pr"] * 86400.0).assign_attrs(units="mm day-1")  # kg m-2 s-1 * 86400 twice
+        truth = str(_write(t, tmp_path / "t.nc"))
     rc = _run(["--truth", truth, "--pred", pred_path, "--out", out, "--no-report", *extra])
     err = capsys.readouterr().err
     assert rc == 2, err
     assert err.startswith("climdl: error:") and err.count("\n") == 1, err
     assert "Traceback" not in err
     assert not Path(out).exists()  # nothing written
+    expected = {
+        "wet_threshold_negative": "'-1 mm/day' is negative",
+        "wet_threshold_infinite": "is not a finite number",
+        "prediction_all_nan": f"tasmax in {pred_path} (the prediction 'emulator') has no valid",
+        "prediction_degc_labelled_k": "outside its plausible range 150 to 350 K",
+        "truth_mm_per_s_labelled_mm_per_day": f"pr in {truth} (the truth) has values from",
+    }
+    assert expected.get(case, "") in err, err
+
+
+def test_no_range_check_scores_implausible_values(
+    files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--no-range-check lets values outside the plausible range through (they are scored)."""
+    with xr.open_dataset(files["pred"]) as ds:
+        pred = ds[["tasmax"]].load()
+    pred["tasmax"] = (pred["tasmax"] - 273.15).assign_attrs(units="K")
+    args = ["--truth", str(files["truth"]), "--pred", str(_write(pred, tmp_path / "p.nc"))]
+    args += ["--variables", "tasmax", "--seasons", "--no-report", "--no-range-check"]
+    assert _run([*args, "--out", str(tmp_path / "o")]) == 0, capsys.readouterr().err
+    doc = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert doc["summary"]["tasmax"]["bias"]["values"]["emulator"] < -270.0
 
 
 def test_bbox_cuts_every_input_before_reading(files: dict[str, Path], tmp_path: Path) -> None:

@@ -135,3 +135,70 @@ def test_prediction_on_other_grid_or_days(inputs: dict[str, xr.Dataset]) -> None
         evaluate(truth, {"emulator": later})
     with pytest.raises(DataError, match="no variable in common"):
         evaluate(truth[["tasmax"]], {"emulator": inputs["pred"][["pr"]]})
+
+
+def test_prediction_without_valid_values_is_refused_before_any_diagnostic(
+    inputs: dict[str, xr.Dataset],
+) -> None:
+    truth = inputs["truth"]
+    missing = inputs["pred"].assign(tasmax=inputs["pred"]["tasmax"] * np.nan)
+    with pytest.raises(DataError, match="tasmax in the prediction 'emulator' has no valid value"):
+        evaluate(truth, {"emulator": missing})
+    # valid values, but only where the truth is missing: no pair to score
+    apart = inputs["pred"].assign(tasmax=inputs["pred"]["tasmax"].where(truth["tasmax"].isnull()))
+    with pytest.raises(DataError, match="no valid value where the truth has one"):
+        evaluate(truth, {"emulator": apart})
+    blank = truth.assign(pr=truth["pr"] * np.nan)
+    with pytest.raises(DataError, match="pr in the truth has no valid value over the 730"):
+        evaluate(blank, {"emulator": inputs["pred"]})
+
+
+def test_ensemble_member_without_valid_values_is_named(inputs: dict[str, xr.Dataset]) -> None:
+    pred = inputs["pred"]
+    ens = xr.concat([pred, pred * np.nan], dim="member").assign_coords(member=["r1", "r2"])
+    with pytest.raises(DataError, match="member r2 of the prediction 'emulator'"):
+        evaluate(inputs["truth"], {"emulator": ens})
+    # text labels (r1i1p1f1) are no grid coordinate: a valid ensemble with them is evaluated
+    ens = xr.concat([pred, pred + 1.0], dim="member").assign_coords(member=["r1", "r2"])
+    res = evaluate(inputs["truth"], {"emulator": ens}, variables=["tasmax"], seasons=[])
+    assert res.meta["ensembles"]["emulator"]["members"] == 2
+
+
+def test_implausible_values_are_refused_with_the_range_found(
+    inputs: dict[str, xr.Dataset],
+) -> None:
+    degc = inputs["hist_pred"].assign(tasmax=(inputs["hist_pred"]["tasmax"] - 273.15))
+    degc["tasmax"].attrs["units"] = "K"
+    with pytest.raises(DataError) as err:
+        evaluate(
+            inputs["truth"],
+            {"emulator": inputs["pred"]},
+            hist_truth=inputs["hist"],
+            hist_preds={"emulator": degc},
+            files={"historical prediction 'emulator'": "hist.nc"},
+        )
+    message = str(err.value)
+    assert message.startswith("tasmax in hist.nc (the historical prediction 'emulator') has ")
+    assert "outside its plausible range 150 to 350 K" in message
+    assert "look like degC" in message and "--no-range-check" in message
+    # only the evaluated points count: nonsense where the truth is missing (sea) is not scored
+    sea = inputs["pred"].assign(tasmax=inputs["pred"]["tasmax"].fillna(-1e30))
+    res = evaluate(inputs["truth"], {"emulator": sea}, variables=["tasmax"], seasons=[])
+    assert next(r for r in res.rows if r.key == "bias").values["emulator"] < 1.0
+    # without the range check the values are scored
+    res = evaluate(
+        inputs["hist"], {"emulator": degc}, variables=["tasmax"], seasons=[], range_check=False
+    )
+    assert next(r for r in res.rows if r.key == "bias").values["emulator"] < -270.0
+
+
+@pytest.mark.parametrize("wet", ["-1 mm/day", "1e999 mm/day", float("nan"), -0.5])
+def test_negative_or_non_finite_wet_threshold_is_refused(wet: str | float) -> None:
+    from climdl.errors import ConfigError
+    from climdl.evaluation.indices import Thresholds
+
+    with pytest.raises(ConfigError, match="wet-day threshold"):
+        Thresholds(wet=wet).check()
+    with pytest.raises(ConfigError, match="summer-day threshold"):
+        Thresholds(summer="1e999 degC").check()
+    assert Thresholds(wet="0 mm/day").check().wet == "0 mm/day"  # every day wet: allowed
