@@ -66,11 +66,16 @@ def open_scene(path: str | os.PathLike[str]) -> xr.Dataset:
     if p.suffix.lower() in (".tif", ".tiff"):
         return open_geotiff(p)
     if not p.is_file():
+        if p.exists():
+            raise DataError(f"scene {p} is not a regular file; give a NetCDF file.")
         raise DataError(f"scene {p} does not exist.")
     try:
         ds = xr.open_dataset(p)
     except (OSError, ValueError, RuntimeError) as exc:  # netCDF-C reports damage as RuntimeError
-        raise DataError(f"{p} is not a readable NetCDF scene: {str(exc).splitlines()[0]}") from exc
+        raise DataError(
+            f"{p} is not a readable NetCDF scene (truncated or corrupt?); download or write it "
+            "again."
+        ) from exc
     try:
         image_name(ds, p)
     except DataError:

@@ -62,6 +62,8 @@ def resolve_paths(paths: PathArg | Sequence[PathArg]) -> list[Path]:
                     f"it (e.g. '{path / '*.nc'}')."
                 )
             if not (path.is_file() or path.is_dir()):
+                if path.exists():  # a FIFO, a device, a socket: nothing to read twice from
+                    raise DataError(f"input {path} is not a regular file; give a NetCDF file.")
                 raise DataError(f"input file {path} does not exist; check the path.")
             found.append(path)
     return list(dict.fromkeys(found))

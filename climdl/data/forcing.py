@@ -38,7 +38,12 @@ def read_forcing_table(csv: str | Path) -> dict[str, list[float]]:
     Returned as plain lists (``{"year": [...], name: [...]}``) so that the table can live in the
     checkpoint and the emulator can be applied to any period the table covers.
     """
-    table = pd.read_csv(csv)
+    try:
+        table = pd.read_csv(csv)
+    except FileNotFoundError:
+        raise DataError(f"the forcing table {csv} does not exist; check the path.") from None
+    except (OSError, ValueError, UnicodeDecodeError) as exc:  # a folder, not a CSV, ...
+        raise DataError(f"{csv} is not a readable CSV forcing table ({exc}).") from None
     if "year" not in table.columns or len(table.columns) < 2:
         raise DataError(f"{csv} must have a 'year' column and at least one forcing column.")
     return {str(c): [float(v) for v in table[c].to_numpy(float)] for c in table.columns}

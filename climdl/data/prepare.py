@@ -303,11 +303,13 @@ def prepare(
     t0 = time.perf_counter()
     out = Path(out)
     if chunk_days < 1:
-        raise ConfigError(f"chunk_days must be at least 1, got {chunk_days}.")
+        raise ConfigError(f"--chunk-days must be at least 1, got {chunk_days}.")
     if smoothing < 0 or (smoothing > 1 and smoothing % 2 == 0):
-        raise ConfigError(f"smoothing must be 0 or an odd window size, got {smoothing}.")
+        raise ConfigError(f"--smoothing must be 0 or an odd window size, got {smoothing}.")
     if not 0.0 <= min_coverage <= 1.0:
-        raise ConfigError(f"min_coverage must lie between 0 and 1, got {min_coverage}.")
+        raise ConfigError(f"--min-coverage must lie between 0 and 1, got {min_coverage}.")
+    if stats_out is not None and Path(stats_out).resolve() == out.resolve():
+        raise ConfigError(f"--stats and --out both name {out}; give the statistics their own file.")
     for target in (out, None if stats_out is None else Path(stats_out)):
         if target is not None and target.exists() and not overwrite:
             raise OutputError(f"{target} already exists; pass --overwrite to replace it.")
@@ -319,8 +321,11 @@ def prepare(
     worker_device = _dask_device(str(device)) if on_dask else ""
     dev = torch.device("cpu") if on_dask else resolve_device(str(device))
     files = resolve_paths(fine)
-    if any(out.resolve() == f.resolve() for f in files):
-        raise ConfigError(f"the output {out} is one of the input files; write somewhere else.")
+    for target in (out, None if stats_out is None else Path(stats_out)):
+        if target is not None and any(target.resolve() == f.resolve() for f in files):
+            raise ConfigError(
+                f"the output {target} is one of the input files; write somewhere else."
+            )
     ds, src, dims, names = open_fine(files, variables, chunk_days)
     where = describe(files)
     coarse = resolve_coarse_grid(coarse_grid, ds)
@@ -332,8 +337,8 @@ def prepare(
     if (cov < min_coverage).any():
         raise DataError(
             f"the fine domain covers {int((cov < min_coverage).sum())} of {cov.size} coarse cells "
-            f"less than {min_coverage:.1%} (lowest {cov.min():.1%}); use coarse_grid='covered' "
-            "(cells wholly inside the fine domain) or lower min_coverage (partly covered cells "
+            f"less than {min_coverage:.1%} (lowest {cov.min():.1%}); use --coarse-grid covered "
+            "(cells wholly inside the fine domain) or lower --min-coverage (partly covered cells "
             "then hold the mean of their covered part, uncovered cells NaN)."
         )
     dates = ds["time"].values

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import logging
-import os
 import time as _time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -26,7 +25,7 @@ from typing import Any, Literal
 import numpy as np
 import xarray as xr
 
-from climdl.errors import ConfigError, OutputError
+from climdl.errors import ConfigError
 from climdl.inference.cordex_archive import (
     RUN_DIGEST,
     PlannedFile,
@@ -45,10 +44,10 @@ from climdl.inference.cordex_run import (
     run_digest,
 )
 from climdl.inference.emulators import Output
-from climdl.inference.inputs import InputSource, Regrid
+from climdl.inference.inputs import Regrid
 from climdl.inference.job import Job, JobConfig
 from climdl.inference.members import sampler_description
-from climdl.inference.output import Format, default_output, global_attrs
+from climdl.inference.output import Format, global_attrs, resolve_output
 from climdl.inference.parts import PartStore
 from climdl.inference.result import DownscaleResult
 from climdl.inference.streamed import StreamedOutput
@@ -224,7 +223,7 @@ def downscale(
         refuse_existing(planned, overwrite=overwrite, resume=resume)
         out_path = staging
     else:
-        out_path = _resolve_output(
+        out_path = resolve_output(
             output, job.source, targets, fmt, job.emulators.members[0].experiment
         )
     if dask_scheduler is not None and out_path is None:
@@ -452,49 +451,3 @@ def _run_chunks(
         raise
     pool.shutdown(wait=True)
     return done_days
-
-
-def _resolve_output(
-    output: str | Path | None,
-    source: InputSource,
-    targets: Sequence[str],
-    fmt: Format,
-    experiment: str | None,
-) -> Path | None:
-    if output is None:
-        return None
-    out = Path(output)
-    if is_zarr(out):  # a store is a folder too, but never one to derive a name in
-        if fmt != "cf":
-            raise ConfigError(
-                f"--format {fmt} is written as NetCDF; give --output a .nc file or a folder."
-            )
-        return out
-    if out.is_dir() or str(output).endswith(os.sep):
-        stem = (
-            source.files[0].stem
-            if len(source.files) == 1
-            else (f"{source.gcm or 'input'}_{source.period or 'series'}")
-        )
-        path = default_output(
-            out,
-            targets=targets,
-            stem=stem,
-            fmt=fmt,
-            domain=source.domain,
-            experiment=experiment,
-            period=source.period,
-            kind=source.kind,
-        )
-        # last line of defence: a name taken from file contents never leaves the named folder
-        if not path.resolve().is_relative_to(out.resolve()):
-            raise OutputError(
-                f"the output name derived from the inputs ({path.name}) would lie outside "
-                f"{out}; give the output file explicitly with --output FILE.nc."
-            )
-        return path
-    if out.suffix.lower() not in (".nc", ".nc4"):
-        raise ConfigError(
-            f"--output {out} should be a .nc file, a .zarr store or an existing folder."
-        )
-    return out

@@ -92,7 +92,14 @@ def open_inputs(
     if "time" not in ds.dims:
         raise DataError("the predictors have no time axis.")
     if start or end:
-        ds = ds.sel(time=slice(start, end))
+        try:
+            ds = ds.sel(time=slice(start, end))
+        except (ValueError, KeyError, TypeError) as exc:  # not a date of the files' calendar
+            given = ", ".join(f"--{k} {v}" for k, v in (("start", start), ("end", end)) if v)
+            raise ConfigError(
+                f"{given}: not a date of the predictors' calendar ({exc}); give YYYY-MM-DD "
+                "(or YYYY, YYYY-MM)."
+            ) from None
         if ds.sizes["time"] == 0:
             raise DataError(
                 f"no predictor day between {start or 'the start'} and {end or 'the end'}."

@@ -137,6 +137,10 @@ class Job:
             config.batch_size is not None and config.batch_size < 1
         ):
             raise ConfigError("--chunk-days and --batch-size must be positive.")
+        if not 0.0 <= config.min_coverage <= 1.0:  # NaN too
+            raise ConfigError(
+                f"--min-coverage must lie between 0 and 1, got {config.min_coverage}."
+            )
         check_option_values(config.members, config.seed, config.sampler_steps)
         self.config = config
         self.device = resolve_device(config.device)

@@ -18,6 +18,7 @@ variables, and file names ``Predictions_pr_tasmax_<GCM>_<period>.nc`` in the sub
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,8 +30,11 @@ import xarray as xr
 from climdl import __version__
 from climdl.data.spec import EmulatorSpec, Grid
 from climdl.data.variables import canonical_attrs
+from climdl.errors import ConfigError, OutputError
+from climdl.inference.inputs import InputSource
 from climdl.inference.members import MEMBER, member_coord
 from climdl.io.provenance import CF_CONVENTIONS, climdl_source, history_entry
+from climdl.io.zarr_store import is_zarr
 
 Format = Literal["cf", "mlbench", "cordex-cmip6"]
 """cordex-cmip6 runs as cf into a staging file, split into the archive by
@@ -345,3 +349,68 @@ def default_output(
         return out_dir / name
     names = "_".join(safe_component(t, "var") for t in targets)
     return out_dir / f"{names}_{safe_component(stem, 'series')}_climdl.nc"
+
+
+def resolve_output(
+    output: str | Path | None,
+    source: InputSource,
+    targets: Sequence[str],
+    fmt: Format,
+    experiment: str | None,
+) -> Path | None:
+    """The output file (or Zarr store) of a ``downscale`` run: ``output`` itself, or a name
+    derived inside an existing folder; None without ``output`` (in memory). Refused: a name
+    derived from file contents that would leave the folder, a suffix that is not NetCDF or
+    Zarr, and an output that is one of the inputs (``--overwrite`` would replace them)."""
+    out = _output_path(output, source, targets, fmt, experiment)
+    if out is not None:
+        inputs = {p.resolve() for p in source.files}
+        if out.resolve() in inputs:
+            raise OutputError(f"the output {out} is one of the inputs; choose another output name.")
+    return out
+
+
+def _output_path(
+    output: str | Path | None,
+    source: InputSource,
+    targets: Sequence[str],
+    fmt: Format,
+    experiment: str | None,
+) -> Path | None:
+    if output is None:
+        return None
+    out = Path(output)
+    if is_zarr(out):  # a store is a folder too, but never one to derive a name in
+        if fmt != "cf":
+            raise ConfigError(
+                f"--format {fmt} is written as NetCDF; give --output a .nc file or a folder."
+            )
+        return out
+    if out.is_dir() or str(output).endswith(os.sep):
+        stem = (
+            source.files[0].stem
+            if len(source.files) == 1
+            else (f"{source.gcm or 'input'}_{source.period or 'series'}")
+        )
+        path = default_output(
+            out,
+            targets=targets,
+            stem=stem,
+            fmt=fmt,
+            domain=source.domain,
+            experiment=experiment,
+            period=source.period,
+            kind=source.kind,
+        )
+        # last line of defence: a name taken from file contents never leaves the named folder
+        if not path.resolve().is_relative_to(out.resolve()):
+            raise OutputError(
+                f"the output name derived from the inputs ({path.name}) would lie outside "
+                f"{out}; give the output file explicitly with --output FILE.nc."
+            )
+        return path
+    if out.suffix.lower() not in (".nc", ".nc4"):
+        raise ConfigError(
+            f"--output {out} should be a .nc file, a .zarr store or an existing folder."
+        )
+    return out

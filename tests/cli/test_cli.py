@@ -79,3 +79,12 @@ def test_prepare_cli(tmp_path: Path, sample_root: Path, capsys: pytest.CaptureFi
         assert ds.sizes["time"] == 365
     assert main(["prepare", str(src), "--out", str(out), "-q"]) == 2
     assert "--overwrite" in capsys.readouterr().err
+    # one output must not silently replace the other, nor an input (even with --overwrite)
+    same = ["prepare", str(src), "--out", str(out), "--stats", str(out), "--overwrite", "-q"]
+    assert main(same) == 2
+    assert "--stats and --out both name" in capsys.readouterr().err
+    onto = ["prepare", str(src), "--out", str(out), "--stats", str(src), "--overwrite", "-q"]
+    assert main(onto) == 2
+    assert "is one of the input files" in capsys.readouterr().err
+    assert main(["prepare", str(src), "--out", str(tmp_path / "c2.nc"), "--min-coverage", "2"]) == 2
+    assert "--min-coverage must lie between 0 and 1" in capsys.readouterr().err

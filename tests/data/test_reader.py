@@ -556,6 +556,10 @@ def test_missing_file_and_empty_glob(tmp_path: Path) -> None:
         open_dataset(tmp_path / "nope.nc")
     with pytest.raises(DataError, match="no files match"):
         open_dataset(os.fspath(tmp_path / "*.nc"))
+    if hasattr(os, "mkfifo"):  # a named pipe exists, but is no file to read
+        os.mkfifo(tmp_path / "pipe.nc")
+        with pytest.raises(DataError, match="is not a regular file"):
+            open_dataset(tmp_path / "pipe.nc")
 
 
 def test_no_recognised_variable(tmp_path: Path) -> None:

@@ -315,6 +315,25 @@ def test_checkpoint_and_option_errors(
     assert ".nc file" in capsys.readouterr().err
     assert main(downscale_argv(tasmax_ckpt, perfect, out, "--start", "1990-01-01")) == 2
     assert "no predictor day" in capsys.readouterr().err
+    for option, said in [
+        (["--start", "1981-13-01"], "--start 1981-13-01: not a date of the predictors' calendar"),
+        (["--end", "notadate"], "--end notadate: not a date"),
+        (["--min-coverage", "2"], "--min-coverage must lie between 0 and 1"),
+        (["--min-coverage", "nan"], "--min-coverage must lie between 0 and 1"),
+        (["--forcing", str(tmp_path / "none.csv")], "none.csv does not exist"),
+        (["--forcing", str(tmp_path)], "is not a readable CSV forcing table"),
+    ]:
+        assert main(downscale_argv(tasmax_ckpt, perfect, out, *option)) == 2
+        err = capsys.readouterr().err
+        assert said in err and len(err.strip().splitlines()) == 1, err
+    # paths of the wrong shape, and the input itself as the output (even with --overwrite)
+    assert main(downscale_argv(tasmax_ckpt, perfect, tmp_path / "junk.ckpt" / "o.nc")) == 2
+    assert f"{junk} is a file, not a folder" in capsys.readouterr().err
+    copy = tmp_path / "in.nc"
+    copy.write_bytes(perfect.read_bytes())
+    assert main(downscale_argv(tasmax_ckpt, copy, copy, "--overwrite")) == 2
+    assert "is one of the inputs" in capsys.readouterr().err
+    assert copy.read_bytes() == perfect.read_bytes()
     if not __import__("torch").cuda.is_available():
         assert main(downscale_argv(tasmax_ckpt, perfect, out, "--device", "cuda")) == 2
         assert "no CUDA device" in capsys.readouterr().err
