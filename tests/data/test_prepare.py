@@ -269,7 +269,7 @@ def test_output_is_cf(sample_prepared: tuple[list[Path], PrepareResult]) -> None
 # ----------------------------------------------------------------------------- coverage
 def test_coverage_check_and_nan_where_uncovered(tmp_path: Path) -> None:
     src = lambert_fine(tmp_path / "fine.nc", n=3)
-    with pytest.raises(DataError, match="min_coverage"):
+    with pytest.raises(DataError, match="--min-coverage"):
         prepare(src, tmp_path / "o.nc", coarse_grid="ALPS")
     assert not list(tmp_path.glob("o.nc")) and not list(tmp_path.glob(".*.tmp"))
     res = prepare(src, tmp_path / "o.nc", coarse_grid="ALPS", min_coverage=0.0, smoothing=3)
