@@ -253,6 +253,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _quiet_teardown() -> None:
+    """After the one reported error the process ends: zarr's writes still queued on its event
+    loop (a Zarr output on a full disk) would each log "Task was destroyed but it is pending!"
+    at exit, and their coroutines, collected unfinished, "Exception ignored in": hundreds of
+    lines under the one sentence that matters."""
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+    sys.unraisablehook = lambda unraisable: None
+
+
 def _run_guarded(func: Callable[[], int], debug: bool) -> int:
     try:
         return func()
@@ -260,9 +269,11 @@ def _run_guarded(func: Callable[[], int], debug: bool) -> int:
         if debug:
             raise
         print(f"climdl: error: {exc}", file=sys.stderr)
+        _quiet_teardown()
         return exc.exit_code
     except KeyboardInterrupt:
         print("climdl: interrupted", file=sys.stderr)
+        _quiet_teardown()
         return 130
     except OSError as exc:  # a read-only folder, a full disk, ... where no writer translated it
         from climdl.io.oserrors import describe_os_error

@@ -88,3 +88,28 @@ def test_prepare_cli(tmp_path: Path, sample_root: Path, capsys: pytest.CaptureFi
     assert "is one of the input files" in capsys.readouterr().err
     assert main(["prepare", str(src), "--out", str(tmp_path / "c2.nc"), "--min-coverage", "2"]) == 2
     assert "--min-coverage must lie between 0 and 1" in capsys.readouterr().err
+
+
+def test_an_error_is_not_followed_by_abandoned_async_tasks() -> None:
+    """A Zarr output on a full disk leaves zarr's queued writes pending on its event loop; at
+    exit each logged "Task was destroyed but it is pending!" under the one-line error."""
+    script = (
+        "import asyncio, gc, logging, sys\n"
+        "from climdl.cli import _run_guarded\n"
+        "from climdl.errors import OutputError\n"
+        "logging.basicConfig()\n"
+        "loop = asyncio.new_event_loop()\n"
+        "task = loop.create_task(asyncio.sleep(3600))\n"
+        "loop.run_until_complete(asyncio.sleep(0))\n"
+        "def fail():\n"
+        "    raise OutputError('cannot write x.zarr: no space left on the device')\n"
+        "rc = _run_guarded(fail, False)\n"
+        "del task, loop\n"
+        "gc.collect()\n"
+        "sys.exit(rc)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "climdl: error: cannot write x.zarr: no space left on the device"
+    ]
