@@ -4,7 +4,9 @@ The checkpoint says what is attacked: an emulator (predictor series, :func:`clim
 emulator.run_emulator_sensitivity`) or the cloud segmenter (one scene, :func:`climdl.
 sensitivity.segmenter.run_segmenter_sensitivity`). Either run writes ``DIR/sensitivity.nc``;
 the stand-alone report (``report.html``, ``report.md``, ``figures/``) is made from it by
-:func:`climdl.evaluation.sensitivity_report.write_sensitivity_report`. The summary table goes to
+:func:`climdl.evaluation.sensitivity_report.write_sensitivity_report`. The whole set is written
+in a temporary folder beside ``--out`` that becomes ``--out`` once complete
+(:mod:`climdl.sensitivity.staging`): a full disk or Ctrl-C leaves no half-finished run. The summary table goes to
 the terminal (stderr), the paths of the files written to stdout.
 """
 
@@ -305,8 +307,9 @@ def _cmd_sensitivity(args: argparse.Namespace) -> int:
                 overwrite=args.overwrite,
                 progress=progress,
                 history="climdl " + shlex.join(getattr(args, "argv", ["sensitivity"])),
+                report=True,
             )
-            paths = [seg.path]
+            paths = [seg.path, *seg.report_paths]
             title = (
                 f"{seg.shape[0]} x {seg.shape[1]} px, {seg.n_tiles} tiles on {seg.device} in "
                 f"{seg.seconds:.1f} s; bounds {seg.bounds}"
@@ -340,13 +343,11 @@ def _cmd_sensitivity(args: argparse.Namespace) -> int:
                 overwrite=args.overwrite,
                 history="climdl " + shlex.join(getattr(args, "argv", ["sensitivity"])),
                 progress=progress,
+                report=True,
             )
-            paths = [emu.path, emu.summary_path]
+            paths = [emu.path, emu.summary_path, *emu.report_paths]
             title = f"{emu.n_days} days on {emu.device} in {emu.seconds:.1f} s"
             table = _emulator_table(emu.summary, title, emu.bounds)
-    from climdl.evaluation.sensitivity_report import write_sensitivity_report
-
-    paths += list(write_sensitivity_report(paths[0], args.out))
     _print(console, table, paths)
     return 0
 

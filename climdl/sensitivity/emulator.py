@@ -50,6 +50,7 @@ from climdl.sensitivity.output import (
     summary_rows,
     write_outputs,
 )
+from climdl.sensitivity.staging import staged_dir, write_report
 
 __all__ = [
     "ATTACKS",
@@ -74,6 +75,7 @@ class SensitivityResult:
         n_days: days analysed.
         device: the device the networks ran on.
         bounds: the bounds used (:func:`climdl.sensitivity.bounds.describe`).
+        report_paths: ``report.html`` and ``report.md`` (with ``report=True``), else empty.
     """
 
     path: Path
@@ -83,6 +85,7 @@ class SensitivityResult:
     n_days: int
     device: str
     bounds: str
+    report_paths: tuple[Path, ...] = ()
 
 
 def sample_days(n_days: int, days: int | None) -> np.ndarray:
@@ -133,8 +136,13 @@ def run_emulator_sensitivity(
     overwrite: bool = False,
     history: str | None = None,
     progress: Progress | None = None,
+    report: bool = False,
 ) -> SensitivityResult:
     """Attack emulator(s) within physical bounds on sampled days; write ``sensitivity.nc``.
+
+    The files (and the report) are written into a temporary folder beside ``out_dir`` that
+    becomes ``out_dir`` only once all of them are complete (:func:`climdl.sensitivity.staging.
+    staged_dir`): a full disk or an interrupt leaves no partial run behind.
 
     Args:
         checkpoints: emulator checkpoint(s) from ``climdl train``.
@@ -163,6 +171,8 @@ def run_emulator_sensitivity(
         overwrite: replace the outputs of an earlier run in ``out_dir``.
         history: the command line for the ``history`` attribute.
         progress: ``progress(days_done, days_total)``.
+        report: also write the stand-alone report (``report.html``, ``report.md``,
+            ``figures/``) in ``out_dir``, as part of the same set.
 
     Returns:
         The file written, the summary table, the time taken, the days, device and bounds.
@@ -224,6 +234,7 @@ def run_emulator_sensitivity(
             history=history,
             progress=progress,
             t0=t0,
+            report=report,
         )
     finally:
         job.ds.close()
@@ -244,6 +255,7 @@ def _run(
     history: str | None,
     progress: Progress | None,
     t0: float,
+    report: bool,
 ) -> SensitivityResult:
     """The run of :func:`run_emulator_sensitivity` once the job is open."""
     mine = {(out / OUTPUT_NAME).resolve(), (out / SUMMARY_NAME).resolve()}
@@ -336,11 +348,16 @@ def _run(
     predictor_bound = [bounds[c].text if c in bounds else "0 (fixed)" for c in channels]
     ds = emulator_dataset(time_axis, channels, predictor_bound, spec.coarse_grid, maps, attrs)
     rows = summary_rows(maps)
-    nc_path, csv_path = write_outputs(ds, rows, out, job.calendar, overwrite=overwrite)
+    pages: tuple[Path, ...] = ()
+    with staged_dir(out, overwrite=overwrite) as stage:  # the whole set, or nothing
+        write_outputs(ds, rows, stage, job.calendar, overwrite=True)
+        if report:
+            pages = write_report(stage, out)
     return SensitivityResult(
-        path=nc_path,
+        path=out / OUTPUT_NAME,
         summary=rows,
-        summary_path=csv_path,
+        summary_path=out / SUMMARY_NAME,
+        report_paths=pages,
         seconds=time.perf_counter() - t0,
         n_days=len(chosen),
         device=str(job.device),

@@ -64,12 +64,14 @@ from climdl.sensitivity.attacks import (
     random_corner,
 )
 from climdl.sensitivity.bounds import Bound, describe, parse_bounds, radius
+from climdl.sensitivity.output import check_out_dir
 from climdl.sensitivity.segmenter_output import (
     ATTACKS,
     SCHEMA_VERSION,
     SegmenterSensitivityWriter,
     SensitivityTally,
 )
+from climdl.sensitivity.staging import staged_dir, write_report
 
 if TYPE_CHECKING:  # the task (and Lightning) load when a run starts, not on import
     from climdl.tasks.segmentation import SegmentationTask
@@ -107,6 +109,7 @@ class SegmenterSensitivityResult:
         n_tiles: tiles attacked.
         seconds: wall time.
         device: the device the network ran on.
+        report_paths: ``report.html`` and ``report.md`` (with ``report=True``), else empty.
     """
 
     path: Path
@@ -117,6 +120,7 @@ class SegmenterSensitivityResult:
     n_tiles: int
     seconds: float
     device: str
+    report_paths: tuple[Path, ...] = ()
 
 
 def default_scene_bounds(bands: Sequence[Band]) -> str:
@@ -275,8 +279,13 @@ def run_segmenter_sensitivity(
     overwrite: bool = False,
     progress: Callable[[int, int], None] | None = None,
     history: str | None = None,
+    report: bool = False,
 ) -> SegmenterSensitivityResult:
     """Attack the cloud segmenter on a scene within bounds and write ``out_dir/sensitivity.nc``.
+
+    The file (and the report) is written into a temporary folder beside ``out_dir`` that
+    becomes ``out_dir`` only once complete (:func:`climdl.sensitivity.staging.staged_dir`): a
+    full disk or an interrupt leaves no partial run behind.
 
     Args:
         checkpoint: a cloud-segmenter checkpoint from ``climdl train``.
@@ -297,6 +306,8 @@ def run_segmenter_sensitivity(
         progress: ``progress(tiles_done, tiles_total)``.
         history: the command line to record in ``history`` (default: one that states the
             options).
+        report: also write the stand-alone report (``report.html``, ``report.md``,
+            ``figures/``) in ``out_dir``, as part of the same set.
 
     Returns:
         The file written, the changed fraction per attack, the bounds, shape, tiles and time.
@@ -321,7 +332,8 @@ def run_segmenter_sensitivity(
             raise ConfigError(f"{name} must be at least 1, got {value}.")
     check_option_values(None, seed, None)  # the same range and sentence as downscale's --seed
     ckpt, scene_p = Path(checkpoint), Path(scene)
-    out_p = Path(out_dir) / OUTPUT_NAME
+    out = Path(out_dir)
+    out_p = out / OUTPUT_NAME
     if out_p.resolve() == scene_p.resolve():
         raise OutputError(f"the output {out_p} would replace the input scene; choose another name.")
     dev = resolve_device(device)
@@ -400,26 +412,36 @@ def run_segmenter_sensitivity(
             "tiling": f"{grid.tile_h}x{grid.tile_w} tiles, overlap {grid.overlap}, "
             f"{grid.n_tiles} tiles attacked one by one, sine-squared blending",
         }
-        with contextlib.ExitStack() as stack:
-            tmp = stack.enter_context(atomic_path(out_p, overwrite=overwrite))
-            writer = SegmenterSensitivityWriter(
-                tmp, ds, iname, ydim, xdim, spec.classes, spec.bands, bound_text, attrs
-            )
-            stack.callback(writer.close)  # closed before the file is renamed into place
-            tally = SensitivityTally(sens.n_classes, len(sens.bands), sens.n_runs, writer)
-            run_tiled(
-                read_rows,
-                sens,
-                grid,
-                sens.n_channels,
-                tally,
-                batch_size=batch_size,
-                progress=progress,
-            )
-            if tally.n_valid == 0:
-                raise DataError(f"{scene_p} has no pixel with data in every band.")
-            changed, transitions = tally.totals()
-            writer.write_totals(changed, transitions)
+        if report:  # an earlier report (or an evaluation's) is replaced only with overwrite
+            check_out_dir(out, overwrite)
+        elif out_p.exists() and not overwrite:
+            raise OutputError(f"{out_p} already exists; pass --overwrite to replace it.")
+        pages: tuple[Path, ...] = ()
+        # the whole set (NetCDF and report) is written in a stage that becomes out_dir once
+        # complete, or is removed on failure or interrupt
+        with staged_dir(out, overwrite=overwrite) as stage:
+            with contextlib.ExitStack() as stack:
+                tmp = stack.enter_context(atomic_path(stage / OUTPUT_NAME, overwrite=True))
+                writer = SegmenterSensitivityWriter(
+                    tmp, ds, iname, ydim, xdim, spec.classes, spec.bands, bound_text, attrs
+                )
+                stack.callback(writer.close)  # closed before the file is renamed into place
+                tally = SensitivityTally(sens.n_classes, len(sens.bands), sens.n_runs, writer)
+                run_tiled(
+                    read_rows,
+                    sens,
+                    grid,
+                    sens.n_channels,
+                    tally,
+                    batch_size=batch_size,
+                    progress=progress,
+                )
+                if tally.n_valid == 0:
+                    raise DataError(f"{scene_p} has no pixel with data in every band.")
+                changed, transitions = tally.totals()
+                writer.write_totals(changed, transitions)
+            if report:
+                pages = write_report(stage, out)
     finally:
         ds.close()
     return SegmenterSensitivityResult(
@@ -431,4 +453,5 @@ def run_segmenter_sensitivity(
         n_tiles=grid.n_tiles,
         seconds=time.perf_counter() - t0,
         device=str(dev),
+        report_paths=pages,
     )

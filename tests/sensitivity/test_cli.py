@@ -229,3 +229,43 @@ def test_a_transfer_gcm_of_the_catalog_is_attacked(
     with xr.open_dataset(out / "sensitivity.nc", decode_times=False) as ds:
         assert "MPI-ESM-LR" in ds.attrs["input_files"]
         assert "360" in ds.time.attrs["calendar"]
+
+
+@pytest.mark.parametrize(
+    ("failure", "code", "message"),
+    [
+        (OSError(28, "No space left on device"), 2, "no space left on the device"),
+        (KeyboardInterrupt(), 130, "climdl: interrupted"),
+    ],
+)
+def test_a_failure_while_writing_the_report_leaves_no_partial_run(
+    tasmax_ckpt: Path,
+    perfect: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    failure: BaseException,
+    code: int,
+    message: str,
+) -> None:
+    """sensitivity.nc and summary.csv are written, then the report fails half way (a full disk,
+    Ctrl-C): no --out folder, no temporary one, and a rerun is not refused as an earlier run."""
+    import climdl.evaluation.sensitivity_report as report
+
+    def half_a_report(nc_path: Path, out_dir: Path, **kw: object) -> tuple[Path, Path]:
+        assert (Path(out_dir) / "summary.csv").is_file()  # written before the report
+        (Path(out_dir) / "figures").mkdir()
+        (Path(out_dir) / "figures" / "sensitivity_1.png").write_bytes(b"part")
+        raise failure
+
+    out = tmp_path / "sens"
+    monkeypatch.setattr(report, "write_sensitivity_report", half_a_report)
+    assert main(_argv(tasmax_ckpt, perfect, out, "--days", "1", "-q")) == code
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1 and message in captured.err
+    if code == 2:
+        assert f"cannot write {out}:" in captured.err
+    assert not out.exists() and [p.name for p in tmp_path.iterdir()] == []
+    monkeypatch.undo()
+    assert main(_argv(tasmax_ckpt, perfect, out, "--days", "1", "-q")) == 0
+    assert "report.html" in capsys.readouterr().out
