@@ -183,6 +183,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from climdl.evaluation.indices import Thresholds
     from climdl.evaluation.output import check_out_dir, write_outputs
     from climdl.evaluation.summary import cell, models_of
+    from climdl.io.oserrors import check_writable
 
     console = Console(stderr=True, quiet=args.quiet)
     baselines = parse_named(args.baseline, "--baseline")
@@ -212,6 +213,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
         check_bbox_values(args.bbox)
     check_out_dir(args.out, args.overwrite)
+    check_writable(args.out / "summary.json")  # a read-only folder, before the evaluation runs
     preds: dict[str, list[str]] = {args.name: list(args.pred), **baselines}
     hist_preds = (
         {args.name: list(args.hist_pred), **hist_baselines} if args.hist_pred is not None else None
