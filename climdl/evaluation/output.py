@@ -8,7 +8,7 @@ Layout of ``out/``::
                                                 ensemble predictions)
 
 The set appears whole or not at all. Every file is written into a hidden temporary folder on the
-file system of ``out`` (:func:`staged_folder`), which is removed on any failure or interrupt
+file system of ``out`` (:func:`climdl.io.staged_folder.staged_folder`), which is removed on any failure or interrupt
 (a full disk, Ctrl-C): summaries without the fields or the report would look like a finished
 run, and a rerun would refuse the folder as holding an earlier report. A missing ``out`` is then
 made by one rename of the temporary folder; an existing one (a mount point, a folder made for the
@@ -20,12 +20,7 @@ numbers, and other files are kept.
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import os
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +31,8 @@ from climdl.errors import OutputError
 from climdl.evaluation import summary
 from climdl.evaluation.engine import EvaluationResult
 from climdl.io.netcdf import atomic_path, write_netcdf
-from climdl.io.oserrors import output_error
 from climdl.io.provenance import CF_CONVENTIONS, stamped
+from climdl.io.staged_folder import content, stage_prefix, staged_folder
 
 REPORT_TITLE = "climdl evaluation"
 
@@ -46,180 +41,27 @@ REPORT_TITLE = "climdl evaluation"
 OWN_ENTRIES = frozenset(
     {"summary.json", "summary.csv", "summary.md", "report.html", "report.md", "figures"}
 )
+#: The command's name in the hidden folders made inside an existing ``out``.
+COMMAND = "evaluate"
 #: The prefix of the temporary folder made inside an existing ``out`` (one left by a killed
-#: run is not counted as content, and is replaced with the earlier evaluation).
-STAGE_PREFIX = ".climdl-evaluate."
+#: run is not counted as content, and is removed by the next evaluation).
+STAGE_PREFIX = stage_prefix(COMMAND)
 
 
 def _is_own(name: str) -> bool:
     """Whether an entry of the folder belongs to an evaluation (replaced by ``overwrite``)."""
-    return (
-        name in OWN_ENTRIES
-        or (name.startswith("fields_") and name.endswith(".nc"))
-        or name.startswith(STAGE_PREFIX)
-    )
-
-
-def _content(out: Path) -> list[str]:
-    """The entries of the folder ``out``, without temporary folders left by killed runs."""
-    return sorted(p.name for p in out.iterdir() if not p.name.startswith(STAGE_PREFIX))
+    return name in OWN_ENTRIES or (name.startswith("fields_") and name.endswith(".nc"))
 
 
 def check_out_dir(out: Path, overwrite: bool) -> None:
     """Refuse a non-empty folder without ``overwrite`` (OutputError), or a file in its place."""
     if out.exists() and not out.is_dir():
         raise OutputError(f"{out} exists and is not a folder; choose another --out.")
-    if out.is_dir() and _content(out) and not overwrite:
+    if out.is_dir() and content(out, COMMAND) and not overwrite:
         raise OutputError(
             f"{out} is not empty (it may hold an earlier report); pass --overwrite to replace "
             "its files or choose another --out."
         )
-
-
-def _parents_to_create(folder: Path) -> list[Path]:
-    """The missing folders of ``folder`` and its ancestors, deepest first."""
-    missing = []
-    while not folder.exists() and folder != folder.parent:
-        missing.append(folder)
-        folder = folder.parent
-    return missing
-
-
-def _remove_parents(created: list[Path]) -> None:
-    """Remove the parent folders made for the temporary folder (deepest first, if empty)."""
-    for folder in created:
-        with contextlib.suppress(OSError):
-            folder.rmdir()
-
-
-def _remove(stage: Path, created: list[Path]) -> None:
-    """Remove the temporary folder and the (empty) parent folders made for it."""
-    shutil.rmtree(stage, ignore_errors=True)
-    _remove_parents(created)
-
-
-def _merge(stage: Path, out: Path, overwrite: bool) -> None:
-    """Rename the entries of ``stage`` into the existing folder ``out`` (same file system).
-
-    With ``overwrite``, the entries of an earlier evaluation and those the new one replaces are
-    moved aside first (into a hidden folder in ``out``) and deleted once the new ones are in
-    place; if a rename fails, they are put back.
-    """
-    names = sorted(p.name for p in stage.iterdir())
-    present = _content(out)
-    if present and not overwrite:  # filled since check_out_dir
-        raise OutputError(
-            f"{out} is not empty (it may hold an earlier report); pass --overwrite to replace "
-            "its files or choose another --out."
-        )
-    old = [
-        n
-        for n in (p.name for p in out.iterdir())
-        if (n in names or _is_own(n)) and out / n != stage
-    ]
-    aside = Path(tempfile.mkdtemp(prefix=STAGE_PREFIX, suffix=".replaced", dir=out))
-    moved: list[str] = []
-    try:
-        for n in old:
-            os.replace(out / n, aside / n)
-            moved.append(n)
-        for n in names:
-            os.replace(stage / n, out / n)
-    except BaseException:
-        for n in names:  # the new entries that arrived go back, the earlier ones return
-            if os.path.lexists(out / n) and not os.path.lexists(stage / n):
-                with contextlib.suppress(OSError):
-                    os.replace(out / n, stage / n)
-        for n in moved:
-            with contextlib.suppress(OSError):
-                os.replace(aside / n, out / n)
-        raise
-    finally:
-        shutil.rmtree(aside, ignore_errors=True)
-
-
-def _make_stage(out: Path) -> tuple[Path, list[Path]]:
-    """The temporary folder for ``out`` and the parent folders made for it.
-
-    Beside a missing ``out`` (same parent, so one rename makes it ``out``); inside an existing
-    one, which may be a mount point or sit in a folder the user cannot write.
-    """
-    real = out.resolve()  # a symlinked --out: stage on its target's file system
-    exists = real.is_dir()
-    created = [] if exists else _parents_to_create(real.parent)
-    try:
-        if exists:
-            stage = Path(tempfile.mkdtemp(prefix=STAGE_PREFIX, suffix=".tmp", dir=real))
-        else:
-            real.parent.mkdir(parents=True, exist_ok=True)
-            stage = Path(tempfile.mkdtemp(prefix=f".{real.name}.", suffix=".tmp", dir=real.parent))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(stage, 0o777 & ~umask)  # mkdtemp makes 0700; outputs get the usual permissions
-    except OSError as exc:
-        _remove_parents(created)
-        err = output_error(exc, out / "summary.json" if exists else out)
-        if err is None:
-            raise
-        raise err from exc
-    return stage, created
-
-
-@contextlib.contextmanager
-def staged_folder(out_dir: str | os.PathLike[str], *, overwrite: bool = False) -> Iterator[Path]:
-    """Yield an empty temporary folder whose entries become ``out_dir``'s when the block succeeds;
-    on any failure or interrupt it is removed and ``out_dir`` is left as it was.
-
-    Full disks, read-only folders and missing permissions become the one-sentence
-    :class:`~climdl.errors.OutputError` of :mod:`climdl.io.oserrors`, naming ``out_dir``
-    rather than the temporary folder.
-
-    Args:
-        out_dir: the output folder (need not exist).
-        overwrite: whether an existing non-empty ``out_dir`` may be written into (its earlier
-            evaluation replaced); refused otherwise, as by :func:`check_out_dir`.
-
-    Yields:
-        The temporary folder to write every output into.
-
-    Raises:
-        OutputError: ``out_dir`` cannot be written, or is not empty without ``overwrite``.
-    """
-    out = Path(out_dir)
-    check_out_dir(out, overwrite)
-    stage, created = _make_stage(out)
-    real = out.resolve()
-
-    def named(exc: OutputError) -> OutputError:
-        """The same sentence with the temporary folder's name replaced by ``out_dir``."""
-        return OutputError(str(exc).replace(str(stage), str(out)))
-
-    try:
-        yield stage
-        if stage.parent == real:
-            _merge(stage, real, overwrite)
-            stage.rmdir()
-        else:
-            try:
-                os.rename(stage, real)  # the whole set appears at once
-            except OSError as exc:  # made meanwhile: merge into it
-                if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY) or not real.is_dir():
-                    raise
-                _merge(stage, real, overwrite)
-                stage.rmdir()
-    except OutputError as exc:
-        _remove(stage, created)
-        raise named(exc) from exc
-    except (OSError, RuntimeError) as exc:
-        failed = exc.filename if isinstance(exc, OSError) and exc.filename else out
-        err = output_error(exc, failed)  # judged before the partial files are removed
-        _remove(stage, created)
-        if err is None:
-            raise
-        raise named(err) from exc
-    except BaseException:  # another failure or Ctrl-C: no partial set is left behind
-        _remove(stage, created)
-        raise
 
 
 def _readable(path: Path) -> None:
@@ -300,7 +142,14 @@ def write_outputs(
         OutputError: an output exists (without ``overwrite``) or the folder cannot be written.
     """
     out = Path(out)
-    with staged_folder(out, overwrite=overwrite) as stage:
+    staged = staged_folder(
+        out,
+        own=_is_own,
+        command=COMMAND,
+        overwrite=overwrite,
+        check=lambda folder: check_out_dir(folder, overwrite),
+    )
+    with staged as stage:
         written = _write_all(result, stage, report, title, sensitivity)
     return {kind: out / path.relative_to(stage) for kind, path in written.items()}
 

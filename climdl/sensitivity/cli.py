@@ -5,9 +5,9 @@ emulator.run_emulator_sensitivity`) or the cloud segmenter (one scene, :func:`cl
 sensitivity.segmenter.run_segmenter_sensitivity`). Either run writes ``DIR/sensitivity.nc``;
 the stand-alone report (``report.html``, ``report.md``, ``figures/``) is made from it by
 :func:`climdl.evaluation.sensitivity_report.write_sensitivity_report`. The whole set is written
-in a temporary folder beside ``--out`` that becomes ``--out`` once complete
-(:mod:`climdl.sensitivity.staging`): a full disk or Ctrl-C leaves no half-finished run. The summary table goes to
-the terminal (stderr), the paths of the files written to stdout.
+in a temporary folder whose entries become ``--out``'s once complete
+(:mod:`climdl.io.staged_folder`): a full disk or Ctrl-C leaves no half-finished run. The summary
+table goes to the terminal (stderr), the paths of the files written to stdout.
 """
 
 from __future__ import annotations

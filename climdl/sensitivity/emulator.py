@@ -50,7 +50,7 @@ from climdl.sensitivity.output import (
     summary_rows,
     write_outputs,
 )
-from climdl.sensitivity.staging import staged_dir, write_report
+from climdl.sensitivity.staging import staged_run, write_report
 
 __all__ = [
     "ATTACKS",
@@ -140,9 +140,9 @@ def run_emulator_sensitivity(
 ) -> SensitivityResult:
     """Attack emulator(s) within physical bounds on sampled days; write ``sensitivity.nc``.
 
-    The files (and the report) are written into a temporary folder beside ``out_dir`` that
-    becomes ``out_dir`` only once all of them are complete (:func:`climdl.sensitivity.staging.
-    staged_dir`): a full disk or an interrupt leaves no partial run behind.
+    The files (and the report) are written into a temporary folder that becomes ``out_dir``'s
+    content only once all of them are complete (:func:`climdl.io.staged_folder.staged_folder`):
+    a full disk or an interrupt leaves no partial run behind.
 
     Args:
         checkpoints: emulator checkpoint(s) from ``climdl train``.
@@ -349,7 +349,8 @@ def _run(
     ds = emulator_dataset(time_axis, channels, predictor_bound, spec.coarse_grid, maps, attrs)
     rows = summary_rows(maps)
     pages: tuple[Path, ...] = ()
-    with staged_dir(out, overwrite=overwrite) as stage:  # the whole set, or nothing
+    # the whole set, or nothing; an earlier run's files (report included) count as this run's
+    with staged_run(out, overwrite=overwrite) as stage:
         write_outputs(ds, rows, stage, job.calendar, overwrite=True)
         if report:
             pages = write_report(stage, out)

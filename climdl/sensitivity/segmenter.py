@@ -71,7 +71,7 @@ from climdl.sensitivity.segmenter_output import (
     SegmenterSensitivityWriter,
     SensitivityTally,
 )
-from climdl.sensitivity.staging import staged_dir, write_report
+from climdl.sensitivity.staging import staged_run, write_report
 
 if TYPE_CHECKING:  # the task (and Lightning) load when a run starts, not on import
     from climdl.tasks.segmentation import SegmentationTask
@@ -283,9 +283,9 @@ def run_segmenter_sensitivity(
 ) -> SegmenterSensitivityResult:
     """Attack the cloud segmenter on a scene within bounds and write ``out_dir/sensitivity.nc``.
 
-    The file (and the report) is written into a temporary folder beside ``out_dir`` that
-    becomes ``out_dir`` only once complete (:func:`climdl.sensitivity.staging.staged_dir`): a
-    full disk or an interrupt leaves no partial run behind.
+    The file (and the report) is written into a temporary folder that becomes ``out_dir``'s
+    content only once complete (:func:`climdl.io.staged_folder.staged_folder`): a full disk or
+    an interrupt leaves no partial run behind.
 
     Args:
         checkpoint: a cloud-segmenter checkpoint from ``climdl train``.
@@ -417,9 +417,9 @@ def run_segmenter_sensitivity(
         elif out_p.exists() and not overwrite:
             raise OutputError(f"{out_p} already exists; pass --overwrite to replace it.")
         pages: tuple[Path, ...] = ()
-        # the whole set (NetCDF and report) is written in a stage that becomes out_dir once
-        # complete, or is removed on failure or interrupt
-        with staged_dir(out, overwrite=overwrite) as stage:
+        # the whole set (NetCDF and report) is written in a stage whose entries become out_dir's
+        # once complete, or is removed on failure or interrupt
+        with staged_run(out, overwrite=overwrite, report=report) as stage:
             with contextlib.ExitStack() as stack:
                 tmp = stack.enter_context(atomic_path(stage / OUTPUT_NAME, overwrite=True))
                 writer = SegmenterSensitivityWriter(
