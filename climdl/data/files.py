@@ -159,12 +159,19 @@ def open_file(path: Path) -> xr.Dataset:
         return _open_store(path, kwargs)
     if path.is_dir():  # a glob's match: a folder without Zarr metadata
         raise _not_a_store(path, "no .zgroup, .zmetadata or zarr.json in it")
+    return open_netcdf(path, **kwargs)
+
+
+def open_netcdf(path: Path, **kwargs: Any) -> xr.Dataset:
+    """One NetCDF file, lazily (``kwargs`` go to :func:`xarray.open_dataset`, e.g.
+    ``decode_times``, ``decode_coords``): a truncated or damaged file, or times that cannot be
+    decoded, is one :class:`DataError` sentence, never xarray's advice on IO engines."""
     _check_classic_size(path)
     try:
         return xr.open_dataset(
             path, engine="netcdf4", mask_and_scale=True, decode_timedelta=False, **kwargs
         )
-    except OSError as exc:
+    except (OSError, RuntimeError, KeyError, IndexError) as exc:  # netCDF-C's damage reports
         raise _corrupt(path) from exc
     except ValueError as exc:
         if "time" in str(exc) or "calendar" in str(exc):

@@ -67,23 +67,13 @@ def _open_netcdf(p: Path) -> xr.Dataset:
     """
     import xarray as xr
 
-    from climdl.data.files import _check_classic_size, _corrupt
+    from climdl.data.files import open_netcdf
 
-    _check_classic_size(p)  # a NetCDF-3 file cut short would read zeros
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        try:
-            ds = xr.open_dataset(
-                p, decode_coords="all", decode_times=xr.coders.CFDatetimeCoder(use_cftime=True)
-            )
-        except ValueError as exc:
-            if "time" in str(exc) or "calendar" in str(exc):
-                raise DataError(
-                    f"the times in {p} cannot be decoded ({exc}); fix the time units/calendar."
-                ) from None
-            raise _corrupt(p) from None
-        except Exception:  # netCDF4/h5py/xarray raise many types for unreadable files
-            raise _corrupt(p) from None
+        ds = open_netcdf(
+            p, decode_coords="all", decode_times=xr.coders.CFDatetimeCoder(use_cftime=True)
+        )
     for w in caught:
         if _BOUNDS_WARNING in str(w.message):
             _log.debug("%s: %s; drawn without those cell bounds", p, w.message)

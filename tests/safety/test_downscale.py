@@ -74,13 +74,13 @@ def test_a_name_outside_the_folder_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The last line of defence, should a future name builder let something through."""
-    from climdl.inference import downscaler
+    from climdl.inference import output
 
-    monkeypatch.setattr(downscaler, "default_output", lambda out, **_: out / ".." / "escaped.nc")
+    monkeypatch.setattr(output, "default_output", lambda out, **_: out / ".." / "escaped.nc")
     source = InputSource([tmp_path / "a.nc", tmp_path / "b.nc"], gcm="x")
     (tmp_path / "out").mkdir()
     with pytest.raises(OutputError, match="outside"):
-        downscaler._resolve_output(tmp_path / "out", source, ["tasmax"], "cf", None)
+        output.resolve_output(tmp_path / "out", source, ["tasmax"], "cf", None)
 
 
 @pytest.mark.parametrize("gcm", ["a/../../../escaped", "/tmp/x", ".."])
