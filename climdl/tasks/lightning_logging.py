@@ -21,6 +21,24 @@ class _NoAdverts(logging.Filter):
         return not ("Tip:" in msg or "litlogger" in msg or "litmodels" in msg)
 
 
+class _Once(logging.Filter):
+    """Drops a message already shown in this run: Lightning repeats its notes at each entry
+    point (``fit``, then ``validate`` and ``test`` of the best checkpoint), e.g. "The following
+    callbacks returned in configure_callbacks will override ..." or "Restoring states from the
+    checkpoint path ..." for the same file."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._seen: set[tuple[int, str]] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.levelno, record.getMessage())
+        if key in self._seen:
+            return False
+        self._seen.add(key)
+        return True
+
+
 class _LevelFormatter(logging.Formatter):
     """Lightning's INFO lines as they are; warnings and errors stand out with their level."""
 
@@ -65,6 +83,7 @@ def configure_lightning_logging(quiet: bool = False) -> None:
     handler = _StderrHandler()
     handler.setFormatter(_LevelFormatter("%(message)s"))
     handler.addFilter(_NoAdverts())
+    handler.addFilter(_Once())
     top.addHandler(handler)
     top.propagate = False
     if root.getEffectiveLevel() <= logging.DEBUG:
