@@ -102,6 +102,9 @@ def _norm_date(text: str) -> str:
     m = _DATE.match(str(text).strip())
     if not m:
         raise ConfigError(f"train period bound {text!r} is not of the form YYYY[-MM[-DD]].")
+    month, day = (int(g) if g else 1 for g in m.groups()[1:3])
+    if not (1 <= month <= 12 and 1 <= day <= 31):  # day 30 of February is a 360_day date
+        raise ConfigError(f"train period bound {text!r} is not a date (month 1-12, day 1-31).")
     return "-".join(f"{int(g):0{4 if i == 0 else 2}d}" for i, g in enumerate(m.groups()) if g)
 
 

@@ -113,3 +113,13 @@ def test_an_error_is_not_followed_by_abandoned_async_tasks() -> None:
     assert proc.stderr.strip().splitlines() == [
         "climdl: error: cannot write x.zarr: no space left on the device"
     ]
+
+
+def test_prepare_train_period_bounds_must_be_dates() -> None:
+    from climdl.data.prepare import _norm_date
+    from climdl.errors import ConfigError
+
+    assert _norm_date("1981-2-30") == "1981-02-30"  # a 360_day calendar's date
+    for bad in ("1981-13-01", "1981-01-32", "81/01/01"):
+        with pytest.raises(ConfigError, match="train period bound"):
+            _norm_date(bad)
