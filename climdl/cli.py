@@ -8,6 +8,7 @@ sentence with a non-zero exit code; ``--debug`` shows the traceback instead.
 from __future__ import annotations
 
 import argparse
+import atexit
 import errno
 import importlib
 import logging
@@ -256,8 +257,13 @@ def build_parser() -> argparse.ArgumentParser:
 def _quiet_teardown() -> None:
     """After the one reported error the process ends: zarr's writes still queued on its event
     loop (a Zarr output on a full disk) would each log "Task was destroyed but it is pending!"
-    at exit, and their coroutines, collected unfinished, "Exception ignored in": hundreds of
-    lines under the one sentence that matters."""
+    as the interpreter exits, and their coroutines, collected unfinished, "Exception ignored
+    in": hundreds of lines under the one sentence that matters. Silenced at exit only, so that a
+    caller that goes on (a notebook, a test session) keeps its own logging and hooks."""
+    atexit.register(_silence_abandoned_tasks)
+
+
+def _silence_abandoned_tasks() -> None:
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)
     sys.unraisablehook = lambda unraisable: None
 
