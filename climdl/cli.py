@@ -260,6 +260,7 @@ def _quiet_teardown() -> None:
     as the interpreter exits, and their coroutines, collected unfinished, "Exception ignored
     in": hundreds of lines under the one sentence that matters. Silenced at exit only, so that a
     caller that goes on (a notebook, a test session) keeps its own logging and hooks."""
+    atexit.unregister(_silence_abandoned_tasks)  # once, however many errors a caller saw
     atexit.register(_silence_abandoned_tasks)
 
 
