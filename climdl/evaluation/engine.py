@@ -34,7 +34,7 @@ import numpy as np
 import xarray as xr
 
 from climdl.data import timeaxis
-from climdl.data.files import PathArg, describe, resolve_paths
+from climdl.data.files import PathArg
 from climdl.data.reader import DEFAULT_CHUNKS
 from climdl.errors import DataError
 from climdl.evaluation import (
@@ -131,8 +131,9 @@ def evaluate(
         progress: receives the stages and Dask task counts (the CLI's progress bar).
         range_check: refuse values outside their variable's plausible range (a units mistake
             such as degC labelled K); the check for valid values is always made.
-        files: the inputs' files for messages, keyed ``"truth"``, ``"prediction 'NAME'"``,
-            ``"historical truth"`` and ``"historical prediction 'NAME'"``.
+        files: the inputs' files for messages, keyed ``"truth"``, ``"prediction 'NAME'"``, ...
+            as :func:`climdl.evaluation.screening.label` spells them (built from paths by
+            :func:`climdl.evaluation.screening.file_labels`).
 
     Returns:
         The summary rows, the computed fields per variable and what was evaluated.
@@ -467,7 +468,7 @@ def evaluate_files(
         thresholds=thresholds,
         progress=progress,
         range_check=range_check,
-        files=_file_labels(truth, preds, hist_truth, hist_preds),
+        files=screening.file_labels(truth, preds, hist_truth, hist_preds),
     )
     result.meta["inputs"] = {
         "truth": _paths(truth),
@@ -478,26 +479,6 @@ def evaluate_files(
         for m, p in (hist_preds or {}).items():
             result.meta["inputs"][f"historical prediction:{m}"] = _paths(p)
     return result
-
-
-def _file_labels(
-    truth: PathArg | Sequence[PathArg],
-    preds: Mapping[str, PathArg | Sequence[PathArg]],
-    hist_truth: PathArg | Sequence[PathArg] | None,
-    hist_preds: Mapping[str, PathArg | Sequence[PathArg]] | None,
-) -> dict[str, str]:
-    """The inputs' files for messages, keyed as :func:`evaluate`'s ``files``."""
-    out = {"truth": _describe(truth)}
-    out |= {f"prediction {m!r}": _describe(p) for m, p in preds.items()}
-    if hist_truth is not None:
-        out["historical truth"] = _describe(hist_truth)
-        out |= {f"historical prediction {m!r}": _describe(p) for m, p in (hist_preds or {}).items()}
-    return out
-
-
-def _describe(p: PathArg | Sequence[PathArg]) -> str:
-    """The files behind paths or globs, shortly (the first and how many more)."""
-    return describe(resolve_paths(p))
 
 
 def _paths(p: PathArg | Sequence[PathArg]) -> list[str]:

@@ -8,20 +8,63 @@ each input and variable, over the steps and points that are evaluated: one cheap
 (about a tenth of one evaluation pass, each chunk read once for all inputs) whose ranges are
 then compared with the variables' plausible ranges, as ``climdl downscale`` and ``prepare``
 do (:func:`climdl.data.units.check_plausible`).
+
+The messages name each input by its role and its files. :func:`label` is the one place that
+spells a role (``"prediction 'NAME'"``, ``"historical truth"``): :func:`file_labels` keys the
+files with it and :func:`sides_of` looks them up with it, so a change to the wording cannot
+make the messages silently lose their file names.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import xarray as xr
 
+from climdl.data.files import PathArg, describe, resolve_paths
 from climdl.data.units import check_plausible
 from climdl.errors import DataError
 from climdl.evaluation.ensemble import MEMBER
 from climdl.evaluation.passes import Progress, compute
+
+#: The role of an input in the evaluation.
+Role = Literal["truth", "prediction"]
+
+#: Paths or globs of one input.
+Files = PathArg | Sequence[PathArg]
+
+
+def label(role: Role, name: str | None = None, period: str = "") -> str:
+    """How messages name an input: ``"truth"``, ``"prediction 'NAME'"``, ``"historical truth"``.
+
+    ``name`` is the model of a prediction; ``period`` prefixes the role (``"historical"``).
+    """
+    text = f"{period} {role}" if period else role
+    return text if name is None else f"{text} {name!r}"
+
+
+def file_labels(
+    truth: Files,
+    preds: Mapping[str, Files],
+    hist_truth: Files | None = None,
+    hist_preds: Mapping[str, Files] | None = None,
+) -> dict[str, str]:
+    """The inputs' files for messages (the first and how many more), keyed by :func:`label`."""
+    out = {label("truth"): _describe(truth)}
+    out |= {label("prediction", m): _describe(p) for m, p in preds.items()}
+    if hist_truth is not None:
+        h = "historical"
+        out[label("truth", period=h)] = _describe(hist_truth)
+        out |= {label("prediction", m, h): _describe(p) for m, p in (hist_preds or {}).items()}
+    return out
+
+
+def _describe(p: Files) -> str:
+    """The files behind paths or globs, shortly (the first and how many more)."""
+    return describe(resolve_paths(p))
 
 
 @dataclass(frozen=True)
@@ -141,13 +184,12 @@ def sides_of(
     """The truth and the predictions of one period as sides, labelled as the messages say.
 
     ``period`` prefixes the labels (``"historical"``); ``files`` maps the labels
-    (``"truth"``, ``"prediction 'name'"``, with the prefix) to their files.
+    (:func:`label`, as :func:`file_labels` keys them) to their files.
     """
-    prefix = f"{period} " if period else ""
     known = files or {}
-    t_label = f"{prefix}truth"
+    t_label = label("truth", period=period)
     out = [Side(t_label, truth, None, known.get(t_label, ""))]
     for name, ds in preds.items():
-        label = f"{prefix}prediction {name!r}"
-        out.append(Side(label, ds, truth, known.get(label, "")))
+        p_label = label("prediction", name, period)
+        out.append(Side(p_label, ds, truth, known.get(p_label, "")))
     return out
