@@ -33,6 +33,7 @@ from climdl.evaluation.engine import EvaluationResult
 from climdl.io.netcdf import atomic_path, write_netcdf
 from climdl.io.provenance import CF_CONVENTIONS, stamped
 from climdl.io.staged_folder import content, stage_prefix, staged_folder
+from climdl.io.umask import private_to_usual
 
 REPORT_TITLE = "climdl evaluation"
 
@@ -66,9 +67,7 @@ def check_out_dir(out: Path, overwrite: bool) -> None:
 
 def _readable(path: Path) -> None:
     """Give a finished file the usual permissions (the temporary file was private, 0600)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
+    private_to_usual(path)
 
 
 def write_text(path: Path, text: str) -> Path:
@@ -145,6 +144,7 @@ def write_outputs(
     staged = staged_folder(
         out,
         own=_is_own,
+        marker="summary.json",
         command=COMMAND,
         overwrite=overwrite,
         check=lambda folder: check_out_dir(folder, overwrite),

@@ -18,6 +18,7 @@ import xarray as xr
 
 from climdl.errors import OutputError
 from climdl.io.oserrors import output_error
+from climdl.io.umask import private_to_usual
 
 
 @contextlib.contextmanager
@@ -34,9 +35,7 @@ def atomic_path(path: str | os.PathLike[str], *, overwrite: bool = False) -> Ite
         final.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
         os.close(fd)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp_name, 0o666 & ~umask)  # mkstemp makes 0600; outputs get the usual permissions
+        private_to_usual(tmp_name)  # mkstemp makes 0600; outputs get the usual permissions
     except OSError as exc:
         err = output_error(exc, final)
         if err is None:

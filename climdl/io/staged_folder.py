@@ -13,11 +13,13 @@ folders made for it) on any failure or interrupt.
   one by one (a window of a few renames). Renaming onto a non-empty folder is impossible, and a
   mount point, or a folder in a parent the user cannot write, can be neither replaced nor
   staged beside.
-* An entry that exists is never replaced without ``overwrite``. With it, the command's *own*
-  earlier entries (a predicate each command supplies) and those the new set replaces are moved
-  aside first and deleted once the new ones are in place, so that no stale report stays beside
-  new numbers while the user's other files are kept; if a rename fails, the new entries go back
-  and the earlier set returns intact.
+* An entry that exists is never replaced without ``overwrite``. With it, those the new set
+  replaces and, in a folder holding an earlier run of the command (its marker file), that run's
+  *own* other entries (a predicate each command supplies) are moved aside first and deleted
+  once the new ones are in place, so that no stale report stays beside new numbers while the
+  user's other files are kept; a folder of a new name that no earlier run wrote is refused, not
+  deleted. If a rename fails, the new entries go back and the earlier set returns.
+* The hidden folders of other runs of the command (alive, or killed) are never touched.
 
 Full disks, read-only folders and missing permissions become the sentences of
 :mod:`climdl.io.oserrors`, naming ``--out`` rather than the hidden folder.
@@ -35,6 +37,7 @@ from pathlib import Path
 
 from climdl.errors import OutputError
 from climdl.io.oserrors import output_error
+from climdl.io.umask import private_to_usual
 
 __all__ = ["content", "stage_prefix", "staged_folder"]
 
@@ -77,15 +80,16 @@ def _remove(stage: Path, created: list[Path]) -> None:
 
 
 def _merge(
-    stage: Path, out: Path, own: Callable[[str], bool], overwrite: bool, command: str
+    stage: Path, out: Path, own: Callable[[str], bool], marker: str, overwrite: bool, command: str
 ) -> None:
     """Rename the entries of ``stage`` into the existing folder ``out`` (same file system).
 
     An entry of ``out`` with a name of the new set is refused without ``overwrite``. The entries
-    replaced (those with a new name and, with ``overwrite``, the command's own) and the
-    temporary folders of killed runs are moved aside first, into a hidden folder in ``out``, and
-    deleted once the new entries are in place; if a rename fails, the new entries go back into
-    ``stage`` and the earlier ones return.
+    replaced (those with a new name and, with ``overwrite`` over an earlier run of the command,
+    that run's own) are moved aside first, into a hidden folder in ``out``, and deleted once the
+    new entries are in place; if a rename fails, the new entries go back into ``stage`` and the
+    earlier ones return (if they cannot all return, they are kept aside and the error says
+    where). A folder of the new set's name that no earlier run wrote is refused, not deleted.
     """
     names = sorted(p.name for p in stage.iterdir())
     clash = [n for n in names if os.path.lexists(out / n)]
@@ -94,11 +98,20 @@ def _merge(
             f"{out} already holds {', '.join(clash)}; pass --overwrite to replace them."
         )
     prefix = stage_prefix(command)
+    # what the new set replaces and, when the folder holds an earlier run of the command (its
+    # marker file), that run's other entries; never another run's stage, alive or not
+    earlier = overwrite and (out / marker).is_file()
     old = [
         n
         for n in (p.name for p in out.iterdir())
-        if (n in names or n.startswith(prefix) or (overwrite and own(n))) and out / n != stage
+        if not n.startswith(prefix) and (n in names or (earlier and own(n)))
     ]
+    foreign = [n for n in old if not earlier and (out / n).is_dir() and not (out / n).is_symlink()]
+    if foreign:
+        raise OutputError(
+            f"{out} holds the folder(s) {', '.join(foreign)}, which this run would replace but "
+            f"no earlier {command} run wrote (no {marker}); move them or choose another --out."
+        )
     aside = Path(tempfile.mkdtemp(prefix=prefix, suffix=".replaced", dir=out))
     moved: list[str] = []
     try:
@@ -115,9 +128,13 @@ def _merge(
         for n in moved:
             with contextlib.suppress(OSError):
                 os.replace(aside / n, out / n)
-        raise
-    finally:
+        if any(os.path.lexists(aside / n) for n in moved):  # not all back: keep them, said
+            raise OutputError(
+                f"replacing the earlier results in {out} failed part-way; they are kept in {aside}."
+            ) from None
         shutil.rmtree(aside, ignore_errors=True)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def _folder_error(exc: OSError, out: Path, inside: bool) -> OutputError | None:
@@ -145,9 +162,7 @@ def _make_stage(out: Path, command: str) -> tuple[Path, list[Path]]:
         else:
             real.parent.mkdir(parents=True, exist_ok=True)
             stage = Path(tempfile.mkdtemp(prefix=f".{real.name}.", suffix=".tmp", dir=real.parent))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(stage, 0o777 & ~umask)  # mkdtemp makes 0700; outputs get the usual permissions
+        private_to_usual(stage, folder=True)  # mkdtemp makes 0700; outputs get the usual ones
     except OSError as exc:
         _remove_parents(created)
         err = _folder_error(exc, out, inside)
@@ -162,6 +177,7 @@ def staged_folder(
     out_dir: str | os.PathLike[str],
     *,
     own: Callable[[str], bool],
+    marker: str,
     command: str,
     overwrite: bool = False,
     check: Callable[[Path], None] | None = None,
@@ -172,7 +188,10 @@ def staged_folder(
     Args:
         out_dir: the output folder (need not exist; a file there is refused).
         own: whether an entry of ``out_dir`` (its name) belongs to the command, that is, is
-            replaced with ``overwrite`` even when the new set has no entry of that name.
+            replaced with ``overwrite`` even when the new set has no entry of that name, if the
+            folder holds an earlier run (``marker``).
+        marker: the file every run of the command writes (``summary.json``): only a folder
+            holding it has an earlier run whose other entries ``overwrite`` removes.
         command: the command's name, in the hidden folders' names (``"evaluate"``).
         overwrite: whether existing entries may be replaced (the new set's names and the
             command's own); without it an existing entry of a new name is refused.
@@ -205,7 +224,7 @@ def staged_folder(
     def merge() -> None:
         if check is not None:
             check(out)
-        _merge(stage, real, own, overwrite, command)
+        _merge(stage, real, own, marker, overwrite, command)
         stage.rmdir()
 
     try:

@@ -36,6 +36,7 @@ import xarray as xr
 
 from climdl.errors import OutputError
 from climdl.io.oserrors import output_error
+from climdl.io.umask import private_to_usual
 
 __all__ = [
     "SUFFIX",
@@ -188,9 +189,7 @@ def atomic_store(path: str | os.PathLike[str], *, overwrite: bool = False) -> It
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)
+        private_to_usual(tmp, folder=True)
     except OSError as exc:
         raise _translate(exc, final) from exc
     try:

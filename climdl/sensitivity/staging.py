@@ -37,7 +37,9 @@ def staged_run(
 ) -> AbstractContextManager[Path]:
     """The temporary folder to write a run into (:func:`climdl.io.staged_folder.staged_folder`
     with the run's own entries); it becomes ``out_dir``'s content when the block succeeds."""
-    return staged_folder(out_dir, own=run_entries(report), command=COMMAND, overwrite=overwrite)
+    return staged_folder(
+        out_dir, own=run_entries(report), marker=OUTPUT_NAME, command=COMMAND, overwrite=overwrite
+    )
 
 
 def write_report(stage: Path, out_dir: Path) -> tuple[Path, ...]:

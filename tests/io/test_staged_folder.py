@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ OWN = frozenset({"result.nc", "report.md", "figures"})
 
 def _staged(out: Path, overwrite: bool = False, **kwargs: Any) -> Any:
     return sf.staged_folder(
-        out, own=OWN.__contains__, command="test", overwrite=overwrite, **kwargs
+        out, own=OWN.__contains__, marker="result.nc", command="test", overwrite=overwrite, **kwargs
     )
 
 
@@ -30,6 +31,14 @@ def _everything(folder: Path) -> list[str]:
 
 
 def test_a_missing_folder_appears_whole_when_complete(tmp_path: Path) -> None:
+    old_mask = os.umask(0o022)  # the usual permissions are judged against a known umask
+    try:
+        _appears_whole(tmp_path)
+    finally:
+        os.umask(old_mask)
+
+
+def _appears_whole(tmp_path: Path) -> None:
     out = tmp_path / "deep" / "out"
     with _staged(out) as stage:
         (stage / "result.nc").write_text("nc")
@@ -44,7 +53,7 @@ def test_a_missing_folder_appears_whole_when_complete(tmp_path: Path) -> None:
         "deep/out/result.nc",
     ]
     assert (out / "figures" / "a.png").read_text() == "png"
-    assert os.stat(out).st_mode & 0o055  # the usual permissions, not mkdtemp's 0700
+    assert stat.S_IMODE(os.stat(out).st_mode) == 0o755  # the usual ones, not mkdtemp's 0700
 
 
 def test_an_existing_folder_is_staged_inside_and_filled(tmp_path: Path) -> None:
@@ -96,8 +105,6 @@ def test_an_entry_is_replaced_only_with_overwrite_and_other_files_are_kept(
     out.mkdir()
     (out / "notes.txt").write_text("mine")
     (out / "report.md").write_text("earlier report")
-    (out / "figures").mkdir()
-    (out / "figures" / "old.png").write_text("png")
     refused = pytest.raises(OutputError, match=rf"^{out} already holds report\.md; pass --overw")
     with refused, _staged(out) as stage:
         (stage / "report.md").write_text("new report")
@@ -107,9 +114,31 @@ def test_an_entry_is_replaced_only_with_overwrite_and_other_files_are_kept(
     with _staged(out, overwrite=True) as stage:
         (stage / "report.md").write_text("new report")
         (stage / "result.nc").write_text("nc")
-    # the own entries of the earlier set are gone (no stale figures), the user's files stay
-    assert _everything(out) == ["extra.txt", "notes.txt", "report.md", "result.nc"]
+        (stage / "figures").mkdir()
+    assert _everything(out) == ["extra.txt", "figures", "notes.txt", "report.md", "result.nc"]
     assert (out / "report.md").read_text() == "new report"
+    # over an earlier run (its marker, result.nc), that run's own entries the new set lacks go
+    # too: no stale report or figures beside new numbers; the user's files stay
+    with _staged(out, overwrite=True) as stage:
+        (stage / "result.nc").write_text("nc 2")
+    assert _everything(out) == ["extra.txt", "notes.txt", "result.nc"]
+
+
+def test_overwrite_never_deletes_what_no_earlier_run_wrote(tmp_path: Path) -> None:
+    """Without an earlier run's marker, nothing the new set does not write is removed, and a
+    folder of a name the new set writes (the user's own figures/) is refused, not replaced."""
+    out = tmp_path / "out"
+    (out / "figures").mkdir(parents=True)
+    (out / "figures" / "mine.png").write_text("png")
+    (out / "report.md").write_text("my notes")
+    refused = pytest.raises(OutputError, match=r"holds the folder\(s\) figures, which this run")
+    with refused, _staged(out, overwrite=True) as stage:
+        (stage / "figures").mkdir()
+        (stage / "result.nc").write_text("nc")
+    assert _everything(out) == ["figures", "figures/mine.png", "report.md"]
+    with _staged(out, overwrite=True) as stage:  # own by name, but no earlier run: kept
+        (stage / "result.nc").write_text("nc")
+    assert _everything(out) == ["figures", "figures/mine.png", "report.md", "result.nc"]
 
 
 def test_a_failure_while_replacing_leaves_the_earlier_set(
@@ -136,15 +165,17 @@ def test_a_failure_while_replacing_leaves_the_earlier_set(
     assert (out / "result.nc").read_text() == "earlier"
 
 
-def test_the_temporary_folder_of_a_killed_run_is_removed(tmp_path: Path) -> None:
+def test_another_runs_temporary_folder_is_left_alone(tmp_path: Path) -> None:
+    """A hidden folder of the same command may be a live run writing into the same --out (a
+    SLURM array): it is not content, and it is never removed."""
     out = tmp_path / "out"
-    left = out / f"{sf.stage_prefix('test')}abc.tmp"
-    left.mkdir(parents=True)  # left by kill -9
-    (left / "result.nc").write_text("half")
+    other = out / f"{sf.stage_prefix('test')}abc.tmp"
+    other.mkdir(parents=True)
+    (other / "result.nc").write_text("half")
     assert sf.content(out, "test") == []  # not content
-    with _staged(out) as stage:
+    with _staged(out, overwrite=True) as stage:
         (stage / "result.nc").write_text("nc")
-    assert _everything(out) == ["result.nc"]
+    assert _everything(out) == [other.name, f"{other.name}/result.nc", "result.nc"]
 
 
 def test_the_commands_check_runs_before_and_before_the_merge(tmp_path: Path) -> None:
