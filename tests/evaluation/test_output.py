@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import pytest
 from climdl.errors import OutputError
 from climdl.evaluation import evaluate, output, write_outputs
 from climdl.evaluation.engine import EvaluationResult
+from climdl.io.umask import current_umask
 from tests.evaluation.test_evaluate import _dataset, _predict
 
 
@@ -76,7 +78,8 @@ def test_complete_set_is_renamed_into_place(result: EvaluationResult, tmp_path: 
         "ev/summary.json",
         "ev/summary.md",
     ]
-    assert (tmp_path / "ev" / "summary.json").stat().st_mode & 0o044  # readable, not 0600
+    mode = stat.S_IMODE((tmp_path / "ev" / "summary.json").stat().st_mode)
+    assert mode == 0o666 & ~current_umask()  # as open() would make it, not mkstemp's 0600
     # into an existing empty folder: the same set, and no temporary folder left in it
     (tmp_path / "empty").mkdir()
     write_outputs(result, tmp_path / "empty", report=False)
@@ -118,12 +121,16 @@ def test_overwrite_replaces_the_earlier_evaluation_and_keeps_other_files(
     assert "earlier" not in json.loads((out / "summary.json").read_text())
 
 
-def test_temporary_folder_of_a_killed_run_does_not_count_as_content(
+def test_temporary_folder_of_another_run_does_not_count_as_content(
     result: EvaluationResult, tmp_path: Path
 ) -> None:
+    """Left by kill -9, or a live evaluation writing into the same folder: not content, and
+    never removed (it may still be written)."""
     out = tmp_path / "ev"
-    (out / f"{output.STAGE_PREFIX}abc.tmp").mkdir(parents=True)  # left by kill -9
-    (out / f"{output.STAGE_PREFIX}abc.tmp" / "summary.json").write_text("{}")
+    other = out / f"{output.STAGE_PREFIX}abc.tmp"
+    other.mkdir(parents=True)
+    (other / "summary.json").write_text("{}")
     output.check_out_dir(out, overwrite=False)  # nothing to refuse
     write_outputs(result, out, report=False)
-    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == [other.name]
+    assert (other / "summary.json").read_text() == "{}"
