@@ -293,6 +293,7 @@ def _run_guarded(func: Callable[[], int], debug: bool) -> int:
         if exc.errno in (errno.ENOTDIR, errno.EEXIST, errno.EISDIR):  # the cause names the path
             where = ""
         print(f"climdl: error: cannot {verb}{where}: {cause}.", file=sys.stderr)
+        _quiet_teardown()
         return 2
 
 

@@ -23,14 +23,17 @@ A scene without a thermal band (Sentinel-2) has no context: :func:`thermal_band`
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
 from climdl.clouds.scene import Band
+from climdl.errors import DataError
 
 __all__ = [
     "MAX_PIXELS",
     "PERCENTILES",
+    "check_scene_percentiles",
     "context_stride",
     "read_context",
     "scene_context",
@@ -111,3 +114,22 @@ def scene_context(image: np.ndarray, bands: Sequence[Band]) -> np.ndarray:
         return np.zeros(0, np.float32)
     h, w = image.shape[-2:]
     return read_context(lambda rows, cols: image[:, rows, cols], h, w, t)
+
+
+def check_scene_percentiles(recorded: Any) -> None:
+    """Refuse a checkpoint whose scene context was defined by other percentiles than this
+    version's :data:`~climdl.clouds.context.PERCENTILES`: its network would get inputs it was
+    not trained on, with no error. Checkpoints that record none predate the record and used
+    the same (82.5, 50)."""
+    if recorded is None:
+        return
+    try:
+        same = [float(p) for p in recorded] == [float(p) for p in PERCENTILES]
+    except (TypeError, ValueError):
+        same = False
+    if not same:
+        raise DataError(
+            f"its scene context is the brightness temperature's percentiles {recorded!r}, this "
+            f"climdl computes {list(PERCENTILES)}; use the climdl version that trained it, "
+            "or retrain."
+        )

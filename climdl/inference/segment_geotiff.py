@@ -289,17 +289,19 @@ def _complete(path: Path) -> bool:
     import rasterio
     from rasterio.errors import RasterioIOError
 
-    size = path.stat().st_size
     try:
+        size = path.stat().st_size
         with rasterio.open(path) as ds:
             bh, bw = ds.block_shapes[0]
-            for b in ds.indexes:
+            # pixel-interleaved bands (the probabilities) share one block table
+            bands = ds.indexes if str(ds.interleaving).lower().endswith("band") else [1]
+            for b in bands:
                 for j in range(-(-ds.height // bh)):
                     for i in range(-(-ds.width // bw)):
                         off = ds.get_tag_item(f"BLOCK_OFFSET_{i}_{j}", "TIFF", bidx=b)
                         n = ds.get_tag_item(f"BLOCK_SIZE_{i}_{j}", "TIFF", bidx=b)
                         if not off or not n or int(off) + int(n) > size:
                             return False
-    except RasterioIOError:
+    except (RasterioIOError, OSError):
         return False
     return True

@@ -279,19 +279,23 @@ def check_checkpoint_path(path: str | Path) -> None:
 
 
 def newest_last_checkpoint(folders: Iterable[str | Path]) -> Path | None:
-    """The newest ``last*.ckpt`` (a file, or a sharded checkpoint's folder) in any of
-    ``folders`` (not below them), or None.
+    """The newest ``last*.ckpt`` or ``hpc_ckpt_*.ckpt`` (a file, or a sharded checkpoint's
+    folder) in any of ``folders`` (not below them), or None.
 
     What ``--ckpt_path last`` means to a user: the run that stopped last. Lightning looks only
     in the checkpoint folder of the logger's *current* version (``csv/version_N/checkpoints``),
     which a new run has just created empty, and then trains from scratch with a warning; the
-    caller passes every version's folder instead (:func:`checkpoint_folders`).
+    caller passes every version's folder instead (:func:`checkpoint_folders`). The checkpoint
+    Lightning writes on SLURM's signal before a requeue (``hpc_ckpt_N.ckpt``, in the run's root)
+    competes too: Lightning itself takes it only when no ``--ckpt_path`` is given. Every rank
+    must see the same files (a shared run folder), as for any resumed run.
     ``consolidated-*`` files are not candidates."""
     found = [
         p
         for folder in {Path(f) for f in folders}
         if folder.is_dir()
-        for p in folder.glob("last*.ckpt")
+        for pattern in ("last*.ckpt", "hpc_ckpt_*.ckpt")  # and SLURM's requeue checkpoints
+        for p in folder.glob(pattern)
         if p.is_file() or is_sharded(p)
     ]
     return max(found, key=lambda p: (p.stat().st_mtime, str(p)), default=None)
@@ -304,7 +308,7 @@ def checkpoint_folders(trainer: Any) -> list[Path]:
     ``<default_root_dir>/checkpoints`` (no logger; :class:`RestartCheckpoint` too). The
     logger's version is not asked for: that would pick the new run's."""
     root = Path(trainer.default_root_dir)
-    folders = [root / "checkpoints"]
+    folders = [root, root / "checkpoints"]  # root: Lightning's hpc_ckpt_N.ckpt of a requeue
     folders += [Path(cb.dirpath) for cb in trainer.checkpoint_callbacks if cb.dirpath]
     if trainer.loggers:
         first = trainer.loggers[0]

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from climdl.clouds.context import PERCENTILES
+from climdl.clouds.context import PERCENTILES, check_scene_percentiles
 from climdl.clouds.scene import CLOUDY, NODATA
 from climdl.clouds.spec import SegmenterSpec
 from climdl.errors import ConfigError, DataError
@@ -487,22 +487,3 @@ def load_segmenter(path: str | Path, map_location: str | torch.device = "cpu") -
         return SegmentationTask.from_checkpoint(ckpt)
     except DataError as exc:
         raise DataError(f"{path}: {exc}") from exc
-
-
-def check_scene_percentiles(recorded: Any) -> None:
-    """Refuse a checkpoint whose scene context was defined by other percentiles than this
-    version's :data:`~climdl.clouds.context.PERCENTILES`: its network would get inputs it was
-    not trained on, with no error. Checkpoints that record none predate the record and used
-    the same (82.5, 50)."""
-    if recorded is None:
-        return
-    try:
-        same = [float(p) for p in recorded] == [float(p) for p in PERCENTILES]
-    except (TypeError, ValueError):
-        same = False
-    if not same:
-        raise DataError(
-            f"its scene context is the brightness temperature's percentiles {recorded!r}, this "
-            f"climdl computes {list(PERCENTILES)}; use the climdl version that trained it, "
-            "or retrain."
-        )

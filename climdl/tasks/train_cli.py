@@ -226,16 +226,14 @@ def run_train(argv: Sequence[str]) -> int:
 
 def _last_checkpoint(trainer: L.Trainer, quiet: bool) -> str | None:
     """``--ckpt_path last``: the newest ``last*.ckpt`` this run's checkpoint callbacks wrote,
-    whichever logger version it was (:func:`climdl.parallel.checkpoint.newest_last_checkpoint`),
-    or None (a first run: training starts from the beginning). Said once, on rank 0."""
+    whichever logger version it was, or a newer SLURM requeue checkpoint
+    (:func:`climdl.parallel.checkpoint.newest_last_checkpoint`), or None (a first run:
+    training starts from the beginning, said once on rank 0; a file found, Lightning names)."""
     from climdl.parallel.checkpoint import checkpoint_folders, newest_last_checkpoint
 
     found = newest_last_checkpoint(checkpoint_folders(trainer))
-    if not quiet and trainer.is_global_zero:
-        what = (
-            f"resuming from {found}" if found else "no last checkpoint yet: training from the start"
-        )
-        print(f"--ckpt_path last: {what}.", file=sys.stderr)
+    if found is None and not quiet and trainer.is_global_zero:
+        print("--ckpt_path last: no last checkpoint yet: training from the start.", file=sys.stderr)
     return None if found is None else str(found)
 
 

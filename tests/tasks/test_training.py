@@ -148,8 +148,8 @@ def test_ckpt_path_last_resumes_across_logger_versions(
         train_argv(CONFIG, tmp_path, *base, "--trainer.max_epochs", "2", "--ckpt_path", "last")
     )
     assert rc == 0
-    said = f"--ckpt_path last: resuming from {first.relative_to(tmp_path)}."
-    assert capsys.readouterr().err.count(said) == 1
+    said = f"Restoring states from the checkpoint path at {first.relative_to(tmp_path)}"
+    assert capsys.readouterr().err.count(said) == 1  # Lightning's note, once
     second = read_checkpoint(next(tmp_path.rglob("csv/version_1/checkpoints/last.ckpt")))
     assert second["epoch"] == 1 and second["global_step"] == 4  # 2 epochs x 2 batches, not 2
 
@@ -303,3 +303,30 @@ def test_unet_beats_interpolation_on_held_out_year(tmp_path: Path, use_sample_ca
     summary = json.loads(next(tmp_path.rglob("summary.json")).read_text())
     unet, base = summary["test"]["rmse"]["tasmax"], summary["test"]["baseline_rmse"]["tasmax"]
     assert unet < base, (unet, base)
+
+
+def test_last_takes_the_newest_of_every_version_and_a_slurm_requeue(tmp_path: Path) -> None:
+    """``--ckpt_path last``'s candidates: each logger version's ``last*.ckpt`` and the
+    ``hpc_ckpt_N.ckpt`` Lightning writes on SLURM's signal before a requeue (newest wins);
+    ``consolidated-*`` files and files elsewhere are not candidates."""
+    import os
+
+    from climdl.parallel.checkpoint import newest_last_checkpoint
+
+    v0, v1 = tmp_path / "csv/version_0/checkpoints", tmp_path / "csv/version_1/checkpoints"
+    for folder in (v0, v1):
+        folder.mkdir(parents=True)
+    files = {
+        v0 / "last.ckpt": 100,
+        v1 / "last.ckpt": 200,
+        v1 / "consolidated-last.ckpt": 500,
+        tmp_path / "hpc_ckpt_1.ckpt": 300,
+    }
+    for path, mtime in files.items():
+        path.write_bytes(b"x")
+        os.utime(path, (mtime, mtime))
+    folders = [tmp_path, v0, v1]
+    assert newest_last_checkpoint(folders) == tmp_path / "hpc_ckpt_1.ckpt"
+    os.utime(v0 / "last.ckpt", (400, 400))
+    assert newest_last_checkpoint(folders) == v0 / "last.ckpt"
+    assert newest_last_checkpoint([tmp_path / "missing"]) is None
