@@ -51,7 +51,10 @@ def describe_os_error(exc: OSError) -> str | None:
     if exc.errno in _SHAPES:
         name = exc.filename
         if exc.errno != errno.EISDIR and name:  # the file in the way, not the folder wanted
-            name = str(next((p for p in Path(name).parents if p.is_file()), name))
+            blocker = next((p for p in (Path(name), *Path(name).parents) if p.is_file()), None)
+            if blocker is None:  # EEXIST of a folder or link: not a shape problem
+                return f"{name} already exists" if exc.errno == errno.EEXIST else None
+            name = str(blocker)
         return _SHAPES[exc.errno].format(name=name or "a part of the path")
     return _CAUSES.get(exc.errno) if exc.errno is not None else None
 

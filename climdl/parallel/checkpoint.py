@@ -312,7 +312,7 @@ def checkpoint_folders(trainer: Any) -> list[Path]:
     folders += [Path(cb.dirpath) for cb in trainer.checkpoint_callbacks if cb.dirpath]
     if trainer.loggers:
         first = trainer.loggers[0]
-        base = Path(first.save_dir or root) / str(first.name or "")
+        base = Path(first.save_dir or root) / str(first.name)  # as Lightning joins them
         folders += [v / "checkpoints" for v in sorted(base.glob("*")) if v.is_dir()]
     return folders
 

@@ -22,7 +22,7 @@ class _NoAdverts(logging.Filter):
 
 
 class _Once(logging.Filter):
-    """Drops a message already shown in this run: Lightning repeats its notes at each entry
+    """Drops a note (INFO or below) already shown in this run: Lightning repeats its notes at each entry
     point (``fit``, then ``validate`` and ``test`` of the best checkpoint), e.g. "The following
     callbacks returned in configure_callbacks will override ..." or "Restoring states from the
     checkpoint path ..." for the same file."""
@@ -32,6 +32,8 @@ class _Once(logging.Filter):
         self._seen: set[tuple[int, str]] = set()
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.INFO:  # a warning repeated may matter each time
+            return True
         key = (record.levelno, record.getMessage())
         if key in self._seen:
             return False

@@ -10,8 +10,9 @@ from climdl.tasks.lightning_logging import configure_lightning_logging
 
 
 def test_each_lightning_message_once_and_only_warnings_when_quiet(
-    capsys: pytest.CaptureFixture[str],
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(logging.getLogger(), "level", logging.WARNING)  # not --debug
     top = logging.getLogger("lightning")
     saved = (list(top.handlers), top.propagate, top.level)
     try:
