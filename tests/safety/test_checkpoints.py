@@ -360,6 +360,7 @@ def test_a_real_sharded_checkpoint_consolidates_and_resumes(
         "--ckpt_path",
         str(sharded),
     )
+    args.remove("--quiet")  # Lightning's note on what it restores is the evidence here
     codes = run_all([climdl_cmd(args)], [log], 300, [{"CLIMDL_CACHE": str(sample_cache)}], tmp_path)
     check(codes, [log])
     assert "Restoring states from the checkpoint path" in log.read_text()
