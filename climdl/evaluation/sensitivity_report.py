@@ -327,7 +327,7 @@ def _md_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
 
 
 def sensitivity_section(
-    nc_path: PathLike, out_dir: PathLike
+    nc_path: PathLike, out_dir: PathLike, *, shown_as: PathLike | None = None
 ) -> tuple[list[ReportFigure], str, str]:
     """The sensitivity section of a report, from a ``climdl sensitivity`` file.
 
@@ -339,6 +339,8 @@ def sensitivity_section(
     Args:
         nc_path: the sensitivity NetCDF (emulator or segmenter kind).
         out_dir: the report's folder.
+        shown_as: the file's name in the report, if not ``nc_path`` (a file read from a
+            temporary folder before it is moved to where the reader will find it).
 
     Returns:
         The figures written, the HTML section and the Markdown section.
@@ -352,7 +354,7 @@ def sensitivity_section(
     with open_sensitivity(p) as (ds, kind):
         what = "predictor" if kind == "emulator" else "band"
         title = f"Sensitivity to bounded {what} perturbations"
-        meta = _meta(ds, kind, p)
+        meta = _meta(ds, kind, p if shown_as is None else Path(shown_as))
         bounds = _bounds(ds, kind)
         table = emulator_rows(ds) if kind == "emulator" else segmenter_rows(ds)
         headline = _headline(ds) if kind == "emulator" else []
@@ -395,7 +397,11 @@ def _write_text(path: Path, text: str) -> Path:
 
 
 def write_sensitivity_report(
-    nc_path: PathLike, out_dir: PathLike, *, title: str = REPORT_TITLE
+    nc_path: PathLike,
+    out_dir: PathLike,
+    *,
+    title: str = REPORT_TITLE,
+    shown_as: PathLike | None = None,
 ) -> tuple[Path, Path]:
     """Write the stand-alone report of a sensitivity file: ``report.html`` and ``report.md``.
 
@@ -407,6 +413,7 @@ def write_sensitivity_report(
         nc_path: the sensitivity NetCDF (emulator or segmenter kind).
         out_dir: the folder to write to (created when missing).
         title: the page's title.
+        shown_as: the file's name in the report, if not ``nc_path``.
 
     Returns:
         The paths of ``report.html`` and ``report.md``.
@@ -416,7 +423,7 @@ def write_sensitivity_report(
         OutputError: the folder or a file cannot be written.
     """
     out = Path(out_dir)
-    figs, section_html, section_md = sensitivity_section(nc_path, out)
+    figs, section_html, section_md = sensitivity_section(nc_path, out, shown_as=shown_as)
     del figs
     page = f"{html_head(title)}\n{section_html}\n</body></html>\n"
     html_path = _write_text(out / "report.html", page)

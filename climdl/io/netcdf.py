@@ -109,5 +109,8 @@ def write_skeleton(
     )
     try:
         ds.dump_to_store(store, encoding=dict(encoding or {}))
-    finally:
-        store.close()
+    except BaseException:
+        with contextlib.suppress(Exception):  # the write's own error is the one to report
+            store.close()
+        raise
+    store.close()

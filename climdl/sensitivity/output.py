@@ -40,6 +40,7 @@ __all__ = [
     "ATTACKS",
     "MEASURES",
     "OUTPUT_NAME",
+    "RUN_FILES",
     "SCHEMA_VERSION",
     "SUMMARY_NAME",
     "SummaryRow",
@@ -59,7 +60,8 @@ OUTPUT_NAME = "sensitivity.nc"
 SUMMARY_NAME = "summary.csv"
 SCHEMA_VERSION = 1
 WET_DAY_THRESHOLD = "1 mm day-1"
-_RUN_FILES = (OUTPUT_NAME, SUMMARY_NAME, "report.html", "report.md", "figures")
+RUN_FILES = (OUTPUT_NAME, SUMMARY_NAME, "report.html", "report.md", "figures")
+"""The entries a run with its report writes into ``--out`` (its own, for ``--overwrite``)."""
 
 _LONG_NAMES = {
     "mean_change": "signed change of the domain-mean {t}",
@@ -152,7 +154,7 @@ def check_out_dir(out_dir: Path, overwrite: bool) -> None:
     """
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputError(f"{out_dir} is a file; give a folder for --out.")
-    existing = [n for n in _RUN_FILES if (out_dir / n).exists()]
+    existing = [n for n in RUN_FILES if (out_dir / n).exists()]
     if existing and not overwrite:
         raise OutputError(
             f"{out_dir} already holds a sensitivity run ({', '.join(existing)}); pass "

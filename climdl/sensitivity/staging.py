@@ -5,18 +5,17 @@ the hidden temporary folder of :func:`climdl.io.staged_folder.staged_folder`, so
 appears in ``--out`` whole or not at all (a full disk, an error or Ctrl-C leaves nothing). This
 module holds what is particular to a sensitivity run: which entries of ``--out`` are the run's
 own (replaced by ``--overwrite``, other files kept) and the report, written in the temporary
-folder but naming the files where they will be.
+folder but naming the sensitivity file where it will be.
 """
 
 from __future__ import annotations
 
-import html
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 
 from climdl.io.staged_folder import staged_folder
-from climdl.sensitivity.output import _RUN_FILES, OUTPUT_NAME
+from climdl.sensitivity.output import OUTPUT_NAME, RUN_FILES
 
 __all__ = ["COMMAND", "run_entries", "staged_run", "write_report"]
 
@@ -28,7 +27,7 @@ def run_entries(report: bool = True) -> Callable[[str], bool]:
     """Which entries of ``--out`` are a run's own: those whose presence refuses the run without
     ``--overwrite`` and that ``--overwrite`` replaces (the NetCDF, the summary and, when the run
     makes a report, the report and its figures)."""
-    names = frozenset(_RUN_FILES) if report else frozenset({OUTPUT_NAME})
+    names = frozenset(RUN_FILES) if report else frozenset({OUTPUT_NAME})
     return names.__contains__
 
 
@@ -44,20 +43,9 @@ def staged_run(
 
 def write_report(stage: Path, out_dir: Path) -> tuple[Path, ...]:
     """The stand-alone report of the run in ``stage`` (``report.html``, ``report.md``,
-    ``figures/``), written into ``stage``; returns their final paths under ``out_dir``.
-
-    The report names the sensitivity file it was made from: the temporary folder's name is
-    replaced by ``out_dir`` in both pages, so they name the file where it will be.
-    """
+    ``figures/``), written into ``stage`` but naming the sensitivity file where it will be;
+    returns their final paths under ``out_dir``."""
     from climdl.evaluation.sensitivity_report import write_sensitivity_report
 
-    pages = write_sensitivity_report(stage / OUTPUT_NAME, stage)
-    for page in pages:
-        text = page.read_text(encoding="utf-8")
-        for old, new in (
-            (str(stage), str(out_dir)),
-            (html.escape(str(stage)), html.escape(str(out_dir))),
-        ):
-            text = text.replace(old, new)
-        page.write_text(text, encoding="utf-8")
+    pages = write_sensitivity_report(stage / OUTPUT_NAME, stage, shown_as=out_dir / OUTPUT_NAME)
     return tuple(out_dir / p.name for p in pages)
